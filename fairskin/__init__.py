@@ -1,0 +1,1 @@
+"""FairSkin ML engine: plain Python and torch. Never imports Django or the apps."""

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from fairskin_site.health import health
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("jobs/", include("jobs.urls")),
+    path("admin/", admin.site.urls),
+    path("health/", health, name="health"),
+]

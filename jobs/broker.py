@@ -1,0 +1,26 @@
+"""Reachability of the task broker, checked before anything is queued."""
+
+from __future__ import annotations
+
+
+class BrokerUnavailable(Exception):
+    """The Celery broker cannot be reached; nothing was queued."""
+
+
+def broker_check(timeout: float = 3.0) -> None:
+    """Raise BrokerUnavailable unless a connection to the broker can be opened now."""
+    from fairskin_site.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"The task broker ({_redacted(app.conf.broker_url)}) is unreachable: {exc}. "
+            "Nothing was queued; try again once it is back."
+        ) from exc
+
+
+def _redacted(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[-1]}" if rest else url

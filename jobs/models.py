@@ -1,0 +1,137 @@
+"""One job record for every long task: imports, training runs, generation shards, metrics."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+# Every state change goes through jobs.services, which checks it against this table.
+ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    # running -> queued is the sweep handing a dead worker's job back to the queue.
+    JobState.RUNNING: frozenset(
+        {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.QUEUED}
+    ),
+    JobState.SUCCEEDED: frozenset(),
+    # Resuming a failed or cancelled job queues a new attempt.
+    JobState.FAILED: frozenset({JobState.QUEUED}),
+    JobState.CANCELLED: frozenset({JobState.QUEUED}),
+}
+
+
+class Queue(models.TextChoices):
+    GPU = "gpu", "GPU"
+    CPU = "cpu", "CPU"
+
+
+class Job(models.Model):
+    kind = models.CharField(max_length=64, help_text="Registered handler name.")
+    title = models.CharField(max_length=200, blank=True)
+    queue = models.CharField(max_length=8, choices=Queue.choices, default=Queue.CPU)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
+    attempt = models.PositiveIntegerField(default=0, help_text="Number of attempts started.")
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    worker = models.CharField(max_length=200, blank=True, help_text="Holder of the lease.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    progress_message = models.CharField(max_length=300, blank=True)
+
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    launched_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("launch_job", "Can launch jobs"),
+            ("control_job", "Can cancel and resume jobs"),
+        ]
+        indexes = [
+            # The sweep's two queries: running jobs by lease, queued jobs by enqueue time.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="job_running_lease_idx",
+                condition=Q(state="running"),
+            ),
+            models.Index(
+                fields=["enqueued_at"], name="job_queued_idx", condition=Q(state="queued")
+            ),
+            models.Index(fields=["kind", "-created_at"], name="job_kind_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} {self.kind} ({self.state})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.progress_total:
+            return 100 if self.state == JobState.SUCCEEDED else 0
+        return min(100, round(100 * self.progress_done / self.progress_total))
+
+
+class JobAttempt(models.Model):
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    worker = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, blank=True, help_text="Empty while running.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="job_attempt_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} attempt {self.number}"
+
+
+class JobLogEntry(models.Model):
+    """Append-only: rows are created, never updated or deleted by the app."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_entries")
+    attempt = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    level = models.CharField(max_length=8, default="info")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["job", "id"]
+
+    def __str__(self) -> str:
+        return f"Job {self.job_id} log {self.pk}"

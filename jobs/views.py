@@ -1,0 +1,107 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from jobs import selectors, services
+from jobs.broker import BrokerUnavailable
+from jobs.forms import WorkerCheckForm
+from jobs.models import Job, JobState
+
+
+def _job_or_404(job_id: int) -> Job:
+    try:
+        return selectors.job_get(job_id=job_id)
+    except Job.DoesNotExist:
+        raise Http404("No such job") from None
+
+
+@login_required
+@permission_required("jobs.view_job", raise_exception=True)
+def job_list(request):
+    state = request.GET.get("state") or None
+    if state not in {None, *JobState.values}:
+        state = None
+    return render(
+        request,
+        "jobs/job_list.html",
+        {
+            "jobs": selectors.job_list_recent(limit=100, state=state),
+            "states": JobState.choices,
+            "state": state,
+            "form": WorkerCheckForm(),
+        },
+    )
+
+
+@login_required
+@permission_required("jobs.view_job", raise_exception=True)
+def job_detail(request, job_id: int):
+    job = _job_or_404(job_id)
+    return render(
+        request,
+        "jobs/job_detail.html",
+        {"job": job, "attempts": job.attempts.all(), "log": selectors.job_log_tail(job=job)},
+    )
+
+
+@login_required
+@permission_required("jobs.view_job", raise_exception=True)
+def job_progress(request, job_id: int):
+    """The live part of the job page, polled by htmx until the job ends."""
+    job = _job_or_404(job_id)
+    return render(
+        request,
+        "jobs/_job_live.html",
+        {"job": job, "attempts": job.attempts.all(), "log": selectors.job_log_tail(job=job)},
+    )
+
+
+@require_POST
+@login_required
+@permission_required("jobs.control_job", raise_exception=True)
+def job_cancel(request, job_id: int):
+    job = _job_or_404(job_id)
+    try:
+        services.job_cancel(job=job, by=request.user)
+        messages.success(request, f"Cancellation of job {job.pk} requested.")
+    except services.InvalidTransition as exc:
+        messages.error(request, f"Job {job.pk} was not cancelled: {exc}.")
+    return redirect("jobs:detail", job_id=job.pk)
+
+
+@require_POST
+@login_required
+@permission_required("jobs.control_job", raise_exception=True)
+def job_resume(request, job_id: int):
+    job = _job_or_404(job_id)
+    try:
+        services.job_resume(job=job, by=request.user)
+        messages.success(request, f"Job {job.pk} queued for attempt {job.attempt + 1}.")
+    except (services.InvalidTransition, BrokerUnavailable) as exc:
+        messages.error(request, f"Job {job.pk} was not resumed: {exc}")
+    return redirect("jobs:detail", job_id=job.pk)
+
+
+@require_POST
+@login_required
+@permission_required("jobs.launch_job", raise_exception=True)
+def worker_check_launch(request):
+    form = WorkerCheckForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Worker check not launched: {form.errors.as_text()}")
+        return redirect("jobs:list")
+    data = form.cleaned_data
+    try:
+        job = services.job_create(
+            kind="worker_check",
+            queue=data["queue"],
+            params={"steps": data["steps"], "pause_s": data["pause_s"]},
+            title=f"Worker check on the {data['queue']} queue",
+            launched_by=request.user,
+        )
+    except BrokerUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect("jobs:list")
+    return redirect("jobs:detail", job_id=job.pk)
