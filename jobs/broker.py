@@ -15,8 +15,9 @@ def broker_check(timeout: float = 3.0) -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
     except Exception as exc:
+        url = _redacted(app.conf.broker_write_url or app.conf.broker_url)
         raise BrokerUnavailable(
-            f"The task broker ({_redacted(app.conf.broker_url)}) is unreachable: {exc}. "
+            f"The task broker ({url}) is unreachable: {exc}. "
             "Nothing was queued; try again once it is back."
         ) from exc
 

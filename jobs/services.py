@@ -215,7 +215,8 @@ def job_cancel(*, job: Job, by: Any = None) -> Job:
 
 def job_resume(*, job: Job, by: Any = None) -> Job:
     """Queue a new attempt of a failed or cancelled job (handlers resume from checkpoints)."""
-    _check_transition(job.state, JobState.QUEUED)
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise InvalidTransition(f"only failed or cancelled jobs can be resumed, not {job.state}")
     broker_check()
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, state=job.state).update(

@@ -1,0 +1,119 @@
+"""Every URL the app has, for every role: who gets in and who is turned away.
+
+A URL that is not in the table fails the test, so every new page must be classified here.
+"""
+
+import pytest
+from django.contrib import admin
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from jobs.models import Job, JobState
+from tests.factories import JobFactory, make_user
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ("anonymous", "dermatologist", "lead", "engineer")
+LOGIN = "login"  # a redirect to the login page
+
+# name -> (method, kwargs builder key, expected status per role)
+MATRIX = {
+    "accounts:home": ("get", None, {"anonymous": LOGIN, "dermatologist": 200, "lead": 200,
+                                    "engineer": 200}),
+    "accounts:login": ("get", None, {"anonymous": 200, "dermatologist": 302, "lead": 302,
+                                     "engineer": 302}),
+    "accounts:logout": ("post", None, {r: 302 for r in ROLES}),
+    "health": ("get", None, {r: 200 for r in ROLES}),
+    "jobs:list": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                "engineer": 200}),
+    "jobs:detail": ("get", "job", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                   "engineer": 200}),
+    "jobs:live": ("get", "job", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                 "engineer": 200}),
+    "jobs:cancel": ("post", "job", {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
+                                    "engineer": 302}),
+    "jobs:resume": ("post", "failed_job", {"anonymous": LOGIN, "dermatologist": 403,
+                                           "lead": 403, "engineer": 302}),
+    "jobs:worker_check": ("post", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
+                                         "engineer": 302}),
+}
+
+
+def _named_urls(patterns, namespace=""):
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            if p.namespace == "admin":
+                continue  # the admin is covered model by model below
+            ns = f"{namespace}{p.namespace}:" if p.namespace else namespace
+            yield from _named_urls(p.url_patterns, ns)
+        elif isinstance(p, URLPattern) and p.name:
+            yield f"{namespace}{p.name}"
+
+
+def test_every_url_is_classified():
+    assert set(_named_urls(get_resolver().url_patterns)) == set(MATRIX)
+
+
+def _client_for(client, role):
+    if role != "anonymous":
+        client.force_login(make_user(role))
+    return client
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_role_by_url(client, role, name):
+    method, kwargs_key, expected = MATRIX[name]
+    kwargs = {}
+    if kwargs_key == "job":
+        kwargs = {"job_id": JobFactory().pk}
+    elif kwargs_key == "failed_job":
+        kwargs = {"job_id": JobFactory(state=JobState.FAILED).pk}
+    url = reverse(name, kwargs=kwargs)
+    data = {"queue": "cpu", "steps": 1, "pause_s": 0} if name == "jobs:worker_check" else {}
+    response = getattr(_client_for(client, role), method)(url, data)
+    want = expected[role]
+    if want == LOGIN:
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("accounts:login"))
+    else:
+        assert response.status_code == want, response.content[:300]
+
+
+def _admin_urls():
+    urls = [reverse("admin:index")]
+    for model in admin.site._registry:
+        opts = model._meta
+        urls.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        urls.append(reverse("admin:app_list", kwargs={"app_label": opts.app_label}))
+    return sorted(set(urls))
+
+
+@pytest.mark.parametrize("url", _admin_urls())
+def test_dermatologists_never_reach_the_admin_even_as_staff(client, url):
+    derm = make_user("dermatologist")
+    derm.is_staff = True  # even a misconfigured account stays out
+    derm.save()
+    client.force_login(derm)
+    assert client.get(url).status_code == 403
+
+
+@pytest.mark.parametrize("url", _admin_urls())
+def test_anonymous_admin_access_goes_to_login(client, url):
+    response = client.get(url)
+    assert response.status_code == 302 and "login" in response["Location"]
+
+
+def test_engineer_reaches_job_admin_and_lead_sees_only_what_leads_need(client):
+    client.force_login(make_user("engineer"))
+    assert client.get(reverse("admin:jobs_job_changelist")).status_code == 200
+    client.force_login(make_user("lead"))
+    assert client.get(reverse("admin:jobs_job_changelist")).status_code == 200
+    assert client.get(reverse("admin:jobs_joblogentry_changelist")).status_code == 403
+    assert client.get(reverse("admin:auth_user_changelist")).status_code == 403
+
+
+def test_engineer_cancel_through_the_page_cancels_the_job(client):
+    client.force_login(make_user("engineer"))
+    job = JobFactory()
+    client.post(reverse("jobs:cancel", kwargs={"job_id": job.pk}))
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED

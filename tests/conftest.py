@@ -1,0 +1,161 @@
+"""Shared fixtures: users per role, and real Celery workers for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from tests.factories import make_user
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def engineer(db):
+    return make_user("engineer")
+
+
+@pytest.fixture
+def lead(db):
+    return make_user("lead")
+
+
+@pytest.fixture
+def dermatologist(db):
+    return make_user("dermatologist")
+
+
+def _needs_real_services() -> None:
+    from django.conf import settings
+
+    if connection.vendor != "postgresql" or not settings.CELERY_BROKER_URL.startswith("redis"):
+        pytest.skip("needs PostgreSQL and Redis (make test falls back without them)")
+
+
+def _purge_broker() -> None:
+    from fairskin_site.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in ("gpu", "cpu"):
+            conn.default_channel.queue_purge(queue)
+
+
+class WorkerProcess:
+    """A real `celery worker` process on the test database and the test broker."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "ab")  # noqa: SIM115  (closed in stop())
+        cmd = [sys.executable, "-m", "celery", "-A", "fairskin_site", "worker", "--pool", "solo",
+               "--queues", "gpu,cpu", "--loglevel", "INFO", "--without-mingle",
+               "--without-gossip", "--hostname", f"test-{time.time_ns()}@%h"]
+        if env.get("WITH_BEAT"):
+            cmd += ["--beat", "--schedule", str(log_path.with_suffix(".beat"))]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a worker dying without any chance to clean up."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(
+    transactional_db, django_db_serialized_rollback, tmp_path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real Celery worker processes against the test database and Redis.
+
+    Tests using it need committed data (transactional_db), because the worker is another
+    process with its own connection.
+    """
+    _needs_real_services()
+    from django.conf import settings
+
+    _purge_broker()
+    db = connection.settings_dict
+    workers: list[WorkerProcess] = []
+
+    def start(**extra_env: str) -> WorkerProcess:
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": "1",
+            **extra_env,
+        }
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    _purge_broker()
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float, what: str,
+             workers: list[WorkerProcess] = ()) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    logs = "\n".join(w.output()[-3000:] for w in workers)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshot():
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def take(page, name: str) -> Path:
+        path = SCREENSHOTS / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+    return take

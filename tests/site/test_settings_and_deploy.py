@@ -1,0 +1,82 @@
+"""Settings come from the environment; production settings pass Django's deploy checks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION_ENV = {
+    "DEBUG": "0",
+    "SECRET_KEY": "k3J9-production-like-secret-with-enough-entropy-qZ8vW2xL5nR7tY1uP4sA6dF0",
+    "ALLOWED_HOSTS": "fairskin.example.org",
+    "DATABASE_URL": "postgres://fairskin:pw@db.example.org:5432/fairskin",
+    "CELERY_BROKER_URL": "redis://redis.example.org:6379/0",
+}
+
+
+def run_manage(*args, env_overrides):
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"SECRET_KEY", "DEBUG", "SECURE_SSL_REDIRECT", "DATABASE_URL",
+                        "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}}
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING",
+                        env_overrides=PRODUCTION_ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_debug_and_insecure_cookies():
+    insecure = {**PRODUCTION_ENV, "DEBUG": "1", "SESSION_COOKIE_SECURE": "0"}
+    result = run_manage("check", "--deploy", "--fail-level", "WARNING", env_overrides=insecure)
+    assert result.returncode != 0
+    assert "security.W018" in result.stderr + result.stdout  # DEBUG on
+    assert "security.W012" in result.stderr + result.stdout  # session cookie not secure
+
+
+def test_production_refuses_to_start_without_a_secret_key():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "SECRET_KEY"}
+    result = run_manage("check", env_overrides=env)
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr
+
+
+def test_settings_follow_the_environment():
+    probe = ("from django.conf import settings as s; "
+             "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['HOST'], "
+             "s.CELERY_BROKER_URL, s.MEDIA_ROOT, s.FAIRSKIN_BASE_MODEL, "
+             "s.STORAGES['default']['BACKEND'])")
+    env = {**PRODUCTION_ENV, "MEDIA_ROOT": "/data/media", "FAIRSKIN_BASE_MODEL": "sd15-random",
+           "AWS_STORAGE_BUCKET_NAME": "fairskin-images"}
+    result = run_manage("shell", "-v", "0", "-c", probe, env_overrides=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql", "db.example.org", "redis://redis.example.org:6379/0",
+        "/data/media", "sd15-random", "storages.backends.s3.S3Storage",
+    ]
+
+
+def test_docker_compose_matches_the_settings_names():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"web", "cpu-worker", "gpu-worker", "beat", "postgres", "redis"} <= set(services)
+    settings_source = (ROOT / "fairskin_site" / "settings.py").read_text()
+    boto_reads_itself = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    for name in services["web"]["environment"]:
+        assert f'"{name}"' in settings_source or name in boto_reads_itself, name
+    gpu = services["gpu-worker"]
+    assert "--queues gpu" in gpu["command"] and "--concurrency 1" in gpu["command"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "--queues cpu" in services["cpu-worker"]["command"]
+    assert "beat" in services["beat"]["command"]
+    for service in ("web", "cpu-worker", "gpu-worker"):
+        assert {"media:/srv/media", "artifacts:/srv/artifacts"} <= set(services[service]["volumes"])
+    assert services["web"]["environment"]["CELERY_BROKER_URL"].startswith("redis://redis")
+    assert "@postgres:5432/" in services["web"]["environment"]["DATABASE_URL"]
