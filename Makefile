@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install bench lint clean-var
+.PHONY: run test test-fast install bench lint clean-var
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,3 +25,7 @@ lint: install
 
 clean-var:
 	rm -rf var/
+
+# Everything but the slow (browser, multi-process) tests, for a quick local loop.
+test-fast: install
+	./scripts/test.sh -m "not slow"

@@ -97,10 +97,12 @@ def execute_job(*, job_id: int, worker: str | None = None) -> str:
         progress = JobProgress(job, worker)
         handler = registry.get_kind(job.kind).handler
         result = handler(job, progress)
-        services.job_succeed(job_id=job.pk, worker=worker, result=result or {})
+        services.job_succeed(
+            job_id=job.pk, worker=worker, result=result or {}, attempt=job.attempt
+        )
         return "succeeded"
     except JobCancelled:
-        services.job_mark_cancelled(job_id=job.pk, worker=worker)
+        services.job_mark_cancelled(job_id=job.pk, worker=worker, attempt=job.attempt)
         return "cancelled"
     except services.LeaseLost:
         logger.warning("job %s: lease lost; another attempt owns it now", job.pk)
@@ -110,7 +112,10 @@ def execute_job(*, job_id: int, worker: str | None = None) -> str:
             job_id=job.pk, attempt=job.attempt, level="error", message=traceback.format_exc()
         )
         try:
-            services.job_fail(job_id=job.pk, worker=worker, error=f"{type(exc).__name__}: {exc}")
+            services.job_fail(
+                job_id=job.pk, worker=worker, error=f"{type(exc).__name__}: {exc}",
+                attempt=job.attempt,
+            )
         except services.LeaseLost:
             return "lease-lost"
         return "failed"

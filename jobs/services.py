@@ -178,19 +178,21 @@ def _finish(*, job_id: int, worker: str, to_state: str, **fields: Any) -> None:
         _close_open_attempts(job_id=job_id, outcome=to_state, error=fields.get("error", ""))
 
 
-def job_succeed(*, job_id: int, worker: str, result: dict[str, Any] | None = None) -> None:
+def job_succeed(
+    *, job_id: int, worker: str, result: dict[str, Any] | None = None, attempt: int = 0
+) -> None:
     _finish(job_id=job_id, worker=worker, to_state=JobState.SUCCEEDED, result=result or {})
-    job_log(job_id=job_id, message="succeeded")
+    job_log(job_id=job_id, attempt=attempt, message="succeeded")
 
 
-def job_fail(*, job_id: int, worker: str, error: str) -> None:
+def job_fail(*, job_id: int, worker: str, error: str, attempt: int = 0) -> None:
     _finish(job_id=job_id, worker=worker, to_state=JobState.FAILED, error=error)
-    job_log(job_id=job_id, level="error", message=f"failed: {error}")
+    job_log(job_id=job_id, attempt=attempt, level="error", message=f"failed: {error}")
 
 
-def job_mark_cancelled(*, job_id: int, worker: str) -> None:
+def job_mark_cancelled(*, job_id: int, worker: str, attempt: int = 0) -> None:
     _finish(job_id=job_id, worker=worker, to_state=JobState.CANCELLED)
-    job_log(job_id=job_id, message="cancelled")
+    job_log(job_id=job_id, attempt=attempt, message="cancelled")
 
 
 def job_cancel(*, job: Job, by: Any = None) -> Job:
