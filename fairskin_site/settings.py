@@ -125,6 +125,12 @@ FAIRSKIN_ARTIFACTS_ROOT = Path(
     env.str("FAIRSKIN_ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts"))
 )
 FAIRSKIN_BASE_MODEL = env.str("FAIRSKIN_BASE_MODEL", default="tiny")
+# Images over this many pixels are refused at import (decompression bombs, absurd scans).
+FAIRSKIN_MAX_IMAGE_PIXELS = env.int("FAIRSKIN_MAX_IMAGE_PIXELS", default=40_000_000)
+# Admin uploads: a metadata CSV and an optional zip of images.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 << 20
+FILE_UPLOAD_MAX_MEMORY_SIZE = 10 << 20
+FAIRSKIN_MAX_UPLOAD_BYTES = env.int("FAIRSKIN_MAX_UPLOAD_BYTES", default=4 << 30)
 
 # Images live in local files unless an S3-compatible bucket is configured (django-storages).
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")

@@ -6,6 +6,7 @@ from fairskin_site.health import health
 urlpatterns = [
     path("", include("accounts.urls")),
     path("jobs/", include("jobs.urls")),
+    path("catalog/", include("catalog.urls")),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
 ]

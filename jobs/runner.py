@@ -13,7 +13,7 @@ import uuid
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from fairskin.progress import JobCancelled
+from fairskin.progress import JobCancelled, Progress
 from jobs import registry, services
 from jobs.models import Job
 
@@ -31,13 +31,18 @@ class JobProgress:
     job was cancelled, which raises JobCancelled inside the engine.
     """
 
-    def __init__(self, job: Job, worker: str, min_interval: float = 0.5) -> None:
+    def __init__(
+        self, job: Job, worker: str, min_interval: float = 0.5, echo: Progress | None = None
+    ) -> None:
         self.job = job
         self.worker = worker
         self.min_interval = min_interval
+        self.echo = echo  # a terminal progress bar when a command runs the job itself
         self._last_write = 0.0
 
     def update(self, done: int, total: int, message: str = "") -> None:
+        if self.echo is not None:
+            self.echo.update(done, total, message)
         now = time.monotonic()
         if done < total and now - self._last_write < self.min_interval:
             return
@@ -49,6 +54,8 @@ class JobProgress:
             raise JobCancelled(f"job {self.job.pk} was cancelled")
 
     def log(self, message: str) -> None:
+        if self.echo is not None:
+            self.echo.log(message)
         services.job_log(job_id=self.job.pk, attempt=self.job.attempt, message=message)
 
     def check_cancelled(self) -> None:
@@ -83,7 +90,7 @@ class _LeaseKeeper(threading.Thread):
             connection.close()
 
 
-def execute_job(*, job_id: int, worker: str | None = None) -> str:
+def execute_job(*, job_id: int, worker: str | None = None, echo: Progress | None = None) -> str:
     """Claim and run a job. Returns what happened: claimed-elsewhere, succeeded, failed,
     cancelled or lease-lost. Never raises for the handler's own errors."""
     worker = worker or worker_identity()
@@ -94,7 +101,7 @@ def execute_job(*, job_id: int, worker: str | None = None) -> str:
     keeper = _LeaseKeeper(job.pk, worker)
     keeper.start()
     try:
-        progress = JobProgress(job, worker)
+        progress = JobProgress(job, worker, echo=echo)
         handler = registry.get_kind(job.kind).handler
         result = handler(job, progress)
         services.job_succeed(

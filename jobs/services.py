@@ -49,15 +49,17 @@ def job_create(
     launched_by: Any = None,
     queue: str | None = None,
     parent: Job | None = None,
-    require_broker: bool = True,
+    enqueue: bool = True,
 ) -> Job:
     """Create a queued job and send it to its queue once the transaction commits.
 
     Refuses (creating nothing) when the kind is unknown or the broker cannot be reached, so a
-    user never ends up with a job that silently never starts.
+    user never ends up with a job that silently never starts. With ``enqueue=False`` the
+    caller runs the job itself (a command's --wait); if that process dies, the sweep sends the
+    job to a worker.
     """
     job_kind = registry.get_kind(kind)
-    if require_broker:
+    if enqueue:
         broker_check()
     job = Job.objects.create(
         kind=kind,
@@ -68,8 +70,11 @@ def job_create(
         parent=parent,
         enqueued_at=timezone.now(),
     )
-    job_log(job_id=job.pk, message=f"queued on the {job.queue} queue")
-    job_enqueue(job=job)
+    if enqueue:
+        job_log(job_id=job.pk, message=f"queued on the {job.queue} queue")
+        job_enqueue(job=job)
+    else:
+        job_log(job_id=job.pk, message="running in the foreground of the launching command")
     return job
 
 

@@ -14,6 +14,7 @@ PORT="${PORT:-8000}"
 echo "Database: ${DATABASE_URL:-SQLite in $VAR_DIR}   Broker: ${CELERY_BROKER_URL:-filesystem queue in $VAR_DIR/broker}"
 $PY manage.py migrate --noinput
 $PY manage.py seed_accounts
+$PY manage.py seed_demo --if-missing
 
 .venv/bin/celery -A fairskin_site worker --beat --queues gpu,cpu --concurrency 1 \
     --loglevel INFO --schedule "$VAR_DIR/celerybeat-schedule" --hostname "fairskin-local@%h" &

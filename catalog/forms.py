@@ -1,0 +1,62 @@
+import zipfile
+
+from django import forms
+from django.conf import settings
+
+from catalog.models import AllowedUse
+from fairskin.datasets import FORMATS, ArchiveError, MetadataError, parse_metadata
+from fairskin.datasets.sources import ZipImages
+
+
+class DatasetUploadForm(forms.Form):
+    """An admin upload: the metadata is parsed here, so a bad file is refused on the form."""
+
+    format = forms.ChoiceField(choices=[(f, f) for f in FORMATS])
+    name = forms.SlugField(max_length=64, required=False,
+                           help_text="Dataset name; the format's name when empty.")
+    mapping = forms.ChoiceField(choices=[("strict", "strict"), ("broad", "broad")],
+                                initial="strict")
+    allowed_use = forms.ChoiceField(choices=[("", "format default"), *AllowedUse.choices],
+                                    required=False)
+    metadata = forms.FileField(help_text="The dataset's metadata CSV.")
+    images = forms.FileField(required=False, help_text="Optional zip archive of the images.")
+
+    def clean(self):
+        data = super().clean()
+        metadata = data.get("metadata")
+        if metadata is None or not data.get("format"):
+            return data
+        try:
+            parse_metadata(data["format"], metadata.read(), mapping=data["mapping"],
+                           file_name=metadata.name)
+        except (MetadataError, ValueError) as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        finally:
+            metadata.seek(0)
+        images = data.get("images")
+        if images is not None:
+            if images.size > settings.FAIRSKIN_MAX_UPLOAD_BYTES:
+                raise forms.ValidationError("the image archive is larger than the upload limit")
+            if not zipfile.is_zipfile(images):
+                raise forms.ValidationError(f"{images.name} is not a zip archive")
+            try:
+                ZipImages(images).close()
+            except ArchiveError as exc:
+                raise forms.ValidationError(f"{images.name}: {exc}") from exc
+            finally:
+                images.seek(0)
+        return data
+
+
+class SplitForm(forms.Form):
+    seed = forms.IntegerField(initial=0)
+    train = forms.FloatField(initial=0.7, min_value=0, max_value=1)
+    val = forms.FloatField(initial=0.15, min_value=0, max_value=1)
+    test = forms.FloatField(initial=0.15, min_value=0, max_value=1)
+
+    def clean(self):
+        data = super().clean()
+        if all(k in data for k in ("train", "val", "test")):
+            if abs(data["train"] + data["val"] + data["test"] - 1) > 1e-6:
+                raise forms.ValidationError("train, val and test must add up to 1")
+        return data

@@ -1,0 +1,64 @@
+import csv
+import io
+import tempfile
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from catalog.models import Dataset
+from catalog.selectors import format_summary_table
+from catalog.services import dataset_import, dataset_preprocess_launch, dataset_split
+from fairskin.datasets.sources import FolderImages
+from fairskin.imaging.demo import demo_items
+from fairskin.progress import ConsoleProgress
+from jobs.runner import execute_job
+
+DEMO_DESCRIPTION = (
+    "Procedurally drawn lesion images for the seven classes on skin tones spanning FST I-VI. "
+    "For trying FairSkin out and for tests; not medical data."
+)
+
+
+class Command(BaseCommand):
+    help = ("Draw the procedural demo dataset, import it as 'demo' through the generic CSV "
+            "importer, preprocess it and split it.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--per-class", type=int, default=24)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--name", default="demo")
+        parser.add_argument("--if-missing", action="store_true",
+                            help="do nothing when the dataset already exists (make run)")
+
+    def handle(self, *args, per_class, seed, name, if_missing, **options):
+        if per_class < 1:
+            raise CommandError("--per-class must be at least 1")
+        if if_missing and Dataset.objects.filter(name=name).exists():
+            self.stdout.write(f"dataset {name!r} exists; not seeding it again")
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            rows = io.StringIO()
+            writer = csv.writer(rows)
+            writer.writerow(["file", "diagnosis", "fst", "group_id"])
+            for item in demo_items(per_class, seed):
+                item.image.save(Path(folder, item.file_name), format="PNG", compress_level=1)
+                writer.writerow([item.file_name, item.diagnosis.value, item.fst, item.group_id])
+            result = dataset_import(
+                fmt="csv", metadata=rows.getvalue().encode(), metadata_name="demo.csv",
+                images=FolderImages(folder), name=name,
+                licence="Procedural images drawn by FairSkin; no restrictions",
+                description=DEMO_DESCRIPTION,
+            )
+        dataset = result.dataset
+        job = dataset_preprocess_launch(dataset=dataset, enqueue=False)
+        if execute_job(job_id=job.pk, echo=ConsoleProgress(self.stderr)) != "succeeded":
+            job.refresh_from_db()
+            raise CommandError(f"preprocessing failed: {job.error}")
+        job.refresh_from_db()
+        counts = dataset_split(dataset=dataset, seed=seed)
+        self.stdout.write(f"Demo dataset {name!r}: {result.created} images "
+                          f"({per_class} per class, seed {seed})")
+        self.stdout.write(format_summary_table(result.summary))
+        self.stdout.write("Splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        self.stdout.write("ITA estimate vs intended skin type: "
+                          f"{job.result['ita_within_label_range']}")

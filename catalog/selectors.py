@@ -1,0 +1,91 @@
+"""Reads on the catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Count, Q, QuerySet
+
+from catalog.models import Dataset, Image
+from fairskin.labels import Diagnosis, FstRange
+
+FST_COLUMNS = ("I", "II", "III", "IV", "V", "VI")
+
+
+def _fst_column(low: int | None, high: int | None) -> str:
+    return "?" if low is None else str(FstRange(low, high))
+
+
+def dataset_summary(*, dataset: Dataset) -> dict[str, Any]:
+    """Counts per diagnosis x FST (ranges such as I–II get their own column), plus totals."""
+    cells = (
+        Image.objects.filter(dataset=dataset)
+        .values("diagnosis", "fst_low", "fst_high")
+        .annotate(n=Count("id"))
+    )
+    table: dict[str, dict[str, int]] = {}
+    columns = set()
+    for cell in cells:
+        column = _fst_column(cell["fst_low"], cell["fst_high"])
+        columns.add(column)
+        row = table.setdefault(cell["diagnosis"], {})
+        row[column] = row.get(column, 0) + cell["n"]
+    # Exact types always show all six columns, so an empty cell such as DF x VI is visible.
+    order = list(FST_COLUMNS) if columns & set(FST_COLUMNS) else []
+    order += sorted(columns - set(FST_COLUMNS) - {"?"}) + ["?"]
+    rows = [d.value for d in Diagnosis if d.value in table]
+    totals = dataset.images.aggregate(
+        images=Count("id"),
+        missing_files=Count("id", filter=Q(missing_file=True)),
+        with_files=Count("id", filter=~Q(original="")),
+        preprocessed=Count("id", filter=~Q(preprocessed="")),
+    )
+    return {
+        "columns": order,
+        "rows": [{"diagnosis": dx, "counts": [table[dx].get(c, 0) for c in order],
+                  "total": sum(table[dx].values())} for dx in rows],
+        "column_totals": [sum(table[dx].get(c, 0) for dx in rows) for c in order],
+        **totals,
+    }
+
+
+def image_browse(
+    *,
+    dataset: str | None = None,
+    diagnosis: str | None = None,
+    fst: int | None = None,
+    origin: str | None = None,
+    split: str | None = None,
+) -> QuerySet[Image]:
+    """Images matching the browser's filters; an FST matches exact types and ranges holding it."""
+    images = Image.objects.select_related("dataset")
+    if dataset:
+        images = images.filter(dataset__name=dataset)
+    if diagnosis:
+        images = images.filter(diagnosis=diagnosis)
+    if fst:
+        images = images.filter(fst_low__lte=fst, fst_high__gte=fst)
+    if origin:
+        images = images.filter(origin=origin)
+    if split is not None and split != "any":
+        images = images.filter(split=split)
+    return images.order_by("dataset_id", "id")
+
+
+def format_summary_table(summary: dict[str, Any]) -> str:
+    """The summary as a fixed-width text table, for the command line."""
+    columns = summary["columns"]
+    header = f"{'dx':<6}" + "".join(f"{c:>7}" for c in columns) + f"{'total':>8}"
+    lines = [header, "-" * len(header)]
+    for row in summary["rows"]:
+        cells = "".join(f"{n:>7}" for n in row["counts"])
+        lines.append(f"{row['diagnosis']:<6}{cells}{row['total']:>8}")
+    lines.append("-" * len(header))
+    totals = "".join(f"{n:>7}" for n in summary["column_totals"])
+    lines.append(f"{'all':<6}{totals}{summary['images']:>8}")
+    return "\n".join(lines)
+
+
+def dataset_split_counts(*, dataset: Dataset) -> dict[str, int]:
+    rows = dataset.images.values("split").annotate(n=Count("id"))
+    return {row["split"] or "unassigned": row["n"] for row in rows}
