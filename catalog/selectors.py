@@ -24,15 +24,17 @@ def dataset_summary(*, dataset: Dataset) -> dict[str, Any]:
         .annotate(n=Count("id"))
     )
     table: dict[str, dict[str, int]] = {}
-    columns = set()
+    ranges: set[tuple[int, int]] = set()
     for cell in cells:
         column = _fst_column(cell["fst_low"], cell["fst_high"])
-        columns.add(column)
+        if cell["fst_low"] is not None and cell["fst_low"] != cell["fst_high"]:
+            ranges.add((cell["fst_low"], cell["fst_high"]))
         row = table.setdefault(cell["diagnosis"], {})
         row[column] = row.get(column, 0) + cell["n"]
+    present = {column for row in table.values() for column in row}
     # Exact types always show all six columns, so an empty cell such as DF x VI is visible.
-    order = list(FST_COLUMNS) if columns & set(FST_COLUMNS) else []
-    order += sorted(columns - set(FST_COLUMNS) - {"?"}) + ["?"]
+    order = list(FST_COLUMNS) if present & set(FST_COLUMNS) else []
+    order += [str(FstRange(low, high)) for low, high in sorted(ranges)] + ["?"]
     rows = [d.value for d in Diagnosis if d.value in table]
     totals = dataset.images.aggregate(
         images=Count("id"),

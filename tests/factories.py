@@ -1,8 +1,11 @@
+import io
 import itertools
 
 import factory
+from PIL import Image as PILImage
 
 from accounts.services import user_create
+from catalog.models import Dataset, Image, SourceFormat
 from jobs.models import Job
 
 PASSWORD = "correct-horse-battery-staple"
@@ -22,3 +25,38 @@ class JobFactory(factory.django.DjangoModelFactory):
     kind = "worker_check"
     queue = "cpu"
     params = factory.LazyFunction(lambda: {"steps": 2, "pause_s": 0})
+
+
+class DatasetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Dataset
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"dataset-{n}")
+    source_format = SourceFormat.CSV
+
+
+class ImageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Image
+
+    class Params:
+        with_thumbnail = factory.Trait(
+            thumbnail=factory.django.FileField(
+                filename="thumb.jpg", data=factory.LazyFunction(lambda: image_bytes("JPEG"))
+            )
+        )
+
+    dataset = factory.SubFactory(DatasetFactory)
+    source_id = factory.Sequence(lambda n: f"img-{n}")
+    file_name = factory.LazyAttribute(lambda o: f"{o.source_id}.png")
+    diagnosis = "MEL"
+    fst_low = 3
+    fst_high = 3
+    fst_source = "dataset"
+
+
+def image_bytes(fmt: str = "PNG", size=(64, 48), colour=(180, 120, 90)) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from jobs.models import Job, JobState
-from tests.factories import JobFactory, make_user
+from tests.factories import ImageFactory, JobFactory, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +33,14 @@ MATRIX = {
                                     "engineer": 302}),
     "jobs:resume": ("post", "failed_job", {"anonymous": LOGIN, "dermatologist": 403,
                                            "lead": 403, "engineer": 302}),
+    "catalog:datasets": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                       "engineer": 200}),
+    "catalog:dataset": ("get", "dataset", {"anonymous": LOGIN, "dermatologist": 403,
+                                           "lead": 200, "engineer": 200}),
+    "catalog:images": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                     "engineer": 200}),
+    "catalog:thumbnail": ("get", "image", {"anonymous": LOGIN, "dermatologist": 403,
+                                           "lead": 200, "engineer": 200}),
     "jobs:worker_check": ("post", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
                                          "engineer": 302}),
 }
@@ -68,6 +76,10 @@ def test_role_by_url(client, role, name):
         kwargs = {"job_id": JobFactory().pk}
     elif kwargs_key == "failed_job":
         kwargs = {"job_id": JobFactory(state=JobState.FAILED).pk}
+    elif kwargs_key == "dataset":
+        kwargs = {"name": ImageFactory().dataset.name}
+    elif kwargs_key == "image":
+        kwargs = {"image_id": ImageFactory(with_thumbnail=True).pk}
     url = reverse(name, kwargs=kwargs)
     data = {"queue": "cpu", "steps": 1, "pause_s": 0} if name == "jobs:worker_check" else {}
     response = getattr(_client_for(client, role), method)(url, data)

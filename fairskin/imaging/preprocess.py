@@ -1,0 +1,70 @@
+"""The catalog's derivative pipeline: decode, square 512 px, optional hair removal, ITA."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+from fairskin.imaging.decode import DEFAULT_MAX_PIXELS, decode_image
+from fairskin.imaging.hair import remove_hair
+from fairskin.imaging.ita import ITA_METHOD, fst_from_ita, ita_value
+from fairskin.imaging.resize import to_square
+
+THUMBNAIL_SIZE = 160
+
+
+@dataclass(frozen=True)
+class Derivative:
+    png: bytes  # the square derivative, lossless
+    thumbnail_jpeg: bytes
+    ita: float | None  # None when the image shows no usable skin
+    fst_ita: int | None
+    ita_method: str
+    hair_removed: bool
+
+
+def preprocess_image(
+    data: bytes,
+    *,
+    name: str = "",
+    size: int = 512,
+    hair_removal: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Derivative:
+    """Make the square derivative of one image file and measure its skin tone.
+
+    Hair is removed after resizing, where the DullRazor kernel sizes are calibrated, and ITA
+    is measured on the hair-free derivative so dark hair does not pull the angle down.
+    """
+    square = to_square(decode_image(data, max_pixels=max_pixels, name=name), size)
+    if hair_removal:
+        square = remove_hair(square)
+    try:
+        ita: float | None = ita_value(square)
+        fst = fst_from_ita(ita)
+    except ValueError:
+        ita, fst = None, None
+    return Derivative(
+        png=_encode(square, "PNG"),
+        thumbnail_jpeg=_encode(_thumbnail(square), "JPEG"),
+        ita=ita,
+        fst_ita=fst,
+        ita_method=ITA_METHOD,
+        hair_removed=hair_removal,
+    )
+
+
+def _thumbnail(image: Image.Image) -> Image.Image:
+    return image.resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, format="JPEG", quality=85)
+    else:
+        # Level 1 is 5x faster than the default 6 for about 12% larger files; still lossless.
+        image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
