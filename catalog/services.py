@@ -121,17 +121,17 @@ def dataset_import(
     started = time.perf_counter()
     source_format = SourceFormat(fmt)
     name = name or source_format.value
-    try:
-        parsed = parse_metadata(fmt, metadata, mapping=mapping, file_name=metadata_name)
-    except (MetadataError, ValueError) as exc:
-        raise CatalogImportError(str(exc)) from exc
-
     existing_dataset = Dataset.objects.filter(name=name).first()
     if existing_dataset and existing_dataset.source_format != source_format:
         raise CatalogImportError(
             f"dataset {name!r} holds {existing_dataset.source_format} data; "
             f"choose another --name for {fmt} metadata"
         )
+    try:
+        parsed = parse_metadata(fmt, metadata, mapping=mapping, file_name=metadata_name)
+    except (MetadataError, ValueError) as exc:
+        raise CatalogImportError(str(exc)) from exc
+
 
     written: list[str] = []
     try:

@@ -92,7 +92,8 @@ def test_role_by_url(client, role, name):
 
 
 def _admin_urls():
-    urls = [reverse("admin:index")]
+    urls = [reverse("admin:index"), reverse("admin:catalog_dataset_import"),
+            reverse("admin:catalog_dataset_split")]
     for model in admin.site._registry:
         opts = model._meta
         urls.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
