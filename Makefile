@@ -29,3 +29,7 @@ clean-var:
 # Everything but the slow (browser, multi-process) tests, for a quick local loop.
 test-fast: install
 	./scripts/test.sh -m "not slow"
+
+# Benchmarks: outside the test suite; figures go to docs/benchmarks.md.
+bench: install
+	$(PY) bench/catalog_import.py
