@@ -107,9 +107,10 @@ def main() -> None:
         draw_lesion("BCC", 1 + i % 6, seed=100 + i)
     timings["draw one demo lesion"] = (time.perf_counter() - started) / 20
 
+    server = connection.cursor().connection.info.server_version if connection.vendor == \
+        "postgresql" else ""
     print(f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, {connection.vendor} "
-          f"{connection.cursor().connection.info.server_version if connection.vendor == 'postgresql' else ''}")
+          f"Python {platform.python_version()}, {connection.vendor} {server}")
     print(f"Data: {METADATA.name}, 16,577 rows (16,560 kept), no image files; "
           f"median of {args.repeats}\n")
     print("| import of fitzpatrick17k.csv | median s | min s | rows/s |")
