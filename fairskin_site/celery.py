@@ -3,11 +3,16 @@
 import os
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "fairskin_site.settings")
 
 app = Celery("fairskin")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("gpu"), Queue("cpu"))
+# Each queue has its own exchange and key: a GPU job must never reach a CPU-only worker.
+app.conf.task_queues = tuple(
+    Queue(name, Exchange(name), routing_key=name) for name in ("gpu", "cpu")
+)
+app.conf.task_default_exchange = "cpu"
+app.conf.task_default_routing_key = "cpu"
 app.autodiscover_tasks()

@@ -51,11 +51,11 @@ def _purge_broker() -> None:
 class WorkerProcess:
     """A real `celery worker` process on the test database and the test broker."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, queues: str = "gpu,cpu") -> None:
         self.log_path = log_path
         self.log = open(log_path, "ab")  # noqa: SIM115  (closed in stop())
         cmd = [sys.executable, "-m", "celery", "-A", "fairskin_site", "worker", "--pool", "solo",
-               "--queues", "gpu,cpu", "--loglevel", "INFO", "--without-mingle",
+               "--queues", queues, "--loglevel", "INFO", "--without-mingle",
                "--without-gossip", "--hostname", f"test-{time.time_ns()}@%h"]
         if env.get("WITH_BEAT"):
             cmd += ["--beat", "--schedule", str(log_path.with_suffix(".beat"))]
@@ -98,7 +98,7 @@ def start_worker(
     db = connection.settings_dict
     workers: list[WorkerProcess] = []
 
-    def start(**extra_env: str) -> WorkerProcess:
+    def start(queues: str = "gpu,cpu", **extra_env: str) -> WorkerProcess:
         env = {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
@@ -108,7 +108,7 @@ def start_worker(
             "OMP_NUM_THREADS": "1",
             **extra_env,
         }
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log")
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log", queues=queues)
         workers.append(worker)
         return worker
 

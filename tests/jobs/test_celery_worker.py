@@ -68,3 +68,19 @@ def test_killed_worker_job_is_swept_back_and_finished_by_a_new_attempt(start_wor
     outcomes = list(done.attempts.order_by("number").values_list("outcome", flat=True))
     assert outcomes == ["lost", "succeeded"]
     assert done.log_entries.filter(message__contains="lease expired; re-queued").exists()
+
+
+def test_gpu_jobs_reach_only_workers_of_the_gpu_queue(start_worker, engineer):
+    cpu_only = start_worker(queues="cpu")
+    gpu_job = services.job_create(kind="worker_check", queue="gpu",
+                                  params={"steps": 1, "pause_s": 0}, launched_by=engineer)
+    cpu_job = services.job_create(kind="worker_check", queue="cpu",
+                                  params={"steps": 1, "pause_s": 0}, launched_by=engineer)
+    wait_for(lambda: state_of(cpu_job.pk).state == JobState.SUCCEEDED, timeout=60,
+             what="the cpu job", workers=[cpu_only])
+    assert state_of(gpu_job.pk).state == JobState.QUEUED  # the CPU worker never saw it
+    gpu_worker = start_worker(queues="gpu")
+    done = wait_for(lambda: state_of(gpu_job.pk).is_terminal and state_of(gpu_job.pk),
+                    timeout=60, what="the gpu job", workers=[gpu_worker])
+    assert done.state == JobState.SUCCEEDED
+    assert done.result["queue"] == "gpu"
