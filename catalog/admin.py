@@ -51,7 +51,8 @@ class DatasetAdmin(admin.ModelAdmin):
             try:
                 job = services.dataset_upload_launch(
                     fmt=data["format"], name=data["name"], mapping=data["mapping"],
-                    allowed_use=data["allowed_use"], metadata=data["metadata"],
+                    allowed_use=data["allowed_use"], licence=data["licence"],
+                    metadata=data["metadata"],
                     images=data["images"], user=request.user,
                 )
             except BrokerUnavailable as exc:

@@ -18,6 +18,8 @@ class DatasetUploadForm(forms.Form):
                                 initial="strict")
     allowed_use = forms.ChoiceField(choices=[("", "format default"), *AllowedUse.choices],
                                     required=False)
+    licence = forms.CharField(max_length=200, required=False,
+                              help_text="Licence of the data; the format's default when empty.")
     metadata = forms.FileField(help_text="The dataset's metadata CSV.")
     images = forms.FileField(required=False, help_text="Optional zip archive of the images.")
 

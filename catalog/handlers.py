@@ -31,7 +31,8 @@ def import_upload(job: Job, progress: JobProgress) -> dict[str, Any]:
         result = services.dataset_import(
             fmt=p["format"], metadata=metadata, metadata_name=p["metadata_name"],
             images=images, name=p["name"], mapping=p["mapping"],
-            allowed_use=p.get("allowed_use") or None, user=job.launched_by, progress=progress,
+            allowed_use=p.get("allowed_use") or None, licence=p.get("licence") or None,
+            user=job.launched_by, progress=progress,
         )
     finally:
         if images is not None:

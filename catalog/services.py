@@ -290,7 +290,7 @@ def dataset_preprocess_launch(
 
 def dataset_upload_launch(
     *, fmt: str, name: str, mapping: str, allowed_use: str, metadata: Any, images: Any,
-    user: Any,
+    user: Any, licence: str = "",
 ) -> Job:
     """Keep an admin upload in storage and queue its import; the job deletes the upload."""
     folder = f"uploads/{uuid.uuid4().hex}"
@@ -301,7 +301,8 @@ def dataset_upload_launch(
         return job_create(
             kind="catalog.import",
             params={"format": fmt, "name": name or fmt, "mapping": mapping,
-                    "allowed_use": allowed_use, "metadata_name": metadata.name,
+                    "allowed_use": allowed_use, "licence": licence,
+                    "metadata_name": metadata.name,
                     "metadata_path": saved[0],
                     "images_path": saved[1] if len(saved) > 1 else ""},
             title=f"Import {metadata.name} into {name or fmt}",

@@ -132,6 +132,7 @@ class JobLogEntry(models.Model):
 
     class Meta:
         ordering = ["job", "id"]
+        verbose_name_plural = "job log entries"
 
     def __str__(self) -> str:
         return f"Job {self.job_id} log {self.pk}"

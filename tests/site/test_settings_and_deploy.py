@@ -80,3 +80,9 @@ def test_docker_compose_matches_the_settings_names():
         assert {"media:/srv/media", "artifacts:/srv/artifacts"} <= set(services[service]["volumes"])
     assert services["web"]["environment"]["CELERY_BROKER_URL"].startswith("redis://redis")
     assert "@postgres:5432/" in services["web"]["environment"]["DATABASE_URL"]
+
+
+def test_models_and_migrations_agree():
+    result = run_manage("makemigrations", "--check", "--dry-run",
+                        env_overrides={**PRODUCTION_ENV, "DEBUG": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
