@@ -1,0 +1,1 @@
+"""Stable Diffusion fine-tuning: base models, textual inversion, LoRA, artifacts."""

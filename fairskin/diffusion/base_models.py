@@ -1,0 +1,176 @@
+"""Base models a run starts from: a diffusers folder or hub id, `tiny`, or `sd15-random`.
+
+`tiny` (the SD v1.5 architecture at toy width, for tests and the demo) and `sd15-random` (the
+exact SD v1.5 shape with random weights, for throughput benchmarks) are written once as ordinary
+diffusers folders that `StableDiffusionPipeline.from_pretrained` opens with no project code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+TINY = "tiny"
+SD15_RANDOM = "sd15-random"
+SD15_CONFIGS = "fairskin.diffusion.configs"
+
+# The tiny model keeps every component type and block kind of SD v1.5 at toy sizes.
+TINY_UNET = {
+    "sample_size": 16,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": [32, 64],
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+    "norm_num_groups": 8,
+}
+TINY_VAE = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "block_out_channels": [16, 32],
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+    "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": 32,
+}
+TINY_TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "max_position_embeddings": 77,
+    "vocab_size": 49_408,
+    "bos_token_id": 49_406,
+    "eos_token_id": 49_407,
+    "pad_token_id": 49_407,
+    "hidden_act": "quick_gelu",
+    "projection_dim": 32,
+}
+
+
+class BaseModelError(ValueError):
+    """The base model cannot be found or opened."""
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    spec: str  # what the user asked for
+    source: str  # tiny | sd15-random | local | hub
+    path: str  # a local folder, or the hub id
+
+    def describe(self) -> str:
+        return f"{self.spec} ({self.source}: {self.path})"
+
+
+def _sd15_config(component: str) -> dict:
+    text = resources.files(SD15_CONFIGS).joinpath("sd15", component, "config.json")
+    if component == "scheduler":
+        text = resources.files(SD15_CONFIGS).joinpath("sd15", "scheduler",
+                                                      "scheduler_config.json")
+    return json.loads(text.read_text())
+
+
+def _write_pipeline(folder: Path, *, unet_config: dict, vae_config: dict, text_config: dict,
+                    seed: int) -> None:
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from fairskin.diffusion.tokenizer import write_clip_tokenizer
+
+    torch.manual_seed(seed)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(staging / "_tokenizer"))
+    scheduler_config = _strip(_sd15_config("scheduler"))
+    pipeline = StableDiffusionPipeline(
+        vae=AutoencoderKL(**vae_config),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)),
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**unet_config),
+        # Training uses DDPM with SD v1.5's own schedule (scaled_linear, 1000 steps, epsilon).
+        scheduler=DDPMScheduler.from_config(scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(staging, safe_serialization=True)
+    shutil.rmtree(staging / "_tokenizer")
+    # Renamed into place only when complete, so a crash never leaves a half-written model.
+    staging.rename(folder)
+
+
+def _strip(config: dict) -> dict:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def materialize(spec: str, *, cache_dir: Path, seed: int = 0) -> Path:
+    """Write the `tiny` or `sd15-random` model folder under ``cache_dir`` unless present."""
+    folder = Path(cache_dir) / spec
+    if (folder / "model_index.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if spec == TINY:
+        _write_pipeline(folder, unet_config=TINY_UNET, vae_config=TINY_VAE,
+                        text_config=TINY_TEXT, seed=seed)
+    elif spec == SD15_RANDOM:
+        text = _strip(_sd15_config("text_encoder"))
+        text.pop("architectures", None)
+        text.update(bos_token_id=49_406, eos_token_id=49_407, pad_token_id=49_407)
+        _write_pipeline(folder, unet_config=_strip(_sd15_config("unet")),
+                        vae_config=_strip(_sd15_config("vae")), text_config=text, seed=seed)
+    else:
+        raise BaseModelError(f"{spec!r} is not a model FairSkin can build")
+    return folder
+
+
+def resolve_base_model(spec: str, *, cache_dir: Path) -> BaseModel:
+    """Where a run's base model lives. Builds `tiny`/`sd15-random` on first use.
+
+    A local folder must be a diffusers Stable Diffusion folder (model_index.json). Anything
+    else that looks like `owner/name` is taken as a hub id, loaded from the local cache (this
+    deployment may have no internet; `HF_HUB_OFFLINE` is honoured by diffusers).
+    """
+    spec = (spec or "").strip()
+    if not spec:
+        raise BaseModelError("no base model given")
+    if spec in (TINY, SD15_RANDOM):
+        return BaseModel(spec, spec, str(materialize(spec, cache_dir=cache_dir)))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise BaseModelError(f"{spec} is not a diffusers model folder (no model_index.json)")
+        return BaseModel(spec, "local", str(path.resolve()))
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return BaseModel(spec, "hub", spec)
+    raise BaseModelError(
+        f"base model {spec!r} not found: give a diffusers folder, a hub id, "
+        f"{TINY!r} or {SD15_RANDOM!r}"
+    )
+
+
+def check_loadable(base: BaseModel) -> None:
+    """Fail early (before a run is queued) if a hub model is not in the local cache."""
+    if base.source != "hub":
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(base.path, "model_index.json"), str):
+        raise BaseModelError(
+            f"hub model {base.path!r} is not in the local Hugging Face cache; download it "
+            "first (huggingface-cli download) or give a local folder"
+        )
