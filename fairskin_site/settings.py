@@ -125,6 +125,10 @@ FAIRSKIN_ARTIFACTS_ROOT = Path(
     env.str("FAIRSKIN_ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts"))
 )
 FAIRSKIN_BASE_MODEL = env.str("FAIRSKIN_BASE_MODEL", default="tiny")
+# Where `tiny` and `sd15-random` are written once as diffusers folders.
+FAIRSKIN_MODEL_CACHE = Path(env.str("FAIRSKIN_MODEL_CACHE", default=str(VAR_DIR / "models")))
+# Threads torch may use in a worker (0: torch's default). Tests and small machines use 1.
+FAIRSKIN_TORCH_THREADS = env.int("FAIRSKIN_TORCH_THREADS", default=0)
 # Images over this many pixels are refused at import (decompression bombs, absurd scans).
 FAIRSKIN_MAX_IMAGE_PIXELS = env.int("FAIRSKIN_MAX_IMAGE_PIXELS", default=40_000_000)
 # Admin uploads: a metadata CSV and an optional zip of images.

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("jobs/", include("jobs.urls")),
     path("catalog/", include("catalog.urls")),
+    path("training/", include("training.urls")),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
 ]

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 TINY = "tiny"
 SD15_RANDOM = "sd15-random"
 SD15_CONFIGS = "fairskin.diffusion.configs"
@@ -82,6 +80,7 @@ def _sd15_config(component: str) -> dict:
 
 def _write_pipeline(folder: Path, *, unet_config: dict, vae_config: dict, text_config: dict,
                     seed: int) -> None:
+    import torch
     from diffusers import (
         AutoencoderKL,
         DDPMScheduler,
@@ -138,18 +137,20 @@ def materialize(spec: str, *, cache_dir: Path, seed: int = 0) -> Path:
     return folder
 
 
-def resolve_base_model(spec: str, *, cache_dir: Path) -> BaseModel:
+def resolve_base_model(spec: str, *, cache_dir: Path, build: bool = True) -> BaseModel:
     """Where a run's base model lives. Builds `tiny`/`sd15-random` on first use.
 
     A local folder must be a diffusers Stable Diffusion folder (model_index.json). Anything
     else that looks like `owner/name` is taken as a hub id, loaded from the local cache (this
-    deployment may have no internet; `HF_HUB_OFFLINE` is honoured by diffusers).
+    deployment may have no internet; `HF_HUB_OFFLINE` is honoured by diffusers). With
+    ``build=False`` the built-in models are only named, not written (validation in a request).
     """
     spec = (spec or "").strip()
     if not spec:
         raise BaseModelError("no base model given")
     if spec in (TINY, SD15_RANDOM):
-        return BaseModel(spec, spec, str(materialize(spec, cache_dir=cache_dir)))
+        folder = materialize(spec, cache_dir=cache_dir) if build else Path(cache_dir) / spec
+        return BaseModel(spec, spec, str(folder))
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():

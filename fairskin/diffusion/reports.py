@@ -1,0 +1,111 @@
+"""Human-readable run outputs: the model card, the loss curve and image grids."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from fairskin.labels import fst_roman
+
+
+def image_grid(images: Sequence[Image.Image], *, rows: int, cols: int,
+               row_labels: Sequence[str] = (), col_labels: Sequence[str] = ()) -> Image.Image:
+    """Images in a rows x cols grid with a label margin on the left and top."""
+    if not images:
+        raise ValueError("no images for the grid")
+    width, height = images[0].size
+    left = 48 if row_labels else 0
+    top = 16 if col_labels else 0
+    grid = Image.new("RGB", (left + cols * width, top + rows * height), "white")
+    draw = ImageDraw.Draw(grid)
+    for index, image in enumerate(images[: rows * cols]):
+        r, c = divmod(index, cols)
+        grid.paste(image.convert("RGB").resize((width, height)),
+                   (left + c * width, top + r * height))
+    for r, label in enumerate(row_labels):
+        draw.text((2, top + r * height + height // 2 - 5), str(label), fill="black")
+    for c, label in enumerate(col_labels):
+        draw.text((left + c * width + width // 2 - 6, 2), str(label), fill="black")
+    return grid
+
+
+def loss_svg(history: Sequence[tuple[int, float]], width: int = 640, height: int = 240) -> str:
+    """The loss curve as a standalone SVG (no plotting library needed to read it)."""
+    if not history:
+        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"/>'
+    steps = [s for s, _ in history]
+    losses = [v for _, v in history]
+    lo, hi = min(losses), max(losses)
+    span = (hi - lo) or 1.0
+    first, last = steps[0], steps[-1]
+    pad = 32
+
+    def x(step: int) -> float:
+        return pad + (width - 2 * pad) * ((step - first) / ((last - first) or 1))
+
+    def y(loss: float) -> float:
+        return height - pad - (height - 2 * pad) * (loss - lo) / span
+
+    points = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in history)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
+        f'<rect width="100%" height="100%" fill="white"/>'
+        f'<polyline fill="none" stroke="#7a4b2a" stroke-width="1.5" points="{points}"/>'
+        f'<text x="{pad}" y="{pad - 8}">loss {hi:.4f}</text>'
+        f'<text x="{pad}" y="{height - 8}">step {first}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" text-anchor="end">step {last}</text>'
+        f'<text x="{width - pad}" y="{y(losses[-1]) - 6:.1f}" text-anchor="end">'
+        f'{losses[-1]:.4f}</text></svg>'
+    )
+
+
+def model_card(info: dict[str, Any], items: Sequence[Any]) -> str:
+    """The run's model card: intended use, data and licences, per-FST counts, limitations."""
+    per_fst = Counter(i.fst for i in items)
+    per_dx = Counter(i.diagnosis for i in items)
+    datasets = info.get("datasets", [])
+    lines = [
+        f"# FairSkin {info['config']['kind'].replace('_', ' ')} run"
+        + (f" {info['run_id']}" if info.get("run_id") else ""),
+        "",
+        "## Intended use",
+        "Generating synthetic dermatology images to augment under-represented skin types for "
+        "research on fairer skin-lesion classifiers. Not for diagnosis, not for patient care, "
+        "and not to be released without the blinded dermatologist review FairSkin gates "
+        "releases on.",
+        "",
+        "## Base model",
+        f"{info['base_model']}",
+        "",
+        "## Training data",
+    ]
+    if datasets:
+        lines += [f"- {d['name']}: {d.get('images', '?')} images, licence: "
+                  f"{d.get('licence') or 'not recorded'}" for d in datasets]
+    else:
+        lines.append("- (selection not recorded)")
+    if info.get("selection_hash"):
+        lines.append(f"- selection hash: `{info['selection_hash']}`")
+    lines += ["", "Images per Fitzpatrick skin type:", "",
+              "| FST | " + " | ".join(fst_roman(f) for f in range(1, 7)) + " |",
+              "|---|" + "---|" * 6,
+              "| images | " + " | ".join(str(per_fst.get(f, 0)) for f in range(1, 7)) + " |",
+              "", "Images per diagnosis: " + ", ".join(f"{dx} {n}"
+                                                       for dx, n in sorted(per_dx.items())),
+              "", "## Training", f"- kind: {info['config']['kind']}, steps: {info['steps']}, "
+              f"final loss: {info['final_loss']:.4f}",
+              f"- learned tokens: {', '.join(info['tokens']) or 'none'}",
+              "- libraries: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+              "", "## Limitations",
+              "- Skin types with few training images (see the table) are learned from little "
+              "data; compositional tokens let the model combine a diagnosis with a skin type it "
+              "never saw together, which is the point, but such images need the review most.",
+              "- Fitzpatrick types estimated from ITA are approximate (ITA agrees with human "
+              "labels within one type on only about half of Fitzpatrick17k).",
+              "- Synthetic images inherit the base model's and the datasets' biases and "
+              "licences; see the licences above before sharing anything generated.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+import json
+
+from django import forms
+from django.conf import settings
+
+from catalog.models import DIAGNOSIS_CHOICES, Dataset
+from fairskin.diffusion.config import TrainConfig
+from training.models import Run, RunKind
+
+
+class RunLaunchForm(forms.Form):
+    """The admin's launch form, prefilled with the planning document's defaults."""
+
+    kind = forms.ChoiceField(choices=RunKind.choices)
+    name = forms.CharField(max_length=120, required=False)
+    parent = forms.ModelChoiceField(queryset=Run.objects.none(), required=False,
+                                    help_text="LoRA: a textual-inversion run; joint: a LoRA run.")
+    base_model = forms.CharField(max_length=300, required=False,
+                                 help_text="tiny, sd15-random, a diffusers folder or a hub id; "
+                                 "empty: the parent's, else FAIRSKIN_BASE_MODEL.")
+    datasets = forms.ModelMultipleChoiceField(queryset=Dataset.objects.none(),
+                                              to_field_name="name")
+    diagnoses = forms.MultipleChoiceField(choices=DIAGNOSIS_CHOICES, required=False,
+                                          help_text="None selected: all.")
+    fsts = forms.TypedMultipleChoiceField(choices=[(i, f"FST {i}") for i in range(1, 7)],
+                                          coerce=int, required=False, label="Skin types")
+    split = forms.ChoiceField(choices=[("train", "train"), ("val", "val"), ("test", "test"),
+                                       ("any", "any")], initial="train")
+    config = forms.CharField(widget=forms.Textarea(attrs={"rows": 22, "cols": 60}),
+                             help_text="Run settings as JSON; defaults shown for the kind.")
+
+    def __init__(self, *args, kind: str = "textual_inversion", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["parent"].queryset = Run.objects.filter(
+            kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA], job__state="succeeded")
+        self.fields["datasets"].queryset = Dataset.objects.all()
+        defaults = {k: v for k, v in TrainConfig.defaults(kind).items() if k != "kind"}
+        self.fields["config"].initial = json.dumps(defaults, indent=2)
+        self.fields["kind"].initial = kind
+        self.fields["base_model"].initial = settings.FAIRSKIN_BASE_MODEL
+
+    def clean_config(self):
+        try:
+            value = json.loads(self.cleaned_data["config"])
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise forms.ValidationError("settings must be a JSON object")
+        value.pop("kind", None)
+        return value

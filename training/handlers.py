@@ -1,0 +1,71 @@
+"""The training job: turns a Run into an engine call on a GPU worker."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from catalog.models import Image
+from fairskin.diffusion.base_models import resolve_base_model
+from fairskin.diffusion.config import TrainConfig
+from jobs.models import Job
+from jobs.registry import register
+from jobs.runner import JobProgress
+from training import services
+from training.models import Run
+from training.selectors import selection_images
+
+
+def _local_file(image: Image, cache: Path) -> str:
+    """A local path to the image's derivative; copied out of remote storage when needed."""
+    try:
+        return image.preprocessed.path
+    except NotImplementedError:  # S3 and other remote storages have no local path
+        target = cache / Path(image.preprocessed.name).name
+        if not target.exists():
+            with default_storage.open(image.preprocessed.name) as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return str(target)
+
+
+def _set_threads() -> None:
+    if settings.FAIRSKIN_TORCH_THREADS:
+        import torch
+
+        torch.set_num_threads(settings.FAIRSKIN_TORCH_THREADS)
+
+
+@register("training.run", queue="gpu", label="Training run")
+def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
+    # Imported here: web processes never need torch and diffusers.
+    from fairskin.diffusion.training import TrainItem, train
+
+    run = Run.objects.select_related("parent__parent").get(pk=job.params["run_id"])
+    _set_threads()
+    run_dir = Path(run.artifacts_dir)
+    cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    images = list(selection_images(selection=run.selection))
+    items = [TrainItem(path=_local_file(img, cache), diagnosis=img.diagnosis, fst=img.fst_low)
+             for img in images]
+    datasets = Counter(img.dataset for img in images)
+    base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
+    parents = [Path(r.artifacts_dir) for r in run.lineage()[:-1]]
+    progress.log(f"{len(items)} images, base model {base.describe()}, "
+                 f"{'resuming' if (run_dir / 'checkpoints').exists() else 'starting'}")
+    result = train(
+        config=TrainConfig.build(run.kind, {k: v for k, v in run.config.items() if k != "kind"}),
+        base=base, items=items, run_dir=run_dir, progress=progress, parents=parents,
+        run_info={"run_id": run.pk, "parent_run_ids": [r.pk for r in run.lineage()[:-1]],
+                  "selection": run.selection, "selection_hash": run.selection_hash,
+                  "datasets": [{"name": d.name, "licence": d.licence, "images": n}
+                               for d, n in datasets.items()]},
+    )
+    services.run_record_result(run=run, tokens=result.tokens, final_loss=result.final_loss)
+    return {"run_id": run.pk, "artifacts": str(run_dir), "final_loss": round(result.final_loss, 5),
+            "tokens": len(result.tokens), "resumed_from": result.resumed_from}

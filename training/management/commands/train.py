@@ -1,0 +1,79 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from fairskin.progress import ConsoleProgress
+from jobs.broker import BrokerUnavailable
+from jobs.runner import execute_job
+from training.models import Run, RunKind
+from training.services import RunConfigError, run_create
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise CommandError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # plain strings need no quotes: --set mixed_precision=bf16
+    return key.strip(), value
+
+
+class Command(BaseCommand):
+    help = ("Launch a training run (textual inversion, LoRA or joint) on the gpu queue; with "
+            "--wait, run it here in the foreground. The last two lines printed are the run id "
+            "and its artifacts folder.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--kind", required=True, choices=RunKind.values)
+        parser.add_argument("--base-model", help="tiny, sd15-random, a diffusers folder or a "
+                            "hub id (default: FAIRSKIN_BASE_MODEL, or the parent's)")
+        parser.add_argument("--parent", type=int, help="parent run id (LoRA: a TI run; "
+                            "joint: a LoRA run)")
+        parser.add_argument("--dataset", action="append", default=[], dest="datasets",
+                            help="dataset name (repeatable)")
+        parser.add_argument("--diagnosis", action="append", default=[], dest="diagnoses")
+        parser.add_argument("--fst", action="append", type=int, default=[], dest="fsts")
+        parser.add_argument("--split", default="train", help="train (default), val, test, any")
+        parser.add_argument("--steps", type=int)
+        parser.add_argument("--set", action="append", default=[], dest="settings",
+                            metavar="KEY=VALUE", help="any run setting, e.g. lora_rank=8")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--wait", action="store_true",
+                            help="run in the foreground with a progress bar")
+
+    def handle(self, *args, kind, base_model, parent, datasets, diagnoses, fsts, split, steps,
+               settings, name, wait, **options):
+        config = dict(_setting(s) for s in settings)
+        if steps is not None:
+            config["steps"] = steps
+        parent_run = None
+        if parent is not None:
+            parent_run = Run.objects.select_related("job").filter(pk=parent).first()
+            if parent_run is None:
+                raise CommandError(f"no run {parent}")
+        selection = {"datasets": datasets, "diagnoses": diagnoses,
+                     "fsts": fsts or [1, 2, 3, 4, 5, 6], "split": split}
+        try:
+            run = run_create(kind=kind, selection=selection, base_model=base_model,
+                             config=config, parent=parent_run, name=name, enqueue=not wait)
+        except RunConfigError as exc:
+            raise CommandError(f"{exc}\nNothing was queued.") from exc
+        except BrokerUnavailable as exc:
+            raise CommandError(f"{exc} (use --wait to train here)") from exc
+        self.stdout.write(f"run {run.pk}: {run.get_kind_display()} on {run.image_count} images, "
+                          f"base model {run.base_model}")
+        if not wait:
+            self.stdout.write(f"queued as job {run.job_id} on the gpu queue")
+            self.stdout.write(str(run.pk))
+            self.stdout.write(run.artifacts_dir)
+            return
+        outcome = execute_job(job_id=run.job_id, echo=ConsoleProgress(self.stderr))
+        run.job.refresh_from_db()
+        if outcome != "succeeded":
+            raise CommandError(f"run {run.pk} {outcome}: {run.job.error}")
+        run.refresh_from_db()
+        self.stdout.write(f"final loss {run.final_loss:.4f}; tokens: {', '.join(run.tokens)}")
+        self.stdout.write(str(run.pk))
+        self.stdout.write(run.artifacts_dir)

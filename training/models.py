@@ -1,0 +1,55 @@
+"""Training runs: textual inversion, LoRA and joint refinement (classifier runs come later)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class RunKind(models.TextChoices):
+    TEXTUAL_INVERSION = "textual_inversion", "Textual inversion"
+    LORA = "lora", "LoRA"
+    JOINT = "joint", "Joint refinement"
+
+
+# The kind each kind's parent must be: TI -> LoRA -> joint.
+PARENT_KIND = {RunKind.LORA: RunKind.TEXTUAL_INVERSION, RunKind.JOINT: RunKind.LORA}
+
+
+class Run(models.Model):
+    kind = models.CharField(max_length=24, choices=RunKind.choices)
+    name = models.CharField(max_length=120, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    base_model = models.CharField(max_length=300, help_text="tiny, sd15-random, folder or hub id")
+    base_model_resolved = models.CharField(max_length=500, blank=True)
+    config = models.JSONField(default=dict)
+    selection = models.JSONField(default=dict, help_text="Which catalog images train the run.")
+    selection_hash = models.CharField(max_length=64, blank=True)
+    image_count = models.PositiveIntegerField(default=0)
+    job = models.OneToOneField(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="run"
+    )
+    artifacts_dir = models.CharField(max_length=500, blank=True)
+    tokens = models.JSONField(default=list, blank=True)
+    final_loss = models.FloatField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("launch_run", "Can launch, cancel and resume training runs")]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.get_kind_display()}{': ' + self.name if self.name else ''})"
+
+    def lineage(self) -> list[Run]:
+        """This run and its ancestors, oldest first: TI -> LoRA -> joint."""
+        chain, run = [], self
+        while run is not None:
+            chain.append(run)
+            run = run.parent
+        return list(reversed(chain))

@@ -1,0 +1,128 @@
+"""Writes on training runs. A run is validated completely before anything is queued."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from catalog.models import AllowedUse, Dataset
+from fairskin.diffusion.base_models import BaseModelError, resolve_base_model
+from fairskin.diffusion.config import ConfigError, TrainConfig
+from jobs.models import Job, JobState
+from jobs.services import job_cancel, job_create, job_resume
+from training.models import PARENT_KIND, Run, RunKind
+from training.selectors import selection_hash, selection_images, selection_normalise
+
+
+class RunConfigError(ValueError):
+    """The run cannot be launched as configured; nothing was created or queued."""
+
+
+def run_artifacts_dir(run: Run) -> Path:
+    return Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "runs" / f"run-{run.pk}"
+
+
+def _check_parent(kind: str, parent: Run | None) -> None:
+    expected = PARENT_KIND.get(kind)
+    if expected is None:
+        if parent is not None:
+            raise RunConfigError("a textual-inversion run starts from the base model; "
+                                 "it takes no parent run")
+        return
+    if parent is None:
+        raise RunConfigError(f"a {RunKind(kind).label} run needs a parent "
+                             f"{RunKind(expected).label} run")
+    if parent.kind != expected:
+        raise RunConfigError(f"the parent of a {RunKind(kind).label} run must be a "
+                             f"{RunKind(expected).label} run; run {parent.pk} is "
+                             f"{parent.get_kind_display()}")
+    if parent.job is None or parent.job.state != JobState.SUCCEEDED:
+        raise RunConfigError(f"parent run {parent.pk} has not succeeded; its artifacts are "
+                             "not ready")
+
+
+def run_create(
+    *,
+    kind: str,
+    selection: dict[str, Any],
+    base_model: str | None = None,
+    config: dict[str, Any] | None = None,
+    parent: Run | None = None,
+    name: str = "",
+    user: Any = None,
+    enqueue: bool = True,
+) -> Run:
+    """Validate a run (config, parent, base model, images) and queue it on the gpu queue.
+
+    Raises RunConfigError (or BrokerUnavailable) with the reason; then nothing is created.
+    """
+    if kind not in RunKind.values:
+        raise RunConfigError(f"unknown run kind {kind!r}")
+    try:
+        train_config = TrainConfig.build(kind, config)
+    except ConfigError as exc:
+        raise RunConfigError(str(exc)) from exc
+    _check_parent(kind, parent)
+    base_model = (base_model or (parent.base_model if parent else "")
+                  or settings.FAIRSKIN_BASE_MODEL).strip()
+    if parent is not None and base_model != parent.base_model:
+        raise RunConfigError(f"run {parent.pk} was trained on {parent.base_model!r}; its child "
+                             f"must use the same base model, not {base_model!r}")
+    try:
+        base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE,
+                                  build=False)
+    except BaseModelError as exc:
+        raise RunConfigError(str(exc)) from exc
+
+    selection = selection_normalise(selection)
+    unknown = set(selection["datasets"]) - set(
+        Dataset.objects.filter(name__in=selection["datasets"]).values_list("name", flat=True))
+    if unknown:
+        raise RunConfigError(f"no dataset named {', '.join(sorted(unknown))}")
+    images = selection_images(selection=selection)
+    if kind != RunKind.TEXTUAL_INVERSION:
+        restricted = sorted(set(images.filter(
+            dataset__allowed_use=AllowedUse.TEXTUAL_INVERSION_ONLY).values_list(
+                "dataset__name", flat=True)))
+        if restricted:
+            raise RunConfigError(
+                f"dataset {', '.join(restricted)} is marked 'textual inversion only' and "
+                f"cannot train a {RunKind(kind).label} run; remove it from the selection")
+    count = images.count()
+    if count == 0:
+        raise RunConfigError("the image selection is empty: no preprocessed images with an "
+                             "exact skin type match it (check the datasets, split and "
+                             "whether the datasets were preprocessed)")
+
+    with transaction.atomic():
+        run = Run.objects.create(
+            kind=kind, name=name, parent=parent, base_model=base_model,
+            base_model_resolved=base.describe(), config=train_config.to_dict(),
+            selection=selection, selection_hash=selection_hash(selection=selection,
+                                                               images=images),
+            image_count=count, created_by=user if getattr(user, "pk", None) else None,
+        )
+        run.artifacts_dir = str(run_artifacts_dir(run))
+        run.job = job_create(
+            kind="training.run", queue="gpu", params={"run_id": run.pk},
+            title=f"{RunKind(kind).label} run {run.pk}" + (f" ({name})" if name else ""),
+            launched_by=user, enqueue=enqueue,
+        )
+        run.save(update_fields=["artifacts_dir", "job"])
+    return run
+
+
+def run_cancel(*, run: Run, user: Any = None) -> Job:
+    return job_cancel(job=run.job, by=user)
+
+
+def run_resume(*, run: Run, user: Any = None) -> Job:
+    """A new attempt; the engine continues from the run's last checkpoint."""
+    return job_resume(job=run.job, by=user)
+
+
+def run_record_result(*, run: Run, tokens: list[str], final_loss: float) -> None:
+    Run.objects.filter(pk=run.pk).update(tokens=tokens, final_loss=final_loss)
