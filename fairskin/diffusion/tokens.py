@@ -12,11 +12,12 @@ from collections.abc import Iterable
 
 from fairskin.labels import PROMPT_TEMPLATE, Diagnosis, fst_roman
 
-# A single real word each token starts from (it must be one CLIP token).
+# A single real word each token starts from: it must be one CLIP token, so the closest
+# one-token word stands in where the medical term splits (keratosis, dermatofibroma).
 DIAGNOSIS_INIT = {
     Diagnosis.MEL: "melanoma", Diagnosis.NV: "mole", Diagnosis.BCC: "carcinoma",
-    Diagnosis.AK: "keratosis", Diagnosis.BKL: "keratosis", Diagnosis.DF: "nodule",
-    Diagnosis.VASC: "angioma", Diagnosis.OTHER: "lesion",
+    Diagnosis.AK: "scar", Diagnosis.BKL: "wart", Diagnosis.DF: "bump",
+    Diagnosis.VASC: "blood", Diagnosis.OTHER: "spot",
 }
 FST_INIT = {1: "pale", 2: "fair", 3: "beige", 4: "olive", 5: "brown", 6: "dark"}
 

@@ -111,7 +111,9 @@ def _load_model(base: BaseModel, config: TrainConfig, device: torch.device) -> _
     resolution = config.resolution or unet.config.sample_size * vae_scale
     for module in (text_encoder, vae, unet):
         module.requires_grad_(False)
-    vae.to(device, dtype=frozen)
+    vae.to(device)
+    if frozen != torch.float32:
+        vae.to(dtype=frozen)
     return _Model(tokenizer, text_encoder, vae, unet, scheduler, device, frozen, resolution)
 
 
@@ -120,7 +122,7 @@ def _add_tokens(model: _Model, tokens: dict[str, torch.Tensor | str]) -> list[in
     tokenizer, encoder = model.tokenizer, model.text_encoder
     new = [t for t in tokens if t not in tokenizer.get_vocab()]
     tokenizer.add_tokens(new)
-    encoder.resize_token_embeddings(len(tokenizer))
+    encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     table = encoder.get_input_embeddings().weight
     ids = []
     with torch.no_grad():
@@ -240,8 +242,12 @@ def train(
         token_inits = dict(artifacts.load_token_embeddings(parents[0]))
     token_ids = _add_tokens(model, token_inits)
     tokens = list(token_inits)
-    text_encoder.to(dev, dtype=torch.float32 if trains_tokens else model.frozen_dtype)
-    unet.to(dev, dtype=torch.float32 if trains_lora else model.frozen_dtype)
+    text_encoder.to(dev)
+    unet.to(dev)
+    if not trains_tokens and model.frozen_dtype != torch.float32:
+        text_encoder.to(dtype=model.frozen_dtype)
+    if not trains_lora and model.frozen_dtype != torch.float32:
+        unet.to(dtype=model.frozen_dtype)
 
     trainable: list[torch.nn.Parameter] = []
     embedding_table = text_encoder.get_input_embeddings().weight

@@ -111,3 +111,14 @@ def test_per_cell_tokens_only_for_cells_with_enough_images():
     assert "<mel-fst6>" in tokens and "<nv-fst1>" not in tokens
     assert prompt_for("MEL", 6, available=tokens).startswith("A dermoscopic image of <mel-fst6>")
     assert "<dx-nv>" in prompt_for("NV", 1, available=tokens)
+
+
+def test_every_initialiser_word_is_one_clip_token(tmp_path):
+    from transformers import CLIPTokenizer
+
+    from fairskin.diffusion.tokenizer import write_clip_tokenizer
+    from fairskin.diffusion.tokens import DIAGNOSIS_INIT, FST_INIT
+
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path))
+    for word in [*DIAGNOSIS_INIT.values(), *FST_INIT.values()]:
+        assert len(tokenizer.encode(word, add_special_tokens=False)) == 1, word
