@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -40,7 +41,7 @@ def test_tokenizer_gives_open_clips_ids(tmp_path, text):
 def test_tiny_is_a_plain_diffusers_folder_that_generates(tiny):
     from diffusers import StableDiffusionPipeline
 
-    index = json.loads((tiny.path and open(f"{tiny.path}/model_index.json").read()))
+    index = json.loads(Path(tiny.path, "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     pipe = StableDiffusionPipeline.from_pretrained(tiny.path)
     pipe.set_progress_bar_config(disable=True)
