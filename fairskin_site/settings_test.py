@@ -5,10 +5,17 @@ tests start read the same configuration.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 # Tests talk plain HTTP to the test client; production keeps the redirect on.
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+# Files the tests write stay out of the working tree; models are reused between runs.
+os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="fairskin-test-media-"))
+os.environ.setdefault("FAIRSKIN_ARTIFACTS_ROOT", tempfile.mkdtemp(prefix="fairskin-test-art-"))
+os.environ.setdefault("FAIRSKIN_MODEL_CACHE", os.path.join(tempfile.gettempdir(),
+                                                           "fairskin-test-models"))
+os.environ.setdefault("FAIRSKIN_TORCH_THREADS", "1")
 
 from fairskin_site.settings import *  # noqa: E402,F403
 

@@ -7,6 +7,7 @@ from PIL import Image as PILImage
 from accounts.services import user_create
 from catalog.models import Dataset, Image, SourceFormat
 from jobs.models import Job
+from training.models import Run
 
 PASSWORD = "correct-horse-battery-staple"
 _numbers = itertools.count(1)
@@ -60,3 +61,13 @@ def image_bytes(fmt: str = "PNG", size=(64, 48), colour=(180, 120, 90)) -> bytes
     buffer = io.BytesIO()
     PILImage.new("RGB", size, colour).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+class RunFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Run
+
+    kind = "textual_inversion"
+    base_model = "tiny"
+    job = factory.SubFactory(JobFactory, kind="training.run", queue="gpu")
+    artifacts_dir = factory.LazyFunction(lambda: "/nonexistent/run")

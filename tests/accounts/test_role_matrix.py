@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from jobs.models import Job, JobState
-from tests.factories import ImageFactory, JobFactory, make_user
+from tests.factories import ImageFactory, JobFactory, RunFactory, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +41,14 @@ MATRIX = {
                                      "engineer": 200}),
     "catalog:thumbnail": ("get", "image", {"anonymous": LOGIN, "dermatologist": 403,
                                            "lead": 200, "engineer": 200}),
+    "training:runs": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                    "engineer": 200}),
+    "training:run": ("get", "run", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                    "engineer": 200}),
+    "training:live": ("get", "run", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                     "engineer": 200}),
+    "training:grid": ("get", "run", {"anonymous": LOGIN, "dermatologist": 403, "lead": 404,
+                                     "engineer": 404}),
     "jobs:worker_check": ("post", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
                                          "engineer": 302}),
 }
@@ -78,6 +86,8 @@ def test_role_by_url(client, role, name):
         kwargs = {"job_id": JobFactory(state=JobState.FAILED).pk}
     elif kwargs_key == "dataset":
         kwargs = {"name": ImageFactory().dataset.name}
+    elif kwargs_key == "run":
+        kwargs = {"run_id": RunFactory().pk}
     elif kwargs_key == "image":
         kwargs = {"image_id": ImageFactory(with_thumbnail=True).pk}
     url = reverse(name, kwargs=kwargs)
@@ -93,7 +103,7 @@ def test_role_by_url(client, role, name):
 
 def _admin_urls():
     urls = [reverse("admin:index"), reverse("admin:catalog_dataset_import"),
-            reverse("admin:catalog_dataset_split")]
+            reverse("admin:catalog_dataset_split"), reverse("admin:training_run_launch")]
     for model in admin.site._registry:
         opts = model._meta
         urls.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))

@@ -37,15 +37,15 @@ class Command(BaseCommand):
         parser.add_argument("--fst", action="append", type=int, default=[], dest="fsts")
         parser.add_argument("--split", default="train", help="train (default), val, test, any")
         parser.add_argument("--steps", type=int)
-        parser.add_argument("--set", action="append", default=[], dest="settings",
+        parser.add_argument("--set", action="append", default=[], dest="overrides",
                             metavar="KEY=VALUE", help="any run setting, e.g. lora_rank=8")
         parser.add_argument("--name", default="")
         parser.add_argument("--wait", action="store_true",
                             help="run in the foreground with a progress bar")
 
     def handle(self, *args, kind, base_model, parent, datasets, diagnoses, fsts, split, steps,
-               settings, name, wait, **options):
-        config = dict(_setting(s) for s in settings)
+               overrides, name, wait, **options):
+        config = dict(_setting(s) for s in overrides)
         if steps is not None:
             config["steps"] = steps
         parent_run = None
