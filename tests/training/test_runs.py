@@ -7,9 +7,9 @@ from django.urls import reverse
 
 from catalog.models import Dataset
 from jobs.models import Job, JobState
+from tests.factories import RunFactory, make_user
 from training.models import Run
 from training.services import RunConfigError, run_create
-from tests.factories import RunFactory, make_user
 
 pytestmark = pytest.mark.django_db
 FAST = ["--set", "validation_every=1000", "--set", "validation_inference_steps=1",

@@ -7,7 +7,6 @@ from django.core.management import call_command
 from jobs.models import Job, JobState
 from jobs.services import job_cancel, job_resume
 from tests.conftest import wait_for
-from training.models import Run
 from training.services import run_create
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
