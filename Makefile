@@ -33,3 +33,4 @@ test-fast: install
 # Benchmarks: outside the test suite; figures go to docs/benchmarks.md.
 bench: install
 	$(PY) bench/catalog_import.py
+	$(PY) bench/train_step.py

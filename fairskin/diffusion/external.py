@@ -151,18 +151,21 @@ def _detect(source: Path, payload: Mapping[str, Any]) -> str:
     if "clip_l" in payload or "clip_g" in payload:
         raise ExternalArtifactError(
             f"{source} is an SDXL embedding (clip_l/clip_g); FairSkin fine-tunes SD v1.5")
-    if any(key.startswith(_KOHYA_PREFIXES) for key in keys):
+    # LoRA weights have dotted parameter names (".lora_down.weight"); tokens never contain a
+    # dot, so a token such as <lora-style> stays an embedding.
+    parameters = [key for key in keys if "." in key]
+    if any(key.startswith(_KOHYA_PREFIXES) for key in parameters):
         return KOHYA_LORA
-    if any(".lora_A." in key or ".lora_B." in key for key in keys):
+    if any("lora" in key for key in parameters):  # diffusers' own test for a LoRA checkpoint
         return DIFFUSERS_LORA
     for key, value in payload.items():
         if not isinstance(value, torch.Tensor):
             raise ExternalArtifactError(
                 f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        if value.dim() not in (1, 2):
+        if "." in key or value.dim() not in (1, 2):
             raise ExternalArtifactError(
-                f"{source}: unknown layout: entry {key!r} has shape {tuple(value.shape)}, so the "
-                "file is neither a token embedding, an A1111 embedding nor a LoRA")
+                f"{source}: unknown layout: entry {key!r} (shape {tuple(value.shape)}) is "
+                "neither a token embedding, an A1111 embedding nor a LoRA weight")
     return DIFFUSERS_EMBEDDING if len(keys) == 1 else MERGED_DICTIONARY
 
 
@@ -283,23 +286,26 @@ def _lora_metadata(source: Path, header: Mapping[str, str]) -> dict[str, Any] | 
     """
     from peft import LoraConfig
 
+    config_file = source.with_name("adapter_config.json")
     if "lora_adapter_metadata" in header:
         try:
             metadata = json.loads(header["lora_adapter_metadata"])
         except json.JSONDecodeError as error:
             raise ExternalArtifactError(
                 f"{source}: its lora_adapter_metadata is not valid JSON") from error
-        unet_metadata = {k: v for k, v in metadata.items() if k.startswith("unet.")}
-        return unet_metadata or None
-    config_file = source.with_name("adapter_config.json")
-    if source.stem != _PEFT_FILE_STEM or not config_file.is_file():
+        if not isinstance(metadata, dict):
+            raise ExternalArtifactError(f"{source}: its lora_adapter_metadata is not a mapping")
+        config = {k.removeprefix("unet."): v for k, v in metadata.items()
+                  if k.startswith("unet.")}
+    elif source.stem == _PEFT_FILE_STEM and config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ExternalArtifactError(f"{config_file} is not readable JSON") from error
+        if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
+            raise ExternalArtifactError(f"{config_file} does not describe a LoRA adapter")
+    else:
         return None
-    try:
-        config = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ExternalArtifactError(f"{config_file} is not readable JSON") from error
-    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
-        raise ExternalArtifactError(f"{config_file} does not describe a LoRA adapter")
-    # Only fields this peft knows: a config written by a newer peft may carry more.
+    # diffusers rebuilds LoraConfig(**metadata); a field from a newer peft would make it fail.
     known = {f.name for f in fields(LoraConfig)}
-    return {f"unet.{k}": v for k, v in config.items() if k in known}
+    return {f"unet.{k}": v for k, v in config.items() if k in known} or None

@@ -276,11 +276,12 @@ def test_the_lora_of_the_last_run_that_has_one_is_the_active_one(base_path, runs
     save_lora(tmp_path, other)
     pipe = fresh_pipeline(base_path)
 
+    load_run_artifacts(pipe, [runs["lora"]])
     load_run_artifacts(pipe, [runs["lora"], runs["tokens"], tmp_path])
     assert torch.allclose(unet_output(pipe.unet), unet_output(other), atol=1e-5)
 
     # Back to the first run: its adapter is still loaded, so it is reactivated, not stacked.
-    load_run_artifacts(pipe, [runs["tokens"], runs["lora"]])
+    load_run_artifacts(pipe, [runs["lora"]])
     assert len(pipe.unet.peft_config) == 2
     assert torch.allclose(unet_output(pipe.unet), unet_output(trained_lora_unet(base_path)),
                           atol=1e-5)

@@ -147,6 +147,12 @@ def test_a1111_embedding_takes_its_name_or_the_file_stem(base_path, sources, des
     assert torch.equal(embedding_row(pipe, token), vector(2))
 
 
+def test_a_token_that_mentions_lora_is_still_an_embedding(sources, dest):
+    source = write_pt(sources / "style.pt", {"<lora-style>": vector(1), "lora_te_x": vector(2)})
+    result = import_external(source, dest=dest, expected_dim=DIM)
+    assert (result.layout, result.tokens) == ("token-dictionary", ["<lora-style>", "lora_te_x"])
+
+
 def test_a1111_safetensors_embedding_uses_emb_params(base_path, sources, dest):
     source = sources / "dark-skin.safetensors"
     save_file({"emb_params": vector(3, (1, DIM))}, str(source))
@@ -209,10 +215,12 @@ def test_kohya_lora_in_a_pickle_imports_too(base_path, sources, dest):
 
 def test_diffusers_lora_keeps_the_scale_recorded_in_its_metadata(base_path, sources, dest):
     original = lora_unet(base_path, r=16, alpha=32)
-    # As diffusers' training scripts save it: the full LoraConfig as adapter metadata.
+    # As diffusers' training scripts save it: the full LoraConfig as adapter metadata, here
+    # with a field from a newer peft that this peft's LoraConfig does not accept.
+    metadata = {**original.peft_config["default"].to_dict(), "field_from_newer_peft": 1}
     StableDiffusionPipeline.save_lora_weights(
         sources, unet_lora_layers=get_peft_model_state_dict(original),
-        unet_lora_adapter_metadata=original.peft_config["default"].to_dict())
+        unet_lora_adapter_metadata=metadata)
 
     result = import_external(sources / LORA_FILE, dest=dest, expected_dim=DIM,
                              base_path=base_path)
@@ -270,6 +278,7 @@ def write_pt(source: Path, payload) -> Path:
     ({"my token": torch.zeros(DIM)}, "'my token' cannot be stored"),
     ({"<a>": torch.zeros(DIM), "a": torch.ones(DIM)}, "both be stored"),
     ({"conv.weight": torch.zeros(4, 4, 3, 3)}, "unknown layout"),
+    ({"fc.weight": torch.zeros(10, DIM), "fc.bias": torch.zeros(10)}, "unknown layout"),
     ({"string_to_param": {"*": torch.zeros(1, DIM), "x": torch.zeros(1, DIM)}}, "one '\\*'"),
     ({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, "SDXL"),
     ({}, "empty"),
