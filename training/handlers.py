@@ -69,3 +69,29 @@ def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
     services.run_record_result(run=run, tokens=result.tokens, final_loss=result.final_loss)
     return {"run_id": run.pk, "artifacts": str(run_dir), "final_loss": round(result.final_loss, 5),
             "tokens": len(result.tokens), "resumed_from": result.resumed_from}
+
+
+@register("training.import_external", queue="cpu", label="Import external artifacts")
+def import_external_artifacts(job: Job, progress: JobProgress) -> dict[str, Any]:
+    import json
+
+    from fairskin.diffusion.external import import_external
+
+    run = Run.objects.get(pk=job.params["run_id"])
+    source = Path(job.params["source"])
+    base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
+    text_config = json.loads((Path(base.path) / "text_encoder" / "config.json").read_text()) \
+        if base.source != "hub" else {"hidden_size": 768}
+    try:
+        result = import_external(source, dest=Path(run.artifacts_dir),
+                                 expected_dim=text_config["hidden_size"], base_path=base.path)
+    finally:
+        shutil.rmtree(source.parent, ignore_errors=True)
+    kind = "lora" if result.has_lora else "textual_inversion"
+    Run.objects.filter(pk=run.pk).update(
+        kind=kind, tokens=result.tokens,
+        config={"imported_from": source.name, "layout": result.layout})
+    progress.log(f"{source.name}: {result.layout}, {len(result.tokens)} token(s), "
+                 f"LoRA: {'yes' if result.has_lora else 'no'}")
+    return {"run_id": run.pk, "layout": result.layout, "tokens": result.tokens,
+            "lora": result.has_lora, "artifacts": run.artifacts_dir}

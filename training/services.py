@@ -126,3 +126,47 @@ def run_resume(*, run: Run, user: Any = None) -> Job:
 
 def run_record_result(*, run: Run, tokens: list[str], final_loss: float) -> None:
     Run.objects.filter(pk=run.pk).update(tokens=tokens, final_loss=final_loss)
+
+
+def run_import_external(
+    *, source: Path, base_model: str | None = None, parent: Run | None = None, name: str = "",
+    user: Any = None, enqueue: bool = True,
+) -> Run:
+    """Import externally trained embeddings or LoRA weights as a run (converted by a job).
+
+    The file is copied next to the artifacts first, so a worker on another machine reads the
+    same bytes; the job detects the layout (diffusers, A1111, kohya, merged token dictionary)
+    and converts it, or fails with the reason.
+    """
+    import shutil
+    import uuid
+
+    source = Path(source)
+    if not source.is_file():
+        raise RunConfigError(f"{source} is not a file")
+    if parent is not None:
+        _check_parent(RunKind.LORA, parent)
+    base_model = (base_model or (parent.base_model if parent else "")
+                  or settings.FAIRSKIN_BASE_MODEL).strip()
+    try:
+        base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE,
+                                  build=False)
+    except BaseModelError as exc:
+        raise RunConfigError(str(exc)) from exc
+    staged = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "imports" / uuid.uuid4().hex / source.name
+    staged.parent.mkdir(parents=True)
+    shutil.copyfile(source, staged)
+    with transaction.atomic():
+        # The kind is provisional until the job has looked inside the file.
+        run = Run.objects.create(
+            kind=RunKind.LORA if parent else RunKind.TEXTUAL_INVERSION, name=name,
+            parent=parent, base_model=base_model, base_model_resolved=base.describe(),
+            config={"imported_from": source.name}, selection={}, image_count=0,
+            created_by=user if getattr(user, "pk", None) else None)
+        run.artifacts_dir = str(run_artifacts_dir(run))
+        run.job = job_create(kind="training.import_external", queue="cpu",
+                             params={"run_id": run.pk, "source": str(staged)},
+                             title=f"Import {source.name} as run {run.pk}", launched_by=user,
+                             enqueue=enqueue)
+        run.save(update_fields=["artifacts_dir", "job"])
+    return run

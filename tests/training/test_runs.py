@@ -142,3 +142,33 @@ def test_run_page_shows_progress_loss_and_grid(client, demo, capsys):
     grid = client.get(reverse("training:grid", args=[run.pk]))
     assert grid.status_code == 200 and grid["Content-Type"] == "image/png"
     assert "Resume" not in page and "Cancel" not in page  # leads watch, engineers act
+
+
+def test_external_embeddings_import_as_a_run_that_lora_can_build_on(demo, tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    # The merged token dictionary the public skin-diff project saves: several tokens, one file.
+    merged = tmp_path / "learned_embeds.safetensors"
+    save_file({"<skin-a>": torch.randn(32), "<skin-b>": torch.randn(32)}, str(merged))
+    call_command("import_artifacts", str(merged), "--base-model", "tiny")
+    lines = capsys.readouterr().out.strip().splitlines()
+    run = Run.objects.get(pk=int(lines[-2]))
+    assert run.kind == "textual_inversion" and sorted(run.tokens) == ["<skin-a>", "<skin-b>"]
+    assert run.config["layout"] == "token-dictionary"
+    assert sorted(p.name for p in Path(run.artifacts_dir, "embeddings").iterdir()) == [
+        "skin-a.safetensors", "skin-b.safetensors"]
+    lora = run_create(kind="lora", parent=run, selection={"datasets": ["demo"]}, enqueue=False)
+    assert lora.base_model == "tiny"
+
+
+def test_a_bad_external_file_is_refused_and_leaves_no_run(demo, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    wrong_width = tmp_path / "sd2_embedding.safetensors"
+    save_file({"<x>": torch.randn(1024)}, str(wrong_width))
+    with pytest.raises(CommandError, match="Nothing was imported"):
+        call_command("import_artifacts", str(wrong_width), "--base-model", "tiny")
+    assert nothing_created()
+    assert not Job.objects.filter(kind="training.import_external").exists()
