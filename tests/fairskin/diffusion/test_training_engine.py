@@ -210,3 +210,16 @@ def test_loss_log_records_the_gradient_norm_before_clipping(ti_run):
     assert all(float(r["grad_norm"]) > 0 for r in rows)
     manifest = (ti_run.run_dir / "manifest.json").read_text()
     assert '"diffusers": "0.42.1"' in manifest and '"kind": "textual_inversion"' in manifest
+
+
+def test_bf16_autocast_with_checkpointing_and_cached_latents_keeps_fp32_trainables(
+        tiny, items, ti_run, tmp_path):
+    config = TrainConfig.build("lora", {"steps": 2, "mixed_precision": "bf16",
+                                        "gradient_checkpointing": True, "cache_latents": True,
+                                        **FAST})
+    result = train(config=config, base=tiny, items=items, run_dir=tmp_path,
+                   parents=[ti_run.run_dir], progress=SilentProgress())
+    lora_params = [p for n, p in result.unet.named_parameters() if "lora_" in n]
+    assert lora_params and all(p.dtype == torch.float32 for p in lora_params)
+    assert result.unet.is_gradient_checkpointing
+    assert all(v == v for _, v in result.loss_history)  # no NaN
