@@ -19,7 +19,15 @@ $PY manage.py seed_demo --if-missing
 .venv/bin/celery -A fairskin_site worker --beat --queues gpu,cpu --concurrency 1 \
     --loglevel INFO --schedule "$VAR_DIR/celerybeat-schedule" --hostname "fairskin-local@%h" &
 WORKER_PID=$!
-trap 'kill "$WORKER_PID" 2>/dev/null || true; wait "$WORKER_PID" 2>/dev/null || true' EXIT INT TERM
+stop_worker() {
+    # Warm shutdown first; a training step may be mid-way, so after 10 s stop it cold. Jobs
+    # hold leases and checkpoints, so the next start resumes whatever was cut short.
+    kill -TERM "$WORKER_PID" 2>/dev/null || return 0
+    for _ in $(seq 20); do kill -0 "$WORKER_PID" 2>/dev/null || return 0; sleep 0.5; done
+    pkill -KILL -P "$WORKER_PID" 2>/dev/null || true
+    kill -KILL "$WORKER_PID" 2>/dev/null || true
+}
+trap stop_worker EXIT INT TERM
 
 echo "FairSkin is starting on http://$HOST:$PORT/  (Ctrl-C stops the web server and the worker)"
 $PY manage.py runserver --noreload "$HOST:$PORT"
