@@ -1,0 +1,90 @@
+"""Classifier data: real and synthetic images mixed with an FST-dependent synthetic share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+DEFAULT_SYNTHETIC_SHARES = {1: 0.2, 2: 0.2, 3: 0.3, 4: 0.5, 5: 0.7, 6: 0.8}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ClassifierItem:
+    path: str
+    label: int  # index into CLASS_NAMES
+    fst: int | None
+    synthetic: bool = False
+    malignant: bool | None = None  # where the dataset records it (DDI)
+
+
+def transforms_for(size: int, *, augment: bool):
+    """Real training images get flips, small rotations and colour jitter; synthetic images
+    are never augmented (generation already varied them), and evaluation never is."""
+    from torchvision import transforms as T
+
+    steps = [T.Resize((size, size))]
+    if augment:
+        steps += [T.RandomHorizontalFlip(), T.RandomRotation(20),
+                  T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)]
+    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return T.Compose(steps)
+
+
+class ImageSet(Dataset):
+    def __init__(self, items: Sequence[ClassifierItem], size: int, *, train: bool) -> None:
+        self.items = list(items)
+        self.real = transforms_for(size, augment=train)
+        self.plain = transforms_for(size, augment=False)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        with Image.open(item.path) as img:
+            pixels = (self.plain if item.synthetic else self.real)(img.convert("RGB"))
+        return pixels, item.label, int(item.synthetic)
+
+
+def synthetic_share(shares: dict[int, float], fst: int | None, *, epoch: int,
+                    ramp_epochs: int) -> float:
+    """The synthetic share for a skin type at an epoch; ramps linearly up to it when asked."""
+    if fst is None:
+        return 0.0
+    target = shares.get(fst, 0.0)
+    if ramp_epochs > 0:
+        target *= min(1.0, (epoch + 1) / ramp_epochs)
+    return target
+
+
+def mixture_weights(items: Sequence[ClassifierItem], shares: dict[int, float], *,
+                    epoch: int = 0, ramp_epochs: int = 0) -> torch.Tensor:
+    """Sampling weights that make synthetic images a fraction ``share(fst)`` of each skin
+    type's draws, keeping each type's overall weight in proportion to its image count.
+
+    Where a type has no synthetic image (or no real one) its draws are all of the other kind.
+    """
+    by_fst: dict[int | None, list[int]] = {}
+    for i, item in enumerate(items):
+        by_fst.setdefault(item.fst, []).append(i)
+    weights = torch.zeros(len(items), dtype=torch.float64)
+    for fst, indices in by_fst.items():
+        synthetic = [i for i in indices if items[i].synthetic]
+        real = [i for i in indices if not items[i].synthetic]
+        share = synthetic_share(shares, fst, epoch=epoch, ramp_epochs=ramp_epochs)
+        if not synthetic:
+            share = 0.0
+        elif not real:
+            share = 1.0
+        mass = len(indices)
+        for i in synthetic:
+            weights[i] = mass * share / len(synthetic)
+        for i in real:
+            weights[i] = mass * (1 - share) / len(real)
+    return weights

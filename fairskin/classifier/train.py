@@ -1,0 +1,302 @@
+"""Classifier training in three phases, checkpointed per epoch, then evaluation by skin type.
+
+Phase 1 (optional): pre-training on synthetic images only. Phase 2: fine-tuning on the
+real + synthetic mixture, lr 1e-4 dropping to 1e-5 half-way. Phase 3 (optional): domain-
+adversarial training, a real-vs-synthetic discriminator on the features behind a gradient-
+reversal layer, so the features stop telling the two apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+from fairskin.classifier.data import (
+    DEFAULT_SYNTHETIC_SHARES,
+    ClassifierItem,
+    ImageSet,
+    mixture_weights,
+)
+from fairskin.classifier.fairness import (
+    fairness_report,
+    fairness_report_multiclass,
+    fst_group,
+)
+from fairskin.classifier.model import (
+    CLASS_NAMES,
+    MALIGNANT_CLASSES,
+    SkinClassifier,
+    build_classifier,
+    reverse_gradient,
+)
+from fairskin.progress import JobCancelled, Progress
+
+MODEL_FILE = "classifier.pt"
+
+
+class ClassifierConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: str = "resnet50"
+    weights: str | None = None  # a local ImageNet checkpoint; else torch's cache; else random
+    image_size: int = 224
+    batch_size: int = 32
+    pretrain_epochs: int = 0
+    epochs: int = 10
+    dann_epochs: int = 0
+    dann_strength: float = 0.1
+    learning_rate: float = 1e-4
+    final_learning_rate: float = 1e-5
+    synthetic_shares: dict[int, float] = field(
+        default_factory=lambda: dict(DEFAULT_SYNTHETIC_SHARES))
+    ramp_epochs: int = 0
+    mixed_precision: str = "no"
+    bootstrap: int = 500
+    seed: int = 0
+
+    @classmethod
+    def build(cls, overrides: dict[str, Any] | None = None) -> ClassifierConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(overrides or {}) - known
+        if unknown:
+            raise ClassifierConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values = dict(overrides or {})
+        if "synthetic_shares" in values:
+            values["synthetic_shares"] = {int(k): float(v)
+                                          for k, v in values["synthetic_shares"].items()}
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["synthetic_shares"] = {str(k): v for k, v in self.synthetic_shares.items()}
+        return data
+
+    def validate(self) -> None:
+        problems = []
+        for name in ("image_size", "batch_size", "epochs"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                problems.append(f"{name} must be a positive whole number")
+        for name in ("pretrain_epochs", "dann_epochs", "ramp_epochs", "bootstrap"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                problems.append(f"{name} must be a whole number >= 0")
+        if not self.learning_rate > 0 or not self.final_learning_rate > 0:
+            problems.append("learning rates must be positive")
+        if self.arch not in ("resnet50", "resnet18"):
+            problems.append("arch must be resnet50 (or resnet18 for quick checks)")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            problems.append("mixed_precision must be no, fp16 or bf16")
+        shares = self.synthetic_shares
+        if set(shares) - set(range(1, 7)) or any(not 0 <= v <= 1 for v in shares.values()):
+            problems.append("synthetic_shares maps skin types 1-6 to shares in [0, 1]")
+        if problems:
+            raise ClassifierConfigError("; ".join(problems))
+
+
+@dataclass
+class ClassifierResult:
+    run_dir: Path
+    weights_source: str
+    evaluation: dict[str, Any]
+    resumed_from: tuple[str, int] | None
+    model: SkinClassifier | None = field(default=None, repr=False)
+
+
+PHASES = ("pretrain", "finetune", "dann")
+
+
+def _phase_epochs(config: ClassifierConfig) -> list[tuple[str, int]]:
+    return [(p, n) for p, n in zip(PHASES, (config.pretrain_epochs, config.epochs,
+                                            config.dann_epochs), strict=True) if n]
+
+
+def _loader(items: Sequence[ClassifierItem], config: ClassifierConfig, *, phase: str,
+            epoch: int, generator: torch.Generator) -> DataLoader:
+    if phase == "pretrain":
+        items = [i for i in items if i.synthetic]
+        weights = torch.ones(len(items), dtype=torch.float64)
+    else:
+        weights = mixture_weights(items, config.synthetic_shares, epoch=epoch,
+                                  ramp_epochs=config.ramp_epochs)
+    sampler = WeightedRandomSampler(weights, num_samples=len(items), replacement=True,
+                                    generator=generator)
+    return DataLoader(ImageSet(items, config.image_size, train=True),
+                      batch_size=config.batch_size, sampler=sampler, num_workers=0)
+
+
+def _save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    path = run_dir / "checkpoint.pt"
+    tmp = path.with_suffix(".partial")
+    torch.save(state, tmp)
+    tmp.replace(path)  # a checkpoint is whole or absent
+
+
+def train_classifier(
+    *,
+    config: ClassifierConfig,
+    train_items: Sequence[ClassifierItem],
+    test_items: Sequence[ClassifierItem],
+    run_dir: Path,
+    progress: Progress,
+    device: str | None = None,
+    run_info: dict[str, Any] | None = None,
+) -> ClassifierResult:
+    if not train_items:
+        raise ValueError("no training images")
+    if config.pretrain_epochs and not any(i.synthetic for i in train_items):
+        raise ValueError("synthetic pre-training was asked for but the run has no synthetic "
+                         "images")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    model, weights_source = build_classifier(len(CLASS_NAMES), weights=config.weights,
+                                             arch=config.arch)
+    model.to(dev)
+    generator = torch.Generator().manual_seed(config.seed)
+    autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+    scaler = torch.amp.GradScaler(dev.type, enabled=config.mixed_precision == "fp16")
+    plan = _phase_epochs(config)
+    total_batches = sum(n * -(-len([i for i in train_items if p != "pretrain" or i.synthetic])
+                              // config.batch_size) for p, n in plan)
+
+    start: tuple[str, int] | None = None
+    state: dict[str, Any] = {}
+    checkpoint = run_dir / "checkpoint.pt"
+    if checkpoint.exists():
+        # Our own file (optimizer state needs full unpickling); never a user upload.
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # noqa: S614
+        model.load_state_dict(state["model"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        start = (state["phase"], state["epoch"])
+        progress.log(f"resumed after {state['phase']} epoch {state['epoch'] + 1}")
+    done_batches = state.get("done_batches", 0)
+
+    def begins_after_checkpoint(phase: str, epoch: int) -> bool:
+        if start is None:
+            return True
+        return (PHASES.index(phase), epoch) > (PHASES.index(start[0]), start[1])
+
+    for phase, epochs in plan:
+        params = [p for n, p in model.named_parameters()
+                  if phase == "dann" or not n.startswith("domain_head")]
+        optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+        # lr 1e-4 for the first half of the phase, then 1e-5.
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=[max(1, epochs // 2)],
+            gamma=config.final_learning_rate / config.learning_rate)
+        if start is not None and state.get("phase") == phase:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        for epoch in range(epochs):
+            if not begins_after_checkpoint(phase, epoch):
+                continue
+            model.train()
+            for pixels, labels, synthetic in _loader(train_items, config, phase=phase,
+                                                     epoch=epoch, generator=generator):
+                pixels, labels = pixels.to(dev), labels.to(dev)
+                with torch.autocast(dev.type, dtype=autocast or torch.float32,
+                                    enabled=autocast is not None):
+                    features = model.features(pixels)
+                    loss = F.cross_entropy(model.head(features), labels)
+                    if phase == "dann":
+                        domain = model.domain_head(
+                            reverse_gradient(features, config.dann_strength)).squeeze(1)
+                        loss = loss + F.binary_cross_entropy_with_logits(
+                            domain.float(), synthetic.float().to(dev))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                done_batches += 1
+                try:
+                    progress.update(min(done_batches, total_batches), total_batches,
+                                    f"{phase} epoch {epoch + 1}/{epochs} loss {loss.item():.3f}")
+                except JobCancelled:
+                    progress.log("cancelled; resumes from the last finished epoch")
+                    raise
+            scheduler.step()
+            _save_checkpoint(run_dir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "phase": phase, "epoch": epoch,
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "done_batches": done_batches})
+
+    torch.save(model.state_dict(), run_dir / MODEL_FILE)
+    evaluation = evaluate(model, test_items, config, dev)
+    info = {"config": config.to_dict(), "weights_source": weights_source,
+            "classes": CLASS_NAMES, "train_images": len(train_items),
+            "synthetic_train_images": sum(i.synthetic for i in train_items),
+            "test_images": len(test_items), **(run_info or {})}
+    (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
+    (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
+    shutil.rmtree(run_dir / "checkpoint.partial", ignore_errors=True)
+    return ClassifierResult(run_dir, weights_source, evaluation, start, model)
+
+
+@torch.no_grad()
+def predict_proba(model: SkinClassifier, items: Sequence[ClassifierItem], image_size: int,
+                  device: torch.device, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    loader = DataLoader(ImageSet(items, image_size, train=False), batch_size=batch_size)
+    chunks = [torch.softmax(model(p.to(device)).float(), dim=1).cpu() for p, _, _ in loader]
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, len(CLASS_NAMES)))
+
+
+def _keyed(report: dict[str, Any]) -> dict[str, Any]:
+    """JSON-friendly: group keys become strings."""
+    return json.loads(json.dumps(report, default=str))
+
+
+def evaluate(model: SkinClassifier, items: Sequence[ClassifierItem], config: ClassifierConfig,
+             device: torch.device) -> dict[str, Any]:
+    """Seven-class report per FST and per FST group; binary malignancy view where known."""
+    labelled = [i for i in items if i.fst is not None]
+    if not labelled:
+        return {"error": "no test image with a known skin type"}
+    proba = predict_proba(model, labelled, config.image_size, device)
+    y = [i.label for i in labelled]
+    out: dict[str, Any] = {
+        "by_fst": _keyed(fairness_report_multiclass(
+            y, proba, [i.fst for i in labelled], class_names=CLASS_NAMES,
+            n_bootstrap=config.bootstrap, seed=config.seed)),
+        "by_fst_group": _keyed(fairness_report_multiclass(
+            y, proba, [fst_group(i.fst) for i in labelled], class_names=CLASS_NAMES,
+            n_bootstrap=config.bootstrap, seed=config.seed)),
+    }
+    with_flag = [k for k, i in enumerate(labelled) if i.malignant is not None]
+    if with_flag:
+        malignant = [CLASS_NAMES.index(c) for c in MALIGNANT_CLASSES]
+        out["malignant_vs_benign"] = _keyed(fairness_report(
+            [int(labelled[k].malignant) for k in with_flag],
+            proba[with_flag][:, malignant].sum(axis=1),
+            [fst_group(labelled[k].fst) for k in with_flag],
+            n_bootstrap=config.bootstrap, seed=config.seed))
+    return out
+
+
+def load_classifier(run_dir: Path, device: str = "cpu") -> tuple[SkinClassifier, dict]:
+    """A trained classifier and its manifest (the generation quality filter uses this)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    model, _ = build_classifier(len(manifest["classes"]), arch=manifest["config"]["arch"],
+                                weights=None)
+    model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location=device,
+                                     weights_only=True))
+    return model.to(device).eval(), manifest
