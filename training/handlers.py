@@ -18,7 +18,7 @@ from jobs.registry import register
 from jobs.runner import JobProgress
 from training import services
 from training.models import Run
-from training.selectors import selection_images
+from training.selectors import classifier_images, selection_images
 
 
 def _local_file(image: Image, cache: Path) -> str:
@@ -47,6 +47,8 @@ def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
 
     run = Run.objects.select_related("parent__parent").get(pk=job.params["run_id"])
     _set_threads()
+    if run.kind == "classifier":
+        return _train_classifier(run, progress)
     run_dir = Path(run.artifacts_dir)
     cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -95,3 +97,37 @@ def import_external_artifacts(job: Job, progress: JobProgress) -> dict[str, Any]
                  f"LoRA: {'yes' if result.has_lora else 'no'}")
     return {"run_id": run.pk, "layout": result.layout, "tokens": result.tokens,
             "lora": result.has_lora, "artifacts": run.artifacts_dir}
+
+
+def _train_classifier(run: Run, progress: JobProgress) -> dict[str, Any]:
+    from fairskin.classifier.data import ClassifierItem
+    from fairskin.classifier.model import CLASS_NAMES
+    from fairskin.classifier.train import ClassifierConfig, train_classifier
+
+    cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+
+    def items(images, *, synthetic: bool) -> list[ClassifierItem]:
+        return [ClassifierItem(path=_local_file(img, cache),
+                               label=CLASS_NAMES.index(img.diagnosis), fst=img.fst_low,
+                               synthetic=synthetic, malignant=img.metadata.get("malignant"))
+                for img in images]
+
+    real = items(classifier_images(selection=run.selection), synthetic=False)
+    synthetic = items(classifier_images(selection=run.selection, synthetic=True),
+                      synthetic=True)
+    test = items(classifier_images(selection=run.selection, split="test"), synthetic=False)
+    progress.log(f"{len(real)} real + {len(synthetic)} synthetic training images, "
+                 f"{len(test)} test images")
+    config = ClassifierConfig.build({k: v for k, v in run.config.items()})
+    result = train_classifier(
+        config=config, train_items=real + synthetic, test_items=test,
+        run_dir=Path(run.artifacts_dir), progress=progress,
+        run_info={"run_id": run.pk, "selection": run.selection,
+                  "selection_hash": run.selection_hash})
+    Run.objects.filter(pk=run.pk).update(evaluation={**result.evaluation,
+                                                     "weights_source": result.weights_source})
+    by_fst = result.evaluation.get("by_fst", {})
+    return {"run_id": run.pk, "artifacts": run.artifacts_dir,
+            "accuracy": round(by_fst.get("accuracy") or 0, 4),
+            "auroc": round(by_fst.get("auroc") or 0, 4), "weights": result.weights_source}

@@ -10,6 +10,7 @@ class RunKind(models.TextChoices):
     TEXTUAL_INVERSION = "textual_inversion", "Textual inversion"
     LORA = "lora", "LoRA"
     JOINT = "joint", "Joint refinement"
+    CLASSIFIER = "classifier", "Classifier"
 
 
 # The kind each kind's parent must be: TI -> LoRA -> joint.
@@ -34,6 +35,10 @@ class Run(models.Model):
     artifacts_dir = models.CharField(max_length=500, blank=True)
     tokens = models.JSONField(default=list, blank=True)
     final_loss = models.FloatField(null=True, blank=True)
+    evaluation = models.JSONField(default=dict, blank=True,
+                                  help_text="Classifier runs: the fairness evaluation.")
+    is_confidence_model = models.BooleanField(
+        default=False, help_text="The classifier generation uses to score synthetic images.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -42,9 +47,18 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at"]
         permissions = [("launch_run", "Can launch, cancel and resume training runs")]
+        constraints = [
+            models.UniqueConstraint(fields=["is_confidence_model"],
+                                    condition=models.Q(is_confidence_model=True),
+                                    name="one_confidence_model"),
+        ]
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.get_kind_display()}{': ' + self.name if self.name else ''})"
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return bool(self.selection.get("synthetic_datasets"))
 
     def lineage(self) -> list[Run]:
         """This run and its ancestors, oldest first: TI -> LoRA -> joint."""

@@ -11,7 +11,7 @@ from django.db.models import F, QuerySet
 from catalog.models import Image
 
 DEFAULT_SELECTION = {"datasets": [], "diagnoses": [], "fsts": [1, 2, 3, 4, 5, 6],
-                     "split": "train"}
+                     "split": "train", "synthetic_datasets": []}
 
 
 def selection_normalise(selection: dict[str, Any]) -> dict[str, Any]:
@@ -21,6 +21,7 @@ def selection_normalise(selection: dict[str, Any]) -> dict[str, Any]:
         "diagnoses": sorted(set(data["diagnoses"])),
         "fsts": sorted({int(f) for f in data["fsts"]}),
         "split": data["split"] or "",
+        "synthetic_datasets": sorted(set(data.get("synthetic_datasets") or [])),
     }
 
 
@@ -40,6 +41,21 @@ def selection_images(*, selection: dict[str, Any]) -> QuerySet[Image]:
     if s["split"] != "any":
         images = images.filter(split=s["split"])
     return images.order_by("id")
+
+
+def classifier_images(*, selection: dict[str, Any], split: str | None = None,
+                      synthetic: bool = False) -> QuerySet[Image]:
+    """A classifier's real images (of ``split``, default the selection's) or its synthetic
+    images (any split); the seven classes only, since the head has no OTHER."""
+    s = selection_normalise(selection)
+    if synthetic:
+        if not s["synthetic_datasets"]:
+            return Image.objects.none()
+        s = {**s, "datasets": s["synthetic_datasets"], "split": "any"}
+    elif split is not None:
+        s = {**s, "split": split}
+    origin = "synthetic" if synthetic else "real"
+    return selection_images(selection=s).filter(origin=origin).exclude(diagnosis="OTHER")
 
 
 def selection_hash(*, selection: dict[str, Any], images: QuerySet[Image]) -> str:

@@ -7,14 +7,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
-from catalog.models import AllowedUse, Dataset
+from catalog.models import AllowedUse, Dataset, Image
 from fairskin.diffusion.base_models import BaseModelError, resolve_base_model
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from jobs.models import Job, JobState
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import PARENT_KIND, Run, RunKind
-from training.selectors import selection_hash, selection_images, selection_normalise
+from training.selectors import (
+    classifier_images,
+    selection_hash,
+    selection_images,
+    selection_normalise,
+)
 
 
 class RunConfigError(ValueError):
@@ -61,6 +67,9 @@ def run_create(
     """
     if kind not in RunKind.values:
         raise RunConfigError(f"unknown run kind {kind!r}")
+    if kind == RunKind.CLASSIFIER:
+        return _classifier_run_create(selection=selection, config=config, parent=parent,
+                                      name=name, user=user, enqueue=enqueue)
     try:
         train_config = TrainConfig.build(kind, config)
     except ConfigError as exc:
@@ -112,6 +121,67 @@ def run_create(
             launched_by=user, enqueue=enqueue,
         )
         run.save(update_fields=["artifacts_dir", "job"])
+    return run
+
+
+def _classifier_run_create(*, selection: dict[str, Any], config: dict[str, Any] | None,
+                           parent: Run | None, name: str, user: Any, enqueue: bool) -> Run:
+    from fairskin.classifier.train import ClassifierConfig, ClassifierConfigError
+
+    if parent is not None:
+        raise RunConfigError("a classifier run takes no parent run")
+    try:
+        classifier_config = ClassifierConfig.build(config)
+    except ClassifierConfigError as exc:
+        raise RunConfigError(str(exc)) from exc
+    selection = selection_normalise(selection)
+    names = set(selection["datasets"]) | set(selection["synthetic_datasets"])
+    unknown = names - set(Dataset.objects.filter(name__in=names).values_list("name", flat=True))
+    if unknown:
+        raise RunConfigError(f"no dataset named {', '.join(sorted(unknown))}")
+    real = classifier_images(selection=selection)
+    synthetic = classifier_images(selection=selection, synthetic=True)
+    test = classifier_images(selection=selection, split="test")
+    if not real.exists():
+        raise RunConfigError("the image selection is empty: no preprocessed real images of the "
+                             "seven classes with an exact skin type match it")
+    if not test.exists():
+        raise RunConfigError("no held-out test images: split the datasets first "
+                             "(manage.py split_dataset) so the evaluation has a test split")
+    if selection["synthetic_datasets"] and not synthetic.exists():
+        raise RunConfigError("the synthetic datasets hold no usable image")
+    if classifier_config.pretrain_epochs and not synthetic.exists():
+        raise RunConfigError("synthetic pre-training needs synthetic images in the selection")
+    with transaction.atomic():
+        run = Run.objects.create(
+            kind=RunKind.CLASSIFIER, name=name, base_model=classifier_config.arch,
+            base_model_resolved=classifier_config.arch, config=classifier_config.to_dict(),
+            selection=selection,
+            selection_hash=selection_hash(selection=selection, images=Image.objects.filter(
+                Q(pk__in=real.values("pk")) | Q(pk__in=synthetic.values("pk"))).order_by("id")),
+            image_count=real.count() + synthetic.count(),
+            created_by=user if getattr(user, "pk", None) else None)
+        run.artifacts_dir = str(run_artifacts_dir(run))
+        run.job = job_create(kind="training.run", queue="gpu", params={"run_id": run.pk},
+                             title=f"Classifier run {run.pk}" + (f" ({name})" if name else ""),
+                             launched_by=user, enqueue=enqueue)
+        run.save(update_fields=["artifacts_dir", "job"])
+    return run
+
+
+def run_mark_confidence_model(*, run: Run) -> Run:
+    """Make a finished baseline classifier the one generation scores images with."""
+    if run.kind != RunKind.CLASSIFIER:
+        raise RunConfigError(f"run {run.pk} is not a classifier")
+    if run.job is None or run.job.state != JobState.SUCCEEDED:
+        raise RunConfigError(f"classifier run {run.pk} has not succeeded")
+    if run.uses_synthetic:
+        raise RunConfigError("the confidence model must be a baseline trained on real images "
+                             "only, or it would grade synthetic images by synthetic ones")
+    with transaction.atomic():
+        Run.objects.filter(is_confidence_model=True).update(is_confidence_model=False)
+        Run.objects.filter(pk=run.pk).update(is_confidence_model=True)
+    run.refresh_from_db()
     return run
 
 

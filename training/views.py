@@ -1,12 +1,15 @@
+import csv
 from pathlib import Path
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import FileResponse, Http404
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from fairskin.diffusion.reports import loss_svg
-from training.models import Run
+from training import reports, services
+from training.models import Run, RunKind
 
 ARTIFACT_NAMES = ("pytorch_lora_weights.safetensors", "manifest.json", "README.md", "loss.csv",
                   "loss.svg")
@@ -68,3 +71,101 @@ def run_grid(request, run_id: int):
     response = FileResponse(grid.open("rb"), content_type="image/png")
     response["Cache-Control"] = "no-cache"
     return response
+
+
+def _comparison_runs(request) -> tuple[Run | None, list[Run]]:
+    finished = Run.objects.filter(kind=RunKind.CLASSIFIER, job__state="succeeded")
+    baseline_id = request.GET.get("baseline")
+    baseline = (finished.filter(pk=baseline_id).first() if baseline_id and baseline_id.isdigit()
+                else finished.filter(is_confidence_model=True).first()
+                or next((r for r in finished.order_by("-created_at") if not r.uses_synthetic),
+                        None))
+    ids = [int(i) for i in request.GET.getlist("runs") if i.isdigit()]
+    others = list(finished.filter(pk__in=ids)) if ids else [
+        r for r in finished.order_by("-created_at")[:20] if r.uses_synthetic][:3]
+    return baseline, [r for r in others if baseline is None or r.pk != baseline.pk]
+
+
+def _bars(comparison: dict, height: int = 160) -> dict:
+    """Grouped bars (one per run within each FST group) with CI whiskers, AUROC 0.5-1."""
+    summaries = [comparison["baseline"], *comparison["runs"]]
+    colours = ["#9aa3b2", "#7a4b2a", "#2f6f9f", "#3cb44b"]
+    width, gap = 22, 26
+    bars = []
+
+    def y(v):
+        return round(height - max(0.0, v - 0.5) / 0.5 * height, 1)
+
+    for gi, group in enumerate(comparison["groups"]):
+        for ri, s in enumerate(summaries):
+            value = s["auroc_by_group"][group]
+            if value is None:
+                continue
+            x = gi * (len(summaries) * width + gap) + ri * width
+            ci = s["auroc_ci_by_group"][group]
+            bars.append({"x": x, "y": y(value), "h": round(height - y(value), 1), "value": value,
+                         "colour": colours[ri % 4], "label": f"run {s['run'].pk}",
+                         "group": group, "ci": [y(ci[0]), y(ci[1])] if ci else None,
+                         "mid": x + width / 2})
+    return {"bars": bars, "height": height, "width": len(comparison["groups"]) * (
+        len(summaries) * width + gap), "bar": width - 4,
+        "labels": [{"x": gi * (len(summaries) * width + gap) + len(summaries) * width / 2,
+                    "text": g} for gi, g in enumerate(comparison["groups"])],
+        "legend": [(f"run {s['run'].pk}" + (" (baseline)" if i == 0 else ""), colours[i % 4])
+                   for i, s in enumerate(summaries)]}
+
+
+@login_required
+@permission_required("training.view_run", raise_exception=True)
+def fairness_report(request):
+    baseline, others = _comparison_runs(request)
+    context = {"baseline": baseline, "others": others,
+               "classifiers": Run.objects.filter(kind=RunKind.CLASSIFIER,
+                                                 job__state="succeeded")}
+    if baseline is not None:
+        comparison = reports.fairness_comparison(baseline=baseline, others=others)
+        context.update(comparison=comparison, chart=_bars(comparison),
+                       query=request.GET.urlencode())
+    return render(request, "training/fairness.html", context)
+
+
+@login_required
+@permission_required("training.view_run", raise_exception=True)
+def fairness_export(request):
+    baseline, others = _comparison_runs(request)
+    if baseline is None:
+        raise Http404("no finished baseline classifier")
+    rows = reports.comparison_rows(reports.fairness_comparison(baseline=baseline, others=others))
+    if request.GET.get("format") == "json":
+        response = JsonResponse({"rows": rows, "definitions": FAIRNESS_DEFINITIONS},
+                                json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = 'attachment; filename="fairness.json"'
+        return response
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="fairness.csv"'
+    writer = csv.DictWriter(response, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return response
+
+
+@require_POST
+@login_required
+@permission_required("training.launch_run", raise_exception=True)
+def mark_confidence_model(request, run_id: int):
+    run = get_object_or_404(Run.objects.select_related("job"), pk=run_id)
+    try:
+        services.run_mark_confidence_model(run=run)
+        messages.success(request, f"Run {run.pk} is now the confidence model generation uses.")
+    except services.RunConfigError as exc:
+        messages.error(request, str(exc))
+    return redirect("training:run", run_id=run.pk)
+
+
+FAIRNESS_DEFINITIONS = {
+    "auroc": "macro one-vs-rest AUROC over the seven classes",
+    "auroc_gap": "max - min of the per-group macro AUROCs (groups I–II, III–IV, V–VI)",
+    "equalized_odds_difference": "fairlearn's definition, the larger of the TPR and FPR "
+    "differences across groups; for seven classes the largest one-vs-rest value",
+    "ci": "bootstrap 95% percentile interval, resampling test images",
+}

@@ -49,6 +49,12 @@ MATRIX = {
                                      "engineer": 200}),
     "training:grid": ("get", "run", {"anonymous": LOGIN, "dermatologist": 403, "lead": 404,
                                      "engineer": 404}),
+    "training:fairness": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                        "engineer": 200}),
+    "training:fairness_export": ("get", None, {"anonymous": LOGIN, "dermatologist": 403,
+                                               "lead": 404, "engineer": 404}),
+    "training:confidence_model": ("post", "run", {"anonymous": LOGIN, "dermatologist": 403,
+                                                  "lead": 403, "engineer": 302}),
     "jobs:worker_check": ("post", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
                                          "engineer": 302}),
 }

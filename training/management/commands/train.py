@@ -35,6 +35,9 @@ class Command(BaseCommand):
                             help="dataset name (repeatable)")
         parser.add_argument("--diagnosis", action="append", default=[], dest="diagnoses")
         parser.add_argument("--fst", action="append", type=int, default=[], dest="fsts")
+        parser.add_argument("--synthetic-dataset", action="append", default=[],
+                            dest="synthetic_datasets",
+                            help="classifier runs: synthetic images mixed in (repeatable)")
         parser.add_argument("--split", default="train", help="train (default), val, test, any")
         parser.add_argument("--steps", type=int)
         parser.add_argument("--set", action="append", default=[], dest="overrides",
@@ -44,9 +47,11 @@ class Command(BaseCommand):
                             help="run in the foreground with a progress bar")
 
     def handle(self, *args, kind, base_model, parent, datasets, diagnoses, fsts, split, steps,
-               overrides, name, wait, **options):
+               overrides, name, wait, synthetic_datasets, **options):
         config = dict(_setting(s) for s in overrides)
         if steps is not None:
+            if kind == RunKind.CLASSIFIER:
+                raise CommandError("classifier runs count epochs: use --set epochs=N")
             config["steps"] = steps
         parent_run = None
         if parent is not None:
@@ -54,7 +59,8 @@ class Command(BaseCommand):
             if parent_run is None:
                 raise CommandError(f"no run {parent}")
         selection = {"datasets": datasets, "diagnoses": diagnoses,
-                     "fsts": fsts or [1, 2, 3, 4, 5, 6], "split": split}
+                     "fsts": fsts or [1, 2, 3, 4, 5, 6], "split": split,
+                     "synthetic_datasets": synthetic_datasets}
         try:
             run = run_create(kind=kind, selection=selection, base_model=base_model,
                              config=config, parent=parent_run, name=name, enqueue=not wait)
@@ -74,6 +80,13 @@ class Command(BaseCommand):
         if outcome != "succeeded":
             raise CommandError(f"run {run.pk} {outcome}: {run.job.error}")
         run.refresh_from_db()
-        self.stdout.write(f"final loss {run.final_loss:.4f}; tokens: {', '.join(run.tokens)}")
+        if run.kind == RunKind.CLASSIFIER:
+            overall = run.evaluation.get("by_fst", {})
+            groups = run.evaluation.get("by_fst_group", {})
+            self.stdout.write(f"test accuracy {overall.get('accuracy', 0):.3f}, macro AUROC "
+                              f"{overall.get('auroc') or float('nan'):.3f}, AUROC gap across FST "
+                              f"groups {groups.get('auroc_gap') or float('nan'):.3f}")
+        else:
+            self.stdout.write(f"final loss {run.final_loss:.4f}; tokens: {', '.join(run.tokens)}")
         self.stdout.write(str(run.pk))
         self.stdout.write(run.artifacts_dir)

@@ -1,0 +1,98 @@
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from catalog.models import Dataset, Image
+from tests.factories import make_user
+from training.models import Run
+from training.services import RunConfigError, run_create, run_mark_confidence_model
+
+pytestmark = pytest.mark.django_db
+QUICK = ["--set", "arch=resnet18", "--set", "image_size=32", "--set", "epochs=2",
+         "--set", "bootstrap=30", "--set", "learning_rate=0.001", "--set", "batch_size=16"]
+
+
+@pytest.fixture
+def datasets(capsys):
+    call_command("seed_demo", "--per-class", "6", "--seed", "1")
+    # Stand-in synthetic images (generation comes later): drawn lesions marked synthetic.
+    call_command("seed_demo", "--per-class", "6", "--seed", "9", "--name", "synth")
+    Dataset.objects.filter(name="synth").update(source_format="synthetic")
+    Image.objects.filter(dataset__name="synth").update(origin="synthetic")
+    capsys.readouterr()
+
+
+def last_run(capsys) -> Run:
+    return Run.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-2]))
+
+
+@pytest.fixture
+def runs(datasets, capsys):
+    call_command("train", "--kind", "classifier", "--dataset", "demo", "--wait",
+                 "--name", "baseline", *QUICK)
+    baseline = last_run(capsys)
+    call_command("train", "--kind", "classifier", "--dataset", "demo", "--synthetic-dataset",
+                 "synth", "--wait", "--name", "fairskin", *QUICK)
+    return baseline, last_run(capsys)
+
+
+def test_classifier_runs_store_their_fairness_evaluation(runs):
+    baseline, fairskin = runs
+    for run in runs:
+        groups = run.evaluation["by_fst_group"]
+        assert set(groups["auroc_by_group"]) <= {"I–II", "III–IV", "V–VI"}
+        assert "ci" in groups and run.evaluation["weights_source"].startswith("random")
+    def manifest(run):
+        return json.loads(Path(run.artifacts_dir, "manifest.json").read_text())
+
+    assert manifest(baseline)["synthetic_train_images"] == 0
+    assert manifest(fairskin)["synthetic_train_images"] == 42
+    assert fairskin.uses_synthetic and not baseline.uses_synthetic
+
+
+def test_fairness_report_compares_runs_with_criteria_and_exports(client, runs):
+    baseline, fairskin = runs
+    client.force_login(make_user("lead"))
+    query = {"baseline": baseline.pk, "runs": [fairskin.pk]}
+    page = client.get(reverse("training:fairness"), query)
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "AUROC gap reduced by 40–60%" in html
+    assert "Equalized-odds difference reduced by more than 30%" in html
+    assert "AUROC gain for FST V–VI" in html
+    criteria = page.context["comparison"]["runs"][0]["criteria"]
+    assert all(c["met"] in (True, False, None) for c in criteria)
+    exported = client.get(reverse("training:fairness_export"), {**query, "format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(exported.content.decode())))
+    assert [r["role"] for r in rows] == ["baseline", "candidate"]
+    assert rows[0]["run_id"] == str(baseline.pk) and "auroc_V–VI" in rows[0]
+    as_json = client.get(reverse("training:fairness_export"), {**query, "format": "json"})
+    assert as_json.json()["rows"][1]["run_id"] == fairskin.pk
+    assert "fairlearn" in as_json.json()["definitions"]["equalized_odds_difference"]
+
+
+def test_only_a_finished_real_only_classifier_can_be_the_confidence_model(runs):
+    baseline, fairskin = runs
+    with pytest.raises(RunConfigError, match="baseline trained on real images only"):
+        run_mark_confidence_model(run=fairskin)
+    run_mark_confidence_model(run=baseline)
+    run_mark_confidence_model(run=baseline)  # idempotent
+    assert list(Run.objects.filter(is_confidence_model=True)) == [baseline]
+    with pytest.raises(RunConfigError, match="not a classifier"):
+        run_mark_confidence_model(run=Run.objects.create(kind="lora", base_model="tiny"))
+
+
+def test_bad_classifier_runs_are_refused(datasets):
+    with pytest.raises(RunConfigError, match="epochs"):
+        run_create(kind="classifier", selection={"datasets": ["demo"]}, config={"epochs": 0})
+    Image.objects.filter(dataset__name="demo", split="test").update(split="val")
+    with pytest.raises(RunConfigError, match="no held-out test images"):
+        run_create(kind="classifier", selection={"datasets": ["demo"]})
+    with pytest.raises(CommandError, match="use --set epochs"):
+        call_command("train", "--kind", "classifier", "--dataset", "demo", "--steps", "3")
+    assert Run.objects.count() == 0
