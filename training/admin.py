@@ -14,7 +14,7 @@ from training.services import RunConfigError, run_create
 class RunAdmin(admin.ModelAdmin):
     list_display = ["id", "kind", "name", "lineage_display", "base_model", "image_count",
                     "state", "final_loss", "created_at", "page"]
-    list_filter = ["kind", "base_model", "job__state"]
+    list_filter = ["kind", "base_model", "job__state", "is_confidence_model"]
     search_fields = ["name", "base_model"]
     readonly_fields = [f.name for f in Run._meta.fields]
     list_select_related = ["job", "parent__parent"]
@@ -56,7 +56,8 @@ class RunAdmin(admin.ModelAdmin):
                     base_model=d["base_model"] or None, config=d["config"], user=request.user,
                     selection={"datasets": [ds.name for ds in d["datasets"]],
                                "diagnoses": d["diagnoses"], "fsts": d["fsts"] or list(range(1, 7)),
-                               "split": d["split"]},
+                               "split": d["split"],
+                               "synthetic_datasets": [ds.name for ds in d["synthetic_datasets"]]},
                 )
             except (RunConfigError, BrokerUnavailable) as exc:
                 form.add_error(None, str(exc))

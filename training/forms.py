@@ -4,6 +4,7 @@ from django import forms
 from django.conf import settings
 
 from catalog.models import DIAGNOSIS_CHOICES, Dataset
+from fairskin.classifier.config import ClassifierConfig
 from fairskin.diffusion.config import TrainConfig
 from training.models import Run, RunKind
 
@@ -22,6 +23,9 @@ class RunLaunchForm(forms.Form):
                                               to_field_name="name")
     diagnoses = forms.MultipleChoiceField(choices=DIAGNOSIS_CHOICES, required=False,
                                           help_text="None selected: all.")
+    synthetic_datasets = forms.ModelMultipleChoiceField(
+        queryset=Dataset.objects.none(), to_field_name="name", required=False,
+        help_text="Classifier runs: synthetic images to mix in (none: a real-only baseline).")
     fsts = forms.TypedMultipleChoiceField(choices=[(i, f"FST {i}") for i in range(1, 7)],
                                           coerce=int, required=False, label="Skin types")
     split = forms.ChoiceField(choices=[("train", "train"), ("val", "val"), ("test", "test"),
@@ -34,7 +38,12 @@ class RunLaunchForm(forms.Form):
         self.fields["parent"].queryset = Run.objects.filter(
             kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA], job__state="succeeded")
         self.fields["datasets"].queryset = Dataset.objects.all()
-        defaults = {k: v for k, v in TrainConfig.defaults(kind).items() if k != "kind"}
+        self.fields["synthetic_datasets"].queryset = Dataset.objects.filter(
+            source_format="synthetic")
+        if kind == RunKind.CLASSIFIER:
+            defaults = ClassifierConfig().to_dict()
+        else:
+            defaults = {k: v for k, v in TrainConfig.defaults(kind).items() if k != "kind"}
         self.fields["config"].initial = json.dumps(defaults, indent=2)
         self.fields["kind"].initial = kind
         self.fields["base_model"].initial = settings.FAIRSKIN_BASE_MODEL

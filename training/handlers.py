@@ -100,9 +100,10 @@ def import_external_artifacts(job: Job, progress: JobProgress) -> dict[str, Any]
 
 
 def _train_classifier(run: Run, progress: JobProgress) -> dict[str, Any]:
+    from fairskin.classifier.config import ClassifierConfig
     from fairskin.classifier.data import ClassifierItem
     from fairskin.classifier.model import CLASS_NAMES
-    from fairskin.classifier.train import ClassifierConfig, train_classifier
+    from fairskin.classifier.train import train_classifier
 
     cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
     cache.mkdir(parents=True, exist_ok=True)

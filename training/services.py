@@ -126,7 +126,7 @@ def run_create(
 
 def _classifier_run_create(*, selection: dict[str, Any], config: dict[str, Any] | None,
                            parent: Run | None, name: str, user: Any, enqueue: bool) -> Run:
-    from fairskin.classifier.train import ClassifierConfig, ClassifierConfigError
+    from fairskin.classifier.config import ClassifierConfig, ClassifierConfigError
 
     if parent is not None:
         raise RunConfigError("a classifier run takes no parent run")

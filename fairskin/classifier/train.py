@@ -8,7 +8,6 @@ reversal layer, so the features stop telling the two apart.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import shutil
@@ -22,12 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from fairskin.classifier.data import (
-    DEFAULT_SYNTHETIC_SHARES,
-    ClassifierItem,
-    ImageSet,
-    mixture_weights,
-)
+from fairskin.classifier.config import ClassifierConfig
+from fairskin.classifier.data import ClassifierItem, ImageSet, mixture_weights
 from fairskin.classifier.fairness import (
     fairness_report,
     fairness_report_multiclass,
@@ -43,69 +38,6 @@ from fairskin.classifier.model import (
 from fairskin.progress import JobCancelled, Progress
 
 MODEL_FILE = "classifier.pt"
-
-
-class ClassifierConfigError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class ClassifierConfig:
-    arch: str = "resnet50"
-    weights: str | None = None  # a local ImageNet checkpoint; else torch's cache; else random
-    image_size: int = 224
-    batch_size: int = 32
-    pretrain_epochs: int = 0
-    epochs: int = 10
-    dann_epochs: int = 0
-    dann_strength: float = 0.1
-    learning_rate: float = 1e-4
-    final_learning_rate: float = 1e-5
-    synthetic_shares: dict[int, float] = field(
-        default_factory=lambda: dict(DEFAULT_SYNTHETIC_SHARES))
-    ramp_epochs: int = 0
-    mixed_precision: str = "no"
-    bootstrap: int = 500
-    seed: int = 0
-
-    @classmethod
-    def build(cls, overrides: dict[str, Any] | None = None) -> ClassifierConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(overrides or {}) - known
-        if unknown:
-            raise ClassifierConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        values = dict(overrides or {})
-        if "synthetic_shares" in values:
-            values["synthetic_shares"] = {int(k): float(v)
-                                          for k, v in values["synthetic_shares"].items()}
-        config = cls(**values)
-        config.validate()
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["synthetic_shares"] = {str(k): v for k, v in self.synthetic_shares.items()}
-        return data
-
-    def validate(self) -> None:
-        problems = []
-        for name in ("image_size", "batch_size", "epochs"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                problems.append(f"{name} must be a positive whole number")
-        for name in ("pretrain_epochs", "dann_epochs", "ramp_epochs", "bootstrap"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                problems.append(f"{name} must be a whole number >= 0")
-        if not self.learning_rate > 0 or not self.final_learning_rate > 0:
-            problems.append("learning rates must be positive")
-        if self.arch not in ("resnet50", "resnet18"):
-            problems.append("arch must be resnet50 (or resnet18 for quick checks)")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            problems.append("mixed_precision must be no, fp16 or bf16")
-        shares = self.synthetic_shares
-        if set(shares) - set(range(1, 7)) or any(not 0 <= v <= 1 for v in shares.values()):
-            problems.append("synthetic_shares maps skin types 1-6 to shares in [0, 1]")
-        if problems:
-            raise ClassifierConfigError("; ".join(problems))
 
 
 @dataclass
