@@ -34,3 +34,4 @@ test-fast: install
 bench: install
 	$(PY) bench/catalog_import.py
 	$(PY) bench/train_step.py
+	$(PY) bench/classifier_throughput.py
