@@ -5,9 +5,9 @@ from collections import Counter
 import pytest
 import torch
 
+from fairskin.classifier.config import ClassifierConfig, ClassifierConfigError
 from fairskin.classifier.data import ClassifierItem, mixture_weights
 from fairskin.classifier.model import CLASS_NAMES, build_classifier, reverse_gradient
-from fairskin.classifier.config import ClassifierConfig, ClassifierConfigError
 from fairskin.classifier.train import load_classifier, train_classifier
 from fairskin.imaging.demo import demo_items
 from fairskin.progress import JobCancelled, SilentProgress
