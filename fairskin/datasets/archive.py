@@ -9,11 +9,12 @@ forks are skipped after their names have been checked like every other member.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import zipfile
 from contextlib import nullcontext
 from typing import IO
+
+from fairskin.datasets.paths import unsafe_path_problem
 
 ZipSource = str | os.PathLike[str] | IO[bytes] | zipfile.ZipFile
 
@@ -21,7 +22,6 @@ DEFAULT_MAX_RATIO = 100.0
 # Small members can compress absurdly well (a blank PNG) without being dangerous; the total
 # size cap already bounds them, so the ratio test starts at this size.
 RATIO_CHECK_MIN_BYTES = 1 << 20
-_DRIVE = re.compile(r"^[A-Za-z]:")
 _CHUNK = 1 << 16
 
 
@@ -117,19 +117,7 @@ def _open(source: ZipSource) -> zipfile.ZipFile | nullcontext[zipfile.ZipFile]:
 
 
 def _check_name(name: str) -> None:
-    problem = None
-    if not name:
-        problem = "has an empty name"
-    elif name.startswith("/"):
-        problem = "is an absolute path"
-    elif _DRIVE.match(name):
-        problem = "starts with a drive letter"
-    elif "\\" in name:
-        problem = "contains a backslash, which Windows tools treat as a path separator"
-    elif ".." in name.split("/"):
-        problem = "contains a '..' component that would escape the extraction folder"
-    elif any(ord(char) < 32 for char in name):
-        problem = "contains control characters"
+    problem = unsafe_path_problem(name)
     if problem:
         raise ArchiveError(problem, member=name)
 

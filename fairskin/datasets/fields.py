@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import re
 
+from fairskin.datasets.paths import unsafe_path_problem
 from fairskin.datasets.table import Row, Table
 from fairskin.labels import FstRange
 
 _INTEGER = re.compile(r"[+-]?\d+")
-_DRIVE = re.compile(r"^[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def detect_layout(table: Table, layouts: dict[str, tuple[str, ...]], dataset: str) -> str:
@@ -79,20 +78,10 @@ def safe_file_name(row: Row, column: str, value: str) -> str:
     """
     if not value:
         raise row.error(f"{column} is empty")
-    problem = None
-    if _CONTROL.search(value):
-        problem = "contains control characters"
-    elif value.startswith("/"):
-        problem = "is an absolute path"
-    elif _DRIVE.match(value):
-        problem = "starts with a drive letter"
-    elif "\\" in value:
-        problem = "contains a backslash (a Windows path separator)"
-    elif ".." in value.split("/"):
-        problem = "contains a '..' path component"
-    elif "/" in value:
+    problem = unsafe_path_problem(value)
+    if problem is None and "/" in value:
         problem = "contains a directory; give the bare file name (images are matched by name)"
-    elif value == ".":
+    elif problem is None and value == ".":
         problem = "is not a file name"
     if problem:
         raise row.error(f"unsafe file name in {column} {value!r}: {problem}")
