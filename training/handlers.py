@@ -33,6 +33,12 @@ def _local_file(image: Image, cache: Path) -> str:
         return str(target)
 
 
+def _image_cache() -> Path:
+    cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 def _set_threads() -> None:
     if settings.FAIRSKIN_TORCH_THREADS:
         import torch
@@ -50,8 +56,7 @@ def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
     if run.kind == "classifier":
         return _train_classifier(run, progress)
     run_dir = Path(run.artifacts_dir)
-    cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = _image_cache()
     images = list(selection_images(selection=run.selection))
     items = [TrainItem(path=_local_file(img, cache), diagnosis=img.diagnosis, fst=img.fst_low)
              for img in images]
@@ -105,8 +110,7 @@ def _train_classifier(run: Run, progress: JobProgress) -> dict[str, Any]:
     from fairskin.classifier.model import CLASS_NAMES
     from fairskin.classifier.train import train_classifier
 
-    cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = _image_cache()
 
     def items(images, *, synthetic: bool) -> list[ClassifierItem]:
         return [ClassifierItem(path=_local_file(img, cache),

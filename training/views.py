@@ -7,7 +7,7 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from fairskin.diffusion.reports import loss_svg
+from fairskin.diffusion.reports import loss_svg, read_loss_log
 from training import reports, services
 from training.models import Run, RunKind
 
@@ -16,11 +16,7 @@ ARTIFACT_NAMES = ("pytorch_lora_weights.safetensors", "manifest.json", "README.m
 
 
 def _loss_history(run_dir: Path) -> list[tuple[int, float]]:
-    path = run_dir / "loss.csv"
-    if not path.exists():
-        return []
-    rows = path.read_text().splitlines()[1:]
-    return [(int(cells[0]), float(cells[1])) for cells in (r.split(",") for r in rows if r)]
+    return [(step, loss) for step, loss, _ in read_loss_log(run_dir / "loss.csv")]
 
 
 def _latest_grid(run_dir: Path) -> Path | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
@@ -109,3 +111,13 @@ def model_card(info: dict[str, Any], items: Sequence[Any]) -> str:
               "- Synthetic images inherit the base model's and the datasets' biases and "
               "licences; see the licences above before sharing anything generated.", ""]
     return "\n".join(lines)
+
+
+def read_loss_log(path: Path, *, up_to: int | None = None) -> list[tuple[int, float, float]]:
+    """(step, loss, gradient norm before clipping) rows of a run's loss.csv."""
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        rows = [(int(r["step"]), float(r["loss"]), float(r["grad_norm"]))
+                for r in csv.DictReader(fh)]
+    return [r for r in rows if up_to is None or r[0] <= up_to]

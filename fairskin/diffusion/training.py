@@ -330,7 +330,7 @@ def train(
         _restore_rng(state["rng"], dev)
         start_step = resumed_from = state["step"]
         progress.log(f"resumed from the checkpoint at step {start_step}")
-    earlier = _read_loss(loss_path, up_to=start_step)
+    earlier = reports.read_loss_log(loss_path, up_to=start_step)
     _write_loss(loss_path, earlier)
     history = [(s, v) for s, v, _ in earlier]
 
@@ -455,15 +455,6 @@ def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__}
-
-
-def _read_loss(path: Path, *, up_to: int) -> list[tuple[int, float, float]]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        rows = [(int(r["step"]), float(r["loss"]), float(r["grad_norm"]))
-                for r in csv.DictReader(fh)]
-    return [r for r in rows if r[0] <= up_to]
 
 
 def _write_loss(path: Path, rows: list[tuple[int, float, float]]) -> None:
