@@ -1,0 +1,1 @@
+"""Generation: quota plans, deterministic seeds, acceptance in seed order."""
