@@ -1,0 +1,153 @@
+"""Feature extractors for FID/KID, and the provenance recorded with every value they produce.
+
+Metrics are only comparable when computed with the same network weights, and a metric from
+random weights is no FID at all. So every extractor comes with an `ExtractorInfo` that the
+caller stores next to the number and shows as its label.
+
+Note on comparability: these are torchvision's Inception-v3 weights when given torchvision's
+checkpoint. Published FIDs use the TF "FID Inception" graph (pytorch-fid's port), whose pooling
+differs in a few blocks, so values from here are comparable with each other, not with papers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import inception_v3
+
+INCEPTION_NAME = "inception-v3 pool3"
+INCEPTION_SIZE = 299
+INCEPTION_FEATURES = 2048
+# Random weights are seeded so that uncalibrated values at least reproduce run to run.
+RANDOM_WEIGHTS_SEED = 0
+_DIGEST_CHARS = 16
+# torchvision's ImageNet normalisation, the documented input of its Inception weights.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FeatureExtractor = Callable[[torch.Tensor], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ExtractorInfo:
+    """Which network and which weights produced a set of features."""
+
+    name: str
+    # The checkpoint's sha256 prefix when calibrated, else a description of the random init.
+    weights: str
+    calibrated: bool
+
+    @property
+    def label(self) -> str:
+        if self.calibrated:
+            return f"{self.name} (weights sha256 {self.weights}…)"
+        return f"{self.name} (random weights: uncalibrated)"
+
+
+def inception_features_extractor(
+    weights_path: str | None, *, device: str | torch.device = "cpu"
+) -> tuple[FeatureExtractor, ExtractorInfo]:
+    """Inception-v3 returning the 2048-d pool features, and its provenance.
+
+    `weights_path` is a local torchvision Inception-v3 state dict (e.g.
+    inception_v3_google-0cc3c7bd.pth). Without one the network has seeded random weights and
+    `calibrated` is False: whatever is computed with it must be labelled uncalibrated.
+    """
+    path = None if weights_path is None else Path(weights_path)
+    # Checked before building the network, which takes a moment.
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"no Inception weights file at {path}")
+    # Initialisation draws from torch's RNG; fork_rng keeps the caller's global state untouched,
+    # and the fixed seed makes the random-weights network the same every time.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        # transform_input=True is how torchvision builds the model for its own weights: they
+        # were ported from TF and expect [-1, 1] input, converted here from ImageNet-normalised.
+        model = inception_v3(
+            weights=None, aux_logits=True, init_weights=False, transform_input=True
+        )
+        if path is None:
+            _scale_preserving_init(model)
+    if path is None:
+        info = ExtractorInfo(INCEPTION_NAME, f"random (seed {RANDOM_WEIGHTS_SEED})", False)
+    else:
+        _load_checkpoint(model, path)
+        info = ExtractorInfo(INCEPTION_NAME, _sha256_prefix(path), True)
+
+    # Loading needs the 1000-way fc present (the checkpoint has it); the features are its input.
+    model.fc = nn.Identity()
+    model.eval().to(device)
+    mean = torch.tensor(_IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD, device=device).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def extract(images: torch.Tensor) -> np.ndarray:
+        _check_images(images)
+        x = images.to(device=device, dtype=torch.float32)
+        if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
+            # Antialiasing matters when shrinking 512 px images: aliased resizing measurably
+            # shifts FID (Parmar et al., "On Aliased Resizing and Surprising Subtleties in GAN
+            # Evaluation", 2022), and it is what torchvision's own Resize does on tensors.
+            x = F.interpolate(
+                x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
+                align_corners=False, antialias=True,
+            )
+        features = model((x - mean) / std)
+        return features.double().cpu().numpy()
+
+    return extract, info
+
+
+def _scale_preserving_init(model: nn.Module) -> None:
+    """Kaiming-normal (fan-in, ReLU gain) convolutions for the random-weights network.
+
+    In eval mode a fresh BatchNorm is the identity, so the conv init alone sets the activation
+    scale through ~90 layers. PyTorch's default conv init shrinks it each layer and the pool
+    features come out around 1e-8 (covariances ~1e-19, buried under FID's eps * I offset);
+    torchvision's init_weights=True (std 0.1) blows them up to ~1e10. Kaiming keeps them O(1),
+    so uncalibrated values still respond to the images.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+
+
+def _load_checkpoint(model: nn.Module, path: Path) -> None:
+    # weights_only refuses pickled code: a weights file must not be able to run anything.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path} is not a torchvision Inception-v3 (aux_logits) state dict: {exc}"
+        ) from exc
+
+
+def _sha256_prefix(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:_DIGEST_CHARS]
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor batch, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (N, 3, H, W) batch, got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
+    low, high = images.min().item(), images.max().item()
+    # Catches 0-255 pixels or already-normalised input, which would silently skew the features.
+    if low < 0.0 or high > 1.0 or not np.isfinite([low, high]).all():
+        raise ValueError(f"images must lie in [0, 1], got values in [{low}, {high}]")
