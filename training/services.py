@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from catalog.models import AllowedUse, Dataset, Image
-from fairskin.diffusion.base_models import BaseModelError, resolve_base_model
+from fairskin.diffusion.base_models import BaseModelError, check_loadable, resolve_base_model
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from jobs.models import Job, JobState
 from jobs.services import job_cancel, job_create, job_resume
@@ -83,6 +83,7 @@ def run_create(
     try:
         base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE,
                                   build=False)
+        check_loadable(base)
     except BaseModelError as exc:
         raise RunConfigError(str(exc)) from exc
 

@@ -46,6 +46,9 @@ def test_empty_selection_unknown_dataset_and_missing_base_model_are_refused(demo
     with pytest.raises(RunConfigError, match="not found"):
         run_create(kind="textual_inversion", selection={"datasets": ["demo"]},
                    base_model="/no/such/model")
+    with pytest.raises(RunConfigError, match="not in the local Hugging Face cache"):
+        run_create(kind="textual_inversion", selection={"datasets": ["demo"]},
+                   base_model="someone/not-downloaded-model")
     assert nothing_created()
 
 
