@@ -1,0 +1,64 @@
+"""Batched image generation with a fine-tuned model, loaded once per worker.
+
+Each candidate has its own torch.Generator seeded with its plan seed, so an image depends on
+its seed alone, not on which other candidates shared its batch or shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from fairskin.diffusion.artifacts import load_run_artifacts
+from fairskin.diffusion.base_models import BaseModel
+
+SCHEDULERS = {
+    "ddpm": "DDPMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm-solver++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, text, watermark, duplicated"
+
+
+class BatchGenerator:
+    def __init__(self, base: BaseModel, run_dirs: Sequence[Path], *, scheduler: str = "ddim",
+                 device: str | None = None, dtype: torch.dtype | None = None) -> None:
+        import diffusers
+        from diffusers import StableDiffusionPipeline
+
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of "
+                             f"{', '.join(SCHEDULERS)}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            base.path, dtype=dtype, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+        self.tokens = load_run_artifacts(pipe, [Path(d) for d in run_dirs])
+        scheduler_class = getattr(diffusers, SCHEDULERS[scheduler])
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(self.device)
+        self.scheduler = scheduler
+
+    @property
+    def native_size(self) -> int:
+        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 50,
+                 guidance: float = 7.5, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+                 size: int | None = None) -> torch.Tensor:
+        """Images as a float tensor (N, 3, H, W) in [0, 1] on the device, before any encoding:
+        scoring runs on these, PNG encoding comes after."""
+        if len(prompts) != len(seeds) or not prompts:
+            raise ValueError("give one seed per prompt")
+        size = size or self.native_size
+        generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+        out = self.pipe(prompt=list(prompts), negative_prompt=[negative_prompt] * len(prompts),
+                        generator=generators, num_inference_steps=steps,
+                        guidance_scale=guidance, height=size, width=size, output_type="pt")
+        return out.images.float().clamp(0, 1)
