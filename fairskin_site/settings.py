@@ -127,6 +127,13 @@ FAIRSKIN_ARTIFACTS_ROOT = Path(
 FAIRSKIN_BASE_MODEL = env.str("FAIRSKIN_BASE_MODEL", default="tiny")
 # Where `tiny` and `sd15-random` are written once as diffusers folders.
 FAIRSKIN_MODEL_CACHE = Path(env.str("FAIRSKIN_MODEL_CACHE", default=str(VAR_DIR / "models")))
+# Feature extractors for scoring generated images. Without weights files they are built with
+# random weights, and every check and metric from them is labelled uncalibrated (not applied).
+FAIRSKIN_INCEPTION_WEIGHTS = env.str("FAIRSKIN_INCEPTION_WEIGHTS", default="")
+FAIRSKIN_LPIPS_WEIGHTS = env.str("FAIRSKIN_LPIPS_WEIGHTS", default="")
+# An open_clip model name, or a path to an open_clip model config JSON.
+FAIRSKIN_CLIP_MODEL = env.str("FAIRSKIN_CLIP_MODEL", default="ViT-B-32")
+FAIRSKIN_CLIP_WEIGHTS = env.str("FAIRSKIN_CLIP_WEIGHTS", default="")
 # Threads torch may use in a worker (0: torch's default). Tests and small machines use 1.
 FAIRSKIN_TORCH_THREADS = env.int("FAIRSKIN_TORCH_THREADS", default=0)
 # Images over this many pixels are refused at import (decompression bombs, absurd scans).

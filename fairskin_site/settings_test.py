@@ -16,6 +16,10 @@ os.environ.setdefault("FAIRSKIN_ARTIFACTS_ROOT", tempfile.mkdtemp(prefix="fairsk
 os.environ.setdefault("FAIRSKIN_MODEL_CACHE", os.path.join(tempfile.gettempdir(),
                                                            "fairskin-test-models"))
 os.environ.setdefault("FAIRSKIN_TORCH_THREADS", "1")
+# A tiny CLIP (random weights) keeps scoring fast on the CI's two cores.
+os.environ.setdefault("FAIRSKIN_CLIP_MODEL", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
+    "tiny_clip.json"))
 
 from fairskin_site.settings import *  # noqa: E402,F403
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("jobs/", include("jobs.urls")),
     path("catalog/", include("catalog.urls")),
     path("training/", include("training.urls")),
+    path("generation/", include("generation.urls")),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
 ]

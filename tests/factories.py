@@ -6,6 +6,7 @@ from PIL import Image as PILImage
 
 from accounts.services import user_create
 from catalog.models import Dataset, Image, SourceFormat
+from generation.models import Batch, Sample
 from jobs.models import Job
 from training.models import Run
 
@@ -71,3 +72,39 @@ class RunFactory(factory.django.DjangoModelFactory):
     base_model = "tiny"
     job = factory.SubFactory(JobFactory, kind="training.run", queue="gpu")
     artifacts_dir = factory.LazyFunction(lambda: "/nonexistent/run")
+
+
+class BatchFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Batch
+
+    model_run = factory.SubFactory(RunFactory, kind="lora")
+    target = 4
+    diagnoses = factory.LazyFunction(lambda: ["MEL"])
+    size = 32
+    quotas = factory.LazyFunction(lambda: {"MEL:5": 2, "MEL:6": 2})
+    dataset = factory.SubFactory(DatasetFactory, source_format=SourceFormat.SYNTHETIC)
+    job = factory.SubFactory(JobFactory, kind="generation.prepare", queue="gpu",
+                             state="succeeded")
+
+
+class SampleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Sample
+
+    batch = factory.SubFactory(BatchFactory)
+    image = factory.SubFactory(
+        ImageFactory, dataset=factory.SelfAttribute("..batch.dataset"), origin="synthetic",
+        with_thumbnail=True,
+        preprocessed=factory.django.FileField(filename="sample.png",
+                                              data=factory.LazyFunction(image_bytes)))
+    diagnosis = "MEL"
+    fst = 5
+    index = factory.Sequence(lambda n: n)
+    seed = factory.Sequence(lambda n: 1000 + n)
+    prompt = "a dermoscopy image of <dx-mel>, <fst-5> skin"
+    steps = 2
+    guidance = 7.5
+    scheduler = "ddim"
+    clip_embedding = factory.LazyFunction(lambda: bytes(8))
+    inception_features = factory.LazyFunction(lambda: bytes(8))

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any
 
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from catalog.models import Image
 
@@ -55,7 +55,11 @@ def classifier_images(*, selection: dict[str, Any], split: str | None = None,
     elif split is not None:
         s = {**s, "split": split}
     origin = "synthetic" if synthetic else "real"
-    return selection_images(selection=s).filter(origin=origin).exclude(diagnosis="OTHER")
+    images = selection_images(selection=s).filter(origin=origin).exclude(diagnosis="OTHER")
+    if synthetic:
+        # A generation batch stores its rejected candidates too; only accepted ones may train.
+        images = images.filter(Q(sample__isnull=True) | Q(sample__verdict="accepted"))
+    return images
 
 
 def selection_hash(*, selection: dict[str, Any], images: QuerySet[Image]) -> str:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where images are checked, not where thresholds are read
+    import torch
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ def resolution_check(images: torch.Tensor, expected: int) -> list[CheckResult]:
 def brightness_check(images: torch.Tensor, low: float = 0.1,
                      high: float = 0.9) -> list[CheckResult]:
     """Mean Rec. 601 luma in [0, 1]; rejects black, washed-out and blank images."""
+    import torch
+
     weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
     luma = (images.float() * weights).sum(dim=1).mean(dim=(1, 2))
     out = []

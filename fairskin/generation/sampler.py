@@ -13,14 +13,9 @@ import torch
 
 from fairskin.diffusion.artifacts import load_run_artifacts
 from fairskin.diffusion.base_models import BaseModel
+from fairskin.generation.options import DEFAULT_NEGATIVE_PROMPT, SCHEDULERS
 
-SCHEDULERS = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "dpm-solver++": "DPMSolverMultistepScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
-DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, text, watermark, duplicated"
+__all__ = ["DEFAULT_NEGATIVE_PROMPT", "SCHEDULERS", "BatchGenerator"]
 
 
 class BatchGenerator:

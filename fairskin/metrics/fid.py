@@ -8,73 +8,81 @@ The number is only an FID when the features come from calibrated Inception weigh
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.linalg
 
 from fairskin.metrics.stats import StreamingGaussian
 
-# Imaginary parts of sqrtm(S1 S2) below this fraction of its largest entry are rounding noise
-# (the exact root of a product of PSD matrices has real eigenvalues); larger ones mean the
-# inputs were not covariances.
-_IMAGINARY_TOLERANCE = 1e-3
-# sqrtm's own accuracy check: ||R R - M|| / ||M||. Anything worse is treated as a failed root.
-_RESIDUAL_TOLERANCE = 1e-4
+# Eigenvalues of a covariance below -this * its largest one mean it is not a covariance;
+# smaller negative ones are rounding and are treated as zero.
+_NEGATIVE_TOLERANCE = 1e-8
+_NULL_EIGENVALUE = 1e-12
 
 
 def frechet_distance(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *,
-    eps: float = 1e-6,
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
 ) -> float:
     """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    When S1 S2 is singular (fewer samples than dimensions, a constant feature) its square root
-    is ill-defined numerically, so, as the reference implementations do, both covariances get
-    eps * I added and the distance is computed for those regularised Gaussians.
+    Tr sqrt(S1 S2) is computed as the sum of the square roots of the eigenvalues of the
+    symmetric matrix S1^1/2 S2 S1^1/2 (same spectrum as S1 S2). Two symmetric eigen-solves
+    replace the general matrix square root (scipy.linalg.sqrtm, Schur based) of the reference
+    implementations: about 8x faster at dim 2048, and exact for singular covariances (fewer
+    images than dimensions) where sqrtm needs an eps * I offset that biases the value.
     """
     mu1, sigma1 = _checked_gaussian(mu1, sigma1, "first")
     mu2, sigma2 = _checked_gaussian(mu2, sigma2, "second")
     if mu1.shape != mu2.shape:
         raise ValueError(f"the Gaussians have different dimensions: {mu1.shape} vs {mu2.shape}")
-    if not eps > 0:
-        raise ValueError(f"eps must be positive, got {eps}")
-
-    # A covariance that fails Cholesky makes the product singular; skipping the doomed first
-    # sqrtm saves most of the time at dim 2048 (each sqrtm takes tens of seconds on a CPU).
-    root = None
-    if _is_positive_definite(sigma1) and _is_positive_definite(sigma2):
-        root = _product_sqrtm(sigma1, sigma2)
-    if root is None:
-        offset = eps * np.eye(mu1.shape[0])
-        # Use the offset covariances in the traces too: mixing regularised and raw terms
-        # leaves a spurious -2 * d * eps even for identical inputs.
-        sigma1, sigma2 = sigma1 + offset, sigma2 + offset
-        root = _product_sqrtm(sigma1, sigma2)
-        if root is None:
-            raise ValueError(
-                f"could not compute sqrtm(sigma1 @ sigma2) even with {eps} * I added; "
-                "try a larger eps"
-            )
-
+    w1, v1 = np.linalg.eigh(sigma1)
+    _check_psd(w1, "first")
+    _check_psd(np.linalg.eigvalsh(sigma2), "second")
+    root1 = (v1 * np.sqrt(np.clip(w1, 0.0, None))) @ v1.T
+    middle = root1 @ sigma2 @ root1
+    spectrum = np.linalg.eigvalsh((middle + middle.T) / 2)
+    # Eigenvalues at rounding level (the null space of singular covariances) are zero; their
+    # square roots would otherwise add ~1e-8 * sqrt(largest) each, thousands of times over.
+    spectrum[spectrum < _NULL_EIGENVALUE * max(float(spectrum.max()), 0.0)] = 0.0
+    trace_root = float(np.sqrt(spectrum).sum())
     diff = mu1 - mu2
-    trace_terms = np.trace(sigma1) + np.trace(sigma2)
-    distance = float(diff @ diff + trace_terms - 2.0 * np.trace(root))
+    return _assemble(float(diff @ diff), float(np.trace(sigma1) + np.trace(sigma2)), trace_root)
+
+
+def _assemble(mean_term: float, trace_terms: float, trace_root: float) -> float:
+    distance = mean_term + trace_terms - 2.0 * trace_root
     # The exact value is >= 0; a tiny negative one is cancellation between the trace terms.
-    if distance < -1e-6 * max(trace_terms + float(diff @ diff), 1.0):
+    if distance < -1e-6 * max(trace_terms + mean_term, 1.0):
         raise ValueError(f"Fréchet distance came out negative ({distance}); inputs inconsistent")
     return max(distance, 0.0)
 
 
+def _check_psd(eigenvalues: np.ndarray, which: str) -> None:
+    scale = max(float(np.abs(eigenvalues).max()), 1e-300)
+    if eigenvalues.min() < -_NEGATIVE_TOLERANCE * scale:
+        raise ValueError(f"the {which} covariance is not positive semi-definite (eigenvalue "
+                         f"{eigenvalues.min():.3g})")
+
+
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between the Gaussians fitted to two (n, dim) feature sets."""
+    """Fréchet distance between the Gaussians fitted to two (n, dim) feature sets.
+
+    With fewer rows than dimensions (the usual case per skin type) the covariances have rank
+    below n, and Tr sqrt(S1 S2) equals the nuclear norm of Ac Bc^T / sqrt((n1-1)(n2-1)) for the
+    centred rows Ac, Bc: an n1 x n2 singular value problem instead of two dim x dim ones.
+    """
     a = _checked_features(a, "a")
     b = _checked_features(b, "b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
-    return frechet_distance(
-        a.mean(axis=0), np.cov(a, rowvar=False), b.mean(axis=0), np.cov(b, rowvar=False)
-    )
+    if min(a.shape[0], b.shape[0]) >= a.shape[1]:
+        return frechet_distance(a.mean(axis=0), np.cov(a, rowvar=False), b.mean(axis=0),
+                                np.cov(b, rowvar=False))
+    ac, bc = a - a.mean(axis=0), b - b.mean(axis=0)
+    scale = np.sqrt((a.shape[0] - 1) * (b.shape[0] - 1))
+    trace_root = float(np.linalg.svd(ac @ bc.T / scale, compute_uv=False).sum())
+    trace_terms = float((ac * ac).sum() / (a.shape[0] - 1) + (bc * bc).sum() / (b.shape[0] - 1))
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    return _assemble(float(diff @ diff), trace_terms, trace_root)
 
 
 def fid_from_statistics(a: StreamingGaussian, b: StreamingGaussian) -> float:
@@ -126,43 +134,6 @@ def feature_distances_to_reference(
     squared = np.einsum("ij,ij->i", diff, solved)
     # Rounding can make an exact zero (x at the mean) slightly negative.
     return np.sqrt(np.maximum(squared, 0.0))
-
-
-def _is_positive_definite(matrix: np.ndarray) -> bool:
-    try:
-        np.linalg.cholesky(matrix)
-    except np.linalg.LinAlgError:
-        return False
-    return True
-
-
-def _product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray) -> np.ndarray | None:
-    """Real sqrtm(sigma1 @ sigma2), or None where the product is singular or the root fails."""
-    product = sigma1 @ sigma2
-    with warnings.catch_warnings():
-        # scipy only warns on a singular matrix and may then return a finite but meaningless
-        # root (entries near 1e291 for a nilpotent matrix), so a warning counts as failure.
-        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-        try:
-            root = scipy.linalg.sqrtm(product)
-        except (scipy.linalg.LinAlgWarning, np.linalg.LinAlgError):
-            return None
-    if not np.isfinite(root).all():
-        return None
-    if np.iscomplexobj(root):
-        largest_imaginary = np.abs(root.imag).max()
-        if largest_imaginary > _IMAGINARY_TOLERANCE * max(np.abs(root).max(), 1e-300):
-            raise ValueError(
-                f"sqrtm(sigma1 @ sigma2) has a large imaginary component ({largest_imaginary:.3g}):"
-                " the covariances are probably not positive semi-definite"
-            )
-        root = root.real
-    product_norm = np.linalg.norm(product)
-    if product_norm > 0 and np.linalg.norm(root @ root - product) > (
-        _RESIDUAL_TOLERANCE * product_norm
-    ):
-        return None
-    return root
 
 
 def _checked_gaussian(mu: np.ndarray, sigma: np.ndarray, which: str) -> tuple[np.ndarray, ...]:

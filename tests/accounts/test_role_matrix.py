@@ -8,7 +8,14 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from jobs.models import Job, JobState
-from tests.factories import ImageFactory, JobFactory, RunFactory, make_user
+from tests.factories import (
+    BatchFactory,
+    ImageFactory,
+    JobFactory,
+    RunFactory,
+    SampleFactory,
+    make_user,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +62,25 @@ MATRIX = {
                                                "lead": 404, "engineer": 404}),
     "training:confidence_model": ("post", "run", {"anonymous": LOGIN, "dermatologist": 403,
                                                   "lead": 403, "engineer": 302}),
+    "generation:batches": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                         "engineer": 200}),
+    "generation:batch": ("get", "batch", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                          "engineer": 200}),
+    "generation:live": ("get", "batch", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                         "engineer": 200}),
+    "generation:export": ("get", "batch", {"anonymous": LOGIN, "dermatologist": 403,
+                                           "lead": 200, "engineer": 200}),
+    # A finished batch cannot be cancelled or resumed: the engineer gets the reason back.
+    "generation:cancel": ("post", "batch", {"anonymous": LOGIN, "dermatologist": 403,
+                                            "lead": 403, "engineer": 302}),
+    "generation:resume": ("post", "batch", {"anonymous": LOGIN, "dermatologist": 403,
+                                            "lead": 403, "engineer": 302}),
+    "generation:sample": ("get", "sample", {"anonymous": LOGIN, "dermatologist": 403,
+                                            "lead": 200, "engineer": 200}),
+    "generation:image": ("get", "sample", {"anonymous": LOGIN, "dermatologist": 403,
+                                           "lead": 200, "engineer": 200}),
+    "generation:thumb": ("get", "sample", {"anonymous": LOGIN, "dermatologist": 403,
+                                           "lead": 200, "engineer": 200}),
     "jobs:worker_check": ("post", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
                                          "engineer": 302}),
 }
@@ -94,6 +120,10 @@ def test_role_by_url(client, role, name):
         kwargs = {"name": ImageFactory().dataset.name}
     elif kwargs_key == "run":
         kwargs = {"run_id": RunFactory().pk}
+    elif kwargs_key == "batch":
+        kwargs = {"batch_id": BatchFactory(state="finished").pk}
+    elif kwargs_key == "sample":
+        kwargs = {"sample_id": SampleFactory().pk}
     elif kwargs_key == "image":
         kwargs = {"image_id": ImageFactory(with_thumbnail=True).pk}
     url = reverse(name, kwargs=kwargs)
@@ -109,7 +139,8 @@ def test_role_by_url(client, role, name):
 
 def _admin_urls():
     urls = [reverse("admin:index"), reverse("admin:catalog_dataset_import"),
-            reverse("admin:catalog_dataset_split"), reverse("admin:training_run_launch")]
+            reverse("admin:catalog_dataset_split"), reverse("admin:training_run_launch"),
+            reverse("admin:generation_batch_launch")]
     for model in admin.site._registry:
         opts = model._meta
         urls.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))

@@ -3,6 +3,7 @@ singular / invalid inputs that trip up naive implementations."""
 
 import numpy as np
 import pytest
+import scipy.linalg
 
 from fairskin.metrics import (
     StreamingGaussian,
@@ -15,14 +16,11 @@ from fairskin.metrics import (
 
 
 def reference_frechet(mu1, sigma1, mu2, sigma2):
-    """Tr sqrt(S1 S2) = sum of sqrt(eigenvalues of S1^1/2 S2 S1^1/2), a symmetric problem that
-    needs only numpy.linalg.eigh (no scipy.linalg.sqrtm)."""
-    w, v = np.linalg.eigh(sigma1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    eig = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
-    trace_root = np.sqrt(np.clip(eig, 0, None)).sum()
+    """The reference implementations' way (pytorch-fid, clean-fid): the general matrix square
+    root scipy.linalg.sqrtm of S1 S2, real part. Well defined for positive definite inputs."""
+    root = scipy.linalg.sqrtm(sigma1 @ sigma2).real
     diff = mu1 - mu2
-    return diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root
+    return diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(root)
 
 
 def random_spd(rng, dim):
@@ -73,15 +71,19 @@ def test_matches_eigendecomposition_reference_on_random_spd(seed, dim):
     assert frechet_distance(mu2, s2, mu1, s1) == pytest.approx(expected, rel=1e-8)
 
 
-def test_rank_deficient_covariances_stay_close_to_the_exact_value():
-    # Fewer samples than dimensions: both covariances are singular, so the eps offset is used.
+def test_rank_deficient_covariances_give_the_exact_value():
+    # Fewer samples than dimensions: both covariances are singular. The reference's sqrtm
+    # needs an eps * I offset there; the value is approached as eps -> 0, and met exactly here.
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=(20, 64)), rng.normal(size=(20, 64)) + 0.3
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    exact = reference_frechet(a.mean(0), s1, b.mean(0), s2)
     got = frechet_distance(a.mean(0), s1, b.mean(0), s2)
-    assert np.isfinite(got)
-    assert got == pytest.approx(exact, rel=2e-3)
+    offsets = [reference_frechet(a.mean(0), s1 + e * np.eye(64), b.mean(0), s2 + e * np.eye(64))
+               for e in (1e-2, 1e-4, 1e-6)]
+    errors = [abs(o - got) for o in offsets]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3 * got
+    # With the raw rows the same value comes from a small singular value problem.
+    assert fid_from_features(a, b) == pytest.approx(got, rel=1e-7)
 
 
 def test_identical_singular_covariances_give_zero_not_a_negative_offset_artefact():
@@ -93,16 +95,16 @@ def test_identical_singular_covariances_give_zero_not_a_negative_offset_artefact
 
 
 def test_singular_product_of_non_singular_looking_parts():
-    # diag(1, 0) @ diag(0, 1) is the zero matrix; exact distance 1 + 1 - 0 = 2. The offset
-    # changes it only by O(sqrt(eps)); no huge garbage from an ill-defined sqrtm.
+    # diag(1, 0) @ diag(0, 1) is the zero matrix; exact distance 1 + 1 - 0 = 2, with no
+    # garbage from an ill-defined square root.
     zero = np.zeros(2)
     got = frechet_distance(zero, np.diag([1.0, 0.0]), zero, np.diag([0.0, 1.0]))
-    assert got == pytest.approx(2.0, abs=1e-2)
+    assert got == pytest.approx(2.0, abs=1e-12)
 
 
-def test_not_positive_semidefinite_input_raises_instead_of_dropping_imaginary_part():
+def test_not_positive_semidefinite_input_raises_instead_of_being_clipped():
     zero = np.zeros(2)
-    with pytest.raises(ValueError, match="imaginary"):
+    with pytest.raises(ValueError, match="not positive semi-definite"):
         frechet_distance(zero, np.diag([1.0, -1.0]), zero, np.eye(2))
 
 
@@ -134,6 +136,15 @@ def test_fid_from_features_rejects_bad_shapes():
         fid_from_features(np.ones((5, 3)), np.ones((5, 4)))
     with pytest.raises(ValueError, match="at least 2 rows"):
         fid_from_features(np.ones((1, 3)), np.ones((5, 3)))
+
+
+@pytest.mark.parametrize(("n1", "n2", "dim"), [(5, 9, 32), (30, 12, 64), (3, 3, 2048)])
+def test_the_small_svd_path_of_fid_from_features_equals_the_covariance_path(n1, n2, dim):
+    rng = np.random.default_rng(n1 * n2)
+    a, b = rng.normal(size=(n1, dim)), rng.normal(size=(n2, dim)) * 1.5 + 0.2
+    via_covariances = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0),
+                                       np.cov(b, rowvar=False))
+    assert fid_from_features(a, b) == pytest.approx(via_covariances, rel=1e-7)
 
 
 def test_fid_from_statistics_matches_features():

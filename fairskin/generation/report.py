@@ -1,0 +1,217 @@
+"""Batch metrics over the accepted images: FID/KID per skin type, diversity, LPIPS, confidence.
+
+Features stream in: each skin type keeps a running Gaussian (constant memory whatever the
+number of images) plus the first ``keep`` feature rows in seed order, which is what KID and the
+equal-count FID comparison need. Every figure carries the extractor that produced it; a figure
+from random weights is reported as uncalibrated and never judged against a success criterion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fairskin.metrics.diversity import mean_pairwise_cosine_distance
+from fairskin.metrics.fid import fid_from_features, fid_from_statistics
+from fairskin.metrics.kid import kernel_inception_distance
+from fairskin.metrics.stats import StreamingGaussian
+
+# The planning document's release criteria.
+FID_LIMIT = 20.0
+FID_LIMIT_FST6 = 25.0
+LPIPS_LIMIT = 0.15
+DIVERSITY_LIMIT = 0.3
+CONFIDENCE_LIMIT = 0.7
+KEEP_PER_FST = 500  # feature rows kept per skin type for KID and equal-count FID
+KEEP_PER_CELL = 1000  # embeddings kept per diagnosis x FST for diversity
+
+
+@dataclass(frozen=True)
+class AcceptedImage:
+    diagnosis: str
+    fst: int
+    inception: np.ndarray  # (dim,) pool features
+    clip: np.ndarray  # (dim,) embedding
+    metrics: Mapping[str, float | None]
+
+
+_CHUNK = 256  # rows buffered before a Gaussian update (one dim x dim product per chunk)
+
+
+@dataclass
+class _Accumulator:
+    dim: int
+    gaussian: StreamingGaussian = field(init=False)
+    kept: list[np.ndarray] = field(default_factory=list)
+    pending: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gaussian = StreamingGaussian(self.dim)
+
+    def add(self, row: np.ndarray, *, keep: bool) -> None:
+        self.pending.append(row)
+        if keep and len(self.kept) < KEEP_PER_FST:
+            self.kept.append(row)
+        if len(self.pending) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.gaussian.update(np.stack(self.pending))
+            self.pending.clear()
+
+
+def _summary(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    v = np.asarray(values, dtype=float)
+    q = np.percentile(v, [5, 25, 50, 75, 95])
+    return {"n": int(v.size), "mean": float(v.mean()), "min": float(v.min()),
+            "p5": float(q[0]), "p25": float(q[1]), "median": float(q[2]), "p75": float(q[3]),
+            "p95": float(q[4]), "max": float(v.max())}
+
+
+def _criterion(name: str, value: float | None, limit: float, *, below: bool,
+               calibrated: bool, what: str) -> dict:
+    if value is None:
+        status = "not measurable"
+        why = "no value (no accepted images or no reference)"
+    elif not calibrated:
+        status = "not measurable"
+        why = "uncalibrated: the feature extractor has random weights"
+    else:
+        met = value < limit if below else value > limit
+        status = "met" if met else "not met"
+        why = ""
+    return {"name": name, "what": what, "value": value, "limit": limit,
+            "comparison": "<" if below else ">", "status": status, "why": why}
+
+
+def batch_report(
+    accepted: Iterable[AcceptedImage],
+    *,
+    reference: Mapping[int, StreamingGaussian],
+    reference_features: Mapping[int, np.ndarray],
+    provenance: Mapping[str, Mapping[str, object]],
+    kid_subsets: int = 50,
+    seed: int = 0,
+) -> dict:
+    """The batch's metrics, per skin type and overall, with their success criteria.
+
+    ``accepted`` must come in seed order within each stratum (the order acceptance used), so
+    the rows kept for KID and the equal-count FID are the same every time. ``reference`` holds
+    the real images' Gaussian per skin type, ``reference_features`` a sample of their rows.
+    ``provenance`` maps "inception", "clip", "lpips", "classifier" to their extractor records
+    (name, weights, calibrated, label).
+    """
+    per_fst: dict[int, _Accumulator] = {}
+    cells: dict[str, list[np.ndarray]] = {}
+    cell_counts: dict[str, int] = {}
+    lpips_values: list[float] = []
+    confidences: list[float] = []
+    everything: _Accumulator | None = None
+    for image in accepted:
+        features = np.asarray(image.inception, dtype=np.float64)
+        acc = per_fst.get(image.fst)
+        if acc is None:
+            acc = per_fst[image.fst] = _Accumulator(features.shape[0])
+        acc.add(features, keep=True)
+        if everything is None:
+            everything = _Accumulator(features.shape[0])
+        everything.add(features, keep=False)
+        key = f"{image.diagnosis}:{image.fst}"
+        cell_counts[key] = cell_counts.get(key, 0) + 1
+        if len(cells.setdefault(key, [])) < KEEP_PER_CELL:
+            cells[key].append(np.asarray(image.clip, dtype=np.float64))
+        if image.metrics.get("lpips_real") is not None:
+            lpips_values.append(float(image.metrics["lpips_real"]))
+        if image.metrics.get("confidence") is not None:
+            confidences.append(float(image.metrics["confidence"]))
+
+    for acc in per_fst.values():
+        acc.flush()
+    overall = None
+    if everything is not None:
+        everything.flush()
+        overall = everything.gaussian
+    calibrated = {name: bool(p.get("calibrated")) for name, p in provenance.items()}
+    # Equal-count comparison: every skin type at the size of the smallest one.
+    comparable = [f for f in sorted(per_fst) if f in reference and len(per_fst[f].kept) >= 2
+                  and len(reference_features.get(f, ())) >= 2]
+    equal_n = min((min(len(per_fst[f].kept), len(reference_features[f])) for f in comparable),
+                  default=0)
+    fst_rows = []
+    for fst in sorted(set(per_fst) | set(reference)):
+        acc = per_fst.get(fst)
+        row: dict[str, object] = {"fst": fst, "n": acc.gaussian.count if acc else 0,
+                                  "fid": None, "fid_equal_n": None, "kid": None, "kid_std": None}
+        if acc is not None and fst in reference and acc.gaussian.count >= 2 \
+                and reference[fst].count >= 2:
+            row["fid"] = fid_from_statistics(acc.gaussian, reference[fst])
+        if fst in comparable:
+            ours = np.stack(acc.kept[:equal_n])
+            theirs = np.asarray(reference_features[fst])[:equal_n]
+            row["fid_equal_n"] = fid_from_features(ours, theirs)
+            kid, kid_std = kernel_inception_distance(
+                np.stack(acc.kept), np.asarray(reference_features[fst]),
+                subset_size=min(100, len(acc.kept), len(reference_features[fst])),
+                n_subsets=kid_subsets, seed=seed)
+            row["kid"], row["kid_std"] = kid, kid_std
+        fst_rows.append(row)
+
+    overall_fid = None
+    if overall is not None and overall.count >= 2 and reference:
+        pooled = StreamingGaussian(overall.dim)
+        for gaussian in reference.values():
+            pooled.merge(gaussian)
+        if pooled.count >= 2:
+            overall_fid = fid_from_statistics(overall, pooled)
+    overall_kid = None
+    kept_all = [row for acc in per_fst.values() for row in acc.kept]
+    ref_all = [row for f in sorted(reference_features) for row in reference_features[f]]
+    if len(kept_all) >= 2 and len(ref_all) >= 2:
+        overall_kid = kernel_inception_distance(
+            np.stack(kept_all), np.asarray(ref_all),
+            subset_size=min(100, len(kept_all), len(ref_all)), n_subsets=kid_subsets,
+            seed=seed)[0]
+
+    diversity = {key: (mean_pairwise_cosine_distance(np.stack(vectors))
+                       if len(vectors) >= 2 else None)
+                 for key, vectors in sorted(cells.items())}
+    lpips_summary = _summary(lpips_values)
+    confidence_summary = _summary(confidences)
+
+    criteria = []
+    for row in fst_rows:
+        limit = FID_LIMIT_FST6 if row["fst"] == 6 else FID_LIMIT
+        criteria.append(_criterion(f"FID FST {row['fst']}", row["fid"], limit, below=True,
+                                   calibrated=calibrated.get("inception", False),
+                                   what="Fréchet distance to the real images of this type"))
+    criteria.append(_criterion(
+        "LPIPS", lpips_summary["mean"] if lpips_summary else None, LPIPS_LIMIT, below=True,
+        calibrated=calibrated.get("lpips", False),
+        what="mean LPIPS of accepted images to real images of the same type"))
+    measured = [v for v in diversity.values() if v is not None]
+    criteria.append(_criterion(
+        "diversity", min(measured) if measured else None, DIVERSITY_LIMIT, below=False,
+        calibrated=calibrated.get("clip", False),
+        what="lowest mean pairwise CLIP cosine distance over diagnosis x FST cells"))
+    criteria.append(_criterion(
+        "classifier confidence", confidence_summary["mean"] if confidence_summary else None,
+        CONFIDENCE_LIMIT, below=False, calibrated=calibrated.get("classifier", False),
+        what="mean confidence of the confidence model in the intended diagnosis"))
+
+    return {
+        "fst": fst_rows,
+        "equal_n": equal_n,
+        "overall": {"n": overall.count if overall else 0, "fid": overall_fid,
+                    "kid": overall_kid},
+        "diversity": diversity,
+        "cell_counts": cell_counts,
+        "lpips": lpips_summary,
+        "confidence": confidence_summary,
+        "criteria": criteria,
+        "provenance": {name: dict(p) for name, p in provenance.items()},
+    }

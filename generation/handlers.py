@@ -1,0 +1,314 @@
+"""Generation jobs: reference features (gpu), shards (gpu) and the batch report (cpu).
+
+A worker keeps the last model, extractors and reference it loaded, so consecutive shards of a
+batch pay for loading once. Shards are idempotent: candidates already stored are skipped, and
+a candidate's file name and catalog id are fixed by its place in the plan, so a re-run after a
+killed worker cannot store it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from catalog.models import FstSource, Image, Origin
+from fairskin.generation.plan import candidate_seed
+from fairskin.progress import JobCancelled
+from generation import services
+from generation.models import Batch, BatchState, Sample, Verdict
+from jobs.models import Job
+from jobs.registry import register
+from jobs.runner import JobProgress
+from training.handlers import _image_cache, _local_file, _set_threads
+from training.models import Run
+from training.selectors import selection_images
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_PER_FST = 2000  # real images per skin type in the reference statistics
+_CACHE: dict[str, tuple[Any, Any]] = {}
+
+
+def _cached(kind: str, key: Any, build):
+    """One live object per kind per worker process, rebuilt when its key changes."""
+    entry = _CACHE.get(kind)
+    if entry is None or entry[0] != key:
+        _CACHE.pop(kind, None)
+        entry = (key, build())
+        _CACHE[kind] = entry
+    return entry[1]
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _confidence_run() -> Run | None:
+    return Run.objects.filter(is_confidence_model=True, job__state="succeeded").first()
+
+
+def _extractors():
+    from fairskin.generation.scoring import Extractors
+
+    classifier = _confidence_run()
+    key = (settings.FAIRSKIN_INCEPTION_WEIGHTS, settings.FAIRSKIN_LPIPS_WEIGHTS,
+           settings.FAIRSKIN_CLIP_MODEL, settings.FAIRSKIN_CLIP_WEIGHTS,
+           classifier.artifacts_dir if classifier else None)
+    return _cached("extractors", key, lambda: Extractors.load(
+        device=_device(), inception_weights=settings.FAIRSKIN_INCEPTION_WEIGHTS or None,
+        lpips_weights=settings.FAIRSKIN_LPIPS_WEIGHTS or None,
+        clip_model=settings.FAIRSKIN_CLIP_MODEL,
+        clip_weights=settings.FAIRSKIN_CLIP_WEIGHTS or None,
+        classifier_dir=Path(classifier.artifacts_dir) if classifier else None)), classifier
+
+
+def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """Real images of the model's datasets per skin type, and the images that trained it."""
+    lineage = batch.model_run.lineage()
+    datasets = sorted({name for r in lineage for name in r.selection.get("datasets", [])})
+    fsts = sorted({fst for _, fst in (services.stratum_of(k) for k in batch.quotas)})
+    cache = _image_cache()
+    real: list[tuple[str, int]] = []
+    for fst in fsts:
+        images = Image.objects.filter(
+            origin=Origin.REAL, dataset__name__in=datasets, fst_low=fst, fst_high=F("fst_low"),
+            missing_file=False).exclude(preprocessed="").order_by("id")[:REFERENCE_PER_FST]
+        real += [(_local_file(img, cache), fst) for img in images]
+    training: dict[int, str] = {}
+    for r in lineage:
+        if r.selection.get("datasets"):
+            for img in selection_images(selection=r.selection):
+                training.setdefault(img.pk, _local_file(img, cache))
+    return real, [(str(pk), path) for pk, path in sorted(training.items())]
+
+
+def _save_report_statistics(reference: Any, folder: Path) -> None:
+    """The real images' Gaussians and feature sample per skin type, readable without torch."""
+    arrays: dict[str, np.ndarray] = {}
+    for fst, gaussian in reference.inception.items():
+        stats = gaussian.to_dict()
+        arrays[f"count_{fst}"] = np.array(stats["count"])
+        arrays[f"mean_{fst}"] = np.asarray(stats["mean"])
+        arrays[f"m2upper_{fst}"] = np.asarray(stats["m2_upper"])
+        arrays[f"features_{fst}"] = np.asarray(reference.inception_sample[fst])
+    np.savez(folder / "reference-stats.npz", **arrays)
+
+
+def load_report_statistics(folder: Path) -> tuple[dict[int, Any], dict[int, np.ndarray]]:
+    from fairskin.metrics.stats import StreamingGaussian
+
+    gaussians, features = {}, {}
+    with np.load(folder / "reference-stats.npz", allow_pickle=False) as data:
+        for name in data.files:
+            if name.startswith("count_"):
+                fst = int(name.removeprefix("count_"))
+                mean = data[f"mean_{fst}"]
+                gaussians[fst] = StreamingGaussian.from_dict({
+                    "format": 1, "dim": int(mean.shape[0]), "count": int(data[name]),
+                    "mean": mean, "m2_upper": data[f"m2upper_{fst}"]})
+                features[fst] = data[f"features_{fst}"]
+    return gaussians, features
+
+
+@register("generation.prepare", queue="gpu", label="Generation: reference features")
+def prepare_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
+    from fairskin.generation.scoring import Reference, ScoringConfig
+
+    batch = Batch.objects.select_related("model_run").get(pk=job.params["batch_id"])
+    if batch.state != BatchState.PREPARING:
+        return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
+    _set_threads()
+    folder = Path(batch.artifacts_dir)
+    try:
+        extractors, classifier = _extractors()
+        real, training = _reference_images(batch)
+        progress.log(f"reference: {len(real)} real images over {len(batch.quotas)} strata, "
+                     f"{len(training)} training images for the memorization index")
+        config = ScoringConfig.build(batch.scoring)
+        reference = Reference.build(extractors, real=real, training=training, size=batch.size,
+                                    lpips_images=config.lpips_reference_images, seed=batch.seed,
+                                    progress=progress)
+        folder.mkdir(parents=True, exist_ok=True)
+        reference.save(folder / "reference")
+        _save_report_statistics(reference, folder)
+    except JobCancelled:
+        raise
+    except Exception as exc:
+        services.batch_fail(batch=batch, error=f"preparing the reference failed: {exc}")
+        raise
+    provenance = extractors.provenance()
+    if classifier is not None:
+        provenance.setdefault("classifier", {})["run_id"] = classifier.pk
+    result = services.batch_start(batch_id=batch.pk, provenance=provenance)
+    return {"batch_id": batch.pk, "real_images": len(real), "training_images": len(training),
+            **result}
+
+
+def _generator(batch: Batch):
+    from fairskin.diffusion.base_models import resolve_base_model
+    from fairskin.generation.sampler import BatchGenerator
+
+    run_dirs = [r.artifacts_dir for r in batch.model_run.lineage()]
+    key = (batch.model_run.base_model, tuple(run_dirs), batch.scheduler)
+
+    def build():
+        base = resolve_base_model(batch.model_run.base_model,
+                                  cache_dir=settings.FAIRSKIN_MODEL_CACHE)
+        return BatchGenerator(base, [Path(d) for d in run_dirs], scheduler=batch.scheduler,
+                              device=_device())
+
+    return _cached("generator", key, build)
+
+
+def _scorer(batch: Batch):
+    from fairskin.generation.scoring import Reference, Scorer, ScoringConfig
+
+    extractors, _ = _extractors()
+    folder = Path(batch.artifacts_dir) / "reference"
+    reference = _cached("reference", (batch.pk, str(folder)),
+                        lambda: Reference.load(folder, device=_device()))
+    return Scorer(extractors, reference, ScoringConfig.build(batch.scoring), size=batch.size)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG", compress_level=4)
+    return buffer.getvalue()
+
+
+def _thumbnail(pixels: np.ndarray) -> bytes:
+    from PIL import Image as PILImage
+
+    from fairskin.imaging.preprocess import THUMBNAIL_SIZE
+
+    image = PILImage.fromarray(pixels).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE),
+                                              PILImage.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _store(batch: Batch, job: Job, *, dx: str, fst: int, index: int, seed: int, prompt: str,
+           pixels: np.ndarray, score: Any) -> bool:
+    """One candidate as a catalog image and its sample; False if it was already stored."""
+    from django.core.files.storage import default_storage
+
+    source_id = f"{dx}-fst{fst}-{index:06d}"
+    png = _png(pixels)
+    image = Image(dataset=batch.dataset, origin=Origin.SYNTHETIC, source_id=source_id,
+                  file_name=f"{source_id}.png", diagnosis=dx, fst_low=fst, fst_high=fst,
+                  fst_source=FstSource.DATASET, sha256=hashlib.sha256(png).hexdigest(),
+                  width=pixels.shape[1], height=pixels.shape[0],
+                  metadata={"batch": batch.pk, "seed": seed, "index": index})
+    for field, content, name in ((image.preprocessed, png, f"{source_id}.png"),
+                                 (image.thumbnail, _thumbnail(pixels), f"{source_id}.jpg")):
+        # A killed attempt may have left the file behind: overwrite it, never add a copy.
+        target = field.field.upload_to(image, name)
+        if default_storage.exists(target):
+            default_storage.delete(target)
+        field.save(name, ContentFile(content), save=False)
+    details = score.to_dict()
+    try:
+        with transaction.atomic():
+            image.save()
+            Sample.objects.create(
+                batch=batch, image=image, diagnosis=dx, fst=fst, index=index, seed=seed,
+                prompt=prompt, negative_prompt=batch.negative_prompt, steps=batch.steps,
+                guidance=batch.guidance, scheduler=batch.scheduler,
+                model_runs=[r.pk for r in batch.model_run.lineage()],
+                metrics=details["metrics"], checks=details["checks"],
+                failed_checks=list(score.reasons),
+                clip_embedding=np.asarray(score.clip_embedding, dtype=np.float32).tobytes(),
+                inception_features=np.asarray(score.inception_features,
+                                              dtype=np.float32).tobytes(),
+                verdict=Verdict.PENDING, shard_job=job)
+    except IntegrityError:
+        return False  # another attempt stored this candidate first
+    return True
+
+
+@register("generation.shard", queue="gpu", label="Generation: shard")
+def generate_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
+    import torch
+
+    from fairskin.diffusion.tokens import prompt_for
+
+    batch = Batch.objects.select_related("model_run", "dataset").get(pk=job.params["batch_id"])
+    if batch.state != BatchState.GENERATING:
+        return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
+    _set_threads()
+    ranges = job.params["ranges"]
+    wanted = [(dx, fst, i) for dx, fst, start, stop in ranges for i in range(start, stop)]
+    have = set(Sample.objects.filter(batch=batch, diagnosis__in={w[0] for w in wanted})
+               .values_list("diagnosis", "fst", "index"))
+    todo = [w for w in wanted if w not in have and
+            services.stratum_key(w[0], w[1]) not in batch.outcomes]
+    progress.log(f"{len(wanted)} candidates, {len(wanted) - len(todo)} already stored or not "
+                 "needed")
+    generator = _generator(batch)
+    scorer = _scorer(batch)
+    stored = 0
+    for start in range(0, len(todo), batch.device_batch):
+        progress.update(start, len(todo), f"{stored} candidates stored")
+        chunk = todo[start:start + batch.device_batch]
+        prompts = [prompt_for(dx, fst, available=generator.tokens) for dx, fst, _ in chunk]
+        seeds = [candidate_seed(batch.seed, (dx, fst), i) for dx, fst, i in chunk]
+        images = generator.generate(prompts, seeds, steps=batch.steps, guidance=batch.guidance,
+                                    negative_prompt=batch.negative_prompt, size=batch.size)
+        scores = scorer.score(images, diagnoses=[c[0] for c in chunk],
+                              fsts=[c[1] for c in chunk])
+        pixels = (images.mul(255).round().clamp(0, 255).to(torch.uint8)
+                  .permute(0, 2, 3, 1).cpu().numpy())
+        for (dx, fst, index), seed, prompt, px, score in zip(chunk, seeds, prompts, pixels,
+                                                            scores, strict=True):
+            stored += _store(batch, job, dx=dx, fst=fst, index=index, seed=seed,
+                             prompt=prompt, pixels=px, score=score)
+    progress.update(len(todo), len(todo), f"{stored} candidates stored")
+    result = services.batch_advance(batch_id=batch.pk, current_job=job.pk)
+    return {"batch_id": batch.pk, "stored": stored, "skipped": len(wanted) - len(todo),
+            **result}
+
+
+@register("generation.report", queue="cpu", label="Generation: batch metrics")
+def report_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
+    from fairskin.generation.report import AcceptedImage, batch_report
+
+    batch = Batch.objects.get(pk=job.params["batch_id"])
+    if batch.state != BatchState.REPORTING:
+        return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
+    gaussians, features = load_report_statistics(Path(batch.artifacts_dir))
+    accepted = Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED).order_by(
+        "diagnosis", "fst", "index").only("diagnosis", "fst", "metrics", "clip_embedding",
+                                          "inception_features")
+    total = accepted.count()
+
+    def rows():
+        for n, s in enumerate(accepted.iterator(chunk_size=256)):
+            if n % 256 == 0:
+                progress.update(n, total, "streaming features")
+            yield AcceptedImage(s.diagnosis, s.fst,
+                                np.frombuffer(bytes(s.inception_features), dtype=np.float32),
+                                np.frombuffer(bytes(s.clip_embedding), dtype=np.float32),
+                                s.metrics)
+
+    report = batch_report(rows(), reference=gaussians, reference_features=features,
+                          provenance=batch.provenance, seed=batch.seed)
+    report["strata"] = services.batch_strata(batch)
+    report["shortfall"] = sum(r["shortfall"] or 0 for r in report["strata"])
+    report["accepted"] = total
+    progress.update(total, total, "report written")
+    services.batch_finish(batch_id=batch.pk, report=report)
+    return {"batch_id": batch.pk, "accepted": total, "shortfall": report["shortfall"]}

@@ -1,0 +1,123 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from fairskin.generation.options import SCHEDULERS
+from fairskin.progress import ConsoleProgress
+from generation.models import Batch, BatchState
+from generation.services import BatchConfigError, batch_create, batch_strata
+from jobs.broker import BrokerUnavailable
+from jobs.models import Job, JobState
+from jobs.runner import execute_job
+from training.models import Run
+
+
+def _distribution(text: str) -> dict[int, float]:
+    """'5=0.5,6=0.5' -> {5: 0.5, 6: 0.5}"""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fst, sep, share = part.partition("=")
+        try:
+            out[int(fst)] = float(share)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise CommandError(f"--fst-distribution takes FST=SHARE pairs such as "
+                               f"'5=0.5,6=0.5'; could not read {part!r}")
+    return out
+
+
+def _threshold(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep:
+        raise CommandError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+class Command(BaseCommand):
+    help = ("Generate a balanced batch of synthetic images with a LoRA or joint run. Queued on "
+            "the gpu queue; with --wait it runs here in the foreground with a progress bar. The "
+            "last line printed is the batch id.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", type=int, required=True, help="LoRA or joint run id")
+        parser.add_argument("--count", type=int, required=True,
+                            help="accepted images wanted over all strata")
+        parser.add_argument("--diagnosis", action="append", default=[], dest="diagnoses",
+                            help="diagnosis code (repeatable; default: the model's)")
+        parser.add_argument("--fst-distribution", default="",
+                            help="e.g. '5=0.5,6=0.5' (default I .10, II .10, III .15, IV .15, "
+                            "V .25, VI .25)")
+        parser.add_argument("--overgeneration", type=float, default=1.5,
+                            help="candidate cap per stratum as a multiple of its quota")
+        parser.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
+        parser.add_argument("--steps", type=int, default=50)
+        parser.add_argument("--guidance", type=float, default=7.5)
+        parser.add_argument("--negative-prompt", default=None)
+        parser.add_argument("--size", type=int, help="image side (default: the model's)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--shard-size", type=int, default=64)
+        parser.add_argument("--device-batch", type=int, default=8)
+        parser.add_argument("--set", action="append", default=[], dest="scoring",
+                            metavar="KEY=VALUE", help="a scoring setting, e.g. confidence=0.7, "
+                            'fid=\'{"mode": "relative", "percentile": 95}\' or '
+                            "apply_uncalibrated='[\"duplicate\"]'")
+        parser.add_argument("--name", default="")
+        parser.add_argument("--wait", action="store_true",
+                            help="run in the foreground with a progress bar")
+
+    def handle(self, *args, model, count, diagnoses, fst_distribution, overgeneration,
+               scheduler, steps, guidance, negative_prompt, size, seed, shard_size,
+               device_batch, scoring, name, wait, **options):
+        run = Run.objects.select_related("job").filter(pk=model).first()
+        if run is None:
+            raise CommandError(f"no run {model}")
+        try:
+            batch = batch_create(
+                model_run=run, target=count, diagnoses=diagnoses or None,
+                fst_distribution=_distribution(fst_distribution) or None,
+                overgeneration=overgeneration, scheduler=scheduler, steps=steps,
+                guidance=guidance, negative_prompt=negative_prompt, size=size, seed=seed,
+                shard_size=shard_size, device_batch=device_batch,
+                scoring=dict(_threshold(s) for s in scoring), name=name, foreground=wait)
+        except BatchConfigError as exc:
+            raise CommandError(f"{exc}\nNothing was queued.") from exc
+        except BrokerUnavailable as exc:
+            raise CommandError(f"{exc} (use --wait to generate here)") from exc
+        self.stdout.write(f"batch {batch.pk}: {batch.target} images over {len(batch.quotas)} "
+                          f"strata with run {run.pk}, {batch.size}px, {batch.scheduler} "
+                          f"{batch.steps} steps")
+        if not wait:
+            self.stdout.write(f"queued as job {batch.job_id} on the gpu queue")
+            self.stdout.write(str(batch.pk))
+            return
+        echo = ConsoleProgress(self.stderr)
+        while True:
+            batch.refresh_from_db()
+            if not batch.is_active:
+                break
+            job = (Job.objects.filter(pk=batch.job_id, state=JobState.QUEUED).first()
+                   or Job.objects.filter(parent_id=batch.job_id, state=JobState.QUEUED)
+                   .order_by("id").first())
+            if job is None:
+                raise CommandError(f"batch {batch.pk} is {batch.state} but has no queued job "
+                                   "left to run here; see its page")
+            echo.log(job.title)
+            outcome = execute_job(job_id=job.pk, echo=echo)
+            if outcome not in ("succeeded", "not-claimed"):
+                job.refresh_from_db()
+                raise CommandError(f"{job.title} {outcome}: {job.error}")
+        batch = Batch.objects.get(pk=batch.pk)
+        for row in batch_strata(batch):
+            short = f", short {row['shortfall']}" if row["shortfall"] else ""
+            self.stdout.write(f"  {row['diagnosis']} FST {row['fst']}: {row['accepted']}/"
+                              f"{row['quota']} accepted of {row['generated']} generated{short}")
+        if batch.state != BatchState.FINISHED:
+            raise CommandError(f"batch {batch.pk} {batch.state}: {batch.error}")
+        self.stdout.write(f"accepted {batch.report.get('accepted')}, shortfall "
+                          f"{batch.report.get('shortfall')}")
+        self.stdout.write(str(batch.pk))

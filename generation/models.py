@@ -1,0 +1,151 @@
+"""Generation batches and the samples they store.
+
+A batch asks a fine-tuned model for a number of accepted images, balanced over diagnoses and
+Fitzpatrick types. Every candidate it stores, accepted or rejected, is a catalog Image (origin
+synthetic) with exactly one Sample holding how it was made, every score and the verdict.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from fairskin.generation.options import DEFAULT_NEGATIVE_PROMPT, SCHEDULERS
+from fairskin.generation.plan import DEFAULT_FST_DISTRIBUTION, DEFAULT_OVERGENERATION
+
+
+class BatchState(models.TextChoices):
+    PREPARING = "preparing", "Preparing reference features"
+    GENERATING = "generating", "Generating"
+    REPORTING = "reporting", "Computing batch metrics"
+    FINISHED = "finished", "Finished"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATES = (BatchState.PREPARING, BatchState.GENERATING, BatchState.REPORTING)
+SCHEDULER_CHOICES = [(name, name) for name in SCHEDULERS]
+
+
+def default_fst_distribution() -> dict[str, float]:
+    return {str(fst): share for fst, share in DEFAULT_FST_DISTRIBUTION.items()}
+
+
+class Batch(models.Model):
+    model_run = models.ForeignKey("training.Run", on_delete=models.PROTECT,
+                                  related_name="batches",
+                                  help_text="A LoRA or joint run; its parents are implied.")
+    name = models.CharField(max_length=120, blank=True)
+    target = models.PositiveIntegerField(help_text="Accepted images wanted.")
+    diagnoses = models.JSONField(default=list)
+    fst_distribution = models.JSONField(default=default_fst_distribution)
+    overgeneration = models.FloatField(default=DEFAULT_OVERGENERATION)
+    scheduler = models.CharField(max_length=16, choices=SCHEDULER_CHOICES, default="ddim")
+    steps = models.PositiveIntegerField(default=50)
+    guidance = models.FloatField(default=7.5)
+    negative_prompt = models.CharField(max_length=500, default=DEFAULT_NEGATIVE_PROMPT,
+                                       blank=True)
+    size = models.PositiveIntegerField(help_text="Image side in pixels.")
+    seed = models.BigIntegerField(default=0)
+    shard_size = models.PositiveIntegerField(default=64, help_text="Candidates per shard job.")
+    device_batch = models.PositiveIntegerField(default=8, help_text="Images per device pass.")
+    scoring = models.JSONField(default=dict, blank=True, help_text="Thresholds and switches.")
+
+    # The plan, fixed at creation: {"MEL:6": quota}; and how far each stratum has been planned.
+    quotas = models.JSONField(default=dict)
+    planned = models.JSONField(default=dict, help_text="Next candidate index per stratum.")
+    outcomes = models.JSONField(default=dict, blank=True,
+                                help_text="Finished strata: accepted and shortfall.")
+    state = models.CharField(max_length=12, choices=BatchState.choices,
+                             default=BatchState.PREPARING)
+    foreground = models.BooleanField(default=False, help_text="Run by a command's --wait.")
+    job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="batch", help_text="Preparation; shards are its "
+                               "children.")
+    dataset = models.OneToOneField("catalog.Dataset", null=True, blank=True,
+                                   on_delete=models.PROTECT, related_name="batch")
+    artifacts_dir = models.CharField(max_length=500, blank=True)
+    provenance = models.JSONField(default=dict, blank=True,
+                                  help_text="Feature extractors and their weights.")
+    report = models.JSONField(default=dict, blank=True, help_text="Batch metrics.")
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("launch_batch", "Can launch, cancel and resume generation batches")]
+        constraints = [
+            models.CheckConstraint(condition=Q(overgeneration__gte=1),
+                                   name="batch_overgeneration_at_least_1"),
+            models.CheckConstraint(condition=Q(target__gt=0), name="batch_target_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Batch {self.pk}" + (f" ({self.name})" if self.name else "")
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def quota_items(self) -> list[tuple[tuple[str, int], int]]:
+        return [(parse_stratum(key), n) for key, n in self.quotas.items()]
+
+
+def stratum_key(diagnosis: str, fst: int) -> str:
+    return f"{diagnosis}:{fst}"
+
+
+def parse_stratum(key: str) -> tuple[str, int]:
+    dx, _, fst = key.partition(":")
+    return dx, int(fst)
+
+
+class Verdict(models.TextChoices):
+    PENDING = "pending", "Pending (earlier seeds not scored yet)"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+    SURPLUS = "surplus", "Not needed (quota met by earlier seeds)"
+
+
+class Sample(models.Model):
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="samples")
+    image = models.OneToOneField("catalog.Image", on_delete=models.CASCADE,
+                                 related_name="sample")
+    diagnosis = models.CharField(max_length=8)
+    fst = models.PositiveSmallIntegerField()
+    index = models.PositiveIntegerField(help_text="Place in the stratum's seed order.")
+    seed = models.BigIntegerField()
+    prompt = models.CharField(max_length=500)
+    negative_prompt = models.CharField(max_length=500, blank=True)
+    steps = models.PositiveIntegerField()
+    guidance = models.FloatField()
+    scheduler = models.CharField(max_length=16)
+    model_runs = models.JSONField(default=list, help_text="Run ids, oldest first.")
+    metrics = models.JSONField(default=dict)
+    checks = models.JSONField(default=list, help_text="Every check with its value and limit.")
+    failed_checks = models.JSONField(default=list, help_text="Reasons from the image itself.")
+    clip_embedding = models.BinaryField(help_text="float32 vector, for duplicates/diversity.")
+    inception_features = models.BinaryField(help_text="float32 pool features, for FID/KID.")
+    verdict = models.CharField(max_length=10, choices=Verdict.choices, default=Verdict.PENDING)
+    reasons = models.JSONField(default=list, help_text="Why it was rejected.")
+    shard_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["batch_id", "diagnosis", "fst", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "diagnosis", "fst", "index"],
+                                    name="sample_unique_candidate"),
+        ]
+        indexes = [
+            models.Index(fields=["batch", "verdict", "diagnosis", "fst"],
+                         name="sample_batch_verdict_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch} {self.diagnosis} FST {self.fst} #{self.index}"

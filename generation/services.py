@@ -1,0 +1,419 @@
+"""Writes on generation batches: validate and plan, advance after each shard, cancel, report.
+
+The batch's plan (quotas, caps, seeds) is fixed at creation. Work is handed out in shards:
+first every stratum's quota worth of candidates, then, as shards finish and acceptance is
+decided in seed order, more candidates for the strata still short, sized by their acceptance
+rate so far and never past their cap. `batch_advance` is the only place that decides verdicts
+and plans shards; it runs under a row lock on the batch and is idempotent, so a shard that is
+re-run after its worker died changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from catalog.models import Dataset, SourceFormat
+from fairskin.diffusion.base_models import BaseModelError, resolve_base_model
+from fairskin.generation.options import SCHEDULERS
+from fairskin.generation.plan import PlanError, candidate_cap, decide_stratum, plan_quotas
+from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
+from fairskin.generation.similarity import is_near_duplicate
+from fairskin.labels import Diagnosis
+from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum, stratum_key
+from jobs.models import TERMINAL_STATES, Job, JobState
+from jobs.services import job_cancel, job_create, job_resume
+from training.models import Run, RunKind
+
+MAX_STEPS = 1000
+MAX_SIZE = 1024
+MAX_TARGET = 1_000_000
+# The lowest acceptance rate used to size a top-up; below it a stratum tops up in larger steps
+# rather than one shard per rejected image.
+MIN_RATE_ESTIMATE = 0.25
+
+
+class BatchConfigError(ValueError):
+    """The batch cannot be launched as configured; nothing was created or queued."""
+
+
+def batch_artifacts_dir(batch: Batch) -> Path:
+    return Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "batches" / f"batch-{batch.pk}"
+
+
+def native_size(base_path: str) -> int | None:
+    """The model's native image side, from its diffusers config files (no torch needed)."""
+    try:
+        unet = json.loads((Path(base_path) / "unet" / "config.json").read_text())
+        vae = json.loads((Path(base_path) / "vae" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
+def _model_diagnoses(run: Run) -> list[str]:
+    for r in reversed(run.lineage()):
+        chosen = r.selection.get("diagnoses") if r.selection else None
+        if chosen:
+            return list(chosen)
+    return [d.value for d in Diagnosis if d != Diagnosis.OTHER]
+
+
+def _parse_distribution(raw: dict[Any, Any] | None) -> dict[int, float]:
+    if raw is None:
+        return {}
+    out = {}
+    for key, value in raw.items():
+        try:
+            fst = int(key)
+            share = float(value)
+        except (TypeError, ValueError) as exc:
+            raise BatchConfigError(f"the FST distribution maps types 1-6 to shares; got "
+                                   f"{key!r}: {value!r}") from exc
+        out[fst] = share
+    return out
+
+
+def _check_model(run: Run) -> None:
+    if run.kind not in (RunKind.LORA, RunKind.JOINT):
+        raise BatchConfigError(f"run {run.pk} is a {run.get_kind_display()} run; generate "
+                               "with a LoRA or joint run (its textual-inversion parent comes "
+                               "with it)")
+    for r in run.lineage():
+        if r.job is None or r.job.state != JobState.SUCCEEDED:
+            raise BatchConfigError(f"run {r.pk} in the model's lineage has not succeeded; "
+                                   "its artifacts are not ready")
+        if not r.artifacts_dir or not Path(r.artifacts_dir).is_dir():
+            raise BatchConfigError(f"run {r.pk}'s artifacts folder {r.artifacts_dir!r} is "
+                                   "missing")
+
+
+def batch_create(
+    *,
+    model_run: Run,
+    target: int,
+    diagnoses: list[str] | None = None,
+    fst_distribution: dict[Any, Any] | None = None,
+    overgeneration: float = 1.5,
+    scheduler: str = "ddim",
+    steps: int = 50,
+    guidance: float = 7.5,
+    negative_prompt: str | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    shard_size: int = 64,
+    device_batch: int = 8,
+    scoring: dict[str, Any] | None = None,
+    name: str = "",
+    user: Any = None,
+    foreground: bool = False,
+) -> Batch:
+    """Validate and plan a batch, and queue its preparation on the gpu queue.
+
+    Raises BatchConfigError (or BrokerUnavailable) with the reason; then nothing is created.
+    """
+    _check_model(model_run)
+    diagnoses = list(diagnoses or _model_diagnoses(model_run))
+    distribution = _parse_distribution(fst_distribution)
+    if isinstance(target, bool) or not isinstance(target, int) or target > MAX_TARGET:
+        raise BatchConfigError(f"the target must be a whole number up to {MAX_TARGET}")
+    try:
+        quotas = plan_quotas(target, diagnoses, distribution or None)
+        candidate_cap(1, overgeneration)
+    except (PlanError, ValueError) as exc:
+        raise BatchConfigError(str(exc)) from exc
+    if scheduler not in SCHEDULERS:
+        raise BatchConfigError(f"unknown scheduler {scheduler!r}; choose one of "
+                               f"{', '.join(SCHEDULERS)}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise BatchConfigError(f"steps must be between 1 and {MAX_STEPS}")
+    if not 0 <= guidance <= 50:
+        raise BatchConfigError("guidance must be between 0 and 50")
+    if not 0 <= seed < 2**32:
+        raise BatchConfigError("the seed must be between 0 and 2**32 - 1")
+    if not 1 <= shard_size <= 10_000 or not 1 <= device_batch <= 256:
+        raise BatchConfigError("shard size must be 1-10000 and device batch 1-256")
+    try:
+        scoring_config = ScoringConfig.build(scoring)
+    except ScoringConfigError as exc:
+        raise BatchConfigError(f"scoring: {exc}") from exc
+    try:
+        base = resolve_base_model(model_run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE,
+                                  build=False)
+    except BaseModelError as exc:
+        raise BatchConfigError(str(exc)) from exc
+    native = native_size(base.path) if base.source != "hub" else 512
+    size = size or native or 512
+    if size % 8 or not 8 <= size <= MAX_SIZE:
+        raise BatchConfigError(f"the image size must be a multiple of 8 up to {MAX_SIZE}, "
+                               f"not {size}")
+
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            model_run=model_run, name=name, target=target, diagnoses=diagnoses,
+            fst_distribution={str(k): v for k, v in (distribution or {}).items()}
+            or Batch._meta.get_field("fst_distribution").get_default(),
+            overgeneration=overgeneration, scheduler=scheduler, steps=steps,
+            guidance=guidance, negative_prompt=(negative_prompt if negative_prompt is not None
+                                                else Batch._meta.get_field(
+                                                    "negative_prompt").get_default()),
+            size=size, seed=seed, shard_size=shard_size, device_batch=device_batch,
+            scoring=scoring_config.to_dict(),
+            quotas={stratum_key(dx, fst): n for (dx, fst), n in quotas.items()},
+            planned={}, foreground=foreground,
+            created_by=user if getattr(user, "pk", None) else None)
+        batch.artifacts_dir = str(batch_artifacts_dir(batch))
+        batch.dataset = Dataset.objects.create(
+            name=f"synthetic-batch-{batch.pk}", source_format=SourceFormat.SYNTHETIC,
+            licence=f"generated by FairSkin batch {batch.pk} from run {model_run.pk}",
+            description=f"Candidates of generation batch {batch.pk}. Only accepted images "
+                        "count; see the batch page.",
+            created_by=batch.created_by)
+        batch.job = job_create(
+            kind="generation.prepare", queue="gpu", params={"batch_id": batch.pk},
+            title=f"Batch {batch.pk}: reference features" + (f" ({name})" if name else ""),
+            launched_by=user, enqueue=not foreground)
+        batch.save(update_fields=["artifacts_dir", "dataset", "job"])
+    return batch
+
+
+def batch_strata(batch: Batch) -> list[dict[str, Any]]:
+    """Per stratum: quota, cap, generated, accepted, rejected, state. For pages and commands."""
+    counts = {(r["diagnosis"], r["fst"]): r for r in Sample.objects.filter(batch=batch).values(
+        "diagnosis", "fst").annotate(
+            generated=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
+            rejected=Count("id", filter=Q(verdict=Verdict.REJECTED)))}
+    rows = []
+    for (dx, fst), quota in batch.quota_items():
+        c = counts.get((dx, fst), {})
+        cap = candidate_cap(quota, batch.overgeneration)
+        accepted = c.get("accepted", 0)
+        generated = c.get("generated", 0)
+        status = batch.outcomes.get(stratum_key(dx, fst))
+        rows.append({"diagnosis": dx, "fst": fst, "quota": quota, "cap": cap,
+                     "generated": generated, "accepted": accepted,
+                     "rejected": c.get("rejected", 0),
+                     "shortfall": max(0, quota - accepted) if status else None,
+                     "complete": bool(status)})
+    return rows
+
+
+def _duplicate_predicate(batch: Batch):
+    config = ScoringConfig.build(batch.scoring)
+    clip = batch.provenance.get("clip", {})
+    applied = bool(clip.get("calibrated")) or "duplicate" in config.apply_uncalibrated
+    if not applied:
+        return lambda embedding, accepted: False
+
+    def is_duplicate(embedding, accepted):
+        return is_near_duplicate(embedding, accepted, threshold=config.duplicate_cosine)
+
+    return is_duplicate
+
+
+def _decide(batch: Batch) -> dict[str, bool]:
+    """Re-decide the strata not finished yet; returns stratum key -> complete."""
+    is_duplicate = _duplicate_predicate(batch)
+    complete: dict[str, bool] = {}
+    changed: list[Sample] = []
+    for (dx, fst), quota in batch.quota_items():
+        key = stratum_key(dx, fst)
+        samples = list(Sample.objects.filter(batch=batch, diagnosis=dx, fst=fst).only(
+            "id", "index", "failed_checks", "clip_embedding", "verdict", "reasons")
+            .order_by("index"))
+        if key in batch.outcomes:
+            # Verdicts up to the quota are final; anything stored later is surplus.
+            for s in samples:
+                if s.verdict == Verdict.PENDING:
+                    s.verdict, s.reasons = Verdict.SURPLUS, ["quota met by earlier seeds"]
+                    changed.append(s)
+            complete[key] = True
+            continue
+        cap = candidate_cap(quota, batch.overgeneration)
+        scored = {s.index: (tuple(s.failed_checks),
+                            np.frombuffer(bytes(s.clip_embedding), dtype=np.float32))
+                  for s in samples}
+        decision = decide_stratum(quota, cap, scored, is_duplicate=is_duplicate)
+        verdicts = {v.index: v for v in decision.verdicts}
+        for s in samples:
+            v = verdicts.get(s.index)
+            if v is not None:
+                verdict = Verdict.ACCEPTED if v.accepted else Verdict.REJECTED
+                reasons = list(v.reasons)
+            elif decision.complete:
+                verdict, reasons = Verdict.SURPLUS, ["quota met by earlier seeds"]
+            else:
+                verdict, reasons = Verdict.PENDING, []
+            if (s.verdict, s.reasons) != (verdict, reasons):
+                s.verdict, s.reasons = verdict, reasons
+                changed.append(s)
+        complete[key] = decision.complete
+        if decision.complete:
+            batch.outcomes[key] = {"accepted": len(decision.accepted),
+                                            "shortfall": decision.shortfall}
+    Sample.objects.bulk_update(changed, ["verdict", "reasons"], batch_size=500)
+    return complete
+
+
+def _open_shards(batch: Batch, *, excluding: int | None = None):
+    return Job.objects.filter(parent=batch.job, kind="generation.shard").exclude(
+        state__in=TERMINAL_STATES).exclude(pk=excluding)
+
+
+def batch_advance(*, batch_id: int, current_job: int | None = None) -> dict[str, Any]:
+    """Decide what can be decided, then queue the next shards or the batch report.
+
+    Called when the reference is ready and whenever a shard has stored its candidates.
+    """
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update(of=("self",)).select_related("job").get(
+            pk=batch_id)
+        if batch.state != BatchState.GENERATING:
+            return {"state": batch.state}
+        complete = _decide(batch)
+        counts = Sample.objects.filter(batch=batch).values("diagnosis", "fst").annotate(
+            n=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
+            decided=Count("id", filter=~Q(verdict=Verdict.PENDING))).order_by()
+        stored = {stratum_key(r["diagnosis"], r["fst"]): r for r in counts}
+        work: list[list[Any]] = []
+        for (dx, fst), quota in batch.quota_items():
+            key = stratum_key(dx, fst)
+            if complete[key]:
+                continue
+            planned = batch.planned.get(key, 0)
+            row = stored.get(key, {"n": 0, "accepted": 0, "decided": 0})
+            if row["n"] < planned:
+                continue  # candidates of this stratum are still being generated
+            cap = candidate_cap(quota, batch.overgeneration)
+            if planned == 0:
+                more = quota
+            else:
+                rate = row["accepted"] / row["decided"] if row["decided"] else 1.0
+                more = math.ceil((quota - row["accepted"]) / max(rate, MIN_RATE_ESTIMATE))
+            stop = min(cap, planned + max(1, more))
+            if stop > planned:
+                work.append([dx, fst, planned, stop])
+                batch.planned[key] = stop
+        shards = _chunk(work, batch.shard_size)
+        for n, ranges in enumerate(shards):
+            job_create(kind="generation.shard", queue="gpu", parent=batch.job,
+                       params={"batch_id": batch.pk, "ranges": ranges},
+                       title=f"Batch {batch.pk}: shard of {sum(r[3] - r[2] for r in ranges)} "
+                             f"candidates ({n + 1}/{len(shards)})",
+                       launched_by=batch.created_by, enqueue=not batch.foreground)
+        finished = all(complete.values())
+        if finished:
+            for job in _open_shards(batch, excluding=current_job):
+                job_cancel(job=job)  # surplus work for strata that are already complete
+            batch.state = BatchState.REPORTING
+            job_create(kind="generation.report", queue="cpu", parent=batch.job,
+                       params={"batch_id": batch.pk}, title=f"Batch {batch.pk}: metrics",
+                       launched_by=batch.created_by, enqueue=not batch.foreground)
+        batch.save(update_fields=["planned", "outcomes", "state"])
+    return {"state": batch.state, "new_shards": len(shards), "complete": sum(complete.values()),
+            "strata": len(complete)}
+
+
+def _chunk(work: list[list[Any]], size: int) -> list[list[list[Any]]]:
+    """Split [dx, fst, start, stop] ranges into shards of at most ``size`` candidates."""
+    shards: list[list[list[Any]]] = []
+    current: list[list[Any]] = []
+    room = size
+    for dx, fst, start, stop in work:
+        while start < stop:
+            take = min(room, stop - start)
+            current.append([dx, fst, start, start + take])
+            start += take
+            room -= take
+            if room == 0:
+                shards.append(current)
+                current, room = [], size
+    if current:
+        shards.append(current)
+    return shards
+
+
+def batch_start(*, batch_id: int, provenance: dict[str, Any]) -> dict[str, Any]:
+    """The reference is ready: record the extractors and hand out the first shards."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(pk=batch_id)
+        if batch.state == BatchState.PREPARING:
+            batch.state = BatchState.GENERATING
+            batch.provenance = provenance
+            batch.save(update_fields=["state", "provenance"])
+    return batch_advance(batch_id=batch_id)
+
+
+def batch_finish(*, batch_id: int, report: dict[str, Any]) -> None:
+    Batch.objects.filter(pk=batch_id, state=BatchState.REPORTING).update(
+        report=report, state=BatchState.FINISHED, finished_at=timezone.now())
+
+
+def batch_fail(*, batch: Batch, error: str) -> None:
+    Batch.objects.filter(pk=batch.pk).update(state=BatchState.FAILED, error=error,
+                                             finished_at=timezone.now())
+
+
+def batch_cancel(*, batch: Batch, user: Any = None) -> Batch:
+    """Stop handing out work and cancel every unfinished job of the batch."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update(of=("self",)).select_related("job").get(pk=batch.pk)
+        if not batch.is_active:
+            raise BatchConfigError(f"batch {batch.pk} is {batch.get_state_display().lower()}; "
+                                   "only a running batch can be cancelled")
+        jobs = [batch.job] if batch.job else []
+        jobs += list(Job.objects.filter(parent=batch.job))
+        for job in jobs:
+            if job.state not in TERMINAL_STATES:
+                job_cancel(job=job, by=user)
+        batch.state = BatchState.CANCELLED
+        batch.finished_at = timezone.now()
+        batch.save(update_fields=["state", "finished_at"])
+    return batch
+
+
+def batch_failed_jobs(batch: Batch):
+    return Job.objects.filter(parent=batch.job, state__in=[JobState.FAILED,
+                                                           JobState.CANCELLED])
+
+
+def batch_resume(*, batch: Batch, user: Any = None) -> Batch:
+    """Pick a batch up where it stopped: a cancelled or failed batch, or a running one with a
+    failed shard. Stored candidates are kept; a re-run shard skips the seeds it already has."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update(of=("self",)).select_related("job").get(pk=batch.pk)
+        stopped = batch.state in (BatchState.CANCELLED, BatchState.FAILED)
+        failed = list(batch_failed_jobs(batch)) if batch.job else []
+        if not stopped:
+            failed = [j for j in failed if j.state == JobState.FAILED]
+        if not stopped and not failed:
+            raise BatchConfigError(f"batch {batch.pk} is {batch.get_state_display().lower()} "
+                                   "with no failed shard; there is nothing to resume")
+        batch.error = ""
+        batch.finished_at = None
+        if batch.job.state != JobState.SUCCEEDED:
+            batch.state = BatchState.PREPARING
+            batch.save(update_fields=["state", "error", "finished_at"])
+            job_resume(job=batch.job, by=user)
+            return batch
+        report = next((j for j in failed if j.kind == "generation.report"), None)
+        batch.state = BatchState.REPORTING if report else BatchState.GENERATING
+        batch.save(update_fields=["state", "error", "finished_at"])
+        for job in failed:
+            if job.kind == "generation.shard" or job is report:
+                job_resume(job=job, by=user)
+    if not failed:
+        batch_advance(batch_id=batch.pk)
+    return batch
+
+
+def stratum_of(key: str) -> tuple[str, int]:
+    return parse_stratum(key)
