@@ -143,6 +143,9 @@ def browser():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an asyncio loop on the test thread, which makes Django refuse
+    # ORM calls from it; the tests' ORM calls are ordinary synchronous ones.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

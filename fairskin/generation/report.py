@@ -74,10 +74,10 @@ def _summary(values: list[float]) -> dict[str, float] | None:
 
 
 def _criterion(name: str, value: float | None, limit: float, *, below: bool,
-               calibrated: bool, what: str) -> dict:
+               calibrated: bool, what: str, absent: str = "") -> dict:
     if value is None:
         status = "not measurable"
-        why = "no value (no accepted images or no reference)"
+        why = absent or "no value (no accepted images or no reference)"
     elif not calibrated:
         status = "not measurable"
         why = "uncalibrated: the feature extractor has random weights"
@@ -201,7 +201,9 @@ def batch_report(
     criteria.append(_criterion(
         "classifier confidence", confidence_summary["mean"] if confidence_summary else None,
         CONFIDENCE_LIMIT, below=False, calibrated=calibrated.get("classifier", False),
-        what="mean confidence of the confidence model in the intended diagnosis"))
+        what="mean confidence of the confidence model in the intended diagnosis",
+        absent="" if "classifier" in provenance else "no confidence model was set when the "
+        "batch was prepared (mark a baseline classifier run as the confidence model)"))
 
     return {
         "fst": fst_rows,
