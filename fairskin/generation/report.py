@@ -75,9 +75,11 @@ def _summary(values: list[float]) -> dict[str, float] | None:
 
 def _criterion(name: str, value: float | None, limit: float, *, below: bool,
                calibrated: bool, what: str, absent: str = "") -> dict:
-    if value is None:
+    if absent:
+        status, why = "not measurable", absent
+    elif value is None:
         status = "not measurable"
-        why = absent or "no value (no accepted images or no reference)"
+        why = "no value (no accepted images or no reference)"
     elif not calibrated:
         status = "not measurable"
         why = "uncalibrated: the feature extractor has random weights"
@@ -87,6 +89,16 @@ def _criterion(name: str, value: float | None, limit: float, *, below: bool,
         why = ""
     return {"name": name, "what": what, "value": value, "limit": limit,
             "comparison": "<" if below else ">", "status": status, "why": why}
+
+
+def _fid(ours: StreamingGaussian, our_rows: list[np.ndarray], theirs: StreamingGaussian,
+         their_rows: np.ndarray | None) -> float:
+    """FID from the rows when both sides kept all of them (a small SVD, exact), else from the
+    streamed Gaussians (two dim x dim eigen-solves)."""
+    if their_rows is not None and len(our_rows) == ours.count \
+            and len(their_rows) == theirs.count:
+        return fid_from_features(np.stack(our_rows), np.asarray(their_rows, dtype=np.float64))
+    return fid_from_statistics(ours, theirs)
 
 
 def batch_report(
@@ -149,7 +161,8 @@ def batch_report(
                                   "fid": None, "fid_equal_n": None, "kid": None, "kid_std": None}
         if acc is not None and fst in reference and acc.gaussian.count >= 2 \
                 and reference[fst].count >= 2:
-            row["fid"] = fid_from_statistics(acc.gaussian, reference[fst])
+            row["fid"] = _fid(acc.gaussian, acc.kept, reference[fst],
+                              reference_features.get(fst))
         if fst in comparable:
             ours = np.stack(acc.kept[:equal_n])
             theirs = np.asarray(reference_features[fst])[:equal_n]
@@ -166,8 +179,11 @@ def batch_report(
         pooled = StreamingGaussian(overall.dim)
         for gaussian in reference.values():
             pooled.merge(gaussian)
+        ref_rows = [reference_features.get(f) for f in sorted(reference)]
+        complete = all(r is not None for r in ref_rows)
         if pooled.count >= 2:
-            overall_fid = fid_from_statistics(overall, pooled)
+            overall_fid = _fid(overall, [row for f in sorted(per_fst) for row in per_fst[f].kept],
+                               pooled, np.concatenate(ref_rows) if complete else None)
     overall_kid = None
     kept_all = [row for acc in per_fst.values() for row in acc.kept]
     ref_all = [row for f in sorted(reference_features) for row in reference_features[f]]

@@ -36,10 +36,12 @@ def frechet_distance(
         raise ValueError(f"the Gaussians have different dimensions: {mu1.shape} vs {mu2.shape}")
     w1, v1 = np.linalg.eigh(sigma1)
     _check_psd(w1, "first")
-    _check_psd(np.linalg.eigvalsh(sigma2), "second")
     root1 = (v1 * np.sqrt(np.clip(w1, 0.0, None))) @ v1.T
     middle = root1 @ sigma2 @ root1
     spectrum = np.linalg.eigvalsh((middle + middle.T) / 2)
+    # R1 S2 R1 is congruent to S2 where S1 has full rank (Sylvester's law of inertia), so a
+    # negative eigenvalue here means S2 is not a covariance: no separate eigen-solve of S2.
+    _check_psd(spectrum, "second")
     # Eigenvalues at rounding level (the null space of singular covariances) are zero; their
     # square roots would otherwise add ~1e-8 * sqrt(largest) each, thousands of times over.
     spectrum[spectrum < _NULL_EIGENVALUE * max(float(spectrum.max()), 0.0)] = 0.0
