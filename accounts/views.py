@@ -15,7 +15,10 @@ def home(request):
     """Each role lands on the page its work starts from."""
     role = user_role(request.user)
     if role is Role.DERMATOLOGIST:
-        return render(request, "accounts/home_dermatologist.html")
+        from review.selectors import rater_studies
+
+        return render(request, "accounts/home_dermatologist.html",
+                      {"studies": rater_studies(user=request.user)})
     if role is Role.LEAD:
         return render(request, "accounts/home_lead.html", {"jobs": job_list_recent(limit=10)})
     if role is Role.ENGINEER or request.user.is_superuser:

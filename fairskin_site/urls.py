@@ -9,6 +9,8 @@ urlpatterns = [
     path("catalog/", include("catalog.urls")),
     path("training/", include("training.urls")),
     path("generation/", include("generation.urls")),
+    path("review/", include("review.urls")),
+    path("api/", include("review.api_urls")),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
 ]

@@ -1,0 +1,1 @@
+"""Blinded realism review: the acceptance gate, rater agreement and blinding statistics."""

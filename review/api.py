@@ -1,0 +1,180 @@
+"""The review API: studies, a rater's own queue, ratings, gate results and releases.
+
+Raters reach only their own queue and ratings; what they get back names items by token and
+never carries an origin, an id or a file name.
+"""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from review import services
+from review.models import Release, Study, StudyRater, StudyState
+
+
+class HasPerm(permissions.BasePermission):
+    perm = ""
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.has_perm(self.perm))
+
+
+class CanViewStudies(HasPerm):
+    perm = "review.view_study"
+
+
+class CanRate(HasPerm):
+    perm = "review.rate_study"
+
+
+class CanViewReleases(HasPerm):
+    perm = "review.view_release"
+
+
+class StudySerializer(serializers.ModelSerializer):
+    raters = serializers.SerializerMethodField()
+    criteria_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = ["id", "name", "batch", "state", "sample_size", "control_ratio", "seed",
+                  "warmup_count", "retest_share", "allow_changes", "instructions",
+                  "instructions_version", "criteria", "criteria_version", "plan", "raters",
+                  "created_at", "opened_at", "closed_at"]
+
+    def get_raters(self, study) -> list[str]:
+        return [sr.rater.username for sr in study.raters.select_related("rater")]
+
+    def get_criteria_version(self, study) -> int:
+        return int(study.criteria.get("version", 1))
+
+
+class ProgressSerializer(serializers.Serializer):
+    rater = serializers.CharField()
+    index = serializers.IntegerField()
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    finished = serializers.BooleanField()
+
+
+class StudyViewSet(viewsets.ReadOnlyModelViewSet):
+    """Studies for leads and engineers. While a study is open only progress counts are shown."""
+
+    serializer_class = StudySerializer
+    permission_classes = [permissions.IsAuthenticated, CanViewStudies]
+    queryset = Study.objects.select_related("batch").order_by("-created_at")
+
+    @extend_schema(responses=ProgressSerializer(many=True))
+    @action(detail=True)
+    def progress(self, request, pk=None):
+        return Response(services.study_progress(study=self.get_object()))
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True)
+    def gate(self, request, pk=None):
+        study = self.get_object()
+        if study.state != StudyState.CLOSED:
+            raise NotFound("the gate is evaluated when the study is closed")
+        return Response(study.gate)
+
+
+class QueueItemSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    image = serializers.CharField(help_text="URL of the blinded image")
+    kind = serializers.CharField(help_text="warmup or rating (repeats look like any item)")
+
+
+class QueueSerializer(serializers.Serializer):
+    study = serializers.IntegerField()
+    state = serializers.CharField()
+    total = serializers.IntegerField()
+    done = serializers.IntegerField()
+    current = QueueItemSerializer(allow_null=True)
+    next = QueueItemSerializer(allow_null=True)
+
+
+def _queue_item(assignment) -> dict | None:
+    if assignment is None:
+        return None
+    return {"token": assignment.token,
+            "image": reverse("review:image", kwargs={"token": assignment.token}),
+            # A repeat is not announced: it is a rating like any other to the rater.
+            "kind": "warmup" if assignment.kind == "warmup" else "rating"}
+
+
+class RaterQueueView(APIView):
+    """The signed-in rater's next item and the one after it, for prefetching."""
+
+    permission_classes = [permissions.IsAuthenticated, CanRate]
+
+    @extend_schema(responses=QueueSerializer)
+    def get(self, request, study_id: int):
+        study = get_object_or_404(Study, pk=study_id)
+        if not StudyRater.objects.filter(study=study, rater=request.user).exists():
+            raise PermissionDenied("this study is not assigned to you")
+        queue = services.rater_queue(study=study, rater=request.user)
+        open_ = study.state == StudyState.OPEN
+        return Response({"study": study.pk, "state": study.state, "total": queue["total"],
+                         "done": queue["done"],
+                         "current": _queue_item(queue["current"]) if open_ else None,
+                         "next": _queue_item(queue["next"]) if open_ else None})
+
+
+class RatingInSerializer(serializers.Serializer):
+    token = serializers.CharField(max_length=64)
+    score = serializers.IntegerField(min_value=1, max_value=7)
+    seconds = serializers.FloatField(min_value=0)
+
+
+class RatingOutSerializer(serializers.Serializer):
+    score = serializers.IntegerField()
+    created = serializers.BooleanField()
+    done = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class RatingView(APIView):
+    """Submit a rating for an item of your queue. Submitting the same rating twice is
+    harmless; a submitted rating is locked unless the study allows changes."""
+
+    permission_classes = [permissions.IsAuthenticated, CanRate]
+
+    @extend_schema(request=RatingInSerializer, responses=RatingOutSerializer)
+    def post(self, request):
+        data = RatingInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            rating, created = services.rating_submit(
+                token=data.validated_data["token"], rater=request.user,
+                score=data.validated_data["score"], seconds=data.validated_data["seconds"])
+        except services.RatingRefused as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except services.StudyError as exc:
+            raise ValidationError(str(exc)) from exc
+        queue = services.rater_queue(study=rating.study, rater=request.user)
+        return Response({"score": rating.score, "created": created, "done": queue["done"],
+                         "total": queue["total"]},
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    approved_by = serializers.CharField(source="approved_by.username")
+    export_state = serializers.CharField(source="export_job.state", default=None)
+
+    class Meta:
+        model = Release
+        fields = ["id", "batch", "study", "approved_by", "approved_at", "note", "image_count",
+                  "criteria_version", "manifest_sha256", "manifest", "gate", "export_state"]
+
+
+class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = ReleaseSerializer
+    permission_classes = [permissions.IsAuthenticated, CanViewReleases]
+    queryset = Release.objects.select_related("approved_by", "export_job")

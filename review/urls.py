@@ -1,0 +1,17 @@
+from django.urls import path
+
+from review import views
+
+app_name = "review"
+urlpatterns = [
+    path("", views.study_list, name="studies"),
+    path("studies/new/", views.study_new, name="study_new"),
+    path("studies/<int:study_id>/", views.study_detail, name="study"),
+    path("studies/<int:study_id>/close/", views.study_close, name="close"),
+    path("studies/<int:study_id>/approve/", views.batch_approve, name="approve"),
+    path("studies/<int:study_id>/reject/", views.batch_reject, name="reject"),
+    path("studies/<int:study_id>/rate/", views.rate, name="rate"),
+    path("i/<str:token>", views.blinded_image, name="image"),
+    path("releases/<int:release_id>/", views.release_detail, name="release"),
+    path("releases/<int:release_id>/download/", views.release_download, name="download"),
+]
