@@ -13,7 +13,7 @@ import secrets
 from typing import Any
 
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -241,6 +241,24 @@ def rating_submit(*, token: str, rater: Any, score: Any, seconds: Any) -> tuple[
         seconds = min(max(float(seconds), 0.0), MAX_SECONDS)
     except (TypeError, ValueError) as exc:
         raise StudyError("seconds must be a number") from exc
+    outcome = _rating_write(token=token, rater=rater, score=score, seconds=seconds)
+    if isinstance(outcome, _Refusal):
+        # Audited after the write's transaction ended, so the refusal itself is kept.
+        _audit(outcome.study_id, rater, outcome.assignment, "refused", score=score,
+               previous=outcome.previous, detail=outcome.detail)
+        raise RatingRefused(outcome.message)
+    return outcome
+
+
+class _Refusal:
+    def __init__(self, study_id: int, assignment: Assignment | None, message: str, detail: str,
+                 previous: int | None = None) -> None:
+        self.study_id, self.assignment = study_id, assignment
+        self.message, self.detail, self.previous = message, detail, previous
+
+
+def _rating_write(*, token: str, rater: Any, score: int, seconds: float
+                  ) -> tuple[Rating, bool] | _Refusal:
     with transaction.atomic():
         assignment = (Assignment.objects.select_for_update().select_related("study")
                       .filter(token=token).first())
@@ -248,21 +266,18 @@ def rating_submit(*, token: str, rater: Any, score: Any, seconds: Any) -> tuple[
             raise RatingRefused("no such item")
         study = assignment.study
         if assignment.rater_id != rater.pk:
-            _audit(study.pk, rater, None, "refused", score=score,
-                   detail="token of another rater's assignment")
-            raise RatingRefused("this item is not in your assignments")
+            return _Refusal(study.pk, None, "this item is not in your assignments",
+                            "token of another rater's assignment")
         if study.state != StudyState.OPEN:
-            _audit(study.pk, rater, assignment, "refused", score=score, detail="study closed")
-            raise RatingRefused("this study is closed")
+            return _Refusal(study.pk, assignment, "this study is closed", "study closed")
         existing = Rating.objects.filter(assignment=assignment).first()
         if existing is not None:
             if existing.score == score:
                 _audit(study.pk, rater, assignment, "repeated", score=score)
                 return existing, False
             if not study.allow_changes:
-                _audit(study.pk, rater, assignment, "refused", score=score,
-                       previous=existing.score, detail="rating locked")
-                raise RatingRefused("this rating was submitted and is locked")
+                return _Refusal(study.pk, assignment, "this rating was submitted and is locked",
+                                "rating locked", previous=existing.score)
             previous = existing.score
             existing.score, existing.seconds = score, seconds
             existing.save(update_fields=["score", "seconds", "updated_at"])
@@ -271,16 +286,11 @@ def rating_submit(*, token: str, rater: Any, score: Any, seconds: Any) -> tuple[
         current = (Assignment.objects.filter(study=study, rater=rater, rating__isnull=True)
                    .order_by("position").values_list("pk", flat=True).first())
         if current != assignment.pk:
-            _audit(study.pk, rater, assignment, "refused", score=score,
-                   detail="not the current item")
-            raise RatingRefused("rate the images in the order they are shown")
-        try:
-            with transaction.atomic():
-                rating = Rating.objects.create(
-                    assignment=assignment, study=study, rater=rater, item_id=assignment.item_id,
-                    kind=assignment.kind, score=score, seconds=seconds)
-        except IntegrityError as exc:
-            raise RatingRefused("this item was already rated") from exc
+            return _Refusal(study.pk, assignment, "rate the images in the order they are shown",
+                            "not the current item")
+        rating = Rating.objects.create(
+            assignment=assignment, study=study, rater=rater, item_id=assignment.item_id,
+            kind=assignment.kind, score=score, seconds=seconds)
         _audit(study.pk, rater, assignment, "created", score=score)
         return rating, True
 

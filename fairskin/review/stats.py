@@ -11,6 +11,7 @@ cannot be computed is None next to a "why" string saying what was missing.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -294,7 +295,9 @@ def intraclass_correlations(scores: np.ndarray) -> dict[str, Any]:
     long = pd.DataFrame({"item": np.repeat(np.arange(n_items), n_raters),
                          "rater": np.tile(np.arange(n_raters), n_items),
                          "score": data.ravel()})
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        # pingouin 0.7 calls a pandas API that pandas 3.1 deprecates; nothing for us to fix.
+        warnings.filterwarnings("ignore", message=".*inplace keyword.*")
         table = pingouin.intraclass_corr(data=long, targets="item", raters="rater",
                                          ratings="score")
     for row in table.itertuples(index=False):

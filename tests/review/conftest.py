@@ -1,6 +1,7 @@
 """A finished generation batch with accepted images and a catalog of real images, built from
 factories (no diffusion needed), and the three dermatologists who rate it."""
 
+import hashlib
 import io
 
 import pytest
@@ -40,11 +41,11 @@ def batch():
     for dx, fst in STRATA:
         for index in range(4):
             n += 1
+            data = png((40 + 9 * n, 90, 120), text="synthetic")
             image = ImageFactory(dataset=batch.dataset, origin="synthetic", diagnosis=dx,
                                  fst_low=fst, fst_high=fst, source_id=f"{dx}-fst{fst}-{index}",
-                                 sha256=f"{n:064x}")
-            image.preprocessed.save("s.png", ContentFile(png((40 + 9 * n, 90, 120),
-                                                             text="synthetic")))
+                                 sha256=hashlib.sha256(data).hexdigest())
+            image.preprocessed.save("s.png", ContentFile(data))
             SampleFactory(batch=batch, image=image, diagnosis=dx, fst=fst, index=index,
                           verdict="accepted")
     # One rejected candidate: never sampled, never released.
