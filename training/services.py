@@ -140,6 +140,13 @@ def _classifier_run_create(*, selection: dict[str, Any], config: dict[str, Any] 
     unknown = names - set(Dataset.objects.filter(name__in=names).values_list("name", flat=True))
     if unknown:
         raise RunConfigError(f"no dataset named {', '.join(sorted(unknown))}")
+    unreleased = sorted(Dataset.objects.filter(
+        name__in=selection["synthetic_datasets"], batch__isnull=False,
+        batch__releases__isnull=True).values_list("name", flat=True))
+    if unreleased:
+        raise RunConfigError(f"{', '.join(unreleased)}: a generation batch's images train a "
+                             "classifier only once the batch is released through a passed "
+                             "review study")
     real = classifier_images(selection=selection)
     synthetic = classifier_images(selection=selection, synthetic=True)
     test = classifier_images(selection=selection, split="test")

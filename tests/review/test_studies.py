@@ -233,3 +233,22 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     (folder / "train" / "MEL" / "extra.png").write_bytes(b"x")
     assert "train/MEL/extra.png: not in the manifest" in verify_release(
         Path(folder), release.manifest)
+
+
+def test_only_a_released_batch_trains_a_classifier(batch, raters, lead, capsys):
+    from django.core.management import call_command
+
+    from training.services import RunConfigError, run_create
+
+    call_command("seed_demo", "--per-class", "2", "--seed", "1")
+    selection = {"datasets": ["demo"], "synthetic_datasets": [batch.dataset.name]}
+    with pytest.raises(RunConfigError, match="only once the batch is released"):
+        run_create(kind="classifier", selection=selection, enqueue=False)
+    study = open_study(batch, raters)
+    for rater in raters:
+        rate_all(study, rater, score=7)
+    study_close(study=study, user=lead)
+    batch_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)
+    run = run_create(kind="classifier", selection=selection, enqueue=False,
+                     config={"arch": "resnet18", "image_size": 32, "epochs": 1})
+    assert run.image_count > 12
