@@ -142,6 +142,17 @@ def build_scorer(args: argparse.Namespace, size: int, work: Path):
     return Scorer(extractors, reference, config, size=size)
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy (Linux; 0 elsewhere), to tell whether other
+    processes shared the cores during a CPU run."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def median_round(rounds: list[dict]) -> dict:
     """The round whose total time is the median, so its phases stay consistent."""
     return sorted(rounds, key=lambda seconds: sum(seconds.values()))[len(rounds) // 2]
@@ -320,8 +331,7 @@ def main() -> None:
     dtype = generator.pipe.unet.dtype
     device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else f"{platform.machine()} CPU, {os.cpu_count()} cores")
-    print(f"Device: {device_name}; torch threads {args.threads}; load average at start "
-          f"{os.getloadavg()[0]:.2f}; "
+    print(f"Device: {device_name}; torch threads {args.threads}; "
           + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
     print(f"Model: {args.model} at {args.size} px, {dtype}, scheduler {args.scheduler}, "
           f"{args.steps} steps, guidance {args.guidance}, {args.images} images over "
@@ -331,6 +341,7 @@ def main() -> None:
     plain = load_plain_pipeline(base, run_dirs, args, dtype)
     # Rounds alternate B and A, so a slow spell (another process, clock changes) hits both;
     # each row then shows its median round.
+    started, busy, own = time.perf_counter(), busy_cpu_seconds(), time.process_time()
     loop_rounds, batched_rounds = [], {b: [] for b in args.batch_sizes}
     diffs = dict.fromkeys(args.batch_sizes, 0)
     for _ in range(args.repeats):
@@ -343,6 +354,8 @@ def main() -> None:
                 int(np.abs(pixels[s].astype(np.int16) - loop_pixels[s]).max())
                 for s in loop_pixels])
     del plain
+    wall = time.perf_counter() - started
+    others = max(0.0, busy_cpu_seconds() - busy - (time.process_time() - own))
 
     n = args.images
     loop_seconds = median_round(loop_rounds)
@@ -363,8 +376,8 @@ def main() -> None:
               f"{n / total:.2f} | {seconds['score'] / total:.1%} | "
               f"{without / loop_rate:.2f}x / {n / total / loop_rate:.2f}x | {diffs[batch]} |")
 
-    print(f"\nLoad average at the end of the timed runs: {os.getloadavg()[0]:.2f} "
-          "(anything well above 0 on a CPU run means another process shared the cores)")
+    print(f"\nOther processes used {others:.1f} CPU-seconds during the {wall:.1f} s of timed "
+          f"runs on {os.cpu_count()} cores (/proc/stat; near 0 means the figures are clean).")
     per_image, unet_step = flops_per_image(generator, jobs[0], args)
     best_batch = min(results, key=lambda b: results[b]["generate"])
     best_rate = n / results[best_batch]["generate"]

@@ -91,10 +91,14 @@
       if (queue.done >= queue.total) return finish(queue);
       const following = upcoming;
       if (following) {
+        // Taken: a rating sent before the refresh below returns must not show it again.
+        upcoming = null;
         // Show the prefetched image at once, then learn which one comes after it.
         return following.blob.then(function (url) {
           show(following, url, queue);
+          const shown = current;
           return refresh().then(function (q) {
+            if (current !== shown) return; // the rater has moved on; start() prefetched
             prefetch(q.current && q.current.token === following.token ? q.next : null);
           });
         });

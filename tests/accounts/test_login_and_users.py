@@ -93,4 +93,5 @@ def test_role_groups_carry_their_permissions():
     engineer, lead, derm = (make_user(r) for r in ("engineer", "lead", "dermatologist"))
     assert engineer.has_perms(["jobs.view_job", "jobs.launch_job", "jobs.control_job"])
     assert lead.has_perm("jobs.view_job") and not lead.has_perm("jobs.control_job")
-    assert not derm.get_all_permissions()
+    # Dermatologists may rate what is assigned to them, and nothing else.
+    assert derm.get_all_permissions() == {"review.rate_study"}

@@ -4,16 +4,21 @@ A URL that is not in the table fails the test, so every new page must be classif
 """
 
 import pytest
+from django.conf import settings
 from django.contrib import admin
+from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from fairskin.review.stats import GateCriteria
 from jobs.models import Job, JobState
+from review.models import Assignment, Release, Study, StudyItem, StudyRater, StudyState
 from tests.factories import (
     BatchFactory,
     ImageFactory,
     JobFactory,
     RunFactory,
     SampleFactory,
+    image_bytes,
     make_user,
 )
 
@@ -83,6 +88,53 @@ MATRIX = {
                                            "lead": 200, "engineer": 200}),
     "jobs:worker_check": ("post", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
                                          "engineer": 302}),
+    # Review: dermatologists never see studies, gates or releases; only leads decide.
+    "review:studies": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                     "engineer": 200}),
+    "review:study_new": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                       "engineer": 403}),
+    "review:study": ("get", "study", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
+                                      "engineer": 200}),
+    # The study is already closed (and its gate empty): the lead is let in and told why not.
+    "review:close": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403, "lead": 302,
+                                       "engineer": 403}),
+    "review:approve": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403,
+                                         "lead": 302, "engineer": 403}),
+    "review:reject": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403, "lead": 302,
+                                        "engineer": 403}),
+    "review:release": ("get", "release", {"anonymous": LOGIN, "dermatologist": 403,
+                                          "lead": 200, "engineer": 200}),
+    "review:download": ("get", "release", {"anonymous": LOGIN, "dermatologist": 403,
+                                           "lead": 200, "engineer": 200}),
+    # Rating: the signed-in user holds a seat in an open study (anonymous: a dermatologist
+    # does). Even seated, only a dermatologist rates; an image token of anyone else is unknown.
+    "review:rate": ("get", "seat", {"anonymous": LOGIN, "dermatologist": 200, "lead": 403,
+                                    "engineer": 403}),
+    "review:image": ("get", "token", {"anonymous": LOGIN, "dermatologist": 200, "lead": 404,
+                                      "engineer": 404}),
+    # The API: session authentication answers 403, not a login redirect, to anonymous callers.
+    "api:api-root": ("get", None, {"anonymous": 403, "dermatologist": 200, "lead": 200,
+                                   "engineer": 200}),
+    "api:schema": ("get", None, {"anonymous": 403, "dermatologist": 200, "lead": 200,
+                                 "engineer": 200}),
+    "api:docs": ("get", None, {"anonymous": 403, "dermatologist": 200, "lead": 200,
+                               "engineer": 200}),
+    "api:study-list": ("get", None, {"anonymous": 403, "dermatologist": 403, "lead": 200,
+                                     "engineer": 200}),
+    "api:study-detail": ("get", "study", {"anonymous": 403, "dermatologist": 403, "lead": 200,
+                                          "engineer": 200}),
+    "api:study-progress": ("get", "study", {"anonymous": 403, "dermatologist": 403,
+                                            "lead": 200, "engineer": 200}),
+    "api:study-gate": ("get", "study", {"anonymous": 403, "dermatologist": 403, "lead": 200,
+                                        "engineer": 200}),
+    "api:release-list": ("get", None, {"anonymous": 403, "dermatologist": 403, "lead": 200,
+                                       "engineer": 200}),
+    "api:release-detail": ("get", "release", {"anonymous": 403, "dermatologist": 403,
+                                              "lead": 200, "engineer": 200}),
+    "api:queue": ("get", "seat", {"anonymous": 403, "dermatologist": 200, "lead": 403,
+                                  "engineer": 403}),
+    "api:ratings": ("post", "rating", {"anonymous": 403, "dermatologist": 201, "lead": 403,
+                                       "engineer": 403}),
 }
 
 
@@ -101,17 +153,39 @@ def test_every_url_is_classified():
     assert set(_named_urls(get_resolver().url_patterns)) == set(MATRIX)
 
 
-def _client_for(client, role):
-    if role != "anonymous":
-        client.force_login(make_user(role))
-    return client
+def _study(state: str) -> Study:
+    return Study.objects.create(batch=BatchFactory(state="finished"), seed=1, state=state,
+                                instructions="Rate each image.",
+                                criteria=GateCriteria().to_dict())
+
+
+def _seated(user) -> Assignment:
+    """An item of an open study assigned to `user` (a dermatologist when there is none)."""
+    rater = user or make_user("dermatologist")
+    study = _study(StudyState.OPEN)
+    StudyRater.objects.create(study=study, rater=rater, index=0)
+    item = StudyItem(study=study, image=ImageFactory(), origin="synthetic", diagnosis="MEL",
+                     fst=5)
+    item.derivative.save("x.jpg", ContentFile(image_bytes("JPEG")))
+    return Assignment.objects.create(study=study, rater=rater, item=item, position=0)
+
+
+def _release() -> Release:
+    study = _study(StudyState.CLOSED)
+    export = settings.FAIRSKIN_ARTIFACTS_ROOT / f"matrix-release-{study.pk}.zip"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    export.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
+    return Release.objects.create(study=study, batch=study.batch, approved_by=make_user("lead"),
+                                  manifest={"images": []}, manifest_sha256="0" * 64, gate={},
+                                  criteria_version=1, image_count=0, export_path=str(export))
 
 
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_role_by_url(client, role, name):
     method, kwargs_key, expected = MATRIX[name]
-    kwargs = {}
+    user = None if role == "anonymous" else make_user(role)
+    kwargs, data = {}, {}
     if kwargs_key == "job":
         kwargs = {"job_id": JobFactory().pk}
     elif kwargs_key == "failed_job":
@@ -126,9 +200,24 @@ def test_role_by_url(client, role, name):
         kwargs = {"sample_id": SampleFactory().pk}
     elif kwargs_key == "image":
         kwargs = {"image_id": ImageFactory(with_thumbnail=True).pk}
+    elif kwargs_key == "study":
+        kwargs = {"study_id" if name.startswith("review:") else "pk":
+                  _study(StudyState.CLOSED).pk}
+    elif kwargs_key == "release":
+        kwargs = {"release_id" if name.startswith("review:") else "pk": _release().pk}
+    elif kwargs_key == "seat":
+        kwargs = {"study_id": _seated(user).study_id}
+    elif kwargs_key == "token":
+        kwargs = {"token": _seated(user).token}
+    elif kwargs_key == "rating":
+        data = {"token": _seated(user).token, "score": 6, "seconds": 2.5}
     url = reverse(name, kwargs=kwargs)
-    data = {"queue": "cpu", "steps": 1, "pause_s": 0} if name == "jobs:worker_check" else {}
-    response = getattr(_client_for(client, role), method)(url, data)
+    if name == "jobs:worker_check":
+        data = {"queue": "cpu", "steps": 1, "pause_s": 0}
+    if user is not None:
+        client.force_login(user)
+    response = getattr(client, method)(url, data)
+    response.close()  # a file download streams from an open file
     want = expected[role]
     if want == LOGIN:
         assert response.status_code == 302
