@@ -29,3 +29,38 @@ def grant(apps, role_permissions: dict[str, list[str]]) -> None:
             group.permissions.add(
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
             )
+
+
+def migration_role_permissions() -> dict[str, set[str]]:
+    """Every role's permissions as the apps' migrations grant them (their ROLE_PERMISSIONS)."""
+    import importlib
+    import pkgutil
+
+    from django.apps import apps as registry
+
+    table: dict[str, set[str]] = {}
+    for app_config in registry.get_app_configs():
+        try:
+            package = importlib.import_module(f"{app_config.name}.migrations")
+        except ModuleNotFoundError:
+            continue
+        for module_info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{module_info.name}")
+            for role, names in getattr(module, "ROLE_PERMISSIONS", {}).items():
+                table.setdefault(role, set()).update(names)
+    return table
+
+
+def sync_role_groups() -> None:
+    """Re-create the role groups with their permissions (after a database flush, or to repair
+    a group someone edited by hand). Permission rows must exist (post_migrate creates them)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, names in migration_role_permissions().items():
+        group, _ = Group.objects.get_or_create(name=role)
+        perms = []
+        for name in sorted(names):
+            app_label, codename = name.split(".")
+            perms.append(Permission.objects.get(content_type__app_label=app_label,
+                                                codename=codename))
+        group.permissions.set(perms)

@@ -297,8 +297,7 @@ def bf16_matmul_tflops(device) -> float:
     return 2 * n**3 / statistics.median(times) / 1e12
 
 
-def main() -> None:
-    args = parse_args()
+def benchmark(args: argparse.Namespace, work: Path) -> None:
     import numpy as np
     import torch
 
@@ -311,7 +310,6 @@ def main() -> None:
     from fairskin.generation.sampler import BatchGenerator
 
     device = torch.device(args.device)
-    work = Path(tempfile.mkdtemp(prefix="fairskin-bench-generation-"))
     base = resolve_base_model(args.model, cache_dir=Path(args.cache_dir or work / "models"))
     run_dirs = train_artifacts(base, work, args.device)
     if device.type == "cuda":
@@ -390,6 +388,13 @@ def main() -> None:
         peak = bf16_matmul_tflops(device)
         print(f"Dense bf16 matmul rate (8192^3, median of 10x10): {peak:.0f} TFLOP/s; "
               f"generation ({dtype}) reaches {per_image * best_rate / 1e12 / peak:.1%} of it.")
+
+
+def main() -> None:
+    args = parse_args()
+    # Removed afterwards: with sd15-random the model folder alone is several GB.
+    with tempfile.TemporaryDirectory(prefix="fairskin-bench-generation-") as work:
+        benchmark(args, Path(work))
 
 
 if __name__ == "__main__":

@@ -136,20 +136,30 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser).
+
+    Module-scoped: Playwright's sync API keeps an asyncio loop on the test thread while it
+    runs, which makes Django refuse ORM calls from that thread. The browser modules' ORM calls
+    are ordinary synchronous ones, so the guard is lifted for them only, and restored after.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an asyncio loop on the test thread, which makes Django refuse
-    # ORM calls from it; the tests' ORM calls are ordinary synchronous ones.
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            yield chromium
+            chromium.close()
+    finally:
+        if before is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture
@@ -162,3 +172,10 @@ def screenshot():
         return path
 
     return take
+
+
+def pytest_collection_modifyitems(items):
+    """Browser tests run last. They flush the database the plain way (a live server needs
+    committed data); tests restoring serialized data after such a flush would collide with
+    the content types it re-creates, so none may follow them."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

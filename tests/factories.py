@@ -16,6 +16,17 @@ _numbers = itertools.count(1)
 
 def make_user(role: str, username: str | None = None):
     """A user with one role, made through the same service as `manage.py create_user`."""
+    from django.contrib.auth.models import Group
+
+    from accounts.permissions import sync_role_groups
+
+    if not Group.objects.filter(name=role).exists():
+        # A transactional test before this one flushed the migrations' data: re-create the
+        # content types and permissions (post_migrate), then the role groups.
+        from django.core.management.sql import emit_post_migrate_signal
+
+        emit_post_migrate_signal(0, False, "default")
+        sync_role_groups()
     name = username or f"{role}{next(_numbers)}"
     return user_create(username=name, role=role, password=PASSWORD, validate=False)
 

@@ -17,8 +17,9 @@ def sign_in(page, base: str, username: str) -> None:
     page.click("button[type=submit]")
 
 
-def test_engineer_reads_a_batch_and_filters_its_gallery(transactional_db, live_server, browser,
-                                                       screenshot, capsys, lora_run):
+def test_engineer_reads_a_batch_and_filters_its_gallery(
+        transactional_db, live_server, browser, screenshot,
+        capsys, lora_run):
     call_command("generate", "--model", str(lora_run.pk), "--count", "6", "--diagnosis", "MEL",
                  "--diagnosis", "NV", "--fst-distribution", "5=0.5,6=0.5", "--steps", "2",
                  "--overgeneration", "2", "--set", "brightness_low=0.3", "--wait")

@@ -41,7 +41,8 @@ def rate_next(page, position: int, total: int, key: str, *, tap: bool = False) -
 
 
 def test_three_raters_rate_with_the_keyboard_and_a_lead_releases(
-        transactional_db, live_server, browser, screenshot, tmp_path, batch, raters, lead):
+        transactional_db, live_server, browser, screenshot,
+        tmp_path, batch, raters, lead):
     study = open_study(batch, raters, sample_size=6, control_ratio=0.34, warmup_count=0,
                        retest_share=0)
     base = live_server.url
