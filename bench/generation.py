@@ -43,6 +43,8 @@ QUICK_TRAINING = {"steps": 2, "validation_every": 1000, "validation_inference_st
 
 
 def parse_args() -> argparse.Namespace:
+    from fairskin.generation.options import SCHEDULERS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=("tiny", "sd15-random"), default="tiny")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -51,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--batch-sizes", default=None,
                         help="comma-separated; default 1,4,8 on cpu, 1,2,4,8,16,32 on gpu")
-    parser.add_argument("--scheduler", default="ddim")
+    parser.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
     parser.add_argument("--size", type=int, default=None, help="default: the model's native size")
     parser.add_argument("--clip-model", default=None,
                         help="default: tests/fixtures/tiny_clip.json on cpu, ViT-B-32 otherwise")
@@ -65,11 +67,18 @@ def parse_args() -> argparse.Namespace:
 
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = args.device.startswith("cuda")
-    args.images = args.images or (32 if on_gpu else 16)
-    args.steps = args.steps or (50 if on_gpu or args.model != "tiny" else 10)
-    args.batch_sizes = [int(b) for b in
-                        (args.batch_sizes or ("1,2,4,8,16,32" if on_gpu else "1,4,8")).split(",")]
-    args.repeats = args.repeats or (1 if on_gpu else 3)
+    if args.images is None:
+        args.images = 32 if on_gpu else 16
+    if args.steps is None:
+        args.steps = 50 if on_gpu or args.model != "tiny" else 10
+    try:
+        args.batch_sizes = [int(b) for b in (args.batch_sizes or (
+            "1,2,4,8,16,32" if on_gpu else "1,4,8")).split(",")]
+    except ValueError:
+        parser.error(f"--batch-sizes must be whole numbers separated by commas, "
+                     f"got {args.batch_sizes!r}")
+    if args.repeats is None:
+        args.repeats = 1 if on_gpu else 3
     args.clip_model = args.clip_model or ("ViT-B-32" if on_gpu else str(TINY_CLIP))
     if min([args.images, args.steps, args.repeats, *args.batch_sizes]) < 1:
         parser.error("--images, --steps, --repeats and every batch size must be at least 1")
@@ -249,13 +258,8 @@ def run_loop(pipe, jobs, args, negative_prompt: str, out: Path) -> tuple[dict, d
     return seconds, pixels_by_seed
 
 
-def flops_per_image(generator, job, args) -> tuple[float, float]:
-    """Counted FLOPs of one image: (whole pipeline call at args.steps, UNet per step).
-
-    FlopCounterMode counts matmuls, convolutions and attention over a whole `generate` call at
-    batch 1 with 1 and 2 steps; the difference is one step's UNet forward (classifier-free
-    guidance runs it on 2 latents), the rest is text encoding and the VAE decode.
-    """
+def count_flops(work) -> int:
+    """FLOPs of matmuls, convolutions and attention that `work()` runs (torch's FlopCounter)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
@@ -264,14 +268,28 @@ def flops_per_image(generator, job, args) -> tuple[float, float]:
         return sdpa_flop_count(query, key, value)
 
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_attention}
-    counted = []
-    for steps in (1, 2):
-        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-            generator.generate([job[2]], [job[3]], steps=steps, guidance=args.guidance,
-                               size=args.size)
-        counted.append(counter.get_total_flops())
-    per_step = counted[1] - counted[0]
-    return counted[0] + (args.steps - 1) * per_step, per_step
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        work()
+    return counter.get_total_flops()
+
+
+def flops_per_image(generator, scorer, job, args) -> tuple[int, int, int]:
+    """Counted FLOPs of one image: whole `generate` call at args.steps, its UNet per step, and
+    scoring it.
+
+    `generate` is counted at batch 1 with 1 and 2 steps; the difference is one step's UNet
+    forward (classifier-free guidance runs it on 2 latents), the rest is text encoding and the
+    VAE decode. Scoring's numpy parts (the FID distance, the CLIP index) are not counted.
+    """
+    def generate(steps: int):
+        return generator.generate([job[2]], [job[3]], steps=steps, guidance=args.guidance,
+                                  size=args.size)
+
+    one_step, two_steps = count_flops(lambda: generate(1)), count_flops(lambda: generate(2))
+    per_step = two_steps - one_step
+    image = generate(1)
+    scoring = count_flops(lambda: scorer.score(image, diagnoses=[job[0]], fsts=[job[1]]))
+    return one_step + (args.steps - 1) * per_step, per_step, scoring
 
 
 def bf16_matmul_tflops(device) -> float:
@@ -376,12 +394,13 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
 
     print(f"\nOther processes used {others:.1f} CPU-seconds during the {wall:.1f} s of timed "
           f"runs on {os.cpu_count()} cores (/proc/stat; near 0 means the figures are clean).")
-    per_image, unet_step = flops_per_image(generator, jobs[0], args)
+    per_image, unet_step, scoring = flops_per_image(generator, scorer, jobs[0], args)
     best_batch = min(results, key=lambda b: results[b]["generate"])
     best_rate = n / results[best_batch]["generate"]
     print(f"Counted FLOPs per image (FlopCounterMode over a whole generate call at batch 1, "
           f"1 and 2 steps): {per_image / 1e9:.1f} GFLOP, of which the UNet "
-          f"{unet_step / 1e9:.1f} GFLOP per step (both guidance branches).")
+          f"{unet_step / 1e9:.1f} GFLOP per step (both guidance branches); scoring one "
+          f"image: {scoring / 1e9:.1f} GFLOP ({scoring / per_image:.1%} of generating it).")
     print(f"Generation alone at batch {best_batch}: {best_rate:.2f} images/s = "
           f"{per_image * best_rate / 1e12:.3f} TFLOP/s achieved.")
     if device.type == "cuda":
