@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast install bench lint clean-var
+.PHONY: run test test-fast install bench lint clean-var load load-smoke
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,12 @@ bench: install
 	$(PY) bench/catalog_import.py
 	$(PY) bench/train_step.py
 	$(PY) bench/classifier_throughput.py
+	$(PY) bench/generation.py
+
+# Rating under load (locust against gunicorn on PostgreSQL): 30 dermatologists for 3 minutes,
+# or 10 for 30 s as a smoke run. Not part of CI; figures go to docs/benchmarks.md.
+load: install
+	./scripts/load.sh
+
+load-smoke: install
+	LOAD_USERS=10 LOAD_DURATION=30s LOAD_ITEMS=60 ./scripts/load.sh

@@ -6,6 +6,7 @@ never carries an origin, an id or a file name.
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -116,8 +117,10 @@ class RaterQueueView(APIView):
 
     @extend_schema(responses=QueueSerializer)
     def get(self, request, study_id: int):
-        study = get_object_or_404(Study, pk=study_id)
-        if not StudyRater.objects.filter(study=study, rater=request.user).exists():
+        seat = StudyRater.objects.filter(study=OuterRef("pk"), rater=request.user)
+        study = get_object_or_404(Study.objects.only("pk", "state")
+                                  .annotate(is_mine=Exists(seat)), pk=study_id)
+        if not study.is_mine:
             raise PermissionDenied("this study is not assigned to you")
         queue = services.rater_queue(study=study, rater=request.user)
         open_ = study.state == StudyState.OPEN
@@ -158,9 +161,10 @@ class RatingView(APIView):
             raise PermissionDenied(str(exc)) from exc
         except services.StudyError as exc:
             raise ValidationError(str(exc)) from exc
-        queue = services.rater_queue(study=rating.study, rater=request.user)
-        return Response({"score": rating.score, "created": created, "done": queue["done"],
-                         "total": queue["total"]},
+        # Counts only: the next item is marked as served when the screen asks the queue for it.
+        progress = services.rater_progress(study_id=rating.study_id, rater=request.user)
+        return Response({"score": rating.score, "created": created, "done": progress["done"],
+                         "total": progress["total"]},
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 

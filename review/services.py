@@ -219,15 +219,20 @@ def _audit(study_id: int, rater: Any, assignment: Assignment | None, action: str
                                previous=previous, detail=detail[:300])
 
 
+def rater_progress(*, study_id: int, rater: Any) -> dict[str, int]:
+    """The rater's item count and how many of them are rated, in one query."""
+    return Assignment.objects.filter(study_id=study_id, rater=rater).aggregate(
+        total=Count("id"), done=Count("rating"))
+
+
 def rater_queue(*, study: Study, rater: Any) -> dict[str, Any]:
     """Where the rater is: the first unrated item and the one after it (for prefetching)."""
-    mine = Assignment.objects.filter(study=study, rater=rater)
-    total = mine.count()
-    pending = list(mine.filter(rating__isnull=True).order_by("position")[:2])
+    pending = list(Assignment.objects.filter(study=study, rater=rater, rating__isnull=True)
+                   .order_by("position")[:2])
     if pending and pending[0].first_served_at is None:
         Assignment.objects.filter(pk=pending[0].pk, first_served_at__isnull=True).update(
             first_served_at=timezone.now())
-    return {"total": total, "done": total - mine.filter(rating__isnull=True).count(),
+    return {**rater_progress(study_id=study.pk, rater=rater),
             "current": pending[0] if pending else None,
             "next": pending[1] if len(pending) > 1 else None}
 
@@ -260,11 +265,14 @@ class _Refusal:
 def _rating_write(*, token: str, rater: Any, score: int, seconds: float
                   ) -> tuple[Rating, bool] | _Refusal:
     with transaction.atomic():
-        assignment = (Assignment.objects.select_for_update().select_related("study")
-                      .filter(token=token).first())
+        # Only the assignment is locked: locking the study row too made every rater of a
+        # study queue behind each other's writes. The study is read after the lock is held, so
+        # a close that committed meanwhile is seen; study_close locks every assignment of the
+        # study, so it waits for writes in flight and later ones wait for it.
+        assignment = Assignment.objects.select_for_update().filter(token=token).first()
         if assignment is None:
             raise RatingRefused("no such item")
-        study = assignment.study
+        study = Study.objects.only("pk", "state", "allow_changes").get(pk=assignment.study_id)
         if assignment.rater_id != rater.pk:
             return _Refusal(study.pk, None, "this item is not in your assignments",
                             "token of another rater's assignment")
@@ -351,6 +359,11 @@ def _blinding_audit(study: Study) -> dict[str, Any]:
 
 def study_close(*, study: Study, user: Any) -> Study:
     with transaction.atomic():
+        # The assignments first (ratings lock theirs, then take a key-share lock on the study
+        # when they insert), then the study: no rating is in flight or can start until this
+        # commits, so the gate sees every rating and none comes after it.
+        list(Assignment.objects.select_for_update().filter(study_id=study.pk)
+             .values_list("pk", flat=True))
         study = Study.objects.select_for_update().get(pk=study.pk)
         if study.state != StudyState.OPEN:
             raise StudyError(f"study {study.pk} is {study.get_state_display().lower()}; only an "
