@@ -174,8 +174,18 @@ def screenshot():
     return take
 
 
+def _plain_flush(item) -> bool:
+    """Whether the test ends with a plain flush (transactional, no serialized rollback)."""
+    marker = item.get_closest_marker("django_db")
+    names = getattr(item, "fixturenames", ())
+    if marker is not None and marker.kwargs.get("transaction"):
+        return not marker.kwargs.get("serialized_rollback")
+    return ("transactional_db" in names or "live_server" in names) and \
+        "django_db_serialized_rollback" not in names
+
+
 def pytest_collection_modifyitems(items):
-    """Browser tests run last. They flush the database the plain way (a live server needs
-    committed data); tests restoring serialized data after such a flush would collide with
-    the content types it re-creates, so none may follow them."""
-    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+    """Tests that end with a plain flush (the browser tests: a live server needs committed
+    data) run last: a test restoring serialized data after such a flush would collide with
+    the content types the flush re-creates, so none may follow them."""
+    items.sort(key=_plain_flush)

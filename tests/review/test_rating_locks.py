@@ -11,7 +11,9 @@ from review import services
 from review.models import Rating, RatingAudit, StudyState
 from tests.review.conftest import open_study
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Serialized rollback: a plain flush would re-create content types that the worker tests
+# (which restore serialized data) then collide with.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture(autouse=True)
