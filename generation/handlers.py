@@ -24,7 +24,7 @@ from catalog.models import FstSource, Image, Origin
 from fairskin.generation.plan import candidate_seed
 from fairskin.progress import JobCancelled
 from generation import services
-from generation.models import Batch, BatchState, Sample, Verdict
+from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
 from jobs.models import Job
 from jobs.registry import register
 from jobs.runner import JobProgress
@@ -77,7 +77,7 @@ def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[s
     """Real images of the model's datasets per skin type, and the images that trained it."""
     lineage = batch.model_run.lineage()
     datasets = sorted({name for r in lineage for name in r.selection.get("datasets", [])})
-    fsts = sorted({fst for _, fst in (services.stratum_of(k) for k in batch.quotas)})
+    fsts = sorted({fst for _, fst in (parse_stratum(k) for k in batch.quotas)})
     cache = _image_cache()
     real: list[tuple[str, int]] = []
     for fst in fsts:

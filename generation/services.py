@@ -28,7 +28,7 @@ from fairskin.generation.plan import PlanError, candidate_cap, decide_stratum, p
 from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
 from fairskin.generation.similarity import is_near_duplicate
 from fairskin.labels import Diagnosis
-from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum, stratum_key
+from generation.models import Batch, BatchState, Sample, Verdict, stratum_key
 from jobs.models import TERMINAL_STATES, Job, JobState
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import Run, RunKind
@@ -413,7 +413,3 @@ def batch_resume(*, batch: Batch, user: Any = None) -> Batch:
     if not failed:
         batch_advance(batch_id=batch.pk)
     return batch
-
-
-def stratum_of(key: str) -> tuple[str, int]:
-    return parse_stratum(key)

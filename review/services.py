@@ -323,9 +323,11 @@ def study_progress(*, study: Study) -> list[dict[str, Any]]:
 def study_gate(*, study: Study, n_boot: int = GATE_BOOTSTRAP) -> dict[str, Any]:
     from fairskin.review.stats import gate_report
 
+    # Warm-up items are never scored: one query for the items that are, not one per item.
+    scored_ids = set(Assignment.objects.filter(study=study).exclude(kind=Kind.WARMUP)
+                     .values_list("item_id", flat=True))
     items = [{"item_id": str(i.pk), "origin": i.origin, "diagnosis": i.diagnosis,
-              "fst": i.fst} for i in study.items.all()
-             if i.assignments.exclude(kind=Kind.WARMUP).exists()]
+              "fst": i.fst} for i in study.items.all() if i.pk in scored_ids]
     ratings = [{"rater_id": str(r.rater_id), "item_id": str(r.item_id), "score": r.score,
                 "seconds": r.seconds, "position": r.assignment.position, "kind": r.kind}
                for r in Rating.objects.filter(study=study).select_related("assignment")]
