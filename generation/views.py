@@ -98,7 +98,12 @@ def batch_detail(request, batch_id: int):
 @permission_required("generation.view_batch", raise_exception=True)
 def batch_live(request, batch_id: int):
     batch = get_object_or_404(Batch.objects.select_related("model_run", "job"), pk=batch_id)
-    return render(request, "generation/_batch_live.html", _batch_context(batch))
+    response = render(request, "generation/_batch_live.html", _batch_context(batch))
+    if request.headers.get("HX-Request") and not batch.is_active:
+        # The page was rendered while the batch ran: its report and gallery are outside this
+        # fragment, so the whole page reloads once the batch has ended.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @login_required

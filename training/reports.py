@@ -41,6 +41,18 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
+NOISE_NOTE = "within sampling noise: the two runs' 95% intervals overlap"
+
+
+def _overlap(a: list[float] | None, b: list[float] | None) -> bool:
+    """Whether two bootstrap intervals overlap (then a difference is not shown to be real)."""
+    return bool(a and b) and a[0] <= b[1] and b[0] <= a[1]
+
+
+def _note(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
+
+
 def criteria(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[dict[str, Any]]:
     gap_cut = _reduction(baseline["auroc_gap"], candidate["auroc_gap"])
     eod_cut = _reduction(baseline["equalized_odds_difference"],
@@ -52,11 +64,13 @@ def criteria(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[dict[s
     return [
         {"name": CRITERIA_NAMES[0], "value": gap_cut, "format": "percent",
          "met": None if gap_cut is None else gap_cut >= low,
-         "note": "beyond the 60% the planning document expected" if gap_cut and gap_cut > high
-         else ""},
+         "note": _note("beyond the 60% the planning document expected"
+                       if gap_cut and gap_cut > high else "",
+                       NOISE_NOTE if _overlap(baseline["gap_ci"], candidate["gap_ci"])
+                       else "")},
         {"name": CRITERIA_NAMES[1], "value": eod_cut,
          "format": "percent", "met": None if eod_cut is None else eod_cut > EOD_REDUCTION_MIN,
-         "note": ""},
+         "note": NOISE_NOTE if _overlap(baseline["eod_ci"], candidate["eod_ci"]) else ""},
         {"name": CRITERIA_NAMES[2], "value": dark_gain, "format": "delta",
          "met": None if dark_gain is None else dark_gain > 0, "note": ""},
     ]

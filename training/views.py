@@ -53,7 +53,12 @@ def run_detail(request, run_id: int):
 @permission_required("training.view_run", raise_exception=True)
 def run_live(request, run_id: int):
     run = get_object_or_404(Run.objects.select_related("job", "parent__parent"), pk=run_id)
-    return render(request, "training/_run_live.html", _run_context(run))
+    response = render(request, "training/_run_live.html", _run_context(run))
+    if request.headers.get("HX-Request") and run.job and run.job.is_terminal:
+        # Artifacts, evaluation and the final grid sit outside this fragment: reload the page
+        # once the run has ended.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @require_GET
@@ -83,14 +88,20 @@ def _comparison_runs(request) -> tuple[Run | None, list[Run]]:
 
 
 def _bars(comparison: dict, height: int = 160) -> dict:
-    """Grouped bars (one per run within each FST group) with CI whiskers, AUROC 0.5-1."""
+    """Grouped bars (one per run within each FST group) with CI whiskers. The axis runs from
+    0.5 (chance) to 1, or from 0 when any value or interval falls below chance: a model worse
+    than chance must show as such, not as an empty chart."""
     summaries = [comparison["baseline"], *comparison["runs"]]
     colours = ["#9aa3b2", "#7a4b2a", "#2f6f9f", "#3cb44b"]
     width, gap = 22, 26
     bars = []
+    values = [v for s in summaries for g in comparison["groups"]
+              for v in [s["auroc_by_group"][g], *(s["auroc_ci_by_group"][g] or [])]
+              if v is not None]
+    floor = 0.0 if any(v < 0.5 for v in values) else 0.5
 
     def y(v):
-        return round(height - max(0.0, v - 0.5) / 0.5 * height, 1)
+        return round(height - max(0.0, v - floor) / (1 - floor) * height, 1)
 
     for gi, group in enumerate(comparison["groups"]):
         for ri, s in enumerate(summaries):
@@ -103,7 +114,8 @@ def _bars(comparison: dict, height: int = 160) -> dict:
                          "colour": colours[ri % 4], "label": f"run {s['run'].pk}",
                          "group": group, "ci": [y(ci[0]), y(ci[1])] if ci else None,
                          "mid": x + width / 2})
-    return {"bars": bars, "height": height, "width": len(comparison["groups"]) * (
+    return {"bars": bars, "height": height, "floor": floor, "chance_y": y(0.5),
+            "width": len(comparison["groups"]) * (
         len(summaries) * width + gap), "bar": width - 4,
         "labels": [{"x": gi * (len(summaries) * width + gap) + len(summaries) * width / 2,
                     "text": g} for gi, g in enumerate(comparison["groups"])],
