@@ -1,4 +1,5 @@
 import csv
+import json
 from pathlib import Path
 
 from django.contrib import messages
@@ -46,7 +47,10 @@ def run_list(request):
 @permission_required("training.view_run", raise_exception=True)
 def run_detail(request, run_id: int):
     run = get_object_or_404(Run.objects.select_related("job", "parent__parent"), pk=run_id)
-    return render(request, "training/run_detail.html", _run_context(run))
+    # Settings as JSON, the form the launch form and `--set` take them in.
+    as_json = {"config_json": json.dumps(run.config, indent=2, sort_keys=True),
+               "selection_json": json.dumps(run.selection, indent=2, sort_keys=True)}
+    return render(request, "training/run_detail.html", {**_run_context(run), **as_json})
 
 
 @login_required

@@ -119,3 +119,18 @@ def test_seed_demo_if_missing_does_not_seed_twice(capsys):
     call_command("seed_demo", "--per-class", "1", "--name", "d1", "--if-missing")
     assert "not seeding it again" in capsys.readouterr().out
     assert Image.objects.filter(dataset__name="d1").count() == 7
+
+
+def test_seed_demo_export_writes_upload_files_that_import_as_the_seeded_images(capsys,
+                                                                              tmp_path):
+    call_command("seed_demo", "--export", str(tmp_path), "--per-class", "2", "--seed", "5")
+    assert Dataset.objects.count() == 0  # exporting imports nothing
+    metadata, archive = tmp_path / "demo.csv", tmp_path / "demo-images.zip"
+    assert capsys.readouterr().out.split() == [str(metadata), str(archive)]
+    call_command("import_dataset", "--format", "csv", "--metadata", str(metadata),
+                 "--images", str(archive), "--name", "uploaded")
+    call_command("seed_demo", "--per-class", "2", "--seed", "5", "--name", "seeded")
+    uploaded = Image.objects.filter(dataset__name="uploaded")
+    assert uploaded.count() == 14 and not uploaded.filter(missing_file=True).exists()
+    assert set(uploaded.values_list("sha256", flat=True)) == set(
+        Image.objects.filter(dataset__name="seeded").values_list("sha256", flat=True))

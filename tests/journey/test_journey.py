@@ -15,17 +15,16 @@ user guide shows them). Sizes are tiny so the walk fits in CI: the tiny diffusio
 training steps, a ResNet-18 at 32 px.
 """
 
-import csv
 import io
 import json
 import re
 import zipfile
 
 import pytest
+from django.core.management import call_command
 from playwright.sync_api import expect
 
 from catalog.models import Dataset, Image
-from fairskin.imaging.demo import demo_items
 from generation.models import Batch, Sample
 from review.handlers import verify_release
 from review.models import Rating, Release, Study
@@ -41,23 +40,6 @@ DIFFUSION_QUICK = {"steps": 4, "checkpoint_every": 2, "validation_every": 1000,
 CLASSIFIER_QUICK = {"arch": "resnet18", "image_size": 32, "epochs": 2, "bootstrap": 30,
                     "learning_rate": 0.001, "batch_size": 16}
 SLOW = 240_000  # ms: a job on the 2-core CI machine, worker start-up included
-
-
-def write_demo_upload(folder, per_class: int, seed: int):
-    """The demo dataset as a user would upload it: a generic metadata CSV and a zip."""
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    writer.writerow(["file", "diagnosis", "fst", "group_id"])
-    archive = folder / "demo-images.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for item in demo_items(per_class, seed):
-            buffer = io.BytesIO()
-            item.image.save(buffer, format="PNG", compress_level=1)
-            zf.writestr(item.file_name, buffer.getvalue())
-            writer.writerow([item.file_name, item.diagnosis.value, item.fst, item.group_id])
-    metadata = folder / "demo.csv"
-    metadata.write_text(rows.getvalue())
-    return metadata, archive
 
 
 def sign_in(browser, base: str, username: str):
@@ -156,7 +138,9 @@ def test_the_whole_journey(transactional_db, live_server, start_worker, browser,
     engineer = make_user("engineer", username="eng")
     lead = make_user("lead", username="lead")
     raters = [make_user("dermatologist", username=f"derm{i}") for i in (1, 2, 3)]
-    metadata, archive = write_demo_upload(tmp_path, per_class=6, seed=4)
+    # The files a user gets from `manage.py seed_demo --export DIR` (README).
+    call_command("seed_demo", "--export", str(tmp_path), "--per-class", "6", "--seed", "4")
+    metadata, archive = tmp_path / "demo.csv", tmp_path / "demo-images.zip"
 
     # -- Engineer: import, preprocess, split -------------------------------------------------
     context, page = sign_in(browser, base, engineer.username)

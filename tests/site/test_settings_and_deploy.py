@@ -82,6 +82,24 @@ def test_docker_compose_matches_the_settings_names():
     assert "@postgres:5432/" in services["web"]["environment"]["DATABASE_URL"]
 
 
+def test_extra_gpu_worker_compose_joins_the_main_deployment():
+    main = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    worker = yaml.safe_load((ROOT / "docker-compose.worker.yml").read_text())["services"]
+    assert set(worker) == {"gpu-worker"}
+    gpu = worker["gpu-worker"]
+    assert gpu["command"].split("--hostname")[0] == \
+        main["gpu-worker"]["command"].split("--hostname")[0]
+    env = gpu["environment"]
+    # Everything the main workers are told, this one is told too (connections from .env).
+    assert set(main["gpu-worker"]["environment"]) - {"ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
+                                                     "SECURE_PROXY_SSL_HEADER"} <= set(env)
+    for name in ("SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"):
+        assert env[name].startswith(f"${{{name}:?"), name  # required, never a local default
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["capabilities"] == ["gpu"] and device["device_ids"] == ["${GPU_ID:-0}"]
+    assert {v.split(":")[-1] for v in gpu["volumes"]} == {"/srv/media", "/srv/artifacts"}
+
+
 def test_models_and_migrations_agree():
     result = run_manage("makemigrations", "--check", "--dry-run",
                         env_overrides={**PRODUCTION_ENV, "DEBUG": "1"})

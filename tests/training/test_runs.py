@@ -145,6 +145,8 @@ def test_run_page_shows_progress_loss_and_grid(client, demo, capsys):
     grid = client.get(reverse("training:grid", args=[run.pk]))
     assert grid.status_code == 200 and grid["Content-Type"] == "image/png"
     assert "Resume" not in page and "Cancel" not in page  # leads watch, engineers act
+    assert "&quot;steps&quot;: 2," in page  # settings shown as JSON, as the launch form takes
+    assert "&quot;datasets&quot;: [" in page
 
 
 def test_external_embeddings_import_as_a_run_that_lora_can_build_on(demo, tmp_path, capsys):

@@ -1,6 +1,7 @@
 import csv
 import io
 import tempfile
+import zipfile
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -29,10 +30,17 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="demo")
         parser.add_argument("--if-missing", action="store_true",
                             help="do nothing when the dataset already exists (make run)")
+        parser.add_argument("--export", metavar="DIR",
+                            help="import nothing: write demo.csv and demo-images.zip to DIR, "
+                            "to upload through Admin → Datasets → Import a dataset")
 
-    def handle(self, *args, per_class, seed, name, if_missing, **options):
+    def handle(self, *args, per_class, seed, name, if_missing, export, **options):
         if per_class < 1:
             raise CommandError("--per-class must be at least 1")
+        if export:
+            metadata, archive = write_upload(Path(export), per_class, seed)
+            self.stdout.write(f"{metadata}\n{archive}")
+            return
         if if_missing and Dataset.objects.filter(name=name).exists():
             self.stdout.write(f"dataset {name!r} exists; not seeding it again")
             return
@@ -62,3 +70,21 @@ class Command(BaseCommand):
         self.stdout.write("Splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         self.stdout.write("ITA estimate vs intended skin type: "
                           f"{job.result['ita_within_label_range']}")
+
+
+def write_upload(folder: Path, per_class: int, seed: int) -> tuple[Path, Path]:
+    """The demo dataset as files a user uploads: a generic metadata CSV and an image zip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["file", "diagnosis", "fst", "group_id"])
+    archive = folder / "demo-images.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for item in demo_items(per_class, seed):
+            buffer = io.BytesIO()
+            item.image.save(buffer, format="PNG", compress_level=1)
+            zf.writestr(item.file_name, buffer.getvalue())
+            writer.writerow([item.file_name, item.diagnosis.value, item.fst, item.group_id])
+    metadata = folder / "demo.csv"
+    metadata.write_text(rows.getvalue())
+    return metadata, archive
