@@ -16,8 +16,9 @@ def broker_check(timeout: float = 3.0) -> None:
             conn.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
     except Exception as exc:
         url = _redacted(app.conf.broker_write_url or app.conf.broker_url)
+        reason = str(exc).rstrip(". ")  # redis-py's messages end with a full stop already
         raise BrokerUnavailable(
-            f"The task broker ({url}) is unreachable: {exc}. "
+            f"The task broker ({url}) is unreachable: {reason}. "
             "Nothing was queued; try again once it is back."
         ) from exc
 

@@ -73,19 +73,41 @@
     }).catch(function (e) { statusLine.textContent = "Could not load the next image (" + e.message + "). Reload the page to continue."; });
   }
 
+  // A server in trouble (a database restart, a proxy's error page) may answer with no JSON,
+  // or not at all: the rater is told plainly and how to retry. "May": the rating can be stored
+  // just before the failure; sending the same rating again is then answered as a repeat.
+  const UNAVAILABLE = "The server is unavailable, so your rating may not have been saved. " +
+    "Press the key or button again to retry.";
+
+  function refused(status, body) {
+    if (status >= 500 || status < 400) return UNAVAILABLE; // or an answer that is not JSON
+    const reason = body && typeof body.detail === "string" ? body.detail : "error " + status;
+    return "Your rating was not saved: " + reason.replace(/\.$/, "") +
+      ". Reload the page to continue.";
+  }
+
   function submit(score) {
     if (busy || !current) return;
     busy = true;
     setButtons(false);
     const seconds = (performance.now() - shownAt) / 1000;
+    const sent = current.token;
+    let saved = false;
     fetch(rateUrl, {
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-CSRFToken": csrf},
       body: JSON.stringify({token: current.token, score: score, seconds: seconds}),
     }).then(function (r) {
-      return r.json().then(function (body) { return {ok: r.ok, body: body}; });
+      return r.json().catch(function () { return null; }).then(function (body) {
+        return {ok: r.ok && body !== null, status: r.status, body: body};
+      });
     }).then(function (res) {
-      if (!res.ok) throw new Error(res.body.detail || "the rating was not saved");
+      if (!res.ok) {
+        const error = new Error(refused(res.status, res.body));
+        error.told = true;
+        throw error;
+      }
+      saved = true;
       statusLine.textContent = "";
       const queue = {done: res.body.done, total: res.body.total};
       if (queue.done >= queue.total) return finish(queue);
@@ -105,7 +127,14 @@
       }
       return start();
     }).catch(function (e) {
-      statusLine.textContent = e.message + ". Try again, or reload the page.";
+      if (saved) {
+        // The rating is stored; only fetching what comes after it failed. Still on the rated
+        // image: load the next one afresh (start reports if that fails too). Otherwise the
+        // next rating simply goes without a prefetched image.
+        if (current && current.token === sent) start();
+        return;
+      }
+      statusLine.textContent = e.told ? e.message : UNAVAILABLE; // no answer at all
       busy = false;
       setButtons(true);
     });
