@@ -28,6 +28,11 @@ class DatasetUploadForm(forms.Form):
         metadata = data.get("metadata")
         if metadata is None or not data.get("format"):
             return data
+        limit = settings.FAIRSKIN_MAX_METADATA_BYTES
+        if metadata.size > limit:
+            raise forms.ValidationError(
+                f"{metadata.name} is {metadata.size / 2**20:.1f} MiB; metadata files are "
+                f"limited to {limit / 2**20:.0f} MiB (FAIRSKIN_MAX_METADATA_BYTES)")
         try:
             parse_metadata(data["format"], metadata.read(), mapping=data["mapping"],
                            file_name=metadata.name)

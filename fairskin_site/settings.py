@@ -146,6 +146,8 @@ FAIRSKIN_MAX_IMAGE_PIXELS = env.int("FAIRSKIN_MAX_IMAGE_PIXELS", default=40_000_
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 << 20
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 << 20
 FAIRSKIN_MAX_UPLOAD_BYTES = env.int("FAIRSKIN_MAX_UPLOAD_BYTES", default=4 << 30)
+# A metadata CSV is parsed in memory on the upload form: Fitzpatrick17k's is ~3 MB.
+FAIRSKIN_MAX_METADATA_BYTES = env.int("FAIRSKIN_MAX_METADATA_BYTES", default=32 << 20)
 
 # Images live in local files unless an S3-compatible bucket is configured (django-storages).
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")

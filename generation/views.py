@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from catalog.models import DIAGNOSIS_CHOICES
 from fairskin.labels import fst_roman
+from fairskin.spreadsheet import safe_row
 from generation import services
 from generation.models import Batch, Sample, Verdict
 from jobs.models import Job
@@ -173,7 +174,7 @@ def batch_export(request, batch_id: int):
     writer = csv.DictWriter(response, fieldnames=EXPORT_FIELDS)
     writer.writeheader()
     for s in samples.iterator(chunk_size=500):
-        writer.writerow(row(s))
+        writer.writerow(safe_row(row(s)))
     return response
 
 

@@ -7,9 +7,9 @@ never carries an origin, an id or a file name.
 from __future__ import annotations
 
 from django.db.models import Exists, OuterRef
-from django.shortcuts import get_object_or_404
+from django.http import QueryDict
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -39,6 +39,22 @@ class CanViewReleases(HasPerm):
     perm = "review.view_release"
 
 
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+# Documented so that clients (and the schema fuzzing in tests/security) know every answer.
+REFUSED = OpenApiResponse(ErrorSerializer, description="Not signed in, not allowed for this "
+                          "role or seat, or the CSRF token is missing or wrong.")
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such object.")
+UNSUPPORTED = OpenApiResponse(ErrorSerializer, description="The body is not JSON, a form or "
+                              "multipart form data.")
+INVALID = OpenApiResponse(
+    {"type": "object", "additionalProperties": {"oneOf": [
+        {"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
+    description="The request data is invalid: messages by field name (or 'detail').")
+
+
 class StudySerializer(serializers.ModelSerializer):
     raters = serializers.SerializerMethodField()
     criteria_version = serializers.SerializerMethodField()
@@ -65,6 +81,9 @@ class ProgressSerializer(serializers.Serializer):
     finished = serializers.BooleanField()
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: StudySerializer(many=True), 403: REFUSED}),
+    retrieve=extend_schema(responses={200: StudySerializer, 403: REFUSED, 404: NOT_FOUND}))
 class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     """Studies for leads and engineers. While a study is open only progress counts are shown."""
 
@@ -72,12 +91,13 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.IsAuthenticated, CanViewStudies]
     queryset = Study.objects.select_related("batch").order_by("-created_at")
 
-    @extend_schema(responses=ProgressSerializer(many=True))
+    @extend_schema(responses={200: ProgressSerializer(many=True), 403: REFUSED,
+                              404: NOT_FOUND})
     @action(detail=True)
     def progress(self, request, pk=None):
         return Response(services.study_progress(study=self.get_object()))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict, 403: REFUSED, 404: NOT_FOUND})
     @action(detail=True)
     def gate(self, request, pk=None):
         study = self.get_object()
@@ -110,18 +130,23 @@ def _queue_item(assignment) -> dict | None:
             "kind": "warmup" if assignment.kind == "warmup" else "rating"}
 
 
+NOT_ASSIGNED = "no such study among your assignments"
+
+
 class RaterQueueView(APIView):
     """The signed-in rater's next item and the one after it, for prefetching."""
 
     permission_classes = [permissions.IsAuthenticated, CanRate]
 
-    @extend_schema(responses=QueueSerializer)
+    @extend_schema(responses={200: QueueSerializer, 403: REFUSED, 404: NOT_FOUND})
     def get(self, request, study_id: int):
         seat = StudyRater.objects.filter(study=OuterRef("pk"), rater=request.user)
-        study = get_object_or_404(Study.objects.only("pk", "state")
-                                  .annotate(is_mine=Exists(seat)), pk=study_id)
-        if not study.is_mine:
-            raise PermissionDenied("this study is not assigned to you")
+        study = (Study.objects.only("pk", "state").annotate(is_mine=Exists(seat))
+                 .filter(pk=study_id).first())
+        if study is None or not study.is_mine:
+            # One answer for a study that does not exist and one seated to others: a rater
+            # cannot count studies by probing ids.
+            raise NotFound(NOT_ASSIGNED)
         queue = services.rater_queue(study=study, rater=request.user)
         open_ = study.state == StudyState.OPEN
         return Response({"study": study.pk, "state": study.state, "total": queue["total"],
@@ -130,9 +155,22 @@ class RaterQueueView(APIView):
                          "next": _queue_item(queue["next"]) if open_ else None})
 
 
+class ScoreField(serializers.IntegerField):
+    """A whole number, not coerced from other types: a JSON integer, or in a form body (where
+    everything is text) its ASCII digits. "7" in JSON, 7.0, true and "７" are refused."""
+
+    def to_internal_value(self, data):
+        form = isinstance(getattr(self.parent, "initial_data", None), QueryDict)
+        if form and isinstance(data, str) and data.isascii() and data.isdigit():
+            data = int(data)
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class RatingInSerializer(serializers.Serializer):
     token = serializers.CharField(max_length=64)
-    score = serializers.IntegerField(min_value=1, max_value=7)
+    score = ScoreField(min_value=1, max_value=7)
     seconds = serializers.FloatField(min_value=0)
 
 
@@ -149,7 +187,9 @@ class RatingView(APIView):
 
     permission_classes = [permissions.IsAuthenticated, CanRate]
 
-    @extend_schema(request=RatingInSerializer, responses=RatingOutSerializer)
+    @extend_schema(request=RatingInSerializer,
+                   responses={200: RatingOutSerializer, 201: RatingOutSerializer, 400: INVALID,
+                              403: REFUSED, 415: UNSUPPORTED})
     def post(self, request):
         data = RatingInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -170,7 +210,9 @@ class RatingView(APIView):
 
 class ReleaseSerializer(serializers.ModelSerializer):
     approved_by = serializers.CharField(source="approved_by.username")
-    export_state = serializers.CharField(source="export_job.state", default=None)
+    # None once the export job is gone (the job row is deleted: SET_NULL).
+    export_state = serializers.CharField(source="export_job.state", default=None,
+                                         allow_null=True)
 
     class Meta:
         model = Release
@@ -178,6 +220,9 @@ class ReleaseSerializer(serializers.ModelSerializer):
                   "criteria_version", "manifest_sha256", "manifest", "gate", "export_state"]
 
 
+@extend_schema_view(
+    list=extend_schema(responses={200: ReleaseSerializer(many=True), 403: REFUSED}),
+    retrieve=extend_schema(responses={200: ReleaseSerializer, 403: REFUSED, 404: NOT_FOUND}))
 class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ReleaseSerializer
     permission_classes = [permissions.IsAuthenticated, CanViewReleases]

@@ -49,6 +49,11 @@ class RatingRefused(PermissionError):
     """A rating that may not be written; the reason is audited."""
 
 
+# An unknown token and another rater's token get the same answer: a rater cannot tell whether
+# a token exists (the audit keeps the difference).
+NOT_YOURS = "this item is not in your assignments"
+
+
 def default_instructions(control_ratio: float) -> str:
     if control_ratio > 0:
         share = f"about {round(control_ratio / (1 + control_ratio) * 100)} %"
@@ -271,11 +276,10 @@ def _rating_write(*, token: str, rater: Any, score: int, seconds: float
         # study, so it waits for writes in flight and later ones wait for it.
         assignment = Assignment.objects.select_for_update().filter(token=token).first()
         if assignment is None:
-            raise RatingRefused("no such item")
+            raise RatingRefused(NOT_YOURS)
         study = Study.objects.only("pk", "state", "allow_changes").get(pk=assignment.study_id)
         if assignment.rater_id != rater.pk:
-            return _Refusal(study.pk, None, "this item is not in your assignments",
-                            "token of another rater's assignment")
+            return _Refusal(study.pk, None, NOT_YOURS, "token of another rater's assignment")
         if study.state != StudyState.OPEN:
             return _Refusal(study.pk, assignment, "this study is closed", "study closed")
         existing = Rating.objects.filter(assignment=assignment).first()

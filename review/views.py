@@ -208,9 +208,9 @@ def release_download(request, release_id: int):
 def _my_study(request, study_id: int) -> Study:
     if not request.user.has_perm("review.rate_study"):
         raise PermissionDenied
-    study = get_object_or_404(Study, pk=study_id)
-    if not StudyRater.objects.filter(study=study, rater=request.user).exists():
-        raise PermissionDenied
+    study = Study.objects.filter(pk=study_id, raters__rater=request.user).first()
+    if study is None:
+        raise Http404("no such study among your assignments")  # unknown or not yours alike
     return study
 
 

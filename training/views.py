@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from fairskin.diffusion.reports import loss_svg, read_loss_log
+from fairskin.spreadsheet import safe_row
 from training import reports, services
 from training.models import Run, RunKind
 
@@ -157,7 +158,7 @@ def fairness_export(request):
     response["Content-Disposition"] = 'attachment; filename="fairness.csv"'
     writer = csv.DictWriter(response, fieldnames=list(rows[0]))
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(safe_row(r) for r in rows)
     return response
 
 

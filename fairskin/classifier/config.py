@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from fairskin.config_types import type_problems
+
 # Share of synthetic images per Fitzpatrick type in the training mixture.
 DEFAULT_SYNTHETIC_SHARES = {1: 0.2, 2: 0.2, 3: 0.3, 4: 0.5, 5: 0.7, 6: 0.8}
 
@@ -40,9 +42,17 @@ class ClassifierConfig:
         if unknown:
             raise ClassifierConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values = dict(overrides or {})
+        problems = type_problems(cls, values)
+        if problems:
+            raise ClassifierConfigError("; ".join(problems))
         if "synthetic_shares" in values:
-            values["synthetic_shares"] = {int(k): float(v)
-                                          for k, v in values["synthetic_shares"].items()}
+            try:
+                values["synthetic_shares"] = {int(k): float(v)
+                                              for k, v in values["synthetic_shares"].items()}
+            except ValueError as exc:
+                raise ClassifierConfigError("synthetic_shares maps skin types 1-6 to shares in "
+                                            f"[0, 1], got {values['synthetic_shares']!r}"
+                                            ) from exc
         config = cls(**values)
         config.validate()
         return config

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from fairskin.config_types import type_problems
+
 KINDS = ("textual_inversion", "lora", "joint")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts")
 PRECISIONS = ("no", "fp16", "bf16")
@@ -86,6 +88,9 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         values.update(overrides or {})
+        problems = type_problems(cls, values)
+        if problems:
+            raise ConfigError("; ".join(problems))
         values["lora_targets"] = tuple(values["lora_targets"])
         values["fst_shares"] = dict(values["fst_shares"])
         config = cls(**values)

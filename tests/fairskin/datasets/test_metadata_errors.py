@@ -233,3 +233,13 @@ def test_unknown_format_and_tier_are_programming_errors():
 
 def test_metadata_error_is_a_value_error():
     assert issubclass(MetadataError, ValueError)
+
+
+def test_a_header_fitting_no_layout_is_echoed_only_in_part():
+    header = ",".join(f"column_{i}_" + "x" * 100 for i in range(5000))
+    with pytest.raises(MetadataError) as raised:
+        parse_metadata("csv", f"{header}\n".encode() + b"a\n", file_name="wide.csv")
+    text = str(raised.value)
+    assert "generic layout is missing 'file', 'diagnosis'" in text
+    assert "'column_0_" in text and "… 4988 more" in text and "column_12_" not in text
+    assert len(text) < 1000
