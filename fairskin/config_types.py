@@ -15,8 +15,12 @@ def is_whole(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
-        value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (10**400): no setting takes one
+        return False
 
 
 _SCALARS: dict[str, tuple[Callable[[Any], bool], str]] = {

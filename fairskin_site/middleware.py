@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 
@@ -23,6 +24,25 @@ WRITE_DETAIL = ("The database is unavailable, so what you sent may not have been
                 "Try again in a moment.")
 PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">"
         "<title>Service unavailable</title><h1>Service unavailable</h1><p>{}</p></html>")
+
+
+# SQLSTATEs of a connection that is gone or refused: class 08 (connection exception) and the
+# server shutting down or starting up (57P01-57P03).
+OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_outage(exception: BaseException) -> bool:
+    """Whether a database error means the server cannot be reached (try again later), as
+    opposed to a failed statement (a deadlock, a timeout, a bug), which stays a logged 500."""
+    if isinstance(exception, InterfaceError):
+        return True  # the connection is closed or broken
+    if not isinstance(exception, OperationalError):
+        return False
+    cause = exception.__cause__
+    if not isinstance(cause, psycopg.Error):
+        return False  # not PostgreSQL (SQLite in development): a real error, shown as such
+    # A connection that failed before the server said anything has no SQLSTATE.
+    return cause.sqlstate is None or cause.sqlstate.startswith(OUTAGE_SQLSTATES)
 
 
 def _wants_json(request) -> bool:
@@ -39,7 +59,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not isinstance(exception, OperationalError | InterfaceError):
+        if not is_outage(exception):
             return None
         logger.warning("database unavailable (%s %s): %s", request.method, request.path,
                        exception)

@@ -52,7 +52,7 @@ class BatchLaunchForm(forms.Form):
     def clean_scoring(self):
         try:
             value = json.loads(self.cleaned_data["scoring"])
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or a number over 4,300 digits
             raise forms.ValidationError(f"not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise forms.ValidationError("scoring settings must be a JSON object")

@@ -51,7 +51,7 @@ class RunLaunchForm(forms.Form):
     def clean_config(self):
         try:
             value = json.loads(self.cleaned_data["config"])
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or a number over 4,300 digits
             raise forms.ValidationError(f"not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise forms.ValidationError("settings must be a JSON object")

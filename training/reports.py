@@ -41,7 +41,7 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
-NOISE_NOTE = "within sampling noise: the two runs' 95% intervals overlap"
+NOISE_NOTE = "may be within sampling noise: the two runs' 95% intervals overlap"
 
 
 def _overlap(a: list[float] | None, b: list[float] | None) -> bool:
@@ -72,7 +72,9 @@ def criteria(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[dict[s
          "format": "percent", "met": None if eod_cut is None else eod_cut > EOD_REDUCTION_MIN,
          "note": NOISE_NOTE if _overlap(baseline["eod_ci"], candidate["eod_ci"]) else ""},
         {"name": CRITERIA_NAMES[2], "value": dark_gain, "format": "delta",
-         "met": None if dark_gain is None else dark_gain > 0, "note": ""},
+         "met": None if dark_gain is None else dark_gain > 0,
+         "note": NOISE_NOTE if _overlap(baseline["auroc_ci_by_group"]["V–VI"],
+                                        candidate["auroc_ci_by_group"]["V–VI"]) else ""},
     ]
 
 

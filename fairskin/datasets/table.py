@@ -71,7 +71,10 @@ def read_table(data: MetadataSource, *, file_name: str) -> Table:
     # Counted once: header.count() per column made a 100,000-column header take minutes.
     repeated = sorted(name for name, n in Counter(header).items() if n > 1)
     if repeated:
-        shown = ", ".join(repr(name) for name in repeated)
+        # Named only this far: a hostile header must not become a page of error text.
+        shown = ", ".join(repr(name[:40]) for name in repeated[:12])
+        if len(repeated) > 12:
+            shown += f", … {len(repeated) - 12} more"
         raise MetadataError(f"header: column names repeated: {shown}", file_name=file_name)
     return Table(file_name=file_name, header=header, rows=_rows(reader, header, file_name))
 
@@ -105,7 +108,7 @@ def _rows(reader: Reader, header: tuple[str, ...], file_name: str) -> Iterator[R
         for name, value in cells.items():
             if "\x00" in value:
                 raise MetadataError(
-                    f"column {name!r} contains a NUL byte (0x00)",
+                    f"column {name[:40]!r} contains a NUL byte (0x00)",
                     file_name=file_name,
                     row_number=row_number,
                     line_number=reader.line_num,

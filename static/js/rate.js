@@ -75,12 +75,18 @@
 
   // A server in trouble (a database restart, a proxy's error page) may answer with no JSON,
   // or not at all: the rater is told plainly and how to retry. "May": the rating can be stored
-  // just before the failure; sending the same rating again is then answered as a repeat.
-  const UNAVAILABLE = "The server is unavailable, so your rating may not have been saved. " +
-    "Press the key or button again to retry.";
+  // just before the failure. So a retry always sends the score first chosen for that image,
+  // whichever key is pressed: the server then answers a stored one as a repeat, never as an
+  // attempt to change a locked rating.
+  function unavailable(score) {
+    return "The server is unavailable, so your rating (" + score + ") may not have been " +
+      "saved. Press any rating key to send it again.";
+  }
 
-  function refused(status, body) {
-    if (status >= 500 || status < 400) return UNAVAILABLE; // or an answer that is not JSON
+  let retry = null; // {token, score} of a rating whose fate is unknown
+
+  function refused(status, body, score) {
+    if (status >= 500 || status < 400) return unavailable(score); // or not JSON
     const reason = body && typeof body.detail === "string" ? body.detail : "error " + status;
     return "Your rating was not saved: " + reason.replace(/\.$/, "") +
       ". Reload the page to continue.";
@@ -88,6 +94,7 @@
 
   function submit(score) {
     if (busy || !current) return;
+    if (retry && retry.token === current.token) score = retry.score;
     busy = true;
     setButtons(false);
     const seconds = (performance.now() - shownAt) / 1000;
@@ -103,11 +110,13 @@
       });
     }).then(function (res) {
       if (!res.ok) {
-        const error = new Error(refused(res.status, res.body));
+        const error = new Error(refused(res.status, res.body, score));
         error.told = true;
+        error.unknown = res.status >= 500 || res.status < 400;
         throw error;
       }
       saved = true;
+      retry = null;
       statusLine.textContent = "";
       const queue = {done: res.body.done, total: res.body.total};
       if (queue.done >= queue.total) return finish(queue);
@@ -134,9 +143,13 @@
         if (current && current.token === sent) start();
         return;
       }
-      statusLine.textContent = e.told ? e.message : UNAVAILABLE; // no answer at all
-      busy = false;
-      setButtons(true);
+      const unknown = !e.told || e.unknown; // no answer at all, or the server failed
+      statusLine.textContent = e.told ? e.message : unavailable(score);
+      if (unknown) {
+        retry = {token: sent, score: score};
+        busy = false;
+        setButtons(true);
+      } // a refusal with a reason: the page must be reloaded, so the buttons stay off
     });
   }
 

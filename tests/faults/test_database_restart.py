@@ -43,8 +43,8 @@ HTTP_RATERS = [f"load-derm-{i}" for i in range(1, 6)]
 BROWSER_RATER = "load-derm-6"
 ITEMS = 40  # synthetic images; with the controls each rater has 50 items
 OUTAGE_S = 3.0
-RETRY_MESSAGE = ("The server is unavailable, so your rating may not have been saved. "
-                 "Press the key or button again to retry.")
+RETRY_MESSAGE = ("The server is unavailable, so your rating (6) may not have been saved. "
+                 "Press any rating key to send it again.")
 
 
 @dataclass
@@ -285,7 +285,9 @@ def test_ratings_survive_a_postgres_restart_and_refusals_are_clear(site):
     for answer in refused:
         detail = WRITE_DETAIL if answer.method == "POST" else READ_DETAIL
         assert answer.json == {"detail": detail} and answer.retry_after == "5"
-        assert down_at - 1 <= answer.sent <= up_at, "a 503 outside the outage"
+        # Sent before PostgreSQL came back (a request sent earlier may queue for a worker and
+        # meet the outage, so there is no lower bound).
+        assert answer.sent <= up_at, "a 503 for a request sent after the restart"
     # After the restart the same gunicorn workers reconnect: no request sent after PostgreSQL
     # was back was refused, and the app was not restarted.
     assert not [a for a in answers if a.sent > up_at and a.status == 503]
@@ -371,7 +373,9 @@ def test_rating_screen_asks_to_retry_during_the_outage_and_saves_after(
         pg.start()
     assert site.ratings([BROWSER_RATER]) == []  # refused, so not stored
 
-    page.keyboard.press("6")
+    # Another key retries the same rating: its fate was unknown, and a stored rating is
+    # locked, so the screen sends the 6 again (answered as created or as a repeat).
+    page.keyboard.press("3")
     expect(progress).to_have_text(f"2 / {total}")
     expect(status).to_have_text("")
     expect(page.locator("button[data-score='5']")).to_be_enabled()

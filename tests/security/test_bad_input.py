@@ -168,6 +168,9 @@ TRAIN_SETTINGS = {
     'fst_shares={"1-3": "most"}': "fst_shares must be an object mapping names to numbers",
     "fst_shares=0.5": "fst_shares must be an object mapping names to numbers",
     "learning_rate=Infinity": "learning_rate must be a number",
+    # an integer too large for a float, and one too long for Python's JSON reader
+    "learning_rate=1" + "0" * 400: "learning_rate must be a number",
+    "steps=" + "9" * 5000: "steps must be a whole number",
     # out of range
     "lora_dropout=1.5": "lora_dropout must be in [0, 1)",
     "mixed_precision=fp8": "mixed_precision must be one of no, fp16, bf16",
@@ -213,6 +216,7 @@ def test_bad_run_settings_are_refused_by_name(kind, setting, message):
     ("classifier", {"synthetic_shares": {"one": 0.2}}, "synthetic_shares maps skin types"),
     # The settings are stored as JSON in PostgreSQL, whose text cannot hold a NUL byte.
     ("classifier", {"weights": "/models/resnet\u0000.pth"}, "weights must be text without NUL"),
+    ("lora", {"learning_rate": 10**400}, "learning_rate must be a number"),
 ])
 def test_the_admin_launch_form_shows_bad_settings_instead_of_failing(client, kind, config,
                                                                       message):
@@ -224,6 +228,18 @@ def test_the_admin_launch_form_shows_bad_settings_instead_of_failing(client, kin
         "config": json.dumps(config)})
     assert page.status_code == 200
     assert message in " ".join(page.context["form"].non_field_errors())
+    assert _runs_and_jobs() == before
+
+
+def test_the_admin_launch_form_refuses_a_number_too_long_to_read(client):
+    client.force_login(make_user("engineer"))
+    dataset = Dataset.objects.create(name="demo", source_format="csv")
+    before = _runs_and_jobs()
+    page = client.post(reverse("admin:training_run_launch"), {
+        "kind": "lora", "datasets": [dataset.name], "split": "train",
+        "config": '{"steps": ' + "9" * 5000 + "}"})
+    assert page.status_code == 200
+    assert "not valid JSON" in " ".join(page.context["form"].errors["config"])
     assert _runs_and_jobs() == before
 
 

@@ -68,9 +68,11 @@ def test_docker_compose_matches_the_settings_names():
     services = compose["services"]
     assert {"web", "cpu-worker", "gpu-worker", "beat", "postgres", "redis"} <= set(services)
     settings_source = (ROOT / "fairskin_site" / "settings.py").read_text()
-    boto_reads_itself = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    read_by_libraries = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",  # boto3
+                         "HF_HUB_OFFLINE", "HF_HOME"}  # huggingface_hub
     for name in services["web"]["environment"]:
-        assert f'"{name}"' in settings_source or name in boto_reads_itself, name
+        assert f'"{name}"' in settings_source or name in read_by_libraries, name
+    assert services["gpu-worker"]["environment"]["HF_HUB_OFFLINE"] == "1"
     gpu = services["gpu-worker"]
     assert "--queues gpu" in gpu["command"] and "--concurrency 1" in gpu["command"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]

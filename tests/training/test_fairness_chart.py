@@ -43,9 +43,10 @@ def test_an_interval_below_chance_also_drops_the_floor():
     assert bar["ci"] == [55.0, 30.0]
 
 
-def criteria_summary(gap, gap_ci, eod, eod_ci, dark=0.7):
+def criteria_summary(gap, gap_ci, eod, eod_ci, dark=0.7, dark_ci=None):
     return {"auroc_gap": gap, "gap_ci": gap_ci, "equalized_odds_difference": eod,
-            "eod_ci": eod_ci, "auroc_by_group": {"V–VI": dark}}
+            "eod_ci": eod_ci, "auroc_by_group": {"V–VI": dark},
+            "auroc_ci_by_group": {"V–VI": dark_ci}}
 
 
 def test_criteria_say_when_a_reduction_is_within_sampling_noise():
@@ -59,3 +60,16 @@ def test_criteria_say_when_a_reduction_is_within_sampling_noise():
     assert NOISE_NOTE not in clear[0]["note"] and clear[1]["met"] is False
     assert NOISE_NOTE in clear[1]["note"]
     assert criteria(base, criteria_summary(0.15, None, 0.3, None))[0]["note"] == ""
+
+
+
+def test_the_dark_skin_gain_is_flagged_when_its_intervals_overlap():
+    from training.reports import NOISE_NOTE, criteria
+
+    base = criteria_summary(0.3, None, 0.5, None, dark=0.60, dark_ci=[0.50, 0.70])
+    close = criteria(base, criteria_summary(0.3, None, 0.5, None, dark=0.65,
+                                            dark_ci=[0.55, 0.75]))[2]
+    apart = criteria(base, criteria_summary(0.3, None, 0.5, None, dark=0.85,
+                                            dark_ci=[0.75, 0.95]))[2]
+    assert close["met"] is True and close["note"] == NOISE_NOTE
+    assert apart["met"] is True and apart["note"] == ""

@@ -33,7 +33,7 @@ def _threshold(text: str) -> tuple[str, object]:
         raise CommandError(f"--set takes KEY=VALUE, got {text!r}")
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or a number too long for it): the plain text
         value = raw
     return key.strip(), value
 

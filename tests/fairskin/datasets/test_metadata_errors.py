@@ -243,3 +243,13 @@ def test_a_header_fitting_no_layout_is_echoed_only_in_part():
     assert "generic layout is missing 'file', 'diagnosis'" in text
     assert "'column_0_" in text and "… 4988 more" in text and "column_12_" not in text
     assert len(text) < 1000
+
+
+def test_many_repeated_column_names_are_named_only_in_part():
+    names = [f"dup_{i}_" + "y" * 60 for i in range(1000)]
+    header = ",".join(["file", "diagnosis", *names, *names])
+    with pytest.raises(MetadataError) as raised:
+        parse_metadata("csv", f"{header}\n".encode(), file_name="dups.csv")
+    text = str(raised.value)
+    assert "column names repeated: 'dup_0_" in text and "… 988 more" in text
+    assert len(text) < 1000

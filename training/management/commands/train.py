@@ -15,7 +15,7 @@ def _setting(text: str) -> tuple[str, object]:
         raise CommandError(f"--set takes KEY=VALUE, got {text!r}")
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or a number too long for it): the plain text
         value = raw  # plain strings need no quotes: --set mixed_precision=bf16
     return key.strip(), value
 
