@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast install bench lint clean-var load load-smoke
+.PHONY: run test test-fast install bench lint clean-var load load-smoke screenshots
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,3 +44,8 @@ load: install
 
 load-smoke: install
 	LOAD_USERS=10 LOAD_DURATION=30s LOAD_ITEMS=60 ./scripts/load.sh
+
+# The README's screenshots: the journey test in Chromium, then shrunk into docs/screenshots/.
+screenshots: install
+	./scripts/test.sh tests/journey
+	$(PY) scripts/readme_screenshots.py
