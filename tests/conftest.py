@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.factories import make_user
+from tests.factories import PASSWORD, make_user
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,6 +160,14 @@ def browser():
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+
+
+def sign_in_page(page, base: str, username: str, password: str = PASSWORD) -> None:
+    """Sign in through the login page, as a user does (the factories' password)."""
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
 
 
 @pytest.fixture

@@ -6,14 +6,10 @@ import math
 import re
 
 from fairskin.datasets.paths import unsafe_path_problem
-from fairskin.datasets.table import Row, Table
+from fairskin.datasets.table import Row, Table, shown_names
 from fairskin.labels import FstRange
 
 _INTEGER = re.compile(r"[+-]?\d+")
-
-
-# A header is echoed in an error only this far: enough to recognise the file, never a page of it.
-FOUND_SHOWN = 12
 
 
 def detect_layout(table: Table, layouts: dict[str, tuple[str, ...]], dataset: str) -> str:
@@ -30,13 +26,8 @@ def detect_layout(table: Table, layouts: dict[str, tuple[str, ...]], dataset: st
             return name
         shown = ", ".join(repr(column) if column else "(unnamed index)" for column in missing)
         missing_by_layout.append(f"{name} layout is missing {shown}")
-    shown_columns = [repr(column[:40]) for column in table.header[:FOUND_SHOWN]]
-    if len(table.header) > FOUND_SHOWN:
-        shown_columns.append(f"… {len(table.header) - FOUND_SHOWN} more")
-    found = ", ".join(shown_columns)
-    raise table.header_error(
-        f"not a {dataset} metadata file: {'; '.join(missing_by_layout)} (found {found})"
-    )
+    raise table.header_error(f"not a {dataset} metadata file: {'; '.join(missing_by_layout)} "
+                             f"(found {shown_names(table.header)})")
 
 
 def required(row: Row, column: str) -> str:

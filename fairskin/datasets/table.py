@@ -55,6 +55,19 @@ class Table:
         return MetadataError(f"header: {detail}", file_name=self.file_name)
 
 
+# Column names are echoed in an error only this far: enough to recognise the file, never a
+# page of hostile text.
+SHOWN_NAMES, SHOWN_WIDTH = 12, 40
+
+
+def shown_names(names) -> str:
+    """The first SHOWN_NAMES names, each cut to SHOWN_WIDTH characters, and a count of the rest."""
+    shown = [repr(name[:SHOWN_WIDTH]) for name in names[:SHOWN_NAMES]]
+    if len(names) > SHOWN_NAMES:
+        shown.append(f"… {len(names) - SHOWN_NAMES} more")
+    return ", ".join(shown)
+
+
 def read_table(data: MetadataSource, *, file_name: str) -> Table:
     text = _decode(data, file_name=file_name)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -71,11 +84,8 @@ def read_table(data: MetadataSource, *, file_name: str) -> Table:
     # Counted once: header.count() per column made a 100,000-column header take minutes.
     repeated = sorted(name for name, n in Counter(header).items() if n > 1)
     if repeated:
-        # Named only this far: a hostile header must not become a page of error text.
-        shown = ", ".join(repr(name[:40]) for name in repeated[:12])
-        if len(repeated) > 12:
-            shown += f", … {len(repeated) - 12} more"
-        raise MetadataError(f"header: column names repeated: {shown}", file_name=file_name)
+        raise MetadataError(f"header: column names repeated: {shown_names(repeated)}",
+                            file_name=file_name)
     return Table(file_name=file_name, header=header, rows=_rows(reader, header, file_name))
 
 
@@ -108,7 +118,7 @@ def _rows(reader: Reader, header: tuple[str, ...], file_name: str) -> Iterator[R
         for name, value in cells.items():
             if "\x00" in value:
                 raise MetadataError(
-                    f"column {name[:40]!r} contains a NUL byte (0x00)",
+                    f"column {shown_names([name])} contains a NUL byte (0x00)",
                     file_name=file_name,
                     row_number=row_number,
                     line_number=reader.line_num,

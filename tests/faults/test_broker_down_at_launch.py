@@ -147,6 +147,21 @@ def test_train_command_refuses_while_redis_is_down_then_queues(
           f"{refused.stderr.strip().splitlines()[-1]}")
 
 
+def post_refused_then_accepted(client, url, form, broker, capture):
+    """Post a launch form with the broker down (the form again, with the reason, and nothing
+    created or queued), then again once it is back; the second answer is returned."""
+    broker.stop()
+    before = rows()
+    with capture(execute=True) as callbacks:
+        response = client.post(url, form)
+    assert response.status_code == 200  # the form again, with the reason
+    assert refusal(broker) in response.content.decode()
+    assert callbacks == [] and added(before) == {}
+    broker.start()
+    with capture(execute=True):
+        return client.post(url, form)
+
+
 def test_admin_training_launch_refuses_while_redis_is_down(
         db, client, app_on_private_broker, demo, django_capture_on_commit_callbacks):
     broker = app_on_private_broker
@@ -154,17 +169,8 @@ def test_admin_training_launch_refuses_while_redis_is_down(
     url = reverse("admin:training_run_launch")
     form = {"kind": "textual_inversion", "datasets": ["demo"], "split": "train",
             "config": '{"steps": 5}'}
-    broker.stop()
-    before = rows()
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        response = client.post(url, form)
-    assert response.status_code == 200  # the form again, with the reason
-    assert refusal(broker) in response.content.decode()
-    assert callbacks == [] and added(before) == {}
-
-    broker.start()
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(url, form)
+    response = post_refused_then_accepted(client, url, form, broker,
+                                          django_capture_on_commit_callbacks)
     run = Run.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("training:run", args=[run.pk])
@@ -189,17 +195,9 @@ def test_generation_batch_launch_refuses_while_redis_is_down(
             "size": 32, "seed": 3, "shard_size": 64, "device_batch": 8, "scoring": "{}",
             **{f"fst_{f}": s for f, s in {1: .1, 2: .1, 3: .15, 4: .15, 5: .25,
                                            6: .25}.items()}}
-    broker.stop()
-    before = rows()
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        response = client.post(url, form)
-    assert response.status_code == 200
-    assert refusal(broker) in response.content.decode()
-    assert callbacks == [] and added(before) == {}  # no batch, no synthetic dataset, no job
-
-    broker.start()
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(url, form)
+    # Refused: no batch, no synthetic dataset, no job.
+    response = post_refused_then_accepted(client, url, form, broker,
+                                          django_capture_on_commit_callbacks)
     batch = Batch.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("generation:batch", args=[batch.pk])
@@ -220,17 +218,9 @@ def test_study_creation_refuses_while_redis_is_down(
             "sample_size": 4, "control_ratio": 0, "seed": 1, "warmup_count": 0,
             "retest_share": 0, "mean_min": 5.0, "median_share_min": 0.9,
             "low_share_max": 0.1, "instructions": ""}
-    broker.stop()
-    before = rows()
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        response = client.post(url, form)
-    assert response.status_code == 200
-    assert refusal(broker) in response.content.decode()
-    assert callbacks == [] and added(before) == {}  # no study, no rater seats, no job
-
-    broker.start()
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(url, form)
+    # Refused: no study, no rater seats, no job.
+    response = post_refused_then_accepted(client, url, form, broker,
+                                          django_capture_on_commit_callbacks)
     study = Study.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("review:study", args=[study.pk])

@@ -32,7 +32,7 @@ import pytest
 import requests
 
 from fairskin_site.middleware import READ_DETAIL, WRITE_DETAIL
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sign_in_page
 from tests.faults.processes import PrivatePostgres, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -350,10 +350,7 @@ def test_rating_screen_asks_to_retry_during_the_outage_and_saves_after(
         pg.start()
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.goto(f"{site.url}/accounts/login/")
-    page.fill("input[name=username]", BROWSER_RATER)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    sign_in_page(page, site.url, BROWSER_RATER, PASSWORD)
     page.goto(f"{site.url}/review/studies/{site.study_id}/rate/")
     page.get_by_role("button", name="I have read the instructions").click()
     progress = page.get_by_test_id("rating-progress")

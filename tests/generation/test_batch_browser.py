@@ -5,16 +5,10 @@ import pytest
 from django.core.management import call_command
 
 from generation.models import Batch, Sample, Verdict
-from tests.factories import PASSWORD, make_user
+from tests.conftest import sign_in_page
+from tests.factories import make_user
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def sign_in(page, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
 
 
 def test_engineer_reads_a_batch_and_filters_its_gallery(
@@ -29,7 +23,7 @@ def test_engineer_reads_a_batch_and_filters_its_gallery(
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    sign_in(page, live_server.url, "eng-browser")
+    sign_in_page(page, live_server.url, "eng-browser")
     page.click("text=Generation")
     page.click(f"a[href='/generation/batches/{batch.pk}/']")
     page.wait_for_selector("[data-testid=strata]")
@@ -57,7 +51,7 @@ def test_engineer_reads_a_batch_and_filters_its_gallery(
 
     context = browser.new_context()
     page = context.new_page()
-    sign_in(page, live_server.url, "derm-browser")
+    sign_in_page(page, live_server.url, "derm-browser")
     assert "Generation" not in page.inner_text("header")
     response = page.goto(f"{live_server.url}/generation/batches/{batch.pk}/")
     assert response.status == 403

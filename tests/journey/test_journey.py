@@ -28,7 +28,8 @@ from catalog.models import Dataset, Image
 from generation.models import Batch, Sample
 from review.handlers import verify_release
 from review.models import Rating, Release, Study
-from tests.factories import PASSWORD, make_user
+from tests.conftest import sign_in_page
+from tests.factories import make_user
 from training.models import Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
@@ -45,10 +46,7 @@ SLOW = 240_000  # ms: a job on the 2-core CI machine, worker start-up included
 def sign_in(browser, base: str, username: str):
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    sign_in_page(page, base, username)
     expect(page.locator("header")).to_contain_text(username)
     return context, page
 

@@ -12,20 +12,13 @@ from playwright.sync_api import expect
 from jobs.runner import execute_job
 from review.handlers import release_folder, verify_release
 from review.models import Assignment, Rating, Release
-from tests.factories import PASSWORD
+from tests.conftest import sign_in_page
 from tests.review.conftest import open_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 DESKTOP = {"width": 1280, "height": 900}
 TABLET = {"width": 820, "height": 1180}
-
-
-def sign_in(page, base: str, username: str) -> None:
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
 
 
 def rate_next(page, position: int, total: int, key: str, *, tap: bool = False) -> None:
@@ -53,7 +46,7 @@ def test_three_raters_rate_with_the_keyboard_and_a_lead_releases(
         viewport = TABLET if number == 1 else DESKTOP
         context = browser.new_context(viewport=viewport, has_touch=number == 1)
         page = context.new_page()
-        sign_in(page, base, rater.username)
+        sign_in_page(page, base, rater.username)
         page.get_by_role("link", name="Start rating").click()
         page.get_by_role("button", name="I have read the instructions").click()
         key = "7" if number == 2 else "6"
@@ -80,7 +73,7 @@ def test_three_raters_rate_with_the_keyboard_and_a_lead_releases(
 
     context = browser.new_context(viewport=DESKTOP)
     page = context.new_page()
-    sign_in(page, base, lead.username)
+    sign_in_page(page, base, lead.username)
     page.goto(f"{base}/review/studies/{study.pk}/")
     page.get_by_test_id("close-study").click()
     expect(page.get_by_test_id("gate").locator("h2")).to_have_text("Gate: passed")

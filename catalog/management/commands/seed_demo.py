@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from catalog.models import Dataset
 from catalog.selectors import format_summary_table
 from catalog.services import dataset_import, dataset_preprocess_launch, dataset_split
-from fairskin.datasets.sources import FolderImages
+from fairskin.datasets.sources import ZipImages
 from fairskin.imaging.demo import demo_items
 from fairskin.progress import ConsoleProgress
 from jobs.runner import execute_job
@@ -32,7 +32,7 @@ class Command(BaseCommand):
                             help="do nothing when the dataset already exists (make run)")
         parser.add_argument("--export", metavar="DIR",
                             help="import nothing: write demo.csv and demo-images.zip to DIR, "
-                            "to upload through Admin → Datasets → Import a dataset")
+                            "to upload through Admin → Catalog → Datasets → Import a dataset")
 
     def handle(self, *args, per_class, seed, name, if_missing, export, **options):
         if per_class < 1:
@@ -44,19 +44,19 @@ class Command(BaseCommand):
         if if_missing and Dataset.objects.filter(name=name).exists():
             self.stdout.write(f"dataset {name!r} exists; not seeding it again")
             return
+        # The same files --export writes, imported as an upload of them would be.
         with tempfile.TemporaryDirectory() as folder:
-            rows = io.StringIO()
-            writer = csv.writer(rows)
-            writer.writerow(["file", "diagnosis", "fst", "group_id"])
-            for item in demo_items(per_class, seed):
-                item.image.save(Path(folder, item.file_name), format="PNG", compress_level=1)
-                writer.writerow([item.file_name, item.diagnosis.value, item.fst, item.group_id])
-            result = dataset_import(
-                fmt="csv", metadata=rows.getvalue().encode(), metadata_name="demo.csv",
-                images=FolderImages(folder), name=name,
-                licence="Procedural images drawn by FairSkin; no restrictions",
-                description=DEMO_DESCRIPTION,
-            )
+            metadata, archive = write_upload(Path(folder), per_class, seed)
+            images = ZipImages(archive)
+            try:
+                result = dataset_import(
+                    fmt="csv", metadata=metadata.read_bytes(), metadata_name=metadata.name,
+                    images=images, name=name,
+                    licence="Procedural images drawn by FairSkin; no restrictions",
+                    description=DEMO_DESCRIPTION,
+                )
+            finally:
+                images.close()
         dataset = result.dataset
         job = dataset_preprocess_launch(dataset=dataset, enqueue=False)
         if execute_job(job_id=job.pk, echo=ConsoleProgress(self.stderr)) != "succeeded":
