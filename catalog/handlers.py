@@ -15,13 +15,17 @@ from fairskin.imaging.decode import ImageDecodeError
 from fairskin.imaging.preprocess import preprocess_image
 from jobs.models import Job
 from jobs.registry import register
-from jobs.runner import JobProgress
+from jobs.runner import JobProgress, is_transient
+from jobs.services import LeaseLost
 
 
 @register("catalog.import", queue="cpu", label="Dataset import")
 def import_upload(job: Job, progress: JobProgress) -> dict[str, Any]:
     """Import an admin upload that was saved to storage; the upload is deleted afterwards."""
     p = job.params
+    if not default_storage.exists(p["metadata_path"]):
+        raise FileNotFoundError("the uploaded files were removed after this import ended; "
+                                "upload them again to import")
     images = None
     try:
         with default_storage.open(p["metadata_path"]) as fh:
@@ -34,17 +38,27 @@ def import_upload(job: Job, progress: JobProgress) -> dict[str, Any]:
             allowed_use=p.get("allowed_use") or None, licence=p.get("licence") or None,
             user=job.launched_by, progress=progress,
         )
+    except Exception as exc:
+        # A database outage re-queues the import, and an attempt that lost its lease hands
+        # on to another: both need the upload.
+        if not is_transient(exc) and not isinstance(exc, LeaseLost):
+            _delete_upload(p)
+        raise
     finally:
         if images is not None:
             images.close()
-        for key in ("metadata_path", "images_path"):
-            if p.get(key):
-                default_storage.delete(p[key])
+    _delete_upload(p)
     progress.log(f"{result.created} created, {result.updated} updated, "
                  f"{result.unchanged} unchanged, {result.missing_files} missing files")
     return {"dataset": result.dataset.name, "import_id": result.pk, "created": result.created,
             "updated": result.updated, "unchanged": result.unchanged,
             "missing_files": result.missing_files, "excluded": len(result.excluded)}
+
+
+def _delete_upload(params: dict[str, Any]) -> None:
+    for key in ("metadata_path", "images_path"):
+        if params.get(key):
+            default_storage.delete(params[key])
 
 
 def images_to_preprocess(*, dataset: Dataset, force: bool):

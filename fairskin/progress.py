@@ -16,6 +16,11 @@ class JobCancelled(Exception):
 
 
 class Progress(Protocol):
+    def phase(self, name: str, total: int = 0, done: int = 0) -> None:
+        """Start a named part of the work (its count starts at ``done`` of ``total``), so a
+        long step is never shown as the last count of the step before. May raise
+        JobCancelled."""
+
     def update(self, done: int, total: int, message: str = "") -> None:
         """Record that ``done`` of ``total`` units are complete. May raise JobCancelled."""
 
@@ -33,6 +38,11 @@ class SilentProgress:
         self.done = 0
         self.total = 0
         self.lines: list[str] = []
+        self.phases: list[str] = []
+
+    def phase(self, name: str, total: int = 0, done: int = 0) -> None:
+        self.phases.append(name)
+        self.done, self.total = done, total
 
     def update(self, done: int, total: int, message: str = "") -> None:
         self.done, self.total = done, total
@@ -64,4 +74,9 @@ class ConsoleProgress(SilentProgress):
     def log(self, message: str) -> None:
         super().log(message)
         self.stream.write(f"\n{message}\n")
+        self.stream.flush()
+
+    def phase(self, name: str, total: int = 0, done: int = 0) -> None:
+        super().phase(name, total, done)
+        self.stream.write(f"\n{name}\n")
         self.stream.flush()

@@ -237,13 +237,10 @@ CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE = {
-    "jobs-sweep-expired-leases": {
-        "task": "jobs.sweep",
-        "schedule": env.float("FAIRSKIN_SWEEP_SECONDS", default=30.0),
-        "options": {"queue": "cpu", "expires": 60},
-    },
-}
+# No periodic tasks: the job sweep is a thread of the beat process (jobs.sweeper), so it
+# never waits in a queue behind ordinary work.
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+FAIRSKIN_SWEEP_SECONDS = env.float("FAIRSKIN_SWEEP_SECONDS", default=30.0)
 
 # Jobs: a worker holds a job while its lease is fresh and extends it on every progress report.
 FAIRSKIN_JOB_LEASE_SECONDS = env.int("FAIRSKIN_JOB_LEASE_SECONDS", default=120)

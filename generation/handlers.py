@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,16 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.urls import reverse
 
 from catalog.models import FstSource, Image, Origin
 from fairskin.generation.plan import candidate_seed
-from fairskin.progress import JobCancelled
 from generation import services
 from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
 from jobs.models import Job
-from jobs.registry import register
+from jobs.registry import Owner, register
 from jobs.runner import JobProgress
+from jobs.services import JobLease
 from training.handlers import _image_cache, _local_file, _set_threads
 from training.models import Run
 from training.selectors import selection_images
@@ -121,7 +123,26 @@ def load_report_statistics(folder: Path) -> tuple[dict[int, Any], dict[int, np.n
     return gaussians, features
 
 
-@register("generation.prepare", queue="gpu", label="Generation: reference features")
+def _batch_of(job: Job) -> Batch | None:
+    """The batch a generation job works for: its own (prepare) or its parent's (shard, report)."""
+    return Batch.objects.filter(job_id=job.parent_id or job.pk).first()
+
+
+def _batch_owner(job: Job) -> Owner | None:
+    batch = _batch_of(job)
+    if batch is None:
+        return None
+    return Owner(label=f"batch {batch.pk}", url=reverse("generation:batch", args=[batch.pk]),
+                 cancel=lambda user: services.batch_cancel(batch=batch, user=user),
+                 resume=lambda user: services.batch_resume(batch=batch, user=user))
+
+
+def _prepare_failed(job: Job, error: str) -> None:
+    services.batch_preparation_failed(job_id=job.pk, error=error)
+
+
+@register("generation.prepare", queue="gpu", label="Generation: reference features",
+          owner=_batch_owner, on_failed=_prepare_failed)
 def prepare_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
     from fairskin.generation.scoring import Reference, ScoringConfig
 
@@ -129,30 +150,44 @@ def prepare_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
     if batch.state != BatchState.PREPARING:
         return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
     _set_threads()
-    folder = Path(batch.artifacts_dir)
-    try:
-        extractors, classifier = _extractors()
-        real, training = _reference_images(batch)
-        progress.log(f"reference: {len(real)} real images over {len(batch.quotas)} strata, "
-                     f"{len(training)} training images for the memorization index")
-        config = ScoringConfig.build(batch.scoring)
-        reference = Reference.build(extractors, real=real, training=training, size=batch.size,
-                                    lpips_images=config.lpips_reference_images, seed=batch.seed,
-                                    progress=progress)
-        folder.mkdir(parents=True, exist_ok=True)
-        reference.save(folder / "reference")
-        _save_report_statistics(reference, folder)
-    except JobCancelled:
-        raise
-    except Exception as exc:
-        services.batch_fail(batch=batch, error=f"preparing the reference failed: {exc}")
-        raise
+    # Each attempt builds into a folder of its own; the fenced hand-over publishes it, so an
+    # attempt that stalled past its lease can never overwrite what shards are reading.
+    staging = Path(batch.artifacts_dir) / f".prepare-attempt-{job.attempt}"
+    shutil.rmtree(staging, ignore_errors=True)
+    progress.phase("Loading feature extractors")
+    extractors, classifier = _extractors()
+    real, training = _reference_images(batch)
+    progress.log(f"reference: {len(real)} real images over {len(batch.quotas)} strata, "
+                 f"{len(training)} training images for the memorization index")
+    config = ScoringConfig.build(batch.scoring)
+    progress.phase("Reference features")
+    reference = Reference.build(extractors, real=real, training=training, size=batch.size,
+                                lpips_images=config.lpips_reference_images, seed=batch.seed,
+                                progress=progress)
+    staging.mkdir(parents=True, exist_ok=True)
+    reference.save(staging / "reference")
+    _save_report_statistics(reference, staging)
     provenance = extractors.provenance()
     if classifier is not None:
         provenance.setdefault("classifier", {})["run_id"] = classifier.pk
-    result = services.batch_start(batch_id=batch.pk, provenance=provenance)
+    progress.phase("Planning the first shards")
+    result = services.batch_start(batch_id=batch.pk, provenance=provenance,
+                                  lease=progress.lease,
+                                  publish=lambda: _publish_reference(staging))
     return {"batch_id": batch.pk, "real_images": len(real), "training_images": len(training),
             **result}
+
+
+def _publish_reference(staging: Path) -> None:
+    """Move an attempt's reference into place (called inside the fenced hand-over)."""
+    folder = staging.parent
+    target = folder / "reference"
+    if target.exists():  # left by an attempt that died between publishing and committing
+        shutil.rmtree(target)
+    (staging / "reference").rename(target)
+    (staging / "reference-stats.npz").replace(folder / "reference-stats.npz")
+    for leftover in folder.glob(".prepare-attempt-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _generator(batch: Batch):
@@ -201,46 +236,53 @@ def _thumbnail(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _store(batch: Batch, job: Job, *, dx: str, fst: int, index: int, seed: int, prompt: str,
-           pixels: np.ndarray, score: Any) -> bool:
-    """One candidate as a catalog image and its sample; False if it was already stored."""
+def _store(batch: Batch, job: Job, lease: JobLease, *, dx: str, fst: int, index: int, seed: int,
+           prompt: str, pixels: np.ndarray, score: Any) -> bool:
+    """One candidate as a catalog image and its sample; False if it was already stored.
+
+    Fenced by the shard's lease: the files are written and the rows created only while this
+    attempt holds the shard, so a stalled attempt that wakes cannot replace stored files.
+    """
     from django.core.files.storage import default_storage
 
-    source_id = f"{dx}-fst{fst}-{index:06d}"
-    png = _png(pixels)
-    image = Image(dataset=batch.dataset, origin=Origin.SYNTHETIC, source_id=source_id,
-                  file_name=f"{source_id}.png", diagnosis=dx, fst_low=fst, fst_high=fst,
-                  fst_source=FstSource.DATASET, sha256=hashlib.sha256(png).hexdigest(),
-                  width=pixels.shape[1], height=pixels.shape[0],
-                  metadata={"batch": batch.pk, "seed": seed, "index": index})
-    for field, content, name in ((image.preprocessed, png, f"{source_id}.png"),
-                                 (image.thumbnail, _thumbnail(pixels), f"{source_id}.jpg")):
-        # A killed attempt may have left the file behind: overwrite it, never add a copy.
-        target = field.field.upload_to(image, name)
-        if default_storage.exists(target):
-            default_storage.delete(target)
-        field.save(name, ContentFile(content), save=False)
-    details = score.to_dict()
-    try:
-        with transaction.atomic():
-            image.save()
-            Sample.objects.create(
-                batch=batch, image=image, diagnosis=dx, fst=fst, index=index, seed=seed,
-                prompt=prompt, negative_prompt=batch.negative_prompt, steps=batch.steps,
-                guidance=batch.guidance, scheduler=batch.scheduler,
-                model_runs=[r.pk for r in batch.model_run.lineage()],
-                metrics=details["metrics"], checks=details["checks"],
-                failed_checks=list(score.reasons),
-                clip_embedding=np.asarray(score.clip_embedding, dtype=np.float32).tobytes(),
-                inception_features=np.asarray(score.inception_features,
-                                              dtype=np.float32).tobytes(),
-                verdict=Verdict.PENDING, shard_job=job)
-    except IntegrityError:
-        return False  # another attempt stored this candidate first
+    with lease.hold():
+        if Sample.objects.filter(batch=batch, diagnosis=dx, fst=fst, index=index).exists():
+            return False
+        source_id = f"{dx}-fst{fst}-{index:06d}"
+        png = _png(pixels)
+        image = Image(dataset=batch.dataset, origin=Origin.SYNTHETIC, source_id=source_id,
+                      file_name=f"{source_id}.png", diagnosis=dx, fst_low=fst, fst_high=fst,
+                      fst_source=FstSource.DATASET, sha256=hashlib.sha256(png).hexdigest(),
+                      width=pixels.shape[1], height=pixels.shape[0],
+                      metadata={"batch": batch.pk, "seed": seed, "index": index})
+        for field, content, name in ((image.preprocessed, png, f"{source_id}.png"),
+                                     (image.thumbnail, _thumbnail(pixels), f"{source_id}.jpg")):
+            # A killed attempt may have left the file behind: overwrite it, never add a copy.
+            target = field.field.upload_to(image, name)
+            if default_storage.exists(target):
+                default_storage.delete(target)
+            field.save(name, ContentFile(content), save=False)
+        details = score.to_dict()
+        try:
+            with transaction.atomic():
+                image.save()
+                Sample.objects.create(
+                    batch=batch, image=image, diagnosis=dx, fst=fst, index=index, seed=seed,
+                    prompt=prompt, negative_prompt=batch.negative_prompt, steps=batch.steps,
+                    guidance=batch.guidance, scheduler=batch.scheduler,
+                    model_runs=[r.pk for r in batch.model_run.lineage()],
+                    metrics=details["metrics"], checks=details["checks"],
+                    failed_checks=list(score.reasons),
+                    clip_embedding=np.asarray(score.clip_embedding, dtype=np.float32).tobytes(),
+                    inception_features=np.asarray(score.inception_features,
+                                                  dtype=np.float32).tobytes(),
+                    verdict=Verdict.PENDING, shard_job=job)
+        except IntegrityError:
+            return False  # another shard stored this candidate first
     return True
 
 
-@register("generation.shard", queue="gpu", label="Generation: shard")
+@register("generation.shard", queue="gpu", label="Generation: shard", owner=_batch_owner)
 def generate_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_limits
@@ -279,15 +321,16 @@ def generate_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
                   .permute(0, 2, 3, 1).cpu().numpy())
         for (dx, fst, index), seed, prompt, px, score in zip(chunk, seeds, prompts, pixels,
                                                             scores, strict=True):
-            stored += _store(batch, job, dx=dx, fst=fst, index=index, seed=seed,
-                             prompt=prompt, pixels=px, score=score)
+            stored += _store(batch, job, progress.lease, dx=dx, fst=fst, index=index,
+                             seed=seed, prompt=prompt, pixels=px, score=score)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")
-    result = services.batch_advance(batch_id=batch.pk, current_job=job.pk)
+    result = services.batch_advance(batch_id=batch.pk, current_job=job.pk, lease=progress.lease)
     return {"batch_id": batch.pk, "stored": stored, "skipped": len(wanted) - len(todo),
             **result}
 
 
-@register("generation.report", queue="cpu", label="Generation: batch metrics")
+@register("generation.report", queue="cpu", label="Generation: batch metrics",
+          owner=_batch_owner)
 def report_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
     from fairskin.generation.report import AcceptedImage, batch_report
 
@@ -315,5 +358,5 @@ def report_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
     report["shortfall"] = sum(r["shortfall"] or 0 for r in report["strata"])
     report["accepted"] = total
     progress.update(total, total, "report written")
-    services.batch_finish(batch_id=batch.pk, report=report)
+    services.batch_finish(batch_id=batch.pk, report=report, lease=progress.lease)
     return {"batch_id": batch.pk, "accepted": total, "shortfall": report["shortfall"]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from fairskin.generation.similarity import is_near_duplicate
 from fairskin.labels import Diagnosis
 from generation.models import Batch, BatchState, Sample, Verdict, stratum_key
 from jobs.models import TERMINAL_STATES, Job, JobState
-from jobs.services import job_cancel, job_create, job_resume
+from jobs.services import JobLease, job_cancel, job_create, job_resume
 from training.models import Run, RunKind
 
 MAX_STEPS = 1000
@@ -268,12 +269,20 @@ def _open_shards(batch: Batch, *, excluding: int | None = None):
         state__in=TERMINAL_STATES).exclude(pk=excluding)
 
 
-def batch_advance(*, batch_id: int, current_job: int | None = None) -> dict[str, Any]:
+def _held(lease: JobLease | None):
+    """The lease's fenced transaction, or a plain one for a user's action (resume)."""
+    return lease.hold() if lease is not None else transaction.atomic()
+
+
+def batch_advance(*, batch_id: int, current_job: int | None = None,
+                  lease: JobLease | None = None) -> dict[str, Any]:
     """Decide what can be decided, then queue the next shards or the batch report.
 
-    Called when the reference is ready and whenever a shard has stored its candidates.
+    Called when the reference is ready and whenever a shard has stored its candidates, under
+    that job's lease. The follow-up jobs are written in the same transaction and sent through
+    the outbox, so a broker outage here delays them but cannot fail the finished shard.
     """
-    with transaction.atomic():
+    with _held(lease):
         batch = Batch.objects.select_for_update(of=("self",)).select_related("job").get(
             pk=batch_id)
         if batch.state != BatchState.GENERATING:
@@ -308,7 +317,8 @@ def batch_advance(*, batch_id: int, current_job: int | None = None) -> dict[str,
                        params={"batch_id": batch.pk, "ranges": ranges},
                        title=f"Batch {batch.pk}: shard of {sum(r[3] - r[2] for r in ranges)} "
                              f"candidates ({n + 1}/{len(shards)})",
-                       launched_by=batch.created_by, enqueue=not batch.foreground)
+                       launched_by=batch.created_by, enqueue=not batch.foreground,
+                       require_broker=False)
         finished = all(complete.values())
         if finished:
             for job in _open_shards(batch, excluding=current_job):
@@ -316,7 +326,8 @@ def batch_advance(*, batch_id: int, current_job: int | None = None) -> dict[str,
             batch.state = BatchState.REPORTING
             job_create(kind="generation.report", queue="cpu", parent=batch.job,
                        params={"batch_id": batch.pk}, title=f"Batch {batch.pk}: metrics",
-                       launched_by=batch.created_by, enqueue=not batch.foreground)
+                       launched_by=batch.created_by, enqueue=not batch.foreground,
+                       require_broker=False)
         batch.save(update_fields=["planned", "outcomes", "state"])
     return {"state": batch.state, "new_shards": len(shards), "complete": sum(complete.values()),
             "strata": len(complete)}
@@ -341,25 +352,33 @@ def _chunk(work: list[list[Any]], size: int) -> list[list[list[Any]]]:
     return shards
 
 
-def batch_start(*, batch_id: int, provenance: dict[str, Any]) -> dict[str, Any]:
-    """The reference is ready: record the extractors and hand out the first shards."""
-    with transaction.atomic():
+def batch_start(*, batch_id: int, provenance: dict[str, Any], lease: JobLease | None = None,
+                publish: Callable[[], None] | None = None) -> dict[str, Any]:
+    """The reference is ready: publish it, record the extractors and hand out the first
+    shards, all under the preparing job's lease (a stalled attempt changes nothing)."""
+    with _held(lease):
         batch = Batch.objects.select_for_update().get(pk=batch_id)
         if batch.state == BatchState.PREPARING:
+            if publish is not None:
+                publish()
             batch.state = BatchState.GENERATING
             batch.provenance = provenance
             batch.save(update_fields=["state", "provenance"])
-    return batch_advance(batch_id=batch_id)
+        return batch_advance(batch_id=batch_id, lease=lease)
 
 
-def batch_finish(*, batch_id: int, report: dict[str, Any]) -> None:
-    Batch.objects.filter(pk=batch_id, state=BatchState.REPORTING).update(
-        report=report, state=BatchState.FINISHED, finished_at=timezone.now())
+def batch_finish(*, batch_id: int, report: dict[str, Any], lease: JobLease | None = None) -> None:
+    with _held(lease):
+        Batch.objects.filter(pk=batch_id, state=BatchState.REPORTING).update(
+            report=report, state=BatchState.FINISHED, finished_at=timezone.now())
 
 
-def batch_fail(*, batch: Batch, error: str) -> None:
-    Batch.objects.filter(pk=batch.pk).update(state=BatchState.FAILED, error=error,
-                                             finished_at=timezone.now())
+def batch_preparation_failed(*, job_id: int, error: str) -> None:
+    """The preparing job failed (its worker's error, or the sweep gave up): the batch fails
+    with it, unless it already moved on."""
+    Batch.objects.filter(job_id=job_id, state=BatchState.PREPARING).update(
+        state=BatchState.FAILED, error=f"preparing the reference failed: {error}",
+        finished_at=timezone.now())
 
 
 def batch_cancel(*, batch: Batch, user: Any = None) -> Batch:

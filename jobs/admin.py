@@ -48,19 +48,19 @@ class JobAdmin(admin.ModelAdmin):
         done = 0
         for job in queryset:
             try:
-                action(job=job, by=request.user)
+                self.message_user(request, action(job=job, by=request.user))
                 done += 1
-            except (services.InvalidTransition, BrokerUnavailable) as exc:
+            except (services.InvalidTransition, BrokerUnavailable, ValueError) as exc:
                 self.message_user(request, f"Job {job.pk}: {exc}", messages.WARNING)
         self.message_user(request, f"{verb} {done} job(s).")
 
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request, queryset):
-        self._apply(request, queryset, services.job_cancel, "Cancelled")
+        self._apply(request, queryset, services.job_user_cancel, "Cancelled")
 
     @admin.action(description="Resume selected failed or cancelled jobs")
     def resume_jobs(self, request, queryset):
-        self._apply(request, queryset, services.job_resume, "Resumed")
+        self._apply(request, queryset, services.job_user_resume, "Resumed")
 
 
 @admin.register(JobLogEntry)

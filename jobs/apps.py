@@ -6,4 +6,10 @@ class JobsConfig(AppConfig):
     name = "jobs"
 
     def ready(self) -> None:
+        from celery.signals import beat_init
+
         from jobs import handlers  # noqa: F401  (registers the job kinds)
+        from jobs.sweeper import start_sweeper
+
+        # The sweep lives in the beat process, outside every queue (jobs.sweeper).
+        beat_init.connect(start_sweeper, weak=False, dispatch_uid="fairskin-job-sweep")

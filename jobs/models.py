@@ -31,6 +31,10 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+def default_attempt_limit() -> int:
+    return settings.FAIRSKIN_JOB_MAX_ATTEMPTS
+
+
 class Queue(models.TextChoices):
     GPU = "gpu", "GPU"
     CPU = "cpu", "CPU"
@@ -48,6 +52,10 @@ class Job(models.Model):
 
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
     attempt = models.PositiveIntegerField(default=0, help_text="Number of attempts started.")
+    attempt_limit = models.PositiveIntegerField(
+        default=default_attempt_limit,
+        help_text="Attempts this job may start in all; a user's Resume grants a fresh budget.",
+    )
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
 
@@ -59,7 +67,16 @@ class Job(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     progress_message = models.CharField(max_length=300, blank=True)
 
+    progress_phase = models.CharField(max_length=120, blank=True)
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    phase_start_done = models.PositiveIntegerField(
+        default=0, help_text="Units already done when this phase started (a resumed run)."
+    )
+
     celery_task_id = models.CharField(max_length=64, blank=True)
+    # The outbox: a queued job whose message the broker has not accepted yet has no
+    # message_sent_at; the sweep relays it until the broker takes it.
+    message_sent_at = models.DateTimeField(null=True, blank=True)
     launched_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -85,6 +102,11 @@ class Job(models.Model):
             models.Index(
                 fields=["enqueued_at"], name="job_queued_idx", condition=Q(state="queued")
             ),
+            models.Index(
+                fields=["created_at"],
+                name="job_unsent_idx",
+                condition=Q(state="queued", message_sent_at__isnull=True),
+            ),
             models.Index(fields=["kind", "-created_at"], name="job_kind_created_idx"),
         ]
 
@@ -94,6 +116,32 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def attempts_left(self) -> int:
+        return max(0, self.attempt_limit - self.attempt)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Time left in the current phase at its rate so far; only while running."""
+        if self.state != JobState.RUNNING or self.phase_started_at is None:
+            return None
+        done_here = self.progress_done - self.phase_start_done
+        if not self.progress_total or done_here <= 0 or self.progress_done >= self.progress_total:
+            return None
+        from django.utils import timezone
+
+        elapsed = (timezone.now() - self.phase_started_at).total_seconds()
+        return elapsed / done_here * (self.progress_total - self.progress_done)
+
+    @property
+    def eta_display(self) -> str:
+        seconds = self.eta_seconds
+        if seconds is None:
+            return ""
+        minutes, secs = divmod(round(seconds), 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
     @property
     def progress_percent(self) -> int:

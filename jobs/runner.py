@@ -9,15 +9,18 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from fairskin.progress import JobCancelled, Progress
 from jobs import registry, services
 from jobs.models import Job
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def worker_identity() -> str:
@@ -28,7 +31,9 @@ class JobProgress:
     """Implements fairskin.progress.Progress over the job table.
 
     Progress writes are throttled; each one also renews the lease and reports whether the
-    job was cancelled, which raises JobCancelled inside the engine.
+    job was cancelled, which raises JobCancelled inside the engine. ``phase`` names the part
+    of the work now running, so the pages never show one phase's count during another.
+    ``lease`` fences the handler's domain writes (``with progress.lease.hold(): ...``).
     """
 
     def __init__(
@@ -36,9 +41,21 @@ class JobProgress:
     ) -> None:
         self.job = job
         self.worker = worker
+        self.lease = services.JobLease(job_id=job.pk, worker=worker)
         self.min_interval = min_interval
         self.echo = echo  # a terminal progress bar when a command runs the job itself
         self._last_write = 0.0
+
+    def phase(self, name: str, total: int = 0, done: int = 0) -> None:
+        if self.echo is not None:
+            self.echo.phase(name, total, done)
+        self._last_write = time.monotonic()
+        cancelled = services.job_heartbeat(
+            job_id=self.job.pk, worker=self.worker, done=done, total=total, message="",
+            phase=name,
+        )
+        if cancelled:
+            raise JobCancelled(f"job {self.job.pk} was cancelled")
 
     def update(self, done: int, total: int, message: str = "") -> None:
         if self.echo is not None:
@@ -90,9 +107,33 @@ class _LeaseKeeper(threading.Thread):
             connection.close()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """An error that says nothing about the work: the database connection went away."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def _with_retries(write: Callable[[], T], *, what: str, job_id: int) -> T:
+    """Run a bookkeeping write, waiting out a database outage (up to one lease)."""
+    deadline = time.monotonic() + max(10.0, float(settings.FAIRSKIN_JOB_LEASE_SECONDS))
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("job %s: could not record %s yet; the database is away, retrying",
+                           job_id, what)
+            close_old_connections()
+            connection.close()
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 def execute_job(*, job_id: int, worker: str | None = None, echo: Progress | None = None) -> str:
-    """Claim and run a job. Returns what happened: claimed-elsewhere, succeeded, failed,
-    cancelled or lease-lost. Never raises for the handler's own errors."""
+    """Claim and run a job. Returns what happened: not-claimed, succeeded, failed, cancelled,
+    interrupted (re-queued after a database outage) or lease-lost. Never raises for the
+    handler's own errors; an attempt that lost its lease writes nothing more."""
     worker = worker or worker_identity()
     job = services.job_claim(job_id=job_id, worker=worker)
     if job is None:
@@ -101,31 +142,70 @@ def execute_job(*, job_id: int, worker: str | None = None, echo: Progress | None
     keeper = _LeaseKeeper(job.pk, worker)
     keeper.start()
     try:
-        progress = JobProgress(job, worker, echo=echo)
-        handler = registry.get_kind(job.kind).handler
-        result = handler(job, progress)
-        services.job_succeed(
-            job_id=job.pk, worker=worker, result=result or {}, attempt=job.attempt
-        )
-        return "succeeded"
-    except JobCancelled:
-        services.job_mark_cancelled(job_id=job.pk, worker=worker, attempt=job.attempt)
-        return "cancelled"
-    except services.LeaseLost:
-        logger.warning("job %s: lease lost; another attempt owns it now", job.pk)
-        return "lease-lost"
-    except Exception as exc:
-        services.job_log(
-            job_id=job.pk, attempt=job.attempt, level="error", message=traceback.format_exc()
-        )
-        try:
-            services.job_fail(
-                job_id=job.pk, worker=worker, error=f"{type(exc).__name__}: {exc}",
-                attempt=job.attempt,
-            )
-        except services.LeaseLost:
-            return "lease-lost"
-        return "failed"
+        return _run_claimed(job, worker, echo)
     finally:
         keeper.stop.set()
         keeper.join(timeout=5)
+
+
+def _run_claimed(job: Job, worker: str, echo: Progress | None) -> str:
+    attempt = job.attempt
+    try:
+        progress = JobProgress(job, worker, echo=echo)
+        handler = registry.get_kind(job.kind).handler
+        result = handler(job, progress)
+        _with_retries(lambda: services.job_succeed(
+            job_id=job.pk, worker=worker, result=result or {}, attempt=attempt),
+            what="success", job_id=job.pk)
+        return "succeeded"
+    except JobCancelled:
+        try:
+            _with_retries(lambda: services.job_mark_cancelled(
+                job_id=job.pk, worker=worker, attempt=attempt), what="cancellation",
+                job_id=job.pk)
+        except services.LeaseLost:
+            return "lease-lost"
+        return "cancelled"
+    except services.LeaseLost:
+        # Another attempt owns the job now (this one stalled past its lease, or the job was
+        # finished elsewhere): end silently, writing nothing.
+        logger.warning("job %s attempt %s: lease lost; another attempt owns it now",
+                       job.pk, attempt)
+        return "lease-lost"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        trace = traceback.format_exc()
+        try:
+            return _record_failure(job, worker, attempt, exc, error, trace)
+        except services.LeaseLost:
+            _note_lost_error(job.pk, attempt, error)
+            return "lease-lost"
+        except (OperationalError, InterfaceError):
+            logger.exception("job %s: the database stayed away; the sweep will re-queue it "
+                             "and this attempt's error is only in this log: %s", job.pk, error)
+            return "lease-lost"
+
+
+def _record_failure(job: Job, worker: str, attempt: int, exc: Exception, error: str,
+                    trace: str) -> str:
+    def write() -> str:
+        # Only the holder may log and decide: a stalled attempt that lost the job says nothing.
+        with services.JobLease(job_id=job.pk, worker=worker).hold():
+            services.job_log(job_id=job.pk, attempt=attempt, level="error", message=trace)
+        if is_transient(exc):
+            state = services.job_release(job_id=job.pk, worker=worker, error=error,
+                                         attempt=attempt)
+            return "interrupted" if state == "queued" else "failed"
+        services.job_fail(job_id=job.pk, worker=worker, error=error, attempt=attempt)
+        return "failed"
+
+    return _with_retries(write, what="the failure", job_id=job.pk)
+
+
+def _note_lost_error(job_id: int, attempt: int, error: str) -> None:
+    try:
+        _with_retries(lambda: services.job_attempt_note_error(
+            job_id=job_id, attempt=attempt, error=error), what="the error", job_id=job_id)
+    except (OperationalError, InterfaceError):
+        logger.exception("job %s attempt %s: could not record its error %s", job_id, attempt,
+                         error)

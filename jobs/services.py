@@ -1,9 +1,18 @@
 """Writes on jobs. Every state change is a conditional UPDATE checked against the transition
-table, so two workers (or a worker and the sweep) can never both act on one job."""
+table, so two workers (or a worker and the sweep) can never both act on one job.
+
+Messages go out through an outbox: the job row is the message. It is written in the same
+transaction as the state change that calls for it and sent after commit; if the broker does
+not take it, the row stays queued with no ``message_sent_at`` and the sweep relays it until the
+broker is back. So a broker outage delays follow-up work but can never fail work that is done.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +37,30 @@ class LeaseLost(Exception):
     or the job was finished elsewhere. The worker must stop without writing results."""
 
 
+@dataclass(frozen=True)
+class JobLease:
+    """What a running attempt holds: domain writes made under ``hold()`` are fenced by it."""
+
+    job_id: int
+    worker: str
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """A transaction that commits only while this attempt still holds the job.
+
+        The conditional UPDATE renews the lease and locks the job row until commit, so the
+        sweep and a rival claim wait for it: a stalled attempt that wakes after its job was
+        handed on raises LeaseLost here and writes nothing.
+        """
+        with transaction.atomic():
+            now = timezone.now()
+            held = Job.objects.filter(pk=self.job_id, worker=self.worker, state=JobState.RUNNING)
+            if held.update(heartbeat_at=now,
+                           lease_expires_at=now + timedelta(seconds=_lease_seconds())) != 1:
+                raise LeaseLost(f"job {self.job_id} is no longer held by {self.worker}")
+            yield
+
+
 def _check_transition(from_state: str, to_state: str) -> None:
     if to_state not in ALLOWED_TRANSITIONS[from_state]:
         raise InvalidTransition(f"a {from_state} job cannot become {to_state}")
@@ -50,16 +83,19 @@ def job_create(
     queue: str | None = None,
     parent: Job | None = None,
     enqueue: bool = True,
+    require_broker: bool = True,
 ) -> Job:
     """Create a queued job and send it to its queue once the transaction commits.
 
-    Refuses (creating nothing) when the kind is unknown or the broker cannot be reached, so a
-    user never ends up with a job that silently never starts. With ``enqueue=False`` the
-    caller runs the job itself (a command's --wait); if that process dies, the sweep sends the
-    job to a worker.
+    A launch by a user refuses (creating nothing) when the kind is unknown or the broker
+    cannot be reached, so a user never ends up with a job that silently never starts. Work
+    that hands on to follow-up jobs passes ``require_broker=False``: the follow-up is written
+    with the hand-over and relayed by the outbox whenever the broker is back. With
+    ``enqueue=False`` the caller runs the job itself (a command's --wait); if that process
+    dies, the sweep sends the job to a worker.
     """
     job_kind = registry.get_kind(kind)
-    if enqueue:
+    if enqueue and require_broker:
         broker_check()
     job = Job.objects.create(
         kind=kind,
@@ -69,11 +105,15 @@ def job_create(
         launched_by=launched_by if getattr(launched_by, "pk", None) else None,
         parent=parent,
         enqueued_at=timezone.now(),
+        attempt_limit=settings.FAIRSKIN_JOB_MAX_ATTEMPTS,
     )
     if enqueue:
         job_log(job_id=job.pk, message=f"queued on the {job.queue} queue")
         job_enqueue(job=job)
     else:
+        # Nobody needs to be told: mark it sent so the outbox leaves it to the command. If the
+        # command dies, the stale re-send hands it to a worker.
+        Job.objects.filter(pk=job.pk).update(message_sent_at=job.enqueued_at)
         job_log(job_id=job.pk, message="running in the foreground of the launching command")
     return job
 
@@ -84,28 +124,32 @@ def job_enqueue(*, job: Job) -> None:
     transaction.on_commit(lambda: _send(job_id=job_id, queue=queue))
 
 
-def _send(*, job_id: int, queue: str) -> None:
-    from jobs.tasks import run_job
+def _send(*, job_id: int, queue: str) -> bool:
+    """Hand the job's message to the broker. Never raises: a message the broker did not take
+    stays in the outbox (``message_sent_at`` empty) for the sweep to relay."""
+    from celery import current_app
 
     try:
-        message = run_job.apply_async(kwargs={"job_id": job_id}, queue=queue, retry=False)
-    except Exception as exc:  # the broker went away between the check and the commit
-        logger.exception("could not enqueue job %s", job_id)
-        Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
-            state=JobState.FAILED,
-            error=f"Could not reach the task broker to queue this job ({exc}). "
-            "Resume it once the broker is back.",
-            finished_at=timezone.now(),
+        message = current_app.send_task(
+            "jobs.run", kwargs={"job_id": job_id}, queue=queue, retry=False
         )
-        return
-    Job.objects.filter(pk=job_id).update(celery_task_id=message.id, enqueued_at=timezone.now())
+    except Exception as exc:  # the broker is unreachable: the job stays queued, unsent
+        logger.warning("job %s: the broker did not take its message (%s); the sweep will "
+                       "send it again", job_id, exc)
+        return False
+    now = timezone.now()
+    Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+        celery_task_id=message.id, message_sent_at=now, updated_at=now
+    )
+    return True
 
 
 def job_claim(*, job_id: int, worker: str) -> Job | None:
     """Take the job for ``worker`` if it is queued, or running under an expired lease.
 
     Returns the claimed job, or None when another worker holds a live lease, the job is
-    finished or cancelled, or it has used up its attempts.
+    finished or cancelled, or it has used up its attempts (a queued job that has is failed
+    with that reason, so it never sits in the queue for ever).
     """
     now = timezone.now()
     claimable = Q(state=JobState.QUEUED, cancel_requested=False) | Q(
@@ -113,7 +157,7 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
     )
     with transaction.atomic():
         updated = (
-            Job.objects.filter(pk=job_id, attempt__lt=settings.FAIRSKIN_JOB_MAX_ATTEMPTS)
+            Job.objects.filter(pk=job_id, attempt__lt=F("attempt_limit"))
             .filter(claimable)
             .update(
                 state=JobState.RUNNING,
@@ -128,12 +172,36 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
             )
         )
         if updated != 1:
+            _fail_if_spent(job_id=job_id, now=now)
             return None
         job = Job.objects.get(pk=job_id)
         _close_open_attempts(job_id=job_id, outcome="lost", error="worker stopped renewing")
         JobAttempt.objects.create(job=job, number=job.attempt, worker=worker, started_at=now)
         job_log(job_id=job_id, attempt=job.attempt, message=f"attempt {job.attempt} on {worker}")
     return job
+
+
+def _fail_if_spent(*, job_id: int, now: Any) -> None:
+    """A queued (or abandoned running) job with no attempt left fails, with the reason."""
+    spent = Job.objects.filter(pk=job_id, attempt__gte=F("attempt_limit")).filter(
+        Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, lease_expires_at__lt=now)
+    )
+    job = spent.first()
+    if job is None:
+        return
+    error = (f"gave up: all {job.attempt} attempts were used; Resume grants "
+             f"{settings.FAIRSKIN_JOB_MAX_ATTEMPTS} more")
+    if spent.update(state=JobState.FAILED, finished_at=now, worker="", error=error,
+                    lease_expires_at=None, updated_at=now):
+        _close_open_attempts(job_id=job_id, outcome="lost", error="worker stopped renewing")
+        job_log(job_id=job_id, level="error", message=error)
+        _owner_failed(job=job, error=error)
+
+
+def _owner_failed(*, job: Job, error: str) -> None:
+    hook = registry.get_kind(job.kind).on_failed
+    if hook is not None:
+        hook(job, error)
 
 
 def _close_open_attempts(*, job_id: int, outcome: str, error: str = "") -> None:
@@ -149,10 +217,12 @@ def job_heartbeat(
     done: int | None = None,
     total: int | None = None,
     message: str | None = None,
+    phase: str | None = None,
 ) -> bool:
     """Extend the lease (and record progress). Returns whether cancellation was requested.
 
-    Raises LeaseLost if this worker no longer holds the job.
+    ``phase`` starts a new phase of the work now (its name shows on the pages; its ETA counts
+    from here). Raises LeaseLost if this worker no longer holds the job.
     """
     now = timezone.now()
     fields: dict[str, Any] = {
@@ -165,6 +235,9 @@ def job_heartbeat(
         fields["progress_total"] = max(0, total)
     if message is not None:
         fields["progress_message"] = message[:300]
+    if phase is not None:
+        fields.update(progress_phase=phase[:120], phase_started_at=now,
+                      phase_start_done=max(0, done or 0))
     held = Job.objects.filter(pk=job_id, worker=worker, state=JobState.RUNNING)
     if held.update(**fields) != 1:
         raise LeaseLost(f"job {job_id} is no longer held by {worker}")
@@ -181,6 +254,8 @@ def _finish(*, job_id: int, worker: str, to_state: str, **fields: Any) -> None:
         if updated != 1:
             raise LeaseLost(f"job {job_id} is no longer held by {worker}")
         _close_open_attempts(job_id=job_id, outcome=to_state, error=fields.get("error", ""))
+        if to_state == JobState.FAILED:
+            _owner_failed(job=Job.objects.get(pk=job_id), error=fields["error"])
 
 
 def job_succeed(
@@ -221,7 +296,11 @@ def job_cancel(*, job: Job, by: Any = None) -> Job:
 
 
 def job_resume(*, job: Job, by: Any = None) -> Job:
-    """Queue a new attempt of a failed or cancelled job (handlers resume from checkpoints)."""
+    """Queue a new attempt of a failed or cancelled job (handlers resume from checkpoints).
+
+    A user's resume grants a fresh budget of attempts, so a job the sweep gave up on, or one
+    cancelled and resumed many times, really runs again.
+    """
     if job.state not in (JobState.FAILED, JobState.CANCELLED):
         raise InvalidTransition(f"only failed or cancelled jobs can be resumed, not {job.state}")
     broker_check()
@@ -232,6 +311,10 @@ def job_resume(*, job: Job, by: Any = None) -> Job:
             error="",
             finished_at=None,
             enqueued_at=timezone.now(),
+            message_sent_at=None,
+            attempt_limit=F("attempt") + settings.FAIRSKIN_JOB_MAX_ATTEMPTS,
+            progress_phase="",
+            phase_started_at=None,
         )
         if updated != 1:
             raise InvalidTransition("the job changed state meanwhile; reload and try again")
@@ -241,16 +324,70 @@ def job_resume(*, job: Job, by: Any = None) -> Job:
     return job
 
 
-def job_sweep() -> dict[str, int]:
-    """Recover jobs whose worker died, and re-send queued jobs whose message was lost.
+def job_user_cancel(*, job: Job, by: Any = None) -> str:
+    """Cancel as a user asked on the jobs page or admin: through the job's owner when it has
+    one (a shard cancels its batch), so the owner never waits on a job nobody runs."""
+    owner = registry.job_owner(job)
+    if owner is None:
+        job_cancel(job=job, by=by)
+        return f"Cancellation of job {job.pk} requested."
+    owner.cancel(by)
+    return f"Job {job.pk} belongs to {owner.label}: {owner.label} was cancelled."
 
-    Runs periodically under Celery beat, so recovery never waits on the broker's redelivery
-    timeout (an hour by default on Redis).
+
+def job_user_resume(*, job: Job, by: Any = None) -> str:
+    owner = registry.job_owner(job)
+    if owner is None:
+        job = job_resume(job=job, by=by)
+        return (f"Job {job.pk} queued for attempt {job.attempt + 1} "
+                f"({job.attempts_left} attempts granted).")
+    owner.resume(by)
+    return f"Job {job.pk} belongs to {owner.label}: {owner.label} was resumed."
+
+
+def job_release(*, job_id: int, worker: str, error: str, attempt: int = 0) -> str:
+    """Hand a job back to the queue after an error that says nothing about the work (the
+    database went away under it), recording that error on the attempt. Fails the job instead
+    when no attempt is left. Returns the job's new state."""
+    now = timezone.now()
+    with transaction.atomic():
+        held = Job.objects.filter(pk=job_id, worker=worker, state=JobState.RUNNING)
+        job = held.select_for_update().first()
+        if job is None:
+            raise LeaseLost(f"job {job_id} is no longer held by {worker}")
+        if job.attempt >= job.attempt_limit:
+            _finish(job_id=job_id, worker=worker, to_state=JobState.FAILED,
+                    error=f"{error} (after {job.attempt} attempts)")
+            job_log(job_id=job_id, attempt=attempt, level="error", message=f"failed: {error}")
+            return JobState.FAILED
+        held.update(state=JobState.QUEUED, worker="", lease_expires_at=None, enqueued_at=now,
+                    message_sent_at=None, updated_at=now)
+        _close_open_attempts(job_id=job_id, outcome="interrupted", error=error)
+        job_log(job_id=job_id, attempt=attempt, level="warning",
+                message=f"interrupted: {error}; re-queued")
+        job_enqueue(job=job)
+    return JobState.QUEUED
+
+
+def job_attempt_note_error(*, job_id: int, attempt: int, error: str) -> None:
+    """Record the error an attempt saw after it lost the job (the sweep closed it first)."""
+    JobAttempt.objects.filter(job_id=job_id, number=attempt).update(
+        error=f"{error} (recorded after the lease expired)"[:2000]
+    )
+
+
+def job_sweep() -> dict[str, int]:
+    """Recover jobs whose worker died, and relay messages the broker never took or lost.
+
+    Runs in its own thread of the beat process (jobs.sweeper), never behind ordinary work in
+    a queue, so recovery time does not depend on queue depth. Safe to run concurrently: every
+    change is a conditional update.
     """
     now = timezone.now()
-    counts = {"requeued": 0, "gave_up": 0, "cancelled": 0, "resent": 0}
+    counts = {"requeued": 0, "gave_up": 0, "cancelled": 0, "resent": 0, "relayed": 0}
     expired = Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=now)
-    for job in expired.only("pk", "attempt", "cancel_requested", "queue"):
+    for job in expired.only("pk", "attempt", "attempt_limit", "cancel_requested", "queue",
+                            "kind"):
         # Each update repeats the expiry condition: a worker that renewed meanwhile keeps it.
         still_expired = Job.objects.filter(
             pk=job.pk, state=JobState.RUNNING, lease_expires_at__lt=now
@@ -261,25 +398,39 @@ def job_sweep() -> dict[str, int]:
                     _close_open_attempts(job_id=job.pk, outcome="cancelled")
                     job_log(job_id=job.pk, message="cancelled (its worker had stopped)")
                     counts["cancelled"] += 1
-            elif job.attempt >= settings.FAIRSKIN_JOB_MAX_ATTEMPTS:
+            elif job.attempt >= job.attempt_limit:
                 error = f"gave up after {job.attempt} attempts whose workers stopped responding"
                 if still_expired.update(
                     state=JobState.FAILED, finished_at=now, worker="", error=error
                 ):
-                    _close_open_attempts(job_id=job.pk, outcome="lost", error=error)
+                    _close_open_attempts(job_id=job.pk, outcome="lost", error="lease expired")
                     job_log(job_id=job.pk, level="error", message=error)
+                    _owner_failed(job=job, error=error)
                     counts["gave_up"] += 1
-            elif still_expired.update(state=JobState.QUEUED, worker="", enqueued_at=now):
+            elif still_expired.update(state=JobState.QUEUED, worker="", enqueued_at=now,
+                                      message_sent_at=None):
                 _close_open_attempts(job_id=job.pk, outcome="lost", error="lease expired")
                 job_log(job_id=job.pk, level="warning", message="lease expired; re-queued")
                 job_enqueue(job=job)
                 counts["requeued"] += 1
+    # The outbox: messages the broker did not take when they were written.
+    # Jobs queued in the last second are left to the send after their own commit.
+    unsent = Job.objects.filter(state=JobState.QUEUED, message_sent_at__isnull=True,
+                                cancel_requested=False).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=1)))
+    for job in unsent.only("pk", "queue").order_by("created_at")[:1000]:
+        if _send(job_id=job.pk, queue=job.queue):
+            counts["relayed"] += 1
+        else:
+            break  # the broker is still away; the next sweep tries again
+    # Messages the broker took and then lost (a Redis restart without persistence).
     stale_before = now - timedelta(seconds=settings.FAIRSKIN_JOB_REQUEUE_STALE_SECONDS)
     stale = Job.objects.filter(
-        state=JobState.QUEUED, cancel_requested=False, enqueued_at__lt=stale_before
+        state=JobState.QUEUED, cancel_requested=False, message_sent_at__lt=stale_before
     )
-    for job in stale.only("pk", "queue"):
-        if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(enqueued_at=now):
-            job_enqueue(job=job)
+    for job in stale.only("pk", "queue")[:1000]:
+        if _send(job_id=job.pk, queue=job.queue):
             counts["resent"] += 1
+        else:
+            break
     return counts

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from jobs import runner, services
+from jobs import runner
 
 
 @shared_task(name="jobs.run", acks_late=True, reject_on_worker_lost=True)
 def run_job(*, job_id: int) -> str:
     return runner.execute_job(job_id=job_id)
-
-
-@shared_task(name="jobs.sweep", acks_late=True)
-def sweep() -> dict[str, int]:
-    return services.job_sweep()

@@ -4,7 +4,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from jobs import selectors, services
+from jobs import registry, selectors, services
 from jobs.broker import BrokerUnavailable
 from jobs.forms import WorkerCheckForm
 from jobs.models import Job, JobState
@@ -39,11 +39,7 @@ def job_list(request):
 @permission_required("jobs.view_job", raise_exception=True)
 def job_detail(request, job_id: int):
     job = _job_or_404(job_id)
-    return render(
-        request,
-        "jobs/job_detail.html",
-        {"job": job, "attempts": job.attempts.all(), "log": selectors.job_log_tail(job=job)},
-    )
+    return render(request, "jobs/job_detail.html", _job_context(job))
 
 
 @login_required
@@ -51,11 +47,12 @@ def job_detail(request, job_id: int):
 def job_progress(request, job_id: int):
     """The live part of the job page, polled by htmx until the job ends."""
     job = _job_or_404(job_id)
-    return render(
-        request,
-        "jobs/_job_live.html",
-        {"job": job, "attempts": job.attempts.all(), "log": selectors.job_log_tail(job=job)},
-    )
+    return render(request, "jobs/_job_live.html", _job_context(job))
+
+
+def _job_context(job: Job) -> dict:
+    return {"job": job, "attempts": job.attempts.all(), "log": selectors.job_log_tail(job=job),
+            "owner": registry.job_owner(job)}
 
 
 @require_POST
@@ -64,10 +61,9 @@ def job_progress(request, job_id: int):
 def job_cancel(request, job_id: int):
     job = _job_or_404(job_id)
     try:
-        services.job_cancel(job=job, by=request.user)
-        messages.success(request, f"Cancellation of job {job.pk} requested.")
-    except services.InvalidTransition as exc:
-        messages.error(request, f"Job {job.pk} was not cancelled: {exc}.")
+        messages.success(request, services.job_user_cancel(job=job, by=request.user))
+    except (services.InvalidTransition, ValueError) as exc:
+        messages.error(request, f"Job {job.pk} was not cancelled: {exc}")
     return redirect("jobs:detail", job_id=job.pk)
 
 
@@ -77,9 +73,8 @@ def job_cancel(request, job_id: int):
 def job_resume(request, job_id: int):
     job = _job_or_404(job_id)
     try:
-        services.job_resume(job=job, by=request.user)
-        messages.success(request, f"Job {job.pk} queued for attempt {job.attempt + 1}.")
-    except (services.InvalidTransition, BrokerUnavailable) as exc:
+        messages.success(request, services.job_user_resume(job=job, by=request.user))
+    except (services.InvalidTransition, BrokerUnavailable, ValueError) as exc:
         messages.error(request, f"Job {job.pk} was not resumed: {exc}")
     return redirect("jobs:detail", job_id=job.pk)
 

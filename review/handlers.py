@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 
 from fairskin.labels import Diagnosis
 from generation.models import Sample
 from jobs.models import Job
-from jobs.registry import register
+from jobs.registry import Owner, register
 from jobs.runner import JobProgress
 from review import services
 from review.models import Release, Study, StudyState
@@ -24,21 +25,35 @@ METADATA_FIELDS = ["file_name", "label", "diagnosis", "diagnosis_name", "fst", "
                    "prompt", "sha256", "batch", "release"]
 
 
-@register("review.prepare", queue="cpu", label="Review: sample and blind")
+def _study_owner(job: Job) -> Owner | None:
+    study = Study.objects.filter(job_id=job.pk).first()
+    if study is None:
+        return None
+    return Owner(label=f"study {study.pk}", url=reverse("review:study", args=[study.pk]),
+                 cancel=lambda user: services.study_preparation_cancel(study=study, user=user),
+                 resume=lambda user: services.study_preparation_resume(study=study, user=user))
+
+
+def _prepare_failed(job: Job, error: str) -> None:
+    services.study_preparation_failed(job_id=job.pk, error=error)
+
+
+@register("review.prepare", queue="cpu", label="Review: sample and blind",
+          owner=_study_owner, on_failed=_prepare_failed)
 def prepare_study(job: Job, progress: JobProgress) -> dict[str, Any]:
     study = Study.objects.select_related("batch").get(pk=job.params["study_id"])
     if study.state != StudyState.PREPARING:
         return {"study_id": study.pk, "skipped": f"study is {study.state}"}
-    # A re-run after a killed worker starts the preparation over.
-    study.assignments.all().delete()
-    for item in study.items.all():
-        item.derivative.delete(save=False)
-    study.items.all().delete()
-    try:
-        return services.study_prepare(study=study, progress=progress)
-    except Exception as exc:
-        Study.objects.filter(pk=study.pk).update(state=StudyState.FAILED, error=str(exc))
-        raise
+    return services.study_prepare(study=study, progress=progress, lease=progress.lease)
+
+
+def _release_owner(job: Job) -> Owner | None:
+    release = Release.objects.filter(export_job_id=job.pk).first()
+    if release is None:
+        return None
+    return Owner(label=f"release {release.pk}", url=reverse("review:release", args=[release.pk]),
+                 cancel=lambda user: services.release_export_cancel(release=release, user=user),
+                 resume=lambda user: services.release_export_resume(release=release, user=user))
 
 
 def release_folder(release: Release) -> Path:
@@ -115,12 +130,14 @@ def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
     return "\n".join(lines)
 
 
-@register("review.export", queue="cpu", label="Export a release")
+@register("review.export", queue="cpu", label="Export a release", owner=_release_owner)
 def export_release(job: Job, progress: JobProgress) -> dict[str, Any]:
     release = Release.objects.select_related("batch__model_run", "study", "approved_by").get(
         pk=job.params["release_id"])
     folder = release_folder(release)
-    staging = folder.with_name(folder.name + ".partial")
+    # Each attempt writes a folder and zip of its own; the fenced hand-over below publishes
+    # them, so an attempt that stalled past its lease cannot replace a finished export.
+    staging = folder.with_name(f"{folder.name}.attempt-{job.attempt}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "train").mkdir(parents=True)
     samples = {s.pk: s for s in Sample.objects.filter(
@@ -155,14 +172,22 @@ def export_release(job: Job, progress: JobProgress) -> dict[str, Any]:
     problems = verify_release(staging, release.manifest)
     if problems:
         raise ValueError("the export does not match its manifest: " + "; ".join(problems[:5]))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    archive = folder.with_suffix(".zip")
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.rglob("*")):
+    staged_zip = staging.with_suffix(".zip")
+    with zipfile.ZipFile(staged_zip, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(staging.rglob("*")):
             if path.is_file():
-                zf.write(path, f"release-{release.pk}/{path.relative_to(folder).as_posix()}")
-    Release.objects.filter(pk=release.pk).update(export_path=str(archive))
+                zf.write(path, f"release-{release.pk}/{path.relative_to(staging).as_posix()}")
+    archive = folder.with_suffix(".zip")
+    with progress.lease.hold():
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+        staged_zip.replace(archive)
+        Release.objects.filter(pk=release.pk).update(export_path=str(archive))
+    for leftover in folder.parent.glob(f"{folder.name}.attempt-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
     progress.update(total, total, "exported")
     return {"release_id": release.pk, "images": total, "folder": str(folder),
             "zip": str(archive)}

@@ -13,6 +13,7 @@ import secrets
 from typing import Any
 
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
@@ -20,9 +21,10 @@ from django.utils import timezone
 from accounts.roles import Role, user_role
 from catalog.models import Image
 from catalog.models import Origin as ImageOrigin
+from fairskin.progress import JobCancelled
 from fairskin.review.stats import GateCriteria
 from generation.models import Batch, BatchState, Sample, Verdict
-from jobs.services import job_create
+from jobs.services import InvalidTransition, JobLease, job_cancel, job_create, job_resume
 from review.models import (
     Assignment,
     BatchRejection,
@@ -141,10 +143,10 @@ def study_create(
     return study
 
 
-def study_prepare(*, study: Study, progress: Any) -> dict[str, Any]:
+def study_prepare(*, study: Study, progress: Any, lease: JobLease) -> dict[str, Any]:
     """Draw the sample and controls, make every blinded file, draw each rater's order."""
     from fairskin.review.blinding import blinded_derivative
-    from fairskin.review.sampling import Candidate, rater_order, sample_study
+    from fairskin.review.sampling import Candidate, sample_study
 
     batch = study.batch
     accepted = list(Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED)
@@ -168,24 +170,57 @@ def study_prepare(*, study: Study, progress: Any) -> dict[str, Any]:
     wanted += [(c.id, "real", c) for c in plan.controls]
     wanted += [(int(i), "warmup", None) for i in warmup_ids]
     images = Image.objects.in_bulk([w[0] for w in wanted])
-    items: dict[int, StudyItem] = {}
-    for n, (image_id, origin, control) in enumerate(wanted):
-        if n % 10 == 0:
-            progress.update(n, len(wanted), "blinding images")
-        image = images[image_id]
-        with image.preprocessed.open("rb") as fh:
-            data = blinded_derivative(fh.read())
-        item = StudyItem(study=study, image=image,
-                         origin="real" if origin == "real" else "synthetic",
-                         diagnosis=image.diagnosis, fst=image.fst_low,
-                         substituted_from=list(control.substituted_from)
-                         if control is not None and control.substituted_from else None,
-                         derivative_bytes=len(data),
-                         derivative_sha256=hashlib.sha256(data).hexdigest())
-        item.derivative.save("x.jpg", ContentFile(data), save=False)
-        item.save()
-        items[image_id] = item
-    progress.update(len(wanted), len(wanted), "drawing orders")
+    # Blinded files are written first, each under a fresh random name; the rows that point at
+    # them are written at the end in one transaction fenced by the job's lease. An attempt
+    # that stalled past its lease, or was cancelled, removes its own files and writes no row.
+    written: list[str] = []
+    staged: dict[int, StudyItem] = {}
+    try:
+        progress.phase("Blinding images", total=len(wanted))
+        for n, (image_id, origin, control) in enumerate(wanted):
+            if n % 10 == 0:
+                progress.update(n, len(wanted), "")
+            image = images[image_id]
+            with image.preprocessed.open("rb") as fh:
+                data = blinded_derivative(fh.read())
+            item = StudyItem(study=study, image=image,
+                             origin="real" if origin == "real" else "synthetic",
+                             diagnosis=image.diagnosis, fst=image.fst_low,
+                             substituted_from=list(control.substituted_from)
+                             if control is not None and control.substituted_from else None,
+                             derivative_bytes=len(data),
+                             derivative_sha256=hashlib.sha256(data).hexdigest())
+            item.derivative.save("x.jpg", ContentFile(data), save=False)
+            written.append(item.derivative.name)
+            staged[image_id] = item
+        progress.phase("Drawing rater orders")
+        with lease.hold():
+            result = _study_open(study=study, wanted=wanted, staged=staged,
+                                 warmup_ids=warmup_ids, plan=plan)
+    except BaseException:
+        for name in written:
+            default_storage.delete(name)
+        raise
+    return result
+
+
+def _study_open(*, study: Study, wanted: list[tuple[int, str, Any]],
+                staged: dict[int, StudyItem], warmup_ids: list[Any], plan: Any
+                ) -> dict[str, Any]:
+    """Write the items and orders and open the study (inside the preparing job's fence)."""
+    from fairskin.review.sampling import rater_order
+
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.state != StudyState.PREPARING:
+        raise JobCancelled(f"study {study.pk} is {study.state}; its preparation was stopped")
+    # Rows of an attempt that committed nothing cannot exist, but a study prepared by an
+    # older version may have some: start clean.
+    study.assignments.all().delete()
+    for old in study.items.all():
+        old.derivative.delete(save=False)
+    study.items.all().delete()
+    StudyItem.objects.bulk_create(staged.values(), batch_size=500)
+    items = {i.image_id: i for i in StudyItem.objects.filter(study=study)}
     scored = [(items[i].pk, items[i].origin) for i, o, _ in wanted if o != "warmup"]
     warmups = [items[int(i)].pk for i in warmup_ids]
     assignments = []
@@ -212,6 +247,44 @@ def study_prepare(*, study: Study, progress: Any) -> dict[str, Any]:
     study.opened_at = timezone.now()
     study.save(update_fields=["plan", "state", "opened_at"])
     return {"study_id": study.pk, "items": len(items), "assignments": len(assignments)}
+
+
+def study_preparation_failed(*, job_id: int, error: str) -> None:
+    """The preparing job failed (its worker's error, or the sweep gave up)."""
+    Study.objects.filter(job_id=job_id, state=StudyState.PREPARING).update(
+        state=StudyState.FAILED, error=f"preparation failed: {error}")
+
+
+def study_preparation_cancel(*, study: Study, user: Any = None) -> Study:
+    """Stop preparing a study; Resume prepares it again from the start."""
+    with transaction.atomic():
+        study = Study.objects.select_for_update().select_related("job").get(pk=study.pk)
+        if study.state != StudyState.PREPARING:
+            raise StudyError(f"study {study.pk} is {study.get_state_display().lower()}; only a "
+                             "study being prepared can be cancelled")
+        if study.job is not None and not study.job.is_terminal:
+            job_cancel(job=study.job, by=user)
+        who = getattr(user, "username", "system")
+        study.state, study.error = StudyState.FAILED, f"preparation cancelled by {who}"
+        study.save(update_fields=["state", "error"])
+    return study
+
+
+def study_preparation_resume(*, study: Study, user: Any = None) -> Study:
+    """Prepare a study whose preparation failed or was cancelled again, as a new attempt."""
+    with transaction.atomic():
+        study = Study.objects.select_for_update().select_related("job").get(pk=study.pk)
+        if study.state != StudyState.FAILED or study.job is None:
+            raise StudyError(f"study {study.pk} is {study.get_state_display().lower()}; only a "
+                             "study whose preparation failed can be resumed")
+        try:
+            job_resume(job=study.job, by=user)
+        except InvalidTransition as exc:
+            raise StudyError(f"its preparation job is still stopping ({exc}); try again in a "
+                             "moment") from exc
+        study.state, study.error = StudyState.PREPARING, ""
+        study.save(update_fields=["state", "error"])
+    return study
 
 
 # --- rating ---------------------------------------------------------------------------------
@@ -441,6 +514,22 @@ def batch_approve(*, study: Study, user: Any, note: str = "", enqueue: bool = Tr
                          enqueue=enqueue)
         release.export_job = job
         release.save(update_fields=["export_job"])
+    return release
+
+
+def release_export_cancel(*, release: Release, user: Any = None) -> Release:
+    if release.export_job is None or release.export_job.is_terminal:
+        raise StudyError(f"release {release.pk}'s export is not running")
+    job_cancel(job=release.export_job, by=user)
+    return release
+
+
+def release_export_resume(*, release: Release, user: Any = None) -> Release:
+    """Write a release's export again after it failed or was cancelled."""
+    job = release.export_job
+    if job is None or job.state not in ("failed", "cancelled"):
+        raise StudyError(f"release {release.pk}'s export has not failed; nothing to resume")
+    job_resume(job=job, by=user)
     return release
 
 

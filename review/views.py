@@ -151,6 +151,38 @@ def study_close(request, study_id: int):
 @require_POST
 @login_required
 @permission_required("review.manage_study", raise_exception=True)
+def study_preparation_control(request, study_id: int, action: str):
+    """Cancel or resume a study's preparation: the study page owns its job."""
+    study = get_object_or_404(Study, pk=study_id)
+    service = {"cancel": services.study_preparation_cancel,
+               "resume": services.study_preparation_resume}.get(action)
+    if service is None:
+        raise Http404("unknown action")
+    try:
+        service(study=study, user=request.user)
+        messages.success(request, f"Study {study.pk}: preparation "
+                                  f"{'cancelled' if action == 'cancel' else 'queued again'}.")
+    except (services.StudyError, BrokerUnavailable) as exc:
+        messages.error(request, str(exc))
+    return redirect("review:study", study_id=study.pk)
+
+
+@require_POST
+@login_required
+@permission_required("review.manage_study", raise_exception=True)
+def release_export_resume(request, release_id: int):
+    release = get_object_or_404(Release.objects.select_related("export_job"), pk=release_id)
+    try:
+        services.release_export_resume(release=release, user=request.user)
+        messages.success(request, f"Release {release.pk}: the export is being written again.")
+    except (services.StudyError, BrokerUnavailable) as exc:
+        messages.error(request, str(exc))
+    return redirect("review:release", release_id=release.pk)
+
+
+@require_POST
+@login_required
+@permission_required("review.manage_study", raise_exception=True)
 def batch_approve(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
     try:

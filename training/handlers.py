@@ -9,12 +9,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.urls import reverse
 
 from catalog.models import Image
 from fairskin.diffusion.base_models import resolve_base_model
 from fairskin.diffusion.config import TrainConfig
 from jobs.models import Job
-from jobs.registry import register
+from jobs.registry import Owner, register
 from jobs.runner import JobProgress
 from training import services
 from training.models import Run
@@ -46,7 +47,16 @@ def _set_threads() -> None:
         torch.set_num_threads(settings.FAIRSKIN_TORCH_THREADS)
 
 
-@register("training.run", queue="gpu", label="Training run")
+def _run_owner(job: Job) -> Owner | None:
+    run = Run.objects.filter(job_id=job.pk).first()
+    if run is None:
+        return None
+    return Owner(label=f"run {run.pk}", url=reverse("training:run", args=[run.pk]),
+                 cancel=lambda user: services.run_cancel(run=run, user=user),
+                 resume=lambda user: services.run_resume(run=run, user=user))
+
+
+@register("training.run", queue="gpu", label="Training run", owner=_run_owner)
 def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
     # Imported here: web processes never need torch and diffusers.
     from fairskin.diffusion.training import TrainItem, train
@@ -73,12 +83,14 @@ def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
                   "datasets": [{"name": d.name, "licence": d.licence, "images": n}
                                for d, n in datasets.items()]},
     )
-    services.run_record_result(run=run, tokens=result.tokens, final_loss=result.final_loss)
+    services.run_record_result(run=run, tokens=result.tokens, final_loss=result.final_loss,
+                               lease=progress.lease)
     return {"run_id": run.pk, "artifacts": str(run_dir), "final_loss": round(result.final_loss, 5),
             "tokens": len(result.tokens), "resumed_from": result.resumed_from}
 
 
-@register("training.import_external", queue="cpu", label="Import external artifacts")
+@register("training.import_external", queue="cpu", label="Import external artifacts",
+          owner=_run_owner)
 def import_external_artifacts(job: Job, progress: JobProgress) -> dict[str, Any]:
     import json
 
@@ -95,9 +107,10 @@ def import_external_artifacts(job: Job, progress: JobProgress) -> dict[str, Any]
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
     kind = "lora" if result.has_lora else "textual_inversion"
-    Run.objects.filter(pk=run.pk).update(
-        kind=kind, tokens=result.tokens,
-        config={"imported_from": source.name, "layout": result.layout})
+    with progress.lease.hold():
+        Run.objects.filter(pk=run.pk).update(
+            kind=kind, tokens=result.tokens,
+            config={"imported_from": source.name, "layout": result.layout})
     progress.log(f"{source.name}: {result.layout}, {len(result.tokens)} token(s), "
                  f"LoRA: {'yes' if result.has_lora else 'no'}")
     return {"run_id": run.pk, "layout": result.layout, "tokens": result.tokens,
@@ -130,8 +143,8 @@ def _train_classifier(run: Run, progress: JobProgress) -> dict[str, Any]:
         run_dir=Path(run.artifacts_dir), progress=progress,
         run_info={"run_id": run.pk, "selection": run.selection,
                   "selection_hash": run.selection_hash})
-    Run.objects.filter(pk=run.pk).update(evaluation={**result.evaluation,
-                                                     "weights_source": result.weights_source})
+    services.run_record_evaluation(run=run, lease=progress.lease, evaluation={
+        **result.evaluation, "weights_source": result.weights_source})
     by_fst = result.evaluation.get("by_fst", {})
     return {"run_id": run.pk, "artifacts": run.artifacts_dir,
             "accuracy": round(by_fst.get("accuracy") or 0, 4),

@@ -13,7 +13,7 @@ from catalog.models import AllowedUse, Dataset, Image
 from fairskin.diffusion.base_models import BaseModelError, check_loadable, resolve_base_model
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from jobs.models import Job, JobState
-from jobs.services import job_cancel, job_create, job_resume
+from jobs.services import JobLease, job_cancel, job_create, job_resume
 from training.models import PARENT_KIND, Run, RunKind
 from training.selectors import (
     classifier_images,
@@ -202,8 +202,15 @@ def run_resume(*, run: Run, user: Any = None) -> Job:
     return job_resume(job=run.job, by=user)
 
 
-def run_record_result(*, run: Run, tokens: list[str], final_loss: float) -> None:
-    Run.objects.filter(pk=run.pk).update(tokens=tokens, final_loss=final_loss)
+def run_record_result(*, run: Run, tokens: list[str], final_loss: float,
+                      lease: JobLease) -> None:
+    with lease.hold():
+        Run.objects.filter(pk=run.pk).update(tokens=tokens, final_loss=final_loss)
+
+
+def run_record_evaluation(*, run: Run, evaluation: dict[str, Any], lease: JobLease) -> None:
+    with lease.hold():
+        Run.objects.filter(pk=run.pk).update(evaluation=evaluation)
 
 
 def run_import_external(

@@ -127,7 +127,7 @@ def test_sweep_requeues_expired_gives_up_after_max_and_cancels_requested(setting
     for job in (dead, exhausted, stopping):
         expire_lease(job)
     counts = services.job_sweep()
-    assert counts == {"requeued": 1, "gave_up": 1, "cancelled": 1, "resent": 0}
+    assert counts == {"requeued": 1, "gave_up": 1, "cancelled": 1, "resent": 0, "relayed": 0}
     states = dict(Job.objects.values_list("pk", "state"))
     assert states[dead.pk] == JobState.QUEUED
     assert states[exhausted.pk] == JobState.FAILED
@@ -138,12 +138,14 @@ def test_sweep_requeues_expired_gives_up_after_max_and_cancels_requested(setting
 
 def test_sweep_resends_queued_jobs_whose_message_was_lost(settings):
     settings.FAIRSKIN_JOB_REQUEUE_STALE_SECONDS = 60
-    stale = JobFactory(enqueued_at=timezone.now() - timedelta(minutes=5))
-    fresh = JobFactory(enqueued_at=timezone.now())
+    sent_long_ago = timezone.now() - timedelta(minutes=5)
+    stale = JobFactory(enqueued_at=sent_long_ago, message_sent_at=sent_long_ago)
+    fresh = JobFactory(enqueued_at=timezone.now(), message_sent_at=timezone.now())
     assert services.job_sweep()["resent"] == 1
     stale.refresh_from_db()
     fresh.refresh_from_db()
-    assert stale.enqueued_at > fresh.enqueued_at - timedelta(seconds=5)
+    assert stale.message_sent_at > fresh.message_sent_at - timedelta(seconds=5)
+    assert services.job_sweep()["resent"] == 0  # sent again: stale only after another wait
 
 
 def test_execute_job_records_handler_failure_with_its_message():
