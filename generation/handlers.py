@@ -24,6 +24,7 @@ from django.urls import reverse
 
 from catalog.models import FstSource, Image, Origin
 from fairskin.generation.plan import candidate_seed
+from fairskin.progress import JobCancelled
 from generation import services
 from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
 from jobs.models import Job
@@ -148,7 +149,7 @@ def prepare_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
 
     batch = Batch.objects.select_related("model_run").get(pk=job.params["batch_id"])
     if batch.state != BatchState.PREPARING:
-        return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
+        return _not_needed(batch)
     _set_threads()
     # Each attempt builds into a folder of its own; the fenced hand-over publishes it, so an
     # attempt that stalled past its lease can never overwrite what shards are reading.
@@ -176,6 +177,13 @@ def prepare_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
                                   publish=lambda: _publish_reference(staging))
     return {"batch_id": batch.pk, "real_images": len(real), "training_images": len(training),
             **result}
+
+
+def _not_needed(batch: Batch) -> dict[str, Any]:
+    """A job whose batch moved on: done if the batch is past it, cancelled if it stopped."""
+    if batch.state in (BatchState.CANCELLED, BatchState.FAILED):
+        raise JobCancelled(f"batch {batch.pk} is {batch.state}")
+    return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
 
 
 def _publish_reference(staging: Path) -> None:
@@ -291,7 +299,7 @@ def generate_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
 
     batch = Batch.objects.select_related("model_run", "dataset").get(pk=job.params["batch_id"])
     if batch.state != BatchState.GENERATING:
-        return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
+        return _not_needed(batch)
     _set_threads()
     ranges = job.params["ranges"]
     wanted = [(dx, fst, i) for dx, fst, start, stop in ranges for i in range(start, stop)]
@@ -336,7 +344,7 @@ def report_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
 
     batch = Batch.objects.get(pk=job.params["batch_id"])
     if batch.state != BatchState.REPORTING:
-        return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
+        return _not_needed(batch)
     gaussians, features = load_report_statistics(Path(batch.artifacts_dir))
     accepted = Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED).order_by(
         "diagnosis", "fst", "index").only("diagnosis", "fst", "metrics", "clip_embedding",

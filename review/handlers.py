@@ -14,6 +14,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from fairskin.labels import Diagnosis
+from fairskin.progress import JobCancelled
 from generation.models import Sample
 from jobs.models import Job
 from jobs.registry import Owner, register
@@ -42,7 +43,9 @@ def _prepare_failed(job: Job, error: str) -> None:
           owner=_study_owner, on_failed=_prepare_failed)
 def prepare_study(job: Job, progress: JobProgress) -> dict[str, Any]:
     study = Study.objects.select_related("batch").get(pk=job.params["study_id"])
-    if study.state != StudyState.PREPARING:
+    if study.state == StudyState.FAILED:  # cancelled (or failed) while this job waited
+        raise JobCancelled(f"study {study.pk} is no longer being prepared")
+    if study.state != StudyState.PREPARING:  # an earlier attempt opened it, then died
         return {"study_id": study.pk, "skipped": f"study is {study.state}"}
     return services.study_prepare(study=study, progress=progress, lease=progress.lease)
 

@@ -258,7 +258,8 @@ def study_preparation_failed(*, job_id: int, error: str) -> None:
 def study_preparation_cancel(*, study: Study, user: Any = None) -> Study:
     """Stop preparing a study; Resume prepares it again from the start."""
     with transaction.atomic():
-        study = Study.objects.select_for_update().select_related("job").get(pk=study.pk)
+        study = Study.objects.select_for_update(of=("self",)).select_related("job").get(
+            pk=study.pk)
         if study.state != StudyState.PREPARING:
             raise StudyError(f"study {study.pk} is {study.get_state_display().lower()}; only a "
                              "study being prepared can be cancelled")
@@ -273,7 +274,8 @@ def study_preparation_cancel(*, study: Study, user: Any = None) -> Study:
 def study_preparation_resume(*, study: Study, user: Any = None) -> Study:
     """Prepare a study whose preparation failed or was cancelled again, as a new attempt."""
     with transaction.atomic():
-        study = Study.objects.select_for_update().select_related("job").get(pk=study.pk)
+        study = Study.objects.select_for_update(of=("self",)).select_related("job").get(
+            pk=study.pk)
         if study.state != StudyState.FAILED or study.job is None:
             raise StudyError(f"study {study.pk} is {study.get_state_display().lower()}; only a "
                              "study whose preparation failed can be resumed")
