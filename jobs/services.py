@@ -130,8 +130,12 @@ def _send(*, job_id: int, queue: str) -> bool:
     from celery import current_app
 
     try:
+        # A short retry lets kombu re-establish a connection that died in an outage; a broker
+        # still away costs about a second here, then the outbox takes over.
         message = current_app.send_task(
-            "jobs.run", kwargs={"job_id": job_id}, queue=queue, retry=False
+            "jobs.run", kwargs={"job_id": job_id}, queue=queue, retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                          "interval_max": 1},
         )
     except Exception as exc:  # the broker is unreachable: the job stays queued, unsent
         logger.warning("job %s: the broker did not take its message (%s); the sweep will "

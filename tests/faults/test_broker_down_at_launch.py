@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 
-import kombu.pools
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -59,43 +58,6 @@ def queued(broker: PrivateRedis) -> list[tuple[str, str, int]]:
 
 def refusal(broker: PrivateRedis) -> str:
     return f"The task broker ({broker.url}) is unreachable"
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory):
-    broker = PrivateRedis(tmp_path_factory.mktemp("redis") / "redis.log")
-    broker.start()
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def broker(private_redis):
-    """The private Redis, running and empty at the start of the test."""
-    private_redis.start()
-    private_redis.client().flushall()
-    return private_redis
-
-
-@pytest.fixture
-def app_on_private_broker(broker, settings):
-    """Point this process' Celery app (and the setting) at the private Redis, with fresh
-    connection pools, so the real broker check and the real send both go there."""
-    from fairskin_site.celery import app
-
-    def reset_pools():
-        kombu.pools.reset()  # closes and forgets every pool, keyed by broker URL
-        app._pool = None
-        if "amqp" in app.__dict__:
-            app.amqp._producer_pool = None
-
-    saved = (app.conf.broker_url, app.conf.broker_write_url, app.conf.broker_read_url)
-    settings.CELERY_BROKER_URL = broker.url
-    reset_pools()
-    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = broker.url
-    yield broker
-    reset_pools()
-    app.conf.broker_url, app.conf.broker_write_url, app.conf.broker_read_url = saved
 
 
 @pytest.fixture
