@@ -3,8 +3,9 @@ import zipfile
 from django import forms
 from django.conf import settings
 
+from catalog import services
 from catalog.models import AllowedUse
-from fairskin.datasets import FORMATS, ArchiveError, MetadataError, parse_metadata
+from fairskin.datasets import FORMATS, ArchiveError
 from fairskin.datasets.sources import ZipImages
 
 
@@ -34,9 +35,9 @@ class DatasetUploadForm(forms.Form):
                 f"{metadata.name} is {metadata.size / 2**20:.1f} MiB; metadata files are "
                 f"limited to {limit / 2**20:.0f} MiB (FAIRSKIN_MAX_METADATA_BYTES)")
         try:
-            parse_metadata(data["format"], metadata.read(), mapping=data["mapping"],
-                           file_name=metadata.name)
-        except (MetadataError, ValueError) as exc:
+            services.dataset_metadata_parse(fmt=data["format"], metadata=metadata.read(),
+                                            metadata_name=metadata.name, mapping=data["mapping"])
+        except services.CatalogImportError as exc:
             raise forms.ValidationError(str(exc)) from exc
         finally:
             metadata.seek(0)
@@ -48,8 +49,12 @@ class DatasetUploadForm(forms.Form):
                 raise forms.ValidationError(f"{images.name} is not a zip archive")
             try:
                 ZipImages(images).close()
+                images.seek(0)
+                services.image_archive_check(archive=images, archive_name=images.name)
             except ArchiveError as exc:
                 raise forms.ValidationError(f"{images.name}: {exc}") from exc
+            except services.CatalogImportError as exc:
+                raise forms.ValidationError(str(exc)) from exc
             finally:
                 images.seek(0)
         return data

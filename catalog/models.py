@@ -119,7 +119,9 @@ def thumbnail_upload_to(image: Image, filename: str) -> str:
 class Image(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
     origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.REAL)
-    source_id = models.CharField(max_length=128, help_text="The dataset's own id.")
+    # The generic CSV uses the file name as the id, so the id holds any file name. Both widths
+    # are checked before an import writes anything (catalog.services.dataset_metadata_parse).
+    source_id = models.CharField(max_length=255, help_text="The dataset's own id.")
     file_name = models.CharField(max_length=255, help_text="File name in the metadata.")
 
     diagnosis = models.CharField(max_length=8, choices=DIAGNOSIS_CHOICES)
@@ -138,7 +140,7 @@ class Image(models.Model):
     )
 
     split = models.CharField(max_length=8, choices=Split.choices, blank=True, default="")
-    group_id = models.CharField(max_length=128, blank=True, help_text="Lesion or patient.")
+    group_id = models.CharField(max_length=255, blank=True, help_text="Lesion or patient.")
 
     sha256 = models.CharField(max_length=64, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.core.validators import validate_slug
+from django.db import models, transaction
 
 from catalog.models import (
     AllowedUse,
@@ -23,9 +26,10 @@ from catalog.models import (
     SourceFormat,
 )
 from catalog.selectors import dataset_summary
-from fairskin.datasets import ArchiveError, ImageRecord, MetadataError, parse_metadata
+from fairskin.datasets import ArchiveError, ImageRecord, MetadataError, ParseResult, parse_metadata
 from fairskin.datasets.sources import ImageSource
 from fairskin.datasets.splits import SplitItem, assign_splits, check_fractions
+from fairskin.datasets.table import MetadataSource
 from fairskin.imaging.decode import ImageDecodeError, decode_image
 from fairskin.progress import Progress, SilentProgress
 from jobs.models import Job
@@ -50,6 +54,89 @@ class _StoredFile:
     sha256: str
     width: int
     height: int
+
+
+def _max_length(model: type[models.Model], field: str) -> int:
+    return model._meta.get_field(field).max_length
+
+
+# The record values that land in a bounded Image column, in the order they are reported.
+_BOUNDED_RECORD_VALUES = (
+    ("file_name", "image file name"),
+    ("source_id", "source id"),
+    ("group_id", "group id"),
+    ("source_label", "label"),
+)
+# A stored original is named by its digest; the suffix is kept only when it looks like one.
+_MAX_SUFFIX = 16
+
+
+def _too_long(what: str, value: str, limit: int) -> str:
+    return f"{what} {value!r} is {len(value)} characters; at most {limit} can be stored"
+
+
+def _record_length_problem(record: ImageRecord) -> str | None:
+    """Why a parsed record cannot be stored as it is, or None when every value fits."""
+    for field, what in _BOUNDED_RECORD_VALUES:
+        value = getattr(record, field) or ""
+        limit = _max_length(Image, field)
+        if len(value) > limit:
+            return _too_long(what, value, limit)
+    return None
+
+
+def dataset_metadata_parse(
+    *, fmt: str, metadata: MetadataSource, metadata_name: str, mapping: str = "strict"
+) -> ParseResult:
+    """Parse a metadata file and check that every value fits the column that will hold it.
+
+    The one check both the upload form and the import run, so a file the form accepts never
+    fails later on a database limit. Raises CatalogImportError naming the file and row.
+    """
+    name_limit = _max_length(DatasetImport, "metadata_name")
+    if len(metadata_name) > name_limit:
+        raise CatalogImportError(_too_long("metadata file name", metadata_name, name_limit))
+    try:
+        parsed = parse_metadata(fmt, metadata, mapping=mapping, file_name=metadata_name)
+    except (MetadataError, ValueError) as exc:
+        raise CatalogImportError(str(exc)) from exc
+    for record in parsed.records:
+        problem = _record_length_problem(record)
+        if problem:
+            raise CatalogImportError(f"{metadata_name}, data row {record.row_number}: {problem}")
+    return parsed
+
+
+def _check_dataset_fields(*, name: str, licence: str | None) -> None:
+    name_limit = _max_length(Dataset, "name")
+    if len(name) > name_limit:
+        raise CatalogImportError(_too_long("dataset name", name, name_limit))
+    try:
+        validate_slug(name)  # the name becomes a storage folder
+    except ValidationError as exc:
+        raise CatalogImportError(f"dataset name {name!r}: {exc.messages[0]}") from exc
+    licence_limit = _max_length(Dataset, "licence")
+    if licence is not None and len(licence) > licence_limit:
+        raise CatalogImportError(_too_long("licence", licence, licence_limit))
+
+
+def image_archive_check(*, archive: Any, archive_name: str) -> None:
+    """Refuse a zip holding a file whose name no image row could store, naming it.
+
+    Members are matched to rows by base name, so such a member could never be imported.
+    """
+    limit = _max_length(Image, "file_name")
+    try:
+        with zipfile.ZipFile(archive) as opened:
+            names = opened.namelist()
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CatalogImportError(f"{archive_name}: not a readable zip archive: {exc}") from exc
+    for member in names:
+        base_name = member.rsplit("/", 1)[-1]
+        if len(base_name) > limit:
+            raise CatalogImportError(
+                f"{archive_name}: zip member {member!r}: "
+                + _too_long("its file name", base_name, limit))
 
 
 RECORD_FIELDS = ("file_name", "diagnosis", "source_label", "fst_low", "fst_high", "fst_source",
@@ -88,7 +175,10 @@ def _store_original(
     except ImageDecodeError as exc:
         raise CatalogImportError(f"{metadata_name}, data row {record.row_number}: {exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
-    suffix = record.file_name.rsplit(".", 1)[-1].lower() if "." in record.file_name else "bin"
+    suffix = record.file_name.rsplit(".", 1)[-1].lower() if "." in record.file_name else ""
+    if not (suffix.isascii() and suffix.isalnum() and len(suffix) <= _MAX_SUFFIX):
+        # A long or odd "extension" would make the stored name overflow its column.
+        suffix = "bin"
     # Content-addressed, so a re-import finds the file it already stored.
     name = f"catalog/{dataset_name}/original/{digest[:2]}/{digest}.{suffix}"
     if not default_storage.exists(name):
@@ -114,24 +204,23 @@ def dataset_import(
 ) -> DatasetImport:
     """Import a metadata file (and its images, when given) into a dataset, all or nothing.
 
-    Any bad row or image raises CatalogImportError naming the file and row; then no row is
-    written and no newly stored file is kept. Importing the same data again changes nothing.
+    Any bad row or image, or a value longer than its column, raises CatalogImportError naming
+    the file and row; then no row is written and no newly stored file is kept. Importing the
+    same data again changes nothing.
     """
     progress = progress or SilentProgress()
     started = time.perf_counter()
     source_format = SourceFormat(fmt)
     name = name or source_format.value
+    _check_dataset_fields(name=name, licence=licence)
     existing_dataset = Dataset.objects.filter(name=name).first()
     if existing_dataset and existing_dataset.source_format != source_format:
         raise CatalogImportError(
             f"dataset {name!r} holds {existing_dataset.source_format} data; "
             f"choose another --name for {fmt} metadata"
         )
-    try:
-        parsed = parse_metadata(fmt, metadata, mapping=mapping, file_name=metadata_name)
-    except (MetadataError, ValueError) as exc:
-        raise CatalogImportError(str(exc)) from exc
-
+    parsed = dataset_metadata_parse(fmt=fmt, metadata=metadata, metadata_name=metadata_name,
+                                    mapping=mapping)
 
     written: list[str] = []
     try:
@@ -305,10 +394,20 @@ def dataset_upload_launch(
                     "metadata_name": metadata.name,
                     "metadata_path": saved[0],
                     "images_path": saved[1] if len(saved) > 1 else ""},
-            title=f"Import {metadata.name} into {name or fmt}",
+            title=_upload_title(metadata_name=metadata.name, dataset_name=name or fmt),
             launched_by=user,
         )
     except BaseException:
         for path in saved:
             default_storage.delete(path)
         raise
+
+
+def _upload_title(*, metadata_name: str, dataset_name: str) -> str:
+    # A file name may be longer than a job title; the params keep it whole.
+    limit = _max_length(Job, "title")
+    title = f"Import {metadata_name} into {dataset_name}"
+    if len(title) <= limit:
+        return title
+    room = limit - len(title) + len(metadata_name) - 1
+    return f"Import {metadata_name[:room]}… into {dataset_name}"

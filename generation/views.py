@@ -4,7 +4,6 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
-from django.db.models import Count
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -12,9 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 from catalog.models import DIAGNOSIS_CHOICES
 from fairskin.labels import fst_roman
 from fairskin.spreadsheet import safe_row
-from generation import services
+from generation import selectors, services
 from generation.models import Batch, Sample, Verdict
-from jobs.models import Job
 
 GALLERY_PAGE = 48
 
@@ -39,11 +37,13 @@ def _fid_chart(report: dict, height: int = 150) -> dict | None:
 
 
 def _batch_context(batch: Batch) -> dict:
-    jobs = Job.objects.filter(parent=batch.job).order_by("id") if batch.job else Job.objects.none()
-    job_states = dict(jobs.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
     strata = services.batch_strata(batch)
+    job_states = selectors.batch_job_states(batch=batch)
+    running_jobs = selectors.batch_running_jobs(batch=batch)
     calibrated = {name: bool(p.get("calibrated")) for name, p in batch.provenance.items()}
-    return {"batch": batch, "strata": strata, "job_states": job_states,
+    return {"batch": batch, "strata": strata,
+            "job_states": job_states, "running_jobs": running_jobs,
+            "running_more": max(0, job_states.get("running", 0) - len(running_jobs)),
             "failed_jobs": list(services.batch_failed_jobs(batch).filter(state="failed"))
             if batch.job else [],
             "totals": {k: sum(r[k] for r in strata) for k in ("quota", "generated",

@@ -63,6 +63,8 @@ def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
 
     run = Run.objects.select_related("parent__parent").get(pk=job.params["run_id"])
     _set_threads()
+    # Copying images out of storage can take a while before the engine reports anything.
+    progress.phase("Gathering the training images")
     if run.kind == "classifier":
         return _train_classifier(run, progress)
     run_dir = Path(run.artifacts_dir)

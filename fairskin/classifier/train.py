@@ -4,6 +4,9 @@ Phase 1 (optional): pre-training on synthetic images only. Phase 2: fine-tuning 
 real + synthetic mixture, lr 1e-4 dropping to 1e-5 half-way. Phase 3 (optional): domain-
 adversarial training, a real-vs-synthetic discriminator on the features behind a gradient-
 reversal layer, so the features stop telling the two apart.
+
+Progress comes as phases: loading the network, one phase per training phase counted in its
+own batches (the message names the epoch), then the evaluation, counted in test images.
 """
 
 from __future__ import annotations
@@ -50,11 +53,22 @@ class ClassifierResult:
 
 
 PHASES = ("pretrain", "finetune", "dann")
+PHASE_NAMES = {"pretrain": "Pre-training on synthetic images",
+               "finetune": "Fine-tuning on real and synthetic images",
+               "dann": "Domain-adversarial training"}
+PHASE_LOADING = "Loading the classifier network"
+PHASE_EVALUATING = "Evaluating on the test split"
 
 
 def _phase_epochs(config: ClassifierConfig) -> list[tuple[str, int]]:
     return [(p, n) for p, n in zip(PHASES, (config.pretrain_epochs, config.epochs,
                                             config.dann_epochs), strict=True) if n]
+
+
+def _batches_per_epoch(items: Sequence[ClassifierItem], config: ClassifierConfig,
+                       phase: str) -> int:
+    used = sum(1 for i in items if phase != "pretrain" or i.synthetic)
+    return -(-used // config.batch_size)
 
 
 def _loader(items: Sequence[ClassifierItem], config: ClassifierConfig, *, phase: str,
@@ -98,6 +112,7 @@ def train_classifier(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
+    progress.phase(PHASE_LOADING)
     model, weights_source = build_classifier(len(CLASS_NAMES), weights=config.weights,
                                              arch=config.arch)
     model.to(dev)
@@ -105,8 +120,6 @@ def train_classifier(
     autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
     scaler = torch.amp.GradScaler(dev.type, enabled=config.mixed_precision == "fp16")
     plan = _phase_epochs(config)
-    total_batches = sum(n * -(-len([i for i in train_items if p != "pretrain" or i.synthetic])
-                              // config.batch_size) for p, n in plan)
 
     start: tuple[str, int] | None = None
     state: dict[str, Any] = {}
@@ -119,7 +132,6 @@ def train_classifier(
         torch.set_rng_state(state["torch_rng"])
         start = (state["phase"], state["epoch"])
         progress.log(f"resumed after {state['phase']} epoch {state['epoch'] + 1}")
-    done_batches = state.get("done_batches", 0)
 
     def begins_after_checkpoint(phase: str, epoch: int) -> bool:
         if start is None:
@@ -137,9 +149,14 @@ def train_classifier(
         if start is not None and state.get("phase") == phase:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        for epoch in range(epochs):
-            if not begins_after_checkpoint(phase, epoch):
-                continue
+        per_epoch = _batches_per_epoch(train_items, config, phase)
+        to_run = [e for e in range(epochs) if begins_after_checkpoint(phase, e)]
+        if not to_run:
+            continue  # finished before the checkpoint this run resumed from
+        phase_total = epochs * per_epoch
+        done_batches = (epochs - len(to_run)) * per_epoch
+        progress.phase(PHASE_NAMES[phase], total=phase_total, done=done_batches)
+        for epoch in to_run:
             model.train()
             for pixels, labels, synthetic in _loader(train_items, config, phase=phase,
                                                      epoch=epoch, generator=generator):
@@ -159,8 +176,8 @@ def train_classifier(
                 scaler.update()
                 done_batches += 1
                 try:
-                    progress.update(min(done_batches, total_batches), total_batches,
-                                    f"{phase} epoch {epoch + 1}/{epochs} loss {loss.item():.3f}")
+                    progress.update(min(done_batches, phase_total), phase_total,
+                                    f"epoch {epoch + 1}/{epochs} · loss {loss.item():.3f}")
                 except JobCancelled:
                     progress.log("cancelled; resumes from the last finished epoch")
                     raise
@@ -168,11 +185,10 @@ def train_classifier(
             _save_checkpoint(run_dir, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "phase": phase, "epoch": epoch,
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "done_batches": done_batches})
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
 
     torch.save(model.state_dict(), run_dir / MODEL_FILE)
-    evaluation = evaluate(model, test_items, config, dev)
+    evaluation = evaluate(model, test_items, config, dev, progress=progress)
     info = {"config": config.to_dict(), "weights_source": weights_source,
             "classes": CLASS_NAMES, "train_images": len(train_items),
             "synthetic_train_images": sum(i.synthetic for i in train_items),
@@ -185,10 +201,16 @@ def train_classifier(
 
 @torch.no_grad()
 def predict_proba(model: SkinClassifier, items: Sequence[ClassifierItem], image_size: int,
-                  device: torch.device, batch_size: int = 64) -> np.ndarray:
+                  device: torch.device, batch_size: int = 64,
+                  progress: Progress | None = None) -> np.ndarray:
     model.eval()
     loader = DataLoader(ImageSet(items, image_size, train=False), batch_size=batch_size)
-    chunks = [torch.softmax(model(p.to(device)).float(), dim=1).cpu() for p, _, _ in loader]
+    chunks = []
+    for pixels, _, _ in loader:
+        chunks.append(torch.softmax(model(pixels.to(device)).float(), dim=1).cpu())
+        if progress is not None:
+            done = sum(len(c) for c in chunks)
+            progress.update(done, len(items), "images")
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, len(CLASS_NAMES)))
 
 
@@ -198,12 +220,14 @@ def _keyed(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(model: SkinClassifier, items: Sequence[ClassifierItem], config: ClassifierConfig,
-             device: torch.device) -> dict[str, Any]:
+             device: torch.device, progress: Progress | None = None) -> dict[str, Any]:
     """Seven-class report per FST and per FST group; binary malignancy view where known."""
     labelled = [i for i in items if i.fst is not None]
+    if progress is not None:  # images without a skin type are not scored: count what is
+        progress.phase(PHASE_EVALUATING, total=len(labelled))
     if not labelled:
         return {"error": "no test image with a known skin type"}
-    proba = predict_proba(model, labelled, config.image_size, device)
+    proba = predict_proba(model, labelled, config.image_size, device, progress=progress)
     y = [i.label for i in labelled]
     out: dict[str, Any] = {
         "by_fst": _keyed(fairness_report_multiclass(

@@ -3,6 +3,10 @@
 Phases: set up (components, tokens, adapters), data, then the step loop (loss, clip, step,
 log, checkpoint, validate), then artifacts. A run directory holds everything; calling `train`
 again on a directory with checkpoints resumes from the latest one.
+
+Each part that takes time is reported as a progress phase of its own (see ``PHASE_*``), so a
+validation grid that renders for minutes never shows as the last training step. The messages
+carry the step and loss only: how long is left is the caller's to estimate, per phase.
 """
 
 from __future__ import annotations
@@ -37,6 +41,17 @@ from fairskin.diffusion.tokens import plan_tokens, prompt_for
 from fairskin.progress import JobCancelled, Progress
 
 KEEP_CHECKPOINTS = 2
+VALIDATION_BATCH = 8  # prompts rendered per pipeline call in the validation grid
+
+PHASE_LOADING = "Loading the base model"
+PHASE_LATENTS = "Encoding the training images"
+PHASE_RESUMING = "Resuming from the checkpoint"
+PHASE_TRAINING = "Training"
+PHASE_ARTIFACTS = "Saving artifacts"
+
+
+def validation_phase(step: int) -> str:
+    return f"Rendering the validation grid (step {step})"
 
 
 @dataclass(frozen=True)
@@ -225,6 +240,7 @@ def train(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
+    progress.phase(PHASE_LOADING)
     model = _load_model(base, config, dev)
     tokenizer, text_encoder, unet, vae = (model.tokenizer, model.text_encoder, model.unet,
                                           model.vae)
@@ -281,13 +297,15 @@ def train(
     cached_latents: torch.Tensor | None = None
     if config.cache_latents:
         # The distribution's mean, not a sample: a fixed cache must not freeze one draw.
+        progress.phase(PHASE_LATENTS, total=len(items))
         chunks = []
         with torch.no_grad():
             for start in range(0, len(items), 16):
-                pixels = _load_images(items, list(range(start, min(start + 16, len(items)))),
-                                      model.resolution)
+                stop = min(start + 16, len(items))
+                pixels = _load_images(items, list(range(start, stop)), model.resolution)
                 dist = vae.encode(pixels.to(dev, model.frozen_dtype)).latent_dist
                 chunks.append((dist.mean * scaling).float().cpu())
+                progress.update(stop, len(items), "images")
         cached_latents = torch.cat(chunks)
 
     # --- optimisation ------------------------------------------------------------------------
@@ -310,6 +328,7 @@ def train(
     loss_path = run_dir / "loss.csv"
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is not None:
+        progress.phase(PHASE_RESUMING)
         saved = load_file(str(checkpoint / "trainable.safetensors"), device=str(dev))
         # Our own file (optimizer and RNG states need full unpickling); never a user upload.
         state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=False)  # noqa: S614
@@ -358,6 +377,9 @@ def train(
     started = time.monotonic()
     step = start_step
     try:
+        # Checkpoints stay inside this phase: they take seconds, and the caller's estimate of
+        # the time left should include them rather than restart its rate after each one.
+        progress.phase(PHASE_TRAINING, total=config.steps, done=step)
         while step < config.steps:
             step_loss = 0.0
             for _ in range(config.grad_accumulation):
@@ -402,13 +424,15 @@ def train(
             step += 1
             history.append((step, step_loss))
             _append_loss(loss_path, step, step_loss, grad_norm)
+            # The step is done before anything slow starts, so the count never lags behind.
+            progress.update(step, config.steps,
+                            f"step {step}/{config.steps} · loss {step_loss:.4f}")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoint_now(step)
             if step % config.validation_every == 0 or step == config.steps:
-                _validation_grid(model, items, tokens, config, step, run_dir)
-            eta = _eta(started, start_step, step, config.steps)
-            progress.update(step, config.steps,
-                            f"step {step}/{config.steps} · loss {step_loss:.4f} · ETA {eta}")
+                _validation_grid(model, items, tokens, config, step, run_dir, progress)
+                if step < config.steps:
+                    progress.phase(PHASE_TRAINING, total=config.steps, done=step)
     except JobCancelled:
         if step > start_step:
             checkpoint_now(step)
@@ -416,6 +440,8 @@ def train(
         raise
 
     # --- artifacts ---------------------------------------------------------------------------
+    # Counted as the steps reached: what is left is a few file writes with no count of their own.
+    progress.phase(PHASE_ARTIFACTS, total=config.steps, done=config.steps)
     unet.eval()
     text_encoder.eval()
     if trains_tokens:
@@ -438,13 +464,6 @@ def train(
     (run_dir / "loss.svg").write_text(reports.loss_svg(history))
     return TrainResult(run_dir, config.steps, final_loss, tokens, resumed_from, history,
                        text_encoder=text_encoder, unet=unet, tokenizer=tokenizer)
-
-
-def _eta(started: float, first_step: int, step: int, total: int) -> str:
-    seconds = (time.monotonic() - started) / max(step - first_step, 1) * (total - step)
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def library_versions() -> dict[str, str]:
@@ -471,12 +490,15 @@ def _append_loss(path: Path, step: int, loss: float, grad_norm: float) -> None:
 
 
 def _validation_grid(model: _Model, items: Sequence[TrainItem], tokens: list[str],
-                     config: TrainConfig, step: int, run_dir: Path) -> Path:
-    """Diagnosis x FST prompts at fixed seeds, one image each, saved as one PNG grid."""
+                     config: TrainConfig, step: int, run_dir: Path, progress: Progress) -> Path:
+    """Diagnosis x FST prompts at fixed seeds, one image each, saved as one PNG grid.
+
+    Reported as a phase of its own, counted in images: on a real model it takes minutes."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     diagnoses = sorted({i.diagnosis for i in items})
     cells = [(dx, fst) for dx in diagnoses for fst in range(1, 7)]
+    progress.phase(validation_phase(step), total=len(cells))
     was_training = model.unet.training, model.text_encoder.training
     model.unet.eval()
     model.text_encoder.eval()
@@ -488,8 +510,8 @@ def _validation_grid(model: _Model, items: Sequence[TrainItem], tokens: list[str
     pipe.set_progress_bar_config(disable=True)
     images = []
     with torch.no_grad():
-        for start in range(0, len(cells), 8):
-            chunk = cells[start:start + 8]
+        for start in range(0, len(cells), VALIDATION_BATCH):
+            chunk = cells[start:start + VALIDATION_BATCH]
             generators = [torch.Generator(model.device).manual_seed(config.seed + start + k)
                           for k in range(len(chunk))]
             out = pipe([prompt_for(dx, fst, available=tokens) for dx, fst in chunk],
@@ -497,6 +519,7 @@ def _validation_grid(model: _Model, items: Sequence[TrainItem], tokens: list[str
                        guidance_scale=7.5, generator=generators, height=model.resolution,
                        width=model.resolution, output_type="pil")
             images += out.images
+            progress.update(len(images), len(cells), "images")
     model.unet.train(was_training[0])
     model.text_encoder.train(was_training[1])
     path = run_dir / "validation" / f"step-{step:06d}.png"

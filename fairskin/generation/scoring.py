@@ -76,6 +76,12 @@ _TRAINING_CACHE = 64  # decoded training images kept between batches
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# The parts of a reference build, each reported as a progress phase with its own count.
+PHASE_INCEPTION = "Inception features of real images"
+PHASE_LPIPS = "LPIPS and FID reference per skin type"
+PHASE_CLIP = "CLIP embeddings of training images"
+PHASE_MEMORIZATION = "Memorization index"
+
 
 # --- the networks ------------------------------------------------------------------------------
 
@@ -190,8 +196,7 @@ class Reference:
         training_ids = [str(i) for i, _ in training]
         if len(set(training_ids)) != len(training_ids):
             raise ValueError("training image ids must be unique")
-        tracker = _Tracker(progress, len(real) + len(training)
-                           + min(memorization_sample, len(training)))
+        tracker = _Tracker(progress)
 
         by_fst: dict[int, list[int]] = {}
         for i, (_, fst) in enumerate(real):
@@ -208,6 +213,7 @@ class Reference:
         gaussians = {fst: StreamingGaussian(INCEPTION_FEATURES) for fst in by_fst}
         sampled: dict[int, np.ndarray] = {}
         kept_images: dict[int, torch.Tensor] = {}
+        tracker.phase(PHASE_INCEPTION, len(real))
         for start in range(0, len(real), batch_size):
             rows = list(range(start, min(start + batch_size, len(real))))
             pixels = _load_uint8([real[i][0] for i in rows], size).to(device)
@@ -221,7 +227,7 @@ class Reference:
                         sampled[rows[k]] = features[k].copy()
                     if rows[k] in to_keep:
                         kept_images[rows[k]] = pixels[k].clone()
-            tracker.advance(len(rows), "reference: real images")
+            tracker.advance(len(rows), "images")
 
         distance = extractors.lpips[0]
         lpips_stack = {fst: torch.stack([kept_images[i] for i in rows])
@@ -229,20 +235,23 @@ class Reference:
         real_vs_real: dict[str, dict[int, np.ndarray]] = {"lpips_real": {}, "fid": {},
                                                           "memorization": {}}
         samples = {}
+        tracker.phase(PHASE_LPIPS, len(by_fst))
         for fst in sorted(by_fst):
             real_vs_real["lpips_real"][fst] = _mean_lpips_to_the_others(
                 distance, _as_float(lpips_stack[fst]))
             rows = np.stack([sampled[i] for i in sample_rows[fst]])
             real_vs_real["fid"][fst] = _leave_one_out_distances(rows, gaussians[fst], FID_EPS)
             samples[fst] = rows.astype(np.float32)
+            tracker.advance(1, "skin types")
 
         training_paths = [str(path) for _, path in training]
         embed = extractors.clip[0]
         chunks = []
+        tracker.phase(PHASE_CLIP, len(training_paths))
         for start in range(0, len(training_paths), batch_size):
             paths = training_paths[start:start + batch_size]
             chunks.append(embed(_as_float(_load_uint8(paths, size).to(device))))
-            tracker.advance(len(paths), "reference: training images")
+            tracker.advance(len(paths), "images")
         embeddings = (np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32))
 
         reference = cls(
@@ -328,13 +337,20 @@ class Reference:
 
 
 class _Tracker:
-    def __init__(self, progress: Progress | None, total: int) -> None:
-        self.progress, self.total, self.done = progress, total, 0
+    """Counts within the current phase of a reference build (a Progress may be absent)."""
 
-    def advance(self, n: int, message: str) -> None:
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress, self.total, self.done = progress, 0, 0
+
+    def phase(self, name: str, total: int) -> None:
+        self.total, self.done = total, 0
+        if self.progress is not None:
+            self.progress.phase(name, total=total)
+
+    def advance(self, n: int, unit: str) -> None:
         self.done += n
         if self.progress is not None:
-            self.progress.update(self.done, self.total, message)
+            self.progress.update(self.done, self.total, unit)
 
 
 def _replace(path: Path, write: Callable[[Path], object]) -> None:
@@ -426,6 +442,7 @@ def _training_nearest_lpips(reference: Reference, distance: PerceptualDistance,
     if index is None or n < 2:
         return np.zeros(0)
     chosen = _seeded_subset(list(range(n)), sample, reference.seed, "memorization", 0)
+    tracker.phase(PHASE_MEMORIZATION, len(chosen))
     loader = _TrainingImages(reference, device)
     values = []
     for start in range(0, len(chosen), batch_size):
@@ -435,7 +452,7 @@ def _training_nearest_lpips(reference: Reference, distance: PerceptualDistance,
                   for row, hits in zip(rows, found, strict=True)]
         queries = _as_float(loader.images([reference.training_ids[row] for row in rows]))
         values.append(_nearest_lpips(distance, queries, others, loader)[0])
-        tracker.advance(len(rows), "reference: training nearest neighbours")
+        tracker.advance(len(rows), "training images")
     return np.concatenate(values)
 
 

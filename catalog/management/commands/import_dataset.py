@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from catalog.models import AllowedUse
 from catalog.selectors import format_summary_table
-from catalog.services import CatalogImportError, dataset_import
+from catalog.services import CatalogImportError, dataset_import, image_archive_check
 from fairskin.datasets import FORMATS, ArchiveError
 from fairskin.datasets.sources import open_image_source
 from fairskin.progress import ConsoleProgress
@@ -33,6 +33,8 @@ class Command(BaseCommand):
         try:
             if images is not None:
                 source = open_image_source(images)
+                if images.is_file():
+                    image_archive_check(archive=images, archive_name=images.name)
             result = dataset_import(
                 fmt=fmt, metadata=metadata.read_bytes(), metadata_name=metadata.name,
                 images=source, name=name, mapping=mapping, allowed_use=allowed_use,

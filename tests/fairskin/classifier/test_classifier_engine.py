@@ -8,9 +8,16 @@ import torch
 from fairskin.classifier.config import ClassifierConfig, ClassifierConfigError
 from fairskin.classifier.data import ClassifierItem, mixture_weights
 from fairskin.classifier.model import CLASS_NAMES, build_classifier, reverse_gradient
-from fairskin.classifier.train import load_classifier, train_classifier
+from fairskin.classifier.train import (
+    PHASE_EVALUATING,
+    PHASE_LOADING,
+    PHASE_NAMES,
+    load_classifier,
+    train_classifier,
+)
 from fairskin.imaging.demo import demo_items
 from fairskin.progress import JobCancelled, SilentProgress
+from tests.fairskin.recording import RecordingProgress
 
 torch.set_num_threads(1)
 QUICK = {"image_size": 64, "batch_size": 16, "bootstrap": 50, "arch": "resnet18",
@@ -89,14 +96,16 @@ def test_gradient_reversal_really_reverses_the_gradient():
     assert torch.equal(reverse_gradient(y, 0.5), y)  # identity forwards
 
 
-class CancelAt(SilentProgress):
-    def __init__(self, at):
+class CancelAt(RecordingProgress):
+    """Cancels when the count of the named phase reaches ``at``."""
+
+    def __init__(self, phase, at):
         super().__init__()
-        self.at = at
+        self.phase_name, self.at = phase, at
 
     def update(self, done, total, message=""):
         super().update(done, total, message)
-        if done == self.at:
+        if self.recorded[-1].name == self.phase_name and done == self.at:
             raise JobCancelled("cancelled")
 
 
@@ -107,12 +116,30 @@ def test_all_three_phases_run_and_a_cancelled_run_resumes_after_its_last_epoch(d
                                      "dann_epochs": 1})
     items = train + synthetic
     batches_per_epoch = -(-len(items) // 16)
+    finetune, dann = PHASE_NAMES["finetune"], PHASE_NAMES["dann"]
+    cancelled = CancelAt(finetune, batches_per_epoch + 2)
     with pytest.raises(JobCancelled):  # stop mid-way through the second fine-tuning epoch
         train_classifier(config=config, train_items=items, test_items=test, run_dir=tmp_path,
-                         progress=CancelAt(2 + batches_per_epoch + 2))
+                         progress=cancelled)
+    # Each training phase is counted in its own batches, the message naming the epoch.
+    assert [p.name for p in cancelled.recorded] == [PHASE_LOADING, PHASE_NAMES["pretrain"],
+                                                    finetune]
+    pretrain = cancelled.recorded[1]
+    assert pretrain.total == -(-len(synthetic) // 16) == pretrain.last_done
+    assert cancelled.recorded[2].total == 2 * batches_per_epoch
+    assert cancelled.recorded[2].updates[-1][2].startswith("epoch 2/2 · loss ")
+    resumed = RecordingProgress()
     result = train_classifier(config=config, train_items=items, test_items=test,
-                              run_dir=tmp_path, progress=SilentProgress())
+                              run_dir=tmp_path, progress=resumed)
     assert result.resumed_from == ("finetune", 0)
+    assert [p.name for p in resumed.recorded] == [PHASE_LOADING, finetune, dann,
+                                                  PHASE_EVALUATING]
+    # The resumed phase starts past its finished epoch; evaluation counts the test images.
+    assert (resumed.recorded[1].start, resumed.recorded[1].total) == (batches_per_epoch,
+                                                                      2 * batches_per_epoch)
+    assert resumed.recorded[1].last_done == 2 * batches_per_epoch
+    evaluating = resumed.recorded[3]
+    assert evaluating.total == len(test) == evaluating.last_done
     assert (tmp_path / "classifier.pt").exists()
     assert result.evaluation["by_fst"]["n"] == len(test)
 

@@ -7,9 +7,21 @@ import torch
 
 from fairskin.diffusion.base_models import resolve_base_model
 from fairskin.diffusion.config import TrainConfig
-from fairskin.diffusion.training import TrainItem, clip_gradients, latest_checkpoint, train
+from fairskin.diffusion.training import (
+    PHASE_ARTIFACTS,
+    PHASE_LATENTS,
+    PHASE_LOADING,
+    PHASE_RESUMING,
+    PHASE_TRAINING,
+    TrainItem,
+    clip_gradients,
+    latest_checkpoint,
+    train,
+    validation_phase,
+)
 from fairskin.imaging.demo import draw_lesion
 from fairskin.progress import JobCancelled, SilentProgress
+from tests.fairskin.recording import RecordingProgress
 
 torch.set_num_threads(1)
 CELLS = [("MEL", 1), ("MEL", 6), ("NV", 2), ("NV", 5), ("DF", 3), ("DF", 4)]
@@ -181,8 +193,41 @@ def test_cancelling_saves_a_checkpoint_at_the_current_step(tiny, items, tmp_path
         train(config=config, base=tiny, items=items, run_dir=tmp_path,
               progress=CrashAt(3, JobCancelled("cancelled")))
     assert latest_checkpoint(tmp_path).name == "step-000003"
+    progress = RecordingProgress()
     assert train(config=config, base=tiny, items=items, run_dir=tmp_path,
-                 progress=SilentProgress()).resumed_from == 3
+                 progress=progress).resumed_from == 3
+    assert [p.name for p in progress.recorded] == [
+        PHASE_LOADING, PHASE_RESUMING, PHASE_TRAINING, validation_phase(5), PHASE_ARTIFACTS]
+    training = progress.recorded[2]
+    # The resumed phase starts at its checkpoint's step, so its rate counts only new steps.
+    assert (training.start, training.total) == (3, 5)
+    assert [done for done, _, _ in training.updates] == [4, 5]
+
+
+def test_every_part_of_a_run_is_its_own_phase_and_no_message_carries_an_eta(tiny, items,
+                                                                          tmp_path):
+    config = TrainConfig.build("textual_inversion", {**FAST, "steps": 4, "validation_every": 2})
+    progress = RecordingProgress()
+    train(config=config, base=tiny, items=items, run_dir=tmp_path, progress=progress)
+    assert [p.name for p in progress.recorded] == [
+        PHASE_LOADING, PHASE_TRAINING, validation_phase(2), PHASE_TRAINING,
+        validation_phase(4), PHASE_ARTIFACTS]
+    _, first, mid_grid, resumed, last_grid, saving = progress.recorded
+    assert (first.start, first.total) == (0, 4)
+    assert [done for done, _, _ in first.updates] == [1, 2]  # step 2 counted before its grid
+    # After a grid, training carries on from the step it had reached.
+    assert (resumed.start, resumed.total) == (2, 4)
+    assert [done for done, _, _ in resumed.updates] == [3, 4]
+    # The final grid starts only once the step count reached its end, and counts its images.
+    assert resumed.updates[-1][:2] == (4, 4)
+    images = len({i.diagnosis for i in items}) * 6
+    for grid in (mid_grid, last_grid):
+        assert (grid.start, grid.total) == (0, images)
+        assert grid.updates and grid.updates[-1][:2] == (images, images)
+    assert (saving.start, saving.total) == (4, 4)
+    step_messages = [m for _, _, m in first.updates + resumed.updates]
+    assert step_messages[-1].startswith("step 4/4 · loss ")
+    assert progress.messages and not any("ETA" in m for m in progress.messages)
 
 
 def test_clipping_bounds_the_gradient_norm_and_sees_every_parameter(tiny):
@@ -217,8 +262,13 @@ def test_bf16_autocast_with_checkpointing_and_cached_latents_keeps_fp32_trainabl
     config = TrainConfig.build("lora", {"steps": 2, "mixed_precision": "bf16",
                                         "gradient_checkpointing": True, "cache_latents": True,
                                         **FAST})
+    progress = RecordingProgress()
     result = train(config=config, base=tiny, items=items, run_dir=tmp_path,
-                   parents=[ti_run.run_dir], progress=SilentProgress())
+                   parents=[ti_run.run_dir], progress=progress)
+    [caching] = progress.named(PHASE_LATENTS)
+    assert caching.total == len(items) and caching.last_done == len(items)
+    assert [p.name for p in progress.recorded][:3] == [PHASE_LOADING, PHASE_LATENTS,
+                                                       PHASE_TRAINING]
     lora_params = [p for n, p in result.unet.named_parameters() if "lora_" in n]
     assert lora_params and all(p.dtype == torch.float32 for p in lora_params)
     assert result.unet.is_gradient_checkpointing

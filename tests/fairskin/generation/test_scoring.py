@@ -20,6 +20,10 @@ from fairskin.generation.checks import Threshold
 from fairskin.generation.plan import decide_stratum
 from fairskin.generation.scoring import (
     CHECK_NAMES,
+    PHASE_CLIP,
+    PHASE_INCEPTION,
+    PHASE_LPIPS,
+    PHASE_MEMORIZATION,
     Extractors,
     Reference,
     Scorer,
@@ -30,7 +34,7 @@ from fairskin.imaging.demo import draw_lesion
 from fairskin.metrics.extractors import lpips_metric
 from fairskin.metrics.fid import feature_distances_to_reference
 from fairskin.metrics.stats import StreamingGaussian
-from fairskin.progress import SilentProgress
+from tests.fairskin.recording import RecordingProgress
 
 TINY_CLIP = str(Path(__file__).resolve().parents[2] / "fixtures" / "tiny_clip.json")
 SIZE = 64
@@ -118,7 +122,7 @@ def extractors(classifier):
 @pytest.fixture(scope="module")
 def built(extractors, files):
     real, training = files
-    progress = SilentProgress()
+    progress = RecordingProgress()
     reference = Reference.build(extractors, real=real, training=training, size=SIZE,
                                 lpips_images=4, batch_size=4, memorization_neighbours=3,
                                 progress=progress)
@@ -336,7 +340,11 @@ def test_real_vs_real_lpips_values_are_mean_distances_to_the_other_reference_ima
 
 def test_reference_build_reports_progress_and_keeps_its_caps(built):
     reference, progress = built
-    assert progress.total == 12 + 10 + 10 and progress.done == progress.total
+    # Each part has its own name and count (12 real images over 2 skin types, 10 training
+    # images, all 10 searched for memorization), and each ends at its own total.
+    assert [(p.name, p.total) for p in progress.recorded] == [
+        (PHASE_INCEPTION, 12), (PHASE_LPIPS, 2), (PHASE_CLIP, 10), (PHASE_MEMORIZATION, 10)]
+    assert all(p.start == 0 and p.last_done == p.total for p in progress.recorded)
     assert set(reference.inception) == {2, 5}
     assert reference.inception[2].count == 6
     assert reference.inception_sample[2].shape == (6, 2048)
