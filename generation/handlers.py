@@ -23,6 +23,7 @@ from django.db.models import F
 from django.urls import reverse
 
 from catalog.models import FstSource, Image, Origin
+from fairskin.generation.groups import micro_batches
 from fairskin.generation.plan import candidate_seed
 from fairskin.progress import JobCancelled
 from generation import services
@@ -309,29 +310,41 @@ def generate_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
             services.stratum_key(w[0], w[1]) not in batch.outcomes]
     progress.log(f"{len(wanted)} candidates, {len(wanted) - len(todo)} already stored or not "
                  "needed")
+    progress.phase("Loading the model and the scoring reference")
     generator = _generator(batch)
     scorer = _scorer(batch)
-    stored = 0
-    for start in range(0, len(todo), batch.device_batch):
-        progress.update(start, len(todo), f"{stored} candidates stored")
-        chunk = todo[start:start + batch.device_batch]
-        prompts = [prompt_for(dx, fst, available=generator.tokens) for dx, fst, _ in chunk]
-        seeds = [candidate_seed(batch.seed, (dx, fst), i) for dx, fst, i in chunk]
-        images = generator.generate(prompts, seeds, steps=batch.steps, guidance=batch.guidance,
+    environment = generator.environment()
+    if services.batch_record_environment(batch_id=batch.pk, environment=environment,
+                                         lease=progress.lease):
+        progress.log(f"recorded this machine for the batch's pixels: {environment}")
+    # A device pass always computes one whole fixed micro-batch (fairskin.generation.groups):
+    # a candidate's pixels depend on its group, never on the shard's boundaries or on what a
+    # resumed shard already stored. Members not wanted here are computed and dropped.
+    stored = done = 0
+    progress.phase("Generating and scoring candidates", total=len(todo))
+    for group in micro_batches(todo, batch.micro_batch):
+        progress.update(done, len(todo), f"{stored} candidates stored")
+        dx, fst = group.stratum
+        prompt = prompt_for(dx, fst, available=generator.tokens)
+        seeds = [candidate_seed(batch.seed, group.stratum, i) for i in group.indices]
+        images = generator.generate([prompt] * group.size, seeds, steps=batch.steps,
+                                    guidance=batch.guidance,
                                     negative_prompt=batch.negative_prompt, size=batch.size)
         # Scoring's numpy/scipy parts are small; one BLAS thread keeps OpenBLAS's spinning
         # workers from stealing the cores torch needs for the next generation call
-        # (docs/benchmarks.md, "Generation": 0.24 s vs 0.14 s per image on 2 cores).
+        # (docs/benchmarks.md, "Generation": 0.24 s vs 0.14 s per image on 2 cores). The whole
+        # group is scored too, so a candidate's scores do not depend on the shard either.
         with threadpool_limits(limits=1, user_api="blas"):
-            scores = scorer.score(images, diagnoses=[c[0] for c in chunk],
-                                  fsts=[c[1] for c in chunk])
+            scores = scorer.score(images, diagnoses=[dx] * group.size, fsts=[fst] * group.size)
         pixels = (images.mul(255).round().clamp(0, 255).to(torch.uint8)
                   .permute(0, 2, 3, 1).cpu().numpy())
-        for (dx, fst, index), seed, prompt, px, score in zip(chunk, seeds, prompts, pixels,
-                                                            scores, strict=True):
+        for index, position in zip(group.wanted, group.positions, strict=True):
             stored += _store(batch, job, progress.lease, dx=dx, fst=fst, index=index,
-                             seed=seed, prompt=prompt, pixels=px, score=score)
+                             seed=seeds[position], prompt=prompt, pixels=pixels[position],
+                             score=scores[position])
+        done += len(group.wanted)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")
+    progress.phase("Deciding acceptance and planning", total=len(todo), done=len(todo))
     result = services.batch_advance(batch_id=batch.pk, current_job=job.pk, lease=progress.lease)
     return {"batch_id": batch.pk, "stored": stored, "skipped": len(wanted) - len(todo),
             **result}
@@ -345,6 +358,7 @@ def report_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
     batch = Batch.objects.get(pk=job.params["batch_id"])
     if batch.state != BatchState.REPORTING:
         return _not_needed(batch)
+    progress.phase("Batch metrics")
     gaussians, features = load_report_statistics(Path(batch.artifacts_dir))
     accepted = Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED).order_by(
         "diagnosis", "fst", "index").only("diagnosis", "fst", "metrics", "clip_embedding",

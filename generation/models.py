@@ -49,7 +49,9 @@ class Batch(models.Model):
     size = models.PositiveIntegerField(help_text="Image side in pixels.")
     seed = models.BigIntegerField(default=0)
     shard_size = models.PositiveIntegerField(default=64, help_text="Candidates per shard job.")
-    device_batch = models.PositiveIntegerField(default=8, help_text="Images per device pass.")
+    device_batch = models.PositiveIntegerField(
+        default=8, help_text="Images per device pass: the fixed micro-batch size, which the "
+        "pixels depend on (see reproducibility).")
     scoring = models.JSONField(default=dict, blank=True, help_text="Thresholds and switches.")
 
     # The plan, fixed at creation: {"MEL:6": quota}; and how far each stratum has been planned.
@@ -68,6 +70,10 @@ class Batch(models.Model):
     artifacts_dir = models.CharField(max_length=500, blank=True)
     provenance = models.JSONField(default=dict, blank=True,
                                   help_text="Feature extractors and their weights.")
+    reproducibility = models.JSONField(
+        default=dict, blank=True, help_text="What a candidate's pixels depend on besides its "
+        "seed and the settings: the micro-batch size, and each machine (device, dtype, "
+        "library versions, CPU threads) that generated candidates.")
     report = models.JSONField(default=dict, blank=True, help_text="Batch metrics.")
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
@@ -90,6 +96,11 @@ class Batch(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def micro_batch(self) -> int:
+        """Candidates computed together in one device pass (fixed when the batch was created)."""
+        return int(self.reproducibility.get("micro_batch") or self.device_batch)
 
     def quota_items(self) -> list[tuple[tuple[str, int], int]]:
         return [(parse_stratum(key), n) for key, n in self.quotas.items()]

@@ -169,7 +169,7 @@ def batch_create(
             size=size, seed=seed, shard_size=shard_size, device_batch=device_batch,
             scoring=scoring_config.to_dict(),
             quotas={stratum_key(dx, fst): n for (dx, fst), n in quotas.items()},
-            planned={}, foreground=foreground,
+            planned={}, foreground=foreground, reproducibility=pixel_dependence(device_batch),
             created_by=user if getattr(user, "pk", None) else None)
         batch.artifacts_dir = str(batch_artifacts_dir(batch))
         batch.dataset = Dataset.objects.create(
@@ -184,6 +184,33 @@ def batch_create(
             launched_by=user, enqueue=not foreground)
         batch.save(update_fields=["artifacts_dir", "dataset", "job"])
     return batch
+
+
+def pixel_dependence(micro_batch: int) -> dict[str, Any]:
+    """What a batch's pixels depend on, as recorded at creation; machines are added by shards."""
+    return {"micro_batch": micro_batch, "environments": [],
+            "note": "A candidate's pixels (and its PNG's sha256) are a function of the batch's "
+                    "seed and settings, its micro-batch size and the machine that generated "
+                    "it (device, dtype, torch and diffusers versions, CPU threads), not of "
+                    "shard size or which shard generated it. Candidates generated on "
+                    "different machines or with another micro-batch size can differ by "
+                    "rounding in a few pixel values."}
+
+
+def batch_record_environment(*, batch_id: int, environment: dict[str, Any],
+                             lease: JobLease | None = None) -> bool:
+    """Add the machine a shard generates on to the batch's reproducibility record, once;
+    True if it was new. More than one means candidates may differ by rounding between them."""
+    with _held(lease):
+        batch = Batch.objects.select_for_update(of=("self",)).get(pk=batch_id)
+        record = dict(batch.reproducibility)  # empty for batches older than this record
+        environments = record.setdefault("environments", [])
+        if environment in environments:
+            return False
+        environments.append(environment)
+        batch.reproducibility = record
+        batch.save(update_fields=["reproducibility"])
+    return True
 
 
 def batch_strata(batch: Batch) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
 """Batched image generation with a fine-tuned model, loaded once per worker.
 
-Each candidate has its own torch.Generator seeded with its plan seed, so an image depends on
-its seed alone, not on which other candidates shared its batch or shard.
+Each candidate has its own torch.Generator seeded with its plan seed, so the noise it starts
+from depends on its seed alone. Its pixels also depend, in the last float bits, on how many rows
+one call computes and on the machine: callers pass fixed micro-batches
+(fairskin.generation.groups) and record :meth:`BatchGenerator.environment`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from fairskin.diffusion.artifacts import load_run_artifacts
 from fairskin.diffusion.base_models import BaseModel
+from fairskin.generation.groups import pixel_environment
 from fairskin.generation.options import DEFAULT_NEGATIVE_PROMPT, SCHEDULERS
 
 __all__ = ["DEFAULT_NEGATIVE_PROMPT", "SCHEDULERS", "BatchGenerator"]
@@ -38,6 +41,10 @@ class BatchGenerator:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.scheduler = scheduler
+
+    def environment(self) -> dict[str, object]:
+        """The device, dtype, library versions and threads this generator's pixels depend on."""
+        return pixel_environment(self.device, self.pipe.unet.dtype)
 
     @property
     def native_size(self) -> int:
