@@ -102,6 +102,12 @@ MATRIX = {
                                          "lead": 302, "engineer": 403}),
     "review:reject": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403, "lead": 302,
                                         "engineer": 403}),
+    # A closed study's preparation cannot be resumed, nor an unfailed export: the lead is let
+    # in and told why not.
+    "review:preparation": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403,
+                                             "lead": 302, "engineer": 403}),
+    "review:export_resume": ("post", "release", {"anonymous": LOGIN, "dermatologist": 403,
+                                                 "lead": 302, "engineer": 403}),
     "review:release": ("get", "release", {"anonymous": LOGIN, "dermatologist": 403,
                                           "lead": 200, "engineer": 200}),
     "review:download": ("get", "release", {"anonymous": LOGIN, "dermatologist": 403,
@@ -211,6 +217,8 @@ def test_role_by_url(client, role, name):
         kwargs = {"token": _seated(user).token}
     elif kwargs_key == "rating":
         data = {"token": _seated(user).token, "score": 6, "seconds": 2.5}
+    if name == "review:preparation":
+        kwargs["action"] = "resume"
     url = reverse(name, kwargs=kwargs)
     if name == "jobs:worker_check":
         data = {"queue": "cpu", "steps": 1, "pause_s": 0}
