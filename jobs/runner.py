@@ -209,3 +209,38 @@ def _note_lost_error(job_id: int, attempt: int, error: str) -> None:
     except (OperationalError, InterfaceError):
         logger.exception("job %s attempt %s: could not record its error %s", job_id, attempt,
                          error)
+
+
+class ForegroundStopped(Exception):
+    """A job run by a command's --wait ended without succeeding."""
+
+    def __init__(self, job: Job, outcome: str) -> None:
+        super().__init__(f"{job.title or job.kind} {outcome}: {job.error}")
+        self.job, self.outcome = job, outcome
+
+
+def run_here(*, job_id: int, echo: Progress | None = None) -> str:
+    """Run a job in this process until it ends (a command's --wait). An attempt interrupted
+    by a database outage is run again at once, within the job's attempt budget."""
+    while True:
+        outcome = execute_job(job_id=job_id, echo=echo)
+        if outcome != "interrupted":
+            return outcome
+
+
+def drain_here(*, root_id: int, active: Callable[[], bool],
+               echo: Progress | None = None) -> None:
+    """Run a job and the follow-up jobs it queues, oldest first, in this process while
+    ``active()`` says the work they serve is not done. Raises ForegroundStopped when one of
+    them ends without succeeding, or LookupError when nothing is left to run."""
+    while active():
+        job = (Job.objects.filter(pk=root_id, state="queued").first()
+               or Job.objects.filter(parent_id=root_id, state="queued").order_by("id").first())
+        if job is None:
+            raise LookupError("no queued job is left to run here")
+        if echo is not None:
+            echo.log(job.title)
+        outcome = run_here(job_id=job.pk, echo=echo)
+        if outcome not in ("succeeded", "not-claimed"):
+            job.refresh_from_db()
+            raise ForegroundStopped(job, outcome)

@@ -258,3 +258,16 @@ def test_a_cancelled_preparation_that_finishes_its_work_anyway_opens_nothing(bat
     # over a failed study, and no item or file was kept.
     assert outcome == "cancelled" and job.state == JobState.CANCELLED
     assert study.state == StudyState.FAILED and not study.items.exists()
+
+
+def test_a_command_waiting_on_a_job_runs_it_again_after_a_database_outage():
+    def away_on_the_first_attempt(job, progress):
+        if job.attempt == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return {}
+
+    register_once("test_db_blip_here", away_on_the_first_attempt)
+    job = JobFactory(kind="test_db_blip_here")
+    assert runner.run_here(job_id=job.pk) == "succeeded"
+    assert list(Job.objects.get(pk=job.pk).attempts.values_list("outcome", flat=True)) == [
+        "interrupted", "succeeded"]

@@ -4,7 +4,7 @@ from catalog.models import Dataset
 from catalog.services import dataset_preprocess_launch
 from fairskin.progress import ConsoleProgress
 from jobs.broker import BrokerUnavailable
-from jobs.runner import execute_job
+from jobs.runner import run_here
 
 
 class Command(BaseCommand):
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         if not wait:
             self.stdout.write(f"queued preprocessing of {ds.name} as job {job.pk}")
             return
-        outcome = execute_job(job_id=job.pk, echo=ConsoleProgress(self.stderr))
+        outcome = run_here(job_id=job.pk, echo=ConsoleProgress(self.stderr))
         job.refresh_from_db()
         if outcome != "succeeded":
             raise CommandError(f"job {job.pk} {outcome}: {job.error}")

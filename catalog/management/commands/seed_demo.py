@@ -12,7 +12,7 @@ from catalog.services import dataset_import, dataset_preprocess_launch, dataset_
 from fairskin.datasets.sources import ZipImages
 from fairskin.imaging.demo import demo_items
 from fairskin.progress import ConsoleProgress
-from jobs.runner import execute_job
+from jobs.runner import run_here
 
 DEMO_DESCRIPTION = (
     "Procedurally drawn lesion images for the seven classes on skin tones spanning FST I-VI. "
@@ -59,7 +59,7 @@ class Command(BaseCommand):
                 images.close()
         dataset = result.dataset
         job = dataset_preprocess_launch(dataset=dataset, enqueue=False)
-        if execute_job(job_id=job.pk, echo=ConsoleProgress(self.stderr)) != "succeeded":
+        if run_here(job_id=job.pk, echo=ConsoleProgress(self.stderr)) != "succeeded":
             job.refresh_from_db()
             raise CommandError(f"preprocessing failed: {job.error}")
         job.refresh_from_db()

@@ -7,8 +7,7 @@ from fairskin.progress import ConsoleProgress
 from generation.models import Batch, BatchState
 from generation.services import BatchConfigError, batch_create, batch_strata
 from jobs.broker import BrokerUnavailable
-from jobs.models import Job, JobState
-from jobs.runner import execute_job
+from jobs.runner import ForegroundStopped, drain_here
 from training.models import Run
 
 
@@ -95,22 +94,14 @@ class Command(BaseCommand):
             self.stdout.write(f"queued as job {batch.job_id} on the gpu queue")
             self.stdout.write(str(batch.pk))
             return
-        echo = ConsoleProgress(self.stderr)
-        while True:
-            batch.refresh_from_db()
-            if not batch.is_active:
-                break
-            job = (Job.objects.filter(pk=batch.job_id, state=JobState.QUEUED).first()
-                   or Job.objects.filter(parent_id=batch.job_id, state=JobState.QUEUED)
-                   .order_by("id").first())
-            if job is None:
-                raise CommandError(f"batch {batch.pk} is {batch.state} but has no queued job "
-                                   "left to run here; see its page")
-            echo.log(job.title)
-            outcome = execute_job(job_id=job.pk, echo=echo)
-            if outcome not in ("succeeded", "not-claimed"):
-                job.refresh_from_db()
-                raise CommandError(f"{job.title} {outcome}: {job.error}")
+        try:
+            drain_here(root_id=batch.job_id, echo=ConsoleProgress(self.stderr),
+                       active=lambda: Batch.objects.get(pk=batch.pk).is_active)
+        except ForegroundStopped as exc:
+            raise CommandError(str(exc)) from exc
+        except LookupError as exc:
+            raise CommandError(f"batch {batch.pk} is still running but {exc}; see its "
+                               "page") from exc
         batch = Batch.objects.get(pk=batch.pk)
         for row in batch_strata(batch):
             short = f", short {row['shortfall']}" if row["shortfall"] else ""

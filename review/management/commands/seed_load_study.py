@@ -18,7 +18,7 @@ from fairskin.imaging.demo import draw_lesion
 from fairskin.labels import SEVEN_CLASSES
 from fairskin.progress import ConsoleProgress
 from generation.models import Batch, BatchState, Sample, Verdict
-from jobs.runner import execute_job
+from jobs.runner import run_here
 from review.models import Study
 from review.services import study_create
 from training.models import Run, RunKind
@@ -63,7 +63,7 @@ class Command(BaseCommand):
         study = study_create(batch=batch, raters=accounts, name="load test",
                              sample_size=items, control_ratio=control_ratio, seed=seed,
                              enqueue=False)
-        if execute_job(job_id=study.job_id, echo=ConsoleProgress(self.stderr)) != "succeeded":
+        if run_here(job_id=study.job_id, echo=ConsoleProgress(self.stderr)) != "succeeded":
             study.job.refresh_from_db()
             raise CommandError(f"preparing study {study.pk} failed: {study.job.error}")
         study = Study.objects.get(pk=study.pk)

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from fairskin.progress import ConsoleProgress
-from jobs.runner import execute_job
+from jobs.runner import run_here
 from training.models import Run
 from training.services import RunConfigError, run_import_external
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
                                       name=name, enqueue=False)
         except RunConfigError as exc:
             raise CommandError(str(exc)) from exc
-        outcome = execute_job(job_id=run.job_id, echo=ConsoleProgress(self.stderr))
+        outcome = run_here(job_id=run.job_id, echo=ConsoleProgress(self.stderr))
         run.refresh_from_db()
         if outcome != "succeeded":
             job = run.job

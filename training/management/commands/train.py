@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from fairskin.progress import ConsoleProgress
 from jobs.broker import BrokerUnavailable
-from jobs.runner import execute_job
+from jobs.runner import run_here
 from training.models import Run, RunKind
 from training.services import RunConfigError, run_create
 
@@ -75,7 +75,7 @@ class Command(BaseCommand):
             self.stdout.write(str(run.pk))
             self.stdout.write(run.artifacts_dir)
             return
-        outcome = execute_job(job_id=run.job_id, echo=ConsoleProgress(self.stderr))
+        outcome = run_here(job_id=run.job_id, echo=ConsoleProgress(self.stderr))
         run.job.refresh_from_db()
         if outcome != "succeeded":
             raise CommandError(f"run {run.pk} {outcome}: {run.job.error}")
