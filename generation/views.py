@@ -159,6 +159,7 @@ def batch_export(request, batch_id: int):
     if request.GET.get("format") == "json":
         body = {"batch": batch.pk, "state": batch.state, "report": batch.report,
                 "provenance": batch.provenance,
+                "reproducibility": batch.reproducibility,
                 "uncalibrated": sorted(n for n, p in batch.provenance.items()
                                        if not p.get("calibrated")),
                 "samples": [row(s) for s in samples.iterator(chunk_size=500)]}

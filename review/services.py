@@ -478,6 +478,8 @@ def release_manifest(*, batch: Batch, study: Study) -> dict[str, Any]:
         "generation": {"scheduler": batch.scheduler, "steps": batch.steps,
                        "guidance": batch.guidance, "negative_prompt": batch.negative_prompt,
                        "size": batch.size, "seed": batch.seed},
+        # What the pixels (and so the sha256s below) depend on beyond the settings above.
+        "reproducibility": batch.reproducibility,
         "criteria_version": study.criteria.get("version"),
         "images": [{"file_name": release_file_name(s), "sha256": s.image.sha256,
                     "diagnosis": s.diagnosis, "fst": s.fst, "seed": s.seed,

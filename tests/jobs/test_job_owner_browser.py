@@ -38,6 +38,10 @@ def test_a_lead_cancels_and_resumes_a_study_preparation_on_its_page(  # noqa: F8
     assert "4 / 10" in progress and "left" in progress  # an ETA while it runs
     screenshot(page, "owner-study-preparing")
 
+    # The page follows the job by itself: the worker's next count shows without a reload.
+    Job.objects.filter(pk=study.job_id).update(progress_done=6)
+    page.wait_for_function("document.querySelector('[data-testid=job-progress]')"
+                           ".innerText.includes('6 / 10')")
     page.click("[data-testid=cancel-preparation]")
     page.wait_for_selector("[data-testid=resume-preparation]")
     assert page.inner_text("[data-testid=study-state]") == "Preparation failed"
