@@ -13,14 +13,14 @@ from catalog.models import Dataset, FstSource, Image
 from fairskin.datasets.sources import ZipImages
 from fairskin.imaging.decode import ImageDecodeError
 from fairskin.imaging.preprocess import preprocess_image
+from jobs.lease import LeaseLost
 from jobs.models import Job
-from jobs.registry import register
-from jobs.runner import JobProgress, is_transient
-from jobs.services import LeaseLost
+from jobs.registry import JobContext, register
+from jobs.runner import is_transient
 
 
 @register("catalog.import", queue="cpu", label="Dataset import")
-def import_upload(job: Job, progress: JobProgress) -> dict[str, Any]:
+def import_upload(job: Job, progress: JobContext) -> dict[str, Any]:
     """Import an admin upload that was saved to storage; the upload is deleted afterwards."""
     p = job.params
     if not default_storage.exists(p["metadata_path"]):
@@ -91,7 +91,7 @@ def preprocess_one(image: Image, *, hair_removal: bool) -> None:
 
 
 @register("catalog.preprocess", queue="cpu", label="Preprocess images")
-def preprocess_dataset(job: Job, progress: JobProgress) -> dict[str, Any]:
+def preprocess_dataset(job: Job, progress: JobContext) -> dict[str, Any]:
     """Derivatives for every image with a file and none yet (all with force). Each image is
     committed on its own, so a resumed job continues where the last attempt stopped."""
     dataset = Dataset.objects.get(pk=job.params["dataset_id"])

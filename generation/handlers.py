@@ -28,10 +28,9 @@ from fairskin.generation.plan import candidate_seed
 from fairskin.progress import JobCancelled
 from generation import services
 from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
+from jobs.lease import JobLease
 from jobs.models import Job
-from jobs.registry import Owner, register
-from jobs.runner import JobProgress
-from jobs.services import JobLease
+from jobs.registry import JobContext, Owner, register
 from training.handlers import _image_cache, _local_file, _set_threads
 from training.models import Run
 from training.selectors import selection_images
@@ -145,7 +144,7 @@ def _prepare_failed(job: Job, error: str) -> None:
 
 @register("generation.prepare", queue="gpu", label="Generation: reference features",
           owner=_batch_owner, on_failed=_prepare_failed)
-def prepare_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
+def prepare_batch(job: Job, progress: JobContext) -> dict[str, Any]:
     from fairskin.generation.scoring import Reference, ScoringConfig
 
     batch = Batch.objects.select_related("model_run").get(pk=job.params["batch_id"])
@@ -292,7 +291,7 @@ def _store(batch: Batch, job: Job, lease: JobLease, *, dx: str, fst: int, index:
 
 
 @register("generation.shard", queue="gpu", label="Generation: shard", owner=_batch_owner)
-def generate_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
+def generate_shard(job: Job, progress: JobContext) -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -352,7 +351,7 @@ def generate_shard(job: Job, progress: JobProgress) -> dict[str, Any]:
 
 @register("generation.report", queue="cpu", label="Generation: batch metrics",
           owner=_batch_owner)
-def report_batch(job: Job, progress: JobProgress) -> dict[str, Any]:
+def report_batch(job: Job, progress: JobContext) -> dict[str, Any]:
     from fairskin.generation.report import AcceptedImage, batch_report
 
     batch = Batch.objects.get(pk=job.params["batch_id"])

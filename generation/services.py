@@ -30,8 +30,9 @@ from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
 from fairskin.generation.similarity import is_near_duplicate
 from fairskin.labels import Diagnosis
 from generation.models import Batch, BatchState, Sample, Verdict, stratum_key
+from jobs.lease import JobLease
 from jobs.models import TERMINAL_STATES, Job, JobState
-from jobs.services import JobLease, job_cancel, job_create, job_resume
+from jobs.services import job_cancel, job_create, job_resume
 from training.models import Run, RunKind
 
 MAX_STEPS = 1000

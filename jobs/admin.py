@@ -4,6 +4,7 @@ from django.utils.html import format_html
 
 from jobs import services
 from jobs.broker import BrokerUnavailable
+from jobs.lease import InvalidTransition
 from jobs.models import Job, JobAttempt, JobLogEntry
 
 
@@ -50,7 +51,7 @@ class JobAdmin(admin.ModelAdmin):
             try:
                 self.message_user(request, action(job=job, by=request.user))
                 done += 1
-            except (services.InvalidTransition, BrokerUnavailable, ValueError) as exc:
+            except (InvalidTransition, BrokerUnavailable, ValueError) as exc:
                 self.message_user(request, f"Job {job.pk}: {exc}", messages.WARNING)
         self.message_user(request, f"{verb} {done} job(s).")
 

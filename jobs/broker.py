@@ -9,7 +9,7 @@ class BrokerUnavailable(Exception):
 
 def broker_check(timeout: float = 3.0) -> None:
     """Raise BrokerUnavailable unless a connection to the broker can be opened now."""
-    from fairskin_site.celery import app
+    from celery import current_app as app
 
     try:
         with app.connection_for_write() as conn:

@@ -11,8 +11,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from jobs.models import Job
-from jobs.registry import register
-from jobs.runner import JobProgress
+from jobs.registry import JobContext, register
 
 WORKER_CHECK_MAX_STEPS = 1000
 WORKER_CHECK_MAX_PAUSE = 60.0
@@ -38,7 +37,7 @@ def _accelerator() -> str:
 
 
 @register("worker_check", queue="cpu", label="Worker check")
-def worker_check(job: Job, progress: JobProgress) -> dict[str, Any]:
+def worker_check(job: Job, progress: JobContext) -> dict[str, Any]:
     """Prove a worker can reach the database and media storage, step by step.
 
     Engineers launch it on a queue to check a newly added worker end to end.

@@ -11,14 +11,29 @@ so the owner can never read as working while its job has failed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fairskin.progress import Progress
 
 if TYPE_CHECKING:
     from jobs.models import Job
-    from jobs.runner import JobProgress
 
-Handler = Callable[["Job", "JobProgress"], "dict[str, Any] | None"]
+
+class LeaseHolder(Protocol):
+    def hold(self) -> AbstractContextManager[None]:
+        """A transaction that commits only while this attempt still holds its job."""
+
+
+class JobContext(Progress, Protocol):
+    """What a handler gets besides its job: the engine's progress protocol, and the lease
+    that fences its domain writes (jobs.lease.JobLease)."""
+
+    lease: LeaseHolder
+
+
+Handler = Callable[["Job", JobContext], "dict[str, Any] | None"]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from fairskin.progress import JobCancelled, Progress
-from jobs import registry, services
+from jobs import lease, registry, services
 from jobs.models import Job
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class JobProgress:
     ) -> None:
         self.job = job
         self.worker = worker
-        self.lease = services.JobLease(job_id=job.pk, worker=worker)
+        self.lease = lease.JobLease(job_id=job.pk, worker=worker)
         self.min_interval = min_interval
         self.echo = echo  # a terminal progress bar when a command runs the job itself
         self._last_write = 0.0
@@ -50,7 +50,7 @@ class JobProgress:
         if self.echo is not None:
             self.echo.phase(name, total, done)
         self._last_write = time.monotonic()
-        cancelled = services.job_heartbeat(
+        cancelled = lease.job_heartbeat(
             job_id=self.job.pk, worker=self.worker, done=done, total=total, message="",
             phase=name,
         )
@@ -64,7 +64,7 @@ class JobProgress:
         if done < total and now - self._last_write < self.min_interval:
             return
         self._last_write = now
-        cancelled = services.job_heartbeat(
+        cancelled = lease.job_heartbeat(
             job_id=self.job.pk, worker=self.worker, done=done, total=total, message=message
         )
         if cancelled:
@@ -73,10 +73,10 @@ class JobProgress:
     def log(self, message: str) -> None:
         if self.echo is not None:
             self.echo.log(message)
-        services.job_log(job_id=self.job.pk, attempt=self.job.attempt, message=message)
+        lease.job_log(job_id=self.job.pk, attempt=self.job.attempt, message=message)
 
     def check_cancelled(self) -> None:
-        if services.job_heartbeat(job_id=self.job.pk, worker=self.worker):
+        if lease.job_heartbeat(job_id=self.job.pk, worker=self.worker):
             raise JobCancelled(f"job {self.job.pk} was cancelled")
 
 
@@ -96,8 +96,8 @@ class _LeaseKeeper(threading.Thread):
         try:
             while not self.stop.wait(interval):
                 try:
-                    services.job_heartbeat(job_id=self.job_id, worker=self.worker)
-                except services.LeaseLost:
+                    lease.job_heartbeat(job_id=self.job_id, worker=self.worker)
+                except lease.LeaseLost:
                     self.lost.set()
                     return
                 except Exception:
@@ -135,7 +135,7 @@ def execute_job(*, job_id: int, worker: str | None = None, echo: Progress | None
     interrupted (re-queued after a database outage) or lease-lost. Never raises for the
     handler's own errors; an attempt that lost its lease writes nothing more."""
     worker = worker or worker_identity()
-    job = services.job_claim(job_id=job_id, worker=worker)
+    job = lease.job_claim(job_id=job_id, worker=worker)
     if job is None:
         logger.info("job %s not claimable (held elsewhere, finished or cancelled)", job_id)
         return "not-claimed"
@@ -154,19 +154,19 @@ def _run_claimed(job: Job, worker: str, echo: Progress | None) -> str:
         progress = JobProgress(job, worker, echo=echo)
         handler = registry.get_kind(job.kind).handler
         result = handler(job, progress)
-        _with_retries(lambda: services.job_succeed(
+        _with_retries(lambda: lease.job_succeed(
             job_id=job.pk, worker=worker, result=result or {}, attempt=attempt),
             what="success", job_id=job.pk)
         return "succeeded"
     except JobCancelled:
         try:
-            _with_retries(lambda: services.job_mark_cancelled(
+            _with_retries(lambda: lease.job_mark_cancelled(
                 job_id=job.pk, worker=worker, attempt=attempt), what="cancellation",
                 job_id=job.pk)
-        except services.LeaseLost:
+        except lease.LeaseLost:
             return "lease-lost"
         return "cancelled"
-    except services.LeaseLost:
+    except lease.LeaseLost:
         # Another attempt owns the job now (this one stalled past its lease, or the job was
         # finished elsewhere): end silently, writing nothing.
         logger.warning("job %s attempt %s: lease lost; another attempt owns it now",
@@ -177,7 +177,7 @@ def _run_claimed(job: Job, worker: str, echo: Progress | None) -> str:
         trace = traceback.format_exc()
         try:
             return _record_failure(job, worker, attempt, exc, error, trace)
-        except services.LeaseLost:
+        except lease.LeaseLost:
             _note_lost_error(job.pk, attempt, error)
             return "lease-lost"
         except (OperationalError, InterfaceError):
@@ -190,13 +190,16 @@ def _record_failure(job: Job, worker: str, attempt: int, exc: Exception, error: 
                     trace: str) -> str:
     def write() -> str:
         # Only the holder may log and decide: a stalled attempt that lost the job says nothing.
-        with services.JobLease(job_id=job.pk, worker=worker).hold():
-            services.job_log(job_id=job.pk, attempt=attempt, level="error", message=trace)
+        with lease.JobLease(job_id=job.pk, worker=worker).hold():
+            lease.job_log(job_id=job.pk, attempt=attempt, level="error", message=trace)
         if is_transient(exc):
-            state = services.job_release(job_id=job.pk, worker=worker, error=error,
-                                         attempt=attempt)
-            return "interrupted" if state == "queued" else "failed"
-        services.job_fail(job_id=job.pk, worker=worker, error=error, attempt=attempt)
+            state = lease.job_release(job_id=job.pk, worker=worker, error=error,
+                                      attempt=attempt)
+            if state != "queued":
+                return "failed"
+            services.job_enqueue(job=Job.objects.get(pk=job.pk))
+            return "interrupted"
+        lease.job_fail(job_id=job.pk, worker=worker, error=error, attempt=attempt)
         return "failed"
 
     return _with_retries(write, what="the failure", job_id=job.pk)
@@ -204,7 +207,7 @@ def _record_failure(job: Job, worker: str, attempt: int, exc: Exception, error: 
 
 def _note_lost_error(job_id: int, attempt: int, error: str) -> None:
     try:
-        _with_retries(lambda: services.job_attempt_note_error(
+        _with_retries(lambda: lease.job_attempt_note_error(
             job_id=job_id, attempt=attempt, error=error), what="the error", job_id=job_id)
     except (OperationalError, InterfaceError):
         logger.exception("job %s attempt %s: could not record its error %s", job_id, attempt,

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_POST
 from jobs import registry, selectors, services
 from jobs.broker import BrokerUnavailable
 from jobs.forms import WorkerCheckForm
+from jobs.lease import InvalidTransition
 from jobs.models import Job, JobState
 
 
@@ -62,7 +63,7 @@ def job_cancel(request, job_id: int):
     job = _job_or_404(job_id)
     try:
         messages.success(request, services.job_user_cancel(job=job, by=request.user))
-    except (services.InvalidTransition, ValueError) as exc:
+    except (InvalidTransition, ValueError) as exc:
         messages.error(request, f"Job {job.pk} was not cancelled: {exc}")
     return redirect("jobs:detail", job_id=job.pk)
 
@@ -74,7 +75,7 @@ def job_resume(request, job_id: int):
     job = _job_or_404(job_id)
     try:
         messages.success(request, services.job_user_resume(job=job, by=request.user))
-    except (services.InvalidTransition, BrokerUnavailable, ValueError) as exc:
+    except (InvalidTransition, BrokerUnavailable, ValueError) as exc:
         messages.error(request, f"Job {job.pk} was not resumed: {exc}")
     return redirect("jobs:detail", job_id=job.pk)
 

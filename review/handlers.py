@@ -17,8 +17,7 @@ from fairskin.labels import Diagnosis
 from fairskin.progress import JobCancelled
 from generation.models import Sample
 from jobs.models import Job
-from jobs.registry import Owner, register
-from jobs.runner import JobProgress
+from jobs.registry import JobContext, Owner, register
 from review import services
 from review.models import Release, Study, StudyState
 
@@ -41,7 +40,7 @@ def _prepare_failed(job: Job, error: str) -> None:
 
 @register("review.prepare", queue="cpu", label="Review: sample and blind",
           owner=_study_owner, on_failed=_prepare_failed)
-def prepare_study(job: Job, progress: JobProgress) -> dict[str, Any]:
+def prepare_study(job: Job, progress: JobContext) -> dict[str, Any]:
     study = Study.objects.select_related("batch").get(pk=job.params["study_id"])
     if study.state == StudyState.FAILED:  # cancelled (or failed) while this job waited
         raise JobCancelled(f"study {study.pk} is no longer being prepared")
@@ -134,7 +133,7 @@ def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
 
 
 @register("review.export", queue="cpu", label="Export a release", owner=_release_owner)
-def export_release(job: Job, progress: JobProgress) -> dict[str, Any]:
+def export_release(job: Job, progress: JobContext) -> dict[str, Any]:
     release = Release.objects.select_related("batch__model_run", "study", "approved_by").get(
         pk=job.params["release_id"])
     folder = release_folder(release)

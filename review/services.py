@@ -24,7 +24,8 @@ from catalog.models import Origin as ImageOrigin
 from fairskin.progress import JobCancelled
 from fairskin.review.stats import GateCriteria
 from generation.models import Batch, BatchState, Sample, Verdict
-from jobs.services import InvalidTransition, JobLease, job_cancel, job_create, job_resume
+from jobs.lease import InvalidTransition, JobLease
+from jobs.services import job_cancel, job_create, job_resume
 from review.models import (
     Assignment,
     BatchRejection,

@@ -15,8 +15,7 @@ from catalog.models import Image
 from fairskin.diffusion.base_models import resolve_base_model
 from fairskin.diffusion.config import TrainConfig
 from jobs.models import Job
-from jobs.registry import Owner, register
-from jobs.runner import JobProgress
+from jobs.registry import JobContext, Owner, register
 from training import services
 from training.models import Run
 from training.selectors import classifier_images, selection_images
@@ -57,7 +56,7 @@ def _run_owner(job: Job) -> Owner | None:
 
 
 @register("training.run", queue="gpu", label="Training run", owner=_run_owner)
-def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
+def run_training(job: Job, progress: JobContext) -> dict[str, Any]:
     # Imported here: web processes never need torch and diffusers.
     from fairskin.diffusion.training import TrainItem, train
 
@@ -93,7 +92,7 @@ def run_training(job: Job, progress: JobProgress) -> dict[str, Any]:
 
 @register("training.import_external", queue="cpu", label="Import external artifacts",
           owner=_run_owner)
-def import_external_artifacts(job: Job, progress: JobProgress) -> dict[str, Any]:
+def import_external_artifacts(job: Job, progress: JobContext) -> dict[str, Any]:
     import json
 
     from fairskin.diffusion.external import import_external
@@ -119,7 +118,7 @@ def import_external_artifacts(job: Job, progress: JobProgress) -> dict[str, Any]
             "lora": result.has_lora, "artifacts": run.artifacts_dir}
 
 
-def _train_classifier(run: Run, progress: JobProgress) -> dict[str, Any]:
+def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
     from fairskin.classifier.config import ClassifierConfig
     from fairskin.classifier.data import ClassifierItem
     from fairskin.classifier.model import CLASS_NAMES

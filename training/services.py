@@ -12,8 +12,9 @@ from django.db.models import Q
 from catalog.models import AllowedUse, Dataset, Image
 from fairskin.diffusion.base_models import BaseModelError, check_loadable, resolve_base_model
 from fairskin.diffusion.config import ConfigError, TrainConfig
+from jobs.lease import JobLease
 from jobs.models import Job, JobState
-from jobs.services import JobLease, job_cancel, job_create, job_resume
+from jobs.services import job_cancel, job_create, job_resume
 from training.models import PARENT_KIND, Run, RunKind
 from training.selectors import (
     classifier_images,

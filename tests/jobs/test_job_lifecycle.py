@@ -12,7 +12,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from fairskin_site.celery import app as celery_app
-from jobs import registry, runner, services
+from jobs import lease, registry, runner, services, sweeper
 from jobs.models import Job, JobAttempt, JobState
 from review.models import Study, StudyState
 from review.services import study_create
@@ -48,9 +48,9 @@ def test_resume_after_the_attempts_are_spent_grants_a_new_budget_and_runs(settin
     settings.FAIRSKIN_JOB_MAX_ATTEMPTS = 2
     job = JobFactory(params={"steps": 1, "pause_s": 0})
     for worker in ("w1", "w2"):  # two workers that died: the sweep gives up after two
-        services.job_claim(job_id=job.pk, worker=worker)
+        lease.job_claim(job_id=job.pk, worker=worker)
         expire(job)
-    assert services.job_sweep()["gave_up"] == 1
+    assert sweeper.job_sweep()["gave_up"] == 1
     job.refresh_from_db()
     assert job.state == JobState.FAILED and "gave up after 2 attempts" in job.error
 
@@ -65,9 +65,9 @@ def test_five_cancel_resume_cycles_still_run_the_job(settings):
     settings.FAIRSKIN_JOB_MAX_ATTEMPTS = 5
     job = JobFactory(params={"steps": 1, "pause_s": 0})
     for cycle in range(6):
-        services.job_claim(job_id=job.pk, worker=f"w{cycle}")
+        lease.job_claim(job_id=job.pk, worker=f"w{cycle}")
         services.job_cancel(job=Job.objects.get(pk=job.pk))
-        services.job_mark_cancelled(job_id=job.pk, worker=f"w{cycle}")
+        lease.job_mark_cancelled(job_id=job.pk, worker=f"w{cycle}")
         services.job_resume(job=Job.objects.get(pk=job.pk))
     assert runner.execute_job(job_id=job.pk, worker="last") == "succeeded"
     assert Job.objects.get(pk=job.pk).attempt == 7
@@ -75,7 +75,7 @@ def test_five_cancel_resume_cycles_still_run_the_job(settings):
 
 def test_a_queued_job_with_no_attempt_left_fails_with_the_reason_instead_of_waiting():
     job = JobFactory(attempt=3, attempt_limit=3)
-    assert services.job_claim(job_id=job.pk, worker="w") is None
+    assert lease.job_claim(job_id=job.pk, worker="w") is None
     job.refresh_from_db()
     assert job.state == JobState.FAILED
     assert "all 3 attempts were used" in job.error and "Resume grants" in job.error
@@ -86,12 +86,12 @@ def test_a_queued_job_with_no_attempt_left_fails_with_the_reason_instead_of_wait
 
 def test_a_fenced_write_by_an_attempt_that_lost_the_job_raises_and_changes_nothing():
     job = JobFactory()
-    services.job_claim(job_id=job.pk, worker="stalled")
+    lease.job_claim(job_id=job.pk, worker="stalled")
     expire(job)
-    services.job_claim(job_id=job.pk, worker="successor")
-    lease = services.JobLease(job_id=job.pk, worker="stalled")
-    with pytest.raises(services.LeaseLost):
-        with lease.hold():
+    lease.job_claim(job_id=job.pk, worker="successor")
+    stalled = lease.JobLease(job_id=job.pk, worker="stalled")
+    with pytest.raises(lease.LeaseLost):
+        with stalled.hold():
             Job.objects.filter(pk=job.pk).update(title="written by the stalled attempt")
     job.refresh_from_db()
     assert job.title != "written by the stalled attempt"
@@ -102,7 +102,7 @@ def test_a_lost_lease_ends_the_attempt_silently_without_failing_anything():
     def loses_its_lease(job, progress):
         # Another worker takes over while this one is stalled...
         expire(job)
-        services.job_claim(job_id=job.pk, worker="successor")
+        lease.job_claim(job_id=job.pk, worker="successor")
         # ...and it then fails on something the successor changed.
         raise RuntimeError("the files moved under me")
 
@@ -119,15 +119,15 @@ def test_a_lost_lease_ends_the_attempt_silently_without_failing_anything():
 
 def test_a_stalled_study_preparation_cannot_close_the_open_study(batch, raters):  # noqa: F811
     study = study_create(batch=batch, raters=raters, sample_size=8, seed=5, enqueue=False)
-    services.job_claim(job_id=study.job_id, worker="stalled")
+    lease.job_claim(job_id=study.job_id, worker="stalled")
     expire(Job.objects.get(pk=study.job_id))
     assert runner.execute_job(job_id=study.job_id, worker="successor") == "succeeded"
     study.refresh_from_db()
     assert study.state == StudyState.OPEN
     items = study.items.count()
     # The stalled attempt wakes and tries to fail the job and the study: nothing changes.
-    with pytest.raises(services.LeaseLost):
-        services.job_fail(job_id=study.job_id, worker="stalled", error="woke up late")
+    with pytest.raises(lease.LeaseLost):
+        lease.job_fail(job_id=study.job_id, worker="stalled", error="woke up late")
     study.refresh_from_db()
     assert study.state == StudyState.OPEN and study.items.count() == items
 
@@ -148,12 +148,12 @@ def test_follow_up_jobs_are_written_while_the_broker_is_away_and_relayed_when_it
     assert follow_up.state == JobState.QUEUED and follow_up.message_sent_at is None
     Job.objects.filter(pk=follow_up.pk).update(
         enqueued_at=timezone.now() - timedelta(seconds=5))
-    assert services.job_sweep()["relayed"] == 0  # still away: stays in the outbox
+    assert sweeper.job_sweep()["relayed"] == 0  # still away: stays in the outbox
     assert Job.objects.get(pk=follow_up.pk).state == JobState.QUEUED
 
     monkeypatch.undo()
     reset_producer_pool()  # the pool made its connections for the unreachable address
-    assert services.job_sweep()["relayed"] == 1
+    assert sweeper.job_sweep()["relayed"] == 1
     follow_up.refresh_from_db()
     assert follow_up.message_sent_at is not None and follow_up.celery_task_id
 
@@ -206,9 +206,9 @@ def test_database_errors_fail_the_job_once_the_budget_is_spent():
 def test_the_sweep_giving_up_on_a_study_preparation_fails_the_study(batch, raters, settings):  # noqa: F811
     settings.FAIRSKIN_JOB_MAX_ATTEMPTS = 1
     study = study_create(batch=batch, raters=raters, sample_size=8, seed=5, enqueue=False)
-    services.job_claim(job_id=study.job_id, worker="dead")
+    lease.job_claim(job_id=study.job_id, worker="dead")
     expire(Job.objects.get(pk=study.job_id))
-    assert services.job_sweep()["gave_up"] == 1
+    assert sweeper.job_sweep()["gave_up"] == 1
     study.refresh_from_db()
     assert study.state == StudyState.FAILED and "gave up" in study.error
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from jobs import services
+from jobs import lease
 from jobs.models import Job, JobState
 from review.models import Study, StudyState
 from review.services import study_create
@@ -18,13 +18,13 @@ from tests.review.conftest import batch, raters  # noqa: F401  (fixtures)
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-def test_a_lead_cancels_and_resumes_a_study_preparation_on_its_page(  # noqa: F811
-        transactional_db, live_server, browser, screenshot, batch, raters):
+def test_a_lead_cancels_and_resumes_a_study_preparation_on_its_page(
+        transactional_db, live_server, browser, screenshot, batch, raters):  # noqa: F811
     make_user("lead", username="lead-owner")
     make_user("engineer", username="eng-owner")
     study = study_create(batch=batch, raters=raters, sample_size=8, seed=5, enqueue=False)
     # A worker is blinding its images: phase 4 of 10, started 20 s ago.
-    services.job_claim(job_id=study.job_id, worker="gpu0")
+    lease.job_claim(job_id=study.job_id, worker="gpu0")
     Job.objects.filter(pk=study.job_id).update(
         progress_phase="Blinding images", progress_done=4, progress_total=10,
         phase_started_at=timezone.now() - timedelta(seconds=20), phase_start_done=0)
@@ -48,7 +48,7 @@ def test_a_lead_cancels_and_resumes_a_study_preparation_on_its_page(  # noqa: F8
     assert "preparation cancelled by lead-owner" in page.content()
     job = Job.objects.get(pk=study.job_id)
     assert job.cancel_requested and job.state == JobState.RUNNING  # the worker stops it
-    services.job_mark_cancelled(job_id=job.pk, worker="gpu0")
+    lease.job_mark_cancelled(job_id=job.pk, worker="gpu0")
     screenshot(page, "owner-study-cancelled")
 
     engineer = browser.new_context(viewport={"width": 1280, "height": 700}).new_page()

@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from fairskin_site.celery import app as celery_app
-from jobs import registry, runner, services
+from jobs import lease, registry, runner, services, sweeper
 from jobs.broker import BrokerUnavailable
 from jobs.models import Job, JobAttempt, JobState
 from tests.factories import JobFactory
@@ -18,7 +18,7 @@ def expire_lease(job: Job) -> None:
 
 def test_claim_takes_a_queued_job_and_opens_attempt_one():
     job = JobFactory()
-    claimed = services.job_claim(job_id=job.pk, worker="w1")
+    claimed = lease.job_claim(job_id=job.pk, worker="w1")
     assert claimed.state == JobState.RUNNING
     assert claimed.attempt == 1
     assert claimed.worker == "w1"
@@ -28,38 +28,38 @@ def test_claim_takes_a_queued_job_and_opens_attempt_one():
 
 def test_second_claim_of_a_live_lease_is_refused():
     job = JobFactory()
-    services.job_claim(job_id=job.pk, worker="w1")
-    assert services.job_claim(job_id=job.pk, worker="w2") is None
+    lease.job_claim(job_id=job.pk, worker="w1")
+    assert lease.job_claim(job_id=job.pk, worker="w2") is None
     job.refresh_from_db()
     assert (job.worker, job.attempt) == ("w1", 1)
 
 
 def test_expired_lease_is_reclaimed_as_a_new_attempt_and_old_worker_is_locked_out():
     job = JobFactory()
-    services.job_claim(job_id=job.pk, worker="w1")
+    lease.job_claim(job_id=job.pk, worker="w1")
     expire_lease(job)
-    claimed = services.job_claim(job_id=job.pk, worker="w2")
+    claimed = lease.job_claim(job_id=job.pk, worker="w2")
     assert (claimed.worker, claimed.attempt) == ("w2", 2)
     first, second = JobAttempt.objects.filter(job=job).order_by("number")
     assert first.outcome == "lost" and first.finished_at is not None
     assert second.worker == "w2" and second.outcome == ""
-    with pytest.raises(services.LeaseLost):
-        services.job_heartbeat(job_id=job.pk, worker="w1", done=1, total=2)
-    with pytest.raises(services.LeaseLost):
-        services.job_succeed(job_id=job.pk, worker="w1")
+    with pytest.raises(lease.LeaseLost):
+        lease.job_heartbeat(job_id=job.pk, worker="w1", done=1, total=2)
+    with pytest.raises(lease.LeaseLost):
+        lease.job_succeed(job_id=job.pk, worker="w1")
 
 
 def test_finished_and_cancelled_jobs_cannot_be_claimed():
     done = JobFactory(state=JobState.SUCCEEDED)
     cancelled = JobFactory(state=JobState.CANCELLED)
-    assert services.job_claim(job_id=done.pk, worker="w") is None
-    assert services.job_claim(job_id=cancelled.pk, worker="w") is None
+    assert lease.job_claim(job_id=done.pk, worker="w") is None
+    assert lease.job_claim(job_id=cancelled.pk, worker="w") is None
 
 
 def test_claim_refused_once_attempts_are_used_up(settings):
     settings.FAIRSKIN_JOB_MAX_ATTEMPTS = 2
     job = JobFactory(attempt=2)
-    assert services.job_claim(job_id=job.pk, worker="w") is None
+    assert lease.job_claim(job_id=job.pk, worker="w") is None
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_claim_refused_once_attempts_are_used_up(settings):
 )
 def test_invalid_transitions_raise_and_change_nothing(state, action):
     job = JobFactory(state=state)
-    with pytest.raises(services.InvalidTransition):
+    with pytest.raises(lease.InvalidTransition):
         action(job=job)
     job.refresh_from_db()
     assert job.state == state
@@ -82,10 +82,10 @@ def test_invalid_transitions_raise_and_change_nothing(state, action):
 
 def test_finishing_a_job_that_is_not_running_raises():
     job = JobFactory()
-    with pytest.raises(services.LeaseLost):
-        services.job_fail(job_id=job.pk, worker="nobody", error="x")
-    with pytest.raises(services.InvalidTransition):
-        services._finish(job_id=job.pk, worker="nobody", to_state=JobState.QUEUED + "x")
+    with pytest.raises(lease.LeaseLost):
+        lease.job_fail(job_id=job.pk, worker="nobody", error="x")
+    with pytest.raises(lease.InvalidTransition):
+        lease._finish(job_id=job.pk, worker="nobody", to_state=JobState.QUEUED + "x")
 
 
 def test_cancel_queued_is_immediate_and_running_is_requested():
@@ -94,39 +94,39 @@ def test_cancel_queued_is_immediate_and_running_is_requested():
     queued.refresh_from_db()
     assert queued.state == JobState.CANCELLED
     running = JobFactory()
-    services.job_claim(job_id=running.pk, worker="w")
+    lease.job_claim(job_id=running.pk, worker="w")
     running.refresh_from_db()
     services.job_cancel(job=running)
     running.refresh_from_db()
     assert running.state == JobState.RUNNING and running.cancel_requested
-    assert services.job_heartbeat(job_id=running.pk, worker="w") is True
+    assert lease.job_heartbeat(job_id=running.pk, worker="w") is True
 
 
 def test_resume_of_failed_job_queues_and_next_claim_is_attempt_two(
     django_capture_on_commit_callbacks,
 ):
     job = JobFactory()
-    services.job_claim(job_id=job.pk, worker="w")
-    services.job_fail(job_id=job.pk, worker="w", error="boom")
+    lease.job_claim(job_id=job.pk, worker="w")
+    lease.job_fail(job_id=job.pk, worker="w", error="boom")
     job.refresh_from_db()
     with django_capture_on_commit_callbacks() as callbacks:
         services.job_resume(job=job)
     assert len(callbacks) == 1  # the message is sent only after commit
     job.refresh_from_db()
     assert job.state == JobState.QUEUED and job.error == ""
-    assert services.job_claim(job_id=job.pk, worker="w2").attempt == 2
+    assert lease.job_claim(job_id=job.pk, worker="w2").attempt == 2
 
 
 def test_sweep_requeues_expired_gives_up_after_max_and_cancels_requested(settings):
     settings.FAIRSKIN_JOB_MAX_ATTEMPTS = 3
     dead, exhausted, stopping, alive = (JobFactory() for _ in range(4))
     for job in (dead, exhausted, stopping, alive):
-        services.job_claim(job_id=job.pk, worker="w")
+        lease.job_claim(job_id=job.pk, worker="w")
     Job.objects.filter(pk=exhausted.pk).update(attempt=3)
     Job.objects.filter(pk=stopping.pk).update(cancel_requested=True)
     for job in (dead, exhausted, stopping):
         expire_lease(job)
-    counts = services.job_sweep()
+    counts = sweeper.job_sweep()
     assert counts == {"requeued": 1, "gave_up": 1, "cancelled": 1, "resent": 0, "relayed": 0}
     states = dict(Job.objects.values_list("pk", "state"))
     assert states[dead.pk] == JobState.QUEUED
@@ -141,11 +141,11 @@ def test_sweep_resends_queued_jobs_whose_message_was_lost(settings):
     sent_long_ago = timezone.now() - timedelta(minutes=5)
     stale = JobFactory(enqueued_at=sent_long_ago, message_sent_at=sent_long_ago)
     fresh = JobFactory(enqueued_at=timezone.now(), message_sent_at=timezone.now())
-    assert services.job_sweep()["resent"] == 1
+    assert sweeper.job_sweep()["resent"] == 1
     stale.refresh_from_db()
     fresh.refresh_from_db()
     assert stale.message_sent_at > fresh.message_sent_at - timedelta(seconds=5)
-    assert services.job_sweep()["resent"] == 0  # sent again: stale only after another wait
+    assert sweeper.job_sweep()["resent"] == 0  # sent again: stale only after another wait
 
 
 def test_execute_job_records_handler_failure_with_its_message():

@@ -34,7 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from fairskin.progress import JobCancelled, SilentProgress
 from generation.models import Batch, BatchState, Sample
 from generation.services import batch_advance, batch_finish, batch_start
-from jobs import services
+from jobs import lease, services, sweeper
 from jobs.models import TERMINAL_STATES, Job, JobAttempt, JobState
 from review.models import Study, StudyItem, StudyState
 from review.services import study_create, study_prepare
@@ -46,32 +46,32 @@ EXAMPLES = int(os.environ.get("FAIRSKIN_STATE_MACHINE_EXAMPLES", "40"))
 WORKERS = ("w1", "w2")
 
 
-def _work(job: Job, lease: services.JobLease) -> None:
+def _work(job: Job, held: lease.JobLease) -> None:
     """What the job's handler does, through the same services and fences."""
     if job.kind == "review.prepare":
         study = Study.objects.get(job=job)
         if study.state == StudyState.FAILED:
             raise JobCancelled("stopped")
         if study.state == StudyState.PREPARING:
-            study_prepare(study=study, progress=SilentProgress(), lease=lease)
+            study_prepare(study=study, progress=SilentProgress(), lease=held)
         return
     owned = Batch.objects.get(pk=job.params["batch_id"])
     if owned.state in (BatchState.CANCELLED, BatchState.FAILED):
         raise JobCancelled("stopped")
     if job.kind == "generation.prepare" and owned.state == BatchState.PREPARING:
-        batch_start(batch_id=owned.pk, provenance={}, lease=lease)
+        batch_start(batch_id=owned.pk, provenance={}, lease=held)
     elif job.kind == "generation.shard" and owned.state == BatchState.GENERATING:
         for dx, fst, start, stop in job.params["ranges"]:
             for index in range(start, stop):
-                with lease.hold():
+                with held.hold():
                     if not Sample.objects.filter(batch=owned, diagnosis=dx, fst=fst,
                                                  index=index).exists():
                         SampleFactory(batch=owned, diagnosis=dx, fst=fst, index=index,
                                       failed_checks=["lpips"] if index % 3 == 2 else [],
                                       shard_job=job)
-        batch_advance(batch_id=owned.pk, current_job=job.pk, lease=lease)
+        batch_advance(batch_id=owned.pk, current_job=job.pk, lease=held)
     elif job.kind == "generation.report" and owned.state == BatchState.REPORTING:
-        batch_finish(batch_id=owned.pk, report={"accepted": 0}, lease=lease)
+        batch_finish(batch_id=owned.pk, report={"accepted": 0}, lease=held)
 
 
 class JobLifecycle(RuleBasedStateMachine):
@@ -109,7 +109,7 @@ class JobLifecycle(RuleBasedStateMachine):
 
     @rule(n=st.integers(0, 20), worker=st.sampled_from(WORKERS))
     def claim(self, n, worker):
-        job = services.job_claim(job_id=self.pick(n).pk, worker=worker)
+        job = lease.job_claim(job_id=self.pick(n).pk, worker=worker)
         if job is not None:
             self.claimed[worker].append(job.pk)
 
@@ -117,33 +117,33 @@ class JobLifecycle(RuleBasedStateMachine):
     def heartbeat(self, n, worker):
         job = self.believed(worker, n)
         try:
-            if services.job_heartbeat(job_id=job.pk, worker=worker):
-                services.job_mark_cancelled(job_id=job.pk, worker=worker)
-        except services.LeaseLost:
+            if lease.job_heartbeat(job_id=job.pk, worker=worker):
+                lease.job_mark_cancelled(job_id=job.pk, worker=worker)
+        except lease.LeaseLost:
             pass
 
     @rule(n=st.integers(0, 20), worker=st.sampled_from(WORKERS), succeed=st.booleans())
     def work(self, n, worker, succeed):
         """Do the work as this worker; with succeed=False the worker dies right after it."""
         job = self.believed(worker, n)
-        lease = services.JobLease(job_id=job.pk, worker=worker)
+        held = lease.JobLease(job_id=job.pk, worker=worker)
         try:
-            _work(job, lease)
+            _work(job, held)
             if succeed:
-                services.job_succeed(job_id=job.pk, worker=worker)
+                lease.job_succeed(job_id=job.pk, worker=worker)
         except JobCancelled:
             try:
-                services.job_mark_cancelled(job_id=job.pk, worker=worker)
-            except services.LeaseLost:
+                lease.job_mark_cancelled(job_id=job.pk, worker=worker)
+            except lease.LeaseLost:
                 pass
-        except services.LeaseLost:
+        except lease.LeaseLost:
             pass  # a stalled worker that woke: it writes nothing
 
     @rule(n=st.integers(0, 20), worker=st.sampled_from(WORKERS))
     def fail(self, n, worker):
         try:
-            services.job_fail(job_id=self.believed(worker, n).pk, worker=worker, error="boom")
-        except services.LeaseLost:
+            lease.job_fail(job_id=self.believed(worker, n).pk, worker=worker, error="boom")
+        except lease.LeaseLost:
             pass
 
     @rule(n=st.integers(0, 20))
@@ -153,7 +153,7 @@ class JobLifecycle(RuleBasedStateMachine):
 
     @rule()
     def sweep(self):
-        services.job_sweep()
+        sweeper.job_sweep()
 
     # --- users -------------------------------------------------------------------------------
 
@@ -161,14 +161,14 @@ class JobLifecycle(RuleBasedStateMachine):
     def user_cancels(self, n):
         try:
             services.job_user_cancel(job=self.pick(n))
-        except (services.InvalidTransition, ValueError):
+        except (lease.InvalidTransition, ValueError):
             pass
 
     @rule(n=st.integers(0, 20))
     def user_resumes(self, n):
         try:
             services.job_user_resume(job=self.pick(n))
-        except (services.InvalidTransition, ValueError):
+        except (lease.InvalidTransition, ValueError):
             pass
 
     # --- invariants ------------------------------------------------------------------------
