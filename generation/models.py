@@ -61,7 +61,6 @@ class Batch(models.Model):
                                 help_text="Finished strata: accepted and shortfall.")
     state = models.CharField(max_length=12, choices=BatchState.choices,
                              default=BatchState.PREPARING)
-    foreground = models.BooleanField(default=False, help_text="Run by a command's --wait.")
     job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="batch", help_text="Preparation; shards are its "
                                "children.")

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from catalog.models import Dataset, SourceFormat
 from fairskin.diffusion.base_models import BaseModelError, resolve_base_model
+from fairskin.errors import ApplicationError
 from fairskin.generation.options import SCHEDULERS
 from fairskin.generation.plan import PlanError, candidate_cap, decide_stratum, plan_quotas
 from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
@@ -43,7 +44,7 @@ MAX_TARGET = 1_000_000
 MIN_RATE_ESTIMATE = 0.25
 
 
-class BatchConfigError(ValueError):
+class BatchConfigError(ApplicationError, ValueError):
     """The batch cannot be launched as configured; nothing was created or queued."""
 
 
@@ -116,7 +117,7 @@ def batch_create(
     scoring: dict[str, Any] | None = None,
     name: str = "",
     user: Any = None,
-    foreground: bool = False,
+    enqueue: bool = True,
 ) -> Batch:
     """Validate and plan a batch, and queue its preparation on the gpu queue.
 
@@ -170,7 +171,7 @@ def batch_create(
             size=size, seed=seed, shard_size=shard_size, device_batch=device_batch,
             scoring=scoring_config.to_dict(),
             quotas={stratum_key(dx, fst): n for (dx, fst), n in quotas.items()},
-            planned={}, foreground=foreground, reproducibility=pixel_dependence(device_batch),
+            planned={}, reproducibility=pixel_dependence(device_batch),
             created_by=user if getattr(user, "pk", None) else None)
         batch.artifacts_dir = str(batch_artifacts_dir(batch))
         batch.dataset = Dataset.objects.create(
@@ -182,7 +183,7 @@ def batch_create(
         batch.job = job_create(
             kind="generation.prepare", queue="gpu", params={"batch_id": batch.pk},
             title=f"Batch {batch.pk}: reference features" + (f" ({name})" if name else ""),
-            launched_by=user, enqueue=not foreground)
+            launched_by=user, enqueue=enqueue)
         batch.save(update_fields=["artifacts_dir", "dataset", "job"])
     return batch
 
@@ -345,8 +346,7 @@ def batch_advance(*, batch_id: int, current_job: int | None = None,
                        params={"batch_id": batch.pk, "ranges": ranges},
                        title=f"Batch {batch.pk}: shard of {sum(r[3] - r[2] for r in ranges)} "
                              f"candidates ({n + 1}/{len(shards)})",
-                       launched_by=batch.created_by, enqueue=not batch.foreground,
-                       require_broker=False)
+                       launched_by=batch.created_by, require_broker=False)
         finished = all(complete.values())
         if finished:
             for job in _open_shards(batch, excluding=current_job):
@@ -354,8 +354,7 @@ def batch_advance(*, batch_id: int, current_job: int | None = None,
             batch.state = BatchState.REPORTING
             job_create(kind="generation.report", queue="cpu", parent=batch.job,
                        params={"batch_id": batch.pk}, title=f"Batch {batch.pk}: metrics",
-                       launched_by=batch.created_by, enqueue=not batch.foreground,
-                       require_broker=False)
+                       launched_by=batch.created_by, require_broker=False)
         batch.save(update_fields=["planned", "outcomes", "state"])
     return {"state": batch.state, "new_shards": len(shards), "complete": sum(complete.values()),
             "strata": len(complete)}

@@ -77,6 +77,10 @@ class Job(models.Model):
     # The outbox: a queued job whose message the broker has not accepted yet has no
     # message_sent_at; the sweep relays it until the broker takes it.
     message_sent_at = models.DateTimeField(null=True, blank=True)
+    runs_here = models.BooleanField(
+        default=False,
+        help_text="Run by the launching command (--wait); the follow-up jobs it queues are too.",
+    )
     launched_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

@@ -46,8 +46,11 @@ def job_create(
     dies, the sweep sends the job to a worker.
     """
     job_kind = registry.get_kind(kind)
+    if parent is not None and parent.runs_here:
+        enqueue = False  # the command running the parent runs its follow-ups too
     if enqueue and require_broker:
         broker_check()
+    now = timezone.now()
     job = Job.objects.create(
         kind=kind,
         title=title or job_kind.label,
@@ -55,16 +58,17 @@ def job_create(
         params=params or {},
         launched_by=launched_by if getattr(launched_by, "pk", None) else None,
         parent=parent,
-        enqueued_at=timezone.now(),
+        enqueued_at=now,
         attempt_limit=settings.FAIRSKIN_JOB_MAX_ATTEMPTS,
+        runs_here=not enqueue,
+        # Nobody needs to be told about a job the command runs itself: it is not in the
+        # outbox. If the command dies, the stale re-send hands it to a worker.
+        message_sent_at=None if enqueue else now,
     )
     if enqueue:
         job_log(job_id=job.pk, message=f"queued on the {job.queue} queue")
         job_enqueue(job=job)
     else:
-        # Nobody needs to be told: mark it sent so the outbox leaves it to the command. If the
-        # command dies, the stale re-send hands it to a worker.
-        Job.objects.filter(pk=job.pk).update(message_sent_at=job.enqueued_at)
         job_log(job_id=job.pk, message="running in the foreground of the launching command")
     return job
 
@@ -135,6 +139,7 @@ def job_resume(*, job: Job, by: Any = None) -> Job:
             enqueued_at=timezone.now(),
             message_sent_at=None,
             attempt_limit=F("attempt") + settings.FAIRSKIN_JOB_MAX_ATTEMPTS,
+            runs_here=False,  # a user's resume hands the job (and its follow-ups) to workers
             progress_phase="",
             phase_started_at=None,
         )

@@ -35,4 +35,7 @@ fi
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== import-linter"; .venv/bin/lint-imports
-echo "== pytest"; exec "$PY" -m pytest "$@"
+# CI lists the 30 slowest tests, so a test that grows slow is seen in every run.
+DURATIONS=()
+if [ "${CI:-}" = "true" ]; then DURATIONS=(--durations=30); fi
+echo "== pytest"; exec "$PY" -m pytest "${DURATIONS[@]}" "$@"

@@ -21,7 +21,7 @@ def vector(*values: float) -> bytes:
 
 def crafted_batch(*, clip_calibrated: bool, apply_uncalibrated=()):
     return BatchFactory(
-        state=BatchState.GENERATING, quotas={"MEL:5": 2}, overgeneration=3.0, foreground=True,
+        state=BatchState.GENERATING, quotas={"MEL:5": 2}, overgeneration=3.0, job__runs_here=True,
         planned={"MEL:5": 3}, scoring={"apply_uncalibrated": list(apply_uncalibrated)},
         provenance={"clip": {"calibrated": clip_calibrated, "label": "clip"}})
 

@@ -22,7 +22,7 @@ def create(lora_run, *, device_batch: int, shard_size: int) -> Batch:
     # micro-batches) changed 3 of 7 sha256s between shard sizes 5 and 64.
     return batch_create(model_run=lora_run, target=7, diagnoses=["MEL"],
                         fst_distribution={6: 1.0}, seed=1, steps=2, size=32,
-                        device_batch=device_batch, shard_size=shard_size, foreground=True)
+                        device_batch=device_batch, shard_size=shard_size, enqueue=False)
 
 
 def run_queued(batch: Batch) -> Batch:

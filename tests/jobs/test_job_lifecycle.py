@@ -271,3 +271,20 @@ def test_a_command_waiting_on_a_job_runs_it_again_after_a_database_outage():
     assert runner.run_here(job_id=job.pk) == "succeeded"
     assert list(Job.objects.get(pk=job.pk).attempts.values_list("outcome", flat=True)) == [
         "interrupted", "succeeded"]
+
+
+def test_follow_ups_of_a_job_a_command_runs_stay_with_the_command_until_a_user_resumes(
+    django_capture_on_commit_callbacks,
+):
+    parent = services.job_create(kind="worker_check", enqueue=False,
+                                 params={"steps": 1, "pause_s": 0})
+    with django_capture_on_commit_callbacks() as sent:
+        child = services.job_create(kind="worker_check", parent=parent, require_broker=False,
+                                    params={"steps": 1, "pause_s": 0})
+    assert sent == [] and child.runs_here and child.message_sent_at is not None
+    lease.job_claim(job_id=child.pk, worker="w")
+    lease.job_fail(job_id=child.pk, worker="w", error="boom")
+    with django_capture_on_commit_callbacks() as sent:
+        services.job_resume(job=Job.objects.get(pk=child.pk))
+    child.refresh_from_db()
+    assert len(sent) == 1 and not child.runs_here  # a user's resume hands it to the workers

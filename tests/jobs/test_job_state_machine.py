@@ -78,7 +78,7 @@ class JobLifecycle(RuleBasedStateMachine):
     def __init__(self, batch_for_study: Batch, study_raters: list) -> None:
         super().__init__()
         self.savepoint = transaction.savepoint()
-        self.batch = BatchFactory(state=BatchState.PREPARING, foreground=True,
+        self.batch = BatchFactory(state=BatchState.PREPARING, job__runs_here=True,
                                   quotas={"MEL:5": 2, "MEL:6": 2}, job__state=JobState.QUEUED,
                                   job__params={})
         Job.objects.filter(pk=self.batch.job_id).update(params={"batch_id": self.batch.pk})

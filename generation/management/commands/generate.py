@@ -82,7 +82,7 @@ class Command(BaseCommand):
                 overgeneration=overgeneration, scheduler=scheduler, steps=steps,
                 guidance=guidance, negative_prompt=negative_prompt, size=size, seed=seed,
                 shard_size=shard_size, device_batch=device_batch,
-                scoring=dict(_threshold(s) for s in scoring), name=name, foreground=wait)
+                scoring=dict(_threshold(s) for s in scoring), name=name, enqueue=not wait)
         except BatchConfigError as exc:
             raise CommandError(f"{exc}\nNothing was queued.") from exc
         except BrokerUnavailable as exc:
