@@ -14,7 +14,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs import registry
@@ -46,7 +46,7 @@ def job_create(
     dies, the sweep sends the job to a worker.
     """
     job_kind = registry.get_kind(kind)
-    if parent is not None and parent.runs_here:
+    if parent is not None and Job.objects.filter(pk=parent.pk, runs_here=True).exists():
         enqueue = False  # the command running the parent runs its follow-ups too
     if enqueue and require_broker:
         broker_check()
@@ -145,10 +145,21 @@ def job_resume(*, job: Job, by: Any = None) -> Job:
         )
         if updated != 1:
             raise InvalidTransition("the job changed state meanwhile; reload and try again")
+        _leave_the_command(job=job)
         job_log(job_id=job.pk, message=f"resumed by {getattr(by, 'username', 'system')}")
         job.refresh_from_db()
         job_enqueue(job=job)
     return job
+
+
+def _leave_the_command(*, job: Job) -> None:
+    """A user resumed part of a tree a command was running (the command died): the whole
+    tree goes to the workers, and its queued jobs to the outbox, so later follow-ups are
+    sent too."""
+    root = job.parent_id or job.pk
+    tree = Job.objects.filter(Q(pk=root) | Q(parent_id=root), runs_here=True)
+    tree.filter(state=JobState.QUEUED).exclude(pk=job.pk).update(message_sent_at=None)
+    tree.update(runs_here=False)
 
 
 def job_user_cancel(*, job: Job, by: Any = None) -> str:

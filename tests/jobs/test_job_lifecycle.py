@@ -288,3 +288,9 @@ def test_follow_ups_of_a_job_a_command_runs_stay_with_the_command_until_a_user_r
         services.job_resume(job=Job.objects.get(pk=child.pk))
     child.refresh_from_db()
     assert len(sent) == 1 and not child.runs_here  # a user's resume hands it to the workers
+    # ...and the rest of the tree: a later follow-up of the parent is sent, not left behind.
+    assert not Job.objects.get(pk=parent.pk).runs_here
+    with django_capture_on_commit_callbacks() as sent:
+        later = services.job_create(kind="worker_check", parent=parent, require_broker=False,
+                                    params={"steps": 1, "pause_s": 0})
+    assert len(sent) == 1 and not later.runs_here
