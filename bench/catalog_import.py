@@ -48,7 +48,7 @@ def main() -> None:
     from django.db import connection, transaction
 
     from catalog.models import Dataset, Image, Origin
-    from catalog.services import _image_fields, dataset_import
+    from catalog.services import dataset_import, image_record_fields
     from fairskin.datasets import parse_metadata
     from fairskin.imaging.demo import draw_lesion
     from fairskin.imaging.preprocess import preprocess_image
@@ -80,7 +80,7 @@ def main() -> None:
             for record in parsed.records:
                 Image.objects.create(dataset=dataset, origin=Origin.REAL,
                                      source_id=record.source_id, missing_file=True,
-                                     **_image_fields(record))
+                                     **image_record_fields(record=record))
         return time.perf_counter() - started
 
     results = {}

@@ -117,7 +117,10 @@ def build_scorer(args: argparse.Namespace, size: int, work: Path):
     import torch
 
     from fairskin.classifier.model import CLASS_NAMES, build_classifier
-    from fairskin.generation.scoring import Extractors, Reference, Scorer, ScoringConfig
+    from fairskin.generation.extractors import Extractors
+    from fairskin.generation.reference import Reference
+    from fairskin.generation.scoring import Scorer
+    from fairskin.generation.scoring_config import ScoringConfig
     from fairskin.imaging.demo import draw_lesion
 
     config = ScoringConfig.build({})

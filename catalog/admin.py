@@ -7,7 +7,7 @@ from django.utils.html import format_html
 from catalog import services
 from catalog.forms import DatasetUploadForm, SplitForm
 from catalog.models import Dataset, DatasetImport, Image
-from jobs.broker import BrokerUnavailable
+from common.refusals import refused_to_messages
 
 
 @admin.register(Dataset)
@@ -48,16 +48,13 @@ class DatasetAdmin(admin.ModelAdmin):
         form = DatasetUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            try:
+            with refused_to_messages(request):
                 job = services.dataset_upload_launch(
                     fmt=data["format"], name=data["name"], mapping=data["mapping"],
                     allowed_use=data["allowed_use"], licence=data["licence"],
                     metadata=data["metadata"],
                     images=data["images"], user=request.user,
                 )
-            except BrokerUnavailable as exc:
-                messages.error(request, str(exc))
-            else:
                 messages.success(request, f"Import queued as job {job.pk}.")
                 return redirect("jobs:detail", job_id=job.pk)
         context = {**self.admin_site.each_context(request), "form": form,
@@ -68,13 +65,11 @@ class DatasetAdmin(admin.ModelAdmin):
         if not request.user.has_perm("catalog.process_dataset"):
             raise PermissionDenied
         for dataset in queryset:
-            try:
+            with refused_to_messages(request):
                 job = services.dataset_preprocess_launch(
                     dataset=dataset, hair_removal=hair_removal, user=request.user)
                 self.message_user(request, f"{dataset.name}: preprocessing queued as job "
                                            f"{job.pk}.")
-            except BrokerUnavailable as exc:
-                self.message_user(request, str(exc), messages.ERROR)
 
     @admin.action(description="Preprocess images (512 px, ITA)")
     def preprocess(self, request, queryset):

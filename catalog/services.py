@@ -30,6 +30,7 @@ from fairskin.datasets import ArchiveError, ImageRecord, MetadataError, ParseRes
 from fairskin.datasets.sources import ImageSource
 from fairskin.datasets.splits import SplitItem, assign_splits, check_fractions
 from fairskin.datasets.table import MetadataSource
+from fairskin.errors import ApplicationError
 from fairskin.imaging.decode import ImageDecodeError, decode_image
 from fairskin.progress import Progress, SilentProgress
 from jobs.models import Job
@@ -44,7 +45,7 @@ DEFAULT_LICENCES = {
 DEFAULT_ALLOWED_USE = {SourceFormat.HAM10000: AllowedUse.TEXTUAL_INVERSION_ONLY}
 
 
-class CatalogImportError(ValueError):
+class CatalogImportError(ApplicationError, ValueError):
     """An import refused; the message names the file and row. Nothing was written."""
 
 
@@ -144,7 +145,8 @@ RECORD_FIELDS = ("file_name", "diagnosis", "source_label", "fst_low", "fst_high"
 FILE_FIELDS = ("original", "sha256", "width", "height", "missing_file")
 
 
-def _image_fields(record: ImageRecord) -> dict[str, Any]:
+def image_record_fields(*, record: ImageRecord) -> dict[str, Any]:
+    """The Image model's label fields for one parsed metadata record (no file fields)."""
     fst_low = fst_high = None
     fst_source = ""
     if record.fst is not None:
@@ -283,7 +285,7 @@ def _write_rows(*, name, source_format, parsed, stored, images_given, mapping, l
     to_update: list[Image] = []
     unchanged = 0
     for record in parsed.records:
-        fields = _image_fields(record)
+        fields = image_record_fields(record=record)
         found = stored.get(record.source_id)
         image = existing.get(record.source_id)
         if image is None:

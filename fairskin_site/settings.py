@@ -201,6 +201,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # An ApplicationError (a refusal) answers {"detail": message} with its status.
+    "EXCEPTION_HANDLER": "common.refusals.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "FairSkin API",

@@ -4,10 +4,10 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from fairskin.errors import ApplicationError
 from generation.forms import BatchLaunchForm
 from generation.models import Batch, Sample
-from generation.services import BatchConfigError, batch_create
-from jobs.broker import BrokerUnavailable
+from generation.services import batch_create
 
 
 @admin.register(Batch)
@@ -48,7 +48,7 @@ class BatchAdmin(admin.ModelAdmin):
                     negative_prompt=d["negative_prompt"], size=d["size"], seed=d["seed"],
                     shard_size=d["shard_size"], device_batch=d["device_batch"],
                     scoring=d["scoring"], name=d["name"], user=request.user)
-            except (BatchConfigError, BrokerUnavailable) as exc:
+            except ApplicationError as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Batch {batch.pk} queued on the gpu queue.")

@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.urls import reverse
 
+from catalog.files import image_cache_dir, image_local_path
 from catalog.models import FstSource, Image, Origin
 from fairskin.generation.groups import micro_batches
 from fairskin.generation.plan import candidate_seed
@@ -31,7 +32,7 @@ from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
 from jobs.lease import JobLease
 from jobs.models import Job
 from jobs.registry import JobContext, Owner, register
-from training.handlers import _image_cache, _local_file, _set_threads
+from jobs.threads import set_torch_threads
 from training.models import Run
 from training.selectors import selection_images
 
@@ -62,7 +63,7 @@ def _confidence_run() -> Run | None:
 
 
 def _extractors():
-    from fairskin.generation.scoring import Extractors
+    from fairskin.generation.extractors import Extractors
 
     classifier = _confidence_run()
     key = (settings.FAIRSKIN_INCEPTION_WEIGHTS, settings.FAIRSKIN_LPIPS_WEIGHTS,
@@ -81,18 +82,18 @@ def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[s
     lineage = batch.model_run.lineage()
     datasets = sorted({name for r in lineage for name in r.selection.get("datasets", [])})
     fsts = sorted({fst for _, fst in (parse_stratum(k) for k in batch.quotas)})
-    cache = _image_cache()
+    cache = image_cache_dir()
     real: list[tuple[str, int]] = []
     for fst in fsts:
         images = Image.objects.filter(
             origin=Origin.REAL, dataset__name__in=datasets, fst_low=fst, fst_high=F("fst_low"),
             missing_file=False).exclude(preprocessed="").order_by("id")[:REFERENCE_PER_FST]
-        real += [(_local_file(img, cache), fst) for img in images]
+        real += [(image_local_path(img, cache), fst) for img in images]
     training: dict[int, str] = {}
     for r in lineage:
         if r.selection.get("datasets"):
             for img in selection_images(selection=r.selection):
-                training.setdefault(img.pk, _local_file(img, cache))
+                training.setdefault(img.pk, image_local_path(img, cache))
     return real, [(str(pk), path) for pk, path in sorted(training.items())]
 
 
@@ -145,12 +146,13 @@ def _prepare_failed(job: Job, error: str) -> None:
 @register("generation.prepare", queue="gpu", label="Generation: reference features",
           owner=_batch_owner, on_failed=_prepare_failed)
 def prepare_batch(job: Job, progress: JobContext) -> dict[str, Any]:
-    from fairskin.generation.scoring import Reference, ScoringConfig
+    from fairskin.generation.reference import Reference
+    from fairskin.generation.scoring_config import ScoringConfig
 
     batch = Batch.objects.select_related("model_run").get(pk=job.params["batch_id"])
     if batch.state != BatchState.PREPARING:
         return _not_needed(batch)
-    _set_threads()
+    set_torch_threads()
     # Each attempt builds into a folder of its own; the fenced hand-over publishes it, so an
     # attempt that stalled past its lease can never overwrite what shards are reading.
     staging = Path(batch.artifacts_dir) / f".prepare-attempt-{job.attempt}"
@@ -215,7 +217,9 @@ def _generator(batch: Batch):
 
 
 def _scorer(batch: Batch):
-    from fairskin.generation.scoring import Reference, Scorer, ScoringConfig
+    from fairskin.generation.reference import Reference
+    from fairskin.generation.scoring import Scorer
+    from fairskin.generation.scoring_config import ScoringConfig
 
     extractors, _ = _extractors()
     folder = Path(batch.artifacts_dir) / "reference"
@@ -300,7 +304,7 @@ def generate_shard(job: Job, progress: JobContext) -> dict[str, Any]:
     batch = Batch.objects.select_related("model_run", "dataset").get(pk=job.params["batch_id"])
     if batch.state != BatchState.GENERATING:
         return _not_needed(batch)
-    _set_threads()
+    set_torch_threads()
     ranges = job.params["ranges"]
     wanted = [(dx, fst, i) for dx, fst, start, stop in ranges for i in range(start, stop)]
     have = set(Sample.objects.filter(batch=batch, diagnosis__in={w[0] for w in wanted})

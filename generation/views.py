@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from catalog.models import DIAGNOSIS_CHOICES
+from common.refusals import refused_to_messages
 from fairskin.labels import fst_roman
 from fairskin.spreadsheet import safe_row
 from generation import selectors, services
@@ -184,11 +185,9 @@ def batch_export(request, batch_id: int):
 @permission_required("generation.launch_batch", raise_exception=True)
 def batch_cancel(request, batch_id: int):
     batch = get_object_or_404(Batch, pk=batch_id)
-    try:
+    with refused_to_messages(request):
         services.batch_cancel(batch=batch, user=request.user)
         messages.success(request, f"Batch {batch.pk} cancelled; its stored images are kept.")
-    except services.BatchConfigError as exc:
-        messages.error(request, str(exc))
     return redirect("generation:batch", batch_id=batch.pk)
 
 
@@ -196,12 +195,8 @@ def batch_cancel(request, batch_id: int):
 @login_required
 @permission_required("generation.launch_batch", raise_exception=True)
 def batch_resume(request, batch_id: int):
-    from jobs.broker import BrokerUnavailable
-
     batch = get_object_or_404(Batch, pk=batch_id)
-    try:
+    with refused_to_messages(request):
         services.batch_resume(batch=batch, user=request.user)
         messages.success(request, f"Batch {batch.pk} resumed; stored candidates are skipped.")
-    except (services.BatchConfigError, BrokerUnavailable) as exc:
-        messages.error(request, str(exc))
     return redirect("generation:batch", batch_id=batch.pk)

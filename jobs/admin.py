@@ -2,9 +2,8 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
+from common.refusals import refused_to_messages
 from jobs import services
-from jobs.broker import BrokerUnavailable
-from jobs.lease import InvalidTransition
 from jobs.models import Job, JobAttempt, JobLogEntry
 
 
@@ -48,11 +47,9 @@ class JobAdmin(admin.ModelAdmin):
             return
         done = 0
         for job in queryset:
-            try:
+            with refused_to_messages(request, prefix=f"Job {job.pk}: ", level=messages.WARNING):
                 self.message_user(request, action(job=job, by=request.user))
                 done += 1
-            except (InvalidTransition, BrokerUnavailable, ValueError) as exc:
-                self.message_user(request, f"Job {job.pk}: {exc}", messages.WARNING)
         self.message_user(request, f"{verb} {done} job(s).")
 
     @admin.action(description="Cancel selected jobs")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from fairskin.errors import ApplicationError
 
-class BrokerUnavailable(Exception):
+
+class BrokerUnavailable(ApplicationError):
     """The Celery broker cannot be reached; nothing was queued."""
+
+    status = 503
 
 
 def broker_check(timeout: float = 3.0) -> None:

@@ -20,14 +20,17 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from fairskin.errors import ApplicationError
 from jobs import registry
 from jobs.models import ALLOWED_TRANSITIONS, Job, JobAttempt, JobLogEntry, JobState
 
 logger = logging.getLogger(__name__)
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(ApplicationError):
     """A job was asked to move to a state its current state does not allow."""
+
+    status = 409
 
 
 class LeaseLost(Exception):

@@ -4,10 +4,9 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from common.refusals import refused_to_messages
 from jobs import registry, selectors, services
-from jobs.broker import BrokerUnavailable
 from jobs.forms import WorkerCheckForm
-from jobs.lease import InvalidTransition
 from jobs.models import Job, JobState
 
 
@@ -61,10 +60,8 @@ def _job_context(job: Job) -> dict:
 @permission_required("jobs.control_job", raise_exception=True)
 def job_cancel(request, job_id: int):
     job = _job_or_404(job_id)
-    try:
+    with refused_to_messages(request, prefix=f"Job {job.pk} was not cancelled: "):
         messages.success(request, services.job_user_cancel(job=job, by=request.user))
-    except (InvalidTransition, ValueError) as exc:
-        messages.error(request, f"Job {job.pk} was not cancelled: {exc}")
     return redirect("jobs:detail", job_id=job.pk)
 
 
@@ -73,10 +70,8 @@ def job_cancel(request, job_id: int):
 @permission_required("jobs.control_job", raise_exception=True)
 def job_resume(request, job_id: int):
     job = _job_or_404(job_id)
-    try:
+    with refused_to_messages(request, prefix=f"Job {job.pk} was not resumed: "):
         messages.success(request, services.job_user_resume(job=job, by=request.user))
-    except (InvalidTransition, BrokerUnavailable, ValueError) as exc:
-        messages.error(request, f"Job {job.pk} was not resumed: {exc}")
     return redirect("jobs:detail", job_id=job.pk)
 
 
@@ -89,7 +84,7 @@ def worker_check_launch(request):
         messages.error(request, f"Worker check not launched: {form.errors.as_text()}")
         return redirect("jobs:list")
     data = form.cleaned_data
-    try:
+    with refused_to_messages(request) as attempt:
         job = services.job_create(
             kind="worker_check",
             queue=data["queue"],
@@ -97,7 +92,6 @@ def worker_check_launch(request):
             title=f"Worker check on the {data['queue']} queue",
             launched_by=request.user,
         )
-    except BrokerUnavailable as exc:
-        messages.error(request, str(exc))
+    if attempt.refused:
         return redirect("jobs:list")
     return redirect("jobs:detail", job_id=job.pk)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -193,14 +193,10 @@ class RatingView(APIView):
     def post(self, request):
         data = RatingInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            rating, created = services.rating_submit(
-                token=data.validated_data["token"], rater=request.user,
-                score=data.validated_data["score"], seconds=data.validated_data["seconds"])
-        except services.RatingRefused as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except services.StudyError as exc:
-            raise ValidationError(str(exc)) from exc
+        # A refusal (RatingRefused: 403, StudyError: 400) is answered by the exception handler.
+        rating, created = services.rating_submit(
+            token=data.validated_data["token"], rater=request.user,
+            score=data.validated_data["score"], seconds=data.validated_data["seconds"])
         # Counts only: the next item is marked as served when the screen asks the queue for it.
         progress = services.rater_progress(study_id=rating.study_id, rater=request.user)
         return Response({"score": rating.score, "created": created, "done": progress["done"],

@@ -6,4 +6,10 @@ class ReviewConfig(AppConfig):
     name = "review"
 
     def ready(self) -> None:
+        from accounts.panels import register_panel
+        from accounts.roles import Role
         from review import handlers  # noqa: F401  (registers the job kinds)
+        from review.selectors import rater_studies
+
+        register_panel(role=Role.DERMATOLOGIST, order=10, template="review/_home_assignments.html",
+                       context=lambda request: {"studies": rater_studies(user=request.user)})

@@ -21,8 +21,9 @@ from django.utils import timezone
 from accounts.roles import Role, user_role
 from catalog.models import Image
 from catalog.models import Origin as ImageOrigin
+from fairskin.errors import ApplicationError
 from fairskin.progress import JobCancelled
-from fairskin.review.stats import GateCriteria
+from fairskin.review.gate import GateCriteria
 from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.lease import InvalidTransition, JobLease
 from jobs.services import job_cancel, job_create, job_resume
@@ -44,12 +45,14 @@ MAX_SECONDS = 3600.0  # a rating left open overnight is recorded as an hour
 GATE_BOOTSTRAP = 2000
 
 
-class StudyError(ValueError):
+class StudyError(ApplicationError, ValueError):
     """The request cannot be carried out; nothing was changed."""
 
 
-class RatingRefused(PermissionError):
+class RatingRefused(ApplicationError, PermissionError):
     """A rating that may not be written; the reason is audited."""
+
+    status = 403
 
 
 # An unknown token and another rater's token get the same answer: a rater cannot tell whether
@@ -401,7 +404,7 @@ def study_progress(*, study: Study) -> list[dict[str, Any]]:
 
 
 def study_gate(*, study: Study, n_boot: int = GATE_BOOTSTRAP) -> dict[str, Any]:
-    from fairskin.review.stats import gate_report
+    from fairskin.review.gate import gate_report
 
     # Warm-up items are never scored: one query for the items that are, not one per item.
     scored_ids = set(Assignment.objects.filter(study=study).exclude(kind=Kind.WARMUP)
@@ -423,8 +426,8 @@ def study_gate(*, study: Study, n_boot: int = GATE_BOOTSTRAP) -> dict[str, Any]:
 
 
 def _blinding_audit(study: Study) -> dict[str, Any]:
+    from fairskin.review.audit import blinding_audit
     from fairskin.review.blinding import inspect_served
-    from fairskin.review.stats import blinding_audit
 
     files = []
     for item in study.items.all():

@@ -10,9 +10,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from fairskin.review.stats import GateCriteria
+from common.refusals import refused_to_messages
+from fairskin.errors import ApplicationError
+from fairskin.review.gate import GateCriteria
 from generation.models import Batch, BatchState
-from jobs.broker import BrokerUnavailable
 from review import services
 from review.models import Assignment, Release, Study, StudyRater, StudyState
 
@@ -92,7 +93,7 @@ def study_new(request):
                 warmup_count=d["warmup_count"], retest_share=d["retest_share"],
                 allow_changes=d["allow_changes"], criteria=form.criteria(),
                 instructions=None if text == default_text else text, user=request.user)
-        except (services.StudyError, BrokerUnavailable) as exc:
+        except ApplicationError as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Study {study.pk} is being prepared; it opens for "
@@ -140,11 +141,9 @@ def study_detail(request, study_id: int):
 @permission_required("review.manage_study", raise_exception=True)
 def study_close(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
-    try:
+    with refused_to_messages(request):
         services.study_close(study=study, user=request.user)
         messages.success(request, f"Study {study.pk} closed; the gate report is below.")
-    except services.StudyError as exc:
-        messages.error(request, str(exc))
     return redirect("review:study", study_id=study.pk)
 
 
@@ -158,12 +157,10 @@ def study_preparation_control(request, study_id: int, action: str):
                "resume": services.study_preparation_resume}.get(action)
     if service is None:
         raise Http404("unknown action")
-    try:
+    with refused_to_messages(request):
         service(study=study, user=request.user)
         messages.success(request, f"Study {study.pk}: preparation "
                                   f"{'cancelled' if action == 'cancel' else 'queued again'}.")
-    except (services.StudyError, BrokerUnavailable) as exc:
-        messages.error(request, str(exc))
     return redirect("review:study", study_id=study.pk)
 
 
@@ -172,11 +169,9 @@ def study_preparation_control(request, study_id: int, action: str):
 @permission_required("review.manage_study", raise_exception=True)
 def release_export_resume(request, release_id: int):
     release = get_object_or_404(Release.objects.select_related("export_job"), pk=release_id)
-    try:
+    with refused_to_messages(request):
         services.release_export_resume(release=release, user=request.user)
         messages.success(request, f"Release {release.pk}: the export is being written again.")
-    except (services.StudyError, BrokerUnavailable) as exc:
-        messages.error(request, str(exc))
     return redirect("review:release", release_id=release.pk)
 
 
@@ -185,11 +180,10 @@ def release_export_resume(request, release_id: int):
 @permission_required("review.manage_study", raise_exception=True)
 def batch_approve(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
-    try:
+    with refused_to_messages(request) as attempt:
         release = services.batch_approve(study=study, user=request.user,
                                          note=request.POST.get("note", ""))
-    except (services.StudyError, BrokerUnavailable) as exc:
-        messages.error(request, str(exc))
+    if attempt.refused:
         return redirect("review:study", study_id=study.pk)
     messages.success(request, f"Batch {study.batch_id} approved: release {release.pk}; its "
                               "export is being written.")
@@ -201,12 +195,10 @@ def batch_approve(request, study_id: int):
 @permission_required("review.manage_study", raise_exception=True)
 def batch_reject(request, study_id: int):
     study = get_object_or_404(Study.objects.select_related("batch"), pk=study_id)
-    try:
+    with refused_to_messages(request):
         services.batch_reject(batch=study.batch, study=study, user=request.user,
                               reason=request.POST.get("reason", ""))
         messages.success(request, f"Batch {study.batch_id} rejected.")
-    except services.StudyError as exc:
-        messages.error(request, str(exc))
     return redirect("review:study", study_id=study.pk)
 
 

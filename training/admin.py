@@ -4,10 +4,10 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from jobs.broker import BrokerUnavailable
+from fairskin.errors import ApplicationError
 from training.forms import RunLaunchForm
 from training.models import Run, RunKind
-from training.services import RunConfigError, run_create
+from training.services import run_create
 
 
 @admin.register(Run)
@@ -59,7 +59,7 @@ class RunAdmin(admin.ModelAdmin):
                                "split": d["split"],
                                "synthetic_datasets": [ds.name for ds in d["synthetic_datasets"]]},
                 )
-            except (RunConfigError, BrokerUnavailable) as exc:
+            except ApplicationError as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Run {run.pk} queued on the gpu queue.")

@@ -8,42 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.urls import reverse
 
-from catalog.models import Image
+from catalog.files import image_cache_dir, image_local_path
 from fairskin.diffusion.base_models import resolve_base_model
 from fairskin.diffusion.config import TrainConfig
 from jobs.models import Job
 from jobs.registry import JobContext, Owner, register
+from jobs.threads import set_torch_threads
 from training import services
 from training.models import Run
 from training.selectors import classifier_images, selection_images
-
-
-def _local_file(image: Image, cache: Path) -> str:
-    """A local path to the image's derivative; copied out of remote storage when needed."""
-    try:
-        return image.preprocessed.path
-    except NotImplementedError:  # S3 and other remote storages have no local path
-        target = cache / Path(image.preprocessed.name).name
-        if not target.exists():
-            with default_storage.open(image.preprocessed.name) as src, target.open("wb") as dst:
-                shutil.copyfileobj(src, dst)
-        return str(target)
-
-
-def _image_cache() -> Path:
-    cache = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "image-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    return cache
-
-
-def _set_threads() -> None:
-    if settings.FAIRSKIN_TORCH_THREADS:
-        import torch
-
-        torch.set_num_threads(settings.FAIRSKIN_TORCH_THREADS)
 
 
 def _run_owner(job: Job) -> Owner | None:
@@ -61,15 +36,15 @@ def run_training(job: Job, progress: JobContext) -> dict[str, Any]:
     from fairskin.diffusion.training import TrainItem, train
 
     run = Run.objects.select_related("parent__parent").get(pk=job.params["run_id"])
-    _set_threads()
+    set_torch_threads()
     # Copying images out of storage can take a while before the engine reports anything.
     progress.phase("Gathering the training images")
     if run.kind == "classifier":
         return _train_classifier(run, progress)
     run_dir = Path(run.artifacts_dir)
-    cache = _image_cache()
+    cache = image_cache_dir()
     images = list(selection_images(selection=run.selection))
-    items = [TrainItem(path=_local_file(img, cache), diagnosis=img.diagnosis, fst=img.fst_low)
+    items = [TrainItem(path=image_local_path(img, cache), diagnosis=img.diagnosis, fst=img.fst_low)
              for img in images]
     datasets = Counter(img.dataset for img in images)
     base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
@@ -124,10 +99,10 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
     from fairskin.classifier.model import CLASS_NAMES
     from fairskin.classifier.train import train_classifier
 
-    cache = _image_cache()
+    cache = image_cache_dir()
 
     def items(images, *, synthetic: bool) -> list[ClassifierItem]:
-        return [ClassifierItem(path=_local_file(img, cache),
+        return [ClassifierItem(path=image_local_path(img, cache),
                                label=CLASS_NAMES.index(img.diagnosis), fst=img.fst_low,
                                synthetic=synthetic, malignant=img.metadata.get("malignant"))
                 for img in images]

@@ -12,6 +12,7 @@ from django.db.models import Q
 from catalog.models import AllowedUse, Dataset, Image
 from fairskin.diffusion.base_models import BaseModelError, check_loadable, resolve_base_model
 from fairskin.diffusion.config import ConfigError, TrainConfig
+from fairskin.errors import ApplicationError
 from jobs.lease import JobLease
 from jobs.models import Job, JobState
 from jobs.services import job_cancel, job_create, job_resume
@@ -24,7 +25,7 @@ from training.selectors import (
 )
 
 
-class RunConfigError(ValueError):
+class RunConfigError(ApplicationError, ValueError):
     """The run cannot be launched as configured; nothing was created or queued."""
 
 

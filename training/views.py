@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from common.refusals import refused_to_messages
 from fairskin.diffusion.reports import loss_svg, read_loss_log
 from fairskin.spreadsheet import safe_row
 from training import reports, services
@@ -167,11 +168,9 @@ def fairness_export(request):
 @permission_required("training.launch_run", raise_exception=True)
 def mark_confidence_model(request, run_id: int):
     run = get_object_or_404(Run.objects.select_related("job"), pk=run_id)
-    try:
+    with refused_to_messages(request):
         services.run_mark_confidence_model(run=run)
         messages.success(request, f"Run {run.pk} is now the confidence model generation uses.")
-    except services.RunConfigError as exc:
-        messages.error(request, str(exc))
     return redirect("training:run", run_id=run.pk)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fairskin.allocation import largest_remainder
 from fairskin.labels import FST_TYPES, Diagnosis
 
 DEFAULT_FST_DISTRIBUTION = {1: 0.10, 2: 0.10, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}
@@ -25,20 +26,6 @@ Stratum = tuple[str, int]  # (diagnosis code, Fitzpatrick type)
 
 class PlanError(ValueError):
     """A batch request that cannot be planned."""
-
-
-def _largest_remainder(total: int, weights: Mapping[object, float]) -> dict[object, int]:
-    """Integer shares of ``total`` proportional to ``weights``, summing exactly to ``total``.
-
-    Ties in the remainders go to the key that sorts first, so the result is deterministic.
-    """
-    weight_sum = sum(weights.values())
-    exact = {k: total * w / weight_sum for k, w in weights.items()}
-    shares = {k: math.floor(v) for k, v in exact.items()}
-    left = total - sum(shares.values())
-    for key in sorted(exact, key=lambda k: (-(exact[k] - shares[k]), str(k)))[:left]:
-        shares[key] += 1
-    return shares
 
 
 def plan_quotas(target: int, diagnoses: Sequence[str],
@@ -58,10 +45,10 @@ def plan_quotas(target: int, diagnoses: Sequence[str],
     if abs(sum(distribution.values()) - 1) > 1e-6:
         raise PlanError(f"the FST distribution must add up to 1, not "
                         f"{sum(distribution.values()):.4f}")
-    per_dx = _largest_remainder(target, {dx: 1.0 for dx in codes})
+    per_dx = largest_remainder(target, {dx: 1.0 for dx in codes})
     quotas: dict[Stratum, int] = {}
     for dx in codes:
-        split = _largest_remainder(per_dx[dx], {f: w for f, w in distribution.items() if w > 0})
+        split = largest_remainder(per_dx[dx], {f: w for f, w in distribution.items() if w > 0})
         for fst, n in sorted(split.items()):
             if n:
                 quotas[(dx, fst)] = n

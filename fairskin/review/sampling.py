@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from fairskin.generation.plan import _largest_remainder
+from fairskin.allocation import largest_remainder
 from fairskin.labels import FST_TYPES, fst_roman
 
 Stratum = tuple[str, int]  # (diagnosis code, Fitzpatrick type)
@@ -141,7 +141,7 @@ def sample_study(
     if size >= sum(in_batch.values()):
         quotas = dict(in_batch)
     else:
-        quotas = _largest_remainder(size, in_batch)
+        quotas = largest_remainder(size, in_batch)
     drawn = {
         stratum: _draw(synthetic_rng, synthetic_pools[stratum], quotas[stratum])
         for stratum in synthetic_pools
@@ -149,7 +149,7 @@ def sample_study(
     synthetic_ids = tuple(sorted(i for ids in drawn.values() for i in ids))
 
     controls_wanted = round(len(synthetic_ids) * control_ratio)
-    control_quotas = _largest_remainder(
+    control_quotas = largest_remainder(
         controls_wanted, {stratum: len(ids) for stratum, ids in drawn.items() if ids}
     )
     controls, substitutions = _draw_controls(control_rng, control_quotas, real_pools)
@@ -318,7 +318,7 @@ def rater_order(
         by_origin.setdefault(origin, []).append(item_id)
     origin_counts = {origin: len(ids) for origin, ids in by_origin.items()}
     retests = (
-        _largest_remainder(round(retest_share * len(items)), origin_counts)
+        largest_remainder(round(retest_share * len(items)), origin_counts)
         if items
         else {}
     )

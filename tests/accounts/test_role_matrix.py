@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from fairskin.review.stats import GateCriteria
+from fairskin.review.gate import GateCriteria
 from jobs.models import Job, JobState
 from review.models import Assignment, Release, Study, StudyItem, StudyRater, StudyState
 from tests.factories import (

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from fairskin.review.stats import GateCriteria
+from fairskin.review.gate import GateCriteria
 from review.models import Assignment, Release, Study, StudyState
 from review.services import batch_approve, rater_queue, rating_submit, study_close
 from tests.factories import BatchFactory, make_user

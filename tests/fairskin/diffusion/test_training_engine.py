@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fairskin.diffusion.base_models import resolve_base_model
+from fairskin.diffusion.checkpoints import latest_checkpoint
 from fairskin.diffusion.config import TrainConfig
 from fairskin.diffusion.training import (
     PHASE_ARTIFACTS,
@@ -15,7 +16,6 @@ from fairskin.diffusion.training import (
     PHASE_TRAINING,
     TrainItem,
     clip_gradients,
-    latest_checkpoint,
     train,
     validation_phase,
 )
@@ -84,13 +84,13 @@ def _fixed_triples_loss(unet, text_encoder, tokenizer, vae, items, seed=123):
     from diffusers import DDPMScheduler
 
     from fairskin.diffusion.tokens import prompt_for
-    from fairskin.diffusion.training import _load_images
+    from fairskin.diffusion.training_setup import load_images
 
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               num_train_timesteps=1000)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        pixels = _load_images(items, list(range(len(items))), 32)
+        pixels = load_images(items, list(range(len(items))), 32)
         latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
         latents = latents.repeat(4, 1, 1, 1)
         noise = torch.randn(latents.shape, generator=generator)
@@ -233,10 +233,10 @@ def test_every_part_of_a_run_is_its_own_phase_and_no_message_carries_an_eta(tiny
 def test_clipping_bounds_the_gradient_norm_and_sees_every_parameter(tiny):
     from diffusers import UNet2DConditionModel
 
-    from fairskin.diffusion.training import _lora_config
+    from fairskin.diffusion.training_setup import lora_config
 
     unet = UNet2DConditionModel.from_pretrained(tiny.path, subfolder="unet")
-    unet.add_adapter(_lora_config(TrainConfig.build("lora")))
+    unet.add_adapter(lora_config(TrainConfig.build("lora")))
     out = unet(torch.randn(2, 4, 16, 16), torch.tensor([10, 500]),
                torch.randn(2, 77, 32)).sample
     (out.square().sum() * 1e3).backward()

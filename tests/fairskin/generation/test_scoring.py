@@ -17,19 +17,17 @@ from torchvision import transforms as T
 
 from fairskin.classifier.model import CLASS_NAMES, build_classifier
 from fairskin.generation.checks import Threshold
+from fairskin.generation.extractors import Extractors
 from fairskin.generation.plan import decide_stratum
-from fairskin.generation.scoring import (
-    CHECK_NAMES,
+from fairskin.generation.reference import (
     PHASE_CLIP,
     PHASE_INCEPTION,
     PHASE_LPIPS,
     PHASE_MEMORIZATION,
-    Extractors,
     Reference,
-    Scorer,
-    ScoringConfig,
-    ScoringConfigError,
 )
+from fairskin.generation.scoring import Scorer
+from fairskin.generation.scoring_config import CHECK_NAMES, ScoringConfig, ScoringConfigError
 from fairskin.imaging.demo import draw_lesion
 from fairskin.metrics.extractors import lpips_metric
 from fairskin.metrics.fid import feature_distances_to_reference

@@ -8,15 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from fairskin.review.stats import (
-    GateCriteria,
-    Rating,
-    ReviewItem,
-    blinding_audit,
-    gate_report,
-    intraclass_correlations,
-    krippendorff_alpha_ordinal,
-)
+from fairskin.review.agreement import intraclass_correlations, krippendorff_alpha_ordinal
+from fairskin.review.audit import blinding_audit
+from fairskin.review.gate import GateCriteria, gate_report
+from fairskin.review.study import Rating, ReviewItem
 
 # pingouin 0.7 calls a pandas method that pandas 3.1 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning")
