@@ -22,6 +22,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy fairskin jobs accounts common
 
 clean-var:
 	rm -rf var/

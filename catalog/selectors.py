@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 
-from catalog.models import Dataset, Image
+from catalog.models import Dataset, Image, Origin
 from fairskin.labels import Diagnosis, FstRange
 
 FST_COLUMNS = ("I", "II", "III", "IV", "V", "VI")
@@ -91,3 +91,22 @@ def format_summary_table(summary: dict[str, Any]) -> str:
 def dataset_split_counts(*, dataset: Dataset) -> dict[str, int]:
     rows = dataset.images.values("split").annotate(n=Count("id"))
     return {row["split"] or "unassigned": row["n"] for row in rows}
+
+
+def real_control_candidates() -> list[tuple[int, str, int]]:
+    """Real images that can stand as controls in a rating study: (id, diagnosis, fst) of every
+    real image with one exact skin type, a preprocessed file on disk, and a diagnosis of the
+    seven classes (not OTHER)."""
+    return list(
+        Image.objects.filter(origin=Origin.REAL, fst_low__isnull=False, fst_low=F("fst_high"),
+                             missing_file=False)
+        .exclude(preprocessed="").exclude(diagnosis="OTHER")
+        .values_list("id", "diagnosis", "fst_low"))
+
+
+def images_real_of_type(*, datasets: list[str], fst: int, limit: int) -> QuerySet[Image]:
+    """Up to ``limit`` real images of the datasets with exactly skin type ``fst`` and a
+    preprocessed file on record, oldest first (a generation batch's reference)."""
+    return Image.objects.filter(
+        origin=Origin.REAL, dataset__name__in=datasets, fst_low=fst, fst_high=F("fst_low"),
+        missing_file=False).exclude(preprocessed="").order_by("id")[:limit]

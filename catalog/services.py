@@ -1,4 +1,4 @@
-"""Writes on the catalog: imports, splits."""
+"""Writes on the catalog: imports, splits, synthetic images."""
 
 from __future__ import annotations
 
@@ -413,3 +413,34 @@ def _upload_title(*, metadata_name: str, dataset_name: str) -> str:
         return title
     room = limit - len(title) + len(metadata_name) - 1
     return f"Import {metadata_name[:room]}… into {dataset_name}"
+
+
+def synthetic_image_create(*, dataset: Dataset, source_id: str, diagnosis: str, fst: int,
+                           png: bytes, thumbnail_jpeg: bytes, width: int, height: int,
+                           metadata: dict[str, Any]) -> Image:
+    """A generated image in a synthetic dataset: its PNG and thumbnail files, then its row.
+
+    The file names follow from ``source_id``, so a file an earlier, killed attempt left under
+    the same name is overwritten, never kept beside a copy. Call it inside the caller's
+    transaction (and fence): a clash on the row raises IntegrityError for the caller to handle.
+    """
+    image = Image(dataset=dataset, origin=Origin.SYNTHETIC, source_id=source_id,
+                  file_name=f"{source_id}.png", diagnosis=diagnosis, fst_low=fst, fst_high=fst,
+                  fst_source=FstSource.DATASET, sha256=hashlib.sha256(png).hexdigest(),
+                  width=width, height=height, metadata=metadata)
+    for field, content, name in ((image.preprocessed, png, f"{source_id}.png"),
+                                 (image.thumbnail, thumbnail_jpeg, f"{source_id}.jpg")):
+        target = field.field.upload_to(image, name)
+        if default_storage.exists(target):
+            default_storage.delete(target)
+        field.save(name, ContentFile(content), save=False)
+    image.save()
+    return image
+
+
+def dataset_synthetic_create(*, name: str, licence: str, description: str,
+                             created_by: Any = None) -> Dataset:
+    """An empty dataset for generated images, filled by ``synthetic_image_create``."""
+    return Dataset.objects.create(name=name, source_format=SourceFormat.SYNTHETIC,
+                                  licence=licence, description=description,
+                                  created_by=created_by)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TypeVar
+
+K = TypeVar("K")
 
 
-def largest_remainder(total: int, weights: Mapping[object, float]) -> dict[object, int]:
+def largest_remainder(total: int, weights: Mapping[K, float]) -> dict[K, int]:
     """Integer shares of ``total`` proportional to ``weights``, summing exactly to ``total``.
 
     Ties in the remainders go to the key that sorts first, so the result is deterministic.

@@ -12,6 +12,7 @@ from fairskin.generation.options import (
 from fairskin.generation.plan import DEFAULT_FST_DISTRIBUTION, DEFAULT_OVERGENERATION
 from fairskin.generation.scoring_config import ScoringConfig
 from training.models import Run, RunKind
+from training.selectors import runs_finished
 
 
 class BatchLaunchForm(forms.Form):
@@ -42,8 +43,8 @@ class BatchLaunchForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model_run"].queryset = Run.objects.filter(
-            kind__in=[RunKind.LORA, RunKind.JOINT], job__state="succeeded")
+        self.fields["model_run"].queryset = runs_finished().filter(
+            kind__in=[RunKind.LORA, RunKind.JOINT])
         for fst, share in DEFAULT_FST_DISTRIBUTION.items():
             self.fields[f"fst_{fst}"] = forms.FloatField(min_value=0, max_value=1,
                                                          initial=share, label=f"FST {fst} share")

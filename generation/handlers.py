@@ -8,7 +8,6 @@ killed worker cannot store it twice.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import shutil
@@ -17,24 +16,23 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.urls import reverse
 
 from catalog.files import image_cache_dir, image_local_path
-from catalog.models import FstSource, Image, Origin
+from catalog.selectors import images_real_of_type
+from catalog.services import synthetic_image_create
 from fairskin.generation.groups import micro_batches
 from fairskin.generation.plan import candidate_seed
 from fairskin.progress import JobCancelled
-from generation import services
+from generation import selectors, services
 from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
 from jobs.lease import JobLease
 from jobs.models import Job
 from jobs.registry import JobContext, Owner, register
 from jobs.threads import set_torch_threads
 from training.models import Run
-from training.selectors import selection_images
+from training.selectors import runs_finished, selection_images
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +57,7 @@ def _device() -> str:
 
 
 def _confidence_run() -> Run | None:
-    return Run.objects.filter(is_confidence_model=True, job__state="succeeded").first()
+    return runs_finished().filter(is_confidence_model=True).first()
 
 
 def _extractors():
@@ -85,9 +83,7 @@ def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[s
     cache = image_cache_dir()
     real: list[tuple[str, int]] = []
     for fst in fsts:
-        images = Image.objects.filter(
-            origin=Origin.REAL, dataset__name__in=datasets, fst_low=fst, fst_high=F("fst_low"),
-            missing_file=False).exclude(preprocessed="").order_by("id")[:REFERENCE_PER_FST]
+        images = images_real_of_type(datasets=datasets, fst=fst, limit=REFERENCE_PER_FST)
         real += [(image_local_path(img, cache), fst) for img in images]
     training: dict[int, str] = {}
     for r in lineage:
@@ -255,29 +251,20 @@ def _store(batch: Batch, job: Job, lease: JobLease, *, dx: str, fst: int, index:
     Fenced by the shard's lease: the files are written and the rows created only while this
     attempt holds the shard, so a stalled attempt that wakes cannot replace stored files.
     """
-    from django.core.files.storage import default_storage
-
     with lease.hold():
         if Sample.objects.filter(batch=batch, diagnosis=dx, fst=fst, index=index).exists():
             return False
         source_id = f"{dx}-fst{fst}-{index:06d}"
         png = _png(pixels)
-        image = Image(dataset=batch.dataset, origin=Origin.SYNTHETIC, source_id=source_id,
-                      file_name=f"{source_id}.png", diagnosis=dx, fst_low=fst, fst_high=fst,
-                      fst_source=FstSource.DATASET, sha256=hashlib.sha256(png).hexdigest(),
-                      width=pixels.shape[1], height=pixels.shape[0],
-                      metadata={"batch": batch.pk, "seed": seed, "index": index})
-        for field, content, name in ((image.preprocessed, png, f"{source_id}.png"),
-                                     (image.thumbnail, _thumbnail(pixels), f"{source_id}.jpg")):
-            # A killed attempt may have left the file behind: overwrite it, never add a copy.
-            target = field.field.upload_to(image, name)
-            if default_storage.exists(target):
-                default_storage.delete(target)
-            field.save(name, ContentFile(content), save=False)
+        thumbnail = _thumbnail(pixels)
         details = score.to_dict()
         try:
             with transaction.atomic():
-                image.save()
+                image = synthetic_image_create(
+                    dataset=batch.dataset, source_id=source_id, diagnosis=dx, fst=fst,
+                    png=png, thumbnail_jpeg=thumbnail, width=pixels.shape[1],
+                    height=pixels.shape[0],
+                    metadata={"batch": batch.pk, "seed": seed, "index": index})
                 Sample.objects.create(
                     batch=batch, image=image, diagnosis=dx, fst=fst, index=index, seed=seed,
                     prompt=prompt, negative_prompt=batch.negative_prompt, steps=batch.steps,
@@ -379,7 +366,7 @@ def report_batch(job: Job, progress: JobContext) -> dict[str, Any]:
 
     report = batch_report(rows(), reference=gaussians, reference_features=features,
                           provenance=batch.provenance, seed=batch.seed)
-    report["strata"] = services.batch_strata(batch)
+    report["strata"] = selectors.batch_strata(batch=batch)
     report["shortfall"] = sum(r["shortfall"] or 0 for r in report["strata"])
     report["accepted"] = total
     progress.update(total, total, "report written")

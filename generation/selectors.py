@@ -1,13 +1,50 @@
-"""Reads for generation batches: the jobs working for a batch, for its live page."""
+"""Reads for generation batches: per-stratum counts, the gallery, rejections, the export and
+the jobs working for a batch, for its pages, commands and report."""
 
 from __future__ import annotations
 
-from django.db.models import Count
+from collections.abc import Iterator
+from typing import Any
 
-from generation.models import Batch
+from django.db.models import Count, Q, QuerySet
+
+from fairskin.generation.plan import candidate_cap
+from generation.models import Batch, Sample, Verdict, stratum_key
 from jobs.models import Job, JobState
 
 LIVE_JOBS_SHOWN = 8  # running shard/report jobs listed with their progress on the batch page
+GALLERY_FSTS = {"1", "2", "3", "4", "5", "6"}
+EXPORT_FIELDS = ["sample_id", "image_id", "diagnosis", "fst", "index", "seed", "verdict",
+                 "reasons", "prompt", "negative_prompt", "steps", "guidance", "scheduler",
+                 "model_runs", "brightness", "lpips_real", "memorization_lpips", "confidence",
+                 "fid", "sha256", "file"]
+
+
+def batch_strata(*, batch: Batch) -> list[dict[str, Any]]:
+    """Per stratum: quota, cap, generated, accepted, rejected, state. For pages and commands."""
+    counts = {(r["diagnosis"], r["fst"]): r for r in Sample.objects.filter(batch=batch).values(
+        "diagnosis", "fst").annotate(
+            generated=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
+            rejected=Count("id", filter=Q(verdict=Verdict.REJECTED)))}
+    rows = []
+    for (dx, fst), quota in batch.quota_items():
+        c = counts.get((dx, fst), {})
+        cap = candidate_cap(quota, batch.overgeneration)
+        accepted = c.get("accepted", 0)
+        generated = c.get("generated", 0)
+        status = batch.outcomes.get(stratum_key(dx, fst))
+        rows.append({"diagnosis": dx, "fst": fst, "quota": quota, "cap": cap,
+                     "generated": generated, "accepted": accepted,
+                     "rejected": c.get("rejected", 0),
+                     "shortfall": max(0, quota - accepted) if status else None,
+                     "complete": bool(status)})
+    return rows
+
+
+def batch_failed_jobs(*, batch: Batch) -> QuerySet[Job]:
+    """The batch's shard and report jobs that failed or were cancelled."""
+    return Job.objects.filter(parent=batch.job, state__in=[JobState.FAILED,
+                                                           JobState.CANCELLED])
 
 
 def batch_job_states(*, batch: Batch) -> dict[str, int]:
@@ -26,3 +63,54 @@ def batch_running_jobs(*, batch: Batch, limit: int = LIVE_JOBS_SHOWN) -> list[Jo
         return []
     return list(Job.objects.filter(parent_id=batch.job_id, state=JobState.RUNNING)
                 .order_by("id")[:limit])
+
+
+def batch_gallery(*, batch: Batch, diagnosis: str = "", fst: str = "",
+                  verdict: str = "") -> QuerySet[Sample]:
+    """The batch's samples with their images, in stratum and seed order; a filter that is
+    empty or not a valid value (an FST outside 1-6, an unknown verdict) is ignored."""
+    samples = Sample.objects.filter(batch=batch).select_related("image")
+    if diagnosis:
+        samples = samples.filter(diagnosis=diagnosis)
+    if fst in GALLERY_FSTS:
+        samples = samples.filter(fst=int(fst))
+    if verdict in Verdict.values:
+        samples = samples.filter(verdict=verdict)
+    return samples.order_by("diagnosis", "fst", "index")
+
+
+def batch_rejection_counts(*, batch: Batch) -> list[tuple[str, int]]:
+    """Rejected samples per reason kind (a reason's first word), most frequent first."""
+    reasons = (Sample.objects.filter(batch=batch, verdict=Verdict.REJECTED)
+               .values_list("reasons", flat=True))
+    counts: dict[str, int] = {}
+    for listed in reasons.iterator(chunk_size=1000):
+        for reason in listed:
+            kind = reason.split(" ")[0] if reason else "?"
+            counts[kind] = counts.get(kind, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
+
+
+def batch_uncalibrated(*, batch: Batch) -> list[str]:
+    """The feature extractors the batch scored with random weights, by name."""
+    return sorted(n for n, p in batch.provenance.items() if not p.get("calibrated"))
+
+
+def _export_row(s: Sample) -> dict[str, Any]:
+    return {"sample_id": s.pk, "image_id": s.image_id, "diagnosis": s.diagnosis,
+            "fst": s.fst, "index": s.index, "seed": s.seed, "verdict": s.verdict,
+            "reasons": "; ".join(s.reasons), "prompt": s.prompt,
+            "negative_prompt": s.negative_prompt, "steps": s.steps,
+            "guidance": s.guidance, "scheduler": s.scheduler,
+            "model_runs": " ".join(str(r) for r in s.model_runs),
+            **{k: s.metrics.get(k) for k in ("brightness", "lpips_real",
+                                             "memorization_lpips", "confidence", "fid")},
+            "sha256": s.image.sha256, "file": s.image.preprocessed.name}
+
+
+def batch_export_rows(*, batch: Batch) -> Iterator[dict[str, Any]]:
+    """Every sample with its settings, scores and verdict (keys EXPORT_FIELDS), streamed."""
+    samples = Sample.objects.filter(batch=batch).select_related("image").order_by(
+        "diagnosis", "fst", "index")
+    for s in samples.iterator(chunk_size=500):
+        yield _export_row(s)

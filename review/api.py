@@ -6,7 +6,6 @@ never carries an origin, an id or a file name.
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef
 from django.http import QueryDict
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -16,8 +15,9 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from review import services
-from review.models import Release, Study, StudyRater, StudyState
+from review import selectors
+from review.models import Release, Study, StudyState
+from review.services.rating import rater_queue, rating_submit
 
 
 class HasPerm(permissions.BasePermission):
@@ -95,15 +95,15 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
                               404: NOT_FOUND})
     @action(detail=True)
     def progress(self, request, pk=None):
-        return Response(services.study_progress(study=self.get_object()))
+        return Response(selectors.study_progress(study=self.get_object()))
 
     @extend_schema(responses={200: dict, 403: REFUSED, 404: NOT_FOUND})
     @action(detail=True)
     def gate(self, request, pk=None):
-        study = self.get_object()
-        if study.state != StudyState.CLOSED:
+        report = selectors.study_gate_report(study=self.get_object())
+        if report is None:
             raise NotFound("the gate is evaluated when the study is closed")
-        return Response(study.gate)
+        return Response(report)
 
 
 class QueueItemSerializer(serializers.Serializer):
@@ -140,14 +140,12 @@ class RaterQueueView(APIView):
 
     @extend_schema(responses={200: QueueSerializer, 403: REFUSED, 404: NOT_FOUND})
     def get(self, request, study_id: int):
-        seat = StudyRater.objects.filter(study=OuterRef("pk"), rater=request.user)
-        study = (Study.objects.only("pk", "state").annotate(is_mine=Exists(seat))
-                 .filter(pk=study_id).first())
-        if study is None or not study.is_mine:
+        study = selectors.rater_queue_study(study_id=study_id, rater=request.user)
+        if study is None:
             # One answer for a study that does not exist and one seated to others: a rater
             # cannot count studies by probing ids.
             raise NotFound(NOT_ASSIGNED)
-        queue = services.rater_queue(study=study, rater=request.user)
+        queue = rater_queue(study=study, rater=request.user)
         open_ = study.state == StudyState.OPEN
         return Response({"study": study.pk, "state": study.state, "total": queue["total"],
                          "done": queue["done"],
@@ -194,11 +192,11 @@ class RatingView(APIView):
         data = RatingInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         # A refusal (RatingRefused: 403, StudyError: 400) is answered by the exception handler.
-        rating, created = services.rating_submit(
+        rating, created = rating_submit(
             token=data.validated_data["token"], rater=request.user,
             score=data.validated_data["score"], seconds=data.validated_data["seconds"])
         # Counts only: the next item is marked as served when the screen asks the queue for it.
-        progress = services.rater_progress(study_id=rating.study_id, rater=request.user)
+        progress = selectors.rater_progress(study_id=rating.study_id, rater=request.user)
         return Response({"score": rating.score, "created": created, "done": progress["done"],
                          "total": progress["total"]},
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -18,8 +18,14 @@ from fairskin.progress import JobCancelled
 from generation.models import Sample
 from jobs.models import Job
 from jobs.registry import JobContext, Owner, register
-from review import services
 from review.models import Release, Study, StudyState
+from review.services.release import release_export_cancel, release_export_resume
+from review.services.study import (
+    study_preparation_cancel,
+    study_preparation_failed,
+    study_preparation_resume,
+    study_prepare,
+)
 
 METADATA_FIELDS = ["file_name", "label", "diagnosis", "diagnosis_name", "fst", "seed",
                    "prompt", "sha256", "batch", "release"]
@@ -30,12 +36,12 @@ def _study_owner(job: Job) -> Owner | None:
     if study is None:
         return None
     return Owner(label=f"study {study.pk}", url=reverse("review:study", args=[study.pk]),
-                 cancel=lambda user: services.study_preparation_cancel(study=study, user=user),
-                 resume=lambda user: services.study_preparation_resume(study=study, user=user))
+                 cancel=lambda user: study_preparation_cancel(study=study, user=user),
+                 resume=lambda user: study_preparation_resume(study=study, user=user))
 
 
 def _prepare_failed(job: Job, error: str) -> None:
-    services.study_preparation_failed(job_id=job.pk, error=error)
+    study_preparation_failed(job_id=job.pk, error=error)
 
 
 @register("review.prepare", queue="cpu", label="Review: sample and blind",
@@ -46,7 +52,7 @@ def prepare_study(job: Job, progress: JobContext) -> dict[str, Any]:
         raise JobCancelled(f"study {study.pk} is no longer being prepared")
     if study.state != StudyState.PREPARING:  # an earlier attempt opened it, then died
         return {"study_id": study.pk, "skipped": f"study is {study.state}"}
-    return services.study_prepare(study=study, progress=progress, lease=progress.lease)
+    return study_prepare(study=study, progress=progress, lease=progress.lease)
 
 
 def _release_owner(job: Job) -> Owner | None:
@@ -54,8 +60,8 @@ def _release_owner(job: Job) -> Owner | None:
     if release is None:
         return None
     return Owner(label=f"release {release.pk}", url=reverse("review:release", args=[release.pk]),
-                 cancel=lambda user: services.release_export_cancel(release=release, user=user),
-                 resume=lambda user: services.release_export_resume(release=release, user=user))
+                 cancel=lambda user: release_export_cancel(release=release, user=user),
+                 resume=lambda user: release_export_resume(release=release, user=user))
 
 
 def release_folder(release: Release) -> Path:

@@ -1,12 +1,14 @@
-"""Reads for pages outside the review app."""
+"""Reads on review studies, for the review pages and API and for pages outside the app."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from review.models import Assignment, StudyRater, StudyState
+from generation.models import Batch, BatchState
+from review.models import Assignment, Kind, Release, Study, StudyRater, StudyState
 
 
 def rater_studies(*, user: Any) -> list[dict[str, Any]]:
@@ -17,3 +19,95 @@ def rater_studies(*, user: Any) -> list[dict[str, Any]]:
               .annotate(total=Count("id"), done=Count("rating", filter=Q(rating__isnull=False)))}
     return [{"study": seat.study, "total": counts.get(seat.study_id, {}).get("total", 0),
              "done": counts.get(seat.study_id, {}).get("done", 0)} for seat in seats]
+
+
+def rater_progress(*, study_id: int, rater: Any) -> dict[str, int]:
+    """The rater's item count and how many of them are rated, in one query."""
+    return Assignment.objects.filter(study_id=study_id, rater=rater).aggregate(
+        total=Count("id"), done=Count("rating"))
+
+
+def study_progress(*, study: Study) -> list[dict[str, Any]]:
+    """Counts per rater; never scores (leads see only progress while a study is open)."""
+    counts = {r["rater"]: r for r in Assignment.objects.filter(study=study).values("rater")
+              .annotate(total=Count("id"), done=Count("rating"),
+                        scored=Count("id", filter=Q(kind=Kind.SCORED)),
+                        scored_done=Count("rating", filter=Q(kind=Kind.SCORED)))}
+    return [{"rater": sr.rater.username, "index": sr.index,
+             "total": counts.get(sr.rater_id, {}).get("total", 0),
+             "done": counts.get(sr.rater_id, {}).get("done", 0),
+             "finished": bool(counts.get(sr.rater_id)) and counts[sr.rater_id]["scored"]
+             == counts[sr.rater_id]["scored_done"]}
+            for sr in study.raters.select_related("rater")]
+
+
+def study_list() -> QuerySet[Study]:
+    """The newest studies, for the studies page."""
+    return Study.objects.select_related("batch", "release")[:100]
+
+
+def release_list() -> QuerySet[Release]:
+    """The newest releases, for the studies page."""
+    return Release.objects.select_related("study")[:50]
+
+
+def study_release(*, study: Study) -> Release | None:
+    return Release.objects.filter(study=study).first()
+
+
+def study_gate_report(*, study: Study) -> dict[str, Any] | None:
+    """The gate report, or None while the study is not closed (the gate is evaluated then)."""
+    return study.gate if study.state == StudyState.CLOSED else None
+
+
+def release_image_counts(*, release: Release) -> list[tuple[str, dict[int, int]]]:
+    """Images of a release per diagnosis and skin type, from its manifest."""
+    counts: dict[str, dict[int, int]] = {}
+    for entry in release.manifest["images"]:
+        row = counts.setdefault(entry["diagnosis"], dict.fromkeys(range(1, 7), 0))
+        row[entry["fst"]] += 1
+    return sorted(counts.items())
+
+
+def study_batch_choices() -> QuerySet[Batch]:
+    """Batches a study can be opened on: finished, neither released nor rejected."""
+    return Batch.objects.filter(state=BatchState.FINISHED, releases__isnull=True,
+                                rejection__isnull=True)
+
+
+def study_rater_choices() -> QuerySet[Any]:
+    """The active dermatologist accounts, who can be seated as raters."""
+    return get_user_model().objects.filter(groups__name="dermatologist",
+                                           is_active=True).order_by("username")
+
+
+def rater_study(*, study_id: int, rater: Any) -> Study | None:
+    """The study if the rater has a seat in it; None for an unknown study and for one seated to
+    others alike."""
+    return Study.objects.filter(pk=study_id, raters__rater=rater).first()
+
+
+def rater_queue_study(*, study_id: int, rater: Any) -> Study | None:
+    """rater_study for the queue: one query (the seat checked with Exists), id and state only."""
+    seat = StudyRater.objects.filter(study=OuterRef("pk"), rater=rater)
+    study = (Study.objects.only("pk", "state").annotate(is_mine=Exists(seat))
+             .filter(pk=study_id).first())
+    return study if study is not None and study.is_mine else None
+
+
+def rater_instructions_pending(*, study: Study, rater: Any) -> bool:
+    """Whether the rater has yet to accept this version of the study's instructions."""
+    seat = StudyRater.objects.get(study=study, rater=rater)
+    return seat.instructions_accepted != study.instructions_version
+
+
+def blinded_assignment(*, token: str, rater: Any) -> Assignment | None:
+    """The assignment behind a token, with its item, if it is the rater's and its study is open;
+    None otherwise (an unknown token and another rater's get the same answer)."""
+    assignment = (Assignment.objects.select_related("item", "study")
+                  .filter(token=token).first())
+    if assignment is None or assignment.rater_id != rater.pk:
+        return None
+    if assignment.study.state != StudyState.OPEN:
+        return None
+    return assignment

@@ -1,8 +1,6 @@
 import json
 
-from django import forms
 from django.contrib import messages
-from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse
@@ -12,69 +10,20 @@ from django.views.decorators.http import require_GET, require_POST
 
 from common.refusals import refused_to_messages
 from fairskin.errors import ApplicationError
-from fairskin.review.gate import GateCriteria
-from generation.models import Batch, BatchState
-from review import services
-from review.models import Assignment, Release, Study, StudyRater, StudyState
-
-DEFAULT_CRITERIA = GateCriteria()
-
-
-class StudyForm(forms.Form):
-    batch = forms.ModelChoiceField(queryset=Batch.objects.none())
-    name = forms.CharField(max_length=120, required=False)
-    raters = forms.ModelMultipleChoiceField(
-        queryset=get_user_model().objects.none(), widget=forms.CheckboxSelectMultiple,
-        help_text="Three dermatologists (distinct accounts).")
-    sample_size = forms.IntegerField(min_value=1, max_value=services.MAX_SAMPLE, initial=500,
-                                     help_text="Synthetic images, stratified by diagnosis × "
-                                     "skin type in proportion to the batch.")
-    control_ratio = forms.FloatField(min_value=0, max_value=1, initial=0.25,
-                                     help_text="Real controls per synthetic image (0.25: one "
-                                     "in four), matched to the same strata.")
-    seed = forms.IntegerField(min_value=0, required=False, help_text="Empty: drawn and recorded.")
-    warmup_count = forms.IntegerField(min_value=0, max_value=50, initial=3,
-                                      help_text="Unscored practice images first.")
-    retest_share = forms.FloatField(min_value=0, max_value=0.5, initial=0.05,
-                                    help_text="Share of images shown a second time.")
-    allow_changes = forms.BooleanField(required=False,
-                                       help_text="Let raters change a submitted rating.")
-    mean_min = forms.FloatField(min_value=1, max_value=7, initial=DEFAULT_CRITERIA.mean_min,
-                                label="(a) mean synthetic rating above")
-    median_share_min = forms.FloatField(
-        min_value=0, max_value=1, initial=DEFAULT_CRITERIA.median_share_min,
-        label="(b) share of synthetic images with median ≥ 4 above")
-    low_share_max = forms.FloatField(min_value=0, max_value=1,
-                                     initial=DEFAULT_CRITERIA.low_share_max,
-                                     label="(c) share with a rating below 3 under")
-    use_interval = forms.BooleanField(required=False, label="Judge on the 95% interval bound")
-    per_fst = forms.BooleanField(required=False, label="Apply (a) within each skin type")
-    instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 10, "cols": 80}),
-                                   required=False, help_text="Empty: the standard text, which "
-                                   "discloses the share of real images.")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["batch"].queryset = Batch.objects.filter(state=BatchState.FINISHED,
-                                                             releases__isnull=True,
-                                                             rejection__isnull=True)
-        self.fields["raters"].queryset = get_user_model().objects.filter(
-            groups__name="dermatologist", is_active=True).order_by("username")
-        self.fields["instructions"].initial = services.default_instructions(0.25)
-
-    def criteria(self) -> dict:
-        d = self.cleaned_data
-        return {"mean_min": d["mean_min"], "median_share_min": d["median_share_min"],
-                "low_share_max": d["low_share_max"], "use_interval": d["use_interval"],
-                "per_fst": d["per_fst"]}
+from review import selectors
+from review.forms import StudyForm
+from review.models import Release, Study, StudyState
+from review.services import gate as gate_services
+from review.services import rating as rating_services
+from review.services import release as release_services
+from review.services import study as study_services
 
 
 @login_required
 @permission_required("review.view_study", raise_exception=True)
 def study_list(request):
-    studies = Study.objects.select_related("batch", "release")[:100]
     return render(request, "review/study_list.html", {
-        "studies": studies, "releases": Release.objects.select_related("study")[:50]})
+        "studies": selectors.study_list(), "releases": selectors.release_list()})
 
 
 @login_required
@@ -84,10 +33,10 @@ def study_new(request):
     form = StudyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         d = form.cleaned_data
-        default_text = services.default_instructions(0.25).strip()
+        default_text = study_services.default_instructions(0.25).strip()
         text = d["instructions"].strip()
         try:
-            study = services.study_create(
+            study = study_services.study_create(
                 batch=d["batch"], raters=list(d["raters"]), name=d["name"],
                 sample_size=d["sample_size"], control_ratio=d["control_ratio"], seed=d["seed"],
                 warmup_count=d["warmup_count"], retest_share=d["retest_share"],
@@ -126,12 +75,13 @@ def _gate_rows(gate: dict) -> list[dict]:
 @permission_required("review.view_study", raise_exception=True)
 def study_detail(request, study_id: int):
     study = get_object_or_404(Study.objects.select_related("batch", "job"), pk=study_id)
-    context = {"study": study, "progress": services.study_progress(study=study)}
-    if study.state == StudyState.CLOSED:
-        context["gate"] = study.gate
-        context["gate_rows"] = _gate_rows(study.gate.get("gate", {}))
-        context["gate_json"] = json.dumps(study.gate, indent=2, default=str)
-        context["release"] = Release.objects.filter(study=study).first()
+    context = {"study": study, "progress": selectors.study_progress(study=study)}
+    gate = selectors.study_gate_report(study=study)
+    if gate is not None:
+        context["gate"] = gate
+        context["gate_rows"] = _gate_rows(gate.get("gate", {}))
+        context["gate_json"] = json.dumps(gate, indent=2, default=str)
+        context["release"] = selectors.study_release(study=study)
         context["rejection"] = getattr(study.batch, "rejection", None)
     return render(request, "review/study_detail.html", context)
 
@@ -142,7 +92,7 @@ def study_detail(request, study_id: int):
 def study_close(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
     with refused_to_messages(request):
-        services.study_close(study=study, user=request.user)
+        gate_services.study_close(study=study, user=request.user)
         messages.success(request, f"Study {study.pk} closed; the gate report is below.")
     return redirect("review:study", study_id=study.pk)
 
@@ -153,8 +103,8 @@ def study_close(request, study_id: int):
 def study_preparation_control(request, study_id: int, action: str):
     """Cancel or resume a study's preparation: the study page owns its job."""
     study = get_object_or_404(Study, pk=study_id)
-    service = {"cancel": services.study_preparation_cancel,
-               "resume": services.study_preparation_resume}.get(action)
+    service = {"cancel": study_services.study_preparation_cancel,
+               "resume": study_services.study_preparation_resume}.get(action)
     if service is None:
         raise Http404("unknown action")
     with refused_to_messages(request):
@@ -170,7 +120,7 @@ def study_preparation_control(request, study_id: int, action: str):
 def release_export_resume(request, release_id: int):
     release = get_object_or_404(Release.objects.select_related("export_job"), pk=release_id)
     with refused_to_messages(request):
-        services.release_export_resume(release=release, user=request.user)
+        release_services.release_export_resume(release=release, user=request.user)
         messages.success(request, f"Release {release.pk}: the export is being written again.")
     return redirect("review:release", release_id=release.pk)
 
@@ -178,11 +128,11 @@ def release_export_resume(request, release_id: int):
 @require_POST
 @login_required
 @permission_required("review.manage_study", raise_exception=True)
-def batch_approve(request, study_id: int):
+def release_approve(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
     with refused_to_messages(request) as attempt:
-        release = services.batch_approve(study=study, user=request.user,
-                                         note=request.POST.get("note", ""))
+        release = release_services.release_approve(study=study, user=request.user,
+                                                  note=request.POST.get("note", ""))
     if attempt.refused:
         return redirect("review:study", study_id=study.pk)
     messages.success(request, f"Batch {study.batch_id} approved: release {release.pk}; its "
@@ -193,11 +143,11 @@ def batch_approve(request, study_id: int):
 @require_POST
 @login_required
 @permission_required("review.manage_study", raise_exception=True)
-def batch_reject(request, study_id: int):
+def release_reject(request, study_id: int):
     study = get_object_or_404(Study.objects.select_related("batch"), pk=study_id)
     with refused_to_messages(request):
-        services.batch_reject(batch=study.batch, study=study, user=request.user,
-                              reason=request.POST.get("reason", ""))
+        release_services.release_reject(batch=study.batch, study=study, user=request.user,
+                                       reason=request.POST.get("reason", ""))
         messages.success(request, f"Batch {study.batch_id} rejected.")
     return redirect("review:study", study_id=study.pk)
 
@@ -207,12 +157,9 @@ def batch_reject(request, study_id: int):
 def release_detail(request, release_id: int):
     release = get_object_or_404(Release.objects.select_related("study", "batch", "export_job",
                                                                "approved_by"), pk=release_id)
-    counts: dict[str, dict[int, int]] = {}
-    for entry in release.manifest["images"]:
-        row = counts.setdefault(entry["diagnosis"], dict.fromkeys(range(1, 7), 0))
-        row[entry["fst"]] += 1
     return render(request, "review/release_detail.html", {
-        "release": release, "counts": sorted(counts.items()), "fsts": range(1, 7)})
+        "release": release, "counts": selectors.release_image_counts(release=release),
+        "fsts": range(1, 7)})
 
 
 @require_GET
@@ -232,7 +179,7 @@ def release_download(request, release_id: int):
 def _my_study(request, study_id: int) -> Study:
     if not request.user.has_perm("review.rate_study"):
         raise PermissionDenied
-    study = Study.objects.filter(pk=study_id, raters__rater=request.user).first()
+    study = selectors.rater_study(study_id=study_id, rater=request.user)
     if study is None:
         raise Http404("no such study among your assignments")  # unknown or not yours alike
     return study
@@ -242,15 +189,15 @@ def _my_study(request, study_id: int) -> Study:
 @login_required
 def rate(request, study_id: int):
     study = _my_study(request, study_id)
-    seat = StudyRater.objects.get(study=study, rater=request.user)
     if request.method == "POST" and "accept_instructions" in request.POST:
-        seat.instructions_accepted = study.instructions_version
-        seat.save(update_fields=["instructions_accepted"])
+        rating_services.rater_instructions_accept(study=study, rater=request.user,
+                                  version=study.instructions_version)
         return redirect("review:rate", study_id=study.pk)
-    queue = services.rater_queue(study=study, rater=request.user)
+    queue = rating_services.rater_queue(study=study, rater=request.user)
     return render(request, "review/rate.html", {
         "study": study, "queue": queue, "open": study.state == StudyState.OPEN,
-        "instructions_pending": seat.instructions_accepted != study.instructions_version})
+        "instructions_pending": selectors.rater_instructions_pending(study=study,
+                                                                     rater=request.user)})
 
 
 BLIND_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
@@ -261,13 +208,9 @@ BLIND_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options":
 @login_required
 def blinded_image(request, token: str):
     """An item's pixels for the rater it is assigned to; the same headers for every item."""
-    assignment = (Assignment.objects.select_related("item", "study")
-                  .filter(token=token).first())
-    if assignment is None or assignment.rater_id != request.user.pk \
-            or not request.user.has_perm("review.rate_study"):
+    assignment = selectors.blinded_assignment(token=token, rater=request.user)
+    if assignment is None or not request.user.has_perm("review.rate_study"):
         raise Http404("no such image")  # the same answer for another rater's token
-    if assignment.study.state != StudyState.OPEN:
-        raise Http404("no such image")
     with assignment.item.derivative.open("rb") as fh:
         data = fh.read()
     response = HttpResponse(data, content_type="image/jpeg")

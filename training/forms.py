@@ -7,6 +7,7 @@ from catalog.models import DIAGNOSIS_CHOICES, Dataset
 from fairskin.classifier.config import ClassifierConfig
 from fairskin.diffusion.config import TrainConfig
 from training.models import Run, RunKind
+from training.selectors import runs_finished
 
 
 class RunLaunchForm(forms.Form):
@@ -35,8 +36,8 @@ class RunLaunchForm(forms.Form):
 
     def __init__(self, *args, kind: str = "textual_inversion", **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["parent"].queryset = Run.objects.filter(
-            kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA], job__state="succeeded")
+        self.fields["parent"].queryset = runs_finished().filter(
+            kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA])
         self.fields["datasets"].queryset = Dataset.objects.all()
         self.fields["synthetic_datasets"].queryset = Dataset.objects.filter(
             source_format="synthetic")

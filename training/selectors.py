@@ -1,4 +1,5 @@
-"""Reads for training runs: which images a selection means."""
+"""Reads for training runs: which runs are finished, which to compare, and which images a
+selection means."""
 
 from __future__ import annotations
 
@@ -9,9 +10,44 @@ from typing import Any
 from django.db.models import F, Q, QuerySet
 
 from catalog.models import Image
+from jobs.models import JobState
+from training.models import Run, RunKind
 
 DEFAULT_SELECTION = {"datasets": [], "diagnoses": [], "fsts": [1, 2, 3, 4, 5, 6],
                      "split": "train", "synthetic_datasets": []}
+
+# How many recent synthetic-trained classifiers the fairness page compares when none is picked.
+COMPARED_BY_DEFAULT = 3
+
+
+def runs_finished() -> QuerySet[Run]:
+    """Runs whose job succeeded: their artifacts are complete and may be built on."""
+    return Run.objects.filter(job__state=JobState.SUCCEEDED)
+
+
+def run_is_finished(*, run: Run) -> bool:
+    """Whether the run's job succeeded (see ``runs_finished``)."""
+    return run.job is not None and run.job.state == JobState.SUCCEEDED
+
+
+def classifier_comparison_runs(*, baseline_id: str | None,
+                               run_ids: list[str]) -> tuple[Run | None, list[Run]]:
+    """The baseline and the runs the fairness page compares with it, all finished classifiers.
+
+    The baseline is the one asked for, else the confidence model, else the newest classifier
+    trained on real images only. The others are the ones asked for, else the newest few
+    trained with synthetic images; the baseline is never compared with itself.
+    """
+    finished = runs_finished().filter(kind=RunKind.CLASSIFIER)
+    baseline = (finished.filter(pk=baseline_id).first() if baseline_id and baseline_id.isdigit()
+                else finished.filter(is_confidence_model=True).first()
+                or next((r for r in finished.order_by("-created_at") if not r.uses_synthetic),
+                        None))
+    ids = [int(i) for i in run_ids if i.isdigit()]
+    others = list(finished.filter(pk__in=ids)) if ids else [
+        r for r in finished.order_by("-created_at")[:20] if r.uses_synthetic][
+            :COMPARED_BY_DEFAULT]
+    return baseline, [r for r in others if baseline is None or r.pk != baseline.pk]
 
 
 def selection_normalise(selection: dict[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,12 @@ from fairskin.diffusion.base_models import BaseModelError, check_loadable, resol
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.errors import ApplicationError
 from jobs.lease import JobLease
-from jobs.models import Job, JobState
+from jobs.models import Job
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import PARENT_KIND, Run, RunKind
 from training.selectors import (
     classifier_images,
+    run_is_finished,
     selection_hash,
     selection_images,
     selection_normalise,
@@ -47,7 +48,7 @@ def _check_parent(kind: str, parent: Run | None) -> None:
         raise RunConfigError(f"the parent of a {RunKind(kind).label} run must be a "
                              f"{RunKind(expected).label} run; run {parent.pk} is "
                              f"{parent.get_kind_display()}")
-    if parent.job is None or parent.job.state != JobState.SUCCEEDED:
+    if not run_is_finished(run=parent):
         raise RunConfigError(f"parent run {parent.pk} has not succeeded; its artifacts are "
                              "not ready")
 
@@ -183,7 +184,7 @@ def run_mark_confidence_model(*, run: Run) -> Run:
     """Make a finished baseline classifier the one generation scores images with."""
     if run.kind != RunKind.CLASSIFIER:
         raise RunConfigError(f"run {run.pk} is not a classifier")
-    if run.job is None or run.job.state != JobState.SUCCEEDED:
+    if not run_is_finished(run=run):
         raise RunConfigError(f"classifier run {run.pk} has not succeeded")
     if run.uses_synthetic:
         raise RunConfigError("the confidence model must be a baseline trained on real images "

@@ -9,9 +9,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from common.refusals import refused_to_messages
+from fairskin.charts import Slots, ValueAxis
 from fairskin.diffusion.reports import loss_svg, read_loss_log
 from fairskin.spreadsheet import safe_row
-from training import reports, services
+from training import reports, selectors, services
 from training.models import Run, RunKind
 
 ARTIFACT_NAMES = ("pytorch_lora_weights.safetensors", "manifest.json", "README.md", "loss.csv",
@@ -81,16 +82,8 @@ def run_grid(request, run_id: int):
 
 
 def _comparison_runs(request) -> tuple[Run | None, list[Run]]:
-    finished = Run.objects.filter(kind=RunKind.CLASSIFIER, job__state="succeeded")
-    baseline_id = request.GET.get("baseline")
-    baseline = (finished.filter(pk=baseline_id).first() if baseline_id and baseline_id.isdigit()
-                else finished.filter(is_confidence_model=True).first()
-                or next((r for r in finished.order_by("-created_at") if not r.uses_synthetic),
-                        None))
-    ids = [int(i) for i in request.GET.getlist("runs") if i.isdigit()]
-    others = list(finished.filter(pk__in=ids)) if ids else [
-        r for r in finished.order_by("-created_at")[:20] if r.uses_synthetic][:3]
-    return baseline, [r for r in others if baseline is None or r.pk != baseline.pk]
+    return selectors.classifier_comparison_runs(baseline_id=request.GET.get("baseline"),
+                                                run_ids=request.GET.getlist("runs"))
 
 
 def _bars(comparison: dict, height: int = 160) -> dict:
@@ -99,34 +92,35 @@ def _bars(comparison: dict, height: int = 160) -> dict:
     than chance must show as such, not as an empty chart."""
     summaries = [comparison["baseline"], *comparison["runs"]]
     colours = ["#9aa3b2", "#7a4b2a", "#2f6f9f", "#3cb44b"]
-    width, gap = 22, 26
+    width = 22
+    groups = Slots(width=len(summaries) * width, gap=26)  # one slot per FST group
     bars = []
     values = [v for s in summaries for g in comparison["groups"]
               for v in [s["auroc_by_group"][g], *(s["auroc_ci_by_group"][g] or [])]
               if v is not None]
     floor = 0.0 if any(v < 0.5 for v in values) else 0.5
+    axis = ValueAxis(low=floor, high=1, height=height)
 
     def y(v):
-        return round(height - max(0.0, v - floor) / (1 - floor) * height, 1)
+        return round(axis.y(max(v, floor)), 1)
 
     for gi, group in enumerate(comparison["groups"]):
         for ri, s in enumerate(summaries):
             value = s["auroc_by_group"][group]
             if value is None:
                 continue
-            x = gi * (len(summaries) * width + gap) + ri * width
+            x = groups.x(gi) + ri * width
             ci = s["auroc_ci_by_group"][group]
             bars.append({"x": x, "y": y(value), "h": round(height - y(value), 1), "value": value,
                          "colour": colours[ri % 4], "label": f"run {s['run'].pk}",
                          "group": group, "ci": [y(ci[0]), y(ci[1])] if ci else None,
                          "mid": x + width / 2})
     return {"bars": bars, "height": height, "floor": floor, "chance_y": y(0.5),
-            "width": len(comparison["groups"]) * (
-        len(summaries) * width + gap), "bar": width - 4,
-        "labels": [{"x": gi * (len(summaries) * width + gap) + len(summaries) * width / 2,
-                    "text": g} for gi, g in enumerate(comparison["groups"])],
-        "legend": [(f"run {s['run'].pk}" + (" (baseline)" if i == 0 else ""), colours[i % 4])
-                   for i, s in enumerate(summaries)]}
+            "width": groups.extent(len(comparison["groups"])), "bar": width - 4,
+            "labels": [{"x": groups.mid(gi), "text": g}
+                       for gi, g in enumerate(comparison["groups"])],
+            "legend": [(f"run {s['run'].pk}" + (" (baseline)" if i == 0 else ""),
+                        colours[i % 4]) for i, s in enumerate(summaries)]}
 
 
 @login_required
@@ -134,8 +128,7 @@ def _bars(comparison: dict, height: int = 160) -> dict:
 def fairness_report(request):
     baseline, others = _comparison_runs(request)
     context = {"baseline": baseline, "others": others,
-               "classifiers": Run.objects.filter(kind=RunKind.CLASSIFIER,
-                                                 job__state="succeeded")}
+               "classifiers": selectors.runs_finished().filter(kind=RunKind.CLASSIFIER)}
     if baseline is not None:
         comparison = reports.fairness_comparison(baseline=baseline, others=others)
         context.update(comparison=comparison, chart=_bars(comparison),

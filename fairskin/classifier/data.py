@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from PIL import Image
@@ -22,7 +23,7 @@ class ClassifierItem:
     malignant: bool | None = None  # where the dataset records it (DDI)
 
 
-def transforms_for(size: int, *, augment: bool):
+def transforms_for(size: int, *, augment: bool) -> Callable[[Image.Image], torch.Tensor]:
     """Real training images get flips, small rotations and colour jitter; synthetic images
     are never augmented (generation already varied them), and evaluation never is."""
     from torchvision import transforms as T
@@ -32,10 +33,10 @@ def transforms_for(size: int, *, augment: bool):
         steps += [T.RandomHorizontalFlip(), T.RandomRotation(20),
                   T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)]
     steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return T.Compose(steps)
+    return cast("Callable[[Image.Image], torch.Tensor]", T.Compose(steps))
 
 
-class ImageSet(Dataset):
+class ImageSet(Dataset[tuple[torch.Tensor, int, int]]):
     def __init__(self, items: Sequence[ClassifierItem], size: int, *, train: bool) -> None:
         self.items = list(items)
         self.real = transforms_for(size, augment=train)
@@ -44,7 +45,7 @@ class ImageSet(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         item = self.items[index]
         with Image.open(item.path) as img:
             pixels = (self.plain if item.synthetic else self.real)(img.convert("RGB"))

@@ -17,7 +17,7 @@ Bootstrap intervals resample images with replacement (seeded), 2.5th-97.5th perc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,8 +96,8 @@ def _percentiles(samples: list[float]) -> list[float] | None:
     return [float(low), float(high)]
 
 
-def _bootstrap(compute, arrays: Sequence[np.ndarray], n: int, seed: int,
-               keys: Sequence[str], group_keys: Sequence[str]) -> dict[str, Any]:
+def _bootstrap(compute: Callable[..., dict[str, Any]], arrays: Sequence[np.ndarray], n: int,
+               seed: int, keys: Sequence[str], group_keys: Sequence[str]) -> dict[str, Any]:
     """Percentile intervals for scalar ``keys`` and per-group ``group_keys``."""
     rng = np.random.default_rng(seed)
     size = len(arrays[0])
@@ -176,7 +176,8 @@ def _multiclass_core(y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray,
     }
 
 
-def fairness_report_multiclass(y_true: Sequence[int], y_proba: Sequence[Sequence[float]],
+def fairness_report_multiclass(y_true: Sequence[int],
+                               y_proba: Sequence[Sequence[float]] | np.ndarray,
                                groups: Sequence[Any], *, class_names: Sequence[str],
                                n_bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
     """The seven-class report: macro one-vs-rest AUROC overall and per group, per-class

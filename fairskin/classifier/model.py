@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -20,18 +21,18 @@ IMAGENET_FILES = ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")
 
 class _ReverseGradient(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, strength: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, strength: float) -> torch.Tensor:
         ctx.strength = strength
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.strength * grad, None
 
 
 def reverse_gradient(x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
     """Identity forwards; multiplies the gradient by -strength backwards (Ganin & Lempitsky)."""
-    return _ReverseGradient.apply(x, strength)
+    return cast("torch.Tensor", _ReverseGradient.apply(x, strength))
 
 
 class SkinClassifier(nn.Module):
@@ -44,10 +45,10 @@ class SkinClassifier(nn.Module):
                                          nn.Linear(256, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return cast("torch.Tensor", self.backbone(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return cast("torch.Tensor", self.head(self.features(x)))
 
 
 def _file_digest(path: Path) -> str:

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -72,14 +72,15 @@ def _batches_per_epoch(items: Sequence[ClassifierItem], config: ClassifierConfig
 
 
 def _loader(items: Sequence[ClassifierItem], config: ClassifierConfig, *, phase: str,
-            epoch: int, generator: torch.Generator) -> DataLoader:
+            epoch: int, generator: torch.Generator) -> DataLoader[Any]:
     if phase == "pretrain":
         items = [i for i in items if i.synthetic]
         weights = torch.ones(len(items), dtype=torch.float64)
     else:
         weights = mixture_weights(items, config.synthetic_shares, epoch=epoch,
                                   ramp_epochs=config.ramp_epochs)
-    sampler = WeightedRandomSampler(weights, num_samples=len(items), replacement=True,
+    # torch annotates weights as Sequence[float]; it takes (and documents) a Tensor too.
+    sampler = WeightedRandomSampler(weights, num_samples=len(items), replacement=True,  # type: ignore[arg-type]
                                     generator=generator)
     return DataLoader(ImageSet(items, config.image_size, train=True),
                       batch_size=config.batch_size, sampler=sampler, num_workers=0)
@@ -216,7 +217,7 @@ def predict_proba(model: SkinClassifier, items: Sequence[ClassifierItem], image_
 
 def _keyed(report: dict[str, Any]) -> dict[str, Any]:
     """JSON-friendly: group keys become strings."""
-    return json.loads(json.dumps(report, default=str))
+    return cast("dict[str, Any]", json.loads(json.dumps(report, default=str)))
 
 
 def evaluate(model: SkinClassifier, items: Sequence[ClassifierItem], config: ClassifierConfig,
@@ -234,21 +235,21 @@ def evaluate(model: SkinClassifier, items: Sequence[ClassifierItem], config: Cla
             y, proba, [i.fst for i in labelled], class_names=CLASS_NAMES,
             n_bootstrap=config.bootstrap, seed=config.seed)),
         "by_fst_group": _keyed(fairness_report_multiclass(
-            y, proba, [fst_group(i.fst) for i in labelled], class_names=CLASS_NAMES,
+            y, proba, [fst_group(cast(int, i.fst)) for i in labelled], class_names=CLASS_NAMES,
             n_bootstrap=config.bootstrap, seed=config.seed)),
     }
     with_flag = [k for k, i in enumerate(labelled) if i.malignant is not None]
     if with_flag:
         malignant = [CLASS_NAMES.index(c) for c in MALIGNANT_CLASSES]
         out["malignant_vs_benign"] = _keyed(fairness_report(
-            [int(labelled[k].malignant) for k in with_flag],
+            [int(cast(bool, labelled[k].malignant)) for k in with_flag],
             proba[with_flag][:, malignant].sum(axis=1),
-            [fst_group(labelled[k].fst) for k in with_flag],
+            [fst_group(cast(int, labelled[k].fst)) for k in with_flag],
             n_bootstrap=config.bootstrap, seed=config.seed))
     return out
 
 
-def load_classifier(run_dir: Path, device: str = "cpu") -> tuple[SkinClassifier, dict]:
+def load_classifier(run_dir: Path, device: str = "cpu") -> tuple[SkinClassifier, dict[str, Any]]:
     """A trained classifier and its manifest (the generation quality filter uses this)."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
     model, _ = build_classifier(len(manifest["classes"]), arch=manifest["config"]["arch"],

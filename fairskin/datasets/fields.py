@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from fairskin.datasets.paths import unsafe_path_problem
 from fairskin.datasets.table import Row, Table, shown_names
@@ -12,7 +13,7 @@ from fairskin.labels import FstRange
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
-def detect_layout(table: Table, layouts: dict[str, tuple[str, ...]], dataset: str) -> str:
+def detect_layout(table: Table, layouts: Mapping[str, tuple[str, ...]], dataset: str) -> str:
     """Name of the first layout whose columns are all in the header.
 
     Extra columns are ignored; a header that fits no layout is reported with the columns each

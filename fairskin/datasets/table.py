@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -60,7 +60,7 @@ class Table:
 SHOWN_NAMES, SHOWN_WIDTH = 12, 40
 
 
-def shown_names(names) -> str:
+def shown_names(names: Sequence[str]) -> str:
     """The first SHOWN_NAMES names, each cut to SHOWN_WIDTH characters, and a count of the rest."""
     shown = [repr(name[:SHOWN_WIDTH]) for name in names[:SHOWN_NAMES]]
     if len(names) > SHOWN_NAMES:

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any, cast
 
 TINY = "tiny"
 SD15_RANDOM = "sd15-random"
@@ -70,15 +71,16 @@ class BaseModel:
         return f"{self.spec} ({self.source}: {self.path})"
 
 
-def _sd15_config(component: str) -> dict:
+def _sd15_config(component: str) -> dict[str, Any]:
     text = resources.files(SD15_CONFIGS).joinpath("sd15", component, "config.json")
     if component == "scheduler":
         text = resources.files(SD15_CONFIGS).joinpath("sd15", "scheduler",
                                                       "scheduler_config.json")
-    return json.loads(text.read_text())
+    return cast("dict[str, Any]", json.loads(text.read_text()))
 
 
-def _write_pipeline(folder: Path, *, unet_config: dict, vae_config: dict, text_config: dict,
+def _write_pipeline(folder: Path, *, unet_config: dict[str, Any], vae_config: dict[str, Any],
+                    text_config: dict[str, Any],
                     seed: int) -> None:
     import torch
     from diffusers import (
@@ -113,7 +115,7 @@ def _write_pipeline(folder: Path, *, unet_config: dict, vae_config: dict, text_c
     staging.rename(folder)
 
 
-def _strip(config: dict) -> dict:
+def _strip(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 

@@ -12,7 +12,7 @@ import csv
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ def restore_checkpoint(checkpoint: Path, model: Components, learned: Trainable,
     data.sampler.restore(state["sampler"])
     optim.diversity.restore(state["diversity"])
     _restore_rng(state["rng"], dev)
-    return state["step"]
+    return cast("int", state["step"])
 
 
 def _trainable_state(model: Components, learned: Trainable) -> dict[str, torch.Tensor]:

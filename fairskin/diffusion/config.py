@@ -74,8 +74,9 @@ class TrainConfig:
     def defaults(cls, kind: str) -> dict[str, Any]:
         if kind not in KINDS:
             raise ConfigError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
-        values = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
-                           else f.default) for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {
+            f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                     else f.default) for f in dataclasses.fields(cls)}
         values.update(kind=kind, **_KIND_DEFAULTS[kind])
         values["lora_targets"] = list(values["lora_targets"])
         return values

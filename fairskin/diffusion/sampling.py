@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import Any
 
 FST_GROUPS = {"1-3": (1, 2, 3), "4": (4,), "5-6": (5, 6)}
 
@@ -39,8 +40,8 @@ class BatchSampler:
                                   k=self.batch_size)
         return [self.rng.choice(self.groups[g][1]) for g in chosen]
 
-    def state(self) -> tuple:
+    def state(self) -> tuple[Any, ...]:
         return self.rng.getstate()
 
-    def restore(self, state: tuple) -> None:
+    def restore(self, state: tuple[Any, ...]) -> None:
         self.rng.setstate(state)

@@ -183,7 +183,7 @@ def _add_tokens(model: Components, tokens: dict[str, torch.Tensor | str]) -> lis
     return ids
 
 
-def lora_config(config: TrainConfig):
+def lora_config(config: TrainConfig) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
@@ -224,6 +224,7 @@ def encode_latents(model: Components, items: Sequence[TrainItem],
 
 def load_images(items: Sequence[TrainItem], indices: list[int], resolution: int) -> torch.Tensor:
     pixels = []
+    img: Image.Image  # Image.open gives an ImageFile; convert() a plain Image
     for i in indices:
         with Image.open(items[i].path) as img:
             img = img.convert("RGB")

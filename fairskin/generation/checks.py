@@ -24,7 +24,7 @@ class Threshold:
     mode: str = "absolute"  # absolute | relative
     percentile: float = 95.0  # relative mode: which percentile of the real-vs-real values
 
-    def resolve(self, reference: Sequence[float] | None = None) -> float:
+    def resolve(self, reference: Sequence[float] | np.ndarray | None = None) -> float:
         if self.mode == "absolute":
             return self.value
         if self.mode != "relative":
@@ -73,7 +73,7 @@ def brightness_check(images: torch.Tensor, low: float = 0.1,
 
 def threshold_check(name: str, values: Sequence[float], threshold: Threshold, *,
                     higher_is_worse: bool, calibrated: bool, enabled: bool | None = None,
-                    reference: Sequence[float] | None = None) -> list[CheckResult]:
+                    reference: Sequence[float] | np.ndarray | None = None) -> list[CheckResult]:
     """A measured value against its threshold. Uncalibrated measures are recorded but do not
     reject unless explicitly enabled."""
     limit = threshold.resolve(reference)

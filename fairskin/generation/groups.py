@@ -20,8 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fairskin.generation.plan import Stratum
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,14 @@ def micro_batches(candidates: Iterable[tuple[str, int, int]], size: int) -> list
             for (dx, fst, number), wanted in groups.items()]
 
 
-def pixel_environment(device: object, dtype: object) -> dict[str, object]:
+def pixel_environment(device: str | torch.device, dtype: object) -> dict[str, object]:
     """What besides the seed, the settings and the micro-batch size a pass's pixels depend on:
     the device (its model on a GPU), the dtype, torch and diffusers versions, and on CPU the
     number of torch threads (measured: 1 vs 2 threads changed 3 of 24 tiny-model candidates)."""
     import diffusers
     import torch
 
-    device = torch.device(device)  # type: ignore[arg-type]
+    device = torch.device(device)
     environment: dict[str, object] = {"device": device.type, "dtype": str(dtype).removeprefix(
         "torch."), "torch": torch.__version__, "diffusers": diffusers.__version__}
     if device.type == "cuda":

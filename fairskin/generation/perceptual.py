@@ -79,7 +79,9 @@ def nearest_lpips(distance: PerceptualDistance, queries: torch.Tensor,
         torch.tensor(left, dtype=torch.long, device=queries.device),
         torch.tensor(right, dtype=torch.long, device=queries.device),
     ).cpu().numpy()
-    best_values, best_ids, offset = [], [], 0
+    best_values: list[float] = []
+    best_ids: list[str | None] = []
+    offset = 0
     for ids in neighbour_ids:
         row = flat[offset:offset + len(ids)]
         offset += len(ids)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.linalg
@@ -159,9 +159,9 @@ class Reference:
         for fst in sorted(by_fst):
             real_vs_real["lpips_real"][fst] = _mean_lpips_to_the_others(
                 distance, as_float(lpips_stack[fst]))
-            rows = np.stack([sampled[i] for i in sample_rows[fst]])
-            real_vs_real["fid"][fst] = _leave_one_out_distances(rows, gaussians[fst], FID_EPS)
-            samples[fst] = rows.astype(np.float32)
+            stacked = np.stack([sampled[i] for i in sample_rows[fst]])
+            real_vs_real["fid"][fst] = _leave_one_out_distances(stacked, gaussians[fst], FID_EPS)
+            samples[fst] = stacked.astype(np.float32)
             tracker.advance(1, "skin types")
 
         training_paths = [str(path) for _, path in training]
@@ -216,7 +216,8 @@ class Reference:
         }
         images = {f"fst_{fst}": t.contiguous().cpu() for fst, t in self.lpips_images.items()}
         # Each file is written whole under a temporary name and then renamed into place.
-        _replace(folder / "arrays.npz", lambda p: np.savez(p, **arrays))
+        # numpy's stub types savez's **kwds as its allow_pickle flag (bool); they are arrays.
+        _replace(folder / "arrays.npz", lambda p: np.savez(p, **arrays))  # type: ignore[arg-type]
         _replace(folder / "lpips_images.safetensors", lambda p: save_file(images, str(p)))
         _replace(folder / "reference.json", lambda p: p.write_text(json.dumps(meta)))
 
@@ -329,7 +330,7 @@ def _leave_one_out_distances(rows: np.ndarray, gaussian: StreamingGaussian,
     # The remainder is positive in exact arithmetic; one lost to rounding is dropped.
     keep = remainder > 1e-12
     squared = (n / (n - 1)) ** 2 * q[keep] / remainder[keep]
-    return np.sqrt(np.maximum(squared, 0.0))
+    return cast("np.ndarray", np.sqrt(np.maximum(squared, 0.0)))
 
 
 def _training_nearest_lpips(reference: Reference, distance: PerceptualDistance,
@@ -351,6 +352,8 @@ def _training_nearest_lpips(reference: Reference, distance: PerceptualDistance,
         others = [[i for i, _ in hits if i != reference.training_ids[row]][:neighbours]
                   for row, hits in zip(rows, found, strict=True)]
         queries = as_float(loader.images([reference.training_ids[row] for row in rows]))
-        values.append(nearest_lpips(distance, queries, others, loader)[0])
+        # The index holds training_ids, which are str.
+        values.append(nearest_lpips(distance, queries, cast("list[list[str]]", others),
+                                    loader)[0])
         tracker.advance(len(rows), "training images")
     return np.concatenate(values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def _summary(values: list[float]) -> dict[str, float] | None:
 
 
 def _criterion(name: str, value: float | None, limit: float, *, below: bool,
-               calibrated: bool, what: str, absent: str = "") -> dict:
+               calibrated: bool, what: str, absent: str = "") -> dict[str, Any]:
     if absent:
         status, why = "not measurable", absent
     elif value is None:
@@ -109,7 +110,7 @@ def batch_report(
     provenance: Mapping[str, Mapping[str, object]],
     kid_subsets: int = 50,
     seed: int = 0,
-) -> dict:
+) -> dict[str, Any]:
     """The batch's metrics, per skin type and overall, with their success criteria.
 
     ``accepted`` must come in seed order within each stratum (the order acceptance used), so
@@ -138,9 +139,9 @@ def batch_report(
         if len(cells.setdefault(key, [])) < KEEP_PER_CELL:
             cells[key].append(np.asarray(image.clip, dtype=np.float64))
         if image.metrics.get("lpips_real") is not None:
-            lpips_values.append(float(image.metrics["lpips_real"]))
+            lpips_values.append(float(cast(float, image.metrics["lpips_real"])))
         if image.metrics.get("confidence") is not None:
-            confidences.append(float(image.metrics["confidence"]))
+            confidences.append(float(cast(float, image.metrics["confidence"])))
 
     for acc in per_fst.values():
         acc.flush()
@@ -164,6 +165,7 @@ def batch_report(
             row["fid"] = _fid(acc.gaussian, acc.kept, reference[fst],
                               reference_features.get(fst))
         if fst in comparable:
+            acc = cast(_Accumulator, acc)  # comparable holds only types in per_fst
             ours = np.stack(acc.kept[:equal_n])
             theirs = np.asarray(reference_features[fst])[:equal_n]
             row["fid_equal_n"] = fid_from_features(ours, theirs)
@@ -183,7 +185,8 @@ def batch_report(
         complete = all(r is not None for r in ref_rows)
         if pooled.count >= 2:
             overall_fid = _fid(overall, [row for f in sorted(per_fst) for row in per_fst[f].kept],
-                               pooled, np.concatenate(ref_rows) if complete else None)
+                               pooled, np.concatenate(cast("list[np.ndarray]", ref_rows))
+                               if complete else None)
     overall_kid = None
     kept_all = [row for acc in per_fst.values() for row in acc.kept]
     ref_all = [row for f in sorted(reference_features) for row in reference_features[f]]
@@ -202,7 +205,8 @@ def batch_report(
     criteria = []
     for row in fst_rows:
         limit = FID_LIMIT_FST6 if row["fst"] == 6 else FID_LIMIT
-        criteria.append(_criterion(f"FID FST {row['fst']}", row["fid"], limit, below=True,
+        criteria.append(_criterion(f"FID FST {row['fst']}", cast("float | None", row["fid"]),
+                                   limit, below=True,
                                    calibrated=calibrated.get("inception", False),
                                    what="Fréchet distance to the real images of this type"))
     criteria.append(_criterion(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -48,7 +49,7 @@ class BatchGenerator:
 
     @property
     def native_size(self) -> int:
-        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+        return cast("int", self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 50,
@@ -63,4 +64,4 @@ class BatchGenerator:
         out = self.pipe(prompt=list(prompts), negative_prompt=[negative_prompt] * len(prompts),
                         generator=generators, num_inference_steps=steps,
                         guidance_scale=guidance, height=size, width=size, output_type="pt")
-        return out.images.float().clamp(0, 1)
+        return cast("torch.Tensor", out.images.float().clamp(0, 1))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -254,7 +254,9 @@ class Scorer:
             return np.full(len(images), np.nan), [None] * len(images)
         found = index.nearest(embeddings, self.config.memorization_neighbours)
         neighbour_ids = [[image_id for image_id, _ in hits] for hits in found]
-        return nearest_lpips(self.extractors.lpips[0], images, neighbour_ids, self._training)
+        # The index holds the reference's training_ids, which are str.
+        return nearest_lpips(self.extractors.lpips[0], images,
+                             cast("list[list[str]]", neighbour_ids), self._training)
 
     def _confidence(self, images: torch.Tensor, diagnoses: Sequence[str]) -> np.ndarray:
         if self.extractors.classifier is None:

@@ -9,6 +9,7 @@ of a candidate's embedding to the images already accepted (earlier seeds) in its
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -20,7 +21,7 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     if np.any(norms == 0):
         raise ValueError("an embedding is the zero vector; it has no direction to compare")
-    return vectors / norms
+    return cast("np.ndarray", vectors / norms)
 
 
 class EmbeddingIndex:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def decode_image(
         return _to_rgb(_upright(image), label)
 
 
-def decode_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image_file(path: str | os.PathLike[str], *,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Read and decode an image file; errors name the file. A missing file is FileNotFoundError."""
     path = Path(path)
     return decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path))

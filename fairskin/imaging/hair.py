@@ -16,6 +16,7 @@ its inner side. Pixels must also pass that two-sided test to count as hair.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -115,4 +116,4 @@ def _drop_compact_pieces(
     heights = stats[1:, cv2.CC_STAT_HEIGHT].astype(np.float64)
     elongation = (widths**2 + heights**2) / areas
     keep = np.concatenate([[False], (areas >= min_area) & (elongation >= min_elongation)])
-    return keep[labels].astype(np.uint8)
+    return cast("npt.NDArray[np.uint8]", keep[labels].astype(np.uint8))

@@ -27,6 +27,7 @@ Fitzpatrick17k, so an FST estimated here is stored with its source (``ITA_METHOD
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import cv2
 import numpy as np
@@ -56,7 +57,8 @@ _MIN_CLASS_SEPARATION = 8.0  # L* units between Otsu class means to call the spl
 
 def ita_from_lab(lightness: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Per-value ITA in degrees from L* and b* (arrays or scalars)."""
-    return np.degrees(np.arctan2(np.asarray(lightness, float) - 50.0, np.asarray(b, float)))
+    return cast("npt.NDArray[np.float64]",
+                np.degrees(np.arctan2(np.asarray(lightness, float) - 50.0, np.asarray(b, float))))
 
 
 def fst_from_ita(ita: float) -> int:
@@ -122,4 +124,4 @@ def _otsu_darker_class(values: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_
     levels = np.clip(np.rint(values * 2.0), 0, 200).astype(np.uint8)
     threshold, _ = cv2.threshold(levels.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     # Compare on the same grid Otsu saw: OpenCV's threshold is the last level of the dark class.
-    return levels <= threshold
+    return cast("npt.NDArray[np.bool_]", levels <= threshold)

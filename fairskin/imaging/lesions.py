@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -166,7 +167,7 @@ def _radial_distance(scene: Scene) -> FloatImage:
     axis = np.arange(scene.size, dtype=np.float32)
     dx = axis[None, :] - np.float32(scene.centre[0])
     dy = axis[:, None] - np.float32(scene.centre[1])
-    return np.sqrt(dx * dx + dy * dy)
+    return cast("FloatImage", np.sqrt(dx * dx + dy * dy))
 
 
 # --- painters -------------------------------------------------------------------------------
@@ -244,7 +245,8 @@ def paint_bcc(canvas: Lab, scene: Scene) -> None:
     pearly[0] = min(skin[0] + 4.0, 80.0)
     blend(canvas, body * 0.9, pearly)
     rim = np.clip(4.0 * body * (1.0 - body), 0.0, 1.0)  # the rolled, raised border
-    blend(canvas, rim * 0.6, whitish(pearly, 0.25))
+    # numpy's stubs widen float32 * float to float64; at run time it stays float32.
+    blend(canvas, cast("FloatImage", rim * 0.6), whitish(pearly, 0.25))
     # Darker skin: BCC is usually pigmented, shown as blue-grey ovoid nests.
     if rng.random() < (0.25 if skin[0] > 55 else 0.7):
         nests = _dots(scene, int(rng.integers(3, 8)), radius * 0.4, (radius * 0.07, radius * 0.16))

@@ -7,6 +7,8 @@ upsampled, which costs far less than filtering full-size noise.
 
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -20,13 +22,13 @@ _SUBPIXEL_BITS = 4  # fillPoly/polylines take 1/16-pixel coordinates for smooth 
 def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> FloatImage:
     """A (size, size) random field with about unit spread and features size/cells pixels wide."""
     grid = rng.standard_normal((cells, cells)).astype(np.float32)
-    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+    return cast("FloatImage", cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC))
 
 
 def smoothstep(values: FloatImage, low: float, high: float) -> FloatImage:
     """0 below ``low``, 1 above ``high``, a smooth S-curve between."""
     t = np.clip((values - low) / (high - low), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    return cast("FloatImage", t * t * (3.0 - 2.0 * t))
 
 
 def blob_outline(
@@ -87,8 +89,8 @@ def soften(mask: npt.NDArray[np.uint8], sigma: float) -> FloatImage:
         # Wide blurs are done at quarter size: the result is smooth anyway and 16x cheaper.
         small = cv2.resize(alpha, (size[0] // 4, size[1] // 4), interpolation=cv2.INTER_AREA)
         small = cv2.GaussianBlur(small, (0, 0), sigma / 4.0)
-        return cv2.resize(small, size, interpolation=cv2.INTER_LINEAR)
-    return cv2.GaussianBlur(alpha, (0, 0), sigma)
+        return cast("FloatImage", cv2.resize(small, size, interpolation=cv2.INTER_LINEAR))
+    return cast("FloatImage", cv2.GaussianBlur(alpha, (0, 0), sigma))
 
 
 def blend(canvas: Lab, alpha: FloatImage, colour: Lab) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import cast
 
 from PIL import Image
 
@@ -43,7 +44,7 @@ def preprocess_image(
         square = remove_hair(square)
     try:
         ita: float | None = ita_value(square)
-        fst = fst_from_ita(ita)
+        fst = fst_from_ita(cast(float, ita))
     except ValueError:
         ita, fst = None, None
     return Derivative(

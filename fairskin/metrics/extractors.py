@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -103,7 +104,7 @@ def inception_features_extractor(
                 align_corners=False, antialias=True,
             )
         features = model((x - mean) / std)
-        return features.double().cpu().numpy()
+        return cast("np.ndarray", features.double().cpu().numpy())
 
     return extract, info
 
@@ -207,7 +208,7 @@ def lpips_metric(
         a = a.to(device=device, dtype=torch.float32)
         b = b.to(device=device, dtype=torch.float32)
         # The network expects [-1, 1].
-        return model(a * 2 - 1, b * 2 - 1).flatten()
+        return cast("torch.Tensor", model(a * 2 - 1, b * 2 - 1).flatten())
 
     return distance, info
 
@@ -288,12 +289,14 @@ def clip_image_embedder(
             x = F.interpolate(x, size=size, mode=interpolation, align_corners=False,
                               antialias=True).clamp(0.0, 1.0)
         x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-        return network.encode_image(x, normalize=True).float().cpu().numpy()
+        # open_clip is untyped: nn.Module's __getattr__ cannot tell that encode_image exists.
+        return cast("np.ndarray",
+                    cast(Any, network).encode_image(x, normalize=True).float().cpu().numpy())
 
     return embed, info
 
 
-def _build_clip(open_clip, model: str) -> tuple[nn.Module, str]:
+def _build_clip(open_clip: Any, model: str) -> tuple[nn.Module, str]:
     if model.endswith(".json"):
         config_path = Path(model)
         if not config_path.is_file():

@@ -8,6 +8,8 @@ The number is only an FID when the features come from calibrated Inception weigh
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import scipy.linalg
 
@@ -135,7 +137,7 @@ def feature_distances_to_reference(
     solved = scipy.linalg.cho_solve(factor, diff.T).T
     squared = np.einsum("ij,ij->i", diff, solved)
     # Rounding can make an exact zero (x at the mean) slightly negative.
-    return np.sqrt(np.maximum(squared, 0.0))
+    return cast("np.ndarray", np.sqrt(np.maximum(squared, 0.0)))
 
 
 def _checked_gaussian(mu: np.ndarray, sigma: np.ndarray, which: str) -> tuple[np.ndarray, ...]:

@@ -7,6 +7,8 @@ from small strata (the dark-skin cells) are not inflated just because they have 
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 
@@ -40,7 +42,7 @@ def kernel_inception_distance(
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Gram matrix of k(x, y) = (x.y / d + 1)^3 between the rows of x and of y."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
+    return cast("np.ndarray", (x @ y.T / x.shape[1] + 1.0) ** 3)
 
 
 def unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:

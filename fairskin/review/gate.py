@@ -223,8 +223,10 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int,
                   seed: int) -> dict[str, Any]:
     groups = {}
     for fst in SKIN_TYPES:
-        columns = study.columns(lambda item, fst=fst: item.origin == "synthetic"
-                                and item.fst == fst)
+        def of_type(item: ReviewItem, fst: int = fst) -> bool:
+            return item.origin == "synthetic" and item.fst == fst
+
+        columns = study.columns(of_type)
         if columns.size == 0:
             continue
         scores = study.scores[:, columns]
@@ -261,8 +263,10 @@ def _breakdown(study: Study, criteria: GateCriteria, min_group_items: int) -> di
     def grouped(key: Callable[[ReviewItem], Any]) -> dict[str, Any]:
         groups = {}
         for value in sorted({key(item) for item in study.items if item.origin == "synthetic"}):
-            columns = study.columns(lambda item, v=value: item.origin == "synthetic"
-                                    and key(item) == v)
+            def in_group(item: ReviewItem, v: Any = value) -> bool:
+                return item.origin == "synthetic" and bool(key(item) == v)
+
+            columns = study.columns(in_group)
             groups[str(value)] = {**estimates(study.scores[:, columns], int(columns.size)),
                                   "few_items": bool(columns.size < min_group_items)}
         return groups
@@ -288,7 +292,8 @@ def _synthetic_vs_real(study: Study, n_boot: int, seed: int) -> dict[str, Any]:
             keep = ~np.isnan(study.scores).all(axis=1)
             syn, rea = synthetic[keep], real[keep]
 
-            def mean_difference(r, i_syn, i_real):
+            def mean_difference(r: np.ndarray, i_syn: np.ndarray,
+                                i_real: np.ndarray) -> float | None:
                 a, b = _nanmean_or_none(syn[np.ix_(r, i_syn)]), \
                     _nanmean_or_none(rea[np.ix_(r, i_real)])
                 return None if a is None or b is None else a - b

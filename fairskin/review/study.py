@@ -113,7 +113,7 @@ class Study:
                  raters: Mapping[str, bool]) -> None:
         if not isinstance(raters, Mapping) or not raters:
             raise ValueError("raters must map each enrolled rater id to whether they finished")
-        self.finished = {}
+        self.finished: dict[str, bool] = {}
         for key, done in raters.items():
             if not isinstance(done, bool):
                 raise ValueError(f"rater {key!r}: finished must be true or false, got {done!r}")
@@ -124,7 +124,7 @@ class Study:
         self.items = [_as_item(item) for item in items]
         if not self.items:
             raise ValueError("no items to report on")
-        self.column = {}
+        self.column: dict[str, int] = {}
         for index, item in enumerate(self.items):
             if item.item_id in self.column:
                 raise ValueError(f"item id {item.item_id!r} appears twice")

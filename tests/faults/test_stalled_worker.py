@@ -22,7 +22,8 @@ from PIL import Image as PILImage
 
 from jobs.models import Job, JobState
 from review.models import Assignment, Rating, Study, StudyState
-from review.services import rating_submit, study_create
+from review.services.rating import rating_submit
+from review.services.study import study_create
 from tests.conftest import wait_for
 from tests.factories import BatchFactory, DatasetFactory, ImageFactory, SampleFactory, make_user
 

@@ -15,7 +15,7 @@ from fairskin_site.celery import app as celery_app
 from jobs import lease, registry, runner, services, sweeper
 from jobs.models import Job, JobAttempt, JobState
 from review.models import Study, StudyState
-from review.services import study_create
+from review.services.study import study_create
 from tests.factories import JobFactory, make_user
 from tests.review.conftest import batch, raters  # noqa: F401  (fixtures)
 
@@ -239,7 +239,7 @@ def test_a_cancelled_preparation_that_finishes_its_work_anyway_opens_nothing(bat
     real = registry.get_kind("review.prepare").handler
 
     def cancelled_mid_way(job, progress):
-        from review.services import study_preparation_cancel
+        from review.services.study import study_preparation_cancel
 
         study_preparation_cancel(study=Study.objects.get(pk=study.pk))
         Job.objects.filter(pk=job.pk).update(cancel_requested=False)  # not noticed in time

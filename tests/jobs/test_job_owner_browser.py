@@ -10,7 +10,7 @@ from django.utils import timezone
 from jobs import lease
 from jobs.models import Job, JobState
 from review.models import Study, StudyState
-from review.services import study_create
+from review.services.study import study_create
 from tests.conftest import sign_in_page
 from tests.factories import make_user
 from tests.review.conftest import batch, raters  # noqa: F401  (fixtures)

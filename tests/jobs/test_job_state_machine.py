@@ -37,7 +37,7 @@ from generation.services import batch_advance, batch_finish, batch_start
 from jobs import lease, services, sweeper
 from jobs.models import TERMINAL_STATES, Job, JobAttempt, JobState
 from review.models import Study, StudyItem, StudyState
-from review.services import study_create, study_prepare
+from review.services.study import study_create, study_prepare
 from tests.factories import BatchFactory, SampleFactory
 from tests.review.conftest import batch, raters  # noqa: F401  (fixtures)
 

@@ -11,7 +11,7 @@ from PIL import PngImagePlugin
 
 from jobs.runner import execute_job
 from review.models import Study
-from review.services import study_create
+from review.services.study import study_create
 from tests.factories import BatchFactory, DatasetFactory, ImageFactory, SampleFactory, make_user
 
 STRATA = [("MEL", 5), ("MEL", 6), ("NV", 5)]

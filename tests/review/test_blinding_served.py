@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from fairskin.review.blinding import inspect_served
 from review.models import Assignment, Rating, RatingAudit
-from review.services import study_close
+from review.services.gate import study_close
 from tests.factories import make_user
 from tests.review.conftest import open_study
 

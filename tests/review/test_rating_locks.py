@@ -7,8 +7,9 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from review import services
 from review.models import Rating, RatingAudit, StudyState
+from review.services import gate as gate_services
+from review.services import rating as rating_services
 from tests.review.conftest import open_study
 
 # Serialized rollback: a plain flush would re-create content types that the worker tests
@@ -40,7 +41,7 @@ class InThread(threading.Thread):
 
 
 def _current_token(study, rater) -> str:
-    return services.rater_queue(study=study, rater=rater)["current"].token
+    return rating_services.rater_queue(study=study, rater=rater)["current"].token
 
 
 def test_a_rating_in_flight_does_not_hold_up_another_raters_rating(
@@ -48,7 +49,7 @@ def test_a_rating_in_flight_does_not_hold_up_another_raters_rating(
     study = open_study(batch, raters)
     slow, other = raters[0], raters[1]
     inside, release = threading.Event(), threading.Event()
-    audit = services._audit
+    audit = rating_services._audit
 
     def audit_then_hold(study_id, rater, assignment, action, **kwargs):
         audit(study_id, rater, assignment, action, **kwargs)
@@ -56,14 +57,14 @@ def test_a_rating_in_flight_does_not_hold_up_another_raters_rating(
             inside.set()  # the slow rater's transaction is open, its rating written
             release.wait(30)
 
-    monkeypatch.setattr(services, "_audit", audit_then_hold)
-    held = InThread(lambda: services.rating_submit(token=_current_token(study, slow),
+    monkeypatch.setattr(rating_services, "_audit", audit_then_hold)
+    held = InThread(lambda: rating_services.rating_submit(token=_current_token(study, slow),
                                                    rater=slow, score=4, seconds=2))
     try:
         assert inside.wait(10)
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '3s'")  # a wait on the other's lock fails
-        rating, created = services.rating_submit(token=_current_token(study, other),
+        rating, created = rating_services.rating_submit(token=_current_token(study, other),
                                                  rater=other, score=6, seconds=2)
         assert created and held.is_alive()
     finally:
@@ -80,7 +81,7 @@ def test_closing_waits_for_a_rating_in_flight_and_includes_it(batch, raters, lea
     study = open_study(batch, raters)
     rater = raters[0]
     inside, release = threading.Event(), threading.Event()
-    audit = services._audit
+    audit = rating_services._audit
 
     def audit_then_hold(study_id, who, assignment, action, **kwargs):
         audit(study_id, who, assignment, action, **kwargs)
@@ -94,12 +95,12 @@ def test_closing_waits_for_a_rating_in_flight_and_includes_it(batch, raters, lea
         counted["ratings"] = Rating.objects.filter(study=study).count()
         return {}
 
-    monkeypatch.setattr(services, "_audit", audit_then_hold)
-    monkeypatch.setattr(services, "study_gate", gate)
-    rating = InThread(lambda: services.rating_submit(token=_current_token(study, rater),
+    monkeypatch.setattr(rating_services, "_audit", audit_then_hold)
+    monkeypatch.setattr(gate_services, "study_gate", gate)
+    rating = InThread(lambda: rating_services.rating_submit(token=_current_token(study, rater),
                                                      rater=rater, score=5, seconds=2))
     assert inside.wait(10)
-    closing = InThread(lambda: services.study_close(study=study, user=lead))
+    closing = InThread(lambda: gate_services.study_close(study=study, user=lead))
     closing.join(1.5)
     assert closing.is_alive(), "the close did not wait for the rating in flight"
     release.set()
@@ -121,10 +122,10 @@ def test_a_rating_sent_while_the_study_closes_waits_and_is_refused(batch, raters
         release.wait(30)
         return {}
 
-    monkeypatch.setattr(services, "study_gate", slow_gate)
-    closing = InThread(lambda: services.study_close(study=study, user=lead))
+    monkeypatch.setattr(gate_services, "study_gate", slow_gate)
+    closing = InThread(lambda: gate_services.study_close(study=study, user=lead))
     assert computing.wait(10)
-    rating = InThread(lambda: services.rating_submit(token=token, rater=rater, score=5,
+    rating = InThread(lambda: rating_services.rating_submit(token=token, rater=rater, score=5,
                                                      seconds=2))
     rating.join(1.5)
     assert rating.is_alive(), "a rating was written while the study was closing"
@@ -132,7 +133,7 @@ def test_a_rating_sent_while_the_study_closes_waits_and_is_refused(batch, raters
     closing.join(10)
     rating.join(10)
     assert closing.error is None
-    assert isinstance(rating.error, services.RatingRefused)
+    assert isinstance(rating.error, rating_services.RatingRefused)
     assert "closed" in str(rating.error)
     study.refresh_from_db()
     assert study.state == StudyState.CLOSED

@@ -22,16 +22,11 @@ from review.models import (
     StudyItem,
     StudyState,
 )
-from review.services import (
-    RatingRefused,
-    StudyError,
-    batch_approve,
-    batch_reject,
-    rater_queue,
-    rating_submit,
-    study_close,
-    study_create,
-)
+from review.services.errors import RatingRefused, StudyError
+from review.services.gate import study_close
+from review.services.rating import rater_queue, rating_submit
+from review.services.release import release_approve, release_reject
+from review.services.study import study_create
 from tests.factories import make_user
 from tests.review.conftest import open_study
 
@@ -173,13 +168,13 @@ def test_a_failed_gate_cannot_be_approved_but_can_be_rejected(client, batch, rat
     study.refresh_from_db()
     assert study.gate["gate"]["passed"] is False
     with pytest.raises(StudyError, match="did not pass"):
-        batch_approve(study=study, user=lead, enqueue=False)
+        release_approve(study=study, user=lead, enqueue=False)
     client.force_login(lead)
     response = client.post(reverse("review:approve", args=[study.pk]), follow=True)
     assert "did not pass" in response.content.decode() and not Release.objects.exists()
     with pytest.raises(StudyError, match="reason"):
-        batch_reject(batch=batch, study=study, user=lead, reason="  ")
-    batch_reject(batch=batch, study=study, user=lead, reason="images look smeared")
+        release_reject(batch=batch, study=study, user=lead, reason="  ")
+    release_reject(batch=batch, study=study, user=lead, reason="images look smeared")
     assert BatchRejection.objects.get(batch=batch).reason == "images look smeared"
     with pytest.raises(StudyError, match="rejected"):
         study_create(batch=batch, raters=raters, enqueue=False)
@@ -188,7 +183,7 @@ def test_a_failed_gate_cannot_be_approved_but_can_be_rejected(client, batch, rat
 def test_an_open_study_cannot_be_approved_and_only_leads_decide(client, batch, raters):
     study = open_study(batch, raters)
     with pytest.raises(StudyError, match="closed study"):
-        batch_approve(study=study, user=make_user("lead"), enqueue=False)
+        release_approve(study=study, user=make_user("lead"), enqueue=False)
     client.force_login(make_user("engineer"))
     assert client.post(reverse("review:approve", args=[study.pk])).status_code == 403
     client.force_login(raters[0])
@@ -200,7 +195,7 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     for rater in raters:
         rate_all(study, rater, score=7)
     study_close(study=study, user=lead)
-    release = batch_approve(study=Study.objects.get(pk=study.pk), user=lead, note="ok",
+    release = release_approve(study=Study.objects.get(pk=study.pk), user=lead, note="ok",
                             enqueue=False)
     assert release.image_count == 12  # every accepted image of the batch, not the sample
     names = [e["file_name"] for e in release.manifest["images"]]
@@ -210,7 +205,7 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     with pytest.raises(ValueError, match="immutable"):
         release.save()
     with pytest.raises(StudyError, match="already released"):
-        batch_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)
+        release_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)
 
     outcome = execute_job(job_id=release.export_job_id)
     assert outcome == "succeeded", Job.objects.get(pk=release.export_job_id).error
@@ -248,7 +243,7 @@ def test_only_a_released_batch_trains_a_classifier(batch, raters, lead, capsys):
     for rater in raters:
         rate_all(study, rater, score=7)
     study_close(study=study, user=lead)
-    batch_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)
+    release_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)
     run = run_create(kind="classifier", selection=selection, enqueue=False,
                      config={"arch": "resnet18", "image_size": 32, "epochs": 1})
     assert run.image_count > 12

@@ -12,7 +12,9 @@ from django.urls import reverse
 
 from fairskin.review.gate import GateCriteria
 from review.models import Assignment, Release, Study, StudyState
-from review.services import batch_approve, rater_queue, rating_submit, study_close
+from review.services.gate import study_close
+from review.services.rating import rater_queue, rating_submit
+from review.services.release import release_approve
 from tests.factories import BatchFactory, make_user
 from tests.review.conftest import batch, open_study, raters  # noqa: F401  (fixtures)
 
@@ -92,7 +94,7 @@ def review_data(open_review, batch) -> ReviewData:  # noqa: F811
     study_close(study=judged, user=lead)
     judged.refresh_from_db()
     assert judged.gate["gate"]["passed"] is True
-    release = batch_approve(study=judged, user=lead, note="fuzzed", enqueue=False)
+    release = release_approve(study=judged, user=lead, note="fuzzed", enqueue=False)
     # Another batch's release whose export job was deleted (export_job set to NULL).
     other = Study.objects.create(batch=BatchFactory(state="finished"), seed=1,
                                  state=StudyState.CLOSED, instructions="Rate each image.",

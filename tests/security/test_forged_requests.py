@@ -2,7 +2,7 @@
 
 Every hostile request gets a specific answer and writes nothing, except what the design asks:
 a refusal that reaches the rating service (a real token of another rater) is audited
-(review/services.py `_audit`: action "refused", the sender, the score and the reason), and a
+(review/services/rating.py `_audit`: action "refused", the sender, the score and the reason), and a
 replay of the same rating is audited as "repeated". An unknown token is refused before any
 study is known, so nothing is audited for it. The table below is the corpus; what each case
 must look like is asserted by one test.
@@ -24,7 +24,8 @@ from django.urls import reverse
 from generation.models import Batch
 from jobs.models import Job
 from review.models import Assignment, BatchRejection, Rating, RatingAudit, Release, Study
-from review.services import NOT_YOURS, rater_queue, study_close
+from review.services.gate import study_close
+from review.services.rating import NOT_YOURS, rater_queue
 from tests.factories import make_user
 from tests.security.conftest import rate_all, sign_in
 

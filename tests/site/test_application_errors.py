@@ -19,7 +19,7 @@ from generation.services import BatchConfigError
 from jobs.broker import BrokerUnavailable
 from jobs.lease import InvalidTransition
 from jobs.models import JobState
-from review.services import RatingRefused, StudyError
+from review.services.errors import RatingRefused, StudyError
 from tests.factories import JobFactory
 from training.services import RunConfigError
 

@@ -5,7 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from fairskin.generation.options import SCHEDULERS
 from fairskin.progress import ConsoleProgress
 from generation.models import Batch, BatchState
-from generation.services import BatchConfigError, batch_create, batch_strata
+from generation.selectors import batch_strata
+from generation.services import BatchConfigError, batch_create
 from jobs.broker import BrokerUnavailable
 from jobs.runner import ForegroundStopped, drain_here
 from training.models import Run
@@ -103,7 +104,7 @@ class Command(BaseCommand):
             raise CommandError(f"batch {batch.pk} is still running but {exc}; see its "
                                "page") from exc
         batch = Batch.objects.get(pk=batch.pk)
-        for row in batch_strata(batch):
+        for row in batch_strata(batch=batch):
             short = f", short {row['shortfall']}" if row["shortfall"] else ""
             self.stdout.write(f"  {row['diagnosis']} FST {row['fst']}: {row['accepted']}/"
                               f"{row['quota']} accepted of {row['generated']} generated{short}")

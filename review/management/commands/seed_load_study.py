@@ -20,7 +20,7 @@ from fairskin.progress import ConsoleProgress
 from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.runner import run_here
 from review.models import Study
-from review.services import study_create
+from review.services.study import study_create
 from training.models import Run, RunKind
 
 PASSWORD = "load-derm-password"  # noqa: S105 (printed; a throw-away load-test database)
