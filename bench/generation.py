@@ -7,8 +7,9 @@ batches 1-32, 32 images; figures go to docs/benchmarks.md).
 
 In one run, on the same prompts and seeds:
 A  FairSkin's path: `BatchGenerator` loaded once, `.generate` in device batches of B, scoring
-   on the device tensors (`Scorer.score`), then uint8 once per batch and PNG at compress level
-   4 (as `generation/handlers.py` does). Generation, scoring and encoding are timed apart.
+   on the device tensors (`Scorer.score`), then uint8 once per batch and the stored PNG and
+   thumbnail (`fairskin.imaging.encode.encode_for_storage`, as `generation/work.py` does).
+   Generation, scoring and encoding are timed apart.
 B  the obvious alternative: a `StableDiffusionPipeline` from the same folder with the same
    textual-inversion tokens, LoRA and scheduler, called once per image with its own seeded
    generator, PIL output saved as PNG with Pillow's defaults; no scoring.
@@ -23,7 +24,6 @@ On cuda the GPU's dense bf16 matrix rate is measured too, and the share of it ge
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -171,11 +171,9 @@ def median_round(rounds: list[dict]) -> dict:
 
 
 def png_bytes(pixels) -> bytes:
-    from PIL import Image
+    from fairskin.imaging.encode import encode_for_storage
 
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=4)
-    return buffer.getvalue()
+    return encode_for_storage(pixels).png
 
 
 def run_batched(generator, scorer, jobs, batch: int, args, out: Path) -> tuple[dict, dict]:
@@ -326,9 +324,9 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     from fairskin.diffusion.base_models import resolve_base_model
     from fairskin.diffusion.tokens import prompt_for
     from fairskin.diffusion.training import library_versions
-    from fairskin.generation.options import DEFAULT_NEGATIVE_PROMPT
     from fairskin.generation.plan import candidate_seed
     from fairskin.generation.sampler import BatchGenerator
+    from fairskin.generation.spec import DEFAULT_NEGATIVE_PROMPT
 
     device = torch.device(args.device)
     base = resolve_base_model(args.model, cache_dir=Path(args.cache_dir or work / "models"))

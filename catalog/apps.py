@@ -6,4 +6,4 @@ class CatalogConfig(AppConfig):
     name = "catalog"
 
     def ready(self) -> None:
-        from catalog import handlers  # noqa: F401  (registers the job kinds)
+        from catalog import job_kinds  # noqa: F401  (registers the job kinds)

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from fairskin.labels import Diagnosis, FstRange
+from fairskin.labels import DIAGNOSIS_CHOICES, FstRange
 
 
 class SourceFormat(models.TextChoices):
@@ -24,6 +24,8 @@ class AllowedUse(models.TextChoices):
 
 
 class Origin(models.TextChoices):
+    """A real photograph or a generated image: of a catalog image, and of a study item."""
+
     REAL = "real", "Real"
     SYNTHETIC = "synthetic", "Synthetic"
 
@@ -41,7 +43,6 @@ class Split(models.TextChoices):
     TEST = "test", "Test"
 
 
-DIAGNOSIS_CHOICES = [(d.value, d.long_name) for d in Diagnosis]
 
 
 class Dataset(models.Model):
@@ -70,10 +71,6 @@ class Dataset(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def textual_inversion_only(self) -> bool:
-        return self.allowed_use == AllowedUse.TEXTUAL_INVERSION_ONLY
 
 
 class DatasetImport(models.Model):

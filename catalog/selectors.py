@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import Count, F, Q, QuerySet
 
-from catalog.models import Dataset, Image, Origin
+from catalog.models import Dataset, Image, Origin, SourceFormat
 from fairskin.labels import Diagnosis, FstRange
 
 FST_COLUMNS = ("I", "II", "III", "IV", "V", "VI")
@@ -110,3 +110,20 @@ def images_real_of_type(*, datasets: list[str], fst: int, limit: int) -> QuerySe
     return Image.objects.filter(
         origin=Origin.REAL, dataset__name__in=datasets, fst_low=fst, fst_high=F("fst_low"),
         missing_file=False).exclude(preprocessed="").order_by("id")[:limit]
+
+
+def images_to_preprocess(*, dataset: Dataset, force: bool) -> QuerySet[Image]:
+    """A dataset's images with a file and no derivative yet (every one with a file: force)."""
+    images = dataset.images.exclude(original="")
+    if not force:
+        images = images.filter(preprocessed="")
+    return images.order_by("id")
+
+
+def datasets_all() -> QuerySet[Dataset]:
+    return Dataset.objects.order_by("name")
+
+
+def datasets_synthetic() -> QuerySet[Dataset]:
+    """Datasets of generated images (a release's batch writes into one)."""
+    return Dataset.objects.filter(source_format=SourceFormat.SYNTHETIC).order_by("name")

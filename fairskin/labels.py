@@ -37,6 +37,9 @@ _DIAGNOSIS_NAMES = {
 SEVEN_CLASSES: tuple[Diagnosis, ...] = tuple(d for d in Diagnosis if d is not Diagnosis.OTHER)
 
 FST_TYPES: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+
+# (value, long name) pairs, as form and model choices take them.
+DIAGNOSIS_CHOICES: list[tuple[str, str]] = [(d.value, d.long_name) for d in Diagnosis]
 _ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 
 
@@ -68,12 +71,8 @@ class FstRange:
         return f"{fst_roman(self.low)}–{fst_roman(self.high)}"
 
 
+# The planning document's prompt; `fairskin.diffusion.tokens.prompt_for` fills it in.
 PROMPT_TEMPLATE = (
     "A dermoscopic image of {diagnosis} on Fitzpatrick skin type {fst}, "
     "high quality medical photograph"
 )
-
-
-def build_prompt(diagnosis: Diagnosis, fst: int, *, template: str = PROMPT_TEMPLATE) -> str:
-    """The planning document's prompt for one diagnosis x skin-type stratum."""
-    return template.format(diagnosis=Diagnosis(diagnosis).long_name, fst=fst_roman(fst))

@@ -8,7 +8,7 @@ class GenerationConfig(AppConfig):
     def ready(self) -> None:
         from accounts.panels import register_panel
         from accounts.roles import Role
-        from generation import handlers  # noqa: F401  (registers the job kinds)
+        from generation import job_kinds  # noqa: F401  (registers the job kinds)
 
         # The engineers' start links name training too: generation is the app that sees it.
         register_panel(role=Role.ENGINEER, order=10, template="generation/_home_start.html")

@@ -4,12 +4,11 @@ the jobs working for a batch, for its pages, commands and report."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import Count, Q, QuerySet
 
-from fairskin.generation.plan import candidate_cap
-from generation.models import Batch, Sample, Verdict, stratum_key
+from generation.models import Batch, Sample, Verdict
 from jobs.models import Job, JobState
 
 LIVE_JOBS_SHOWN = 8  # running shard/report jobs listed with their progress on the batch page
@@ -20,24 +19,36 @@ EXPORT_FIELDS = ["sample_id", "image_id", "diagnosis", "fst", "index", "seed", "
                  "fid", "sha256", "file"]
 
 
-def batch_strata(*, batch: Batch) -> list[dict[str, Any]]:
-    """Per stratum: quota, cap, generated, accepted, rejected, state. For pages and commands."""
+class StratumRow(TypedDict):
+    """One stratum of a batch as its pages, the command and the report (JSON) show it."""
+
+    diagnosis: str
+    fst: int
+    quota: int
+    cap: int
+    generated: int
+    accepted: int
+    rejected: int
+    shortfall: int | None  # None until the stratum is complete
+    complete: bool
+
+
+def batch_strata(*, batch: Batch) -> list[StratumRow]:
+    """Per stratum of the batch's plan: quota, cap, generated, accepted, rejected, state."""
     counts = {(r["diagnosis"], r["fst"]): r for r in Sample.objects.filter(batch=batch).values(
         "diagnosis", "fst").annotate(
             generated=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
             rejected=Count("id", filter=Q(verdict=Verdict.REJECTED)))}
     rows = []
-    for (dx, fst), quota in batch.quota_items():
-        c = counts.get((dx, fst), {})
-        cap = candidate_cap(quota, batch.overgeneration)
+    for cell in batch.plan():
+        c = counts.get(cell.stratum, {})
         accepted = c.get("accepted", 0)
-        generated = c.get("generated", 0)
-        status = batch.outcomes.get(stratum_key(dx, fst))
-        rows.append({"diagnosis": dx, "fst": fst, "quota": quota, "cap": cap,
-                     "generated": generated, "accepted": accepted,
-                     "rejected": c.get("rejected", 0),
-                     "shortfall": max(0, quota - accepted) if status else None,
-                     "complete": bool(status)})
+        complete = bool(batch.outcomes.get(cell.stratum.key))
+        rows.append(StratumRow(
+            diagnosis=cell.stratum.diagnosis, fst=cell.stratum.fst, quota=cell.quota,
+            cap=cell.cap, generated=c.get("generated", 0), accepted=accepted,
+            rejected=c.get("rejected", 0),
+            shortfall=max(0, cell.quota - accepted) if complete else None, complete=complete))
     return rows
 
 
@@ -114,3 +125,8 @@ def batch_export_rows(*, batch: Batch) -> Iterator[dict[str, Any]]:
         "diagnosis", "fst", "index")
     for s in samples.iterator(chunk_size=500):
         yield _export_row(s)
+
+
+def batch_of_job(*, job: Job) -> Batch | None:
+    """The batch a generation job works for: its own (prepare) or its parent's (shard, report)."""
+    return Batch.objects.filter(job_id=job.parent_id or job.pk).first()

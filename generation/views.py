@@ -8,10 +8,9 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from catalog.models import DIAGNOSIS_CHOICES
 from common.refusals import refused_to_messages
 from fairskin.charts import Slots, ValueAxis
-from fairskin.labels import fst_roman
+from fairskin.labels import DIAGNOSIS_CHOICES, fst_roman
 from fairskin.spreadsheet import safe_row
 from generation import selectors, services
 from generation.models import Batch, Sample, Verdict

@@ -10,7 +10,7 @@ class JobsConfig(AppConfig):
 
         from accounts.panels import register_panel
         from accounts.roles import Role
-        from jobs import handlers  # noqa: F401  (registers the job kinds)
+        from jobs import job_kinds  # noqa: F401  (registers the job kinds)
         from jobs.selectors import job_list_recent
         from jobs.sweeper import start_sweeper
 

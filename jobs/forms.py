@@ -1,7 +1,7 @@
 from django import forms
 
-from jobs.handlers import WORKER_CHECK_MAX_PAUSE, WORKER_CHECK_MAX_STEPS
 from jobs.models import Queue
+from jobs.work import WORKER_CHECK_MAX_PAUSE, WORKER_CHECK_MAX_STEPS
 
 
 class WorkerCheckForm(forms.Form):

@@ -1,4 +1,4 @@
-"""Job kinds, their handlers and their lifecycle hooks. Each app registers its kinds in its
+"""Job kinds, their handler functions and their lifecycle hooks. Each app registers its kinds in its
 AppConfig.ready().
 
 A kind whose job belongs to a domain object (a batch, a study, a run, a release) names that
@@ -30,7 +30,11 @@ class JobContext(Progress, Protocol):
     """What a handler gets besides its job: the engine's progress protocol, and the lease
     that fences its domain writes (jobs.lease.JobLease)."""
 
-    lease: LeaseHolder
+    # Read-only: a handler uses the lease it was given and never replaces it. (A plain
+    # attribute here would be settable, so an implementation would have to declare exactly
+    # LeaseHolder, not the JobLease it holds.)
+    @property
+    def lease(self) -> LeaseHolder: ...
 
 
 Handler = Callable[["Job", JobContext], "dict[str, Any] | None"]
@@ -86,10 +90,12 @@ def get_kind(name: str) -> JobKind:
         raise LookupError(f"unknown job kind {name!r}") from None
 
 
+def registered_kinds() -> dict[str, JobKind]:
+    """Every registered kind by name (a copy)."""
+    return dict(_KINDS)
+
+
 def job_owner(job: Job) -> Owner | None:
     kind = _KINDS.get(job.kind)
     return kind.owner(job) if kind is not None and kind.owner is not None else None
 
-
-def all_kinds() -> list[JobKind]:
-    return sorted(_KINDS.values(), key=lambda k: k.name)

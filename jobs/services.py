@@ -122,7 +122,7 @@ def job_cancel(*, job: Job, by: Any = None) -> Job:
 
 
 def job_resume(*, job: Job, by: Any = None) -> Job:
-    """Queue a new attempt of a failed or cancelled job (handlers resume from checkpoints).
+    """Queue a new attempt of a failed or cancelled job (job kinds resume from checkpoints).
 
     A user's resume grants a fresh budget of attempts, so a job the sweep gave up on, or one
     cancelled and resumed many times, really runs again.

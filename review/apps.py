@@ -8,7 +8,7 @@ class ReviewConfig(AppConfig):
     def ready(self) -> None:
         from accounts.panels import register_panel
         from accounts.roles import Role
-        from review import handlers  # noqa: F401  (registers the job kinds)
+        from review import job_kinds  # noqa: F401  (registers the job kinds)
         from review.selectors import rater_studies
 
         register_panel(role=Role.DERMATOLOGIST, order=10, template="review/_home_assignments.html",

@@ -4,7 +4,6 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from fairskin.review.gate import GateCriteria
-from generation.models import Batch
 from review import selectors
 from review.services.study import MAX_SAMPLE, default_instructions
 
@@ -12,7 +11,7 @@ DEFAULT_CRITERIA = GateCriteria()
 
 
 class StudyForm(forms.Form):
-    batch = forms.ModelChoiceField(queryset=Batch.objects.none())
+    batch = forms.ModelChoiceField(queryset=selectors.study_batch_choices().none())
     name = forms.CharField(max_length=120, required=False)
     raters = forms.ModelMultipleChoiceField(
         queryset=get_user_model().objects.none(), widget=forms.CheckboxSelectMultiple,
@@ -46,8 +45,11 @@ class StudyForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["batch"].queryset = selectors.study_batch_choices()
-        self.fields["raters"].queryset = selectors.study_rater_choices()
+        batch, raters = self.fields["batch"], self.fields["raters"]
+        assert isinstance(batch, forms.ModelChoiceField)  # as declared above
+        assert isinstance(raters, forms.ModelMultipleChoiceField)
+        batch.queryset = selectors.study_batch_choices()
+        raters.queryset = selectors.study_rater_choices()
         self.fields["instructions"].initial = default_instructions(0.25)
 
     def criteria(self) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -15,8 +16,9 @@ def rater_studies(*, user: Any) -> list[dict[str, Any]]:
     """A dermatologist's studies with their own progress only."""
     seats = StudyRater.objects.filter(rater=user).exclude(
         study__state=StudyState.PREPARING).select_related("study").order_by("-study__created_at")
-    counts = {r["study"]: r for r in Assignment.objects.filter(rater=user).values("study")
-              .annotate(total=Count("id"), done=Count("rating", filter=Q(rating__isnull=False)))}
+    counts: dict[int, Mapping[str, Any]] = {
+        r["study"]: r for r in Assignment.objects.filter(rater=user).values("study")
+        .annotate(total=Count("id"), done=Count("rating", filter=Q(rating__isnull=False)))}
     return [{"study": seat.study, "total": counts.get(seat.study_id, {}).get("total", 0),
              "done": counts.get(seat.study_id, {}).get("done", 0)} for seat in seats]
 
@@ -29,10 +31,11 @@ def rater_progress(*, study_id: int, rater: Any) -> dict[str, int]:
 
 def study_progress(*, study: Study) -> list[dict[str, Any]]:
     """Counts per rater; never scores (leads see only progress while a study is open)."""
-    counts = {r["rater"]: r for r in Assignment.objects.filter(study=study).values("rater")
-              .annotate(total=Count("id"), done=Count("rating"),
-                        scored=Count("id", filter=Q(kind=Kind.SCORED)),
-                        scored_done=Count("rating", filter=Q(kind=Kind.SCORED)))}
+    counts: dict[int, Mapping[str, Any]] = {
+        r["rater"]: r for r in Assignment.objects.filter(study=study).values("rater")
+        .annotate(total=Count("id"), done=Count("rating"),
+                  scored=Count("id", filter=Q(kind=Kind.SCORED)),
+                  scored_done=Count("rating", filter=Q(kind=Kind.SCORED)))}
     return [{"rater": sr.rater.username, "index": sr.index,
              "total": counts.get(sr.rater_id, {}).get("total", 0),
              "done": counts.get(sr.rater_id, {}).get("done", 0),
@@ -111,3 +114,13 @@ def blinded_assignment(*, token: str, rater: Any) -> Assignment | None:
     if assignment.study.state != StudyState.OPEN:
         return None
     return assignment
+
+
+def study_of_job(*, job: Any) -> Study | None:
+    """The study a review.prepare job prepares."""
+    return Study.objects.filter(job_id=job.pk).first()
+
+
+def release_of_export_job(*, job: Any) -> Release | None:
+    """The release a review.export job writes."""
+    return Release.objects.filter(export_job_id=job.pk).first()

@@ -6,4 +6,4 @@ class TrainingConfig(AppConfig):
     name = "training"
 
     def ready(self) -> None:
-        from training import handlers  # noqa: F401  (registers the job kinds)
+        from training import job_kinds  # noqa: F401  (registers the job kinds)

@@ -3,9 +3,10 @@ import json
 from django import forms
 from django.conf import settings
 
-from catalog.models import DIAGNOSIS_CHOICES, Dataset
+from catalog.selectors import datasets_all, datasets_synthetic
 from fairskin.classifier.config import ClassifierConfig
 from fairskin.diffusion.config import TrainConfig
+from fairskin.labels import DIAGNOSIS_CHOICES
 from training.models import Run, RunKind
 from training.selectors import runs_finished
 
@@ -20,12 +21,12 @@ class RunLaunchForm(forms.Form):
     base_model = forms.CharField(max_length=300, required=False,
                                  help_text="tiny, sd15-random, a diffusers folder or a hub id; "
                                  "empty: the parent's, else FAIRSKIN_BASE_MODEL.")
-    datasets = forms.ModelMultipleChoiceField(queryset=Dataset.objects.none(),
+    datasets = forms.ModelMultipleChoiceField(queryset=datasets_all().none(),
                                               to_field_name="name")
     diagnoses = forms.MultipleChoiceField(choices=DIAGNOSIS_CHOICES, required=False,
                                           help_text="None selected: all.")
     synthetic_datasets = forms.ModelMultipleChoiceField(
-        queryset=Dataset.objects.none(), to_field_name="name", required=False,
+        queryset=datasets_synthetic().none(), to_field_name="name", required=False,
         help_text="Classifier runs: synthetic images to mix in (none: a real-only baseline).")
     fsts = forms.TypedMultipleChoiceField(choices=[(i, f"FST {i}") for i in range(1, 7)],
                                           coerce=int, required=False, label="Skin types")
@@ -38,9 +39,8 @@ class RunLaunchForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["parent"].queryset = runs_finished().filter(
             kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA])
-        self.fields["datasets"].queryset = Dataset.objects.all()
-        self.fields["synthetic_datasets"].queryset = Dataset.objects.filter(
-            source_format="synthetic")
+        self.fields["datasets"].queryset = datasets_all()
+        self.fields["synthetic_datasets"].queryset = datasets_synthetic()
         if kind == RunKind.CLASSIFIER:
             defaults = ClassifierConfig().to_dict()
         else:

@@ -25,6 +25,11 @@ def runs_finished() -> QuerySet[Run]:
     return Run.objects.filter(job__state=JobState.SUCCEEDED)
 
 
+def run_of_job(*, job: Any) -> Run | None:
+    """The run a training job works for (None for a job of another kind)."""
+    return Run.objects.filter(job_id=job.pk).first()
+
+
 def run_is_finished(*, run: Run) -> bool:
     """Whether the run's job succeeded (see ``runs_finished``)."""
     return run.job is not None and run.job.state == JobState.SUCCEEDED

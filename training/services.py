@@ -13,8 +13,8 @@ from catalog.models import AllowedUse, Dataset, Image
 from fairskin.diffusion.base_models import BaseModelError, check_loadable, resolve_base_model
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.errors import ApplicationError
-from jobs.lease import JobLease
 from jobs.models import Job
+from jobs.registry import LeaseHolder
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import PARENT_KIND, Run, RunKind
 from training.selectors import (
@@ -206,12 +206,20 @@ def run_resume(*, run: Run, user: Any = None) -> Job:
 
 
 def run_record_result(*, run: Run, tokens: list[str], final_loss: float,
-                      lease: JobLease) -> None:
+                      lease: LeaseHolder) -> None:
     with lease.hold():
         Run.objects.filter(pk=run.pk).update(tokens=tokens, final_loss=final_loss)
 
 
-def run_record_evaluation(*, run: Run, evaluation: dict[str, Any], lease: JobLease) -> None:
+def run_record_import(*, run: Run, lora: bool, tokens: list[str], config: dict[str, Any],
+                      lease: LeaseHolder) -> None:
+    """What an imported run turned out to be, once its artifacts are checked and copied."""
+    kind = RunKind.LORA if lora else RunKind.TEXTUAL_INVERSION
+    with lease.hold():
+        Run.objects.filter(pk=run.pk).update(kind=kind, tokens=tokens, config=config)
+
+
+def run_record_evaluation(*, run: Run, evaluation: dict[str, Any], lease: LeaseHolder) -> None:
     with lease.hold():
         Run.objects.filter(pk=run.pk).update(evaluation=evaluation)
 

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from fairskin.generation import reference_stats as stats_format
 from fairskin.generation.extractors import Extractors
 from fairskin.generation.perceptual import (
     TrainingImages,
@@ -38,7 +39,6 @@ from fairskin.progress import Progress
 # the same one or a relative threshold compares different quantities.
 FID_EPS = 1e-6
 KID_SAMPLE_CAP = 500
-_REFERENCE_FORMAT = 1
 
 # The parts of a reference build, each reported as a progress phase with its own count.
 PHASE_INCEPTION = "Inception features of real images"
@@ -197,17 +197,17 @@ class Reference:
         arrays: dict[str, np.ndarray] = {"training_embeddings": self.training_embeddings}
         gaussians = {}
         for fst, gaussian in self.inception.items():
-            stored = gaussian.to_dict()
-            arrays[f"gaussian_{fst}_mean"] = np.asarray(stored.pop("mean"))
-            arrays[f"gaussian_{fst}_m2_upper"] = np.asarray(stored.pop("m2_upper"))
+            stored, mean, upper = stats_format.gaussian_parts(gaussian)
+            arrays[stats_format.mean_key(fst)] = mean
+            arrays[stats_format.m2_upper_key(fst)] = upper
             gaussians[str(fst)] = stored
         for fst, rows in self.inception_sample.items():
-            arrays[f"inception_sample_{fst}"] = rows
+            arrays[stats_format.sample_key(fst)] = rows
         for check, per_fst in self.real_vs_real.items():
             for fst, values in per_fst.items():
                 arrays[f"real_vs_real_{check}_{fst}"] = values
         meta = {
-            "format": _REFERENCE_FORMAT, "size": self.size, "seed": self.seed,
+            "format": stats_format.REFERENCE_FORMAT, "size": self.size, "seed": self.seed,
             "lpips_count": self.lpips_count, "provenance": self.provenance,
             "gaussians": gaussians,
             "real_vs_real": {check: sorted(per_fst) for check, per_fst in
@@ -217,35 +217,27 @@ class Reference:
         images = {f"fst_{fst}": t.contiguous().cpu() for fst, t in self.lpips_images.items()}
         # Each file is written whole under a temporary name and then renamed into place.
         # numpy's stub types savez's **kwds as its allow_pickle flag (bool); they are arrays.
-        _replace(folder / "arrays.npz", lambda p: np.savez(p, **arrays))  # type: ignore[arg-type]
+        _replace(folder / stats_format.ARRAYS_FILE,
+                 lambda p: np.savez(p, **arrays))  # type: ignore[arg-type]
         _replace(folder / "lpips_images.safetensors", lambda p: save_file(images, str(p)))
-        _replace(folder / "reference.json", lambda p: p.write_text(json.dumps(meta)))
+        # The metadata last: a folder without it is no reference (read_meta refuses it).
+        _replace(folder / stats_format.META_FILE, lambda p: p.write_text(json.dumps(meta)))
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> Reference:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        meta_path = folder / "reference.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"no scoring reference in {folder} (reference.json missing)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != _REFERENCE_FORMAT:
-            raise ValueError(f"unsupported scoring reference format {meta.get('format')!r}")
-        with np.load(folder / "arrays.npz", allow_pickle=False) as stored:
+        meta = stats_format.read_meta(folder)
+        with np.load(folder / stats_format.ARRAYS_FILE, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
-        gaussians = {
-            int(fst): StreamingGaussian.from_dict({
-                **stats, "mean": arrays[f"gaussian_{fst}_mean"],
-                "m2_upper": arrays[f"gaussian_{fst}_m2_upper"]})
-            for fst, stats in meta["gaussians"].items()
-        }
+        gaussians = stats_format.gaussians_from(meta, arrays)
         images = load_file(str(folder / "lpips_images.safetensors"), device=str(device))
         return cls(
             size=meta["size"],
             provenance=meta["provenance"],
             inception=gaussians,
-            inception_sample={fst: arrays[f"inception_sample_{fst}"] for fst in gaussians},
+            inception_sample={fst: arrays[stats_format.sample_key(fst)] for fst in gaussians},
             lpips_images={int(key.removeprefix("fst_")): t for key, t in images.items()},
             real_vs_real={check: {fst: arrays[f"real_vs_real_{check}_{fst}"] for fst in fsts}
                           for check, fsts in meta["real_vs_real"].items()},

@@ -18,7 +18,8 @@ from catalog.selectors import real_control_candidates
 from fairskin.progress import JobCancelled
 from fairskin.review.gate import GateCriteria
 from generation.models import Batch, BatchState, Sample, Verdict
-from jobs.lease import InvalidTransition, JobLease
+from jobs.lease import InvalidTransition
+from jobs.registry import LeaseHolder
 from jobs.services import job_cancel, job_create, job_resume
 from review.models import (
     Assignment,
@@ -121,7 +122,17 @@ def study_create(
     return study
 
 
-def study_prepare(*, study: Study, progress: Any, lease: JobLease) -> dict[str, Any]:
+def study_prepare_job(*, study_id: int, progress: Any) -> dict[str, Any]:
+    """The review.prepare job: prepare the study unless it moved on while the job waited."""
+    study = Study.objects.select_related("batch").get(pk=study_id)
+    if study.state == StudyState.FAILED:  # cancelled (or failed) while this job waited
+        raise JobCancelled(f"study {study.pk} is no longer being prepared")
+    if study.state != StudyState.PREPARING:  # an earlier attempt opened it, then died
+        return {"study_id": study.pk, "skipped": f"study is {study.state}"}
+    return study_prepare(study=study, progress=progress, lease=progress.lease)
+
+
+def study_prepare(*, study: Study, progress: Any, lease: LeaseHolder) -> dict[str, Any]:
     """Draw the sample and controls, make every blinded file, draw each rater's order."""
     from fairskin.review.blinding import blinded_derivative
     from fairskin.review.sampling import Candidate, sample_study
@@ -155,6 +166,8 @@ def study_prepare(*, study: Study, progress: Any, lease: JobLease) -> dict[str, 
             if n % 10 == 0:
                 progress.update(n, len(wanted), "")
             image = images[image_id]
+            if image.fst_low is None:  # never: candidates are drawn by their exact skin type
+                raise StudyError(f"image {image.pk} has no exact skin type")
             with image.preprocessed.open("rb") as fh:
                 data = blinded_derivative(fh.read())
             item = StudyItem(study=study, image=image,
@@ -165,7 +178,9 @@ def study_prepare(*, study: Study, progress: Any, lease: JobLease) -> dict[str, 
                              derivative_bytes=len(data),
                              derivative_sha256=hashlib.sha256(data).hexdigest())
             item.derivative.save("x.jpg", ContentFile(data), save=False)
-            written.append(item.derivative.name)
+            stored = item.derivative.name
+            assert stored is not None  # FieldFile.save() names the file it stored
+            written.append(stored)
             staged[image_id] = item
         progress.phase("Drawing rater orders")
         with lease.hold():

@@ -26,8 +26,8 @@ from playwright.sync_api import expect
 
 from catalog.models import Dataset, Image
 from generation.models import Batch, Sample
-from review.handlers import verify_release
 from review.models import Rating, Release, Study
+from review.services.export import verify_release
 from tests.conftest import sign_in_page
 from tests.factories import make_user
 from training.models import Run

@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from jobs.runner import execute_job
-from review.handlers import release_folder, verify_release
 from review.models import Assignment, Rating, Release
+from review.services.export import release_folder, verify_release
 from tests.conftest import sign_in_page
 from tests.review.conftest import open_study
 

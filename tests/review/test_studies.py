@@ -10,7 +10,6 @@ from django.urls import reverse
 
 from jobs.models import Job
 from jobs.runner import execute_job
-from review.handlers import release_folder, verify_release
 from review.models import (
     Assignment,
     BatchRejection,
@@ -22,7 +21,8 @@ from review.models import (
     StudyItem,
     StudyState,
 )
-from review.services.errors import RatingRefused, StudyError
+from review.services.errors import InvalidRating, RatingRefused, ReleaseRefused, StudyError
+from review.services.export import release_folder, verify_release
 from review.services.gate import study_close
 from review.services.rating import rater_queue, rating_submit
 from review.services.release import release_approve, release_reject
@@ -110,7 +110,7 @@ def test_ratings_follow_the_order_are_unique_locked_and_audited(batch, raters):
         rating_submit(token=following.token, rater=a, score=5, seconds=1)
     with pytest.raises(RatingRefused, match="not in your assignments"):
         rating_submit(token=current.token, rater=b, score=5, seconds=1)
-    with pytest.raises(StudyError, match="1 to 7"):
+    with pytest.raises(InvalidRating, match="1 to 7"):
         rating_submit(token=current.token, rater=a, score=8, seconds=1)
     rating, created = rating_submit(token=current.token, rater=a, score=5, seconds=2.5)
     assert created and rating.seconds == 2.5 and rating.kind == Kind.SCORED
@@ -167,12 +167,12 @@ def test_a_failed_gate_cannot_be_approved_but_can_be_rejected(client, batch, rat
     study_close(study=study, user=lead)
     study.refresh_from_db()
     assert study.gate["gate"]["passed"] is False
-    with pytest.raises(StudyError, match="did not pass"):
+    with pytest.raises(ReleaseRefused, match="did not pass"):
         release_approve(study=study, user=lead, enqueue=False)
     client.force_login(lead)
     response = client.post(reverse("review:approve", args=[study.pk]), follow=True)
     assert "did not pass" in response.content.decode() and not Release.objects.exists()
-    with pytest.raises(StudyError, match="reason"):
+    with pytest.raises(ReleaseRefused, match="reason"):
         release_reject(batch=batch, study=study, user=lead, reason="  ")
     release_reject(batch=batch, study=study, user=lead, reason="images look smeared")
     assert BatchRejection.objects.get(batch=batch).reason == "images look smeared"
@@ -182,7 +182,7 @@ def test_a_failed_gate_cannot_be_approved_but_can_be_rejected(client, batch, rat
 
 def test_an_open_study_cannot_be_approved_and_only_leads_decide(client, batch, raters):
     study = open_study(batch, raters)
-    with pytest.raises(StudyError, match="closed study"):
+    with pytest.raises(ReleaseRefused, match="closed study"):
         release_approve(study=study, user=make_user("lead"), enqueue=False)
     client.force_login(make_user("engineer"))
     assert client.post(reverse("review:approve", args=[study.pk])).status_code == 403
@@ -204,7 +204,7 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     release.note = "edited later"
     with pytest.raises(ValueError, match="immutable"):
         release.save()
-    with pytest.raises(StudyError, match="already released"):
+    with pytest.raises(ReleaseRefused, match="already released"):
         release_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)
 
     outcome = execute_job(job_id=release.export_job_id)

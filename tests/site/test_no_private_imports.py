@@ -20,7 +20,7 @@ SKIPPED_FOLDERS = {"migrations", "__pycache__"}
 
 @dataclass(frozen=True)
 class SourceModule:
-    name: str  # dotted, e.g. "generation.handlers"; a package's __init__ is the package
+    name: str  # dotted, e.g. "generation.work"; a package's __init__ is the package
     is_package: bool
     path: Path
 
@@ -126,7 +126,7 @@ def private_imports(source: str, module: SourceModule, known: set[str]) -> list[
 def test_no_module_imports_a_private_name_of_another_module():
     modules = project_modules()
     # The walk must actually see the code it guards, or this test passes on nothing.
-    assert {"generation.handlers", "training.handlers", "fairskin.review.sampling",
+    assert {"generation.work", "training.work", "fairskin.review.sampling",
             "catalog.services", "bench.catalog_import"} <= set(modules)
     known = set(modules)
     problems = [
@@ -139,38 +139,38 @@ def test_no_module_imports_a_private_name_of_another_module():
 
 
 KNOWN = {"catalog", "catalog.services", "catalog._impl", "catalog._impl.rows", "training",
-         "training.handlers", "generation", "generation.handlers", "generation.plan"}
-HANDLERS = SourceModule("generation.handlers", is_package=False, path=Path("handlers.py"))
+         "training.work", "generation", "generation.work", "generation.plan"}
+WORK = SourceModule("generation.work", is_package=False, path=Path("work.py"))
 
 
 @pytest.mark.parametrize(("source", "expected"), [
-    ("from training.handlers import _local_file, run_training",
-     [(1, "training.handlers._local_file")]),
+    ("from training.work import _local_file, run_training",
+     [(1, "training.work._local_file")]),
     ("from .plan import _split", [(1, "generation.plan._split")]),
     ("from . import _helper", [(1, "generation._helper")]),  # its package's, still private
     ("from catalog import _impl", [(1, "catalog._impl")]),
     ("import catalog._impl.rows", [(1, "catalog._impl")]),
     ("from catalog._impl.rows import parse", [(1, "catalog._impl")]),
-    ("import training.handlers\n\ntraining.handlers._set_threads()",
-     [(3, "training.handlers._set_threads")]),
-    ("import training.handlers as th\nth._cache()", [(2, "training.handlers._cache")]),
+    ("import training.work\n\ntraining.work._set_threads()",
+     [(3, "training.work._set_threads")]),
+    ("import training.work as th\nth._cache()", [(2, "training.work._cache")]),
     ("from catalog import services\nx = services._image_fields",
      [(2, "catalog.services._image_fields")]),
 ])
 def test_checker_reports_private_names_of_other_modules(source, expected):
-    assert private_imports(source, HANDLERS, KNOWN) == expected
+    assert private_imports(source, WORK, KNOWN) == expected
 
 
 @pytest.mark.parametrize("source", [
-    "from training.handlers import run_training",
+    "from training.work import run_training",
     "from catalog.services import __all__",
     "from os import _exit",  # not the project's: out of scope
-    "from generation.handlers import _cached",  # its own name
+    "from generation.work import _cached",  # its own name
     "from catalog import services\nservices.Image._meta",  # a model's API, not a module's
     "def f(services):\n    return services._x",
 ])
 def test_checker_allows_public_dunder_own_and_third_party_names(source):
-    assert private_imports(source, HANDLERS, KNOWN) == []
+    assert private_imports(source, WORK, KNOWN) == []
 
 
 def test_a_private_module_may_be_imported_by_its_own_package():

@@ -1,4 +1,6 @@
-"""Review jobs: preparing a study (cpu) and exporting a release (cpu)."""
+"""Writing an approved release to disk: its images, metadata.csv, manifest, gate record and
+datasheet, checked against the manifest and published as a folder and a zip (the worker side
+of the review.export job kind)."""
 
 from __future__ import annotations
 
@@ -11,57 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.urls import reverse
 
 from fairskin.labels import Diagnosis
-from fairskin.progress import JobCancelled
 from generation.models import Sample
-from jobs.models import Job
-from jobs.registry import JobContext, Owner, register
-from review.models import Release, Study, StudyState
-from review.services.release import release_export_cancel, release_export_resume
-from review.services.study import (
-    study_preparation_cancel,
-    study_preparation_failed,
-    study_preparation_resume,
-    study_prepare,
-)
+from jobs.registry import JobContext
+from review.models import Release
 
 METADATA_FIELDS = ["file_name", "label", "diagnosis", "diagnosis_name", "fst", "seed",
                    "prompt", "sha256", "batch", "release"]
-
-
-def _study_owner(job: Job) -> Owner | None:
-    study = Study.objects.filter(job_id=job.pk).first()
-    if study is None:
-        return None
-    return Owner(label=f"study {study.pk}", url=reverse("review:study", args=[study.pk]),
-                 cancel=lambda user: study_preparation_cancel(study=study, user=user),
-                 resume=lambda user: study_preparation_resume(study=study, user=user))
-
-
-def _prepare_failed(job: Job, error: str) -> None:
-    study_preparation_failed(job_id=job.pk, error=error)
-
-
-@register("review.prepare", queue="cpu", label="Review: sample and blind",
-          owner=_study_owner, on_failed=_prepare_failed)
-def prepare_study(job: Job, progress: JobContext) -> dict[str, Any]:
-    study = Study.objects.select_related("batch").get(pk=job.params["study_id"])
-    if study.state == StudyState.FAILED:  # cancelled (or failed) while this job waited
-        raise JobCancelled(f"study {study.pk} is no longer being prepared")
-    if study.state != StudyState.PREPARING:  # an earlier attempt opened it, then died
-        return {"study_id": study.pk, "skipped": f"study is {study.state}"}
-    return study_prepare(study=study, progress=progress, lease=progress.lease)
-
-
-def _release_owner(job: Job) -> Owner | None:
-    release = Release.objects.filter(export_job_id=job.pk).first()
-    if release is None:
-        return None
-    return Owner(label=f"release {release.pk}", url=reverse("review:release", args=[release.pk]),
-                 cancel=lambda user: release_export_cancel(release=release, user=user),
-                 resume=lambda user: release_export_resume(release=release, user=user))
 
 
 def release_folder(release: Release) -> Path:
@@ -138,14 +97,16 @@ def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
     return "\n".join(lines)
 
 
-@register("review.export", queue="cpu", label="Export a release", owner=_release_owner)
-def export_release(job: Job, progress: JobContext) -> dict[str, Any]:
+def release_export_write(*, release_id: int, attempt: int,
+                         progress: JobContext) -> dict[str, Any]:
+    """Write the release into a staging folder of this attempt's own, verify it against the
+    manifest, and publish folder and zip under the lease."""
     release = Release.objects.select_related("batch__model_run", "study", "approved_by").get(
-        pk=job.params["release_id"])
+        pk=release_id)
     folder = release_folder(release)
     # Each attempt writes a folder and zip of its own; the fenced hand-over below publishes
     # them, so an attempt that stalled past its lease cannot replace a finished export.
-    staging = folder.with_name(f"{folder.name}.attempt-{job.attempt}.partial")
+    staging = folder.with_name(f"{folder.name}.attempt-{attempt}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "train").mkdir(parents=True)
     samples = {s.pk: s for s in Sample.objects.filter(

@@ -1,4 +1,5 @@
-"""The training job: turns a Run into an engine call on a GPU worker."""
+"""Worker-side training services: a run's training (diffusion or classifier) and the import
+of external artifacts, each turning a Run into an engine call (called by training.job_kinds)."""
 
 from __future__ import annotations
 
@@ -8,34 +9,23 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.urls import reverse
 
 from catalog.files import image_cache_dir, image_local_path
 from fairskin.diffusion.base_models import resolve_base_model
 from fairskin.diffusion.config import TrainConfig
-from jobs.models import Job
-from jobs.registry import JobContext, Owner, register
+from jobs.registry import JobContext
 from jobs.threads import set_torch_threads
 from training import services
 from training.models import Run
 from training.selectors import classifier_images, selection_images
 
 
-def _run_owner(job: Job) -> Owner | None:
-    run = Run.objects.filter(job_id=job.pk).first()
-    if run is None:
-        return None
-    return Owner(label=f"run {run.pk}", url=reverse("training:run", args=[run.pk]),
-                 cancel=lambda user: services.run_cancel(run=run, user=user),
-                 resume=lambda user: services.run_resume(run=run, user=user))
-
-
-@register("training.run", queue="gpu", label="Training run", owner=_run_owner)
-def run_training(job: Job, progress: JobContext) -> dict[str, Any]:
+def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
+    """Train a run (its lineage's artifacts first), resuming from its last checkpoint."""
     # Imported here: web processes never need torch and diffusers.
     from fairskin.diffusion.training import TrainItem, train
 
-    run = Run.objects.select_related("parent__parent").get(pk=job.params["run_id"])
+    run = Run.objects.select_related("parent__parent").get(pk=run_id)
     set_torch_threads()
     # Copying images out of storage can take a while before the engine reports anything.
     progress.phase("Gathering the training images")
@@ -65,15 +55,14 @@ def run_training(job: Job, progress: JobContext) -> dict[str, Any]:
             "tokens": len(result.tokens), "resumed_from": result.resumed_from}
 
 
-@register("training.import_external", queue="cpu", label="Import external artifacts",
-          owner=_run_owner)
-def import_external_artifacts(job: Job, progress: JobContext) -> dict[str, Any]:
+def run_artifacts_import(*, run_id: int, source: Path, progress: JobContext) -> dict[str, Any]:
+    """Check and copy artifacts trained elsewhere into an imported run (the upload saved by
+    run_import_external is removed afterwards)."""
     import json
 
     from fairskin.diffusion.external import import_external
 
-    run = Run.objects.get(pk=job.params["run_id"])
-    source = Path(job.params["source"])
+    run = Run.objects.get(pk=run_id)
     base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
     text_config = json.loads((Path(base.path) / "text_encoder" / "config.json").read_text()) \
         if base.source != "hub" else {"hidden_size": 768}
@@ -82,11 +71,9 @@ def import_external_artifacts(job: Job, progress: JobContext) -> dict[str, Any]:
                                  expected_dim=text_config["hidden_size"], base_path=base.path)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
-    kind = "lora" if result.has_lora else "textual_inversion"
-    with progress.lease.hold():
-        Run.objects.filter(pk=run.pk).update(
-            kind=kind, tokens=result.tokens,
-            config={"imported_from": source.name, "layout": result.layout})
+    services.run_record_import(run=run, lora=result.has_lora, tokens=result.tokens,
+                               config={"imported_from": source.name, "layout": result.layout},
+                               lease=progress.lease)
     progress.log(f"{source.name}: {result.layout}, {len(result.tokens)} token(s), "
                  f"LoRA: {'yes' if result.has_lora else 'no'}")
     return {"run_id": run.pk, "layout": result.layout, "tokens": result.tokens,

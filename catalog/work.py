@@ -1,4 +1,5 @@
-"""Catalog jobs: import (from an admin upload) and preprocessing."""
+"""Worker-side catalog services: importing an admin upload, and preprocessing a dataset's
+images (called by catalog.job_kinds)."""
 
 from __future__ import annotations
 
@@ -10,44 +11,47 @@ from django.db.models import Q
 
 from catalog import services
 from catalog.models import Dataset, FstSource, Image
+from catalog.selectors import images_to_preprocess
 from fairskin.datasets.sources import ZipImages
 from fairskin.imaging.decode import ImageDecodeError
 from fairskin.imaging.preprocess import preprocess_image
+from fairskin.progress import Progress
 from jobs.lease import LeaseLost
-from jobs.models import Job
-from jobs.registry import JobContext, register
 from jobs.runner import is_transient
 
 
-@register("catalog.import", queue="cpu", label="Dataset import")
-def import_upload(job: Job, progress: JobContext) -> dict[str, Any]:
-    """Import an admin upload that was saved to storage; the upload is deleted afterwards."""
-    p = job.params
-    if not default_storage.exists(p["metadata_path"]):
+def dataset_upload_import(
+    *, fmt: str, metadata_path: str, metadata_name: str, images_path: str | None, name: str,
+    mapping: dict[str, Any], allowed_use: str | None, licence: str | None, user: Any,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Import an upload that dataset_upload_launch saved to storage, then delete the upload
+    (also after a refusal; kept for the retry after an outage or a lost lease)."""
+    upload = [path for path in (metadata_path, images_path) if path]
+    if not default_storage.exists(metadata_path):
         raise FileNotFoundError("the uploaded files were removed after this import ended; "
                                 "upload them again to import")
     images = None
     try:
-        with default_storage.open(p["metadata_path"]) as fh:
+        with default_storage.open(metadata_path) as fh:
             metadata = fh.read()
-        if p.get("images_path"):
-            images = ZipImages(default_storage.open(p["images_path"]))
+        if images_path:
+            images = ZipImages(default_storage.open(images_path))
         result = services.dataset_import(
-            fmt=p["format"], metadata=metadata, metadata_name=p["metadata_name"],
-            images=images, name=p["name"], mapping=p["mapping"],
-            allowed_use=p.get("allowed_use") or None, licence=p.get("licence") or None,
-            user=job.launched_by, progress=progress,
+            fmt=fmt, metadata=metadata, metadata_name=metadata_name, images=images, name=name,
+            mapping=mapping, allowed_use=allowed_use, licence=licence, user=user,
+            progress=progress,
         )
     except Exception as exc:
         # A database outage re-queues the import, and an attempt that lost its lease hands
         # on to another: both need the upload.
         if not is_transient(exc) and not isinstance(exc, LeaseLost):
-            _delete_upload(p)
+            _delete_upload(upload)
         raise
     finally:
         if images is not None:
             images.close()
-    _delete_upload(p)
+    _delete_upload(upload)
     progress.log(f"{result.created} created, {result.updated} updated, "
                  f"{result.unchanged} unchanged, {result.missing_files} missing files")
     return {"dataset": result.dataset.name, "import_id": result.pk, "created": result.created,
@@ -55,20 +59,12 @@ def import_upload(job: Job, progress: JobContext) -> dict[str, Any]:
             "missing_files": result.missing_files, "excluded": len(result.excluded)}
 
 
-def _delete_upload(params: dict[str, Any]) -> None:
-    for key in ("metadata_path", "images_path"):
-        if params.get(key):
-            default_storage.delete(params[key])
+def _delete_upload(paths: list[str]) -> None:
+    for path in paths:
+        default_storage.delete(path)
 
 
-def images_to_preprocess(*, dataset: Dataset, force: bool):
-    images = dataset.images.exclude(original="")
-    if not force:
-        images = images.filter(preprocessed="")
-    return images.order_by("id")
-
-
-def preprocess_one(image: Image, *, hair_removal: bool) -> None:
+def image_preprocess(image: Image, *, hair_removal: bool) -> None:
     with image.original.open("rb") as fh:
         data = fh.read()
     derivative = preprocess_image(data, name=image.file_name, hair_removal=hair_removal)
@@ -90,19 +86,18 @@ def preprocess_one(image: Image, *, hair_removal: bool) -> None:
                               "metadata", "fst_low", "fst_high", "fst_source"])
 
 
-@register("catalog.preprocess", queue="cpu", label="Preprocess images")
-def preprocess_dataset(job: Job, progress: JobContext) -> dict[str, Any]:
+def dataset_preprocess(*, dataset_id: int, hair_removal: bool, force: bool,
+                       progress: Progress) -> dict[str, Any]:
     """Derivatives for every image with a file and none yet (all with force). Each image is
     committed on its own, so a resumed job continues where the last attempt stopped."""
-    dataset = Dataset.objects.get(pk=job.params["dataset_id"])
-    hair_removal = bool(job.params.get("hair_removal"))
-    pending = list(images_to_preprocess(dataset=dataset, force=bool(job.params.get("force")))
+    dataset = Dataset.objects.get(pk=dataset_id)
+    pending = list(images_to_preprocess(dataset=dataset, force=force)
                    .values_list("pk", flat=True))
     failed: list[str] = []
     for index, pk in enumerate(pending, start=1):
         image = Image.objects.select_related("dataset").get(pk=pk)
         try:
-            preprocess_one(image, hair_removal=hair_removal)
+            image_preprocess(image, hair_removal=hair_removal)
         except ImageDecodeError as exc:
             failed.append(image.source_id)
             progress.log(f"{image.source_id}: {exc}")

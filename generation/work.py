@@ -1,4 +1,5 @@
-"""Generation jobs: reference features (gpu), shards (gpu) and the batch report (cpu).
+"""Worker-side generation services: a batch's reference features (gpu), its shards (gpu) and
+its report (cpu), called by generation.job_kinds.
 
 A worker keeps the last model, extractors and reference it loaded, so consecutive shards of a
 batch pay for loading once. Shards are idempotent: candidates already stored are skipped, and
@@ -8,7 +9,6 @@ killed worker cannot store it twice.
 
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 from pathlib import Path
@@ -17,19 +17,19 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.urls import reverse
 
 from catalog.files import image_cache_dir, image_local_path
 from catalog.selectors import images_real_of_type
 from catalog.services import synthetic_image_create
 from fairskin.generation.groups import micro_batches
 from fairskin.generation.plan import candidate_seed
+from fairskin.generation.reference_stats import read_statistics
+from fairskin.imaging.encode import encode_for_storage
+from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
 from generation import selectors, services
 from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
-from jobs.lease import JobLease
-from jobs.models import Job
-from jobs.registry import JobContext, Owner, register
+from jobs.registry import JobContext, LeaseHolder
 from jobs.threads import set_torch_threads
 from training.models import Run
 from training.selectors import runs_finished, selection_images
@@ -37,17 +37,8 @@ from training.selectors import runs_finished, selection_images
 logger = logging.getLogger(__name__)
 
 REFERENCE_PER_FST = 2000  # real images per skin type in the reference statistics
-_CACHE: dict[str, tuple[Any, Any]] = {}
-
-
-def _cached(kind: str, key: Any, build):
-    """One live object per kind per worker process, rebuilt when its key changes."""
-    entry = _CACHE.get(kind)
-    if entry is None or entry[0] != key:
-        _CACHE.pop(kind, None)
-        entry = (key, build())
-        _CACHE[kind] = entry
-    return entry[1]
+# The model, the extractors and the reference this worker process loaded last.
+LIVE = LiveObjects()
 
 
 def _device() -> str:
@@ -67,7 +58,7 @@ def _extractors():
     key = (settings.FAIRSKIN_INCEPTION_WEIGHTS, settings.FAIRSKIN_LPIPS_WEIGHTS,
            settings.FAIRSKIN_CLIP_MODEL, settings.FAIRSKIN_CLIP_WEIGHTS,
            classifier.artifacts_dir if classifier else None)
-    return _cached("extractors", key, lambda: Extractors.load(
+    return LIVE.get("extractors", key, lambda: Extractors.load(
         device=_device(), inception_weights=settings.FAIRSKIN_INCEPTION_WEIGHTS or None,
         lpips_weights=settings.FAIRSKIN_LPIPS_WEIGHTS or None,
         clip_model=settings.FAIRSKIN_CLIP_MODEL,
@@ -93,65 +84,18 @@ def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[s
     return real, [(str(pk), path) for pk, path in sorted(training.items())]
 
 
-def _save_report_statistics(reference: Any, folder: Path) -> None:
-    """The real images' Gaussians and feature sample per skin type, readable without torch."""
-    arrays: dict[str, np.ndarray] = {}
-    for fst, gaussian in reference.inception.items():
-        stats = gaussian.to_dict()
-        arrays[f"count_{fst}"] = np.array(stats["count"])
-        arrays[f"mean_{fst}"] = np.asarray(stats["mean"])
-        arrays[f"m2upper_{fst}"] = np.asarray(stats["m2_upper"])
-        arrays[f"features_{fst}"] = np.asarray(reference.inception_sample[fst])
-    np.savez(folder / "reference-stats.npz", **arrays)
-
-
-def load_report_statistics(folder: Path) -> tuple[dict[int, Any], dict[int, np.ndarray]]:
-    from fairskin.metrics.stats import StreamingGaussian
-
-    gaussians, features = {}, {}
-    with np.load(folder / "reference-stats.npz", allow_pickle=False) as data:
-        for name in data.files:
-            if name.startswith("count_"):
-                fst = int(name.removeprefix("count_"))
-                mean = data[f"mean_{fst}"]
-                gaussians[fst] = StreamingGaussian.from_dict({
-                    "format": 1, "dim": int(mean.shape[0]), "count": int(data[name]),
-                    "mean": mean, "m2_upper": data[f"m2upper_{fst}"]})
-                features[fst] = data[f"features_{fst}"]
-    return gaussians, features
-
-
-def _batch_of(job: Job) -> Batch | None:
-    """The batch a generation job works for: its own (prepare) or its parent's (shard, report)."""
-    return Batch.objects.filter(job_id=job.parent_id or job.pk).first()
-
-
-def _batch_owner(job: Job) -> Owner | None:
-    batch = _batch_of(job)
-    if batch is None:
-        return None
-    return Owner(label=f"batch {batch.pk}", url=reverse("generation:batch", args=[batch.pk]),
-                 cancel=lambda user: services.batch_cancel(batch=batch, user=user),
-                 resume=lambda user: services.batch_resume(batch=batch, user=user))
-
-
-def _prepare_failed(job: Job, error: str) -> None:
-    services.batch_preparation_failed(job_id=job.pk, error=error)
-
-
-@register("generation.prepare", queue="gpu", label="Generation: reference features",
-          owner=_batch_owner, on_failed=_prepare_failed)
-def prepare_batch(job: Job, progress: JobContext) -> dict[str, Any]:
+def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[str, Any]:
+    """Build the batch's scoring reference, then hand on to the first shards (fenced)."""
     from fairskin.generation.reference import Reference
     from fairskin.generation.scoring_config import ScoringConfig
 
-    batch = Batch.objects.select_related("model_run").get(pk=job.params["batch_id"])
+    batch = Batch.objects.select_related("model_run").get(pk=batch_id)
     if batch.state != BatchState.PREPARING:
         return _not_needed(batch)
     set_torch_threads()
     # Each attempt builds into a folder of its own; the fenced hand-over publishes it, so an
     # attempt that stalled past its lease can never overwrite what shards are reading.
-    staging = Path(batch.artifacts_dir) / f".prepare-attempt-{job.attempt}"
+    staging = Path(batch.artifacts_dir) / f".prepare-attempt-{attempt}"
     shutil.rmtree(staging, ignore_errors=True)
     progress.phase("Loading feature extractors")
     extractors, classifier = _extractors()
@@ -165,7 +109,6 @@ def prepare_batch(job: Job, progress: JobContext) -> dict[str, Any]:
                                 progress=progress)
     staging.mkdir(parents=True, exist_ok=True)
     reference.save(staging / "reference")
-    _save_report_statistics(reference, staging)
     provenance = extractors.provenance()
     if classifier is not None:
         provenance.setdefault("classifier", {})["run_id"] = classifier.pk
@@ -191,7 +134,6 @@ def _publish_reference(staging: Path) -> None:
     if target.exists():  # left by an attempt that died between publishing and committing
         shutil.rmtree(target)
     (staging / "reference").rename(target)
-    (staging / "reference-stats.npz").replace(folder / "reference-stats.npz")
     for leftover in folder.glob(".prepare-attempt-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -209,7 +151,7 @@ def _generator(batch: Batch):
         return BatchGenerator(base, [Path(d) for d in run_dirs], scheduler=batch.scheduler,
                               device=_device())
 
-    return _cached("generator", key, build)
+    return LIVE.get("generator", key, build)
 
 
 def _scorer(batch: Batch):
@@ -219,33 +161,13 @@ def _scorer(batch: Batch):
 
     extractors, _ = _extractors()
     folder = Path(batch.artifacts_dir) / "reference"
-    reference = _cached("reference", (batch.pk, str(folder)),
+    reference = LIVE.get("reference", (batch.pk, str(folder)),
                         lambda: Reference.load(folder, device=_device()))
     return Scorer(extractors, reference, ScoringConfig.build(batch.scoring), size=batch.size)
 
 
-def _png(pixels: np.ndarray) -> bytes:
-    from PIL import Image as PILImage
-
-    buffer = io.BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG", compress_level=4)
-    return buffer.getvalue()
-
-
-def _thumbnail(pixels: np.ndarray) -> bytes:
-    from PIL import Image as PILImage
-
-    from fairskin.imaging.preprocess import THUMBNAIL_SIZE
-
-    image = PILImage.fromarray(pixels).resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE),
-                                              PILImage.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def _store(batch: Batch, job: Job, lease: JobLease, *, dx: str, fst: int, index: int, seed: int,
-           prompt: str, pixels: np.ndarray, score: Any) -> bool:
+def _store(batch: Batch, shard_job_id: int, lease: LeaseHolder, *, dx: str, fst: int, index: int,
+           seed: int, prompt: str, pixels: np.ndarray, score: Any) -> bool:
     """One candidate as a catalog image and its sample; False if it was already stored.
 
     Fenced by the shard's lease: the files are written and the rows created only while this
@@ -255,15 +177,14 @@ def _store(batch: Batch, job: Job, lease: JobLease, *, dx: str, fst: int, index:
         if Sample.objects.filter(batch=batch, diagnosis=dx, fst=fst, index=index).exists():
             return False
         source_id = f"{dx}-fst{fst}-{index:06d}"
-        png = _png(pixels)
-        thumbnail = _thumbnail(pixels)
+        encoded = encode_for_storage(pixels)
         details = score.to_dict()
         try:
             with transaction.atomic():
                 image = synthetic_image_create(
                     dataset=batch.dataset, source_id=source_id, diagnosis=dx, fst=fst,
-                    png=png, thumbnail_jpeg=thumbnail, width=pixels.shape[1],
-                    height=pixels.shape[0],
+                    png=encoded.png, thumbnail_jpeg=encoded.thumbnail_jpeg,
+                    width=encoded.width, height=encoded.height,
                     metadata={"batch": batch.pk, "seed": seed, "index": index})
                 Sample.objects.create(
                     batch=batch, image=image, diagnosis=dx, fst=fst, index=index, seed=seed,
@@ -275,24 +196,24 @@ def _store(batch: Batch, job: Job, lease: JobLease, *, dx: str, fst: int, index:
                     clip_embedding=np.asarray(score.clip_embedding, dtype=np.float32).tobytes(),
                     inception_features=np.asarray(score.inception_features,
                                                   dtype=np.float32).tobytes(),
-                    verdict=Verdict.PENDING, shard_job=job)
+                    verdict=Verdict.PENDING, shard_job_id=shard_job_id)
         except IntegrityError:
             return False  # another shard stored this candidate first
     return True
 
 
-@register("generation.shard", queue="gpu", label="Generation: shard", owner=_batch_owner)
-def generate_shard(job: Job, progress: JobContext) -> dict[str, Any]:
+def batch_shard_generate(*, batch_id: int, shard_job_id: int, ranges: list[list[Any]],
+                         progress: JobContext) -> dict[str, Any]:
+    """Generate, score and store a shard's candidates (idempotent), then decide and plan on."""
     import torch
     from threadpoolctl import threadpool_limits
 
     from fairskin.diffusion.tokens import prompt_for
 
-    batch = Batch.objects.select_related("model_run", "dataset").get(pk=job.params["batch_id"])
+    batch = Batch.objects.select_related("model_run", "dataset").get(pk=batch_id)
     if batch.state != BatchState.GENERATING:
         return _not_needed(batch)
     set_torch_threads()
-    ranges = job.params["ranges"]
     wanted = [(dx, fst, i) for dx, fst, start, stop in ranges for i in range(start, stop)]
     have = set(Sample.objects.filter(batch=batch, diagnosis__in={w[0] for w in wanted})
                .values_list("diagnosis", "fst", "index"))
@@ -329,27 +250,27 @@ def generate_shard(job: Job, progress: JobContext) -> dict[str, Any]:
         pixels = (images.mul(255).round().clamp(0, 255).to(torch.uint8)
                   .permute(0, 2, 3, 1).cpu().numpy())
         for index, position in zip(group.wanted, group.positions, strict=True):
-            stored += _store(batch, job, progress.lease, dx=dx, fst=fst, index=index,
+            stored += _store(batch, shard_job_id, progress.lease, dx=dx, fst=fst, index=index,
                              seed=seeds[position], prompt=prompt, pixels=pixels[position],
                              score=scores[position])
         done += len(group.wanted)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")
     progress.phase("Deciding acceptance and planning", total=len(todo), done=len(todo))
-    result = services.batch_advance(batch_id=batch.pk, current_job=job.pk, lease=progress.lease)
+    result = services.batch_advance(batch_id=batch.pk, current_job=shard_job_id,
+                                    lease=progress.lease)
     return {"batch_id": batch.pk, "stored": stored, "skipped": len(wanted) - len(todo),
             **result}
 
 
-@register("generation.report", queue="cpu", label="Generation: batch metrics",
-          owner=_batch_owner)
-def report_batch(job: Job, progress: JobContext) -> dict[str, Any]:
+def batch_report_write(*, batch_id: int, progress: JobContext) -> dict[str, Any]:
+    """The batch's metrics over its accepted images, streamed from the database."""
     from fairskin.generation.report import AcceptedImage, batch_report
 
-    batch = Batch.objects.get(pk=job.params["batch_id"])
+    batch = Batch.objects.get(pk=batch_id)
     if batch.state != BatchState.REPORTING:
         return _not_needed(batch)
     progress.phase("Batch metrics")
-    gaussians, features = load_report_statistics(Path(batch.artifacts_dir))
+    gaussians, features = read_statistics(Path(batch.artifacts_dir) / "reference")
     accepted = Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED).order_by(
         "diagnosis", "fst", "index").only("diagnosis", "fst", "metrics", "clip_embedding",
                                           "inception_features")

@@ -1,4 +1,4 @@
-"""Job kinds owned by the jobs app itself."""
+"""Worker-side services of the jobs app: the worker check (called by jobs.job_kinds)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from fairskin.progress import Progress
 from jobs.models import Job
-from jobs.registry import JobContext, register
 
 WORKER_CHECK_MAX_STEPS = 1000
 WORKER_CHECK_MAX_PAUSE = 60.0
@@ -36,14 +36,10 @@ def _accelerator() -> str:
     return f"cpu only (torch {torch.__version__})"
 
 
-@register("worker_check", queue="cpu", label="Worker check")
-def worker_check(job: Job, progress: JobContext) -> dict[str, Any]:
-    """Prove a worker can reach the database and media storage, step by step.
-
-    Engineers launch it on a queue to check a newly added worker end to end.
-    """
-    params = worker_check_params(**job.params)
-    steps, pause = params["steps"], params["pause_s"]
+def worker_check_run(*, job: Job, progress: Progress, steps: int, pause_s: float
+                     ) -> dict[str, Any]:
+    """Round-trip a file through media storage and read the job table, ``steps`` times."""
+    pause = pause_s
     roundtrips_ms = []
     for step in range(steps):
         started = time.perf_counter()
@@ -66,7 +62,8 @@ def worker_check(job: Job, progress: JobContext) -> dict[str, Any]:
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "queue": job.queue,
-        "storage": type(default_storage._wrapped).__name__,
+        # LazyObject proxies __class__: this names the configured storage class.
+        "storage": default_storage.__class__.__name__,
         "mean_roundtrip_ms": round(sum(roundtrips_ms) / len(roundtrips_ms), 2),
         "accelerator": _accelerator(),
     }
