@@ -1,8 +1,8 @@
 """The fine-tuning loop: textual inversion, LoRA and joint refinement in one readable function.
 
-Phases: set up (components, tokens, adapters, data, optimisation: `training_setup`), resume
-(`checkpoints`), then the step loop (loss, clip, step, log, checkpoint, validate), then
-artifacts. A run directory holds everything; calling `train` again on a directory with
+`train` is the step loop (loss, clip, step, log, checkpoint, validate); `_set_up` builds
+components, tokens, adapters, data and optimisation (`training_setup`) and resumes from the
+latest checkpoint (`checkpoints`); `_write_artifacts` writes what the run learned. A run directory holds everything; calling `train` again on a directory with
 checkpoints resumes from the latest one.
 
 Each part that takes time is reported as a progress phase of its own (see ``PHASE_*``), so a
@@ -39,6 +39,7 @@ from fairskin.diffusion.tokens import prompt_for
 from fairskin.diffusion.training_setup import (
     Components,
     Optimisation,
+    Trainable,
     TrainingData,
     encode_latents,
     load_components,
@@ -99,6 +100,21 @@ def clip_gradients(parameters: Any, max_norm: float) -> tuple[float, float]:
     return before, after
 
 
+@dataclass
+class _Session:
+    """Everything the step loop works on, set up (and resumed) by ``_set_up``."""
+
+    dev: torch.device
+    model: Components
+    learned: Trainable
+    data: TrainingData
+    optim: Optimisation
+    start_step: int
+    resumed_from: int | None
+    loss_path: Path
+    history: list[tuple[int, float]]
+
+
 def train(
     *,
     config: TrainConfig,
@@ -119,35 +135,12 @@ def train(
     if not items:
         raise ValueError("the run has no training images")
     run_dir.mkdir(parents=True, exist_ok=True)
+    s = _set_up(config, base, items, run_dir, progress, parents, device)
+    model, learned, data, optim = s.model, s.learned, s.data, s.optim
+    table, new_rows = learned.embedding_table, learned.new_rows
 
-    # --- set up ------------------------------------------------------------------------------
-    dev = pick_device(device)
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    progress.phase(PHASE_LOADING)
-    model = load_components(base, config, dev)
-    learned = prepare_trainable(model, config, items, parents)
-    tokens, table, new_rows = learned.tokens, learned.embedding_table, learned.new_rows
-    data = prepare_data(config, items, tokens)
-    if config.cache_latents:
-        progress.phase(PHASE_LATENTS, total=len(items))
-        data.cached_latents = encode_latents(model, items, progress)
-    optim = prepare_optimisation(learned.parameters, config, dev)
-
-    # --- resume ------------------------------------------------------------------------------
-    start_step, resumed_from = 0, None
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint is not None:
-        progress.phase(PHASE_RESUMING)
-        start_step = resumed_from = restore_checkpoint(checkpoint, model, learned, data, optim)
-        progress.log(f"resumed from the checkpoint at step {start_step}")
-    loss_path = run_dir / "loss.csv"
-    history = cut_loss_log(loss_path, start_step)
-
-    # --- the step loop -----------------------------------------------------------------------
     started = time.monotonic()
-    step = start_step
+    step = s.start_step
     try:
         # Checkpoints stay inside this phase: they take seconds, and the caller's estimate of
         # the time left should include them rather than restart its rate after each one.
@@ -156,7 +149,7 @@ def train(
             step_loss = 0.0
             for _ in range(config.grad_accumulation):
                 batch = data.sampler.next_batch()
-                with torch.autocast(dev.type, dtype=optim.autocast_dtype or torch.float32,
+                with torch.autocast(s.dev.type, dtype=optim.autocast_dtype or torch.float32,
                                     enabled=optim.autocast_dtype is not None):
                     loss = _batch_loss(model, data, optim, config, items, batch)
                 optim.scaler.scale(loss / config.grad_accumulation).backward()
@@ -174,48 +167,86 @@ def train(
                 with torch.no_grad():  # weight decay must not move the vocabulary either
                     table[~new_rows] = learned.original_table[~new_rows]
             step += 1
-            history.append((step, step_loss))
-            append_loss(loss_path, step, step_loss, grad_norm)
+            s.history.append((step, step_loss))
+            append_loss(s.loss_path, step, step_loss, grad_norm)
             # The step is done before anything slow starts, so the count never lags behind.
             progress.update(step, config.steps,
                             f"step {step}/{config.steps} · loss {step_loss:.4f}")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save_checkpoint(run_dir, step, model, learned, data, optim)
             if step % config.validation_every == 0 or step == config.steps:
-                _validation_grid(model, items, tokens, config, step, run_dir, progress)
+                _validation_grid(model, items, learned.tokens, config, step, run_dir, progress)
                 if step < config.steps:
                     progress.phase(PHASE_TRAINING, total=config.steps, done=step)
     except JobCancelled:
-        if step > start_step:
+        if step > s.start_step:
             save_checkpoint(run_dir, step, model, learned, data, optim)
             progress.log(f"cancelled at step {step}; checkpoint saved")
         raise
+    return _write_artifacts(s, config, base, items, run_dir, progress, parents, run_info,
+                            seconds=time.monotonic() - started)
 
-    # --- artifacts ---------------------------------------------------------------------------
+
+def _set_up(config: TrainConfig, base: BaseModel, items: Sequence[TrainItem], run_dir: Path,
+            progress: Progress, parents: Sequence[Path], device: str | None) -> _Session:
+    """Components, tokens, adapters, data and optimisation (``training_setup``), then the
+    latest checkpoint restored if the run directory has one."""
+    dev = pick_device(device)
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    progress.phase(PHASE_LOADING)
+    model = load_components(base, config, dev)
+    learned = prepare_trainable(model, config, items, parents)
+    data = prepare_data(config, items, learned.tokens)
+    if config.cache_latents:
+        progress.phase(PHASE_LATENTS, total=len(items))
+        data.cached_latents = encode_latents(model, items, progress)
+    optim = prepare_optimisation(learned.parameters, config, dev)
+
+    start_step, resumed_from = 0, None
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        progress.phase(PHASE_RESUMING)
+        start_step = resumed_from = restore_checkpoint(checkpoint, model, learned, data, optim)
+        progress.log(f"resumed from the checkpoint at step {start_step}")
+    loss_path = run_dir / "loss.csv"
+    return _Session(dev=dev, model=model, learned=learned, data=data, optim=optim,
+                    start_step=start_step, resumed_from=resumed_from, loss_path=loss_path,
+                    history=cut_loss_log(loss_path, start_step))
+
+
+def _write_artifacts(s: _Session, config: TrainConfig, base: BaseModel,
+                     items: Sequence[TrainItem], run_dir: Path, progress: Progress,
+                     parents: Sequence[Path], run_info: dict[str, Any] | None, *,
+                     seconds: float) -> TrainResult:
+    """Learned embeddings and LoRA, manifest, model card and loss chart."""
     # Counted as the steps reached: what is left is a few file writes with no count of their own.
     progress.phase(PHASE_ARTIFACTS, total=config.steps, done=config.steps)
+    model, learned = s.model, s.learned
     model.unet.eval()
     model.text_encoder.eval()
     if learned.trains_tokens:
+        table = learned.embedding_table
         artifacts.save_token_embeddings(run_dir, {
-            t: table[i].detach().float().cpu() for t, i in zip(tokens, learned.token_ids,
+            t: table[i].detach().float().cpu() for t, i in zip(learned.tokens, learned.token_ids,
                                                                strict=True)})
     if learned.trains_lora:
         artifacts.save_lora(run_dir, model.unet)
-    final_loss = history[-1][1] if history else float("nan")
+    final_loss = s.history[-1][1] if s.history else float("nan")
     info = {
         "config": config.to_dict(), "base_model": base.describe(),
-        "base_model_path": base.path, "tokens": tokens, "steps": config.steps,
-        "final_loss": final_loss, "resumed_from": resumed_from,
-        "seconds_this_attempt": round(time.monotonic() - started, 1), "device": str(dev),
+        "base_model_path": base.path, "tokens": learned.tokens, "steps": config.steps,
+        "final_loss": final_loss, "resumed_from": s.resumed_from,
+        "seconds_this_attempt": round(seconds, 1), "device": str(s.dev),
         "parents": [str(p) for p in parents], "versions": library_versions(),
         **(run_info or {}),
     }
     (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
     (run_dir / "README.md").write_text(reports.model_card(info, items))
-    (run_dir / "loss.svg").write_text(reports.loss_svg(history))
-    return TrainResult(run_dir, config.steps, final_loss, tokens, resumed_from, history,
-                       text_encoder=model.text_encoder, unet=model.unet,
+    (run_dir / "loss.svg").write_text(reports.loss_svg(s.history))
+    return TrainResult(run_dir, config.steps, final_loss, learned.tokens, s.resumed_from,
+                       s.history, text_encoder=model.text_encoder, unet=model.unet,
                        tokenizer=model.tokenizer)
 
 
