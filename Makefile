@@ -22,7 +22,7 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy fairskin jobs accounts common
+	$(VENV)/bin/mypy
 
 clean-var:
 	rm -rf var/

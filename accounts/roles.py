@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractUser, AnonymousUser
 
 
 class Role(enum.StrEnum):
@@ -20,14 +20,17 @@ STAFF_ROLES = frozenset({Role.LEAD, Role.ENGINEER})
 # blind even if someone also made them a lead.
 _PRECEDENCE = (Role.DERMATOLOGIST, Role.LEAD, Role.ENGINEER)
 
+# The role is kept on the user object, so a request asks the database once.
+_CACHED_ROLE = "_fairskin_role"
 
-def user_role(user: AbstractBaseUser | AnonymousUser) -> Role | None:
+
+def user_role(user: AbstractUser | AnonymousUser) -> Role | None:
     if not user.is_authenticated:
         return None
-    cached = getattr(user, "_fairskin_role", False)
-    if cached is not False:
+    if hasattr(user, _CACHED_ROLE):
+        cached: Role | None = getattr(user, _CACHED_ROLE)
         return cached
     names = set(user.groups.values_list("name", flat=True))
     role = next((r for r in _PRECEDENCE if r.value in names), None)
-    user._fairskin_role = role
+    setattr(user, _CACHED_ROLE, role)
     return role

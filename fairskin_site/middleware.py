@@ -65,6 +65,7 @@ class DatabaseUnavailableMiddleware:
                        exception)
         safe = request.method in ("GET", "HEAD", "OPTIONS")
         detail = READ_DETAIL if safe else WRITE_DETAIL
+        response: HttpResponse
         if _wants_json(request):
             response = JsonResponse({"detail": detail}, status=503)
         else:

@@ -26,5 +26,5 @@ class Command(BaseCommand):
                 user_create(username=username, role=role, password=password, validate=False)
             rows.append((role.value, username, password))
         self.stdout.write("Demo accounts (local use only; change them before exposing the app):")
-        for role, username, password in rows:
-            self.stdout.write(f"  {role:<14} {username:<9} password: {password}")
+        for role_name, username, password in rows:
+            self.stdout.write(f"  {role_name:<14} {username:<9} password: {password}")
