@@ -2,8 +2,9 @@
 
 `train` is the step loop (loss, clip, step, log, checkpoint, validate); `_set_up` builds
 components, tokens, adapters, data and optimisation (`training_setup`) and resumes from the
-latest checkpoint (`checkpoints`); `_write_artifacts` writes what the run learned. A run directory holds everything; calling `train` again on a directory with
-checkpoints resumes from the latest one.
+latest checkpoint (`checkpoints`); `_write_artifacts` writes what the run learned. A run
+directory holds everything; calling `train` again on a directory with checkpoints resumes
+from the latest one.
 
 Each part that takes time is reported as a progress phase of its own (see ``PHASE_*``), so a
 validation grid that renders for minutes never shows as the last training step. The messages
