@@ -5,8 +5,7 @@ from django import forms
 from fairskin.generation.scoring_config import ScoringConfig
 from fairskin.generation.spec import SPEC, Number, Text, Whole
 from fairskin.labels import DIAGNOSIS_CHOICES
-from training.models import Run, RunKind
-from training.selectors import runs_finished
+from generation.selectors import model_runs_usable
 
 
 def _whole(setting: Whole, **kwargs) -> forms.IntegerField:
@@ -30,7 +29,7 @@ def _text(setting: Text, **kwargs) -> forms.CharField:
 class BatchLaunchForm(forms.Form):
     """The admin's launch form: initial values and limits from the generation spec."""
 
-    model_run = forms.ModelChoiceField(queryset=Run.objects.none(), label="Model run",
+    model_run = forms.ModelChoiceField(queryset=None, label="Model run",
                                        help_text="A finished LoRA or joint run.")
     name = _text(SPEC.name)
     target = _whole(SPEC.target, help_text="Accepted images wanted.")
@@ -55,8 +54,7 @@ class BatchLaunchForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model_run"].queryset = runs_finished().filter(
-            kind__in=[RunKind.LORA, RunKind.JOINT])
+        self.fields["model_run"].queryset = model_runs_usable()
         for fst, share in SPEC.fst_distribution.items():
             self.fields[f"fst_{fst}"] = forms.FloatField(min_value=0, max_value=1,
                                                          initial=share, label=f"FST {fst} share")

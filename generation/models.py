@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from fairskin.generation.options import DEFAULT_NEGATIVE_PROMPT, SCHEDULERS
-from fairskin.generation.plan import DEFAULT_FST_DISTRIBUTION, DEFAULT_OVERGENERATION
+from fairskin.generation.plan import Plan, Stratum
+from fairskin.generation.spec import SPEC
 
 
 class BatchState(models.TextChoices):
@@ -25,36 +25,39 @@ class BatchState(models.TextChoices):
 
 
 ACTIVE_STATES = (BatchState.PREPARING, BatchState.GENERATING, BatchState.REPORTING)
-SCHEDULER_CHOICES = [(name, name) for name in SCHEDULERS]
+SCHEDULER_CHOICES = [(name, name) for name in SPEC.scheduler.choices]
 
 
 def default_fst_distribution() -> dict[str, float]:
-    return {str(fst): share for fst, share in DEFAULT_FST_DISTRIBUTION.items()}
+    return {str(fst): share for fst, share in SPEC.fst_distribution.items()}
 
 
 class Batch(models.Model):
     model_run = models.ForeignKey("training.Run", on_delete=models.PROTECT,
                                   related_name="batches",
                                   help_text="A LoRA or joint run; its parents are implied.")
-    name = models.CharField(max_length=120, blank=True)
+    name = models.CharField(max_length=SPEC.name.max_length, blank=True)
     target = models.PositiveIntegerField(help_text="Accepted images wanted.")
     diagnoses = models.JSONField(default=list)
     fst_distribution = models.JSONField(default=default_fst_distribution)
-    overgeneration = models.FloatField(default=DEFAULT_OVERGENERATION)
-    scheduler = models.CharField(max_length=16, choices=SCHEDULER_CHOICES, default="ddim")
-    steps = models.PositiveIntegerField(default=50)
-    guidance = models.FloatField(default=7.5)
-    negative_prompt = models.CharField(max_length=500, default=DEFAULT_NEGATIVE_PROMPT,
-                                       blank=True)
+    overgeneration = models.FloatField(default=SPEC.overgeneration.default)
+    scheduler = models.CharField(max_length=16, choices=SCHEDULER_CHOICES,
+                                 default=SPEC.scheduler.default)
+    steps = models.PositiveIntegerField(default=SPEC.steps.default)
+    guidance = models.FloatField(default=SPEC.guidance.default)
+    negative_prompt = models.CharField(max_length=SPEC.negative_prompt.max_length,
+                                       default=SPEC.negative_prompt.default, blank=True)
     size = models.PositiveIntegerField(help_text="Image side in pixels.")
-    seed = models.BigIntegerField(default=0)
-    shard_size = models.PositiveIntegerField(default=64, help_text="Candidates per shard job.")
+    seed = models.BigIntegerField(default=SPEC.seed.default)
+    shard_size = models.PositiveIntegerField(default=SPEC.shard_size.default,
+                                             help_text="Candidates per shard job.")
     device_batch = models.PositiveIntegerField(
-        default=8, help_text="Images per device pass: the fixed micro-batch size, which the "
-        "pixels depend on (see reproducibility).")
+        default=SPEC.device_batch.default, help_text="Images per device pass: the fixed "
+        "micro-batch size, which the pixels depend on (see reproducibility).")
     scoring = models.JSONField(default=dict, blank=True, help_text="Thresholds and switches.")
 
-    # The plan, fixed at creation: {"MEL:6": quota}; and how far each stratum has been planned.
+    # The plan, fixed at creation: {"MEL:6": quota} (Plan.quotas_json; read back by plan());
+    # how far each stratum has been planned, and the finished ones, under the same keys.
     quotas = models.JSONField(default=dict)
     planned = models.JSONField(default=dict, help_text="Next candidate index per stratum.")
     outcomes = models.JSONField(default=dict, blank=True,
@@ -101,17 +104,19 @@ class Batch(models.Model):
         """Candidates computed together in one device pass (fixed when the batch was created)."""
         return int(self.reproducibility.get("micro_batch") or self.device_batch)
 
-    def quota_items(self) -> list[tuple[tuple[str, int], int]]:
-        return [(parse_stratum(key), n) for key, n in self.quotas.items()]
+    def plan(self) -> Plan:
+        """Every stratum with its quota and candidate cap, in the order of ``quotas``."""
+        return Plan.from_json(self.quotas, self.overgeneration)
 
 
+# The stratum key of the JSON columns is Stratum.key / Stratum.from_key; these two spell it
+# for code that still passes (diagnosis, fst) pairs and keys (generation.work).
 def stratum_key(diagnosis: str, fst: int) -> str:
-    return f"{diagnosis}:{fst}"
+    return Stratum(diagnosis, fst).key
 
 
-def parse_stratum(key: str) -> tuple[str, int]:
-    dx, _, fst = key.partition(":")
-    return dx, int(fst)
+def parse_stratum(key: str) -> Stratum:
+    return Stratum.from_key(key)
 
 
 class Verdict(models.TextChoices):

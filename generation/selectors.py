@@ -10,6 +10,8 @@ from django.db.models import Count, Q, QuerySet
 
 from generation.models import Batch, Sample, Verdict
 from jobs.models import Job, JobState
+from training.models import Run, RunKind
+from training.selectors import runs_finished
 
 LIVE_JOBS_SHOWN = 8  # running shard/report jobs listed with their progress on the batch page
 GALLERY_FSTS = {"1", "2", "3", "4", "5", "6"}
@@ -130,3 +132,14 @@ def batch_export_rows(*, batch: Batch) -> Iterator[dict[str, Any]]:
 def batch_of_job(*, job: Job) -> Batch | None:
     """The batch a generation job works for: its own (prepare) or its parent's (shard, report)."""
     return Batch.objects.filter(job_id=job.parent_id or job.pk).first()
+
+
+def model_runs_usable() -> QuerySet[Run]:
+    """The runs a batch can be launched with: finished LoRA and joint runs (the service checks
+    their lineage too)."""
+    return runs_finished().filter(kind__in=[RunKind.LORA, RunKind.JOINT])
+
+
+def model_run_get(*, run_id: int) -> Run | None:
+    """The run ``run_id`` with its job, for a launch to check; None if there is none."""
+    return Run.objects.select_related("job").filter(pk=run_id).first()

@@ -25,12 +25,19 @@ from django.utils import timezone
 from catalog.services import dataset_synthetic_create
 from fairskin.diffusion.base_models import BaseModelError, resolve_base_model
 from fairskin.errors import ApplicationError
-from fairskin.generation.options import SCHEDULERS
-from fairskin.generation.plan import PlanError, candidate_cap, decide_stratum, plan_quotas
+from fairskin.generation.plan import (
+    CandidateRange,
+    PlanError,
+    cut_into_shards,
+    decide_stratum,
+    plan_batch,
+)
 from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
 from fairskin.generation.similarity import is_near_duplicate
+from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
-from generation.models import Batch, BatchState, Sample, Verdict, stratum_key
+from generation.models import Batch, BatchState, Sample, Verdict
+from generation.models import stratum_key as stratum_key  # generation.work reads it from here
 from generation.selectors import batch_failed_jobs
 from jobs.lease import JobLease
 from jobs.models import TERMINAL_STATES, Job, JobState
@@ -38,9 +45,6 @@ from jobs.services import job_cancel, job_create, job_resume
 from training.models import Run, RunKind
 from training.selectors import run_is_finished
 
-MAX_STEPS = 1000
-MAX_SIZE = 1024
-MAX_TARGET = 1_000_000
 # The lowest acceptance rate used to size a top-up; below it a stratum tops up in larger steps
 # rather than one shard per rejected image.
 MIN_RATE_ESTIMATE = 0.25
@@ -107,45 +111,45 @@ def batch_create(
     target: int,
     diagnoses: list[str] | None = None,
     fst_distribution: dict[Any, Any] | None = None,
-    overgeneration: float = 1.5,
-    scheduler: str = "ddim",
-    steps: int = 50,
-    guidance: float = 7.5,
+    overgeneration: float = SPEC.overgeneration.default,
+    scheduler: str = SPEC.scheduler.default,
+    steps: int = SPEC.steps.default,
+    guidance: float = SPEC.guidance.default,
     negative_prompt: str | None = None,
     size: int | None = None,
-    seed: int = 0,
-    shard_size: int = 64,
-    device_batch: int = 8,
+    seed: int = SPEC.seed.default,
+    shard_size: int = SPEC.shard_size.default,
+    device_batch: int = SPEC.device_batch.default,
     scoring: dict[str, Any] | None = None,
-    name: str = "",
+    name: str = SPEC.name.default,
     user: Any = None,
     enqueue: bool = True,
 ) -> Batch:
     """Validate and plan a batch, and queue its preparation on the gpu queue.
 
-    Raises BatchConfigError (or BrokerUnavailable) with the reason; then nothing is created.
+    Every setting is checked against the generation spec (fairskin.generation.spec), the one
+    place its bounds are written. ``negative_prompt`` None is the spec's default, ``size`` None
+    (or 0) the model's native size. Raises BatchConfigError (or BrokerUnavailable) with every
+    reason; then nothing is created.
     """
     _check_model(model_run)
     diagnoses = list(diagnoses or _model_diagnoses(model_run))
     distribution = _parse_distribution(fst_distribution)
-    if isinstance(target, bool) or not isinstance(target, int) or target > MAX_TARGET:
-        raise BatchConfigError(f"the target must be a whole number up to {MAX_TARGET}")
+    if negative_prompt is None:
+        negative_prompt = SPEC.negative_prompt.default
+    values: dict[str, Any] = {
+        "target": target, "overgeneration": overgeneration, "scheduler": scheduler,
+        "steps": steps, "guidance": guidance, "seed": seed, "shard_size": shard_size,
+        "device_batch": device_batch, "negative_prompt": negative_prompt, "name": name}
+    if size:
+        values["size"] = size
+    problems = SPEC.problems(values)
+    if problems:
+        raise BatchConfigError("; ".join(problems))
     try:
-        quotas = plan_quotas(target, diagnoses, distribution or None)
-        candidate_cap(1, overgeneration)
+        plan = plan_batch(target, diagnoses, distribution or None, overgeneration)
     except (PlanError, ValueError) as exc:
         raise BatchConfigError(str(exc)) from exc
-    if scheduler not in SCHEDULERS:
-        raise BatchConfigError(f"unknown scheduler {scheduler!r}; choose one of "
-                               f"{', '.join(SCHEDULERS)}")
-    if not 1 <= steps <= MAX_STEPS:
-        raise BatchConfigError(f"steps must be between 1 and {MAX_STEPS}")
-    if not 0 <= guidance <= 50:
-        raise BatchConfigError("guidance must be between 0 and 50")
-    if not 0 <= seed < 2**32:
-        raise BatchConfigError("the seed must be between 0 and 2**32 - 1")
-    if not 1 <= shard_size <= 10_000 or not 1 <= device_batch <= 256:
-        raise BatchConfigError("shard size must be 1-10000 and device batch 1-256")
     try:
         scoring_config = ScoringConfig.build(scoring)
     except ScoringConfigError as exc:
@@ -155,11 +159,11 @@ def batch_create(
                                   build=False)
     except BaseModelError as exc:
         raise BatchConfigError(str(exc)) from exc
-    native = native_size(base.path) if base.source != "hub" else 512
-    size = size or native or 512
-    if size % 8 or not 8 <= size <= MAX_SIZE:
-        raise BatchConfigError(f"the image size must be a multiple of 8 up to {MAX_SIZE}, "
-                               f"not {size}")
+    if not size:
+        size = (native_size(base.path) if base.source != "hub" else None) or SPEC.size.default
+        problem = SPEC.size.problem(size)
+        if problem is not None:
+            raise BatchConfigError(f"{problem} (the model's native size)")
 
     with transaction.atomic():
         batch = Batch.objects.create(
@@ -167,12 +171,9 @@ def batch_create(
             fst_distribution={str(k): v for k, v in (distribution or {}).items()}
             or Batch._meta.get_field("fst_distribution").get_default(),
             overgeneration=overgeneration, scheduler=scheduler, steps=steps,
-            guidance=guidance, negative_prompt=(negative_prompt if negative_prompt is not None
-                                                else Batch._meta.get_field(
-                                                    "negative_prompt").get_default()),
+            guidance=guidance, negative_prompt=negative_prompt,
             size=size, seed=seed, shard_size=shard_size, device_batch=device_batch,
-            scoring=scoring_config.to_dict(),
-            quotas={stratum_key(dx, fst): n for (dx, fst), n in quotas.items()},
+            scoring=scoring_config.to_dict(), quotas=plan.quotas_json(),
             planned={}, reproducibility=pixel_dependence(device_batch),
             created_by=user if getattr(user, "pk", None) else None)
         batch.artifacts_dir = str(batch_artifacts_dir(batch))
@@ -235,8 +236,9 @@ def _decide(batch: Batch) -> dict[str, bool]:
     is_duplicate = _duplicate_predicate(batch)
     complete: dict[str, bool] = {}
     changed: list[Sample] = []
-    for (dx, fst), quota in batch.quota_items():
-        key = stratum_key(dx, fst)
+    for cell in batch.plan():
+        dx, fst = cell.stratum
+        key = cell.stratum.key
         samples = list(Sample.objects.filter(batch=batch, diagnosis=dx, fst=fst).only(
             "id", "index", "failed_checks", "clip_embedding", "verdict", "reasons")
             .order_by("index"))
@@ -248,11 +250,10 @@ def _decide(batch: Batch) -> dict[str, bool]:
                     changed.append(s)
             complete[key] = True
             continue
-        cap = candidate_cap(quota, batch.overgeneration)
         scored = {s.index: (tuple(s.failed_checks),
                             np.frombuffer(bytes(s.clip_embedding), dtype=np.float32))
                   for s in samples}
-        decision = decide_stratum(quota, cap, scored, is_duplicate=is_duplicate)
+        decision = decide_stratum(cell.quota, cell.cap, scored, is_duplicate=is_duplicate)
         verdicts = {v.index: v for v in decision.verdicts}
         for s in samples:
             v = verdicts.get(s.index)
@@ -301,31 +302,30 @@ def batch_advance(*, batch_id: int, current_job: int | None = None,
         counts = Sample.objects.filter(batch=batch).values("diagnosis", "fst").annotate(
             n=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
             decided=Count("id", filter=~Q(verdict=Verdict.PENDING))).order_by()
-        stored = {stratum_key(r["diagnosis"], r["fst"]): r for r in counts}
-        work: list[list[Any]] = []
-        for (dx, fst), quota in batch.quota_items():
-            key = stratum_key(dx, fst)
+        stored = {(r["diagnosis"], r["fst"]): r for r in counts}
+        work: list[CandidateRange] = []
+        for cell in batch.plan():
+            key = cell.stratum.key
             if complete[key]:
                 continue
             planned = batch.planned.get(key, 0)
-            row = stored.get(key, {"n": 0, "accepted": 0, "decided": 0})
+            row = stored.get(cell.stratum, {"n": 0, "accepted": 0, "decided": 0})
             if row["n"] < planned:
                 continue  # candidates of this stratum are still being generated
-            cap = candidate_cap(quota, batch.overgeneration)
             if planned == 0:
-                more = quota
+                more = cell.quota
             else:
                 rate = row["accepted"] / row["decided"] if row["decided"] else 1.0
-                more = math.ceil((quota - row["accepted"]) / max(rate, MIN_RATE_ESTIMATE))
-            stop = min(cap, planned + max(1, more))
+                more = math.ceil((cell.quota - row["accepted"]) / max(rate, MIN_RATE_ESTIMATE))
+            stop = min(cell.cap, planned + max(1, more))
             if stop > planned:
-                work.append([dx, fst, planned, stop])
+                work.append(CandidateRange(*cell.stratum, planned, stop))
                 batch.planned[key] = stop
-        shards = _chunk(work, batch.shard_size)
+        shards = cut_into_shards(work, batch.shard_size)
         for n, ranges in enumerate(shards):
             job_create(kind="generation.shard", queue="gpu", parent=batch.job,
-                       params={"batch_id": batch.pk, "ranges": ranges},
-                       title=f"Batch {batch.pk}: shard of {sum(r[3] - r[2] for r in ranges)} "
+                       params={"batch_id": batch.pk, "ranges": [list(r) for r in ranges]},
+                       title=f"Batch {batch.pk}: shard of {sum(r.size for r in ranges)} "
                              f"candidates ({n + 1}/{len(shards)})",
                        launched_by=batch.created_by, require_broker=False)
         finished = all(complete.values())
@@ -339,25 +339,6 @@ def batch_advance(*, batch_id: int, current_job: int | None = None,
         batch.save(update_fields=["planned", "outcomes", "state"])
     return {"state": batch.state, "new_shards": len(shards), "complete": sum(complete.values()),
             "strata": len(complete)}
-
-
-def _chunk(work: list[list[Any]], size: int) -> list[list[list[Any]]]:
-    """Split [dx, fst, start, stop] ranges into shards of at most ``size`` candidates."""
-    shards: list[list[list[Any]]] = []
-    current: list[list[Any]] = []
-    room = size
-    for dx, fst, start, stop in work:
-        while start < stop:
-            take = min(room, stop - start)
-            current.append([dx, fst, start, start + take])
-            start += take
-            room -= take
-            if room == 0:
-                shards.append(current)
-                current, room = [], size
-    if current:
-        shards.append(current)
-    return shards
 
 
 def batch_start(*, batch_id: int, provenance: dict[str, Any], lease: JobLease | None = None,

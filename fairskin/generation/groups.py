@@ -62,7 +62,7 @@ def micro_batches(candidates: Iterable[tuple[str, int, int]], size: int) -> list
     for dx, fst, index in candidates:
         number, _ = micro_batch_of(index, size)
         groups.setdefault((dx, int(fst), number), set()).add(index)
-    return [MicroBatch((dx, fst), number, size, tuple(sorted(wanted)))
+    return [MicroBatch(Stratum(dx, fst), number, size, tuple(sorted(wanted)))
             for (dx, fst, number), wanted in groups.items()]
 
 

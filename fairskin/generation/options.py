@@ -1,4 +1,6 @@
-"""Generation settings that web processes need without importing torch."""
+"""The noise schedulers a batch can sample with, by name, and their diffusers classes; web
+processes read the names without importing torch. Every other default and bound of a batch is in
+fairskin.generation.spec."""
 
 SCHEDULERS = {
     "ddpm": "DDPMScheduler",
@@ -6,6 +8,3 @@ SCHEDULERS = {
     "dpm-solver++": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",
 }
-DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, text, watermark, duplicated"
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 7.5

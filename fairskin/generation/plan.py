@@ -10,18 +10,34 @@ quota, so it does not depend on which shard finished first either.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from fairskin.allocation import largest_remainder
+from fairskin.generation.spec import DEFAULT_FST_DISTRIBUTION
 from fairskin.labels import FST_TYPES, Diagnosis
 
-DEFAULT_FST_DISTRIBUTION = {1: 0.10, 2: 0.10, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}
-DEFAULT_OVERGENERATION = 1.5
 
-Stratum = tuple[str, int]  # (diagnosis code, Fitzpatrick type)
+class Stratum(NamedTuple):
+    """A diagnosis x Fitzpatrick type cell of a batch. Stored as its :attr:`key` ("MEL:6") in
+    the batch's JSON columns (quotas, planned, outcomes); :meth:`from_key` reads it back."""
+
+    diagnosis: str
+    fst: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.diagnosis}:{self.fst}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Stratum:
+        diagnosis, sep, fst = key.partition(":")
+        if not sep or not diagnosis:
+            raise ValueError(f"a stratum key is DIAGNOSIS:FST, not {key!r}")
+        return cls(diagnosis, int(fst))
 
 
 class PlanError(ValueError):
@@ -51,15 +67,61 @@ def plan_quotas(target: int, diagnoses: Sequence[str],
         split = largest_remainder(per_dx[dx], {f: w for f, w in distribution.items() if w > 0})
         for fst, n in sorted(split.items()):
             if n:
-                quotas[(dx, fst)] = n
+                quotas[Stratum(dx, fst)] = n
     return quotas
 
 
-def candidate_cap(quota: int, overgeneration: float = DEFAULT_OVERGENERATION) -> int:
+def candidate_cap(quota: int, overgeneration: float) -> int:
     """How many candidates a stratum may draw before its shortfall is reported."""
-    if overgeneration < 1:
-        raise PlanError("the over-generation cap must be at least 1x")
+    if not overgeneration >= 1 or not math.isfinite(overgeneration):
+        raise PlanError(f"the over-generation cap must be a finite number of at least 1x, "
+                        f"got {overgeneration!r}")
     return math.ceil(quota * overgeneration)
+
+
+@dataclass(frozen=True)
+class StratumPlan:
+    stratum: Stratum
+    quota: int  # accepted images wanted
+    cap: int  # candidates it may draw before its shortfall is reported
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A batch's strata with their quotas and candidate caps, fixed when it is created.
+
+    The batch stores only the quotas (``{"MEL:6": 12}``, :meth:`quotas_json`) and the
+    over-generation factor; :meth:`from_json` rebuilds the same plan from them, so each
+    stratum's cap is computed here and nowhere else.
+    """
+
+    strata: tuple[StratumPlan, ...]
+
+    @classmethod
+    def build(cls, quotas: Mapping[Stratum, int], overgeneration: float) -> Plan:
+        return cls(tuple(StratumPlan(Stratum(*stratum), quota,
+                                     candidate_cap(quota, overgeneration))
+                         for stratum, quota in quotas.items()))
+
+    @classmethod
+    def from_json(cls, quotas: Mapping[str, int], overgeneration: float) -> Plan:
+        return cls.build({Stratum.from_key(key): int(n) for key, n in quotas.items()},
+                         overgeneration)
+
+    def quotas_json(self) -> dict[str, int]:
+        return {s.stratum.key: s.quota for s in self.strata}
+
+    def __iter__(self) -> Iterator[StratumPlan]:
+        return iter(self.strata)
+
+    def __len__(self) -> int:
+        return len(self.strata)
+
+
+def plan_batch(target: int, diagnoses: Sequence[str], fst_distribution: Mapping[int, float] | None,
+               overgeneration: float) -> Plan:
+    """Quotas by :func:`plan_quotas`, each stratum capped at ``overgeneration`` x its quota."""
+    return Plan.build(plan_quotas(target, diagnoses, fst_distribution), overgeneration)
 
 
 def candidate_seed(batch_seed: int, stratum: Stratum, index: int) -> int:
@@ -70,23 +132,42 @@ def candidate_seed(batch_seed: int, stratum: Stratum, index: int) -> int:
     return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 
-@dataclass(frozen=True)
-class Shard:
-    stratum: Stratum
+class CandidateRange(NamedTuple):
+    """Candidates ``start`` .. ``stop - 1`` of one stratum. A shard job holds a list of them,
+    stored in its params as ``[diagnosis, fst, start, stop]`` lists (JSON writes a tuple so)."""
+
+    diagnosis: str
+    fst: int
     start: int  # first candidate index (inclusive)
     stop: int  # last candidate index (exclusive)
 
+    @property
+    def stratum(self) -> Stratum:
+        return Stratum(self.diagnosis, self.fst)
 
-def plan_shards(quotas: Mapping[Stratum, int], *, overgeneration: float,
-                shard_size: int) -> list[Shard]:
-    """Candidate index ranges covering every stratum's cap, at most ``shard_size`` each."""
-    if shard_size <= 0:
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def cut_into_shards(ranges: Iterable[CandidateRange], size: int) -> list[list[CandidateRange]]:
+    """Split candidate ranges into shards of at most ``size`` candidates, in order."""
+    if size <= 0:
         raise PlanError("shard size must be positive")
-    shards = []
-    for stratum, quota in quotas.items():
-        cap = candidate_cap(quota, overgeneration)
-        shards += [Shard(stratum, start, min(start + shard_size, cap))
-                   for start in range(0, cap, shard_size)]
+    shards: list[list[CandidateRange]] = []
+    current: list[CandidateRange] = []
+    room = size
+    for dx, fst, start, stop in ranges:
+        while start < stop:
+            take = min(room, stop - start)
+            current.append(CandidateRange(dx, fst, start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                shards.append(current)
+                current, room = [], size
+    if current:
+        shards.append(current)
     return shards
 
 
@@ -137,11 +218,3 @@ def decide_stratum(
     complete = len(accepted) >= quota or index >= cap
     return StratumDecision(verdicts, accepted, complete, max(0, quota - len(accepted)))
 
-
-def realised_distribution(quotas: Iterable[tuple[Stratum, int]]) -> dict[int, float]:
-    """Share of each skin type in a set of (stratum, count) pairs."""
-    totals: dict[int, int] = {}
-    for (_, fst), n in quotas:
-        totals[fst] = totals.get(fst, 0) + n
-    grand = sum(totals.values()) or 1
-    return {fst: n / grand for fst, n in sorted(totals.items())}

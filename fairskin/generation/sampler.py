@@ -17,7 +17,8 @@ import torch
 from fairskin.diffusion.artifacts import load_run_artifacts
 from fairskin.diffusion.base_models import BaseModel
 from fairskin.generation.groups import pixel_environment
-from fairskin.generation.options import DEFAULT_NEGATIVE_PROMPT, SCHEDULERS
+from fairskin.generation.options import SCHEDULERS
+from fairskin.generation.spec import DEFAULT_NEGATIVE_PROMPT, SPEC
 
 __all__ = ["DEFAULT_NEGATIVE_PROMPT", "SCHEDULERS", "BatchGenerator"]
 
@@ -52,8 +53,9 @@ class BatchGenerator:
         return cast("int", self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 50,
-                 guidance: float = 7.5, negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], *,
+                 steps: int = SPEC.steps.default, guidance: float = SPEC.guidance.default,
+                 negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
                  size: int | None = None) -> torch.Tensor:
         """Images as a float tensor (N, 3, H, W) in [0, 1] on the device, before any encoding:
         scoring runs on these, PNG encoding comes after."""

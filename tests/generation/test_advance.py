@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from generation.models import BatchState, Verdict
-from generation.services import _chunk, batch_advance
+from generation.services import batch_advance
 from jobs.models import Job
 from tests.factories import BatchFactory, SampleFactory
 
@@ -98,10 +98,3 @@ def test_a_spent_cap_ends_the_stratum_with_its_shortfall():
     assert batch.outcomes == {"MEL:5": {"accepted": 1, "shortfall": 1}}
     assert batch.state == BatchState.REPORTING
     assert not Job.objects.filter(parent=batch.job, kind="generation.shard").exists()
-
-
-def test_work_is_cut_into_shards_of_at_most_the_shard_size():
-    work = [["MEL", 5, 0, 5], ["NV", 6, 2, 4]]
-    assert _chunk(work, 3) == [[["MEL", 5, 0, 3]], [["MEL", 5, 3, 5], ["NV", 6, 2, 3]],
-                               [["NV", 6, 3, 4]]]
-    assert _chunk(work, 100) == [work]

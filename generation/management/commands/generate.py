@@ -1,15 +1,14 @@
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
-from fairskin.generation.options import SCHEDULERS
+from fairskin.config_types import SettingsError, field_names, parse_settings
+from fairskin.generation.scoring_config import ScoringConfig
+from fairskin.generation.spec import SPEC
 from fairskin.progress import ConsoleProgress
 from generation.models import Batch, BatchState
-from generation.selectors import batch_strata
+from generation.selectors import batch_strata, model_run_get
 from generation.services import BatchConfigError, batch_create
 from jobs.broker import BrokerUnavailable
 from jobs.runner import ForegroundStopped, drain_here
-from training.models import Run
 
 
 def _distribution(text: str) -> dict[int, float]:
@@ -18,24 +17,23 @@ def _distribution(text: str) -> dict[int, float]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         fst, sep, share = part.partition("=")
         try:
-            out[int(fst)] = float(share)
+            key, value = int(fst), float(share)
         except ValueError:
             sep = ""
         if not sep:
             raise CommandError(f"--fst-distribution takes FST=SHARE pairs such as "
                                f"'5=0.5,6=0.5'; could not read {part!r}")
+        if key in out:
+            raise CommandError(f"--fst-distribution gives FST {key} more than once")
+        out[key] = value
     return out
 
 
-def _threshold(text: str) -> tuple[str, object]:
-    key, sep, raw = text.partition("=")
-    if not sep:
-        raise CommandError(f"--set takes KEY=VALUE, got {text!r}")
+def _scoring(items: list[str]) -> dict[str, object]:
     try:
-        value = json.loads(raw)
-    except ValueError:  # not JSON (or a number too long for it): the plain text
-        value = raw
-    return key.strip(), value
+        return parse_settings(items, known=field_names(ScoringConfig), noun="scoring setting")
+    except SettingsError as exc:
+        raise CommandError(f"{exc}\nNothing was queued.") from exc
 
 
 class Command(BaseCommand):
@@ -49,31 +47,40 @@ class Command(BaseCommand):
                             help="accepted images wanted over all strata")
         parser.add_argument("--diagnosis", action="append", default=[], dest="diagnoses",
                             help="diagnosis code (repeatable; default: the model's)")
+        default_mix = ", ".join(f"{fst}={share:g}" for fst, share in
+                                SPEC.fst_distribution.items())
         parser.add_argument("--fst-distribution", default="",
-                            help="e.g. '5=0.5,6=0.5' (default I .10, II .10, III .15, IV .15, "
-                            "V .25, VI .25)")
-        parser.add_argument("--overgeneration", type=float, default=1.5,
-                            help="candidate cap per stratum as a multiple of its quota")
-        parser.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
-        parser.add_argument("--steps", type=int, default=50)
-        parser.add_argument("--guidance", type=float, default=7.5)
-        parser.add_argument("--negative-prompt", default=None)
+                            help=f"e.g. '5=0.5,6=0.5' (default {default_mix})")
+        parser.add_argument("--overgeneration", type=float, default=SPEC.overgeneration.default,
+                            help="candidate cap per stratum as a multiple of its quota "
+                            "(default %(default)s)")
+        parser.add_argument("--scheduler", default=SPEC.scheduler.default,
+                            choices=list(SPEC.scheduler.choices))
+        parser.add_argument("--steps", type=int, default=SPEC.steps.default,
+                            help="default %(default)s")
+        parser.add_argument("--guidance", type=float, default=SPEC.guidance.default,
+                            help="default %(default)s")
+        parser.add_argument("--negative-prompt", default=None,
+                            help=f"default '{SPEC.negative_prompt.default}'")
         parser.add_argument("--size", type=int, help="image side (default: the model's)")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--shard-size", type=int, default=64)
-        parser.add_argument("--device-batch", type=int, default=8)
+        parser.add_argument("--seed", type=int, default=SPEC.seed.default)
+        parser.add_argument("--shard-size", type=int, default=SPEC.shard_size.default,
+                            help="candidates per shard job (default %(default)s)")
+        parser.add_argument("--device-batch", type=int, default=SPEC.device_batch.default,
+                            help="images per device pass, which the pixels depend on "
+                            "(default %(default)s)")
         parser.add_argument("--set", action="append", default=[], dest="scoring",
                             metavar="KEY=VALUE", help="a scoring setting, e.g. confidence=0.7, "
                             'fid=\'{"mode": "relative", "percentile": 95}\' or '
-                            "apply_uncalibrated='[\"duplicate\"]'")
-        parser.add_argument("--name", default="")
+                            "apply_uncalibrated='[\"duplicate\"]' (repeatable)")
+        parser.add_argument("--name", default=SPEC.name.default)
         parser.add_argument("--wait", action="store_true",
                             help="run in the foreground with a progress bar")
 
     def handle(self, *args, model, count, diagnoses, fst_distribution, overgeneration,
                scheduler, steps, guidance, negative_prompt, size, seed, shard_size,
                device_batch, scoring, name, wait, **options):
-        run = Run.objects.select_related("job").filter(pk=model).first()
+        run = model_run_get(run_id=model)
         if run is None:
             raise CommandError(f"no run {model}")
         try:
@@ -83,7 +90,7 @@ class Command(BaseCommand):
                 overgeneration=overgeneration, scheduler=scheduler, steps=steps,
                 guidance=guidance, negative_prompt=negative_prompt, size=size, seed=seed,
                 shard_size=shard_size, device_batch=device_batch,
-                scoring=dict(_threshold(s) for s in scoring), name=name, enqueue=not wait)
+                scoring=_scoring(scoring), name=name, enqueue=not wait)
         except BatchConfigError as exc:
             raise CommandError(f"{exc}\nNothing was queued.") from exc
         except BrokerUnavailable as exc:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fairskin.generation.groups import MicroBatch, micro_batch_of, micro_batches, pixel_environment
-from fairskin.generation.plan import plan_shards
+from fairskin.generation.plan import CandidateRange, candidate_cap, cut_into_shards
 
 
 def test_a_candidate_belongs_to_one_group_at_one_position():
@@ -35,9 +35,11 @@ def test_the_pass_a_candidate_is_computed_in_does_not_depend_on_sharding(size):
 
     def passes(shard_size, stored=frozenset()):
         seen = {}
-        for shard in plan_shards(quotas, overgeneration=1.5, shard_size=shard_size):
-            todo = [(*shard.stratum, i) for i in range(shard.start, shard.stop)
-                    if (*shard.stratum, i) not in stored]
+        caps = [CandidateRange(dx, fst, 0, candidate_cap(quota, 1.5))
+                for (dx, fst), quota in quotas.items()]
+        for shard in cut_into_shards(caps, shard_size):
+            todo = [(r.diagnosis, r.fst, i) for r in shard for i in range(r.start, r.stop)
+                    if (r.diagnosis, r.fst, i) not in stored]
             for group in micro_batches(todo, size):
                 assert len(group.indices) == size  # every pass is a whole group
                 for index, position in zip(group.wanted, group.positions, strict=True):

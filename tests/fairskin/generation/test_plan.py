@@ -3,13 +3,17 @@ import random
 import pytest
 
 from fairskin.generation.plan import (
+    CandidateRange,
+    Plan,
     PlanError,
+    Stratum,
+    StratumPlan,
     candidate_cap,
     candidate_seed,
+    cut_into_shards,
     decide_stratum,
+    plan_batch,
     plan_quotas,
-    plan_shards,
-    realised_distribution,
 )
 
 
@@ -17,7 +21,8 @@ def test_quotas_sum_to_the_target_and_follow_the_distribution():
     quotas = plan_quotas(1000, ["MEL", "NV", "DF", "VASC"])
     assert sum(quotas.values()) == 1000
     assert {dx for dx, _ in quotas} == {"MEL", "NV", "DF", "VASC"}
-    assert realised_distribution(quotas.items()) == pytest.approx(
+    per_fst = {f: sum(n for (_, fst), n in quotas.items() if fst == f) / 1000 for f in range(1, 7)}
+    assert per_fst == pytest.approx(
         {1: 0.10, 2: 0.10, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}, abs=0.005)  # whole images
     assert quotas[("DF", 6)] == 62 or quotas[("DF", 6)] == 63  # 250 * 0.25 = 62.5
 
@@ -44,11 +49,47 @@ def test_seeds_are_fixed_distinct_and_independent_of_sharding():
     assert len(seeds) == 200
     assert candidate_seed(7, ("MEL", 6), 3) == candidate_seed(7, ("MEL", 6), 3)
     assert candidate_seed(7, ("MEL", 6), 3) != candidate_seed(8, ("MEL", 6), 3)
-    small = plan_shards({("MEL", 6): 10}, overgeneration=1.5, shard_size=4)
-    large = plan_shards({("MEL", 6): 10}, overgeneration=1.5, shard_size=100)
-    covered = [i for s in small for i in range(s.start, s.stop)]
-    assert covered == [i for s in large for i in range(s.start, s.stop)] == list(range(15))
-    assert candidate_cap(10, 1.5) == 15
+    assert candidate_seed(7, Stratum("MEL", 6), 3) == candidate_seed(7, ("MEL", 6), 3)
+    cap = candidate_cap(10, 1.5)
+    small = cut_into_shards([CandidateRange("MEL", 6, 0, cap)], 4)
+    large = cut_into_shards([CandidateRange("MEL", 6, 0, cap)], 100)
+    covered = [i for shard in small for r in shard for i in range(r.start, r.stop)]
+    assert covered == [i for shard in large for r in shard for i in range(r.start, r.stop)]
+    assert covered == list(range(15)) and [len(shard) for shard in small] == [1, 1, 1, 1]
+
+
+def test_work_is_cut_into_shards_of_at_most_the_shard_size():
+    work = [CandidateRange("MEL", 5, 0, 5), CandidateRange("NV", 6, 2, 4)]
+    assert cut_into_shards(work, 3) == [
+        [("MEL", 5, 0, 3)], [("MEL", 5, 3, 5), ("NV", 6, 2, 3)], [("NV", 6, 3, 4)]]
+    assert cut_into_shards(work, 100) == [work]
+    assert [r.size for r in work] == [5, 2] and work[1].stratum == Stratum("NV", 6)
+    assert cut_into_shards([], 3) == []
+    with pytest.raises(PlanError):
+        cut_into_shards(work, 0)
+
+
+def test_a_stratum_is_stored_as_one_key_and_read_back():
+    stratum = Stratum("MEL", 6)
+    assert stratum.key == "MEL:6" and Stratum.from_key("MEL:6") == stratum == ("MEL", 6)
+    assert Stratum.from_key(stratum.key).fst == 6
+    for bad in ("MEL", ":6", "MEL:six"):
+        with pytest.raises(ValueError):
+            Stratum.from_key(bad)
+
+
+def test_a_plan_caps_every_stratum_once_and_round_trips_through_its_json():
+    plan = plan_batch(7, ["MEL", "NV"], {5: 0.5, 6: 0.5}, 1.5)
+    assert plan.quotas_json() == {"MEL:5": 2, "MEL:6": 2, "NV:5": 2, "NV:6": 1}
+    assert list(plan) == [
+        StratumPlan(Stratum("MEL", 5), 2, 3), StratumPlan(Stratum("MEL", 6), 2, 3),
+        StratumPlan(Stratum("NV", 5), 2, 3), StratumPlan(Stratum("NV", 6), 1, 2)]
+    assert Plan.from_json(plan.quotas_json(), 1.5) == plan and len(plan) == 4
+    assert plan_quotas(7, ["MEL", "NV"], {5: 0.5, 6: 0.5}) == {
+        s.stratum: s.quota for s in plan}
+    for bad in (0.5, float("inf"), float("nan")):
+        with pytest.raises(PlanError, match="at least 1x"):
+            Plan.from_json({"MEL:5": 2}, bad)
 
 
 def _decide(scored, quota=3, cap=6):

@@ -1,7 +1,8 @@
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
+from fairskin.classifier.config import ClassifierConfig
+from fairskin.config_types import SettingsError, field_names, parse_settings
+from fairskin.diffusion.config import TrainConfig
 from fairskin.progress import ConsoleProgress
 from jobs.broker import BrokerUnavailable
 from jobs.runner import run_here
@@ -9,15 +10,15 @@ from training.models import Run, RunKind
 from training.services import RunConfigError, run_create
 
 
-def _setting(text: str) -> tuple[str, object]:
-    key, sep, raw = text.partition("=")
-    if not sep:
-        raise CommandError(f"--set takes KEY=VALUE, got {text!r}")
+def _settings(kind: str, items: list[str]) -> dict[str, object]:
+    """The --set items as the run's config overrides; the settings are the kind's config's
+    fields (its kind comes from --kind, never from --set)."""
+    known = (field_names(ClassifierConfig) if kind == RunKind.CLASSIFIER
+             else field_names(TrainConfig, excluding=["kind"]))
     try:
-        value = json.loads(raw)
-    except ValueError:  # not JSON (or a number too long for it): the plain text
-        value = raw  # plain strings need no quotes: --set mixed_precision=bf16
-    return key.strip(), value
+        return parse_settings(items, known=known)
+    except SettingsError as exc:
+        raise CommandError(f"{exc}\nNothing was queued.") from exc
 
 
 class Command(BaseCommand):
@@ -41,14 +42,16 @@ class Command(BaseCommand):
         parser.add_argument("--split", default="train", help="train (default), val, test, any")
         parser.add_argument("--steps", type=int)
         parser.add_argument("--set", action="append", default=[], dest="overrides",
-                            metavar="KEY=VALUE", help="any run setting, e.g. lora_rank=8")
+                            metavar="KEY=VALUE", help="any run setting, e.g. lora_rank=8 "
+                            "(repeatable; a JSON value or plain text: mixed_precision=bf16, "
+                            "lora_targets='[\"to_q\", \"to_v\"]')")
         parser.add_argument("--name", default="")
         parser.add_argument("--wait", action="store_true",
                             help="run in the foreground with a progress bar")
 
     def handle(self, *args, kind, base_model, parent, datasets, diagnoses, fsts, split, steps,
                overrides, name, wait, synthetic_datasets, **options):
-        config = dict(_setting(s) for s in overrides)
+        config = _settings(kind, overrides)
         if steps is not None:
             if kind == RunKind.CLASSIFIER:
                 raise CommandError("classifier runs count epochs: use --set epochs=N")
