@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET
 
 from catalog import selectors
 from catalog.models import DIAGNOSIS_CHOICES, Dataset, Image, Origin, Split
+from fairskin.charts import Slots, ValueAxis
 
 # Colours for the chart's stacked bars, one per diagnosis.
 DX_COLOURS = {"MEL": "#5b2a86", "NV": "#9a6324", "BCC": "#e6194b", "AK": "#f58231",
@@ -15,23 +16,24 @@ DX_COLOURS = {"MEL": "#5b2a86", "NV": "#9a6324", "BCC": "#e6194b", "AK": "#f5823
 def _chart(summary: dict, height: int = 180, bar: int = 46, gap: int = 18) -> dict:
     """Geometry of a stacked bar chart (one bar per FST column) for the template's SVG."""
     columns = summary["columns"]
-    peak = max(summary["column_totals"] or [0]) or 1
+    axis = ValueAxis(low=0, high=max(summary["column_totals"] or [0]) or 1, height=height)
+    slots = Slots(width=bar, gap=gap)
     bars = []
     for i, column in enumerate(columns):
-        y = height
+        below = 0  # images already stacked under the next segment
         segments = []
         for row in summary["rows"]:
             n = row["counts"][i]
             if not n:
                 continue
-            h = n / peak * height
-            y -= h
-            segments.append({"y": round(y, 1), "h": round(h, 1), "n": n,
-                             "dx": row["diagnosis"], "colour": DX_COLOURS[row["diagnosis"]]})
-        bars.append({"x": i * (bar + gap), "label": column, "segments": segments,
+            below += n
+            segments.append({"y": round(axis.y(below), 1), "h": round(axis.length(n), 1),
+                             "n": n, "dx": row["diagnosis"],
+                             "colour": DX_COLOURS[row["diagnosis"]]})
+        bars.append({"x": slots.x(i), "label": column, "segments": segments,
                      "total": summary["column_totals"][i]})
-    return {"bars": bars, "width": len(columns) * (bar + gap), "height": height, "bar": bar,
-            "mid": bar / 2,
+    return {"bars": bars, "width": slots.extent(len(columns)), "height": height, "bar": bar,
+            "mid": slots.mid(0),
             "legend": [(r["diagnosis"], DX_COLOURS[r["diagnosis"]]) for r in summary["rows"]]}
 
 

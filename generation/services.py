@@ -10,7 +10,6 @@ re-run after its worker died changes nothing twice.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from catalog.services import dataset_synthetic_create
-from fairskin.diffusion.base_models import BaseModelError, resolve_base_model
+from fairskin.diffusion.base_models import BaseModel, BaseModelError, resolve_base_model
 from fairskin.errors import ApplicationError
 from fairskin.generation.plan import (
     CandidateRange,
@@ -33,7 +32,7 @@ from fairskin.generation.plan import (
     plan_batch,
 )
 from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
-from fairskin.generation.similarity import is_near_duplicate
+from fairskin.generation.similarity import NearDuplicateCheck
 from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
 from generation.models import Batch, BatchState, Sample, Verdict
@@ -59,13 +58,12 @@ def batch_artifacts_dir(batch: Batch) -> Path:
 
 
 def native_size(base_path: str) -> int | None:
-    """The model's native image side, from its diffusers config files (no torch needed)."""
+    """The native image side of the diffusers folder ``base_path`` (`BaseModel.native_size`),
+    or None when its config files cannot tell."""
     try:
-        unet = json.loads((Path(base_path) / "unet" / "config.json").read_text())
-        vae = json.loads((Path(base_path) / "vae" / "config.json").read_text())
-    except (OSError, ValueError):
+        return BaseModel(base_path, "local", base_path).native_size()
+    except BaseModelError:
         return None
-    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
 def _model_diagnoses(run: Run) -> list[str]:
@@ -218,17 +216,11 @@ def batch_record_environment(*, batch_id: int, environment: dict[str, Any],
     return True
 
 
-def _duplicate_predicate(batch: Batch):
-    config = ScoringConfig.build(batch.scoring)
+def _duplicate_predicate(batch: Batch) -> NearDuplicateCheck:
+    """The batch's near-duplicate check, applied as its CLIP network's calibration says."""
     clip = batch.provenance.get("clip", {})
-    applied = bool(clip.get("calibrated")) or "duplicate" in config.apply_uncalibrated
-    if not applied:
-        return lambda embedding, accepted: False
-
-    def is_duplicate(embedding, accepted):
-        return is_near_duplicate(embedding, accepted, threshold=config.duplicate_cosine)
-
-    return is_duplicate
+    return NearDuplicateCheck.for_batch(ScoringConfig.build(batch.scoring),
+                                        clip_calibrated=bool(clip.get("calibrated")))
 
 
 def _decide(batch: Batch) -> dict[str, bool]:

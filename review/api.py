@@ -191,7 +191,7 @@ class RatingView(APIView):
     def post(self, request):
         data = RatingInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        # A refusal (RatingRefused: 403, StudyError: 400) is answered by the exception handler.
+        # A refusal (RatingRefused: 403, InvalidRating: 400) is answered by the exception handler.
         rating, created = rating_submit(
             token=data.validated_data["token"], rater=request.user,
             score=data.validated_data["score"], seconds=data.validated_data["seconds"])

@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from catalog.models import Origin
+
 
 class StudyState(models.TextChoices):
     PREPARING = "preparing", "Preparing (sampling and blinding)"
@@ -84,11 +86,6 @@ class StudyRater(models.Model):
 
     def __str__(self) -> str:
         return f"rater {self.index + 1} of study {self.study_id}"
-
-
-class Origin(models.TextChoices):
-    SYNTHETIC = "synthetic", "Synthetic"
-    REAL = "real", "Real"
 
 
 def derivative_upload_to(item: StudyItem, filename: str) -> str:

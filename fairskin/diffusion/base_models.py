@@ -61,14 +61,67 @@ class BaseModelError(ValueError):
     """The base model cannot be found or opened."""
 
 
+# Each component's config file inside a diffusers folder.
+CONFIG_FILES = {"unet": "unet/config.json", "vae": "vae/config.json",
+                "text_encoder": "text_encoder/config.json",
+                "scheduler": "scheduler/scheduler_config.json"}
+
+
 @dataclass(frozen=True)
 class BaseModel:
+    """A resolved base model. Its shape is read from the components' config files, never by
+    loading weights, so a request can validate against it.
+
+    Where the files come from: a local folder's own files; for `tiny` and `sd15-random` their
+    folder once built, else the configs they are built from; for a hub id the files in the local
+    Hugging Face cache, else SD v1.5's (the model FairSkin is made for). A local folder whose
+    file is missing, unreadable, not JSON or lacks the value raises `BaseModelError` naming it.
+    """
+
     spec: str  # what the user asked for
     source: str  # tiny | sd15-random | local | hub
     path: str  # a local folder, or the hub id
 
     def describe(self) -> str:
         return f"{self.spec} ({self.source}: {self.path})"
+
+    def config(self, component: str) -> dict[str, Any]:
+        """The config JSON of one component: unet, vae, text_encoder or scheduler."""
+        relative = CONFIG_FILES[component]
+        if self.source == "hub":
+            cached = _hub_cached_file(self.path, relative)
+            if cached is None:
+                return _sd15_config(component)
+            return _read_config(cached, self)
+        folder = Path(self.path)
+        if self.source in (TINY, SD15_RANDOM) and not (folder / "model_index.json").is_file():
+            return _builtin_config(self.source, component)
+        return _read_config(folder / relative, self)
+
+    def native_size(self) -> int:
+        """The image side the UNet was trained at, in pixels (512 for SD v1.5): its latent
+        sample size times the VAE's downscaling (2 per down block after the first)."""
+        unet, vae = self.config("unet"), self.config("vae")
+        sample_size = _value(unet, "sample_size", self, "unet")
+        blocks = _value(vae, "block_out_channels", self, "vae")
+        if not isinstance(sample_size, int) or not isinstance(blocks, list) or not blocks:
+            raise BaseModelError(f"base model {self.describe()}: unet sample_size or vae "
+                                 "block_out_channels is not what a Stable Diffusion model has")
+        return sample_size * int(2 ** (len(blocks) - 1))
+
+    def text_encoder_width(self) -> int:
+        """The width of the text encoder's token embeddings (768 for SD v1.5): what a textual
+        inversion or a LoRA made for this model must match."""
+        width = _value(self.config("text_encoder"), "hidden_size", self, "text_encoder")
+        if not isinstance(width, int):
+            raise BaseModelError(f"base model {self.describe()}: text_encoder hidden_size "
+                                 f"{width!r} is not a whole number")
+        return width
+
+    def prediction_type(self) -> str:
+        """What the UNet predicts: "epsilon" (SD v1.5), "v_prediction" or "sample". A scheduler
+        config without the key means diffusers' default, "epsilon"."""
+        return str(self.config("scheduler").get("prediction_type", "epsilon"))
 
 
 def _sd15_config(component: str) -> dict[str, Any]:
@@ -77,6 +130,42 @@ def _sd15_config(component: str) -> dict[str, Any]:
         text = resources.files(SD15_CONFIGS).joinpath("sd15", "scheduler",
                                                       "scheduler_config.json")
     return cast("dict[str, Any]", json.loads(text.read_text()))
+
+
+def _builtin_config(spec: str, component: str) -> dict[str, Any]:
+    """The config `materialize` writes for a built-in model's component."""
+    if spec == TINY and component != "scheduler":
+        return dict({"unet": TINY_UNET, "vae": TINY_VAE, "text_encoder": TINY_TEXT}[component])
+    return _sd15_config(component)
+
+
+def _read_config(path: Path, base: BaseModel) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text())
+    except OSError as exc:
+        raise BaseModelError(f"base model {base.describe()}: cannot read {path} "
+                             f"({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise BaseModelError(f"base model {base.describe()}: {path} is not valid JSON "
+                             f"({exc})") from exc
+    if not isinstance(config, dict):
+        raise BaseModelError(f"base model {base.describe()}: {path} is not a JSON object")
+    return config
+
+
+def _value(config: dict[str, Any], key: str, base: BaseModel, component: str) -> Any:
+    if key not in config:
+        raise BaseModelError(f"base model {base.describe()}: {CONFIG_FILES[component]} has no "
+                             f"{key!r}")
+    return config[key]
+
+
+def _hub_cached_file(repo_id: str, relative: str) -> Path | None:
+    """A hub model's file in the local Hugging Face cache, or None when it is not there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, relative)
+    return Path(found) if isinstance(found, str) else None
 
 
 def _write_pipeline(folder: Path, *, unet_config: dict[str, Any], vae_config: dict[str, Any],

@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from fairskin.diffusion import artifacts
-from fairskin.diffusion.base_models import BaseModel
+from fairskin.diffusion.base_models import BaseModel, BaseModelError
 from fairskin.diffusion.config import TrainConfig
 from fairskin.diffusion.losses import DiversityLoss
 from fairskin.diffusion.sampling import BatchSampler
@@ -89,6 +89,12 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    # The loss (`denoising_loss`) and the diversity term's clean-latent estimate both take the
+    # UNet's output as the noise; a v-prediction model would train on the wrong target.
+    prediction = base.prediction_type()
+    if prediction != "epsilon":
+        raise BaseModelError(f"base model {base.describe()} predicts {prediction!r}; FairSkin "
+                             "fine-tunes epsilon-prediction models (Stable Diffusion v1.5)")
     # Frozen weights may live in half precision on a GPU; trainable ones always stay fp32.
     frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
                                                                   torch.float32)

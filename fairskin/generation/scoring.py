@@ -4,7 +4,7 @@ Per candidate: resolution, brightness, mean LPIPS to real images of the same ski
 nearest-neighbour LPIPS to the training images (memorization), the classifier's confidence in
 the intended diagnosis, and a per-image "FID" (Mahalanobis distance of its Inception features
 to the same-FST real Gaussian). The near-duplicate check depends on the images accepted before
-it, so it is decided later by the caller (`plan.decide_stratum`) with `Scorer.is_duplicate`.
+it, so it is decided later, with the stratum (`similarity.NearDuplicateCheck`).
 
 Everything that compares with real data comes from a `Reference` (`fairskin.generation.reference`)
 built once per batch from image files and saved without pickle. A check whose network has random
@@ -40,7 +40,6 @@ from fairskin.generation.scoring_config import (
     THRESHOLD_CHECKS,
     ScoringConfig,
 )
-from fairskin.generation.similarity import is_near_duplicate
 from fairskin.labels import FST_TYPES
 from fairskin.metrics.fid import feature_distances_to_reference
 
@@ -126,15 +125,6 @@ class Scorer:
 
     def calibration(self) -> dict[str, dict[str, Any]]:
         return {name: dict(entry) for name, entry in self._calibration.items()}
-
-    def is_duplicate(self, embedding: np.ndarray, accepted_embeddings: Sequence[np.ndarray],
-                     ) -> bool:
-        """For `plan.decide_stratum(is_duplicate=...)`: never true while the check is off."""
-        if not self._calibration["duplicate"]["applied"]:
-            return False
-        return is_near_duplicate(np.asarray(embedding), [np.asarray(e) for e in
-                                                         accepted_embeddings],
-                                 threshold=self.config.duplicate_cosine)
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, *, diagnoses: Sequence[str],

@@ -3,15 +3,21 @@
 Memorization: the nearest training images by embedding cosine are found with one matrix
 product over a cached, normalised index; only those few go on to the expensive perceptual
 comparison, so the check scales to the whole training set. Near-duplicates: cosine similarity
-of a candidate's embedding to the images already accepted (earlier seeds) in its batch.
+of a candidate's embedding to the images already accepted (earlier seeds) in its batch. It
+depends on those earlier images, so it is not part of a candidate's score: `NearDuplicateCheck`
+decides it when the stratum is decided (`plan.decide_stratum(is_duplicate=...)`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fairskin.generation.scoring_config import ScoringConfig
 
 DEFAULT_DUPLICATE_COSINE = 0.95
 
@@ -54,3 +60,28 @@ def is_near_duplicate(embedding: np.ndarray, accepted: Sequence[np.ndarray],
         return False
     similarity = _normalise(np.stack(accepted)) @ _normalise(embedding)
     return bool(similarity.max() >= threshold)
+
+
+@dataclass(frozen=True)
+class NearDuplicateCheck:
+    """A batch's near-duplicate decision, passed as ``decide_stratum(is_duplicate=check)``.
+
+    Applied like every other check: when the CLIP network that made the embeddings is
+    calibrated, or when the batch's scoring config lists "duplicate" in `apply_uncalibrated`.
+    While it is not applied, nothing is a near-duplicate.
+    """
+
+    threshold: float
+    applied: bool
+
+    @classmethod
+    def for_batch(cls, config: ScoringConfig, *, clip_calibrated: bool) -> NearDuplicateCheck:
+        return cls(threshold=config.duplicate_cosine,
+                   applied=clip_calibrated or "duplicate" in config.apply_uncalibrated)
+
+    def __call__(self, embedding: object, accepted: Sequence[object]) -> bool:
+        # Typed as `decide_stratum` calls it; the stored embeddings are float32 vectors.
+        if not self.applied:
+            return False
+        return is_near_duplicate(np.asarray(embedding), [np.asarray(e) for e in accepted],
+                                 threshold=self.threshold)

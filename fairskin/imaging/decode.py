@@ -8,7 +8,6 @@ can record it against the row and carry on.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import warnings
@@ -32,11 +31,6 @@ _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image we can safely decode (corrupt, truncated, too large, empty)."""
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``: the identity of an image file in the catalog and releases."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def decode_image(

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from review.models import Assignment, Rating, RatingAudit, Study, StudyRater, StudyState
 from review.selectors import rater_progress
-from review.services.errors import RatingRefused, StudyError
+from review.services.errors import InvalidRating, RatingRefused
 
 MAX_SECONDS = 3600.0  # a rating left open overnight is recorded as an hour
 
@@ -50,11 +50,11 @@ def rating_submit(*, token: str, rater: Any, score: Any, seconds: Any) -> tuple[
     """Record a rating. Returns (rating, created). A repeat of the same submission is harmless;
     anything else that may not be written raises RatingRefused and is audited."""
     if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 7:
-        raise StudyError("a rating is a whole number from 1 to 7")
+        raise InvalidRating("a rating is a whole number from 1 to 7")
     try:
         seconds = min(max(float(seconds), 0.0), MAX_SECONDS)
     except (TypeError, ValueError) as exc:
-        raise StudyError("seconds must be a number") from exc
+        raise InvalidRating("seconds must be a number") from exc
     outcome = _rating_write(token=token, rater=rater, score=score, seconds=seconds)
     if isinstance(outcome, _Refusal):
         # Audited after the write's transaction ended, so the refusal itself is kept.

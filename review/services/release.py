@@ -11,7 +11,7 @@ from django.db import transaction
 from generation.models import Batch, Sample, Verdict
 from jobs.services import job_cancel, job_create, job_resume
 from review.models import BatchRejection, Release, Study, StudyState
-from review.services.errors import StudyError
+from review.services.errors import ReleaseRefused
 
 
 def release_file_name(sample: Sample) -> str:
@@ -53,14 +53,14 @@ def release_approve(*, study: Study, user: Any, note: str = "", enqueue: bool = 
         study = Study.objects.select_for_update().select_related("batch").get(pk=study.pk)
         batch = Batch.objects.select_for_update().get(pk=study.batch_id)
         if study.state != StudyState.CLOSED:
-            raise StudyError("a batch is approved only through a closed study")
+            raise ReleaseRefused("a batch is approved only through a closed study")
         if not study.gate.get("gate", {}).get("passed"):
-            raise StudyError(f"study {study.pk}'s gate did not pass; the batch cannot be "
+            raise ReleaseRefused(f"study {study.pk}'s gate did not pass; the batch cannot be "
                              "approved through it (reject it, or run another study)")
         if Release.objects.filter(batch=batch).exists():
-            raise StudyError(f"batch {batch.pk} is already released")
+            raise ReleaseRefused(f"batch {batch.pk} is already released")
         if BatchRejection.objects.filter(batch=batch).exists():
-            raise StudyError(f"batch {batch.pk} was rejected")
+            raise ReleaseRefused(f"batch {batch.pk} was rejected")
         manifest = release_manifest(batch=batch, study=study)
         release = Release.objects.create(
             study=study, batch=batch, approved_by=user, note=note, manifest=manifest,
@@ -77,7 +77,7 @@ def release_approve(*, study: Study, user: Any, note: str = "", enqueue: bool = 
 
 def release_export_cancel(*, release: Release, user: Any = None) -> Release:
     if release.export_job is None or release.export_job.is_terminal:
-        raise StudyError(f"release {release.pk}'s export is not running")
+        raise ReleaseRefused(f"release {release.pk}'s export is not running")
     job_cancel(job=release.export_job, by=user)
     return release
 
@@ -86,7 +86,7 @@ def release_export_resume(*, release: Release, user: Any = None) -> Release:
     """Write a release's export again after it failed or was cancelled."""
     job = release.export_job
     if job is None or job.state not in ("failed", "cancelled"):
-        raise StudyError(f"release {release.pk}'s export has not failed; nothing to resume")
+        raise ReleaseRefused(f"release {release.pk}'s export has not failed; nothing to resume")
     job_resume(job=job, by=user)
     return release
 
@@ -95,14 +95,14 @@ def release_reject(*, batch: Batch, user: Any, reason: str, study: Study | None 
                  ) -> BatchRejection:
     reason = (reason or "").strip()
     if not reason:
-        raise StudyError("give a reason for rejecting the batch")
+        raise ReleaseRefused("give a reason for rejecting the batch")
     with transaction.atomic():
         batch = Batch.objects.select_for_update().get(pk=batch.pk)
         if Release.objects.filter(batch=batch).exists():
-            raise StudyError(f"batch {batch.pk} is already released")
+            raise ReleaseRefused(f"batch {batch.pk} is already released")
         if BatchRejection.objects.filter(batch=batch).exists():
-            raise StudyError(f"batch {batch.pk} was already rejected")
+            raise ReleaseRefused(f"batch {batch.pk} was already rejected")
         if study is not None and study.batch_id != batch.pk:
-            raise StudyError("that study is of another batch")
+            raise ReleaseRefused("that study is of another batch")
         return BatchRejection.objects.create(batch=batch, study=study, reason=reason,
                                              rejected_by=user)

@@ -19,7 +19,7 @@ from generation.services import BatchConfigError
 from jobs.broker import BrokerUnavailable
 from jobs.lease import InvalidTransition
 from jobs.models import JobState
-from review.services.errors import RatingRefused, StudyError
+from review.services.errors import InvalidRating, RatingRefused, ReleaseRefused, StudyError
 from tests.factories import JobFactory
 from training.services import RunConfigError
 
@@ -30,6 +30,8 @@ REFUSALS = [
     (BatchConfigError, 400, ValueError),
     (RunConfigError, 400, ValueError),
     (StudyError, 400, ValueError),
+    (ReleaseRefused, 400, ValueError),
+    (InvalidRating, 400, ValueError),
     (RatingRefused, 403, PermissionError),
     (CatalogImportError, 400, ValueError),
 ]
@@ -108,7 +110,7 @@ def test_the_view_helper_leaves_success_alone_and_takes_a_level():
     assert done and not attempt.refused
     assert _shown(request) == []
     with refused_to_messages(request, level=messages.WARNING):
-        raise StudyError("give a reason for rejecting the batch")
+        raise ReleaseRefused("give a reason for rejecting the batch")
     assert _shown(request) == [(messages.WARNING, "give a reason for rejecting the batch")]
 
 

@@ -28,6 +28,7 @@ from fairskin.generation.reference import (
 )
 from fairskin.generation.scoring import Scorer
 from fairskin.generation.scoring_config import CHECK_NAMES, ScoringConfig, ScoringConfigError
+from fairskin.generation.similarity import NearDuplicateCheck
 from fairskin.imaging.demo import draw_lesion
 from fairskin.metrics.extractors import lpips_metric
 from fairskin.metrics.fid import feature_distances_to_reference
@@ -418,19 +419,25 @@ def test_candidate_scores_carry_their_embedding_and_features(extractors, referen
 
 
 def test_duplicates_are_only_decided_once_the_check_is_enabled(extractors, reference, files):
+    """The scores' CLIP embeddings through the batch's near-duplicate check: the same image
+    twice is a duplicate only while the check is applied (random CLIP weights: when asked)."""
     real, _ = files
     images = torch.stack([load(real[0][0]), load(real[0][0]), load(real[7][0])])
-    scores = make_scorer(extractors, reference).score(images, diagnoses=["NV", "NV", "MEL"],
-                                                      fsts=[2, 2, 5])
+    scorer = make_scorer(extractors, reference)
+    scores = scorer.score(images, diagnoses=["NV", "NV", "MEL"], fsts=[2, 2, 5])
     first, same, other = (s.clip_embedding for s in scores)
-    assert make_scorer(extractors, reference).is_duplicate(same, [first]) is False
+    clip_calibrated = extractors.provenance()["clip"]["calibrated"]
+    assert clip_calibrated is False and scorer.calibration()["duplicate"]["applied"] is False
+    off = NearDuplicateCheck.for_batch(scorer.config, clip_calibrated=clip_calibrated)
+    assert off(same, [first]) is False
 
-    enabled = make_scorer(extractors, reference, apply_uncalibrated=["duplicate"])
-    assert enabled.is_duplicate(same, [first]) is True
-    assert enabled.is_duplicate(other, [first]) is (float(other @ first) >= 0.95)
-    assert enabled.is_duplicate(first, []) is False
+    config = ScoringConfig.build({**SETTINGS, "apply_uncalibrated": ["duplicate"]})
+    enabled = NearDuplicateCheck.for_batch(config, clip_calibrated=clip_calibrated)
+    assert enabled(same, [first]) is True
+    assert enabled(other, [first]) is (float(other @ first) >= 0.95)
+    assert enabled(first, []) is False
     decision = decide_stratum(2, 3, {i: ((), s.clip_embedding) for i, s in enumerate(scores)},
-                              is_duplicate=enabled.is_duplicate)
+                              is_duplicate=enabled)
     assert decision.verdicts[1].reasons == ("near-duplicate of an accepted image",)
 
 

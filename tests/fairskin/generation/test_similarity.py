@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from fairskin.generation.plan import decide_stratum
-from fairskin.generation.similarity import EmbeddingIndex, is_near_duplicate
+from fairskin.generation.scoring_config import ScoringConfig
+from fairskin.generation.similarity import EmbeddingIndex, NearDuplicateCheck, is_near_duplicate
 
 
 def test_nearest_neighbours_match_a_brute_force_search():
@@ -39,3 +40,19 @@ def test_duplicate_check_plugs_into_seed_order_acceptance():
     decision = decide_stratum(4, 4, {i: ((), e[i]) for i in range(4)},
                               is_duplicate=is_near_duplicate)
     assert decision.accepted == [0, 1] and decision.shortfall == 2
+
+
+def test_a_batchs_duplicate_check_applies_as_its_clip_calibration_and_config_say():
+    a, close, far = np.array([1.0, 0.0]), np.array([1.0, 0.2]), np.array([1.0, 1.0])
+    default = ScoringConfig.build(None)
+    # Uncalibrated CLIP and not asked for: nothing is a duplicate, not even the same vector.
+    off = NearDuplicateCheck.for_batch(default, clip_calibrated=False)
+    assert not off.applied and not off(a, [a])
+    calibrated = NearDuplicateCheck.for_batch(default, clip_calibrated=True)
+    assert calibrated.applied and calibrated.threshold == default.duplicate_cosine == 0.95
+    assert calibrated(a, [far, a]) and calibrated(close, [a])  # cosine 0.981
+    assert not calibrated(far, [a]) and not calibrated(a, [])  # cosine 0.707
+    asked = NearDuplicateCheck.for_batch(
+        ScoringConfig.build({"apply_uncalibrated": ["duplicate"], "duplicate_cosine": 0.99}),
+        clip_calibrated=False)
+    assert asked.applied and asked(a, [a]) and not asked(close, [a])  # its own threshold

@@ -10,7 +10,6 @@ from fairskin.imaging.decode import (
     ImageDecodeError,
     decode_image,
     decode_image_file,
-    sha256_bytes,
 )
 
 
@@ -32,11 +31,6 @@ def png_claiming_size(width: int, height: int) -> bytes:
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     return bytes(data)
-
-
-def test_sha256_bytes_matches_the_standard_test_vector():
-    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert sha256_bytes(b"abc") == expected
 
 
 def test_decodes_png_and_jpeg_to_rgb():
