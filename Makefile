@@ -3,15 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast install bench lint clean-var load load-smoke screenshots
+.PHONY: run test test-fast install lock bench lint clean-var load load-smoke screenshots
 
-$(VENV)/.installed: requirements.txt
+# .venv gets the development lock: every package pinned, with the sha256 of each file, torch
+# included (README, "Requirements"). Wheels only, since an sdist's build dependencies would be
+# fetched without a hash check. The production image installs requirements/runtime.txt.
+$(VENV)/.installed: requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --require-hashes --only-binary=:all: -r requirements/dev.txt
+	$(PY) -m pip check
 	touch $@
 
 install: $(VENV)/.installed
+
+# Rewrite the locks from requirements/*.in after editing a pin, then commit the .in and .txt
+# files together. Other pins stay as they are; `make lock LOCK_ARGS=--upgrade` moves them all,
+# `LOCK_ARGS="--upgrade-package NAME"` one. Resolved against PyPI for every platform.
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS)
+lock: install
+	$(UV_COMPILE) requirements/runtime.in -o requirements/runtime.txt
+	$(UV_COMPILE) requirements/dev.in -o requirements/dev.txt
 
 run: install
 	./scripts/run.sh
