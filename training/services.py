@@ -87,8 +87,14 @@ def run_create(
         base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE,
                                   build=False)
         check_loadable(base)
+        prediction = base.prediction_type()
     except BaseModelError as exc:
         raise RunConfigError(str(exc)) from exc
+    if prediction != "epsilon":
+        # Training's target is the noise (epsilon); a v-prediction or sample model would be
+        # trained silently on the wrong target (the worker refuses it too, later).
+        raise RunConfigError(f"base model {base.describe()} predicts {prediction!r}; FairSkin "
+                             "trains epsilon-prediction models (Stable Diffusion v1.5) only")
 
     selection = selection_normalise(selection)
     unknown = set(selection["datasets"]) - set(

@@ -58,17 +58,13 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
 def run_artifacts_import(*, run_id: int, source: Path, progress: JobContext) -> dict[str, Any]:
     """Check and copy artifacts trained elsewhere into an imported run (the upload saved by
     run_import_external is removed afterwards)."""
-    import json
-
     from fairskin.diffusion.external import import_external
 
     run = Run.objects.get(pk=run_id)
     base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
-    text_config = json.loads((Path(base.path) / "text_encoder" / "config.json").read_text()) \
-        if base.source != "hub" else {"hidden_size": 768}
     try:
         result = import_external(source, dest=Path(run.artifacts_dir),
-                                 expected_dim=text_config["hidden_size"], base_path=base.path)
+                                 expected_dim=base.text_encoder_width(), base_path=base.path)
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
     services.run_record_import(run=run, lora=result.has_lora, tokens=result.tokens,

@@ -177,3 +177,24 @@ def test_a_bad_external_file_is_refused_and_leaves_no_run(demo, tmp_path):
         call_command("import_artifacts", str(wrong_width), "--base-model", "tiny")
     assert nothing_created()
     assert not Job.objects.filter(kind="training.import_external").exists()
+
+
+def test_a_base_model_that_does_not_predict_noise_is_refused_at_launch(demo, tmp_path):
+    """Training's target is the noise: a v-prediction model would train on the wrong target."""
+    from django.conf import settings
+
+    from fairskin.diffusion.base_models import resolve_base_model
+
+    tiny = Path(resolve_base_model("tiny", cache_dir=settings.FAIRSKIN_MODEL_CACHE).path)
+    folder = tmp_path / "v-model"
+    for path in tiny.rglob("*.json"):  # the configs are all a launch reads
+        target = folder / path.relative_to(tiny)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps({**json.loads(scheduler.read_text()),
+                                     "prediction_type": "v_prediction"}))
+    with pytest.raises(RunConfigError, match="predicts 'v_prediction'"):
+        run_create(kind="textual_inversion", selection={"datasets": ["demo"]},
+                   base_model=str(folder))
+    assert nothing_created()
