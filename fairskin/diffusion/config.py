@@ -104,6 +104,11 @@ class TrainConfig:
         return data
 
     def validate(self) -> None:
+        problems = self._number_problems() + self._choice_problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def _number_problems(self) -> list[str]:
         problems = []
 
         def positive(name: str, value: float) -> None:
@@ -126,6 +131,20 @@ class TrainConfig:
             problems.append("weight_decay must not be negative")
         if self.lr_warmup_steps < 0 or self.lr_num_cycles < 1:
             problems.append("lr_warmup_steps must be >= 0 and lr_num_cycles >= 1")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            problems.append("snr_gamma must be positive, or null to turn min-SNR off")
+        if self.diversity_weight < 0:
+            problems.append("diversity_weight must not be negative")
+        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
+            problems.append("resolution must be a multiple of 8")
+        shares = self.fst_shares
+        if set(shares) - {"1-3", "4", "5-6"} or any(v < 0 for v in shares.values()) \
+                or abs(sum(shares.values()) - 1) > 1e-6:
+            problems.append("fst_shares must give groups '1-3', '4', '5-6' shares adding up to 1")
+        return problems
+
+    def _choice_problems(self) -> list[str]:
+        problems = []
         if self.lr_scheduler not in LR_SCHEDULERS:
             problems.append(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}")
         if self.mixed_precision not in PRECISIONS:
@@ -137,15 +156,4 @@ class TrainConfig:
             problems.append(
                 f"unknown LoRA target module(s) {sorted(unknown_targets) or '(none given)'}; "
                 f"choose from {', '.join(sorted(LORA_TARGETS))}")
-        if self.snr_gamma is not None and not self.snr_gamma > 0:
-            problems.append("snr_gamma must be positive, or null to turn min-SNR off")
-        if self.diversity_weight < 0:
-            problems.append("diversity_weight must not be negative")
-        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
-            problems.append("resolution must be a multiple of 8")
-        shares = self.fst_shares
-        if set(shares) - {"1-3", "4", "5-6"} or any(v < 0 for v in shares.values()) \
-                or abs(sum(shares.values()) - 1) > 1e-6:
-            problems.append("fst_shares must give groups '1-3', '4', '5-6' shares adding up to 1")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        return problems

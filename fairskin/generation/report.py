@@ -102,60 +102,54 @@ def _fid(ours: StreamingGaussian, our_rows: list[np.ndarray], theirs: StreamingG
     return fid_from_statistics(ours, theirs)
 
 
-def batch_report(
-    accepted: Iterable[AcceptedImage],
-    *,
-    reference: Mapping[int, StreamingGaussian],
-    reference_features: Mapping[int, np.ndarray],
-    provenance: Mapping[str, Mapping[str, object]],
-    kid_subsets: int = 50,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The batch's metrics, per skin type and overall, with their success criteria.
+@dataclass
+class _Streamed:
+    """What one pass over the accepted images keeps."""
 
-    ``accepted`` must come in seed order within each stratum (the order acceptance used), so
-    the rows kept for KID and the equal-count FID are the same every time. ``reference`` holds
-    the real images' Gaussian per skin type, ``reference_features`` a sample of their rows.
-    ``provenance`` maps "inception", "clip", "lpips", "classifier" to their extractor records
-    (name, weights, calibrated, label).
-    """
-    per_fst: dict[int, _Accumulator] = {}
-    cells: dict[str, list[np.ndarray]] = {}
-    cell_counts: dict[str, int] = {}
-    lpips_values: list[float] = []
-    confidences: list[float] = []
+    per_fst: dict[int, _Accumulator] = field(default_factory=dict)
     everything: _Accumulator | None = None
+    cells: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    cell_counts: dict[str, int] = field(default_factory=dict)
+    lpips_values: list[float] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+
+
+def _stream(accepted: Iterable[AcceptedImage]) -> _Streamed:
+    out = _Streamed()
     for image in accepted:
         features = np.asarray(image.inception, dtype=np.float64)
-        acc = per_fst.get(image.fst)
+        acc = out.per_fst.get(image.fst)
         if acc is None:
-            acc = per_fst[image.fst] = _Accumulator(features.shape[0])
+            acc = out.per_fst[image.fst] = _Accumulator(features.shape[0])
         acc.add(features, keep=True)
-        if everything is None:
-            everything = _Accumulator(features.shape[0])
-        everything.add(features, keep=False)
+        if out.everything is None:
+            out.everything = _Accumulator(features.shape[0])
+        out.everything.add(features, keep=False)
         key = f"{image.diagnosis}:{image.fst}"
-        cell_counts[key] = cell_counts.get(key, 0) + 1
-        if len(cells.setdefault(key, [])) < KEEP_PER_CELL:
-            cells[key].append(np.asarray(image.clip, dtype=np.float64))
+        out.cell_counts[key] = out.cell_counts.get(key, 0) + 1
+        if len(out.cells.setdefault(key, [])) < KEEP_PER_CELL:
+            out.cells[key].append(np.asarray(image.clip, dtype=np.float64))
         if image.metrics.get("lpips_real") is not None:
-            lpips_values.append(float(cast(float, image.metrics["lpips_real"])))
+            out.lpips_values.append(float(cast(float, image.metrics["lpips_real"])))
         if image.metrics.get("confidence") is not None:
-            confidences.append(float(cast(float, image.metrics["confidence"])))
-
-    for acc in per_fst.values():
+            out.confidences.append(float(cast(float, image.metrics["confidence"])))
+    for acc in out.per_fst.values():
         acc.flush()
-    overall = None
-    if everything is not None:
-        everything.flush()
-        overall = everything.gaussian
-    calibrated = {name: bool(p.get("calibrated")) for name, p in provenance.items()}
+    if out.everything is not None:
+        out.everything.flush()
+    return out
+
+
+def _fst_rows(per_fst: Mapping[int, _Accumulator], reference: Mapping[int, StreamingGaussian],
+              reference_features: Mapping[int, np.ndarray], *, kid_subsets: int,
+              seed: int) -> tuple[list[dict[str, object]], int]:
+    """FID, equal-count FID and KID per skin type, and the equal count used."""
     # Equal-count comparison: every skin type at the size of the smallest one.
     comparable = [f for f in sorted(per_fst) if f in reference and len(per_fst[f].kept) >= 2
                   and len(reference_features.get(f, ())) >= 2]
     equal_n = min((min(len(per_fst[f].kept), len(reference_features[f])) for f in comparable),
                   default=0)
-    fst_rows = []
+    rows = []
     for fst in sorted(set(per_fst) | set(reference)):
         acc = per_fst.get(fst)
         row: dict[str, object] = {"fst": fst, "n": acc.gaussian.count if acc else 0,
@@ -174,8 +168,16 @@ def batch_report(
                 subset_size=min(100, len(acc.kept), len(reference_features[fst])),
                 n_subsets=kid_subsets, seed=seed)
             row["kid"], row["kid_std"] = kid, kid_std
-        fst_rows.append(row)
+        rows.append(row)
+    return rows, equal_n
 
+
+def _overall_distances(streamed: _Streamed, reference: Mapping[int, StreamingGaussian],
+                       reference_features: Mapping[int, np.ndarray], *, kid_subsets: int,
+                       seed: int) -> tuple[float | None, float | None]:
+    """FID and KID of all accepted images against all real ones."""
+    per_fst = streamed.per_fst
+    overall = streamed.everything.gaussian if streamed.everything is not None else None
     overall_fid = None
     if overall is not None and overall.count >= 2 and reference:
         pooled = StreamingGaussian(overall.dim)
@@ -195,13 +197,14 @@ def batch_report(
             np.stack(kept_all), np.asarray(ref_all),
             subset_size=min(100, len(kept_all), len(ref_all)), n_subsets=kid_subsets,
             seed=seed)[0]
+    return overall_fid, overall_kid
 
-    diversity = {key: (mean_pairwise_cosine_distance(np.stack(vectors))
-                       if len(vectors) >= 2 else None)
-                 for key, vectors in sorted(cells.items())}
-    lpips_summary = _summary(lpips_values)
-    confidence_summary = _summary(confidences)
 
+def _criteria(fst_rows: list[dict[str, object]], diversity: Mapping[str, float | None],
+              lpips_summary: dict[str, float] | None, confidence_summary: dict[str, float] | None,
+              provenance: Mapping[str, Mapping[str, object]]) -> list[dict[str, object]]:
+    """The planning document's success criteria, each with its status."""
+    calibrated = {name: bool(p.get("calibrated")) for name, p in provenance.items()}
     criteria = []
     for row in fst_rows:
         limit = FID_LIMIT_FST6 if row["fst"] == 6 else FID_LIMIT
@@ -224,6 +227,39 @@ def batch_report(
         what="mean confidence of the confidence model in the intended diagnosis",
         absent="" if "classifier" in provenance else "no confidence model was set when the "
         "batch was prepared (mark a baseline classifier run as the confidence model)"))
+    return criteria
+
+
+def batch_report(
+    accepted: Iterable[AcceptedImage],
+    *,
+    reference: Mapping[int, StreamingGaussian],
+    reference_features: Mapping[int, np.ndarray],
+    provenance: Mapping[str, Mapping[str, object]],
+    kid_subsets: int = 50,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The batch's metrics, per skin type and overall, with their success criteria.
+
+    ``accepted`` must come in seed order within each stratum (the order acceptance used), so
+    the rows kept for KID and the equal-count FID are the same every time. ``reference`` holds
+    the real images' Gaussian per skin type, ``reference_features`` a sample of their rows.
+    ``provenance`` maps "inception", "clip", "lpips", "classifier" to their extractor records
+    (name, weights, calibrated, label).
+    """
+    streamed = _stream(accepted)
+    overall = streamed.everything.gaussian if streamed.everything is not None else None
+    fst_rows, equal_n = _fst_rows(streamed.per_fst, reference, reference_features,
+                                  kid_subsets=kid_subsets, seed=seed)
+    overall_fid, overall_kid = _overall_distances(streamed, reference, reference_features,
+                                                  kid_subsets=kid_subsets, seed=seed)
+    cell_counts = streamed.cell_counts
+    diversity = {key: (mean_pairwise_cosine_distance(np.stack(vectors))
+                       if len(vectors) >= 2 else None)
+                 for key, vectors in sorted(streamed.cells.items())}
+    lpips_summary = _summary(streamed.lpips_values)
+    confidence_summary = _summary(streamed.confidences)
+    criteria = _criteria(fst_rows, diversity, lpips_summary, confidence_summary, provenance)
 
     return {
         "fst": fst_rows,
