@@ -127,8 +127,9 @@ class FstListFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() == "none":
             return queryset.filter(fst_low__isnull=True)
-        if self.value():
-            fst = int(self.value())
+        value = self.value()
+        if value:
+            fst = int(value)
             return queryset.filter(fst_low__lte=fst, fst_high__gte=fst)
         return queryset
 

@@ -23,8 +23,11 @@ def image_local_path(image: Image, cache: Path) -> str:
     try:
         return image.preprocessed.path
     except NotImplementedError:  # S3 and other remote storages have no local path
-        target = cache / Path(image.preprocessed.name).name
+        name = image.preprocessed.name
+        if not name:  # unreachable: .path raised ValueError for a field without a file
+            raise ValueError(f"{image} has no preprocessed file") from None
+        target = cache / Path(name).name
         if not target.exists():
-            with default_storage.open(image.preprocessed.name) as src, target.open("wb") as dst:
+            with default_storage.open(name) as src, target.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
         return str(target)

@@ -1,4 +1,5 @@
 import zipfile
+from typing import Any
 
 from django import forms
 from django.conf import settings
@@ -24,8 +25,9 @@ class DatasetUploadForm(forms.Form):
     metadata = forms.FileField(help_text="The dataset's metadata CSV.")
     images = forms.FileField(required=False, help_text="Optional zip archive of the images.")
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         metadata = data.get("metadata")
         if metadata is None or not data.get("format"):
             return data
@@ -66,8 +68,9 @@ class SplitForm(forms.Form):
     val = forms.FloatField(initial=0.15, min_value=0, max_value=1)
     test = forms.FloatField(initial=0.15, min_value=0, max_value=1)
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         if all(k in data for k in ("train", "val", "test")):
             if abs(data["train"] + data["val"] + data["test"] - 1) > 1e-6:
                 raise forms.ValidationError("train, val and test must add up to 1")

@@ -175,7 +175,7 @@ class Image(models.Model):
 
     @property
     def fst(self) -> FstRange | None:
-        if self.fst_low is None:
+        if self.fst_low is None or self.fst_high is None:
             return None
         return FstRange(self.fst_low, self.fst_high)
 

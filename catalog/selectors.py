@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Count, F, Q, QuerySet
 
@@ -13,7 +13,7 @@ FST_COLUMNS = ("I", "II", "III", "IV", "V", "VI")
 
 
 def _fst_column(low: int | None, high: int | None) -> str:
-    return "?" if low is None else str(FstRange(low, high))
+    return "?" if low is None or high is None else str(FstRange(low, high))
 
 
 def dataset_summary(*, dataset: Dataset) -> dict[str, Any]:
@@ -26,9 +26,10 @@ def dataset_summary(*, dataset: Dataset) -> dict[str, Any]:
     table: dict[str, dict[str, int]] = {}
     ranges: set[tuple[int, int]] = set()
     for cell in cells:
-        column = _fst_column(cell["fst_low"], cell["fst_high"])
-        if cell["fst_low"] is not None and cell["fst_low"] != cell["fst_high"]:
-            ranges.add((cell["fst_low"], cell["fst_high"]))
+        low, high = cell["fst_low"], cell["fst_high"]
+        column = _fst_column(low, high)
+        if low is not None and high is not None and low != high:
+            ranges.add((low, high))
         row = table.setdefault(cell["diagnosis"], {})
         row[column] = row.get(column, 0) + cell["n"]
     present = {column for row in table.values() for column in row}
@@ -97,11 +98,12 @@ def real_control_candidates() -> list[tuple[int, str, int]]:
     """Real images that can stand as controls in a rating study: (id, diagnosis, fst) of every
     real image with one exact skin type, a preprocessed file on disk, and a diagnosis of the
     seven classes (not OTHER)."""
-    return list(
+    # fst_low__isnull=False: the nullable column's values are all ints here.
+    return cast("list[tuple[int, str, int]]", list(
         Image.objects.filter(origin=Origin.REAL, fst_low__isnull=False, fst_low=F("fst_high"),
                              missing_file=False)
         .exclude(preprocessed="").exclude(diagnosis="OTHER")
-        .values_list("id", "diagnosis", "fst_low"))
+        .values_list("id", "diagnosis", "fst_low")))
 
 
 def images_real_of_type(*, datasets: list[str], fst: int, limit: int) -> QuerySet[Image]:

@@ -7,7 +7,7 @@ import time
 import uuid
 import zipfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -58,7 +58,10 @@ class _StoredFile:
 
 
 def _max_length(model: type[models.Model], field: str) -> int:
-    return model._meta.get_field(field).max_length
+    column = model._meta.get_field(field)
+    if not isinstance(column, models.Field) or column.max_length is None:
+        raise TypeError(f"{model.__name__}.{field} is not a column with a max_length")
+    return column.max_length
 
 
 # The record values that land in a bounded Image column, in the order they are reported.
@@ -357,7 +360,7 @@ def dataset_split(
     with transaction.atomic():
         by_split: dict[str, list[int]] = {}
         for pk, split in assignment.items():
-            by_split.setdefault(split, []).append(pk)
+            by_split.setdefault(split, []).append(cast(int, pk))  # SplitItem.key: the pk
         for split, pks in by_split.items():
             Image.objects.filter(pk__in=pks).update(split=split)
         Dataset.objects.filter(pk=dataset.pk).update(split_seed=seed,
@@ -430,7 +433,7 @@ def synthetic_image_create(*, dataset: Dataset, source_id: str, diagnosis: str, 
                   width=width, height=height, metadata=metadata)
     for field, content, name in ((image.preprocessed, png, f"{source_id}.png"),
                                  (image.thumbnail, thumbnail_jpeg, f"{source_id}.jpg")):
-        target = field.field.upload_to(image, name)
+        target = field.field.generate_filename(image, name)  # the name field.save() writes
         if default_storage.exists(target):
             default_storage.delete(target)
         field.save(name, ContentFile(content), save=False)

@@ -22,7 +22,7 @@ from jobs.runner import is_transient
 
 def dataset_upload_import(
     *, fmt: str, metadata_path: str, metadata_name: str, images_path: str | None, name: str,
-    mapping: dict[str, Any], allowed_use: str | None, licence: str | None, user: Any,
+    mapping: str, allowed_use: str | None, licence: str | None, user: Any,
     progress: Progress,
 ) -> dict[str, Any]:
     """Import an upload that dataset_upload_launch saved to storage, then delete the upload

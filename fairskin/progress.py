@@ -8,7 +8,7 @@ The web app's job runner implements it over the job table; scripts and tests use
 from __future__ import annotations
 
 import sys
-from typing import Protocol, TextIO
+from typing import Protocol
 
 
 class JobCancelled(Exception):
@@ -29,6 +29,15 @@ class Progress(Protocol):
 
     def check_cancelled(self) -> None:
         """Raise JobCancelled if the job was asked to stop."""
+
+
+class TextSink(Protocol):
+    """Where ``ConsoleProgress`` writes: a text stream (``sys.stderr``) or a management
+    command's ``self.stdout``/``self.stderr`` (Django's OutputWrapper, which is not a TextIO)."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> None: ...
 
 
 class SilentProgress:
@@ -57,7 +66,7 @@ class SilentProgress:
 class ConsoleProgress(SilentProgress):
     """A one-line progress bar on a terminal, for command-line use."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 30) -> None:
+    def __init__(self, stream: TextSink = sys.stderr, width: int = 30) -> None:
         super().__init__()
         self.stream = stream
         self.width = width

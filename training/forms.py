@@ -1,4 +1,5 @@
 import json
+from typing import cast
 
 from django import forms
 from django.conf import settings
@@ -37,10 +38,11 @@ class RunLaunchForm(forms.Form):
 
     def __init__(self, *args, kind: str = "textual_inversion", **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["parent"].queryset = runs_finished().filter(
+        cast(forms.ModelChoiceField, self.fields["parent"]).queryset = runs_finished().filter(
             kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA])
-        self.fields["datasets"].queryset = datasets_all()
-        self.fields["synthetic_datasets"].queryset = datasets_synthetic()
+        cast(forms.ModelChoiceField, self.fields["datasets"]).queryset = datasets_all()
+        cast(forms.ModelChoiceField, self.fields["synthetic_datasets"]).queryset = (
+            datasets_synthetic())
         if kind == RunKind.CLASSIFIER:
             defaults = ClassifierConfig().to_dict()
         else:

@@ -14,7 +14,9 @@ class RunKind(models.TextChoices):
 
 
 # The kind each kind's parent must be: TI -> LoRA -> joint.
-PARENT_KIND = {RunKind.LORA: RunKind.TEXTUAL_INVERSION, RunKind.JOINT: RunKind.LORA}
+PARENT_KIND: dict[str, RunKind] = {
+    RunKind.LORA: RunKind.TEXTUAL_INVERSION, RunKind.JOINT: RunKind.LORA,
+}
 
 
 class Run(models.Model):
@@ -62,7 +64,8 @@ class Run(models.Model):
 
     def lineage(self) -> list[Run]:
         """This run and its ancestors, oldest first: TI -> LoRA -> joint."""
-        chain, run = [], self
+        chain: list[Run] = []
+        run: Run | None = self
         while run is not None:
             chain.append(run)
             run = run.parent

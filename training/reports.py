@@ -46,7 +46,9 @@ NOISE_NOTE = "may be within sampling noise: the two runs' 95% intervals overlap"
 
 def _overlap(a: list[float] | None, b: list[float] | None) -> bool:
     """Whether two bootstrap intervals overlap (then a difference is not shown to be real)."""
-    return bool(a and b) and a[0] <= b[1] and b[0] <= a[1]
+    if not a or not b:
+        return False
+    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def _note(*parts: str) -> str:

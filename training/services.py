@@ -202,13 +202,19 @@ def run_mark_confidence_model(*, run: Run) -> Run:
     return run
 
 
+def _job_of(run: Run) -> Job:
+    if run.job is None:  # every run is created with a job; it is gone if the job was deleted
+        raise RunConfigError(f"run {run.pk} has no job")
+    return run.job
+
+
 def run_cancel(*, run: Run, user: Any = None) -> Job:
-    return job_cancel(job=run.job, by=user)
+    return job_cancel(job=_job_of(run), by=user)
 
 
 def run_resume(*, run: Run, user: Any = None) -> Job:
     """A new attempt; the engine continues from the run's last checkpoint."""
-    return job_resume(job=run.job, by=user)
+    return job_resume(job=_job_of(run), by=user)
 
 
 def run_record_result(*, run: Run, tokens: list[str], final_loss: float,

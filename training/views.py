@@ -1,6 +1,7 @@
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
@@ -127,7 +128,7 @@ def _bars(comparison: dict, height: int = 160) -> dict:
 @permission_required("training.view_run", raise_exception=True)
 def fairness_report(request):
     baseline, others = _comparison_runs(request)
-    context = {"baseline": baseline, "others": others,
+    context: dict[str, Any] = {"baseline": baseline, "others": others,
                "classifiers": selectors.runs_finished().filter(kind=RunKind.CLASSIFIER)}
     if baseline is not None:
         comparison = reports.fairness_comparison(baseline=baseline, others=others)
@@ -144,7 +145,7 @@ def fairness_export(request):
         raise Http404("no finished baseline classifier")
     rows = reports.comparison_rows(reports.fairness_comparison(baseline=baseline, others=others))
     if request.GET.get("format") == "json":
-        response = JsonResponse({"rows": rows, "definitions": FAIRNESS_DEFINITIONS},
+        response: HttpResponse = JsonResponse({"rows": rows, "definitions": FAIRNESS_DEFINITIONS},
                                 json_dumps_params={"indent": 2})
         response["Content-Disposition"] = 'attachment; filename="fairness.json"'
         return response

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 
@@ -34,8 +34,9 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
     run_dir = Path(run.artifacts_dir)
     cache = image_cache_dir()
     images = list(selection_images(selection=run.selection))
-    items = [TrainItem(path=image_local_path(img, cache), diagnosis=img.diagnosis, fst=img.fst_low)
-             for img in images]
+    # selection_images holds only images with an exact skin type: fst_low is never None.
+    items = [TrainItem(path=image_local_path(img, cache), diagnosis=img.diagnosis,
+                       fst=cast(int, img.fst_low)) for img in images]
     datasets = Counter(img.dataset for img in images)
     base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
     parents = [Path(r.artifacts_dir) for r in run.lineage()[:-1]]

@@ -63,9 +63,12 @@ class Command(BaseCommand):
         study = study_create(batch=batch, raters=accounts, name="load test",
                              sample_size=items, control_ratio=control_ratio, seed=seed,
                              enqueue=False)
-        if run_here(job_id=study.job_id, echo=ConsoleProgress(self.stderr)) != "succeeded":
-            study.job.refresh_from_db()
-            raise CommandError(f"preparing study {study.pk} failed: {study.job.error}")
+        job = study.job
+        if job is None:  # study_create gives every study a job
+            raise CommandError(f"study {study.pk} has no job")
+        if run_here(job_id=job.pk, echo=ConsoleProgress(self.stderr)) != "succeeded":
+            job.refresh_from_db()
+            raise CommandError(f"preparing study {study.pk} failed: {job.error}")
         study = Study.objects.get(pk=study.pk)
         self.stdout.write(f"Study {study.pk} is {study.state}: "
                           f"{study.plan['items_per_rater']} items per rater, "

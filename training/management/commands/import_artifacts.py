@@ -31,10 +31,12 @@ class Command(BaseCommand):
                                       name=name, enqueue=False)
         except RunConfigError as exc:
             raise CommandError(str(exc)) from exc
-        outcome = run_here(job_id=run.job_id, echo=ConsoleProgress(self.stderr))
+        job = run.job
+        if job is None:  # run_import_external gives every run a job
+            raise CommandError(f"run {run.pk} has no job")
+        outcome = run_here(job_id=job.pk, echo=ConsoleProgress(self.stderr))
         run.refresh_from_db()
         if outcome != "succeeded":
-            job = run.job
             job.refresh_from_db()
             error = job.error
             run.delete()  # a refused file leaves no run behind

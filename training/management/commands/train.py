@@ -78,10 +78,13 @@ class Command(BaseCommand):
             self.stdout.write(str(run.pk))
             self.stdout.write(run.artifacts_dir)
             return
-        outcome = run_here(job_id=run.job_id, echo=ConsoleProgress(self.stderr))
-        run.job.refresh_from_db()
+        job = run.job
+        if job is None:  # run_create gives every run a job
+            raise CommandError(f"run {run.pk} has no job")
+        outcome = run_here(job_id=job.pk, echo=ConsoleProgress(self.stderr))
+        job.refresh_from_db()
         if outcome != "succeeded":
-            raise CommandError(f"run {run.pk} {outcome}: {run.job.error}")
+            raise CommandError(f"run {run.pk} {outcome}: {job.error}")
         run.refresh_from_db()
         if run.kind == RunKind.CLASSIFIER:
             overall = run.evaluation.get("by_fst", {})
