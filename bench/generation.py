@@ -176,7 +176,7 @@ def png_bytes(pixels) -> bytes:
     return encode_for_storage(pixels).png
 
 
-def run_batched(generator, scorer, jobs, batch: int, args, out: Path) -> tuple[dict, dict]:
+def run_batched(generator, scorer, jobs, batch: int, *, args, out: Path) -> tuple[dict, dict]:
     """A: generate, score and encode in device batches; seconds per phase and pixels by seed."""
     import torch
 
@@ -365,7 +365,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
         loop_seconds, loop_pixels = run_loop(plain, jobs, args, DEFAULT_NEGATIVE_PROMPT, out)
         loop_rounds.append(loop_seconds)
         for batch in args.batch_sizes:
-            seconds, pixels = run_batched(generator, scorer, jobs, batch, args, out)
+            seconds, pixels = run_batched(generator, scorer, jobs, batch, args=args, out=out)
             batched_rounds[batch].append(seconds)
             diffs[batch] = max([diffs[batch]] + [
                 int(np.abs(pixels[s].astype(np.int16) - loop_pixels[s]).max())

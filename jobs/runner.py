@@ -176,7 +176,7 @@ def _run_claimed(job: Job, worker: str, echo: Progress | None) -> str:
         error = f"{type(exc).__name__}: {exc}"
         trace = traceback.format_exc()
         try:
-            return _record_failure(job, worker, attempt, exc, error, trace)
+            return _record_failure(job, worker, attempt, exc, error=error, trace=trace)
         except lease.LeaseLost:
             _note_lost_error(job.pk, attempt, error)
             return "lease-lost"
@@ -186,7 +186,7 @@ def _run_claimed(job: Job, worker: str, echo: Progress | None) -> str:
             return "lease-lost"
 
 
-def _record_failure(job: Job, worker: str, attempt: int, exc: Exception, error: str,
+def _record_failure(job: Job, worker: str, attempt: int, exc: Exception, *, error: str,
                     trace: str) -> str:
     def write() -> str:
         # Only the holder may log and decide: a stalled attempt that lost the job says nothing.

@@ -97,7 +97,7 @@ def _percentiles(samples: list[float]) -> list[float] | None:
 
 
 def _bootstrap(compute: Callable[..., dict[str, Any]], arrays: Sequence[np.ndarray], n: int,
-               seed: int, keys: Sequence[str], group_keys: Sequence[str]) -> dict[str, Any]:
+               seed: int, *, keys: Sequence[str], group_keys: Sequence[str]) -> dict[str, Any]:
     """Percentile intervals for scalar ``keys`` and per-group ``group_keys``."""
     rng = np.random.default_rng(seed)
     size = len(arrays[0])

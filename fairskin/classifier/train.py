@@ -202,7 +202,7 @@ def train_classifier(
 
 @torch.no_grad()
 def predict_proba(model: SkinClassifier, items: Sequence[ClassifierItem], image_size: int,
-                  device: torch.device, batch_size: int = 64,
+                  device: torch.device, *, batch_size: int = 64,
                   progress: Progress | None = None) -> np.ndarray:
     model.eval()
     loader = DataLoader(ImageSet(items, image_size, train=False), batch_size=batch_size)

@@ -29,7 +29,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(run_dir: Path, step: int, model: Components, learned: Trainable,
+def save_checkpoint(run_dir: Path, step: int, *, model: Components, learned: Trainable,
                     data: TrainingData, optim: Optimisation) -> Path:
     return _write_checkpoint(run_dir, step, _trainable_state(model, learned), {
         "step": step, "optimizer": optim.optimizer.state_dict(),

@@ -86,7 +86,8 @@ def import_external(source: Path, *, dest: Path, expected_dim: int,
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".import", dir=dest.parent))
     try:
         if is_lora:
-            written = [_import_lora(source, payload, header, layout, base_path, staging)]
+            written = [_import_lora(source, payload, header, layout=layout,
+                                    base_path=base_path, staging=staging)]
         else:
             try:
                 written = save_token_embeddings(staging, embeddings)
@@ -217,7 +218,7 @@ def _check_tokens_are_new(source: Path, tokens: list[str], base_path: str) -> No
 
 
 def _import_lora(source: Path, payload: Mapping[str, Any], header: Mapping[str, str],
-                 layout: str, base_path: str | None, staging: Path) -> Path:
+                 *, layout: str, base_path: str | None, staging: Path) -> Path:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from peft.utils import get_peft_model_state_dict
 

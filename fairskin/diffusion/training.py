@@ -136,7 +136,7 @@ def train(
     if not items:
         raise ValueError("the run has no training images")
     run_dir.mkdir(parents=True, exist_ok=True)
-    s = _set_up(config, base, items, run_dir, progress, parents, device)
+    s = _set_up(config, base, items, run_dir, progress=progress, parents=parents, device=device)
     model, learned, data, optim = s.model, s.learned, s.data, s.optim
     table, new_rows = learned.embedding_table, learned.new_rows
 
@@ -152,7 +152,7 @@ def train(
                 batch = data.sampler.next_batch()
                 with torch.autocast(s.dev.type, dtype=optim.autocast_dtype or torch.float32,
                                     enabled=optim.autocast_dtype is not None):
-                    loss = _batch_loss(model, data, optim, config, items, batch)
+                    loss = _batch_loss(model, data, optim, config, items=items, batch=batch)
                 optim.scaler.scale(loss / config.grad_accumulation).backward()
                 step_loss += loss.item() / config.grad_accumulation
 
@@ -174,21 +174,23 @@ def train(
             progress.update(step, config.steps,
                             f"step {step}/{config.steps} · loss {step_loss:.4f}")
             if step % config.checkpoint_every == 0 or step == config.steps:
-                save_checkpoint(run_dir, step, model, learned, data, optim)
+                save_checkpoint(run_dir, step, model=model, learned=learned, data=data, optim=optim)
             if step % config.validation_every == 0 or step == config.steps:
-                _validation_grid(model, items, learned.tokens, config, step, run_dir, progress)
+                _validation_grid(model, items, learned.tokens, config, step=step,
+                                 run_dir=run_dir, progress=progress)
                 if step < config.steps:
                     progress.phase(PHASE_TRAINING, total=config.steps, done=step)
     except JobCancelled:
         if step > s.start_step:
-            save_checkpoint(run_dir, step, model, learned, data, optim)
+            save_checkpoint(run_dir, step, model=model, learned=learned, data=data, optim=optim)
             progress.log(f"cancelled at step {step}; checkpoint saved")
         raise
-    return _write_artifacts(s, config, base, items, run_dir, progress, parents, run_info,
+    return _write_artifacts(s, config, base, items, run_dir=run_dir, progress=progress,
+                            parents=parents, run_info=run_info,
                             seconds=time.monotonic() - started)
 
 
-def _set_up(config: TrainConfig, base: BaseModel, items: Sequence[TrainItem], run_dir: Path,
+def _set_up(config: TrainConfig, base: BaseModel, items: Sequence[TrainItem], run_dir: Path, *,
             progress: Progress, parents: Sequence[Path], device: str | None) -> _Session:
     """Components, tokens, adapters, data and optimisation (``training_setup``), then the
     latest checkpoint restored if the run directory has one."""
@@ -218,8 +220,8 @@ def _set_up(config: TrainConfig, base: BaseModel, items: Sequence[TrainItem], ru
 
 
 def _write_artifacts(s: _Session, config: TrainConfig, base: BaseModel,
-                     items: Sequence[TrainItem], run_dir: Path, progress: Progress,
-                     parents: Sequence[Path], run_info: dict[str, Any] | None, *,
+                     items: Sequence[TrainItem], *, run_dir: Path, progress: Progress,
+                     parents: Sequence[Path], run_info: dict[str, Any] | None,
                      seconds: float) -> TrainResult:
     """Learned embeddings and LoRA, manifest, model card and loss chart."""
     # Counted as the steps reached: what is left is a few file writes with no count of their own.
@@ -252,7 +254,7 @@ def _write_artifacts(s: _Session, config: TrainConfig, base: BaseModel,
 
 
 def _batch_loss(model: Components, data: TrainingData, optim: Optimisation, config: TrainConfig,
-                items: Sequence[TrainItem], batch: list[int]) -> torch.Tensor:
+                *, items: Sequence[TrainItem], batch: list[int]) -> torch.Tensor:
     """The denoising loss of one micro-batch, plus the weighted diversity term."""
     from diffusers.training_utils import compute_snr
 
@@ -294,7 +296,8 @@ def library_versions() -> dict[str, str]:
 
 
 def _validation_grid(model: Components, items: Sequence[TrainItem], tokens: list[str],
-                     config: TrainConfig, step: int, run_dir: Path, progress: Progress) -> Path:
+                     config: TrainConfig, *, step: int, run_dir: Path,
+                     progress: Progress) -> Path:
     """Diagnosis x FST prompts at fixed seeds, one image each, saved as one PNG grid.
 
     Reported as a phase of its own, counted in images: on a real model it takes minutes."""

@@ -129,7 +129,7 @@ def _gate_point(scores: np.ndarray, criteria: GateCriteria) -> tuple[float, floa
 
 
 def _judge(estimate: float | None, interval: tuple[float | None, float | None], limit: float,
-           greater: bool, use_interval: bool, why: str | None) -> dict[str, Any]:
+           *, greater: bool, use_interval: bool, why: str | None) -> dict[str, Any]:
     if use_interval:
         judged_on, judged = ("ci_low", interval[0]) if greater else ("ci_high", interval[1])
     else:
@@ -199,11 +199,12 @@ def _gate(study: Study, criteria: GateCriteria, n_boot: int, seed: int) -> dict[
     estimate = point if point is not None else (None, None, None)
     use_interval = criteria.use_interval
     gate: dict[str, Any] = {
-        "mean": _judge(estimate[0], intervals[0], criteria.mean_min, True, use_interval, why),
-        "median_share": _judge(estimate[1], intervals[1], criteria.median_share_min, True,
-                               use_interval, why),
-        "low_share": _judge(estimate[2], intervals[2], criteria.low_share_max, False,
-                            use_interval, why),
+        "mean": _judge(estimate[0], intervals[0], criteria.mean_min, greater=True,
+                       use_interval=use_interval, why=why),
+        "median_share": _judge(estimate[1], intervals[1], criteria.median_share_min,
+                               greater=True, use_interval=use_interval, why=why),
+        "low_share": _judge(estimate[2], intervals[2], criteria.low_share_max, greater=False,
+                            use_interval=use_interval, why=why),
     }
     unfinished = [rater for rater, done in study.finished.items() if not done]
     gate["raters_finished"] = {"n_raters": len(study.raters),
@@ -239,8 +240,8 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int,
                                np.random.default_rng([seed, 10 + fst]))
             interval = _interval(draws)
         why = None if estimate is not None else "no scored ratings of this skin type's images"
-        groups[str(fst)] = {**_judge(estimate, interval, criteria.mean_min, True,
-                                     criteria.use_interval, why),
+        groups[str(fst)] = {**_judge(estimate, interval, criteria.mean_min, greater=True,
+                                     use_interval=criteria.use_interval, why=why),
                             "n_items": int(columns.size)}
     if not groups:
         return {"groups": {}, "passed": False, "why": "no synthetic images"}
