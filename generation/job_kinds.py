@@ -8,6 +8,7 @@ from typing import Any
 
 from django.urls import reverse
 
+from fairskin.generation.plan import CandidateRange
 from generation import services, work
 from generation.selectors import batch_of_job
 from jobs.models import Job
@@ -37,7 +38,8 @@ def prepare_batch(job: Job, progress: JobContext) -> dict[str, Any]:
 @register("generation.shard", queue="gpu", label="Generation: shard", owner=_batch_owner)
 def generate_shard(job: Job, progress: JobContext) -> dict[str, Any]:
     return work.batch_shard_generate(batch_id=job.params["batch_id"], shard_job_id=job.pk,
-                                     ranges=job.params["ranges"], progress=progress)
+                                     ranges=[CandidateRange(*r) for r in job.params["ranges"]],
+                                     progress=progress)
 
 
 @register("generation.report", queue="cpu", label="Generation: batch metrics",

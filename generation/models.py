@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from fairskin.generation.plan import Plan, Stratum
+from fairskin.generation.plan import Plan
 from fairskin.generation.spec import SPEC
 
 
@@ -107,16 +107,6 @@ class Batch(models.Model):
     def plan(self) -> Plan:
         """Every stratum with its quota and candidate cap, in the order of ``quotas``."""
         return Plan.from_json(self.quotas, self.overgeneration)
-
-
-# The stratum key of the JSON columns is Stratum.key / Stratum.from_key; these two spell it
-# for code that still passes (diagnosis, fst) pairs and keys (generation.work).
-def stratum_key(diagnosis: str, fst: int) -> str:
-    return Stratum(diagnosis, fst).key
-
-
-def parse_stratum(key: str) -> Stratum:
-    return Stratum.from_key(key)
 
 
 class Verdict(models.TextChoices):

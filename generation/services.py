@@ -36,7 +36,6 @@ from fairskin.generation.similarity import NearDuplicateCheck
 from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
 from generation.models import Batch, BatchState, Sample, Verdict
-from generation.models import stratum_key as stratum_key  # generation.work reads it from here
 from generation.selectors import batch_failed_jobs
 from jobs.lease import JobLease
 from jobs.models import TERMINAL_STATES, Job, JobState

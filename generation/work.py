@@ -22,13 +22,13 @@ from catalog.files import image_cache_dir, image_local_path
 from catalog.selectors import images_real_of_type
 from catalog.services import synthetic_image_create
 from fairskin.generation.groups import micro_batches
-from fairskin.generation.plan import candidate_seed
+from fairskin.generation.plan import CandidateRange, Stratum, candidate_seed
 from fairskin.generation.reference_stats import read_statistics
 from fairskin.imaging.encode import encode_for_storage
 from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
 from generation import selectors, services
-from generation.models import Batch, BatchState, Sample, Verdict, parse_stratum
+from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.registry import JobContext, LeaseHolder
 from jobs.threads import set_torch_threads
 from training.models import Run
@@ -70,7 +70,7 @@ def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[s
     """Real images of the model's datasets per skin type, and the images that trained it."""
     lineage = batch.model_run.lineage()
     datasets = sorted({name for r in lineage for name in r.selection.get("datasets", [])})
-    fsts = sorted({fst for _, fst in (parse_stratum(k) for k in batch.quotas)})
+    fsts = sorted({entry.stratum.fst for entry in batch.plan()})
     cache = image_cache_dir()
     real: list[tuple[str, int]] = []
     for fst in fsts:
@@ -202,7 +202,7 @@ def _store(batch: Batch, shard_job_id: int, lease: LeaseHolder, *, dx: str, fst:
     return True
 
 
-def batch_shard_generate(*, batch_id: int, shard_job_id: int, ranges: list[list[Any]],
+def batch_shard_generate(*, batch_id: int, shard_job_id: int, ranges: list[CandidateRange],
                          progress: JobContext) -> dict[str, Any]:
     """Generate, score and store a shard's candidates (idempotent), then decide and plan on."""
     import torch
@@ -214,11 +214,11 @@ def batch_shard_generate(*, batch_id: int, shard_job_id: int, ranges: list[list[
     if batch.state != BatchState.GENERATING:
         return _not_needed(batch)
     set_torch_threads()
-    wanted = [(dx, fst, i) for dx, fst, start, stop in ranges for i in range(start, stop)]
+    wanted = [(r.diagnosis, r.fst, i) for r in ranges for i in range(r.start, r.stop)]
     have = set(Sample.objects.filter(batch=batch, diagnosis__in={w[0] for w in wanted})
                .values_list("diagnosis", "fst", "index"))
     todo = [w for w in wanted if w not in have and
-            services.stratum_key(w[0], w[1]) not in batch.outcomes]
+            Stratum(w[0], w[1]).key not in batch.outcomes]
     progress.log(f"{len(wanted)} candidates, {len(wanted) - len(todo)} already stored or not "
                  "needed")
     progress.phase("Loading the model and the scoring reference")
