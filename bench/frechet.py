@@ -20,7 +20,7 @@ import scipy.linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fairskin.metrics.fid import fid_from_features, frechet_distance  # noqa: E402
+from fairskin.metrics.fid import fid_from_features, frechet_distance
 
 
 def sqrtm_reference(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:

@@ -29,7 +29,7 @@ RATERS = int(os.environ.get("LOAD_RATERS", "30"))
 THINK = (float(os.environ.get("LOAD_THINK_MIN", "0.5")),
          float(os.environ.get("LOAD_THINK_MAX", "2.0")))
 _accounts = itertools.cycle(range(1, RATERS + 1))
-_acks = open(os.environ.get("LOAD_ACKS", os.devnull), "a", buffering=1)  # noqa: SIM115
+_acks = open(os.environ.get("LOAD_ACKS", os.devnull), "a", buffering=1)
 
 
 class Dermatologist(HttpUser):

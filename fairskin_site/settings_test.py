@@ -21,7 +21,7 @@ os.environ.setdefault("FAIRSKIN_CLIP_MODEL", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
     "tiny_clip.json"))
 
-from fairskin_site.settings import *  # noqa: E402,F403
+from fairskin_site.settings import *  # noqa: F403
 
 # Tests do not run collectstatic; serve static files by their plain names.
 STORAGES = {

@@ -169,7 +169,7 @@ def release_download(request, release_id: int):
     release = get_object_or_404(Release, pk=release_id)
     if not release.export_path:
         raise Http404("the export is not written yet")
-    return FileResponse(open(release.export_path, "rb"), as_attachment=True,  # noqa: SIM115
+    return FileResponse(open(release.export_path, "rb"), as_attachment=True,
                         filename=f"fairskin-release-{release.pk}.zip")
 
 

@@ -53,7 +53,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], log_path: Path, queues: str = "gpu,cpu") -> None:
         self.log_path = log_path
-        self.log = open(log_path, "ab")  # noqa: SIM115  (closed in stop())
+        self.log = open(log_path, "ab")
         cmd = [sys.executable, "-m", "celery", "-A", "fairskin_site", "worker", "--pool", "solo",
                "--queues", queues, "--loglevel", "INFO", "--without-mingle",
                "--without-gossip", "--hostname", f"test-{time.time_ns()}@%h"]

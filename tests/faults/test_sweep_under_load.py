@@ -33,7 +33,7 @@ def start_beat(tmp_path, settings) -> subprocess.Popen:
     env = {**os.environ, **FAST, "PYTHONUNBUFFERED": "1",
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL, "MEDIA_ROOT": str(settings.MEDIA_ROOT)}
-    log = open(tmp_path / "beat.log", "ab")  # noqa: SIM115  (the process owns it)
+    log = open(tmp_path / "beat.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "fairskin_site", "beat", "--loglevel", "INFO",
          "--schedule", str(tmp_path / "beat-schedule")],

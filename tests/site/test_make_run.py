@@ -27,7 +27,7 @@ def running_app(tmp_path):
            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG",
                         "SECURE_SSL_REDIRECT", "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT"}}
     env.update(PORT=str(port), FAIRSKIN_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
-    log = open(tmp_path / "make-run.log", "wb")  # noqa: SIM115
+    log = open(tmp_path / "make-run.log", "wb")
     proc = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
