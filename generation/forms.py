@@ -1,4 +1,5 @@
 import json
+from typing import cast
 
 from django import forms
 
@@ -29,7 +30,8 @@ def _text(setting: Text, **kwargs) -> forms.CharField:
 class BatchLaunchForm(forms.Form):
     """The admin's launch form: initial values and limits from the generation spec."""
 
-    model_run = forms.ModelChoiceField(queryset=None, label="Model run",
+    # The queryset is set per form (runs finish while the app runs); none() runs no query.
+    model_run = forms.ModelChoiceField(queryset=model_runs_usable().none(), label="Model run",
                                        help_text="A finished LoRA or joint run.")
     name = _text(SPEC.name)
     target = _whole(SPEC.target, help_text="Accepted images wanted.")
@@ -54,7 +56,7 @@ class BatchLaunchForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["model_run"].queryset = model_runs_usable()
+        cast(forms.ModelChoiceField, self.fields["model_run"]).queryset = model_runs_usable()
         for fst, share in SPEC.fst_distribution.items():
             self.fields[f"fst_{fst}"] = forms.FloatField(min_value=0, max_value=1,
                                                          initial=share, label=f"FST {fst} share")

@@ -3,7 +3,7 @@ the jobs working for a batch, for its pages, commands and report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, TypedDict
 
 from django.db.models import Count, Q, QuerySet
@@ -37,10 +37,11 @@ class StratumRow(TypedDict):
 
 def batch_strata(*, batch: Batch) -> list[StratumRow]:
     """Per stratum of the batch's plan: quota, cap, generated, accepted, rejected, state."""
-    counts = {(r["diagnosis"], r["fst"]): r for r in Sample.objects.filter(batch=batch).values(
-        "diagnosis", "fst").annotate(
-            generated=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
-            rejected=Count("id", filter=Q(verdict=Verdict.REJECTED)))}
+    per_stratum = Sample.objects.filter(batch=batch).values("diagnosis", "fst").annotate(
+        generated=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
+        rejected=Count("id", filter=Q(verdict=Verdict.REJECTED)))
+    counts: dict[tuple[str, int], Mapping[str, Any]] = {
+        (r["diagnosis"], r["fst"]): r for r in per_stratum}
     rows = []
     for cell in batch.plan():
         c = counts.get(cell.stratum, {})

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from catalog.services import dataset_synthetic_create
@@ -37,8 +38,8 @@ from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
 from generation.models import Batch, BatchState, Sample, Verdict
 from generation.selectors import batch_failed_jobs
-from jobs.lease import JobLease
 from jobs.models import TERMINAL_STATES, Job, JobState
+from jobs.registry import LeaseHolder
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import Run, RunKind
 from training.selectors import run_is_finished
@@ -200,7 +201,7 @@ def pixel_dependence(micro_batch: int) -> dict[str, Any]:
 
 
 def batch_record_environment(*, batch_id: int, environment: dict[str, Any],
-                             lease: JobLease | None = None) -> bool:
+                             lease: LeaseHolder | None = None) -> bool:
     """Add the machine a shard generates on to the batch's reproducibility record, once;
     True if it was new. More than one means candidates may differ by rounding between them."""
     with _held(lease):
@@ -266,18 +267,19 @@ def _decide(batch: Batch) -> dict[str, bool]:
     return complete
 
 
-def _open_shards(batch: Batch, *, excluding: int | None = None):
-    return Job.objects.filter(parent=batch.job, kind="generation.shard").exclude(
-        state__in=TERMINAL_STATES).exclude(pk=excluding)
+def _open_shards(batch: Batch, *, excluding: int | None = None) -> QuerySet[Job]:
+    shards = Job.objects.filter(parent=batch.job, kind="generation.shard").exclude(
+        state__in=TERMINAL_STATES)
+    return shards.exclude(pk=excluding) if excluding is not None else shards
 
 
-def _held(lease: JobLease | None):
+def _held(lease: LeaseHolder | None) -> AbstractContextManager[None]:
     """The lease's fenced transaction, or a plain one for a user's action (resume)."""
     return lease.hold() if lease is not None else transaction.atomic()
 
 
 def batch_advance(*, batch_id: int, current_job: int | None = None,
-                  lease: JobLease | None = None) -> dict[str, Any]:
+                  lease: LeaseHolder | None = None) -> dict[str, Any]:
     """Decide what can be decided, then queue the next shards or the batch report.
 
     Called when the reference is ready and whenever a shard has stored its candidates, under
@@ -332,7 +334,7 @@ def batch_advance(*, batch_id: int, current_job: int | None = None,
             "strata": len(complete)}
 
 
-def batch_start(*, batch_id: int, provenance: dict[str, Any], lease: JobLease | None = None,
+def batch_start(*, batch_id: int, provenance: dict[str, Any], lease: LeaseHolder | None = None,
                 publish: Callable[[], None] | None = None) -> dict[str, Any]:
     """The reference is ready: publish it, record the extractors and hand out the first
     shards, all under the preparing job's lease (a stalled attempt changes nothing)."""
@@ -347,7 +349,8 @@ def batch_start(*, batch_id: int, provenance: dict[str, Any], lease: JobLease | 
         return batch_advance(batch_id=batch_id, lease=lease)
 
 
-def batch_finish(*, batch_id: int, report: dict[str, Any], lease: JobLease | None = None) -> None:
+def batch_finish(*, batch_id: int, report: dict[str, Any],
+                 lease: LeaseHolder | None = None) -> None:
     with _held(lease):
         Batch.objects.filter(pk=batch_id, state=BatchState.REPORTING).update(
             report=report, state=BatchState.FINISHED, finished_at=timezone.now())
@@ -393,6 +396,8 @@ def batch_resume(*, batch: Batch, user: Any = None) -> Batch:
                                    "with no failed shard; there is nothing to resume")
         batch.error = ""
         batch.finished_at = None
+        if batch.job is None:  # a launch always creates the job; a hand-made row may not
+            raise BatchConfigError(f"batch {batch.pk} has no preparation job to resume")
         if batch.job.state != JobState.SUCCEEDED:
             batch.state = BatchState.PREPARING
             batch.save(update_fields=["state", "error", "finished_at"])

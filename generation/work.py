@@ -179,6 +179,8 @@ def _store(batch: Batch, shard_job_id: int, lease: LeaseHolder, *, dx: str, fst:
         source_id = f"{dx}-fst{fst}-{index:06d}"
         encoded = encode_for_storage(pixels)
         details = score.to_dict()
+        if batch.dataset is None:  # batch_create always makes one
+            raise ValueError(f"batch {batch.pk} has no dataset to store its images in")
         try:
             with transaction.atomic():
                 image = synthetic_image_create(

@@ -102,6 +102,8 @@ class Command(BaseCommand):
             self.stdout.write(f"queued as job {batch.job_id} on the gpu queue")
             self.stdout.write(str(batch.pk))
             return
+        if batch.job_id is None:  # batch_create always makes one
+            raise CommandError(f"batch {batch.pk} has no preparation job")
         try:
             drain_here(root_id=batch.job_id, echo=ConsoleProgress(self.stderr),
                        active=lambda: Batch.objects.get(pk=batch.pk).is_active)
