@@ -34,8 +34,9 @@ class Panel:
 _registry: dict[tuple[Role, str], Panel] = {}
 
 
-def register_panel(*, role: Role | str, order: int, template: str,
-                   context: PanelContext | None = None) -> Panel:
+def register_panel(
+    *, role: Role | str, order: int, template: str, context: PanelContext | None = None
+) -> Panel:
     """Show ``template`` on ``role``'s home page, with the context ``context(request)``."""
     panel = Panel(role=Role(role), order=order, template=template, context=context)
     _registry[(panel.role, panel.template)] = panel
@@ -43,13 +44,16 @@ def register_panel(*, role: Role | str, order: int, template: str,
 
 
 def panels_for(*, role: Role) -> list[Panel]:
-    return sorted((p for p in _registry.values() if p.role is role),
-                  key=lambda p: (p.order, p.template))
+    return sorted(
+        (p for p in _registry.values() if p.role is role), key=lambda p: (p.order, p.template)
+    )
 
 
 def panels_render(*, role: Role, request: HttpRequest) -> list[SafeString]:
     """Each of the role's panels rendered on its own, so no panel sees another's context."""
-    return [render_to_string(panel.template,
-                             dict(panel.context(request)) if panel.context else {},
-                             request=request)
-            for panel in panels_for(role=role)]
+    return [
+        render_to_string(
+            panel.template, dict(panel.context(request)) if panel.context else {}, request=request
+        )
+        for panel in panels_for(role=role)
+    ]

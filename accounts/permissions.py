@@ -61,6 +61,7 @@ def sync_role_groups() -> None:
         perms = []
         for name in sorted(names):
             app_label, codename = name.split(".")
-            perms.append(Permission.objects.get(content_type__app_label=app_label,
-                                                codename=codename))
+            perms.append(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
         group.permissions.set(perms)

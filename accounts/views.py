@@ -31,5 +31,6 @@ def home(request):
     role = home_role(request.user)
     if role is None:
         return render(request, "accounts/home_norole.html", status=403)
-    return render(request, HOME_TEMPLATES[role],
-                  {"panels": panels_render(role=role, request=request)})
+    return render(
+        request, HOME_TEMPLATES[role], {"panels": panels_render(role=role, request=request)}
+    )

@@ -78,14 +78,21 @@ def main() -> None:
         with transaction.atomic():
             dataset = Dataset.objects.create(name="fitzpatrick17k", source_format="fitzpatrick17k")
             for record in parsed.records:
-                Image.objects.create(dataset=dataset, origin=Origin.REAL,
-                                     source_id=record.source_id, missing_file=True,
-                                     **image_record_fields(record=record))
+                Image.objects.create(
+                    dataset=dataset,
+                    origin=Origin.REAL,
+                    source_id=record.source_id,
+                    missing_file=True,
+                    **image_record_fields(record=record),
+                )
         return time.perf_counter() - started
 
     results = {}
-    for name, fn in [("bulk importer (dataset_import)", bulk), ("re-import, unchanged", reimport),
-                     ("row-by-row ORM create", row_by_row)]:
+    for name, fn in [
+        ("bulk importer (dataset_import)", bulk),
+        ("re-import, unchanged", reimport),
+        ("row-by-row ORM create", row_by_row),
+    ]:
         results[name] = [fn() for _ in range(args.repeats)]
     clear()
 
@@ -96,8 +103,10 @@ def main() -> None:
         image.save(buffer, format="PNG", compress_level=1)
         pngs.append(buffer.getvalue())
     timings = {}
-    for label, kwargs in [("preprocess (512 px + ITA)", {}),
-                          ("preprocess with DullRazor", {"hair_removal": True})]:
+    for label, kwargs in [
+        ("preprocess (512 px + ITA)", {}),
+        ("preprocess with DullRazor", {"hair_removal": True}),
+    ]:
         started = time.perf_counter()
         for png in pngs:
             preprocess_image(png, **kwargs)
@@ -107,19 +116,27 @@ def main() -> None:
         draw_lesion("BCC", 1 + i % 6, seed=100 + i)
     timings["draw one demo lesion"] = (time.perf_counter() - started) / 20
 
-    server = connection.cursor().connection.info.server_version if connection.vendor == \
-        "postgresql" else ""
-    print(f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, {connection.vendor} {server}")
-    print(f"Data: {METADATA.name}, 16,577 rows (16,560 kept), no image files; "
-          f"median of {args.repeats}\n")
+    server = (
+        connection.cursor().connection.info.server_version
+        if connection.vendor == "postgresql"
+        else ""
+    )
+    print(
+        f"Machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, {connection.vendor} {server}"
+    )
+    print(
+        f"Data: {METADATA.name}, 16,577 rows (16,560 kept), no image files; "
+        f"median of {args.repeats}\n"
+    )
     print("| import of fitzpatrick17k.csv | median s | min s | rows/s |")
     print("|---|---|---|---|")
     for name, values in results.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.2f} | {min(values):.2f} | {16_560 / median:,.0f} |")
     ratio = statistics.median(results["row-by-row ORM create"]) / statistics.median(
-        results["bulk importer (dataset_import)"])
+        results["bulk importer (dataset_import)"]
+    )
     print(f"\nBulk importer is {ratio:.1f}x faster than row-by-row creates.\n")
     print("| per image (20 images, 512 px, one process) | ms |")
     print("|---|---|")

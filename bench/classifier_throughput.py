@@ -35,9 +35,11 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     y = torch.randint(0, 7, (args.batch,), device=device)
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads, "
-          f"device {device}, torch {torch.__version__}; input {args.size} px, batch "
-          f"{args.batch}, median of {args.repeats} batches after 2 warm-up\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads, "
+        f"device {device}, torch {torch.__version__}; input {args.size} px, batch "
+        f"{args.batch}, median of {args.repeats} batches after 2 warm-up\n"
+    )
     print("| model | train images/s | inference images/s |")
     print("|---|---|---|")
     for arch in ("resnet50", "resnet18"):
@@ -64,8 +66,10 @@ def main() -> None:
                 torch.cuda.synchronize()
             if i >= 2:
                 infer_times.append(time.perf_counter() - started)
-        print(f"| {arch} | {args.batch / statistics.median(train_times):.1f} | "
-              f"{args.batch / statistics.median(infer_times):.1f} |")
+        print(
+            f"| {arch} | {args.batch / statistics.median(train_times):.1f} | "
+            f"{args.batch / statistics.median(infer_times):.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,10 +50,14 @@ def main() -> None:
     parser.add_argument("--rows", default="40,600")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"python {platform.python_version()}, numpy {np.__version__}, scipy "
-          f"{scipy.__version__}, {platform.machine()}")
-    print("| rows per set | sqrtm (reference) s | eigen (frechet_distance) s | "
-          "SVD of rows (fid_from_features) s | eigen speed-up | values |")
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, scipy "
+        f"{scipy.__version__}, {platform.machine()}"
+    )
+    print(
+        "| rows per set | sqrtm (reference) s | eigen (frechet_distance) s | "
+        "SVD of rows (fid_from_features) s | eigen speed-up | values |"
+    )
     print("|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for n in (int(r) for r in args.rows.split(",")):
@@ -61,11 +65,15 @@ def main() -> None:
         b = rng.normal(size=(n, args.dim)) * 1.1 + 0.05
         s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
         t_ref, v_ref = timed(lambda a=a, b=b: sqrtm_reference(a, b), args.repeats)
-        t_eig, v_eig = timed(lambda a=a, b=b, s1=s1, s2=s2: frechet_distance(
-            a.mean(0), s1, b.mean(0), s2), args.repeats)
+        t_eig, v_eig = timed(
+            lambda a=a, b=b, s1=s1, s2=s2: frechet_distance(a.mean(0), s1, b.mean(0), s2),
+            args.repeats,
+        )
         t_svd, v_svd = timed(lambda a=a, b=b: fid_from_features(a, b), args.repeats)
-        print(f"| {n} | {t_ref:.2f} | {t_eig:.2f} | {t_svd:.3f} | {t_ref / t_eig:.1f}x | "
-              f"{v_ref:.3f} / {v_eig:.3f} / {v_svd:.3f} |")
+        print(
+            f"| {n} | {t_ref:.2f} | {t_eig:.2f} | {t_svd:.3f} | {t_ref / t_eig:.1f}x | "
+            f"{v_ref:.3f} / {v_eig:.3f} / {v_svd:.3f} |"
+        )
 
 
 if __name__ == "__main__":

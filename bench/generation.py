@@ -38,8 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_CLIP = ROOT / "tests" / "fixtures" / "tiny_clip.json"
 STRATA = [("MEL", 2), ("NV", 5), ("BCC", 3), ("DF", 6)]
 BATCH_SEED = 2026
-QUICK_TRAINING = {"steps": 2, "validation_every": 1000, "validation_inference_steps": 1,
-                  "grad_accumulation": 1, "lr_warmup_steps": 0, "resolution": 64}
+QUICK_TRAINING = {
+    "steps": 2,
+    "validation_every": 1000,
+    "validation_inference_steps": 1,
+    "grad_accumulation": 1,
+    "lr_warmup_steps": 0,
+    "resolution": 64,
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,17 +57,30 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=None, help="default: 16 on cpu, 32 on gpu")
     parser.add_argument("--steps", type=int, default=None, help="default: 10 on cpu, 50 on gpu")
     parser.add_argument("--guidance", type=float, default=7.5)
-    parser.add_argument("--batch-sizes", default=None,
-                        help="comma-separated; default 1,4,8 on cpu, 1,2,4,8,16,32 on gpu")
+    parser.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated; default 1,4,8 on cpu, 1,2,4,8,16,32 on gpu",
+    )
     parser.add_argument("--scheduler", default="ddim", choices=sorted(SCHEDULERS))
     parser.add_argument("--size", type=int, default=None, help="default: the model's native size")
-    parser.add_argument("--clip-model", default=None,
-                        help="default: tests/fixtures/tiny_clip.json on cpu, ViT-B-32 otherwise")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds of B and A; the median is shown (default 3 on cpu, 1 on gpu)")
+    parser.add_argument(
+        "--clip-model",
+        default=None,
+        help="default: tests/fixtures/tiny_clip.json on cpu, ViT-B-32 otherwise",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="rounds of B and A; the median is shown (default 3 on cpu, 1 on gpu)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--cache-dir", default=None,
-                        help="where the base model is written (default: a temporary folder)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the base model is written (default: a temporary folder)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -72,11 +91,14 @@ def parse_args() -> argparse.Namespace:
     if args.steps is None:
         args.steps = 50 if on_gpu or args.model != "tiny" else 10
     try:
-        args.batch_sizes = [int(b) for b in (args.batch_sizes or (
-            "1,2,4,8,16,32" if on_gpu else "1,4,8")).split(",")]
+        args.batch_sizes = [
+            int(b)
+            for b in (args.batch_sizes or ("1,2,4,8,16,32" if on_gpu else "1,4,8")).split(",")
+        ]
     except ValueError:
-        parser.error(f"--batch-sizes must be whole numbers separated by commas, "
-                     f"got {args.batch_sizes!r}")
+        parser.error(
+            f"--batch-sizes must be whole numbers separated by commas, got {args.batch_sizes!r}"
+        )
     if args.repeats is None:
         args.repeats = 1 if on_gpu else 3
     args.clip_model = args.clip_model or ("ViT-B-32" if on_gpu else str(TINY_CLIP))
@@ -105,10 +127,23 @@ def train_artifacts(base, work: Path, device: str) -> list[Path]:
         draw_lesion(dx, fst, seed=i, size=64).save(path)
         items.append(TrainItem(str(path), dx, fst))
     ti_dir, lora_dir = work / "ti", work / "lora"
-    train(config=TrainConfig.build("textual_inversion", QUICK_TRAINING), base=base, items=items,
-          run_dir=ti_dir, progress=SilentProgress(), device=device)
-    train(config=TrainConfig.build("lora", QUICK_TRAINING), base=base, items=items,
-          run_dir=lora_dir, progress=SilentProgress(), parents=[ti_dir], device=device)
+    train(
+        config=TrainConfig.build("textual_inversion", QUICK_TRAINING),
+        base=base,
+        items=items,
+        run_dir=ti_dir,
+        progress=SilentProgress(),
+        device=device,
+    )
+    train(
+        config=TrainConfig.build("lora", QUICK_TRAINING),
+        base=base,
+        items=items,
+        run_dir=lora_dir,
+        progress=SilentProgress(),
+        parents=[ti_dir],
+        device=device,
+    )
     return [ti_dir, lora_dir]
 
 
@@ -130,8 +165,9 @@ def build_scorer(args: argparse.Namespace, size: int, work: Path):
     torch.save(model.state_dict(), classifier_dir / "classifier.pt")
     manifest = {"config": {"arch": "resnet50", "image_size": 224}, "classes": CLASS_NAMES}
     (classifier_dir / "manifest.json").write_text(json.dumps(manifest))
-    extractors = Extractors.load(device=args.device, clip_model=args.clip_model,
-                                 classifier_dir=classifier_dir)
+    extractors = Extractors.load(
+        device=args.device, clip_model=args.clip_model, classifier_dir=classifier_dir
+    )
 
     images = work / "reference"
     images.mkdir()
@@ -148,9 +184,14 @@ def build_scorer(args: argparse.Namespace, size: int, work: Path):
         path = images / f"train-{seed}.png"
         draw_lesion(dx, fst, seed=500 + seed, size=drawn).save(path)
         training.append((f"train-{seed}", str(path)))
-    reference = Reference.build(extractors, real=real, training=training, size=size,
-                                lpips_images=config.lpips_reference_images,
-                                memorization_neighbours=config.memorization_neighbours)
+    reference = Reference.build(
+        extractors,
+        real=real,
+        training=training,
+        size=size,
+        lpips_images=config.lpips_reference_images,
+        memorization_neighbours=config.memorization_neighbours,
+    )
     return Scorer(extractors, reference, config, size=size)
 
 
@@ -183,25 +224,32 @@ def run_batched(generator, scorer, jobs, batch: int, *, args, out: Path) -> tupl
     device = generator.device
     # Warm-up at this batch shape: kernel selection and caches are not what is measured.
     warm = jobs[:batch]
-    images = generator.generate([j[2] for j in warm], [j[3] for j in warm], steps=2,
-                                guidance=args.guidance, size=args.size)
+    images = generator.generate(
+        [j[2] for j in warm], [j[3] for j in warm], steps=2, guidance=args.guidance, size=args.size
+    )
     scorer.score(images, diagnoses=[j[0] for j in warm], fsts=[j[1] for j in warm])
     synchronize(device)
 
     seconds = {"generate": 0.0, "score": 0.0, "encode": 0.0}
     pixels_by_seed = {}
     for start in range(0, len(jobs), batch):
-        chunk = jobs[start:start + batch]
+        chunk = jobs[start : start + batch]
         started = time.perf_counter()
-        images = generator.generate([j[2] for j in chunk], [j[3] for j in chunk],
-                                    steps=args.steps, guidance=args.guidance, size=args.size)
+        images = generator.generate(
+            [j[2] for j in chunk],
+            [j[3] for j in chunk],
+            steps=args.steps,
+            guidance=args.guidance,
+            size=args.size,
+        )
         synchronize(device)
         scored = time.perf_counter()
         scorer.score(images, diagnoses=[j[0] for j in chunk], fsts=[j[1] for j in chunk])
         synchronize(device)
         encoding = time.perf_counter()
-        pixels = (images.mul(255).round().clamp(0, 255).to(torch.uint8)
-                  .permute(0, 2, 3, 1).cpu().numpy())
+        pixels = (
+            images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        )
         for job, px in zip(chunk, pixels, strict=True):
             (out / f"a{batch}-{job[3]}.png").write_bytes(png_bytes(px))
             pixels_by_seed[job[3]] = px
@@ -222,8 +270,9 @@ def load_plain_pipeline(base, run_dirs, args, dtype):
     from fairskin.diffusion.artifacts import load_run_artifacts
     from fairskin.generation.options import SCHEDULERS
 
-    pipe = StableDiffusionPipeline.from_pretrained(base.path, dtype=dtype, safety_checker=None,
-                                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        base.path, dtype=dtype, safety_checker=None, requires_safety_checker=False
+    )
     load_run_artifacts(pipe, run_dirs)
     scheduler_class = getattr(diffusers, SCHEDULERS[args.scheduler])
     pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
@@ -239,10 +288,15 @@ def run_loop(pipe, jobs, args, negative_prompt: str, out: Path) -> tuple[dict, d
     device = torch.device(args.device)
 
     def one(job, steps):
-        return pipe(job[2], negative_prompt=negative_prompt,
-                    generator=torch.Generator(device).manual_seed(job[3]),
-                    num_inference_steps=steps, guidance_scale=args.guidance,
-                    height=args.size, width=args.size).images[0]
+        return pipe(
+            job[2],
+            negative_prompt=negative_prompt,
+            generator=torch.Generator(device).manual_seed(job[3]),
+            num_inference_steps=steps,
+            guidance_scale=args.guidance,
+            height=args.size,
+            width=args.size,
+        ).images[0]
 
     one(jobs[0], 2)
     synchronize(device)
@@ -282,9 +336,11 @@ def flops_per_image(generator, scorer, job, args) -> tuple[int, int, int]:
     forward (classifier-free guidance runs it on 2 latents), the rest is text encoding and the
     VAE decode. Scoring's numpy parts (the FID distance, the CLIP index) are not counted.
     """
+
     def generate(steps: int):
-        return generator.generate([job[2]], [job[3]], steps=steps, guidance=args.guidance,
-                                  size=args.size)
+        return generator.generate(
+            [job[2]], [job[3]], steps=steps, guidance=args.guidance, size=args.size
+        )
 
     one_step, two_steps = count_flops(lambda: generate(1)), count_flops(lambda: generate(2))
     per_step = two_steps - one_step
@@ -339,21 +395,34 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     jobs = []  # (diagnosis, fst, prompt, seed), cycling over the strata
     for i in range(args.images):
         dx, fst = STRATA[i % len(STRATA)]
-        jobs.append((dx, fst, prompt_for(dx, fst, available=generator.tokens),
-                     candidate_seed(BATCH_SEED, (dx, fst), i // len(STRATA))))
+        jobs.append(
+            (
+                dx,
+                fst,
+                prompt_for(dx, fst, available=generator.tokens),
+                candidate_seed(BATCH_SEED, (dx, fst), i // len(STRATA)),
+            )
+        )
     scorer = build_scorer(args, args.size, work)
     out = work / "images"
     out.mkdir()
 
     dtype = generator.pipe.unet.dtype
-    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"{platform.machine()} CPU, {os.cpu_count()} cores")
-    print(f"Device: {device_name}; torch threads {args.threads}; "
-          + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
-    print(f"Model: {args.model} at {args.size} px, {dtype}, scheduler {args.scheduler}, "
-          f"{args.steps} steps, guidance {args.guidance}, {args.images} images over "
-          f"{len(STRATA)} strata; tokens and LoRA of a 2-step run; scoring: "
-          f"{scorer.extractors.clip[1].label}, random Inception/LPIPS/ResNet50\n")
+    device_name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    )
+    print(
+        f"Device: {device_name}; torch threads {args.threads}; "
+        + ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    )
+    print(
+        f"Model: {args.model} at {args.size} px, {dtype}, scheduler {args.scheduler}, "
+        f"{args.steps} steps, guidance {args.guidance}, {args.images} images over "
+        f"{len(STRATA)} strata; tokens and LoRA of a 2-step run; scoring: "
+        f"{scorer.extractors.clip[1].label}, random Inception/LPIPS/ResNet50\n"
+    )
 
     plain = load_plain_pipeline(base, run_dirs, args, dtype)
     # Rounds alternate B and A, so a slow spell (another process, clock changes) hits both;
@@ -367,9 +436,13 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
         for batch in args.batch_sizes:
             seconds, pixels = run_batched(generator, scorer, jobs, batch, args=args, out=out)
             batched_rounds[batch].append(seconds)
-            diffs[batch] = max([diffs[batch]] + [
-                int(np.abs(pixels[s].astype(np.int16) - loop_pixels[s]).max())
-                for s in loop_pixels])
+            diffs[batch] = max(
+                [diffs[batch]]
+                + [
+                    int(np.abs(pixels[s].astype(np.int16) - loop_pixels[s]).max())
+                    for s in loop_pixels
+                ]
+            )
     del plain
     wall = time.perf_counter() - started
     others = max(0.0, busy_cpu_seconds() - busy - (time.process_time() - own))
@@ -378,36 +451,50 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
     loop_seconds = median_round(loop_rounds)
     loop_rate = n / (loop_seconds["generate"] + loop_seconds["encode"])
     print(f"Median of {args.repeats} round(s); each round runs B, then A at every batch size.\n")
-    print("| path | batch | generate s | score s | encode s | images/s without scoring | "
-          "images/s with scoring | scoring share of wall time | ratio to B without / with "
-          "scoring | max abs pixel diff to B |")
+    print(
+        "| path | batch | generate s | score s | encode s | images/s without scoring | "
+        "images/s with scoring | scoring share of wall time | ratio to B without / with "
+        "scoring | max abs pixel diff to B |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| B: plain pipeline loop | 1 | {loop_seconds['generate']:.2f} | - | "
-          f"{loop_seconds['encode']:.2f} | {loop_rate:.2f} | - | - | 1.00x | 0 |")
+    print(
+        f"| B: plain pipeline loop | 1 | {loop_seconds['generate']:.2f} | - | "
+        f"{loop_seconds['encode']:.2f} | {loop_rate:.2f} | - | - | 1.00x | 0 |"
+    )
     results = {batch: median_round(rounds) for batch, rounds in batched_rounds.items()}
     for batch, seconds in results.items():
         without = n / (seconds["generate"] + seconds["encode"])
         total = sum(seconds.values())
-        print(f"| A: BatchGenerator + Scorer | {batch} | {seconds['generate']:.2f} | "
-              f"{seconds['score']:.2f} | {seconds['encode']:.2f} | {without:.2f} | "
-              f"{n / total:.2f} | {seconds['score'] / total:.1%} | "
-              f"{without / loop_rate:.2f}x / {n / total / loop_rate:.2f}x | {diffs[batch]} |")
+        print(
+            f"| A: BatchGenerator + Scorer | {batch} | {seconds['generate']:.2f} | "
+            f"{seconds['score']:.2f} | {seconds['encode']:.2f} | {without:.2f} | "
+            f"{n / total:.2f} | {seconds['score'] / total:.1%} | "
+            f"{without / loop_rate:.2f}x / {n / total / loop_rate:.2f}x | {diffs[batch]} |"
+        )
 
-    print(f"\nOther processes used {others:.1f} CPU-seconds during the {wall:.1f} s of timed "
-          f"runs on {os.cpu_count()} cores (/proc/stat; near 0 means the figures are clean).")
+    print(
+        f"\nOther processes used {others:.1f} CPU-seconds during the {wall:.1f} s of timed "
+        f"runs on {os.cpu_count()} cores (/proc/stat; near 0 means the figures are clean)."
+    )
     per_image, unet_step, scoring = flops_per_image(generator, scorer, jobs[0], args)
     best_batch = min(results, key=lambda b: results[b]["generate"])
     best_rate = n / results[best_batch]["generate"]
-    print(f"Counted FLOPs per image (FlopCounterMode over a whole generate call at batch 1, "
-          f"1 and 2 steps): {per_image / 1e9:.1f} GFLOP, of which the UNet "
-          f"{unet_step / 1e9:.1f} GFLOP per step (both guidance branches); scoring one "
-          f"image: {scoring / 1e9:.1f} GFLOP ({scoring / per_image:.1%} of generating it).")
-    print(f"Generation alone at batch {best_batch}: {best_rate:.2f} images/s = "
-          f"{per_image * best_rate / 1e12:.3f} TFLOP/s achieved.")
+    print(
+        f"Counted FLOPs per image (FlopCounterMode over a whole generate call at batch 1, "
+        f"1 and 2 steps): {per_image / 1e9:.1f} GFLOP, of which the UNet "
+        f"{unet_step / 1e9:.1f} GFLOP per step (both guidance branches); scoring one "
+        f"image: {scoring / 1e9:.1f} GFLOP ({scoring / per_image:.1%} of generating it)."
+    )
+    print(
+        f"Generation alone at batch {best_batch}: {best_rate:.2f} images/s = "
+        f"{per_image * best_rate / 1e12:.3f} TFLOP/s achieved."
+    )
     if device.type == "cuda":
         peak = bf16_matmul_tflops(device)
-        print(f"Dense bf16 matmul rate (8192^3, median of 10x10): {peak:.0f} TFLOP/s; "
-              f"generation ({dtype}) reaches {per_image * best_rate / 1e12 / peak:.1%} of it.")
+        print(
+            f"Dense bf16 matmul rate (8192^3, median of 10x10): {peak:.0f} TFLOP/s; "
+            f"generation ({dtype}) reaches {per_image * best_rate / 1e12 / peak:.1%} of it."
+        )
 
 
 def main() -> None:

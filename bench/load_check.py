@@ -36,8 +36,12 @@ def exactly_once(study_id: int, acks: list[dict]) -> list[str]:
     from review.models import Rating, RatingAudit
 
     problems = []
-    stored = {r["assignment__token"]: r for r in Rating.objects.filter(study_id=study_id)
-              .values("assignment__token", "rater__username", "score")}
+    stored = {
+        r["assignment__token"]: r
+        for r in Rating.objects.filter(study_id=study_id).values(
+            "assignment__token", "rater__username", "score"
+        )
+    }
     # A repeat (200) is harmless; two creations (201) of one item would be a double write.
     for token, n in Counter(a["token"] for a in acks if a["status"] == 201).items():
         if n > 1:
@@ -47,10 +51,17 @@ def exactly_once(study_id: int, acks: list[dict]) -> list[str]:
         if row is None:
             problems.append(f"{ack['rater']}: acknowledged rating not stored ({ack['token']})")
         elif row["rater__username"] != ack["rater"] or row["score"] != ack["score"]:
-            problems.append(f"{ack['rater']}: stored {row['rater__username']}/{row['score']}, "
-                            f"acknowledged {ack['score']}")
-    doubles = (Rating.objects.filter(study_id=study_id).values("rater", "assignment")
-               .annotate(n=Count("id")).filter(n__gt=1).count())
+            problems.append(
+                f"{ack['rater']}: stored {row['rater__username']}/{row['score']}, "
+                f"acknowledged {ack['score']}"
+            )
+    doubles = (
+        Rating.objects.filter(study_id=study_id)
+        .values("rater", "assignment")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .count()
+    )
     if doubles:
         problems.append(f"{doubles} (rater, assignment) pairs stored more than once")
     created = RatingAudit.objects.filter(study_id=study_id, action="created").count()
@@ -83,29 +94,37 @@ def main() -> int:
     for name in REQUESTS + ["Aggregated"]:
         row = rows.get(name)
         if row:
-            print(f"{name:<13} {row['Request Count']:>6} {row['Failure Count']:>5} "
-                  f"{row['50%']:>7} {row['95%']:>7} {row['99%']:>7} "
-                  f"{float(row['Max Response Time']):>7.0f}")
+            print(
+                f"{name:<13} {row['Request Count']:>6} {row['Failure Count']:>5} "
+                f"{row['50%']:>7} {row['95%']:>7} {row['99%']:>7} "
+                f"{float(row['Max Response Time']):>7.0f}"
+            )
     if acks:
         for label, key in (("next item + its image", "next_ms"), ("submit rating", "submit_ms")):
             values = [a[key] for a in acks]
-            print(f"{label}, per acknowledged rating ({len(values)}): p50 "
-                  f"{percentile(values, 50):.0f}  p95 {percentile(values, 95):.0f}  "
-                  f"p99 {percentile(values, 99):.0f} ms;  mean {statistics.fmean(values):.0f} ms")
+            print(
+                f"{label}, per acknowledged rating ({len(values)}): p50 "
+                f"{percentile(values, 50):.0f}  p95 {percentile(values, 95):.0f}  "
+                f"p99 {percentile(values, 99):.0f} ms;  mean {statistics.fmean(values):.0f} ms"
+            )
     failures = Path(f"{args.csv}_failures.csv")
     if failures.exists():
         with failures.open(newline="") as fh:
             for row in csv.DictReader(fh):
-                print(f"failure: {row['Method']} {row['Name']}: {row['Error']} "
-                      f"x{row['Occurrences']}")
-    stored = set(Rating.objects.filter(study_id=args.study)
-                 .values_list("assignment__token", flat=True))
+                print(
+                    f"failure: {row['Method']} {row['Name']}: {row['Error']} x{row['Occurrences']}"
+                )
+    stored = set(
+        Rating.objects.filter(study_id=args.study).values_list("assignment__token", flat=True)
+    )
     problems = exactly_once(args.study, acks)
     # Not a failure: a rating whose answer never reached its user (cut off at the time limit).
     unacknowledged = len(stored - {a["token"] for a in acks})
-    print(f"acknowledged ratings: {len(acks)} ({sum(a['status'] == 201 for a in acks)} created, "
-          f"{sum(a['status'] == 200 for a in acks)} repeats); stored: {len(stored)} "
-          f"({unacknowledged} stored but never acknowledged)")
+    print(
+        f"acknowledged ratings: {len(acks)} ({sum(a['status'] == 201 for a in acks)} created, "
+        f"{sum(a['status'] == 200 for a in acks)} repeats); stored: {len(stored)} "
+        f"({unacknowledged} stored but never acknowledged)"
+    )
     if problems:
         print(f"EXACTLY-ONCE CHECK FAILED ({len(problems)} problems):")
         for line in problems[:20]:

@@ -26,8 +26,10 @@ from locust.exception import StopUser
 STUDY_ID = int(os.environ.get("LOAD_STUDY_ID", "1"))
 PASSWORD = os.environ.get("LOAD_PASSWORD", "load-derm-password")
 RATERS = int(os.environ.get("LOAD_RATERS", "30"))
-THINK = (float(os.environ.get("LOAD_THINK_MIN", "0.5")),
-         float(os.environ.get("LOAD_THINK_MAX", "2.0")))
+THINK = (
+    float(os.environ.get("LOAD_THINK_MIN", "0.5")),
+    float(os.environ.get("LOAD_THINK_MAX", "2.0")),
+)
 _accounts = itertools.cycle(range(1, RATERS + 1))
 _acks = open(os.environ.get("LOAD_ACKS", os.devnull), "a", buffering=1)
 
@@ -41,11 +43,14 @@ class Dermatologist(HttpUser):
         self.username = f"load-derm-{next(_accounts)}"
         self.client.get("/accounts/login/", name="login page")
         token = self.client.cookies.get("csrftoken")
-        with self.client.post("/accounts/login/", name="login", allow_redirects=False,
-                              data={"username": self.username, "password": PASSWORD,
-                                    "csrfmiddlewaretoken": token},
-                              headers={"Referer": self.host + "/accounts/login/"},
-                              catch_response=True) as response:
+        with self.client.post(
+            "/accounts/login/",
+            name="login",
+            allow_redirects=False,
+            data={"username": self.username, "password": PASSWORD, "csrfmiddlewaretoken": token},
+            headers={"Referer": self.host + "/accounts/login/"},
+            catch_response=True,
+        ) as response:
             if response.status_code != 302:
                 response.failure(f"{self.username} not signed in ({response.status_code})")
                 raise StopUser()
@@ -55,8 +60,9 @@ class Dermatologist(HttpUser):
     @task
     def rate_one(self):
         started = time.perf_counter()
-        with self.client.get(f"/api/rater/studies/{STUDY_ID}/queue/", name="next item",
-                             catch_response=True) as response:
+        with self.client.get(
+            f"/api/rater/studies/{STUDY_ID}/queue/", name="next item", catch_response=True
+        ) as response:
             if response.status_code != 200:
                 response.failure(f"queue answered {response.status_code}")
                 return
@@ -71,17 +77,26 @@ class Dermatologist(HttpUser):
         think = random.uniform(*THINK)
         gevent.sleep(think)
         score = random.randint(1, 7)
-        with self.client.post("/api/ratings/", name="submit rating", catch_response=True,
-                              json={"token": current["token"], "score": score,
-                                    "seconds": round(think, 3)},
-                              headers={"X-CSRFToken": self.csrf,
-                                       "Referer": self.host + "/"}) as response:
+        with self.client.post(
+            "/api/ratings/",
+            name="submit rating",
+            catch_response=True,
+            json={"token": current["token"], "score": score, "seconds": round(think, 3)},
+            headers={"X-CSRFToken": self.csrf, "Referer": self.host + "/"},
+        ) as response:
             if response.status_code not in (200, 201):
-                response.failure(f"rating answered {response.status_code}: "
-                                 f"{response.text[:120]}")
+                response.failure(f"rating answered {response.status_code}: {response.text[:120]}")
                 return
-        _acks.write(json.dumps({"rater": self.username, "token": current["token"],
-                                "score": score, "status": response.status_code,
-                                "next_ms": round(next_ms, 2),
-                                "submit_ms": round(response.request_meta["response_time"], 2)})
-                    + "\n")
+        _acks.write(
+            json.dumps(
+                {
+                    "rater": self.username,
+                    "token": current["token"],
+                    "score": score,
+                    "status": response.status_code,
+                    "next_ms": round(next_ms, 2),
+                    "submit_ms": round(response.request_meta["response_time"], 2),
+                }
+            )
+            + "\n"
+        )

@@ -42,8 +42,13 @@ def main() -> None:
         draw_lesion(["MEL", "NV", "BCC", "DF"][i % 4], 1 + i % 6, seed=i, size=64).save(path)
         items.append(TrainItem(str(path), ["MEL", "NV", "BCC", "DF"][i % 4], 1 + i % 6))
     ti_dir = work / "ti-parent"
-    train(config=TrainConfig.build("textual_inversion", {"steps": 1, "validation_every": 99}),
-          base=base, items=items, run_dir=ti_dir, progress=SilentProgress())
+    train(
+        config=TrainConfig.build("textual_inversion", {"steps": 1, "validation_every": 99}),
+        base=base,
+        items=items,
+        run_dir=ti_dir,
+        progress=SilentProgress(),
+    )
 
     class Stopwatch(SilentProgress):
         def __init__(self) -> None:
@@ -54,28 +59,45 @@ def main() -> None:
             self.stamps.append(time.perf_counter())
 
     def seconds_per_step(kind: str, **overrides) -> float:
-        config = TrainConfig.build(kind, {"steps": args.steps, "validation_every": 10_000,
-                                          "checkpoint_every": 10_000, **overrides})
+        config = TrainConfig.build(
+            kind,
+            {
+                "steps": args.steps,
+                "validation_every": 10_000,
+                "checkpoint_every": 10_000,
+                **overrides,
+            },
+        )
         watch = Stopwatch()
-        train(config=config, base=base, items=items, run_dir=Path(tempfile.mkdtemp(dir=work)),
-              progress=watch, parents=[ti_dir] if kind != "textual_inversion" else [])
+        train(
+            config=config,
+            base=base,
+            items=items,
+            run_dir=Path(tempfile.mkdtemp(dir=work)),
+            progress=watch,
+            parents=[ti_dir] if kind != "textual_inversion" else [],
+        )
         intervals = [b - a for a, b in zip(watch.stamps[:-2], watch.stamps[1:-1], strict=True)]
         return statistics.median(intervals)
 
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
-          f"device {'cuda' if torch.cuda.is_available() else 'cpu'}; "
-          + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
-    print("Model: tiny (SD v1.5 architecture at toy width), 32 px, batch 4, grad accumulation 2 "
-          "(one step = 8 images)\n")
+    print(
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
+        f"device {'cuda' if torch.cuda.is_available() else 'cpu'}; "
+        + ", ".join(f"{k} {v}" for k, v in library_versions().items())
+    )
+    print(
+        "Model: tiny (SD v1.5 architecture at toy width), 32 px, batch 4, grad accumulation 2 "
+        "(one step = 8 images)\n"
+    )
     print("| run | latents | s/step | ratio |")
     print("|---|---|---|---|")
     for kind in ("textual_inversion", "lora"):
-        per_step = {cached: seconds_per_step(kind, cache_latents=cached)
-                    for cached in (False, True)}
+        per_step = {
+            cached: seconds_per_step(kind, cache_latents=cached) for cached in (False, True)
+        }
         for cached, value in per_step.items():
             label = "cached" if cached else "VAE-encoded every batch"
-            print(f"| {kind} | {label} | {value:.3f} | "
-                  f"{per_step[False] / value:.2f}x |")
+            print(f"| {kind} | {label} | {value:.3f} | {per_step[False] / value:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,16 @@ from common.refusals import refused_to_messages
 
 @admin.register(Dataset)
 class DatasetAdmin(admin.ModelAdmin):
-    list_display = ["name", "source_format", "allowed_use", "licence", "image_count",
-                    "overview"]
+    list_display = ["name", "source_format", "allowed_use", "licence", "image_count", "overview"]
     list_filter = ["source_format", "allowed_use"]
-    readonly_fields = ["source_format", "mapping_tier", "split_seed", "split_fractions",
-                       "created_by", "created_at"]
+    readonly_fields = [
+        "source_format",
+        "mapping_tier",
+        "split_seed",
+        "split_fractions",
+        "created_by",
+        "created_at",
+    ]
     fields = ["name", "description", "licence", "allowed_use", *readonly_fields]
     actions = ["preprocess", "preprocess_with_hair_removal", "split"]
     change_list_template = "admin/catalog/dataset/change_list.html"
@@ -30,15 +35,20 @@ class DatasetAdmin(admin.ModelAdmin):
 
     @admin.display(description="overview")
     def overview(self, dataset):
-        return format_html('<a href="{}">open</a>',
-                           reverse("catalog:dataset", kwargs={"name": dataset.name}))
+        return format_html(
+            '<a href="{}">open</a>', reverse("catalog:dataset", kwargs={"name": dataset.name})
+        )
 
     def get_urls(self):
         return [
-            path("import/", self.admin_site.admin_view(self.import_view),
-                 name="catalog_dataset_import"),
-            path("split/", self.admin_site.admin_view(self.split_view),
-                 name="catalog_dataset_split"),
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="catalog_dataset_import",
+            ),
+            path(
+                "split/", self.admin_site.admin_view(self.split_view), name="catalog_dataset_split"
+            ),
             *super().get_urls(),
         ]
 
@@ -50,15 +60,23 @@ class DatasetAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             with refused_to_messages(request):
                 job = services.dataset_upload_launch(
-                    fmt=data["format"], name=data["name"], mapping=data["mapping"],
-                    allowed_use=data["allowed_use"], licence=data["licence"],
+                    fmt=data["format"],
+                    name=data["name"],
+                    mapping=data["mapping"],
+                    allowed_use=data["allowed_use"],
+                    licence=data["licence"],
                     metadata=data["metadata"],
-                    images=data["images"], user=request.user,
+                    images=data["images"],
+                    user=request.user,
                 )
                 messages.success(request, f"Import queued as job {job.pk}.")
                 return redirect("jobs:detail", job_id=job.pk)
-        context = {**self.admin_site.each_context(request), "form": form,
-                   "title": "Import a dataset", "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Import a dataset",
+            "opts": self.model._meta,
+        }
         return render(request, "admin/catalog/dataset/import.html", context)
 
     def _launch_preprocess(self, request, queryset, hair_removal):
@@ -67,9 +85,9 @@ class DatasetAdmin(admin.ModelAdmin):
         for dataset in queryset:
             with refused_to_messages(request):
                 job = services.dataset_preprocess_launch(
-                    dataset=dataset, hair_removal=hair_removal, user=request.user)
-                self.message_user(request, f"{dataset.name}: preprocessing queued as job "
-                                           f"{job.pk}.")
+                    dataset=dataset, hair_removal=hair_removal, user=request.user
+                )
+                self.message_user(request, f"{dataset.name}: preprocessing queued as job {job.pk}.")
 
     @admin.action(description="Preprocess images (512 px, ITA)")
     def preprocess(self, request, queryset):
@@ -93,20 +111,37 @@ class DatasetAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             d = form.cleaned_data
             for dataset in datasets:
-                counts = services.dataset_split(dataset=dataset, seed=d["seed"],
-                                                fractions=(d["train"], d["val"], d["test"]))
-                self.message_user(request, f"{dataset.name}: " + ", ".join(
-                    f"{k} {v}" for k, v in counts.items()))
+                counts = services.dataset_split(
+                    dataset=dataset, seed=d["seed"], fractions=(d["train"], d["val"], d["test"])
+                )
+                self.message_user(
+                    request, f"{dataset.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+                )
             return redirect("admin:catalog_dataset_changelist")
-        context = {**self.admin_site.each_context(request), "form": form, "datasets": datasets,
-                   "title": "Create splits", "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "datasets": datasets,
+            "title": "Create splits",
+            "opts": self.model._meta,
+        }
         return render(request, "admin/catalog/dataset/split.html", context)
 
 
 @admin.register(DatasetImport)
 class DatasetImportAdmin(admin.ModelAdmin):
-    list_display = ["dataset", "metadata_name", "variant", "rows", "created", "updated",
-                    "unchanged", "missing_files", "seconds", "created_at"]
+    list_display = [
+        "dataset",
+        "metadata_name",
+        "variant",
+        "rows",
+        "created",
+        "updated",
+        "unchanged",
+        "missing_files",
+        "seconds",
+        "created_at",
+    ]
     list_filter = ["source_format", "dataset"]
     readonly_fields = [f.name for f in DatasetImport._meta.fields]
 
@@ -136,10 +171,26 @@ class FstListFilter(admin.SimpleListFilter):
 
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
-    list_display = ["source_id", "dataset", "origin", "diagnosis", "fst_display", "fst_source",
-                    "split", "missing_file"]
-    list_filter = ["dataset", "origin", "diagnosis", FstListFilter, "fst_source", "split",
-                   "missing_file", "hair_removed"]
+    list_display = [
+        "source_id",
+        "dataset",
+        "origin",
+        "diagnosis",
+        "fst_display",
+        "fst_source",
+        "split",
+        "missing_file",
+    ]
+    list_filter = [
+        "dataset",
+        "origin",
+        "diagnosis",
+        FstListFilter,
+        "fst_source",
+        "split",
+        "missing_file",
+        "hair_removed",
+    ]
     search_fields = ["source_id", "file_name", "source_label", "group_id", "sha256"]
     list_select_related = ["dataset"]
     readonly_fields = [f.name for f in Image._meta.fields]

@@ -14,14 +14,20 @@ class DatasetUploadForm(forms.Form):
     """An admin upload: the metadata is parsed here, so a bad file is refused on the form."""
 
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS])
-    name = forms.SlugField(max_length=64, required=False,
-                           help_text="Dataset name; the format's name when empty.")
-    mapping = forms.ChoiceField(choices=[("strict", "strict"), ("broad", "broad")],
-                                initial="strict")
-    allowed_use = forms.ChoiceField(choices=[("", "format default"), *AllowedUse.choices],
-                                    required=False)
-    licence = forms.CharField(max_length=200, required=False,
-                              help_text="Licence of the data; the format's default when empty.")
+    name = forms.SlugField(
+        max_length=64, required=False, help_text="Dataset name; the format's name when empty."
+    )
+    mapping = forms.ChoiceField(
+        choices=[("strict", "strict"), ("broad", "broad")], initial="strict"
+    )
+    allowed_use = forms.ChoiceField(
+        choices=[("", "format default"), *AllowedUse.choices], required=False
+    )
+    licence = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text="Licence of the data; the format's default when empty.",
+    )
     metadata = forms.FileField(help_text="The dataset's metadata CSV.")
     images = forms.FileField(required=False, help_text="Optional zip archive of the images.")
 
@@ -35,10 +41,15 @@ class DatasetUploadForm(forms.Form):
         if metadata.size > limit:
             raise forms.ValidationError(
                 f"{metadata.name} is {metadata.size / 2**20:.1f} MiB; metadata files are "
-                f"limited to {limit / 2**20:.0f} MiB (FAIRSKIN_MAX_METADATA_BYTES)")
+                f"limited to {limit / 2**20:.0f} MiB (FAIRSKIN_MAX_METADATA_BYTES)"
+            )
         try:
-            services.dataset_metadata_parse(fmt=data["format"], metadata=metadata.read(),
-                                            metadata_name=metadata.name, mapping=data["mapping"])
+            services.dataset_metadata_parse(
+                fmt=data["format"],
+                metadata=metadata.read(),
+                metadata_name=metadata.name,
+                mapping=data["mapping"],
+            )
         except services.CatalogImportError as exc:
             raise forms.ValidationError(str(exc)) from exc
         finally:

@@ -43,8 +43,6 @@ class Split(models.TextChoices):
     TEST = "test", "Test"
 
 
-
-
 class Dataset(models.Model):
     name = models.SlugField(max_length=64, unique=True)
     source_format = models.CharField(max_length=20, choices=SourceFormat.choices)

@@ -45,8 +45,14 @@ def dataset_summary(*, dataset: Dataset) -> dict[str, Any]:
     )
     return {
         "columns": order,
-        "rows": [{"diagnosis": dx, "counts": [table[dx].get(c, 0) for c in order],
-                  "total": sum(table[dx].values())} for dx in rows],
+        "rows": [
+            {
+                "diagnosis": dx,
+                "counts": [table[dx].get(c, 0) for c in order],
+                "total": sum(table[dx].values()),
+            }
+            for dx in rows
+        ],
         "column_totals": [sum(table[dx].get(c, 0) for dx in rows) for c in order],
         **totals,
     }
@@ -99,19 +105,33 @@ def real_control_candidates() -> list[tuple[int, str, int]]:
     real image with one exact skin type, a preprocessed file on disk, and a diagnosis of the
     seven classes (not OTHER)."""
     # fst_low__isnull=False: the nullable column's values are all ints here.
-    return cast("list[tuple[int, str, int]]", list(
-        Image.objects.filter(origin=Origin.REAL, fst_low__isnull=False, fst_low=F("fst_high"),
-                             missing_file=False)
-        .exclude(preprocessed="").exclude(diagnosis="OTHER")
-        .values_list("id", "diagnosis", "fst_low")))
+    return cast(
+        "list[tuple[int, str, int]]",
+        list(
+            Image.objects.filter(
+                origin=Origin.REAL, fst_low__isnull=False, fst_low=F("fst_high"), missing_file=False
+            )
+            .exclude(preprocessed="")
+            .exclude(diagnosis="OTHER")
+            .values_list("id", "diagnosis", "fst_low")
+        ),
+    )
 
 
 def images_real_of_type(*, datasets: list[str], fst: int, limit: int) -> QuerySet[Image]:
     """Up to ``limit`` real images of the datasets with exactly skin type ``fst`` and a
     preprocessed file on record, oldest first (a generation batch's reference)."""
-    return Image.objects.filter(
-        origin=Origin.REAL, dataset__name__in=datasets, fst_low=fst, fst_high=F("fst_low"),
-        missing_file=False).exclude(preprocessed="").order_by("id")[:limit]
+    return (
+        Image.objects.filter(
+            origin=Origin.REAL,
+            dataset__name__in=datasets,
+            fst_low=fst,
+            fst_high=F("fst_low"),
+            missing_file=False,
+        )
+        .exclude(preprocessed="")
+        .order_by("id")[:limit]
+    )
 
 
 def images_to_preprocess(*, dataset: Dataset, force: bool) -> QuerySet[Image]:

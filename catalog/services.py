@@ -140,11 +140,21 @@ def image_archive_check(*, archive: Any, archive_name: str) -> None:
         if len(base_name) > limit:
             raise CatalogImportError(
                 f"{archive_name}: zip member {member!r}: "
-                + _too_long("its file name", base_name, limit))
+                + _too_long("its file name", base_name, limit)
+            )
 
 
-RECORD_FIELDS = ("file_name", "diagnosis", "source_label", "fst_low", "fst_high", "fst_source",
-                 "fst_second", "group_id", "metadata")
+RECORD_FIELDS = (
+    "file_name",
+    "diagnosis",
+    "source_label",
+    "fst_low",
+    "fst_high",
+    "fst_source",
+    "fst_second",
+    "group_id",
+    "metadata",
+)
 FILE_FIELDS = ("original", "sha256", "width", "height", "missing_file")
 
 
@@ -175,8 +185,9 @@ def _store_original(
     *, dataset_name: str, record: ImageRecord, data: bytes, metadata_name: str, written: list[str]
 ) -> _StoredFile:
     try:
-        image = decode_image(data, max_pixels=settings.FAIRSKIN_MAX_IMAGE_PIXELS,
-                             name=record.file_name)
+        image = decode_image(
+            data, max_pixels=settings.FAIRSKIN_MAX_IMAGE_PIXELS, name=record.file_name
+        )
     except ImageDecodeError as exc:
         raise CatalogImportError(f"{metadata_name}, data row {record.row_number}: {exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
@@ -224,8 +235,9 @@ def dataset_import(
             f"dataset {name!r} holds {existing_dataset.source_format} data; "
             f"choose another --name for {fmt} metadata"
         )
-    parsed = dataset_metadata_parse(fmt=fmt, metadata=metadata, metadata_name=metadata_name,
-                                    mapping=mapping)
+    parsed = dataset_metadata_parse(
+        fmt=fmt, metadata=metadata, metadata_name=metadata_name, mapping=mapping
+    )
 
     written: list[str] = []
     try:
@@ -242,16 +254,27 @@ def dataset_import(
                     ) from exc
                 if data is not None:
                     stored[record.source_id] = _store_original(
-                        dataset_name=name, record=record, data=data,
-                        metadata_name=metadata_name, written=written,
+                        dataset_name=name,
+                        record=record,
+                        data=data,
+                        metadata_name=metadata_name,
+                        written=written,
                     )
                 progress.update(index, total, f"checked {index} of {total} image files")
         with transaction.atomic():
             result = _write_rows(
-                name=name, source_format=source_format, parsed=parsed, stored=stored,
-                images_given=images is not None, mapping=mapping, licence=licence,
-                allowed_use=allowed_use, description=description, user=user,
-                metadata_name=metadata_name, started=started,
+                name=name,
+                source_format=source_format,
+                parsed=parsed,
+                stored=stored,
+                images_given=images is not None,
+                mapping=mapping,
+                licence=licence,
+                allowed_use=allowed_use,
+                description=description,
+                user=user,
+                metadata_name=metadata_name,
+                started=started,
             )
     except BaseException:
         for file_name in written:
@@ -260,8 +283,21 @@ def dataset_import(
     return result
 
 
-def _write_rows(*, name, source_format, parsed, stored, images_given, mapping, licence,
-                allowed_use, description, user, metadata_name, started) -> DatasetImport:
+def _write_rows(
+    *,
+    name,
+    source_format,
+    parsed,
+    stored,
+    images_given,
+    mapping,
+    licence,
+    allowed_use,
+    description,
+    user,
+    metadata_name,
+    started,
+) -> DatasetImport:
     dataset, _ = Dataset.objects.get_or_create(
         name=name,
         defaults={
@@ -292,8 +328,7 @@ def _write_rows(*, name, source_format, parsed, stored, images_given, mapping, l
         found = stored.get(record.source_id)
         image = existing.get(record.source_id)
         if image is None:
-            image = Image(dataset=dataset, origin=Origin.REAL, source_id=record.source_id,
-                          **fields)
+            image = Image(dataset=dataset, origin=Origin.REAL, source_id=record.source_id, **fields)
             to_create.append(image)
         else:
             if record.fst is None and image.fst_source == FstSource.ITA:
@@ -363,13 +398,18 @@ def dataset_split(
             by_split.setdefault(split, []).append(cast(int, pk))  # SplitItem.key: the pk
         for split, pks in by_split.items():
             Image.objects.filter(pk__in=pks).update(split=split)
-        Dataset.objects.filter(pk=dataset.pk).update(split_seed=seed,
-                                                     split_fractions=list(fractions))
+        Dataset.objects.filter(pk=dataset.pk).update(
+            split_seed=seed, split_fractions=list(fractions)
+        )
     return {split: len(pks) for split, pks in sorted(by_split.items())}
 
 
 def dataset_preprocess_launch(
-    *, dataset: Dataset, hair_removal: bool = False, force: bool = False, user: Any = None,
+    *,
+    dataset: Dataset,
+    hair_removal: bool = False,
+    force: bool = False,
+    user: Any = None,
     enqueue: bool = True,
 ) -> Job:
     """Queue the preprocessing job of a dataset (or create it for the caller to run)."""
@@ -383,8 +423,15 @@ def dataset_preprocess_launch(
 
 
 def dataset_upload_launch(
-    *, fmt: str, name: str, mapping: str, allowed_use: str, metadata: Any, images: Any,
-    user: Any, licence: str = "",
+    *,
+    fmt: str,
+    name: str,
+    mapping: str,
+    allowed_use: str,
+    metadata: Any,
+    images: Any,
+    user: Any,
+    licence: str = "",
 ) -> Job:
     """Keep an admin upload in storage and queue its import; the job deletes the upload."""
     folder = f"uploads/{uuid.uuid4().hex}"
@@ -394,11 +441,16 @@ def dataset_upload_launch(
             saved.append(default_storage.save(f"{folder}/images.zip", images))
         return job_create(
             kind="catalog.import",
-            params={"format": fmt, "name": name or fmt, "mapping": mapping,
-                    "allowed_use": allowed_use, "licence": licence,
-                    "metadata_name": metadata.name,
-                    "metadata_path": saved[0],
-                    "images_path": saved[1] if len(saved) > 1 else ""},
+            params={
+                "format": fmt,
+                "name": name or fmt,
+                "mapping": mapping,
+                "allowed_use": allowed_use,
+                "licence": licence,
+                "metadata_name": metadata.name,
+                "metadata_path": saved[0],
+                "images_path": saved[1] if len(saved) > 1 else "",
+            },
             title=_upload_title(metadata_name=metadata.name, dataset_name=name or fmt),
             launched_by=user,
         )
@@ -418,21 +470,42 @@ def _upload_title(*, metadata_name: str, dataset_name: str) -> str:
     return f"Import {metadata_name[:room]}… into {dataset_name}"
 
 
-def synthetic_image_create(*, dataset: Dataset, source_id: str, diagnosis: str, fst: int,
-                           png: bytes, thumbnail_jpeg: bytes, width: int, height: int,
-                           metadata: dict[str, Any]) -> Image:
+def synthetic_image_create(
+    *,
+    dataset: Dataset,
+    source_id: str,
+    diagnosis: str,
+    fst: int,
+    png: bytes,
+    thumbnail_jpeg: bytes,
+    width: int,
+    height: int,
+    metadata: dict[str, Any],
+) -> Image:
     """A generated image in a synthetic dataset: its PNG and thumbnail files, then its row.
 
     The file names follow from ``source_id``, so a file an earlier, killed attempt left under
     the same name is overwritten, never kept beside a copy. Call it inside the caller's
     transaction (and fence): a clash on the row raises IntegrityError for the caller to handle.
     """
-    image = Image(dataset=dataset, origin=Origin.SYNTHETIC, source_id=source_id,
-                  file_name=f"{source_id}.png", diagnosis=diagnosis, fst_low=fst, fst_high=fst,
-                  fst_source=FstSource.DATASET, sha256=hashlib.sha256(png).hexdigest(),
-                  width=width, height=height, metadata=metadata)
-    for field, content, name in ((image.preprocessed, png, f"{source_id}.png"),
-                                 (image.thumbnail, thumbnail_jpeg, f"{source_id}.jpg")):
+    image = Image(
+        dataset=dataset,
+        origin=Origin.SYNTHETIC,
+        source_id=source_id,
+        file_name=f"{source_id}.png",
+        diagnosis=diagnosis,
+        fst_low=fst,
+        fst_high=fst,
+        fst_source=FstSource.DATASET,
+        sha256=hashlib.sha256(png).hexdigest(),
+        width=width,
+        height=height,
+        metadata=metadata,
+    )
+    for field, content, name in (
+        (image.preprocessed, png, f"{source_id}.png"),
+        (image.thumbnail, thumbnail_jpeg, f"{source_id}.jpg"),
+    ):
         target = field.field.generate_filename(image, name)  # the name field.save() writes
         if default_storage.exists(target):
             default_storage.delete(target)
@@ -441,9 +514,14 @@ def synthetic_image_create(*, dataset: Dataset, source_id: str, diagnosis: str, 
     return image
 
 
-def dataset_synthetic_create(*, name: str, licence: str, description: str,
-                             created_by: Any = None) -> Dataset:
+def dataset_synthetic_create(
+    *, name: str, licence: str, description: str, created_by: Any = None
+) -> Dataset:
     """An empty dataset for generated images, filled by ``synthetic_image_create``."""
-    return Dataset.objects.create(name=name, source_format=SourceFormat.SYNTHETIC,
-                                  licence=licence, description=description,
-                                  created_by=created_by)
+    return Dataset.objects.create(
+        name=name,
+        source_format=SourceFormat.SYNTHETIC,
+        licence=licence,
+        description=description,
+        created_by=created_by,
+    )

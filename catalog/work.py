@@ -21,16 +21,25 @@ from jobs.runner import is_transient
 
 
 def dataset_upload_import(
-    *, fmt: str, metadata_path: str, metadata_name: str, images_path: str | None, name: str,
-    mapping: str, allowed_use: str | None, licence: str | None, user: Any,
+    *,
+    fmt: str,
+    metadata_path: str,
+    metadata_name: str,
+    images_path: str | None,
+    name: str,
+    mapping: str,
+    allowed_use: str | None,
+    licence: str | None,
+    user: Any,
     progress: Progress,
 ) -> dict[str, Any]:
     """Import an upload that dataset_upload_launch saved to storage, then delete the upload
     (also after a refusal; kept for the retry after an outage or a lost lease)."""
     upload = [path for path in (metadata_path, images_path) if path]
     if not default_storage.exists(metadata_path):
-        raise FileNotFoundError("the uploaded files were removed after this import ended; "
-                                "upload them again to import")
+        raise FileNotFoundError(
+            "the uploaded files were removed after this import ended; upload them again to import"
+        )
     images = None
     try:
         with default_storage.open(metadata_path) as fh:
@@ -38,8 +47,15 @@ def dataset_upload_import(
         if images_path:
             images = ZipImages(default_storage.open(images_path))
         result = services.dataset_import(
-            fmt=fmt, metadata=metadata, metadata_name=metadata_name, images=images, name=name,
-            mapping=mapping, allowed_use=allowed_use, licence=licence, user=user,
+            fmt=fmt,
+            metadata=metadata,
+            metadata_name=metadata_name,
+            images=images,
+            name=name,
+            mapping=mapping,
+            allowed_use=allowed_use,
+            licence=licence,
+            user=user,
             progress=progress,
         )
     except Exception as exc:
@@ -52,11 +68,19 @@ def dataset_upload_import(
         if images is not None:
             images.close()
     _delete_upload(upload)
-    progress.log(f"{result.created} created, {result.updated} updated, "
-                 f"{result.unchanged} unchanged, {result.missing_files} missing files")
-    return {"dataset": result.dataset.name, "import_id": result.pk, "created": result.created,
-            "updated": result.updated, "unchanged": result.unchanged,
-            "missing_files": result.missing_files, "excluded": len(result.excluded)}
+    progress.log(
+        f"{result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged, {result.missing_files} missing files"
+    )
+    return {
+        "dataset": result.dataset.name,
+        "import_id": result.pk,
+        "created": result.created,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "missing_files": result.missing_files,
+        "excluded": len(result.excluded),
+    }
 
 
 def _delete_upload(paths: list[str]) -> None:
@@ -71,10 +95,12 @@ def image_preprocess(image: Image, *, hair_removal: bool) -> None:
     stem = image.sha256 or f"image-{image.pk}"
     suffix = "-dullrazor" if hair_removal else ""
     image.preprocessed.save(f"{stem}{suffix}.png", ContentFile(derivative.png), save=False)
-    image.thumbnail.save(f"{stem}{suffix}.jpg", ContentFile(derivative.thumbnail_jpeg),
-                         save=False)
+    image.thumbnail.save(f"{stem}{suffix}.jpg", ContentFile(derivative.thumbnail_jpeg), save=False)
     image.ita, image.fst_ita, image.hair_removed = (
-        derivative.ita, derivative.fst_ita, derivative.hair_removed)
+        derivative.ita,
+        derivative.fst_ita,
+        derivative.hair_removed,
+    )
     metadata = dict(image.metadata)
     metadata["ita_method"] = derivative.ita_method
     image.metadata = metadata
@@ -82,17 +108,28 @@ def image_preprocess(image: Image, *, hair_removal: bool) -> None:
         # No human label: the estimate becomes the type, marked as such.
         image.fst_low = image.fst_high = derivative.fst_ita
         image.fst_source = FstSource.ITA if derivative.fst_ita else ""
-    image.save(update_fields=["preprocessed", "thumbnail", "ita", "fst_ita", "hair_removed",
-                              "metadata", "fst_low", "fst_high", "fst_source"])
+    image.save(
+        update_fields=[
+            "preprocessed",
+            "thumbnail",
+            "ita",
+            "fst_ita",
+            "hair_removed",
+            "metadata",
+            "fst_low",
+            "fst_high",
+            "fst_source",
+        ]
+    )
 
 
-def dataset_preprocess(*, dataset_id: int, hair_removal: bool, force: bool,
-                       progress: Progress) -> dict[str, Any]:
+def dataset_preprocess(
+    *, dataset_id: int, hair_removal: bool, force: bool, progress: Progress
+) -> dict[str, Any]:
     """Derivatives for every image with a file and none yet (all with force). Each image is
     committed on its own, so a resumed job continues where the last attempt stopped."""
     dataset = Dataset.objects.get(pk=dataset_id)
-    pending = list(images_to_preprocess(dataset=dataset, force=force)
-                   .values_list("pk", flat=True))
+    pending = list(images_to_preprocess(dataset=dataset, force=force).values_list("pk", flat=True))
     failed: list[str] = []
     for index, pk in enumerate(pending, start=1):
         image = Image.objects.select_related("dataset").get(pk=pk)
@@ -104,11 +141,17 @@ def dataset_preprocess(*, dataset_id: int, hair_removal: bool, force: bool,
         progress.update(index, len(pending), f"{index} of {len(pending)} images")
     labelled_by_ita = dataset.images.filter(fst_source=FstSource.ITA).count()
     agree = dataset.images.filter(
-        ~Q(fst_source=FstSource.ITA), fst_ita__isnull=False, fst_low__isnull=False,
+        ~Q(fst_source=FstSource.ITA),
+        fst_ita__isnull=False,
+        fst_low__isnull=False,
     )
-    return {"dataset": dataset.name, "processed": len(pending) - len(failed),
-            "failed": failed, "fst_from_ita": labelled_by_ita,
-            "ita_within_label_range": _ita_agreement(agree)}
+    return {
+        "dataset": dataset.name,
+        "processed": len(pending) - len(failed),
+        "failed": failed,
+        "fst_from_ita": labelled_by_ita,
+        "ita_within_label_range": _ita_agreement(agree),
+    }
 
 
 def _ita_agreement(images) -> str:
@@ -117,5 +160,4 @@ def _ita_agreement(images) -> str:
         return "no labelled images with an ITA estimate"
     inside = sum(low <= ita <= high for low, high, ita in rows)
     within_one = sum(low - 1 <= ita <= high + 1 for low, high, ita in rows)
-    return (f"{inside}/{len(rows)} in the labelled range, "
-            f"{within_one}/{len(rows)} within one type")
+    return f"{inside}/{len(rows)} in the labelled range, {within_one}/{len(rows)} within one type"

@@ -27,8 +27,9 @@ class Attempt:
 
 
 @contextmanager
-def refused_to_messages(request: Any, *, prefix: str = "",
-                        level: int = messages.ERROR) -> Iterator[Attempt]:
+def refused_to_messages(
+    request: Any, *, prefix: str = "", level: int = messages.ERROR
+) -> Iterator[Attempt]:
     """Run the block; a refusal becomes a message (``prefix`` + its text) and the view goes on
     after the block. Anything else propagates."""
     attempt = Attempt()

@@ -58,8 +58,9 @@ def type_problems(cls: type, values: dict[str, Any]) -> list[str]:
                 problems.append(f"{f.name} must be a list of names{or_null}, got {value!r}")
         elif base.startswith("dict["):
             if not isinstance(value, dict) or not all(is_number(v) for v in value.values()):
-                problems.append(f"{f.name} must be an object mapping names to numbers{or_null}, "
-                                f"got {value!r}")
+                problems.append(
+                    f"{f.name} must be an object mapping names to numbers{or_null}, got {value!r}"
+                )
     return problems
 
 
@@ -78,8 +79,13 @@ def parse_setting_value(raw: str) -> Any:
         return raw
 
 
-def parse_settings(items: Iterable[str], *, known: Collection[str] | None = None,
-                   option: str = "--set", noun: str = "setting") -> dict[str, Any]:
+def parse_settings(
+    items: Iterable[str],
+    *,
+    known: Collection[str] | None = None,
+    option: str = "--set",
+    noun: str = "setting",
+) -> dict[str, Any]:
     """``KEY=VALUE`` items (the ``--set`` option of ``train`` and ``generate``) as a dict.
 
     The key is stripped of surrounding spaces, the value is read by

@@ -20,10 +20,13 @@ RETRY_AFTER_SECONDS = 5
 READ_DETAIL = "The database is unavailable. Try again in a moment."
 # "May": a write can commit just before the connection drops and a later query of the same
 # request fails. Sending a rating again is harmless (it is answered as a repeat).
-WRITE_DETAIL = ("The database is unavailable, so what you sent may not have been saved. "
-                "Try again in a moment.")
-PAGE = ("<!doctype html><html lang=\"en\"><meta charset=\"utf-8\">"
-        "<title>Service unavailable</title><h1>Service unavailable</h1><p>{}</p></html>")
+WRITE_DETAIL = (
+    "The database is unavailable, so what you sent may not have been saved. Try again in a moment."
+)
+PAGE = (
+    '<!doctype html><html lang="en"><meta charset="utf-8">'
+    "<title>Service unavailable</title><h1>Service unavailable</h1><p>{}</p></html>"
+)
 
 
 # SQLSTATEs of a connection that is gone or refused: class 08 (connection exception) and the
@@ -46,9 +49,11 @@ def is_outage(exception: BaseException) -> bool:
 
 
 def _wants_json(request) -> bool:
-    return (request.path_info.startswith("/api/")
-            or request.content_type == "application/json"
-            or "application/json" in request.headers.get("Accept", ""))
+    return (
+        request.path_info.startswith("/api/")
+        or request.content_type == "application/json"
+        or "application/json" in request.headers.get("Accept", "")
+    )
 
 
 class DatabaseUnavailableMiddleware:
@@ -61,8 +66,7 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request, exception):
         if not is_outage(exception):
             return None
-        logger.warning("database unavailable (%s %s): %s", request.method, request.path,
-                       exception)
+        logger.warning("database unavailable (%s %s): %s", request.method, request.path, exception)
         safe = request.method in ("GET", "HEAD", "OPTIONS")
         detail = READ_DETAIL if safe else WRITE_DETAIL
         response: HttpResponse

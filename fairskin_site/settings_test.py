@@ -13,13 +13,20 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 # Files the tests write stay out of the working tree; models are reused between runs.
 os.environ.setdefault("MEDIA_ROOT", tempfile.mkdtemp(prefix="fairskin-test-media-"))
 os.environ.setdefault("FAIRSKIN_ARTIFACTS_ROOT", tempfile.mkdtemp(prefix="fairskin-test-art-"))
-os.environ.setdefault("FAIRSKIN_MODEL_CACHE", os.path.join(tempfile.gettempdir(),
-                                                           "fairskin-test-models"))
+os.environ.setdefault(
+    "FAIRSKIN_MODEL_CACHE", os.path.join(tempfile.gettempdir(), "fairskin-test-models")
+)
 os.environ.setdefault("FAIRSKIN_TORCH_THREADS", "1")
 # A tiny CLIP (random weights) keeps scoring fast on the CI's two cores.
-os.environ.setdefault("FAIRSKIN_CLIP_MODEL", os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
-    "tiny_clip.json"))
+os.environ.setdefault(
+    "FAIRSKIN_CLIP_MODEL",
+    os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "tests",
+        "fixtures",
+        "tiny_clip.json",
+    ),
+)
 
 from fairskin_site.settings import *  # noqa: F403
 

@@ -12,8 +12,18 @@ from generation.services import batch_create
 
 @admin.register(Batch)
 class BatchAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "model_run", "target", "state", "scheduler", "steps",
-                    "size", "created_at", "page"]
+    list_display = [
+        "id",
+        "name",
+        "model_run",
+        "target",
+        "state",
+        "scheduler",
+        "steps",
+        "size",
+        "created_at",
+        "page",
+    ]
     list_filter = ["state", "scheduler"]
     search_fields = ["name"]
     readonly_fields = [f.name for f in Batch._meta.fields]
@@ -27,8 +37,14 @@ class BatchAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">open</a>', reverse("generation:batch", args=[batch.pk]))
 
     def get_urls(self):
-        return [path("launch/", self.admin_site.admin_view(self.launch_view),
-                     name="generation_batch_launch"), *super().get_urls()]
+        return [
+            path(
+                "launch/",
+                self.admin_site.admin_view(self.launch_view),
+                name="generation_batch_launch",
+            ),
+            *super().get_urls(),
+        ]
 
     def add_view(self, request, form_url="", extra_context=None):
         return redirect("admin:generation_batch_launch")
@@ -41,20 +57,34 @@ class BatchAdmin(admin.ModelAdmin):
             d = form.cleaned_data
             try:
                 batch = batch_create(
-                    model_run=d["model_run"], target=d["target"],
-                    diagnoses=d["diagnoses"] or None, fst_distribution=form.distribution(),
-                    overgeneration=d["overgeneration"], scheduler=d["scheduler"],
-                    steps=d["steps"], guidance=d["guidance"],
-                    negative_prompt=d["negative_prompt"], size=d["size"], seed=d["seed"],
-                    shard_size=d["shard_size"], device_batch=d["device_batch"],
-                    scoring=d["scoring"], name=d["name"], user=request.user)
+                    model_run=d["model_run"],
+                    target=d["target"],
+                    diagnoses=d["diagnoses"] or None,
+                    fst_distribution=form.distribution(),
+                    overgeneration=d["overgeneration"],
+                    scheduler=d["scheduler"],
+                    steps=d["steps"],
+                    guidance=d["guidance"],
+                    negative_prompt=d["negative_prompt"],
+                    size=d["size"],
+                    seed=d["seed"],
+                    shard_size=d["shard_size"],
+                    device_batch=d["device_batch"],
+                    scoring=d["scoring"],
+                    name=d["name"],
+                    user=request.user,
+                )
             except ApplicationError as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Batch {batch.pk} queued on the gpu queue.")
                 return redirect("generation:batch", batch_id=batch.pk)
-        context = {**self.admin_site.each_context(request), "form": form,
-                   "title": "Launch a generation batch", "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "title": "Launch a generation batch",
+            "opts": self.model._meta,
+        }
         return render(request, "admin/generation/batch/launch.html", context)
 
 
@@ -62,8 +92,11 @@ class BatchAdmin(admin.ModelAdmin):
 class SampleAdmin(admin.ModelAdmin):
     list_display = ["id", "batch", "diagnosis", "fst", "index", "seed", "verdict"]
     list_filter = ["verdict", "diagnosis", "fst"]
-    readonly_fields = [f.name for f in Sample._meta.fields if f.name not in (
-        "clip_embedding", "inception_features")]
+    readonly_fields = [
+        f.name
+        for f in Sample._meta.fields
+        if f.name not in ("clip_embedding", "inception_features")
+    ]
     exclude = ["clip_embedding", "inception_features"]
 
     def has_change_permission(self, request, obj=None):

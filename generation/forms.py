@@ -18,48 +18,61 @@ def _whole(setting: Whole, **kwargs) -> forms.IntegerField:
 
 
 def _number(setting: Number, **kwargs) -> forms.FloatField:
-    return forms.FloatField(min_value=setting.low, max_value=setting.high,
-                            initial=setting.default, **kwargs)
+    return forms.FloatField(
+        min_value=setting.low, max_value=setting.high, initial=setting.default, **kwargs
+    )
 
 
 def _text(setting: Text, **kwargs) -> forms.CharField:
-    return forms.CharField(max_length=setting.max_length, required=False,
-                           initial=setting.default or None, **kwargs)
+    return forms.CharField(
+        max_length=setting.max_length, required=False, initial=setting.default or None, **kwargs
+    )
 
 
 class BatchLaunchForm(forms.Form):
     """The admin's launch form: initial values and limits from the generation spec."""
 
     # The queryset is set per form (runs finish while the app runs); none() runs no query.
-    model_run = forms.ModelChoiceField(queryset=model_runs_usable().none(), label="Model run",
-                                       help_text="A finished LoRA or joint run.")
+    model_run = forms.ModelChoiceField(
+        queryset=model_runs_usable().none(),
+        label="Model run",
+        help_text="A finished LoRA or joint run.",
+    )
     name = _text(SPEC.name)
     target = _whole(SPEC.target, help_text="Accepted images wanted.")
     diagnoses = forms.MultipleChoiceField(
-        choices=[c for c in DIAGNOSIS_CHOICES if c[0] != "OTHER"], required=False,
-        help_text="None selected: the diagnoses the model was trained on.")
-    overgeneration = _number(SPEC.overgeneration,
-                             help_text="Candidate cap per stratum, × its quota.")
-    scheduler = forms.ChoiceField(choices=[(s, s) for s in SPEC.scheduler.choices],
-                                  initial=SPEC.scheduler.default)
+        choices=[c for c in DIAGNOSIS_CHOICES if c[0] != "OTHER"],
+        required=False,
+        help_text="None selected: the diagnoses the model was trained on.",
+    )
+    overgeneration = _number(
+        SPEC.overgeneration, help_text="Candidate cap per stratum, × its quota."
+    )
+    scheduler = forms.ChoiceField(
+        choices=[(s, s) for s in SPEC.scheduler.choices], initial=SPEC.scheduler.default
+    )
     steps = _whole(SPEC.steps)
     guidance = _number(SPEC.guidance)
     negative_prompt = _text(SPEC.negative_prompt)
-    size = _whole(SPEC.size, initial=None, required=False,
-                  help_text="Empty: the model's native size.")
+    size = _whole(
+        SPEC.size, initial=None, required=False, help_text="Empty: the model's native size."
+    )
     seed = _whole(SPEC.seed)
     shard_size = _whole(SPEC.shard_size)
     device_batch = _whole(SPEC.device_batch)
-    scoring = forms.CharField(widget=forms.Textarea(attrs={"rows": 16, "cols": 60}),
-                              help_text="Thresholds as JSON. A threshold is a number or "
-                              '{"value": v, "mode": "relative", "percentile": 95}.')
+    scoring = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 16, "cols": 60}),
+        help_text="Thresholds as JSON. A threshold is a number or "
+        '{"value": v, "mode": "relative", "percentile": 95}.',
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         cast(forms.ModelChoiceField, self.fields["model_run"]).queryset = model_runs_usable()
         for fst, share in SPEC.fst_distribution.items():
-            self.fields[f"fst_{fst}"] = forms.FloatField(min_value=0, max_value=1,
-                                                         initial=share, label=f"FST {fst} share")
+            self.fields[f"fst_{fst}"] = forms.FloatField(
+                min_value=0, max_value=1, initial=share, label=f"FST {fst} share"
+            )
         self.fields["scoring"].initial = json.dumps(ScoringConfig().to_dict(), indent=2)
 
     def clean_scoring(self):

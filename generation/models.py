@@ -33,53 +33,74 @@ def default_fst_distribution() -> dict[str, float]:
 
 
 class Batch(models.Model):
-    model_run = models.ForeignKey("training.Run", on_delete=models.PROTECT,
-                                  related_name="batches",
-                                  help_text="A LoRA or joint run; its parents are implied.")
+    model_run = models.ForeignKey(
+        "training.Run",
+        on_delete=models.PROTECT,
+        related_name="batches",
+        help_text="A LoRA or joint run; its parents are implied.",
+    )
     name = models.CharField(max_length=SPEC.name.max_length, blank=True)
     target = models.PositiveIntegerField(help_text="Accepted images wanted.")
     diagnoses = models.JSONField(default=list)
     fst_distribution = models.JSONField(default=default_fst_distribution)
     overgeneration = models.FloatField(default=SPEC.overgeneration.default)
-    scheduler = models.CharField(max_length=16, choices=SCHEDULER_CHOICES,
-                                 default=SPEC.scheduler.default)
+    scheduler = models.CharField(
+        max_length=16, choices=SCHEDULER_CHOICES, default=SPEC.scheduler.default
+    )
     steps = models.PositiveIntegerField(default=SPEC.steps.default)
     guidance = models.FloatField(default=SPEC.guidance.default)
-    negative_prompt = models.CharField(max_length=SPEC.negative_prompt.max_length,
-                                       default=SPEC.negative_prompt.default, blank=True)
+    negative_prompt = models.CharField(
+        max_length=SPEC.negative_prompt.max_length, default=SPEC.negative_prompt.default, blank=True
+    )
     size = models.PositiveIntegerField(help_text="Image side in pixels.")
     seed = models.BigIntegerField(default=SPEC.seed.default)
-    shard_size = models.PositiveIntegerField(default=SPEC.shard_size.default,
-                                             help_text="Candidates per shard job.")
+    shard_size = models.PositiveIntegerField(
+        default=SPEC.shard_size.default, help_text="Candidates per shard job."
+    )
     device_batch = models.PositiveIntegerField(
-        default=SPEC.device_batch.default, help_text="Images per device pass: the fixed "
-        "micro-batch size, which the pixels depend on (see reproducibility).")
+        default=SPEC.device_batch.default,
+        help_text="Images per device pass: the fixed "
+        "micro-batch size, which the pixels depend on (see reproducibility).",
+    )
     scoring = models.JSONField(default=dict, blank=True, help_text="Thresholds and switches.")
 
     # The plan, fixed at creation: {"MEL:6": quota} (Plan.quotas_json; read back by plan());
     # how far each stratum has been planned, and the finished ones, under the same keys.
     quotas = models.JSONField(default=dict)
     planned = models.JSONField(default=dict, help_text="Next candidate index per stratum.")
-    outcomes = models.JSONField(default=dict, blank=True,
-                                help_text="Finished strata: accepted and shortfall.")
-    state = models.CharField(max_length=12, choices=BatchState.choices,
-                             default=BatchState.PREPARING)
-    job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                               related_name="batch", help_text="Preparation; shards are its "
-                               "children.")
-    dataset = models.OneToOneField("catalog.Dataset", null=True, blank=True,
-                                   on_delete=models.PROTECT, related_name="batch")
+    outcomes = models.JSONField(
+        default=dict, blank=True, help_text="Finished strata: accepted and shortfall."
+    )
+    state = models.CharField(
+        max_length=12, choices=BatchState.choices, default=BatchState.PREPARING
+    )
+    job = models.OneToOneField(
+        "jobs.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="batch",
+        help_text="Preparation; shards are its children.",
+    )
+    dataset = models.OneToOneField(
+        "catalog.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="batch"
+    )
     artifacts_dir = models.CharField(max_length=500, blank=True)
-    provenance = models.JSONField(default=dict, blank=True,
-                                  help_text="Feature extractors and their weights.")
+    provenance = models.JSONField(
+        default=dict, blank=True, help_text="Feature extractors and their weights."
+    )
     reproducibility = models.JSONField(
-        default=dict, blank=True, help_text="What a candidate's pixels depend on besides its "
+        default=dict,
+        blank=True,
+        help_text="What a candidate's pixels depend on besides its "
         "seed and the settings: the micro-batch size, and each machine (device, dtype, "
-        "library versions, CPU threads) that generated candidates.")
+        "library versions, CPU threads) that generated candidates.",
+    )
     report = models.JSONField(default=dict, blank=True, help_text="Batch metrics.")
     error = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -87,8 +108,9 @@ class Batch(models.Model):
         ordering = ["-created_at"]
         permissions = [("launch_batch", "Can launch, cancel and resume generation batches")]
         constraints = [
-            models.CheckConstraint(condition=Q(overgeneration__gte=1),
-                                   name="batch_overgeneration_at_least_1"),
+            models.CheckConstraint(
+                condition=Q(overgeneration__gte=1), name="batch_overgeneration_at_least_1"
+            ),
             models.CheckConstraint(condition=Q(target__gt=0), name="batch_target_positive"),
         ]
 
@@ -118,8 +140,7 @@ class Verdict(models.TextChoices):
 
 class Sample(models.Model):
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="samples")
-    image = models.OneToOneField("catalog.Image", on_delete=models.CASCADE,
-                                 related_name="sample")
+    image = models.OneToOneField("catalog.Image", on_delete=models.CASCADE, related_name="sample")
     diagnosis = models.CharField(max_length=8)
     fst = models.PositiveSmallIntegerField()
     index = models.PositiveIntegerField(help_text="Place in the stratum's seed order.")
@@ -137,19 +158,22 @@ class Sample(models.Model):
     inception_features = models.BinaryField(help_text="float32 pool features, for FID/KID.")
     verdict = models.CharField(max_length=10, choices=Verdict.choices, default=Verdict.PENDING)
     reasons = models.JSONField(default=list, help_text="Why it was rejected.")
-    shard_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                                  related_name="+")
+    shard_job = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["batch_id", "diagnosis", "fst", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["batch", "diagnosis", "fst", "index"],
-                                    name="sample_unique_candidate"),
+            models.UniqueConstraint(
+                fields=["batch", "diagnosis", "fst", "index"], name="sample_unique_candidate"
+            ),
         ]
         indexes = [
-            models.Index(fields=["batch", "verdict", "diagnosis", "fst"],
-                         name="sample_batch_verdict_idx"),
+            models.Index(
+                fields=["batch", "verdict", "diagnosis", "fst"], name="sample_batch_verdict_idx"
+            ),
         ]
 
     def __str__(self) -> str:

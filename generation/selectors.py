@@ -15,10 +15,29 @@ from training.selectors import runs_finished
 
 LIVE_JOBS_SHOWN = 8  # running shard/report jobs listed with their progress on the batch page
 GALLERY_FSTS = {"1", "2", "3", "4", "5", "6"}
-EXPORT_FIELDS = ["sample_id", "image_id", "diagnosis", "fst", "index", "seed", "verdict",
-                 "reasons", "prompt", "negative_prompt", "steps", "guidance", "scheduler",
-                 "model_runs", "brightness", "lpips_real", "memorization_lpips", "confidence",
-                 "fid", "sha256", "file"]
+EXPORT_FIELDS = [
+    "sample_id",
+    "image_id",
+    "diagnosis",
+    "fst",
+    "index",
+    "seed",
+    "verdict",
+    "reasons",
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "scheduler",
+    "model_runs",
+    "brightness",
+    "lpips_real",
+    "memorization_lpips",
+    "confidence",
+    "fid",
+    "sha256",
+    "file",
+]
 
 
 class StratumRow(TypedDict):
@@ -37,28 +56,42 @@ class StratumRow(TypedDict):
 
 def batch_strata(*, batch: Batch) -> list[StratumRow]:
     """Per stratum of the batch's plan: quota, cap, generated, accepted, rejected, state."""
-    per_stratum = Sample.objects.filter(batch=batch).values("diagnosis", "fst").annotate(
-        generated=Count("id"), accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
-        rejected=Count("id", filter=Q(verdict=Verdict.REJECTED)))
+    per_stratum = (
+        Sample.objects.filter(batch=batch)
+        .values("diagnosis", "fst")
+        .annotate(
+            generated=Count("id"),
+            accepted=Count("id", filter=Q(verdict=Verdict.ACCEPTED)),
+            rejected=Count("id", filter=Q(verdict=Verdict.REJECTED)),
+        )
+    )
     counts: dict[tuple[str, int], Mapping[str, Any]] = {
-        (r["diagnosis"], r["fst"]): r for r in per_stratum}
+        (r["diagnosis"], r["fst"]): r for r in per_stratum
+    }
     rows = []
     for cell in batch.plan():
         c = counts.get(cell.stratum, {})
         accepted = c.get("accepted", 0)
         complete = bool(batch.outcomes.get(cell.stratum.key))
-        rows.append(StratumRow(
-            diagnosis=cell.stratum.diagnosis, fst=cell.stratum.fst, quota=cell.quota,
-            cap=cell.cap, generated=c.get("generated", 0), accepted=accepted,
-            rejected=c.get("rejected", 0),
-            shortfall=max(0, cell.quota - accepted) if complete else None, complete=complete))
+        rows.append(
+            StratumRow(
+                diagnosis=cell.stratum.diagnosis,
+                fst=cell.stratum.fst,
+                quota=cell.quota,
+                cap=cell.cap,
+                generated=c.get("generated", 0),
+                accepted=accepted,
+                rejected=c.get("rejected", 0),
+                shortfall=max(0, cell.quota - accepted) if complete else None,
+                complete=complete,
+            )
+        )
     return rows
 
 
 def batch_failed_jobs(*, batch: Batch) -> QuerySet[Job]:
     """The batch's shard and report jobs that failed or were cancelled."""
-    return Job.objects.filter(parent=batch.job, state__in=[JobState.FAILED,
-                                                           JobState.CANCELLED])
+    return Job.objects.filter(parent=batch.job, state__in=[JobState.FAILED, JobState.CANCELLED])
 
 
 def batch_job_states(*, batch: Batch) -> dict[str, int]:
@@ -66,8 +99,13 @@ def batch_job_states(*, batch: Batch) -> dict[str, int]:
     if batch.job_id is None:
         return {}
     # order_by(): an ordering column would join the GROUP BY and split the counts per job.
-    counts = (Job.objects.filter(parent_id=batch.job_id).order_by().values("state")
-              .annotate(n=Count("id")).values_list("state", "n"))
+    counts = (
+        Job.objects.filter(parent_id=batch.job_id)
+        .order_by()
+        .values("state")
+        .annotate(n=Count("id"))
+        .values_list("state", "n")
+    )
     return dict(counts)
 
 
@@ -75,12 +113,14 @@ def batch_running_jobs(*, batch: Batch, limit: int = LIVE_JOBS_SHOWN) -> list[Jo
     """The batch's shard and report jobs now running, oldest first, at most ``limit``."""
     if batch.job_id is None:
         return []
-    return list(Job.objects.filter(parent_id=batch.job_id, state=JobState.RUNNING)
-                .order_by("id")[:limit])
+    return list(
+        Job.objects.filter(parent_id=batch.job_id, state=JobState.RUNNING).order_by("id")[:limit]
+    )
 
 
-def batch_gallery(*, batch: Batch, diagnosis: str = "", fst: str = "",
-                  verdict: str = "") -> QuerySet[Sample]:
+def batch_gallery(
+    *, batch: Batch, diagnosis: str = "", fst: str = "", verdict: str = ""
+) -> QuerySet[Sample]:
     """The batch's samples with their images, in stratum and seed order; a filter that is
     empty or not a valid value (an FST outside 1-6, an unknown verdict) is ignored."""
     samples = Sample.objects.filter(batch=batch).select_related("image")
@@ -95,8 +135,9 @@ def batch_gallery(*, batch: Batch, diagnosis: str = "", fst: str = "",
 
 def batch_rejection_counts(*, batch: Batch) -> list[tuple[str, int]]:
     """Rejected samples per reason kind (a reason's first word), most frequent first."""
-    reasons = (Sample.objects.filter(batch=batch, verdict=Verdict.REJECTED)
-               .values_list("reasons", flat=True))
+    reasons = Sample.objects.filter(batch=batch, verdict=Verdict.REJECTED).values_list(
+        "reasons", flat=True
+    )
     counts: dict[str, int] = {}
     for listed in reasons.iterator(chunk_size=1000):
         for reason in listed:
@@ -111,21 +152,37 @@ def batch_uncalibrated(*, batch: Batch) -> list[str]:
 
 
 def _export_row(s: Sample) -> dict[str, Any]:
-    return {"sample_id": s.pk, "image_id": s.image_id, "diagnosis": s.diagnosis,
-            "fst": s.fst, "index": s.index, "seed": s.seed, "verdict": s.verdict,
-            "reasons": "; ".join(s.reasons), "prompt": s.prompt,
-            "negative_prompt": s.negative_prompt, "steps": s.steps,
-            "guidance": s.guidance, "scheduler": s.scheduler,
-            "model_runs": " ".join(str(r) for r in s.model_runs),
-            **{k: s.metrics.get(k) for k in ("brightness", "lpips_real",
-                                             "memorization_lpips", "confidence", "fid")},
-            "sha256": s.image.sha256, "file": s.image.preprocessed.name}
+    return {
+        "sample_id": s.pk,
+        "image_id": s.image_id,
+        "diagnosis": s.diagnosis,
+        "fst": s.fst,
+        "index": s.index,
+        "seed": s.seed,
+        "verdict": s.verdict,
+        "reasons": "; ".join(s.reasons),
+        "prompt": s.prompt,
+        "negative_prompt": s.negative_prompt,
+        "steps": s.steps,
+        "guidance": s.guidance,
+        "scheduler": s.scheduler,
+        "model_runs": " ".join(str(r) for r in s.model_runs),
+        **{
+            k: s.metrics.get(k)
+            for k in ("brightness", "lpips_real", "memorization_lpips", "confidence", "fid")
+        },
+        "sha256": s.image.sha256,
+        "file": s.image.preprocessed.name,
+    }
 
 
 def batch_export_rows(*, batch: Batch) -> Iterator[dict[str, Any]]:
     """Every sample with its settings, scores and verdict (keys EXPORT_FIELDS), streamed."""
-    samples = Sample.objects.filter(batch=batch).select_related("image").order_by(
-        "diagnosis", "fst", "index")
+    samples = (
+        Sample.objects.filter(batch=batch)
+        .select_related("image")
+        .order_by("diagnosis", "fst", "index")
+    )
     for s in samples.iterator(chunk_size=500):
         yield _export_row(s)
 

@@ -11,8 +11,10 @@ urlpatterns = [
     path("batches/<int:batch_id>/cancel/", views.batch_cancel, name="cancel"),
     path("batches/<int:batch_id>/resume/", views.batch_resume, name="resume"),
     path("samples/<int:sample_id>/", views.sample_detail, name="sample"),
-    path("samples/<int:sample_id>/image.png", views.sample_image, {"variant": "full"},
-         name="image"),
-    path("samples/<int:sample_id>/thumb.jpg", views.sample_image, {"variant": "thumb"},
-         name="thumb"),
+    path(
+        "samples/<int:sample_id>/image.png", views.sample_image, {"variant": "full"}, name="image"
+    ),
+    path(
+        "samples/<int:sample_id>/thumb.jpg", views.sample_image, {"variant": "thumb"}, name="thumb"
+    ),
 ]

@@ -29,11 +29,18 @@ def _fid_chart(report: dict, height: int = 150) -> dict | None:
     bars = []
     for i, (row, value) in enumerate(zip(rows, values, strict=True)):
         h = round(axis.length(value), 1)
-        bars.append({"x": slots.x(i), "y": round(height - h, 1), "h": h, "value": value,
-                     "label": fst_roman(row["fst"]), "mid": slots.mid(i),
-                     "limit_y": round(axis.y(25.0 if row["fst"] == 6 else 20.0), 1)})
-    return {"bars": bars, "bar": slots.width, "height": height,
-            "width": slots.extent(len(rows))}
+        bars.append(
+            {
+                "x": slots.x(i),
+                "y": round(height - h, 1),
+                "h": h,
+                "value": value,
+                "label": fst_roman(row["fst"]),
+                "mid": slots.mid(i),
+                "limit_y": round(axis.y(25.0 if row["fst"] == 6 else 20.0), 1),
+            }
+        )
+    return {"bars": bars, "bar": slots.width, "height": height, "width": slots.extent(len(rows))}
 
 
 def _batch_context(batch: Batch) -> dict:
@@ -41,16 +48,23 @@ def _batch_context(batch: Batch) -> dict:
     job_states = selectors.batch_job_states(batch=batch)
     running_jobs = selectors.batch_running_jobs(batch=batch)
     calibrated = {name: bool(p.get("calibrated")) for name, p in batch.provenance.items()}
-    return {"batch": batch, "strata": strata,
-            "job_states": job_states, "running_jobs": running_jobs,
-            "running_more": max(0, job_states.get("running", 0) - len(running_jobs)),
-            "failed_jobs": list(selectors.batch_failed_jobs(batch=batch).filter(state="failed"))
-            if batch.job else [],
-            "totals": {k: sum(r[k] for r in strata) for k in ("quota", "generated",
-                                                              "accepted", "rejected")},
-            "calibrated": calibrated, "report": batch.report,
-            "chart": _fid_chart(batch.report) if batch.report else None,
-            "uncalibrated_fid": not calibrated.get("inception", False)}
+    return {
+        "batch": batch,
+        "strata": strata,
+        "job_states": job_states,
+        "running_jobs": running_jobs,
+        "running_more": max(0, job_states.get("running", 0) - len(running_jobs)),
+        "failed_jobs": list(selectors.batch_failed_jobs(batch=batch).filter(state="failed"))
+        if batch.job
+        else [],
+        "totals": {
+            k: sum(r[k] for r in strata) for k in ("quota", "generated", "accepted", "rejected")
+        },
+        "calibrated": calibrated,
+        "report": batch.report,
+        "chart": _fid_chart(batch.report) if batch.report else None,
+        "uncalibrated_fid": not calibrated.get("inception", False),
+    }
 
 
 @login_required
@@ -63,8 +77,9 @@ def batch_list(request):
 @login_required
 @permission_required("generation.view_batch", raise_exception=True)
 def batch_detail(request, batch_id: int):
-    batch = get_object_or_404(Batch.objects.select_related("model_run", "job", "dataset"),
-                              pk=batch_id)
+    batch = get_object_or_404(
+        Batch.objects.select_related("model_run", "job", "dataset"), pk=batch_id
+    )
     params = request.GET
     dx = params.get("diagnosis") or ""
     fst = params.get("fst") or ""
@@ -73,12 +88,20 @@ def batch_detail(request, batch_id: int):
     page = Paginator(samples, GALLERY_PAGE).get_page(params.get("page"))
     query = params.copy()
     query.pop("page", None)
-    return render(request, "generation/batch_detail.html", {
-        **_batch_context(batch), "page": page, "query": query.urlencode(),
-        "filters": {"diagnosis": dx, "fst": fst, "verdict": verdict},
-        "diagnoses": [c for c in DIAGNOSIS_CHOICES if c[0] in batch.diagnoses],
-        "verdicts": Verdict.choices, "fsts": range(1, 7),
-        "reason_counts": selectors.batch_rejection_counts(batch=batch)})
+    return render(
+        request,
+        "generation/batch_detail.html",
+        {
+            **_batch_context(batch),
+            "page": page,
+            "query": query.urlencode(),
+            "filters": {"diagnosis": dx, "fst": fst, "verdict": verdict},
+            "diagnoses": [c for c in DIAGNOSIS_CHOICES if c[0] in batch.diagnoses],
+            "verdicts": Verdict.choices,
+            "fsts": range(1, 7),
+            "reason_counts": selectors.batch_rejection_counts(batch=batch),
+        },
+    )
 
 
 @login_required
@@ -97,9 +120,17 @@ def batch_live(request, batch_id: int):
 @permission_required("generation.view_batch", raise_exception=True)
 def sample_detail(request, sample_id: int):
     sample = get_object_or_404(Sample.objects.select_related("batch", "image"), pk=sample_id)
-    return render(request, "generation/sample_detail.html", {
-        "sample": sample, "batch": sample.batch,
-        "calibrated": {n: bool(p.get("calibrated")) for n, p in sample.batch.provenance.items()}})
+    return render(
+        request,
+        "generation/sample_detail.html",
+        {
+            "sample": sample,
+            "batch": sample.batch,
+            "calibrated": {
+                n: bool(p.get("calibrated")) for n, p in sample.batch.provenance.items()
+            },
+        },
+    )
 
 
 @require_GET
@@ -110,8 +141,9 @@ def sample_image(request, sample_id: int, variant: str):
     field = sample.image.thumbnail if variant == "thumb" else sample.image.preprocessed
     if not field:
         raise Http404("no file")
-    response = FileResponse(field.open("rb"),
-                            content_type="image/jpeg" if variant == "thumb" else "image/png")
+    response = FileResponse(
+        field.open("rb"), content_type="image/jpeg" if variant == "thumb" else "image/png"
+    )
     response["Cache-Control"] = "private, max-age=3600"
     return response
 
@@ -124,19 +156,25 @@ def batch_export(request, batch_id: int):
     batch = get_object_or_404(Batch, pk=batch_id)
     uncalibrated = selectors.batch_uncalibrated(batch=batch)
     if request.GET.get("format") == "json":
-        body = {"batch": batch.pk, "state": batch.state, "report": batch.report,
-                "provenance": batch.provenance,
-                "reproducibility": batch.reproducibility,
-                "uncalibrated": uncalibrated,
-                "samples": list(selectors.batch_export_rows(batch=batch))}
-        response = HttpResponse(json.dumps(body, indent=2, default=str),
-                                content_type="application/json")
+        body = {
+            "batch": batch.pk,
+            "state": batch.state,
+            "report": batch.report,
+            "provenance": batch.provenance,
+            "reproducibility": batch.reproducibility,
+            "uncalibrated": uncalibrated,
+            "samples": list(selectors.batch_export_rows(batch=batch)),
+        }
+        response = HttpResponse(
+            json.dumps(body, indent=2, default=str), content_type="application/json"
+        )
         response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.json"'
         return response
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}.csv"'
-    response.write(f"# batch {batch.pk}; uncalibrated (random weights): "
-                   f"{', '.join(uncalibrated) or 'none'}\n")
+    response.write(
+        f"# batch {batch.pk}; uncalibrated (random weights): {', '.join(uncalibrated) or 'none'}\n"
+    )
     writer = csv.DictWriter(response, fieldnames=selectors.EXPORT_FIELDS)
     writer.writeheader()
     for row in selectors.batch_export_rows(batch=batch):

@@ -55,15 +55,25 @@ def _extractors():
     from fairskin.generation.extractors import Extractors
 
     classifier = _confidence_run()
-    key = (settings.FAIRSKIN_INCEPTION_WEIGHTS, settings.FAIRSKIN_LPIPS_WEIGHTS,
-           settings.FAIRSKIN_CLIP_MODEL, settings.FAIRSKIN_CLIP_WEIGHTS,
-           classifier.artifacts_dir if classifier else None)
-    return LIVE.get("extractors", key, lambda: Extractors.load(
-        device=_device(), inception_weights=settings.FAIRSKIN_INCEPTION_WEIGHTS or None,
-        lpips_weights=settings.FAIRSKIN_LPIPS_WEIGHTS or None,
-        clip_model=settings.FAIRSKIN_CLIP_MODEL,
-        clip_weights=settings.FAIRSKIN_CLIP_WEIGHTS or None,
-        classifier_dir=Path(classifier.artifacts_dir) if classifier else None)), classifier
+    key = (
+        settings.FAIRSKIN_INCEPTION_WEIGHTS,
+        settings.FAIRSKIN_LPIPS_WEIGHTS,
+        settings.FAIRSKIN_CLIP_MODEL,
+        settings.FAIRSKIN_CLIP_WEIGHTS,
+        classifier.artifacts_dir if classifier else None,
+    )
+    return LIVE.get(
+        "extractors",
+        key,
+        lambda: Extractors.load(
+            device=_device(),
+            inception_weights=settings.FAIRSKIN_INCEPTION_WEIGHTS or None,
+            lpips_weights=settings.FAIRSKIN_LPIPS_WEIGHTS or None,
+            clip_model=settings.FAIRSKIN_CLIP_MODEL,
+            clip_weights=settings.FAIRSKIN_CLIP_WEIGHTS or None,
+            classifier_dir=Path(classifier.artifacts_dir) if classifier else None,
+        ),
+    ), classifier
 
 
 def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
@@ -100,24 +110,39 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
     progress.phase("Loading feature extractors")
     extractors, classifier = _extractors()
     real, training = _reference_images(batch)
-    progress.log(f"reference: {len(real)} real images over {len(batch.quotas)} strata, "
-                 f"{len(training)} training images for the memorization index")
+    progress.log(
+        f"reference: {len(real)} real images over {len(batch.quotas)} strata, "
+        f"{len(training)} training images for the memorization index"
+    )
     config = ScoringConfig.build(batch.scoring)
     progress.phase("Reference features")
-    reference = Reference.build(extractors, real=real, training=training, size=batch.size,
-                                lpips_images=config.lpips_reference_images, seed=batch.seed,
-                                progress=progress)
+    reference = Reference.build(
+        extractors,
+        real=real,
+        training=training,
+        size=batch.size,
+        lpips_images=config.lpips_reference_images,
+        seed=batch.seed,
+        progress=progress,
+    )
     staging.mkdir(parents=True, exist_ok=True)
     reference.save(staging / "reference")
     provenance = extractors.provenance()
     if classifier is not None:
         provenance.setdefault("classifier", {})["run_id"] = classifier.pk
     progress.phase("Planning the first shards")
-    result = services.batch_start(batch_id=batch.pk, provenance=provenance,
-                                  lease=progress.lease,
-                                  publish=lambda: _publish_reference(staging))
-    return {"batch_id": batch.pk, "real_images": len(real), "training_images": len(training),
-            **result}
+    result = services.batch_start(
+        batch_id=batch.pk,
+        provenance=provenance,
+        lease=progress.lease,
+        publish=lambda: _publish_reference(staging),
+    )
+    return {
+        "batch_id": batch.pk,
+        "real_images": len(real),
+        "training_images": len(training),
+        **result,
+    }
 
 
 def _not_needed(batch: Batch) -> dict[str, Any]:
@@ -146,10 +171,12 @@ def _generator(batch: Batch):
     key = (batch.model_run.base_model, tuple(run_dirs), batch.scheduler)
 
     def build():
-        base = resolve_base_model(batch.model_run.base_model,
-                                  cache_dir=settings.FAIRSKIN_MODEL_CACHE)
-        return BatchGenerator(base, [Path(d) for d in run_dirs], scheduler=batch.scheduler,
-                              device=_device())
+        base = resolve_base_model(
+            batch.model_run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE
+        )
+        return BatchGenerator(
+            base, [Path(d) for d in run_dirs], scheduler=batch.scheduler, device=_device()
+        )
 
     return LIVE.get("generator", key, build)
 
@@ -161,13 +188,25 @@ def _scorer(batch: Batch):
 
     extractors, _ = _extractors()
     folder = Path(batch.artifacts_dir) / "reference"
-    reference = LIVE.get("reference", (batch.pk, str(folder)),
-                        lambda: Reference.load(folder, device=_device()))
+    reference = LIVE.get(
+        "reference", (batch.pk, str(folder)), lambda: Reference.load(folder, device=_device())
+    )
     return Scorer(extractors, reference, ScoringConfig.build(batch.scoring), size=batch.size)
 
 
-def _store(batch: Batch, shard_job_id: int, lease: LeaseHolder, *, dx: str, fst: int, index: int,
-           seed: int, prompt: str, pixels: np.ndarray, score: Any) -> bool:
+def _store(
+    batch: Batch,
+    shard_job_id: int,
+    lease: LeaseHolder,
+    *,
+    dx: str,
+    fst: int,
+    index: int,
+    seed: int,
+    prompt: str,
+    pixels: np.ndarray,
+    score: Any,
+) -> bool:
     """One candidate as a catalog image and its sample; False if it was already stored.
 
     Fenced by the shard's lease: the files are written and the rows created only while this
@@ -184,28 +223,47 @@ def _store(batch: Batch, shard_job_id: int, lease: LeaseHolder, *, dx: str, fst:
         try:
             with transaction.atomic():
                 image = synthetic_image_create(
-                    dataset=batch.dataset, source_id=source_id, diagnosis=dx, fst=fst,
-                    png=encoded.png, thumbnail_jpeg=encoded.thumbnail_jpeg,
-                    width=encoded.width, height=encoded.height,
-                    metadata={"batch": batch.pk, "seed": seed, "index": index})
+                    dataset=batch.dataset,
+                    source_id=source_id,
+                    diagnosis=dx,
+                    fst=fst,
+                    png=encoded.png,
+                    thumbnail_jpeg=encoded.thumbnail_jpeg,
+                    width=encoded.width,
+                    height=encoded.height,
+                    metadata={"batch": batch.pk, "seed": seed, "index": index},
+                )
                 Sample.objects.create(
-                    batch=batch, image=image, diagnosis=dx, fst=fst, index=index, seed=seed,
-                    prompt=prompt, negative_prompt=batch.negative_prompt, steps=batch.steps,
-                    guidance=batch.guidance, scheduler=batch.scheduler,
+                    batch=batch,
+                    image=image,
+                    diagnosis=dx,
+                    fst=fst,
+                    index=index,
+                    seed=seed,
+                    prompt=prompt,
+                    negative_prompt=batch.negative_prompt,
+                    steps=batch.steps,
+                    guidance=batch.guidance,
+                    scheduler=batch.scheduler,
                     model_runs=[r.pk for r in batch.model_run.lineage()],
-                    metrics=details["metrics"], checks=details["checks"],
+                    metrics=details["metrics"],
+                    checks=details["checks"],
                     failed_checks=list(score.reasons),
                     clip_embedding=np.asarray(score.clip_embedding, dtype=np.float32).tobytes(),
-                    inception_features=np.asarray(score.inception_features,
-                                                  dtype=np.float32).tobytes(),
-                    verdict=Verdict.PENDING, shard_job_id=shard_job_id)
+                    inception_features=np.asarray(
+                        score.inception_features, dtype=np.float32
+                    ).tobytes(),
+                    verdict=Verdict.PENDING,
+                    shard_job_id=shard_job_id,
+                )
         except IntegrityError:
             return False  # another shard stored this candidate first
     return True
 
 
-def batch_shard_generate(*, batch_id: int, shard_job_id: int, ranges: list[CandidateRange],
-                         progress: JobContext) -> dict[str, Any]:
+def batch_shard_generate(
+    *, batch_id: int, shard_job_id: int, ranges: list[CandidateRange], progress: JobContext
+) -> dict[str, Any]:
     """Generate, score and store a shard's candidates (idempotent), then decide and plan on."""
     import torch
     from threadpoolctl import threadpool_limits
@@ -217,18 +275,22 @@ def batch_shard_generate(*, batch_id: int, shard_job_id: int, ranges: list[Candi
         return _not_needed(batch)
     set_torch_threads()
     wanted = [(r.diagnosis, r.fst, i) for r in ranges for i in range(r.start, r.stop)]
-    have = set(Sample.objects.filter(batch=batch, diagnosis__in={w[0] for w in wanted})
-               .values_list("diagnosis", "fst", "index"))
-    todo = [w for w in wanted if w not in have and
-            Stratum(w[0], w[1]).key not in batch.outcomes]
-    progress.log(f"{len(wanted)} candidates, {len(wanted) - len(todo)} already stored or not "
-                 "needed")
+    have = set(
+        Sample.objects.filter(batch=batch, diagnosis__in={w[0] for w in wanted}).values_list(
+            "diagnosis", "fst", "index"
+        )
+    )
+    todo = [w for w in wanted if w not in have and Stratum(w[0], w[1]).key not in batch.outcomes]
+    progress.log(
+        f"{len(wanted)} candidates, {len(wanted) - len(todo)} already stored or not needed"
+    )
     progress.phase("Loading the model and the scoring reference")
     generator = _generator(batch)
     scorer = _scorer(batch)
     environment = generator.environment()
-    if services.batch_record_environment(batch_id=batch.pk, environment=environment,
-                                         lease=progress.lease):
+    if services.batch_record_environment(
+        batch_id=batch.pk, environment=environment, lease=progress.lease
+    ):
         progress.log(f"recorded this machine for the batch's pixels: {environment}")
     # A device pass always computes one whole fixed micro-batch (fairskin.generation.groups):
     # a candidate's pixels depend on its group, never on the shard's boundaries or on what a
@@ -240,28 +302,43 @@ def batch_shard_generate(*, batch_id: int, shard_job_id: int, ranges: list[Candi
         dx, fst = group.stratum
         prompt = prompt_for(dx, fst, available=generator.tokens)
         seeds = [candidate_seed(batch.seed, group.stratum, i) for i in group.indices]
-        images = generator.generate([prompt] * group.size, seeds, steps=batch.steps,
-                                    guidance=batch.guidance,
-                                    negative_prompt=batch.negative_prompt, size=batch.size)
+        images = generator.generate(
+            [prompt] * group.size,
+            seeds,
+            steps=batch.steps,
+            guidance=batch.guidance,
+            negative_prompt=batch.negative_prompt,
+            size=batch.size,
+        )
         # Scoring's numpy/scipy parts are small; one BLAS thread keeps OpenBLAS's spinning
         # workers from stealing the cores torch needs for the next generation call
         # (docs/benchmarks.md, "Generation": 0.24 s vs 0.14 s per image on 2 cores). The whole
         # group is scored too, so a candidate's scores do not depend on the shard either.
         with threadpool_limits(limits=1, user_api="blas"):
             scores = scorer.score(images, diagnoses=[dx] * group.size, fsts=[fst] * group.size)
-        pixels = (images.mul(255).round().clamp(0, 255).to(torch.uint8)
-                  .permute(0, 2, 3, 1).cpu().numpy())
+        pixels = (
+            images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        )
         for index, position in zip(group.wanted, group.positions, strict=True):
-            stored += _store(batch, shard_job_id, progress.lease, dx=dx, fst=fst, index=index,
-                             seed=seeds[position], prompt=prompt, pixels=pixels[position],
-                             score=scores[position])
+            stored += _store(
+                batch,
+                shard_job_id,
+                progress.lease,
+                dx=dx,
+                fst=fst,
+                index=index,
+                seed=seeds[position],
+                prompt=prompt,
+                pixels=pixels[position],
+                score=scores[position],
+            )
         done += len(group.wanted)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")
     progress.phase("Deciding acceptance and planning", total=len(todo), done=len(todo))
-    result = services.batch_advance(batch_id=batch.pk, current_job=shard_job_id,
-                                    lease=progress.lease)
-    return {"batch_id": batch.pk, "stored": stored, "skipped": len(wanted) - len(todo),
-            **result}
+    result = services.batch_advance(
+        batch_id=batch.pk, current_job=shard_job_id, lease=progress.lease
+    )
+    return {"batch_id": batch.pk, "stored": stored, "skipped": len(wanted) - len(todo), **result}
 
 
 def batch_report_write(*, batch_id: int, progress: JobContext) -> dict[str, Any]:
@@ -273,22 +350,32 @@ def batch_report_write(*, batch_id: int, progress: JobContext) -> dict[str, Any]
         return _not_needed(batch)
     progress.phase("Batch metrics")
     gaussians, features = read_statistics(Path(batch.artifacts_dir) / "reference")
-    accepted = Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED).order_by(
-        "diagnosis", "fst", "index").only("diagnosis", "fst", "metrics", "clip_embedding",
-                                          "inception_features")
+    accepted = (
+        Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED)
+        .order_by("diagnosis", "fst", "index")
+        .only("diagnosis", "fst", "metrics", "clip_embedding", "inception_features")
+    )
     total = accepted.count()
 
     def rows():
         for n, s in enumerate(accepted.iterator(chunk_size=256)):
             if n % 256 == 0:
                 progress.update(n, total, "streaming features")
-            yield AcceptedImage(s.diagnosis, s.fst,
-                                np.frombuffer(bytes(s.inception_features), dtype=np.float32),
-                                np.frombuffer(bytes(s.clip_embedding), dtype=np.float32),
-                                s.metrics)
+            yield AcceptedImage(
+                s.diagnosis,
+                s.fst,
+                np.frombuffer(bytes(s.inception_features), dtype=np.float32),
+                np.frombuffer(bytes(s.clip_embedding), dtype=np.float32),
+                s.metrics,
+            )
 
-    report = batch_report(rows(), reference=gaussians, reference_features=features,
-                          provenance=batch.provenance, seed=batch.seed)
+    report = batch_report(
+        rows(),
+        reference=gaussians,
+        reference_features=features,
+        provenance=batch.provenance,
+        seed=batch.seed,
+    )
     report["strata"] = selectors.batch_strata(batch=batch)
     report["shortfall"] = sum(r["shortfall"] or 0 for r in report["strata"])
     report["accepted"] = total

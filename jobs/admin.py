@@ -19,8 +19,18 @@ class JobAttemptInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "title", "kind", "queue", "state", "attempt", "progress", "created_at",
-                    "launched_by", "page"]
+    list_display = [
+        "id",
+        "title",
+        "kind",
+        "queue",
+        "state",
+        "attempt",
+        "progress",
+        "created_at",
+        "launched_by",
+        "page",
+    ]
     list_filter = ["state", "kind", "queue"]
     search_fields = ["title", "kind", "error"]
     readonly_fields = [f.name for f in Job._meta.fields]

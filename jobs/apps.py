@@ -15,11 +15,18 @@ class JobsConfig(AppConfig):
         from jobs.sweeper import start_sweeper
 
         # Last on the page, after the panels that show what the jobs are for.
-        register_panel(role=Role.LEAD, order=90, template="jobs/_home_recent.html",
-                       context=lambda request: {"jobs": job_list_recent(limit=10),
-                                                "all_jobs_link": True})
-        register_panel(role=Role.ENGINEER, order=90, template="jobs/_home_recent.html",
-                       context=lambda request: {"jobs": job_list_recent(limit=10)})
+        register_panel(
+            role=Role.LEAD,
+            order=90,
+            template="jobs/_home_recent.html",
+            context=lambda request: {"jobs": job_list_recent(limit=10), "all_jobs_link": True},
+        )
+        register_panel(
+            role=Role.ENGINEER,
+            order=90,
+            template="jobs/_home_recent.html",
+            context=lambda request: {"jobs": job_list_recent(limit=10)},
+        )
 
         # The sweep lives in the beat process, outside every queue (jobs.sweeper).
         beat_init.connect(start_sweeper, weak=False, dispatch_uid="fairskin-job-sweep")

@@ -56,8 +56,12 @@ class JobLease:
         with transaction.atomic():
             now = timezone.now()
             held = Job.objects.filter(pk=self.job_id, worker=self.worker, state=JobState.RUNNING)
-            if held.update(heartbeat_at=now,
-                           lease_expires_at=now + timedelta(seconds=lease_seconds())) != 1:
+            if (
+                held.update(
+                    heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds())
+                )
+                != 1
+            ):
                 raise LeaseLost(f"job {self.job_id} is no longer held by {self.worker}")
             yield
 
@@ -120,10 +124,18 @@ def _fail_if_spent(*, job_id: int, now: Any) -> None:
     job = spent.first()
     if job is None:
         return
-    error = (f"gave up: all {job.attempt} attempts were used; Resume grants "
-             f"{settings.FAIRSKIN_JOB_MAX_ATTEMPTS} more")
-    if spent.update(state=JobState.FAILED, finished_at=now, worker="", error=error,
-                    lease_expires_at=None, updated_at=now):
+    error = (
+        f"gave up: all {job.attempt} attempts were used; Resume grants "
+        f"{settings.FAIRSKIN_JOB_MAX_ATTEMPTS} more"
+    )
+    if spent.update(
+        state=JobState.FAILED,
+        finished_at=now,
+        worker="",
+        error=error,
+        lease_expires_at=None,
+        updated_at=now,
+    ):
         close_open_attempts(job_id=job_id, outcome="lost", error="worker stopped renewing")
         job_log(job_id=job_id, level="error", message=error)
         owner_failed(job=job, error=error)
@@ -167,8 +179,9 @@ def job_heartbeat(
     if message is not None:
         fields["progress_message"] = message[:300]
     if phase is not None:
-        fields.update(progress_phase=phase[:120], phase_started_at=now,
-                      phase_start_done=max(0, done or 0))
+        fields.update(
+            progress_phase=phase[:120], phase_started_at=now, phase_start_done=max(0, done or 0)
+        )
     held = Job.objects.filter(pk=job_id, worker=worker, state=JobState.RUNNING)
     if held.update(**fields) != 1:
         raise LeaseLost(f"job {job_id} is no longer held by {worker}")
@@ -218,15 +231,29 @@ def job_release(*, job_id: int, worker: str, error: str, attempt: int = 0) -> st
         if job is None:
             raise LeaseLost(f"job {job_id} is no longer held by {worker}")
         if job.attempt >= job.attempt_limit:
-            _finish(job_id=job_id, worker=worker, to_state=JobState.FAILED,
-                    error=f"{error} (after {job.attempt} attempts)")
+            _finish(
+                job_id=job_id,
+                worker=worker,
+                to_state=JobState.FAILED,
+                error=f"{error} (after {job.attempt} attempts)",
+            )
             job_log(job_id=job_id, attempt=attempt, level="error", message=f"failed: {error}")
             return JobState.FAILED
-        held.update(state=JobState.QUEUED, worker="", lease_expires_at=None, enqueued_at=now,
-                    message_sent_at=None, updated_at=now)
+        held.update(
+            state=JobState.QUEUED,
+            worker="",
+            lease_expires_at=None,
+            enqueued_at=now,
+            message_sent_at=None,
+            updated_at=now,
+        )
         close_open_attempts(job_id=job_id, outcome="interrupted", error=error)
-        job_log(job_id=job_id, attempt=attempt, level="warning",
-                message=f"interrupted: {error}; re-queued")
+        job_log(
+            job_id=job_id,
+            attempt=attempt,
+            level="warning",
+            message=f"interrupted: {error}; re-queued",
+        )
     return JobState.QUEUED
 
 

@@ -76,8 +76,9 @@ def register(
     def decorate(handler: Handler) -> Handler:
         if name in _KINDS and _KINDS[name].handler is not handler:
             raise ValueError(f"job kind {name!r} is already registered")
-        _KINDS[name] = JobKind(name=name, handler=handler, queue=queue, label=label,
-                               owner=owner, on_failed=on_failed)
+        _KINDS[name] = JobKind(
+            name=name, handler=handler, queue=queue, label=label, owner=owner, on_failed=on_failed
+        )
         return handler
 
     return decorate
@@ -98,4 +99,3 @@ def registered_kinds() -> dict[str, JobKind]:
 def job_owner(job: Job) -> Owner | None:
     kind = _KINDS.get(job.kind)
     return kind.owner(job) if kind is not None and kind.owner is not None else None
-

@@ -51,7 +51,11 @@ class JobProgress:
             self.echo.phase(name, total, done)
         self._last_write = time.monotonic()
         cancelled = lease.job_heartbeat(
-            job_id=self.job.pk, worker=self.worker, done=done, total=total, message="",
+            job_id=self.job.pk,
+            worker=self.worker,
+            done=done,
+            total=total,
+            message="",
             phase=name,
         )
         if cancelled:
@@ -122,8 +126,9 @@ def _with_retries(write: Callable[[], T], *, what: str, job_id: int) -> T:
         except (OperationalError, InterfaceError):
             if time.monotonic() >= deadline:
                 raise
-            logger.warning("job %s: could not record %s yet; the database is away, retrying",
-                           job_id, what)
+            logger.warning(
+                "job %s: could not record %s yet; the database is away, retrying", job_id, what
+            )
             close_old_connections()
             connection.close()
             time.sleep(pause)
@@ -154,23 +159,30 @@ def _run_claimed(job: Job, worker: str, echo: Progress | None) -> str:
         progress = JobProgress(job, worker, echo=echo)
         handler = registry.get_kind(job.kind).handler
         result = handler(job, progress)
-        _with_retries(lambda: lease.job_succeed(
-            job_id=job.pk, worker=worker, result=result or {}, attempt=attempt),
-            what="success", job_id=job.pk)
+        _with_retries(
+            lambda: lease.job_succeed(
+                job_id=job.pk, worker=worker, result=result or {}, attempt=attempt
+            ),
+            what="success",
+            job_id=job.pk,
+        )
         return "succeeded"
     except JobCancelled:
         try:
-            _with_retries(lambda: lease.job_mark_cancelled(
-                job_id=job.pk, worker=worker, attempt=attempt), what="cancellation",
-                job_id=job.pk)
+            _with_retries(
+                lambda: lease.job_mark_cancelled(job_id=job.pk, worker=worker, attempt=attempt),
+                what="cancellation",
+                job_id=job.pk,
+            )
         except lease.LeaseLost:
             return "lease-lost"
         return "cancelled"
     except lease.LeaseLost:
         # Another attempt owns the job now (this one stalled past its lease, or the job was
         # finished elsewhere): end silently, writing nothing.
-        logger.warning("job %s attempt %s: lease lost; another attempt owns it now",
-                       job.pk, attempt)
+        logger.warning(
+            "job %s attempt %s: lease lost; another attempt owns it now", job.pk, attempt
+        )
         return "lease-lost"
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
@@ -181,20 +193,24 @@ def _run_claimed(job: Job, worker: str, echo: Progress | None) -> str:
             _note_lost_error(job.pk, attempt, error)
             return "lease-lost"
         except (OperationalError, InterfaceError):
-            logger.exception("job %s: the database stayed away; the sweep will re-queue it "
-                             "and this attempt's error is only in this log: %s", job.pk, error)
+            logger.exception(
+                "job %s: the database stayed away; the sweep will re-queue it "
+                "and this attempt's error is only in this log: %s",
+                job.pk,
+                error,
+            )
             return "lease-lost"
 
 
-def _record_failure(job: Job, worker: str, attempt: int, exc: Exception, *, error: str,
-                    trace: str) -> str:
+def _record_failure(
+    job: Job, worker: str, attempt: int, exc: Exception, *, error: str, trace: str
+) -> str:
     def write() -> str:
         # Only the holder may log and decide: a stalled attempt that lost the job says nothing.
         with lease.JobLease(job_id=job.pk, worker=worker).hold():
             lease.job_log(job_id=job.pk, attempt=attempt, level="error", message=trace)
         if is_transient(exc):
-            state = lease.job_release(job_id=job.pk, worker=worker, error=error,
-                                      attempt=attempt)
+            state = lease.job_release(job_id=job.pk, worker=worker, error=error, attempt=attempt)
             if state != "queued":
                 return "failed"
             services.job_enqueue(job=Job.objects.get(pk=job.pk))
@@ -207,11 +223,13 @@ def _record_failure(job: Job, worker: str, attempt: int, exc: Exception, *, erro
 
 def _note_lost_error(job_id: int, attempt: int, error: str) -> None:
     try:
-        _with_retries(lambda: lease.job_attempt_note_error(
-            job_id=job_id, attempt=attempt, error=error), what="the error", job_id=job_id)
+        _with_retries(
+            lambda: lease.job_attempt_note_error(job_id=job_id, attempt=attempt, error=error),
+            what="the error",
+            job_id=job_id,
+        )
     except (OperationalError, InterfaceError):
-        logger.exception("job %s attempt %s: could not record its error %s", job_id, attempt,
-                         error)
+        logger.exception("job %s attempt %s: could not record its error %s", job_id, attempt, error)
 
 
 class ForegroundStopped(Exception):
@@ -231,14 +249,15 @@ def run_here(*, job_id: int, echo: Progress | None = None) -> str:
             return outcome
 
 
-def drain_here(*, root_id: int, active: Callable[[], bool],
-               echo: Progress | None = None) -> None:
+def drain_here(*, root_id: int, active: Callable[[], bool], echo: Progress | None = None) -> None:
     """Run a job and the follow-up jobs it queues, oldest first, in this process while
     ``active()`` says the work they serve is not done. Raises ForegroundStopped when one of
     them ends without succeeding, or LookupError when nothing is left to run."""
     while active():
-        job = (Job.objects.filter(pk=root_id, state="queued").first()
-               or Job.objects.filter(parent_id=root_id, state="queued").order_by("id").first())
+        job = (
+            Job.objects.filter(pk=root_id, state="queued").first()
+            or Job.objects.filter(parent_id=root_id, state="queued").order_by("id").first()
+        )
         if job is None:
             raise LookupError("no queued job is left to run here")
         if echo is not None:

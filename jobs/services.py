@@ -86,13 +86,23 @@ def job_send(*, job_id: int, queue: str) -> bool:
         # A short retry lets kombu re-establish a connection that died in an outage; a broker
         # still away costs about a second here, then the outbox takes over.
         message = current_app.send_task(
-            "jobs.run", kwargs={"job_id": job_id}, queue=queue, retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
-                          "interval_max": 1},
+            "jobs.run",
+            kwargs={"job_id": job_id},
+            queue=queue,
+            retry=True,
+            retry_policy={
+                "max_retries": 2,
+                "interval_start": 0,
+                "interval_step": 0.5,
+                "interval_max": 1,
+            },
         )
     except Exception as exc:  # the broker is unreachable: the job stays queued, unsent
-        logger.warning("job %s: the broker did not take its message (%s); the sweep will "
-                       "send it again", job_id, exc)
+        logger.warning(
+            "job %s: the broker did not take its message (%s); the sweep will send it again",
+            job_id,
+            exc,
+        )
         return False
     now = timezone.now()
     Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
@@ -177,7 +187,9 @@ def job_user_resume(*, job: Job, by: Any = None) -> str:
     owner = registry.job_owner(job)
     if owner is None:
         job = job_resume(job=job, by=by)
-        return (f"Job {job.pk} queued for attempt {job.attempt + 1} "
-                f"({job.attempts_left} attempts granted).")
+        return (
+            f"Job {job.pk} queued for attempt {job.attempt + 1} "
+            f"({job.attempts_left} attempts granted)."
+        )
     owner.resume(by)
     return f"Job {job.pk} belongs to {owner.label}: {owner.label} was resumed."

@@ -72,8 +72,7 @@ def job_sweep() -> dict[str, int]:
     now = timezone.now()
     counts = {"requeued": 0, "gave_up": 0, "cancelled": 0, "resent": 0, "relayed": 0}
     expired = Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=now)
-    for job in expired.only("pk", "attempt", "attempt_limit", "cancel_requested", "queue",
-                            "kind"):
+    for job in expired.only("pk", "attempt", "attempt_limit", "cancel_requested", "queue", "kind"):
         # Each update repeats the expiry condition: a worker that renewed meanwhile keeps it.
         still_expired = Job.objects.filter(
             pk=job.pk, state=JobState.RUNNING, lease_expires_at__lt=now
@@ -93,17 +92,18 @@ def job_sweep() -> dict[str, int]:
                     job_log(job_id=job.pk, level="error", message=error)
                     owner_failed(job=job, error=error)
                     counts["gave_up"] += 1
-            elif still_expired.update(state=JobState.QUEUED, worker="", enqueued_at=now,
-                                      message_sent_at=None):
+            elif still_expired.update(
+                state=JobState.QUEUED, worker="", enqueued_at=now, message_sent_at=None
+            ):
                 close_open_attempts(job_id=job.pk, outcome="lost", error="lease expired")
                 job_log(job_id=job.pk, level="warning", message="lease expired; re-queued")
                 job_enqueue(job=job)
                 counts["requeued"] += 1
     # The outbox: messages the broker did not take when they were written.
     # Jobs queued in the last second are left to the send after their own commit.
-    unsent = Job.objects.filter(state=JobState.QUEUED, message_sent_at__isnull=True,
-                                cancel_requested=False).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=1)))
+    unsent = Job.objects.filter(
+        state=JobState.QUEUED, message_sent_at__isnull=True, cancel_requested=False
+    ).filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - timedelta(seconds=1)))
     for job in unsent.only("pk", "queue").order_by("created_at")[:1000]:
         if job_send(job_id=job.pk, queue=job.queue):
             counts["relayed"] += 1

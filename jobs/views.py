@@ -51,8 +51,12 @@ def job_progress(request, job_id: int):
 
 
 def _job_context(job: Job) -> dict:
-    return {"job": job, "attempts": job.attempts.all(), "log": selectors.job_log_tail(job=job),
-            "owner": registry.job_owner(job)}
+    return {
+        "job": job,
+        "attempts": job.attempts.all(),
+        "log": selectors.job_log_tail(job=job),
+        "owner": registry.job_owner(job),
+    }
 
 
 @require_POST

@@ -36,8 +36,7 @@ def _accelerator() -> str:
     return f"cpu only (torch {torch.__version__})"
 
 
-def worker_check_run(*, job: Job, progress: Progress, steps: int, pause_s: float
-                     ) -> dict[str, Any]:
+def worker_check_run(*, job: Job, progress: Progress, steps: int, pause_s: float) -> dict[str, Any]:
     """Round-trip a file through media storage and read the job table, ``steps`` times."""
     pause = pause_s
     roundtrips_ms = []

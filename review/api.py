@@ -44,15 +44,24 @@ class ErrorSerializer(serializers.Serializer):
 
 
 # Documented so that clients (and the schema fuzzing in tests/security) know every answer.
-REFUSED = OpenApiResponse(ErrorSerializer, description="Not signed in, not allowed for this "
-                          "role or seat, or the CSRF token is missing or wrong.")
+REFUSED = OpenApiResponse(
+    ErrorSerializer,
+    description="Not signed in, not allowed for this "
+    "role or seat, or the CSRF token is missing or wrong.",
+)
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such object.")
-UNSUPPORTED = OpenApiResponse(ErrorSerializer, description="The body is not JSON, a form or "
-                              "multipart form data.")
+UNSUPPORTED = OpenApiResponse(
+    ErrorSerializer, description="The body is not JSON, a form or multipart form data."
+)
 INVALID = OpenApiResponse(
-    {"type": "object", "additionalProperties": {"oneOf": [
-        {"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
-    description="The request data is invalid: messages by field name (or 'detail').")
+    {
+        "type": "object",
+        "additionalProperties": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+        },
+    },
+    description="The request data is invalid: messages by field name (or 'detail').",
+)
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -61,10 +70,27 @@ class StudySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Study
-        fields = ["id", "name", "batch", "state", "sample_size", "control_ratio", "seed",
-                  "warmup_count", "retest_share", "allow_changes", "instructions",
-                  "instructions_version", "criteria", "criteria_version", "plan", "raters",
-                  "created_at", "opened_at", "closed_at"]
+        fields = [
+            "id",
+            "name",
+            "batch",
+            "state",
+            "sample_size",
+            "control_ratio",
+            "seed",
+            "warmup_count",
+            "retest_share",
+            "allow_changes",
+            "instructions",
+            "instructions_version",
+            "criteria",
+            "criteria_version",
+            "plan",
+            "raters",
+            "created_at",
+            "opened_at",
+            "closed_at",
+        ]
 
     def get_raters(self, study) -> list[str]:
         return [sr.rater.username for sr in study.raters.select_related("rater")]
@@ -83,7 +109,8 @@ class ProgressSerializer(serializers.Serializer):
 
 @extend_schema_view(
     list=extend_schema(responses={200: StudySerializer(many=True), 403: REFUSED}),
-    retrieve=extend_schema(responses={200: StudySerializer, 403: REFUSED, 404: NOT_FOUND}))
+    retrieve=extend_schema(responses={200: StudySerializer, 403: REFUSED, 404: NOT_FOUND}),
+)
 class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     """Studies for leads and engineers. While a study is open only progress counts are shown."""
 
@@ -91,8 +118,7 @@ class StudyViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.IsAuthenticated, CanViewStudies]
     queryset = Study.objects.select_related("batch").order_by("-created_at")
 
-    @extend_schema(responses={200: ProgressSerializer(many=True), 403: REFUSED,
-                              404: NOT_FOUND})
+    @extend_schema(responses={200: ProgressSerializer(many=True), 403: REFUSED, 404: NOT_FOUND})
     @action(detail=True)
     def progress(self, request, pk=None):
         return Response(selectors.study_progress(study=self.get_object()))
@@ -124,10 +150,12 @@ class QueueSerializer(serializers.Serializer):
 def _queue_item(assignment) -> dict | None:
     if assignment is None:
         return None
-    return {"token": assignment.token,
-            "image": reverse("review:image", kwargs={"token": assignment.token}),
-            # A repeat is not announced: it is a rating like any other to the rater.
-            "kind": "warmup" if assignment.kind == "warmup" else "rating"}
+    return {
+        "token": assignment.token,
+        "image": reverse("review:image", kwargs={"token": assignment.token}),
+        # A repeat is not announced: it is a rating like any other to the rater.
+        "kind": "warmup" if assignment.kind == "warmup" else "rating",
+    }
 
 
 NOT_ASSIGNED = "no such study among your assignments"
@@ -147,10 +175,16 @@ class RaterQueueView(APIView):
             raise NotFound(NOT_ASSIGNED)
         queue = rater_queue(study=study, rater=request.user)
         open_ = study.state == StudyState.OPEN
-        return Response({"study": study.pk, "state": study.state, "total": queue["total"],
-                         "done": queue["done"],
-                         "current": _queue_item(queue["current"]) if open_ else None,
-                         "next": _queue_item(queue["next"]) if open_ else None})
+        return Response(
+            {
+                "study": study.pk,
+                "state": study.state,
+                "total": queue["total"],
+                "done": queue["done"],
+                "current": _queue_item(queue["current"]) if open_ else None,
+                "next": _queue_item(queue["next"]) if open_ else None,
+            }
+        )
 
 
 class ScoreField(serializers.IntegerField):
@@ -185,38 +219,66 @@ class RatingView(APIView):
 
     permission_classes = [permissions.IsAuthenticated, CanRate]
 
-    @extend_schema(request=RatingInSerializer,
-                   responses={200: RatingOutSerializer, 201: RatingOutSerializer, 400: INVALID,
-                              403: REFUSED, 415: UNSUPPORTED})
+    @extend_schema(
+        request=RatingInSerializer,
+        responses={
+            200: RatingOutSerializer,
+            201: RatingOutSerializer,
+            400: INVALID,
+            403: REFUSED,
+            415: UNSUPPORTED,
+        },
+    )
     def post(self, request):
         data = RatingInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         # A refusal (RatingRefused: 403, InvalidRating: 400) is answered by the exception handler.
         rating, created = rating_submit(
-            token=data.validated_data["token"], rater=request.user,
-            score=data.validated_data["score"], seconds=data.validated_data["seconds"])
+            token=data.validated_data["token"],
+            rater=request.user,
+            score=data.validated_data["score"],
+            seconds=data.validated_data["seconds"],
+        )
         # Counts only: the next item is marked as served when the screen asks the queue for it.
         progress = selectors.rater_progress(study_id=rating.study_id, rater=request.user)
-        return Response({"score": rating.score, "created": created, "done": progress["done"],
-                         "total": progress["total"]},
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            {
+                "score": rating.score,
+                "created": created,
+                "done": progress["done"],
+                "total": progress["total"],
+            },
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 class ReleaseSerializer(serializers.ModelSerializer):
     approved_by = serializers.CharField(source="approved_by.username")
     # None once the export job is gone (the job row is deleted: SET_NULL).
-    export_state = serializers.CharField(source="export_job.state", default=None,
-                                         allow_null=True)
+    export_state = serializers.CharField(source="export_job.state", default=None, allow_null=True)
 
     class Meta:
         model = Release
-        fields = ["id", "batch", "study", "approved_by", "approved_at", "note", "image_count",
-                  "criteria_version", "manifest_sha256", "manifest", "gate", "export_state"]
+        fields = [
+            "id",
+            "batch",
+            "study",
+            "approved_by",
+            "approved_at",
+            "note",
+            "image_count",
+            "criteria_version",
+            "manifest_sha256",
+            "manifest",
+            "gate",
+            "export_state",
+        ]
 
 
 @extend_schema_view(
     list=extend_schema(responses={200: ReleaseSerializer(many=True), 403: REFUSED}),
-    retrieve=extend_schema(responses={200: ReleaseSerializer, 403: REFUSED, 404: NOT_FOUND}))
+    retrieve=extend_schema(responses={200: ReleaseSerializer, 403: REFUSED, 404: NOT_FOUND}),
+)
 class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ReleaseSerializer
     permission_classes = [permissions.IsAuthenticated, CanViewReleases]

@@ -15,9 +15,12 @@ urlpatterns = [
     path("rater/studies/<int:study_id>/queue/", api.RaterQueueView.as_view(), name="queue"),
     path("ratings/", api.RatingView.as_view(), name="ratings"),
     # drf-spectacular serves the schema to anyone by default; like every page here, not public.
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]),
-         name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema",
-                                                 permission_classes=[IsAuthenticated]),
-         name="docs"),
+    path(
+        "schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="schema"
+    ),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[IsAuthenticated]),
+        name="docs",
+    ),
 ]

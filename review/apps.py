@@ -11,5 +11,9 @@ class ReviewConfig(AppConfig):
         from review import job_kinds  # noqa: F401  (registers the job kinds)
         from review.selectors import rater_studies
 
-        register_panel(role=Role.DERMATOLOGIST, order=10, template="review/_home_assignments.html",
-                       context=lambda request: {"studies": rater_studies(user=request.user)})
+        register_panel(
+            role=Role.DERMATOLOGIST,
+            order=10,
+            template="review/_home_assignments.html",
+            context=lambda request: {"studies": rater_studies(user=request.user)},
+        )

@@ -14,34 +14,59 @@ class StudyForm(forms.Form):
     batch = forms.ModelChoiceField(queryset=selectors.study_batch_choices().none())
     name = forms.CharField(max_length=120, required=False)
     raters = forms.ModelMultipleChoiceField(
-        queryset=get_user_model().objects.none(), widget=forms.CheckboxSelectMultiple,
-        help_text="Three dermatologists (distinct accounts).")
-    sample_size = forms.IntegerField(min_value=1, max_value=MAX_SAMPLE, initial=500,
-                                     help_text="Synthetic images, stratified by diagnosis × "
-                                     "skin type in proportion to the batch.")
-    control_ratio = forms.FloatField(min_value=0, max_value=1, initial=0.25,
-                                     help_text="Real controls per synthetic image (0.25: one "
-                                     "in four), matched to the same strata.")
+        queryset=get_user_model().objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Three dermatologists (distinct accounts).",
+    )
+    sample_size = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_SAMPLE,
+        initial=500,
+        help_text="Synthetic images, stratified by diagnosis × "
+        "skin type in proportion to the batch.",
+    )
+    control_ratio = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=0.25,
+        help_text="Real controls per synthetic image (0.25: one "
+        "in four), matched to the same strata.",
+    )
     seed = forms.IntegerField(min_value=0, required=False, help_text="Empty: drawn and recorded.")
-    warmup_count = forms.IntegerField(min_value=0, max_value=50, initial=3,
-                                      help_text="Unscored practice images first.")
-    retest_share = forms.FloatField(min_value=0, max_value=0.5, initial=0.05,
-                                    help_text="Share of images shown a second time.")
-    allow_changes = forms.BooleanField(required=False,
-                                       help_text="Let raters change a submitted rating.")
-    mean_min = forms.FloatField(min_value=1, max_value=7, initial=DEFAULT_CRITERIA.mean_min,
-                                label="(a) mean synthetic rating above")
+    warmup_count = forms.IntegerField(
+        min_value=0, max_value=50, initial=3, help_text="Unscored practice images first."
+    )
+    retest_share = forms.FloatField(
+        min_value=0, max_value=0.5, initial=0.05, help_text="Share of images shown a second time."
+    )
+    allow_changes = forms.BooleanField(
+        required=False, help_text="Let raters change a submitted rating."
+    )
+    mean_min = forms.FloatField(
+        min_value=1,
+        max_value=7,
+        initial=DEFAULT_CRITERIA.mean_min,
+        label="(a) mean synthetic rating above",
+    )
     median_share_min = forms.FloatField(
-        min_value=0, max_value=1, initial=DEFAULT_CRITERIA.median_share_min,
-        label="(b) share of synthetic images with median ≥ 4 above")
-    low_share_max = forms.FloatField(min_value=0, max_value=1,
-                                     initial=DEFAULT_CRITERIA.low_share_max,
-                                     label="(c) share with a rating below 3 under")
+        min_value=0,
+        max_value=1,
+        initial=DEFAULT_CRITERIA.median_share_min,
+        label="(b) share of synthetic images with median ≥ 4 above",
+    )
+    low_share_max = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=DEFAULT_CRITERIA.low_share_max,
+        label="(c) share with a rating below 3 under",
+    )
     use_interval = forms.BooleanField(required=False, label="Judge on the 95% interval bound")
     per_fst = forms.BooleanField(required=False, label="Apply (a) within each skin type")
-    instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 10, "cols": 80}),
-                                   required=False, help_text="Empty: the standard text, which "
-                                   "discloses the share of real images.")
+    instructions = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 10, "cols": 80}),
+        required=False,
+        help_text="Empty: the standard text, which discloses the share of real images.",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -54,6 +79,10 @@ class StudyForm(forms.Form):
 
     def criteria(self) -> dict:
         d = self.cleaned_data
-        return {"mean_min": d["mean_min"], "median_share_min": d["median_share_min"],
-                "low_share_max": d["low_share_max"], "use_interval": d["use_interval"],
-                "per_fst": d["per_fst"]}
+        return {
+            "mean_min": d["mean_min"],
+            "median_share_min": d["median_share_min"],
+            "low_share_max": d["low_share_max"],
+            "use_interval": d["use_interval"],
+            "per_fst": d["per_fst"],
+        }

@@ -24,45 +24,56 @@ class StudyState(models.TextChoices):
 
 
 class Study(models.Model):
-    batch = models.ForeignKey("generation.Batch", on_delete=models.PROTECT,
-                              related_name="studies")
+    batch = models.ForeignKey("generation.Batch", on_delete=models.PROTECT, related_name="studies")
     name = models.CharField(max_length=120, blank=True)
-    sample_size = models.PositiveIntegerField(default=500,
-                                              help_text="Synthetic images drawn for rating.")
+    sample_size = models.PositiveIntegerField(
+        default=500, help_text="Synthetic images drawn for rating."
+    )
     control_ratio = models.FloatField(default=0.25, help_text="Real controls per synthetic.")
     seed = models.BigIntegerField()
     warmup_count = models.PositiveIntegerField(default=0, help_text="Unscored practice items.")
     retest_share = models.FloatField(default=0.0, help_text="Share of items shown twice.")
     max_run = models.PositiveIntegerField(default=5, help_text="Longest run of one origin.")
-    allow_changes = models.BooleanField(default=False,
-                                        help_text="Raters may change a submitted rating.")
+    allow_changes = models.BooleanField(
+        default=False, help_text="Raters may change a submitted rating."
+    )
     instructions = models.TextField()
     instructions_version = models.PositiveIntegerField(default=1)
     criteria = models.JSONField(help_text="Gate criteria, versioned, frozen at creation.")
-    state = models.CharField(max_length=12, choices=StudyState.choices,
-                             default=StudyState.PREPARING)
+    state = models.CharField(
+        max_length=12, choices=StudyState.choices, default=StudyState.PREPARING
+    )
     plan = models.JSONField(default=dict, blank=True, help_text="Sample, controls, substitutes.")
     gate = models.JSONField(default=dict, blank=True, help_text="Gate report at closing.")
-    job = models.OneToOneField("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
-                               related_name="study")
+    job = models.OneToOneField(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="study"
+    )
     error = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
-    closed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                  on_delete=models.SET_NULL, related_name="+")
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
-        permissions = [("manage_study", "Can open, close and decide on review studies"),
-                       ("rate_study", "Can rate images in studies assigned to them")]
+        permissions = [
+            ("manage_study", "Can open, close and decide on review studies"),
+            ("rate_study", "Can rate images in studies assigned to them"),
+        ]
         constraints = [
-            models.CheckConstraint(condition=Q(control_ratio__gte=0, control_ratio__lte=1),
-                                   name="study_control_ratio_range"),
-            models.CheckConstraint(condition=Q(retest_share__gte=0, retest_share__lte=0.5),
-                                   name="study_retest_share_range"),
+            models.CheckConstraint(
+                condition=Q(control_ratio__gte=0, control_ratio__lte=1),
+                name="study_control_ratio_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(retest_share__gte=0, retest_share__lte=0.5),
+                name="study_retest_share_range",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -71,11 +82,13 @@ class Study(models.Model):
 
 class StudyRater(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="raters")
-    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                              related_name="studies_rated")
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="studies_rated"
+    )
     index = models.PositiveSmallIntegerField()
     instructions_accepted = models.PositiveIntegerField(
-        null=True, blank=True, help_text="The instructions version the rater read.")
+        null=True, blank=True, help_text="The instructions version the rater read."
+    )
 
     class Meta:
         ordering = ["study_id", "index"]
@@ -99,16 +112,16 @@ class StudyItem(models.Model):
     origin = models.CharField(max_length=10, choices=Origin.choices)
     diagnosis = models.CharField(max_length=8)
     fst = models.PositiveSmallIntegerField()
-    substituted_from = models.JSONField(null=True, blank=True,
-                                        help_text="A control taken from the nearest stratum.")
+    substituted_from = models.JSONField(
+        null=True, blank=True, help_text="A control taken from the nearest stratum."
+    )
     derivative = models.FileField(upload_to=derivative_upload_to, max_length=200)
     derivative_bytes = models.PositiveIntegerField(default=0)
     derivative_sha256 = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["study_id", "id"]
-        constraints = [models.UniqueConstraint(fields=["study", "image"],
-                                               name="study_item_once")]
+        constraints = [models.UniqueConstraint(fields=["study", "image"], name="study_item_once")]
 
     def __str__(self) -> str:
         return f"item {self.pk} of study {self.study_id}"
@@ -128,8 +141,7 @@ class Assignment(models.Model):
     """One item in one rater's order. The token is the only name the rater ever sees."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="assignments")
-    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                              related_name="+")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     item = models.ForeignKey(StudyItem, on_delete=models.CASCADE, related_name="assignments")
     position = models.PositiveIntegerField()
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.SCORED)
@@ -139,10 +151,12 @@ class Assignment(models.Model):
     class Meta:
         ordering = ["study_id", "rater_id", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["study", "rater", "position"],
-                                    name="assignment_position_once"),
-            models.UniqueConstraint(fields=["study", "rater", "item", "kind"],
-                                    name="assignment_item_once_per_kind"),
+            models.UniqueConstraint(
+                fields=["study", "rater", "position"], name="assignment_position_once"
+            ),
+            models.UniqueConstraint(
+                fields=["study", "rater", "item", "kind"], name="assignment_item_once_per_kind"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -150,11 +164,9 @@ class Assignment(models.Model):
 
 
 class Rating(models.Model):
-    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT,
-                                      related_name="rating")
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="rating")
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="ratings")
-    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                              related_name="+")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     item = models.ForeignKey(StudyItem, on_delete=models.PROTECT, related_name="ratings")
     kind = models.CharField(max_length=8, choices=Kind.choices)
     score = models.PositiveSmallIntegerField()
@@ -165,10 +177,12 @@ class Rating(models.Model):
     class Meta:
         ordering = ["study_id", "rater_id", "assignment__position"]
         constraints = [
-            models.UniqueConstraint(fields=["rater", "item", "kind"],
-                                    name="rating_once_per_rater_item"),
-            models.CheckConstraint(condition=Q(score__gte=1, score__lte=7),
-                                   name="rating_score_1_to_7"),
+            models.UniqueConstraint(
+                fields=["rater", "item", "kind"], name="rating_once_per_rater_item"
+            ),
+            models.CheckConstraint(
+                condition=Q(score__gte=1, score__lte=7), name="rating_score_1_to_7"
+            ),
             models.CheckConstraint(condition=Q(seconds__gte=0), name="rating_seconds_positive"),
         ]
 
@@ -180,10 +194,12 @@ class RatingAudit(models.Model):
     """Append-only: every attempt to write a rating and what became of it."""
 
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="audit")
-    rater = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT,
-                              related_name="+")
-    assignment = models.ForeignKey(Assignment, null=True, on_delete=models.PROTECT,
-                                   related_name="+")
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    assignment = models.ForeignKey(
+        Assignment, null=True, on_delete=models.PROTECT, related_name="+"
+    )
     action = models.CharField(max_length=16)  # created, repeated, changed, refused
     score = models.PositiveSmallIntegerField(null=True)
     previous = models.PositiveSmallIntegerField(null=True)
@@ -201,10 +217,10 @@ class Release(models.Model):
     """An approved batch: immutable once written (only its export fields are filled later)."""
 
     study = models.OneToOneField(Study, on_delete=models.PROTECT, related_name="release")
-    batch = models.ForeignKey("generation.Batch", on_delete=models.PROTECT,
-                              related_name="releases")
-    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                                    related_name="+")
+    batch = models.ForeignKey("generation.Batch", on_delete=models.PROTECT, related_name="releases")
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     approved_at = models.DateTimeField(auto_now_add=True)
     note = models.TextField(blank=True)
     manifest = models.JSONField()
@@ -212,8 +228,9 @@ class Release(models.Model):
     gate = models.JSONField(help_text="The gate report the approval relied on.")
     criteria_version = models.PositiveIntegerField()
     image_count = models.PositiveIntegerField()
-    export_job = models.OneToOneField("jobs.Job", null=True, blank=True,
-                                      on_delete=models.SET_NULL, related_name="release")
+    export_job = models.OneToOneField(
+        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="release"
+    )
     export_path = models.CharField(max_length=500, blank=True)
 
     class Meta:
@@ -234,13 +251,16 @@ class Release(models.Model):
 
 
 class BatchRejection(models.Model):
-    batch = models.OneToOneField("generation.Batch", on_delete=models.PROTECT,
-                                 related_name="rejection")
-    study = models.ForeignKey(Study, null=True, blank=True, on_delete=models.PROTECT,
-                              related_name="+")
+    batch = models.OneToOneField(
+        "generation.Batch", on_delete=models.PROTECT, related_name="rejection"
+    )
+    study = models.ForeignKey(
+        Study, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     reason = models.TextField()
-    rejected_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
-                                    related_name="+")
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
     rejected_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -14,34 +14,59 @@ from review.models import Assignment, Kind, Release, Study, StudyRater, StudySta
 
 def rater_studies(*, user: Any) -> list[dict[str, Any]]:
     """A dermatologist's studies with their own progress only."""
-    seats = StudyRater.objects.filter(rater=user).exclude(
-        study__state=StudyState.PREPARING).select_related("study").order_by("-study__created_at")
+    seats = (
+        StudyRater.objects.filter(rater=user)
+        .exclude(study__state=StudyState.PREPARING)
+        .select_related("study")
+        .order_by("-study__created_at")
+    )
     counts: dict[int, Mapping[str, Any]] = {
-        r["study"]: r for r in Assignment.objects.filter(rater=user).values("study")
-        .annotate(total=Count("id"), done=Count("rating", filter=Q(rating__isnull=False)))}
-    return [{"study": seat.study, "total": counts.get(seat.study_id, {}).get("total", 0),
-             "done": counts.get(seat.study_id, {}).get("done", 0)} for seat in seats]
+        r["study"]: r
+        for r in Assignment.objects.filter(rater=user)
+        .values("study")
+        .annotate(total=Count("id"), done=Count("rating", filter=Q(rating__isnull=False)))
+    }
+    return [
+        {
+            "study": seat.study,
+            "total": counts.get(seat.study_id, {}).get("total", 0),
+            "done": counts.get(seat.study_id, {}).get("done", 0),
+        }
+        for seat in seats
+    ]
 
 
 def rater_progress(*, study_id: int, rater: Any) -> dict[str, int]:
     """The rater's item count and how many of them are rated, in one query."""
     return Assignment.objects.filter(study_id=study_id, rater=rater).aggregate(
-        total=Count("id"), done=Count("rating"))
+        total=Count("id"), done=Count("rating")
+    )
 
 
 def study_progress(*, study: Study) -> list[dict[str, Any]]:
     """Counts per rater; never scores (leads see only progress while a study is open)."""
     counts: dict[int, Mapping[str, Any]] = {
-        r["rater"]: r for r in Assignment.objects.filter(study=study).values("rater")
-        .annotate(total=Count("id"), done=Count("rating"),
-                  scored=Count("id", filter=Q(kind=Kind.SCORED)),
-                  scored_done=Count("rating", filter=Q(kind=Kind.SCORED)))}
-    return [{"rater": sr.rater.username, "index": sr.index,
-             "total": counts.get(sr.rater_id, {}).get("total", 0),
-             "done": counts.get(sr.rater_id, {}).get("done", 0),
-             "finished": bool(counts.get(sr.rater_id)) and counts[sr.rater_id]["scored"]
-             == counts[sr.rater_id]["scored_done"]}
-            for sr in study.raters.select_related("rater")]
+        r["rater"]: r
+        for r in Assignment.objects.filter(study=study)
+        .values("rater")
+        .annotate(
+            total=Count("id"),
+            done=Count("rating"),
+            scored=Count("id", filter=Q(kind=Kind.SCORED)),
+            scored_done=Count("rating", filter=Q(kind=Kind.SCORED)),
+        )
+    }
+    return [
+        {
+            "rater": sr.rater.username,
+            "index": sr.index,
+            "total": counts.get(sr.rater_id, {}).get("total", 0),
+            "done": counts.get(sr.rater_id, {}).get("done", 0),
+            "finished": bool(counts.get(sr.rater_id))
+            and counts[sr.rater_id]["scored"] == counts[sr.rater_id]["scored_done"],
+        }
+        for sr in study.raters.select_related("rater")
+    ]
 
 
 def study_list() -> QuerySet[Study]:
@@ -74,14 +99,18 @@ def release_image_counts(*, release: Release) -> list[tuple[str, dict[int, int]]
 
 def study_batch_choices() -> QuerySet[Batch]:
     """Batches a study can be opened on: finished, neither released nor rejected."""
-    return Batch.objects.filter(state=BatchState.FINISHED, releases__isnull=True,
-                                rejection__isnull=True)
+    return Batch.objects.filter(
+        state=BatchState.FINISHED, releases__isnull=True, rejection__isnull=True
+    )
 
 
 def study_rater_choices() -> QuerySet[Any]:
     """The active dermatologist accounts, who can be seated as raters."""
-    return get_user_model().objects.filter(groups__name="dermatologist",
-                                           is_active=True).order_by("username")
+    return (
+        get_user_model()
+        .objects.filter(groups__name="dermatologist", is_active=True)
+        .order_by("username")
+    )
 
 
 def rater_study(*, study_id: int, rater: Any) -> Study | None:
@@ -93,8 +122,9 @@ def rater_study(*, study_id: int, rater: Any) -> Study | None:
 def rater_queue_study(*, study_id: int, rater: Any) -> Study | None:
     """rater_study for the queue: one query (the seat checked with Exists), id and state only."""
     seat = StudyRater.objects.filter(study=OuterRef("pk"), rater=rater)
-    study = (Study.objects.only("pk", "state").annotate(is_mine=Exists(seat))
-             .filter(pk=study_id).first())
+    study = (
+        Study.objects.only("pk", "state").annotate(is_mine=Exists(seat)).filter(pk=study_id).first()
+    )
     return study if study is not None and study.is_mine else None
 
 
@@ -107,8 +137,7 @@ def rater_instructions_pending(*, study: Study, rater: Any) -> bool:
 def blinded_assignment(*, token: str, rater: Any) -> Assignment | None:
     """The assignment behind a token, with its item, if it is the rater's and its study is open;
     None otherwise (an unknown token and another rater's get the same answer)."""
-    assignment = (Assignment.objects.select_related("item", "study")
-                  .filter(token=token).first())
+    assignment = Assignment.objects.select_related("item", "study").filter(token=token).first()
     if assignment is None or assignment.rater_id != rater.pk:
         return None
     if assignment.study.state != StudyState.OPEN:

@@ -22,8 +22,11 @@ from review.services import study as study_services
 @login_required
 @permission_required("review.view_study", raise_exception=True)
 def study_list(request):
-    return render(request, "review/study_list.html", {
-        "studies": selectors.study_list(), "releases": selectors.release_list()})
+    return render(
+        request,
+        "review/study_list.html",
+        {"studies": selectors.study_list(), "releases": selectors.release_list()},
+    )
 
 
 @login_required
@@ -37,33 +40,53 @@ def study_new(request):
         text = d["instructions"].strip()
         try:
             study = study_services.study_create(
-                batch=d["batch"], raters=list(d["raters"]), name=d["name"],
-                sample_size=d["sample_size"], control_ratio=d["control_ratio"], seed=d["seed"],
-                warmup_count=d["warmup_count"], retest_share=d["retest_share"],
-                allow_changes=d["allow_changes"], criteria=form.criteria(),
-                instructions=None if text == default_text else text, user=request.user)
+                batch=d["batch"],
+                raters=list(d["raters"]),
+                name=d["name"],
+                sample_size=d["sample_size"],
+                control_ratio=d["control_ratio"],
+                seed=d["seed"],
+                warmup_count=d["warmup_count"],
+                retest_share=d["retest_share"],
+                allow_changes=d["allow_changes"],
+                criteria=form.criteria(),
+                instructions=None if text == default_text else text,
+                user=request.user,
+            )
         except ApplicationError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Study {study.pk} is being prepared; it opens for "
-                                      "rating when its images are blinded.")
+            messages.success(
+                request,
+                f"Study {study.pk} is being prepared; it opens for "
+                "rating when its images are blinded.",
+            )
             return redirect("review:study", study_id=study.pk)
     return render(request, "review/study_new.html", {"form": form})
 
 
-GATE_LABELS = [("mean", "(a) mean rating of synthetic images"),
-               ("median_share", "(b) share of synthetic images with median ≥ 4"),
-               ("low_share", "(c) share of synthetic images with a rating below 3")]
+GATE_LABELS = [
+    ("mean", "(a) mean rating of synthetic images"),
+    ("median_share", "(b) share of synthetic images with median ≥ 4"),
+    ("low_share", "(c) share of synthetic images with a rating below 3"),
+]
 
 
 def _gate_rows(gate: dict) -> list[dict]:
     rows = [{"label": label, **gate[key]} for key, label in GATE_LABELS if key in gate]
     finished = gate.get("raters_finished")
     if finished:
-        rows.append({"label": "(d) every rater finished", "estimate": finished["n_finished"],
-                     "judged": finished["n_finished"], "comparison": "=",
-                     "limit": finished["n_raters"], "passed": finished["passed"],
-                     "why": ", ".join(finished.get("unfinished") or [])})
+        rows.append(
+            {
+                "label": "(d) every rater finished",
+                "estimate": finished["n_finished"],
+                "judged": finished["n_finished"],
+                "comparison": "=",
+                "limit": finished["n_raters"],
+                "passed": finished["passed"],
+                "why": ", ".join(finished.get("unfinished") or []),
+            }
+        )
     per_fst = gate.get("mean_per_fst")
     if per_fst:
         for fst, row in sorted(per_fst.get("groups", {}).items()):
@@ -103,14 +126,19 @@ def study_close(request, study_id: int):
 def study_preparation_control(request, study_id: int, action: str):
     """Cancel or resume a study's preparation: the study page owns its job."""
     study = get_object_or_404(Study, pk=study_id)
-    service = {"cancel": study_services.study_preparation_cancel,
-               "resume": study_services.study_preparation_resume}.get(action)
+    service = {
+        "cancel": study_services.study_preparation_cancel,
+        "resume": study_services.study_preparation_resume,
+    }.get(action)
     if service is None:
         raise Http404("unknown action")
     with refused_to_messages(request):
         service(study=study, user=request.user)
-        messages.success(request, f"Study {study.pk}: preparation "
-                                  f"{'cancelled' if action == 'cancel' else 'queued again'}.")
+        messages.success(
+            request,
+            f"Study {study.pk}: preparation "
+            f"{'cancelled' if action == 'cancel' else 'queued again'}.",
+        )
     return redirect("review:study", study_id=study.pk)
 
 
@@ -131,12 +159,15 @@ def release_export_resume(request, release_id: int):
 def release_approve(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
     with refused_to_messages(request) as attempt:
-        release = release_services.release_approve(study=study, user=request.user,
-                                                  note=request.POST.get("note", ""))
+        release = release_services.release_approve(
+            study=study, user=request.user, note=request.POST.get("note", "")
+        )
     if attempt.refused:
         return redirect("review:study", study_id=study.pk)
-    messages.success(request, f"Batch {study.batch_id} approved: release {release.pk}; its "
-                              "export is being written.")
+    messages.success(
+        request,
+        f"Batch {study.batch_id} approved: release {release.pk}; its export is being written.",
+    )
     return redirect("review:release", release_id=release.pk)
 
 
@@ -146,8 +177,9 @@ def release_approve(request, study_id: int):
 def release_reject(request, study_id: int):
     study = get_object_or_404(Study.objects.select_related("batch"), pk=study_id)
     with refused_to_messages(request):
-        release_services.release_reject(batch=study.batch, study=study, user=request.user,
-                                       reason=request.POST.get("reason", ""))
+        release_services.release_reject(
+            batch=study.batch, study=study, user=request.user, reason=request.POST.get("reason", "")
+        )
         messages.success(request, f"Batch {study.batch_id} rejected.")
     return redirect("review:study", study_id=study.pk)
 
@@ -155,11 +187,18 @@ def release_reject(request, study_id: int):
 @login_required
 @permission_required("review.view_release", raise_exception=True)
 def release_detail(request, release_id: int):
-    release = get_object_or_404(Release.objects.select_related("study", "batch", "export_job",
-                                                               "approved_by"), pk=release_id)
-    return render(request, "review/release_detail.html", {
-        "release": release, "counts": selectors.release_image_counts(release=release),
-        "fsts": range(1, 7)})
+    release = get_object_or_404(
+        Release.objects.select_related("study", "batch", "export_job", "approved_by"), pk=release_id
+    )
+    return render(
+        request,
+        "review/release_detail.html",
+        {
+            "release": release,
+            "counts": selectors.release_image_counts(release=release),
+            "fsts": range(1, 7),
+        },
+    )
 
 
 @require_GET
@@ -169,8 +208,11 @@ def release_download(request, release_id: int):
     release = get_object_or_404(Release, pk=release_id)
     if not release.export_path:
         raise Http404("the export is not written yet")
-    return FileResponse(open(release.export_path, "rb"), as_attachment=True,
-                        filename=f"fairskin-release-{release.pk}.zip")
+    return FileResponse(
+        open(release.export_path, "rb"),
+        as_attachment=True,
+        filename=f"fairskin-release-{release.pk}.zip",
+    )
 
 
 # --- rating (dermatologists) -----------------------------------------------------------------
@@ -190,18 +232,30 @@ def _my_study(request, study_id: int) -> Study:
 def rate(request, study_id: int):
     study = _my_study(request, study_id)
     if request.method == "POST" and "accept_instructions" in request.POST:
-        rating_services.rater_instructions_accept(study=study, rater=request.user,
-                                  version=study.instructions_version)
+        rating_services.rater_instructions_accept(
+            study=study, rater=request.user, version=study.instructions_version
+        )
         return redirect("review:rate", study_id=study.pk)
     queue = rating_services.rater_queue(study=study, rater=request.user)
-    return render(request, "review/rate.html", {
-        "study": study, "queue": queue, "open": study.state == StudyState.OPEN,
-        "instructions_pending": selectors.rater_instructions_pending(study=study,
-                                                                     rater=request.user)})
+    return render(
+        request,
+        "review/rate.html",
+        {
+            "study": study,
+            "queue": queue,
+            "open": study.state == StudyState.OPEN,
+            "instructions_pending": selectors.rater_instructions_pending(
+                study=study, rater=request.user
+            ),
+        },
+    )
 
 
-BLIND_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff",
-                 "Referrer-Policy": "no-referrer"}
+BLIND_HEADERS = {
+    "Cache-Control": "private, no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @require_GET

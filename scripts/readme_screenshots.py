@@ -19,15 +19,18 @@ WIDTH = 1000
 def main() -> int:
     shots = sorted(SOURCE.glob("journey-*.png"))
     if not shots:
-        print(f"no journey screenshots in {SOURCE}: run ./scripts/test.sh tests/journey first",
-              file=sys.stderr)
+        print(
+            f"no journey screenshots in {SOURCE}: run ./scripts/test.sh tests/journey first",
+            file=sys.stderr,
+        )
         return 1
     TARGET.mkdir(parents=True, exist_ok=True)
     for shot in shots:
         image = Image.open(shot).convert("RGB")
         if image.width > WIDTH:
-            image = image.resize((WIDTH, round(image.height * WIDTH / image.width)),
-                                 Image.Resampling.LANCZOS)
+            image = image.resize(
+                (WIDTH, round(image.height * WIDTH / image.width)), Image.Resampling.LANCZOS
+            )
         out = TARGET / shot.name
         image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
         print(f"{out.relative_to(ROOT)}  {out.stat().st_size // 1024} KB")

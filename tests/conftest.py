@@ -54,13 +54,34 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path, queues: str = "gpu,cpu") -> None:
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        cmd = [sys.executable, "-m", "celery", "-A", "fairskin_site", "worker", "--pool", "solo",
-               "--queues", queues, "--loglevel", "INFO", "--without-mingle",
-               "--without-gossip", "--hostname", f"test-{time.time_ns()}@%h"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "fairskin_site",
+            "worker",
+            "--pool",
+            "solo",
+            "--queues",
+            queues,
+            "--loglevel",
+            "INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--hostname",
+            f"test-{time.time_ns()}@%h",
+        ]
         if env.get("WITH_BEAT"):
             cmd += ["--beat", "--schedule", str(log_path.with_suffix(".beat"))]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def kill(self) -> None:
         """SIGKILL the whole process group: a worker dying without any chance to clean up."""
@@ -118,8 +139,9 @@ def start_worker(
     _purge_broker()
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str,
-             workers: list[WorkerProcess] = ()) -> object:
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float, what: str, workers: list[WorkerProcess] = ()
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -131,8 +153,15 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, what: str,
 
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
@@ -196,8 +225,9 @@ def _plain_flush(item) -> bool:
         return True
     if marker is not None and marker.kwargs.get("transaction"):
         return not marker.kwargs.get("serialized_rollback")
-    return ("transactional_db" in names or "live_server" in names) and \
-        "django_db_serialized_rollback" not in names
+    return (
+        "transactional_db" in names or "live_server" in names
+    ) and "django_db_serialized_rollback" not in names
 
 
 def pytest_collection_modifyitems(items):

@@ -95,8 +95,7 @@ class BatchFactory(factory.django.DjangoModelFactory):
     size = 32
     quotas = factory.LazyFunction(lambda: {"MEL:5": 2, "MEL:6": 2})
     dataset = factory.SubFactory(DatasetFactory, source_format=SourceFormat.SYNTHETIC)
-    job = factory.SubFactory(JobFactory, kind="generation.prepare", queue="gpu",
-                             state="succeeded")
+    job = factory.SubFactory(JobFactory, kind="generation.prepare", queue="gpu", state="succeeded")
 
 
 class SampleFactory(factory.django.DjangoModelFactory):
@@ -105,10 +104,14 @@ class SampleFactory(factory.django.DjangoModelFactory):
 
     batch = factory.SubFactory(BatchFactory)
     image = factory.SubFactory(
-        ImageFactory, dataset=factory.SelfAttribute("..batch.dataset"), origin="synthetic",
+        ImageFactory,
+        dataset=factory.SelfAttribute("..batch.dataset"),
+        origin="synthetic",
         with_thumbnail=True,
-        preprocessed=factory.django.FileField(filename="sample.png",
-                                              data=factory.LazyFunction(image_bytes)))
+        preprocessed=factory.django.FileField(
+            filename="sample.png", data=factory.LazyFunction(image_bytes)
+        ),
+    )
     diagnosis = "MEL"
     fst = 5
     index = factory.Sequence(lambda n: n)

@@ -12,8 +12,18 @@ from training.services import run_create
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "name", "lineage_display", "base_model", "image_count",
-                    "state", "final_loss", "created_at", "page"]
+    list_display = [
+        "id",
+        "kind",
+        "name",
+        "lineage_display",
+        "base_model",
+        "image_count",
+        "state",
+        "final_loss",
+        "created_at",
+        "page",
+    ]
     list_filter = ["kind", "base_model", "job__state", "is_confidence_model"]
     search_fields = ["name", "base_model"]
     readonly_fields = [f.name for f in Run._meta.fields]
@@ -35,8 +45,12 @@ class RunAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">open</a>', reverse("training:run", args=[run.pk]))
 
     def get_urls(self):
-        return [path("launch/", self.admin_site.admin_view(self.launch_view),
-                     name="training_run_launch"), *super().get_urls()]
+        return [
+            path(
+                "launch/", self.admin_site.admin_view(self.launch_view), name="training_run_launch"
+            ),
+            *super().get_urls(),
+        ]
 
     def add_view(self, request, form_url="", extra_context=None):
         return redirect("admin:training_run_launch")
@@ -52,19 +66,31 @@ class RunAdmin(admin.ModelAdmin):
             d = form.cleaned_data
             try:
                 run = run_create(
-                    kind=d["kind"], name=d["name"], parent=d["parent"],
-                    base_model=d["base_model"] or None, config=d["config"], user=request.user,
-                    selection={"datasets": [ds.name for ds in d["datasets"]],
-                               "diagnoses": d["diagnoses"], "fsts": d["fsts"] or list(range(1, 7)),
-                               "split": d["split"],
-                               "synthetic_datasets": [ds.name for ds in d["synthetic_datasets"]]},
+                    kind=d["kind"],
+                    name=d["name"],
+                    parent=d["parent"],
+                    base_model=d["base_model"] or None,
+                    config=d["config"],
+                    user=request.user,
+                    selection={
+                        "datasets": [ds.name for ds in d["datasets"]],
+                        "diagnoses": d["diagnoses"],
+                        "fsts": d["fsts"] or list(range(1, 7)),
+                        "split": d["split"],
+                        "synthetic_datasets": [ds.name for ds in d["synthetic_datasets"]],
+                    },
                 )
             except ApplicationError as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Run {run.pk} queued on the gpu queue.")
                 return redirect("training:run", run_id=run.pk)
-        context = {**self.admin_site.each_context(request), "form": form, "kind": kind,
-                   "kinds": RunKind.choices, "title": "Launch a training run",
-                   "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "form": form,
+            "kind": kind,
+            "kinds": RunKind.choices,
+            "title": "Launch a training run",
+            "opts": self.model._meta,
+        }
         return render(request, "admin/training/run/launch.html", context)

@@ -17,32 +17,51 @@ class RunLaunchForm(forms.Form):
 
     kind = forms.ChoiceField(choices=RunKind.choices)
     name = forms.CharField(max_length=120, required=False)
-    parent = forms.ModelChoiceField(queryset=Run.objects.none(), required=False,
-                                    help_text="LoRA: a textual-inversion run; joint: a LoRA run.")
-    base_model = forms.CharField(max_length=300, required=False,
-                                 help_text="tiny, sd15-random, a diffusers folder or a hub id; "
-                                 "empty: the parent's, else FAIRSKIN_BASE_MODEL.")
-    datasets = forms.ModelMultipleChoiceField(queryset=datasets_all().none(),
-                                              to_field_name="name")
-    diagnoses = forms.MultipleChoiceField(choices=DIAGNOSIS_CHOICES, required=False,
-                                          help_text="None selected: all.")
+    parent = forms.ModelChoiceField(
+        queryset=Run.objects.none(),
+        required=False,
+        help_text="LoRA: a textual-inversion run; joint: a LoRA run.",
+    )
+    base_model = forms.CharField(
+        max_length=300,
+        required=False,
+        help_text="tiny, sd15-random, a diffusers folder or a hub id; "
+        "empty: the parent's, else FAIRSKIN_BASE_MODEL.",
+    )
+    datasets = forms.ModelMultipleChoiceField(queryset=datasets_all().none(), to_field_name="name")
+    diagnoses = forms.MultipleChoiceField(
+        choices=DIAGNOSIS_CHOICES, required=False, help_text="None selected: all."
+    )
     synthetic_datasets = forms.ModelMultipleChoiceField(
-        queryset=datasets_synthetic().none(), to_field_name="name", required=False,
-        help_text="Classifier runs: synthetic images to mix in (none: a real-only baseline).")
-    fsts = forms.TypedMultipleChoiceField(choices=[(i, f"FST {i}") for i in range(1, 7)],
-                                          coerce=int, required=False, label="Skin types")
-    split = forms.ChoiceField(choices=[("train", "train"), ("val", "val"), ("test", "test"),
-                                       ("any", "any")], initial="train")
-    config = forms.CharField(widget=forms.Textarea(attrs={"rows": 22, "cols": 60}),
-                             help_text="Run settings as JSON; defaults shown for the kind.")
+        queryset=datasets_synthetic().none(),
+        to_field_name="name",
+        required=False,
+        help_text="Classifier runs: synthetic images to mix in (none: a real-only baseline).",
+    )
+    fsts = forms.TypedMultipleChoiceField(
+        choices=[(i, f"FST {i}") for i in range(1, 7)],
+        coerce=int,
+        required=False,
+        label="Skin types",
+    )
+    split = forms.ChoiceField(
+        choices=[("train", "train"), ("val", "val"), ("test", "test"), ("any", "any")],
+        initial="train",
+    )
+    config = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 22, "cols": 60}),
+        help_text="Run settings as JSON; defaults shown for the kind.",
+    )
 
     def __init__(self, *args, kind: str = "textual_inversion", **kwargs):
         super().__init__(*args, **kwargs)
         cast(forms.ModelChoiceField, self.fields["parent"]).queryset = runs_finished().filter(
-            kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA])
+            kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA]
+        )
         cast(forms.ModelChoiceField, self.fields["datasets"]).queryset = datasets_all()
-        cast(forms.ModelChoiceField, self.fields["synthetic_datasets"]).queryset = (
-            datasets_synthetic())
+        cast(
+            forms.ModelChoiceField, self.fields["synthetic_datasets"]
+        ).queryset = datasets_synthetic()
         if kind == RunKind.CLASSIFIER:
             defaults = ClassifierConfig().to_dict()
         else:

@@ -17,9 +17,12 @@ def _run_owner(job: Job) -> Owner | None:
     run = run_of_job(job=job)
     if run is None:
         return None
-    return Owner(label=f"run {run.pk}", url=reverse("training:run", args=[run.pk]),
-                 cancel=lambda user: services.run_cancel(run=run, user=user),
-                 resume=lambda user: services.run_resume(run=run, user=user))
+    return Owner(
+        label=f"run {run.pk}",
+        url=reverse("training:run", args=[run.pk]),
+        cancel=lambda user: services.run_cancel(run=run, user=user),
+        resume=lambda user: services.run_resume(run=run, user=user),
+    )
 
 
 @register("training.run", queue="gpu", label="Training run", owner=_run_owner)
@@ -27,8 +30,10 @@ def run_training(job: Job, progress: JobContext) -> dict[str, Any]:
     return work.run_train(run_id=job.params["run_id"], progress=progress)
 
 
-@register("training.import_external", queue="cpu", label="Import external artifacts",
-          owner=_run_owner)
+@register(
+    "training.import_external", queue="cpu", label="Import external artifacts", owner=_run_owner
+)
 def import_external_artifacts(job: Job, progress: JobContext) -> dict[str, Any]:
-    return work.run_artifacts_import(run_id=job.params["run_id"],
-                                     source=Path(job.params["source"]), progress=progress)
+    return work.run_artifacts_import(
+        run_id=job.params["run_id"], source=Path(job.params["source"]), progress=progress
+    )

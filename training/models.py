@@ -15,7 +15,8 @@ class RunKind(models.TextChoices):
 
 # The kind each kind's parent must be: TI -> LoRA -> joint.
 PARENT_KIND: dict[str, RunKind] = {
-    RunKind.LORA: RunKind.TEXTUAL_INVERSION, RunKind.JOINT: RunKind.LORA,
+    RunKind.LORA: RunKind.TEXTUAL_INVERSION,
+    RunKind.JOINT: RunKind.LORA,
 }
 
 
@@ -37,10 +38,12 @@ class Run(models.Model):
     artifacts_dir = models.CharField(max_length=500, blank=True)
     tokens = models.JSONField(default=list, blank=True)
     final_loss = models.FloatField(null=True, blank=True)
-    evaluation = models.JSONField(default=dict, blank=True,
-                                  help_text="Classifier runs: the fairness evaluation.")
+    evaluation = models.JSONField(
+        default=dict, blank=True, help_text="Classifier runs: the fairness evaluation."
+    )
     is_confidence_model = models.BooleanField(
-        default=False, help_text="The classifier generation uses to score synthetic images.")
+        default=False, help_text="The classifier generation uses to score synthetic images."
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -50,9 +53,11 @@ class Run(models.Model):
         ordering = ["-created_at"]
         permissions = [("launch_run", "Can launch, cancel and resume training runs")]
         constraints = [
-            models.UniqueConstraint(fields=["is_confidence_model"],
-                                    condition=models.Q(is_confidence_model=True),
-                                    name="one_confidence_model"),
+            models.UniqueConstraint(
+                fields=["is_confidence_model"],
+                condition=models.Q(is_confidence_model=True),
+                name="one_confidence_model",
+            ),
         ]
 
     def __str__(self) -> str:

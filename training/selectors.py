@@ -13,8 +13,13 @@ from catalog.models import Image
 from jobs.models import JobState
 from training.models import Run, RunKind
 
-DEFAULT_SELECTION = {"datasets": [], "diagnoses": [], "fsts": [1, 2, 3, 4, 5, 6],
-                     "split": "train", "synthetic_datasets": []}
+DEFAULT_SELECTION = {
+    "datasets": [],
+    "diagnoses": [],
+    "fsts": [1, 2, 3, 4, 5, 6],
+    "split": "train",
+    "synthetic_datasets": [],
+}
 
 # How many recent synthetic-trained classifiers the fairness page compares when none is picked.
 COMPARED_BY_DEFAULT = 3
@@ -35,8 +40,9 @@ def run_is_finished(*, run: Run) -> bool:
     return run.job is not None and run.job.state == JobState.SUCCEEDED
 
 
-def classifier_comparison_runs(*, baseline_id: str | None,
-                               run_ids: list[str]) -> tuple[Run | None, list[Run]]:
+def classifier_comparison_runs(
+    *, baseline_id: str | None, run_ids: list[str]
+) -> tuple[Run | None, list[Run]]:
     """The baseline and the runs the fairness page compares with it, all finished classifiers.
 
     The baseline is the one asked for, else the confidence model, else the newest classifier
@@ -44,14 +50,20 @@ def classifier_comparison_runs(*, baseline_id: str | None,
     trained with synthetic images; the baseline is never compared with itself.
     """
     finished = runs_finished().filter(kind=RunKind.CLASSIFIER)
-    baseline = (finished.filter(pk=baseline_id).first() if baseline_id and baseline_id.isdigit()
-                else finished.filter(is_confidence_model=True).first()
-                or next((r for r in finished.order_by("-created_at") if not r.uses_synthetic),
-                        None))
+    baseline = (
+        finished.filter(pk=baseline_id).first()
+        if baseline_id and baseline_id.isdigit()
+        else finished.filter(is_confidence_model=True).first()
+        or next((r for r in finished.order_by("-created_at") if not r.uses_synthetic), None)
+    )
     ids = [int(i) for i in run_ids if i.isdigit()]
-    others = list(finished.filter(pk__in=ids)) if ids else [
-        r for r in finished.order_by("-created_at")[:20] if r.uses_synthetic][
-            :COMPARED_BY_DEFAULT]
+    others = (
+        list(finished.filter(pk__in=ids))
+        if ids
+        else [r for r in finished.order_by("-created_at")[:20] if r.uses_synthetic][
+            :COMPARED_BY_DEFAULT
+        ]
+    )
     return baseline, [r for r in others if baseline is None or r.pk != baseline.pk]
 
 
@@ -73,8 +85,11 @@ def selection_images(*, selection: dict[str, Any]) -> QuerySet[Image]:
     not at all are left out.
     """
     s = selection_normalise(selection)
-    images = Image.objects.select_related("dataset").exclude(preprocessed="").filter(
-        fst_low__isnull=False, fst_low=F("fst_high"), fst_low__in=s["fsts"])
+    images = (
+        Image.objects.select_related("dataset")
+        .exclude(preprocessed="")
+        .filter(fst_low__isnull=False, fst_low=F("fst_high"), fst_low__in=s["fsts"])
+    )
     if s["datasets"]:
         images = images.filter(dataset__name__in=s["datasets"])
     if s["diagnoses"]:
@@ -84,8 +99,9 @@ def selection_images(*, selection: dict[str, Any]) -> QuerySet[Image]:
     return images.order_by("id")
 
 
-def classifier_images(*, selection: dict[str, Any], split: str | None = None,
-                      synthetic: bool = False) -> QuerySet[Image]:
+def classifier_images(
+    *, selection: dict[str, Any], split: str | None = None, synthetic: bool = False
+) -> QuerySet[Image]:
     """A classifier's real images (of ``split``, default the selection's) or its synthetic
     images (any split); the seven classes only, since the head has no OTHER."""
     s = selection_normalise(selection)

@@ -38,19 +38,24 @@ def _check_parent(kind: str, parent: Run | None) -> None:
     expected = PARENT_KIND.get(kind)
     if expected is None:
         if parent is not None:
-            raise RunConfigError("a textual-inversion run starts from the base model; "
-                                 "it takes no parent run")
+            raise RunConfigError(
+                "a textual-inversion run starts from the base model; it takes no parent run"
+            )
         return
     if parent is None:
-        raise RunConfigError(f"a {RunKind(kind).label} run needs a parent "
-                             f"{RunKind(expected).label} run")
+        raise RunConfigError(
+            f"a {RunKind(kind).label} run needs a parent {RunKind(expected).label} run"
+        )
     if parent.kind != expected:
-        raise RunConfigError(f"the parent of a {RunKind(kind).label} run must be a "
-                             f"{RunKind(expected).label} run; run {parent.pk} is "
-                             f"{parent.get_kind_display()}")
+        raise RunConfigError(
+            f"the parent of a {RunKind(kind).label} run must be a "
+            f"{RunKind(expected).label} run; run {parent.pk} is "
+            f"{parent.get_kind_display()}"
+        )
     if not run_is_finished(run=parent):
-        raise RunConfigError(f"parent run {parent.pk} has not succeeded; its artifacts are "
-                             "not ready")
+        raise RunConfigError(
+            f"parent run {parent.pk} has not succeeded; its artifacts are not ready"
+        )
 
 
 def run_create(
@@ -71,21 +76,24 @@ def run_create(
     if kind not in RunKind.values:
         raise RunConfigError(f"unknown run kind {kind!r}")
     if kind == RunKind.CLASSIFIER:
-        return _classifier_run_create(selection=selection, config=config, parent=parent,
-                                      name=name, user=user, enqueue=enqueue)
+        return _classifier_run_create(
+            selection=selection, config=config, parent=parent, name=name, user=user, enqueue=enqueue
+        )
     try:
         train_config = TrainConfig.build(kind, config)
     except ConfigError as exc:
         raise RunConfigError(str(exc)) from exc
     _check_parent(kind, parent)
-    base_model = (base_model or (parent.base_model if parent else "")
-                  or settings.FAIRSKIN_BASE_MODEL).strip()
+    base_model = (
+        base_model or (parent.base_model if parent else "") or settings.FAIRSKIN_BASE_MODEL
+    ).strip()
     if parent is not None and base_model != parent.base_model:
-        raise RunConfigError(f"run {parent.pk} was trained on {parent.base_model!r}; its child "
-                             f"must use the same base model, not {base_model!r}")
+        raise RunConfigError(
+            f"run {parent.pk} was trained on {parent.base_model!r}; its child "
+            f"must use the same base model, not {base_model!r}"
+        )
     try:
-        base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE,
-                                  build=False)
+        base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE, build=False)
         check_loadable(base)
         prediction = base.prediction_type()
     except BaseModelError as exc:
@@ -93,49 +101,74 @@ def run_create(
     if prediction != "epsilon":
         # Training's target is the noise (epsilon); a v-prediction or sample model would be
         # trained silently on the wrong target (the worker refuses it too, later).
-        raise RunConfigError(f"base model {base.describe()} predicts {prediction!r}; FairSkin "
-                             "trains epsilon-prediction models (Stable Diffusion v1.5) only")
+        raise RunConfigError(
+            f"base model {base.describe()} predicts {prediction!r}; FairSkin "
+            "trains epsilon-prediction models (Stable Diffusion v1.5) only"
+        )
 
     selection = selection_normalise(selection)
     unknown = set(selection["datasets"]) - set(
-        Dataset.objects.filter(name__in=selection["datasets"]).values_list("name", flat=True))
+        Dataset.objects.filter(name__in=selection["datasets"]).values_list("name", flat=True)
+    )
     if unknown:
         raise RunConfigError(f"no dataset named {', '.join(sorted(unknown))}")
     images = selection_images(selection=selection)
     if kind != RunKind.TEXTUAL_INVERSION:
-        restricted = sorted(set(images.filter(
-            dataset__allowed_use=AllowedUse.TEXTUAL_INVERSION_ONLY).values_list(
-                "dataset__name", flat=True)))
+        restricted = sorted(
+            set(
+                images.filter(dataset__allowed_use=AllowedUse.TEXTUAL_INVERSION_ONLY).values_list(
+                    "dataset__name", flat=True
+                )
+            )
+        )
         if restricted:
             raise RunConfigError(
                 f"dataset {', '.join(restricted)} is marked 'textual inversion only' and "
-                f"cannot train a {RunKind(kind).label} run; remove it from the selection")
+                f"cannot train a {RunKind(kind).label} run; remove it from the selection"
+            )
     count = images.count()
     if count == 0:
-        raise RunConfigError("the image selection is empty: no preprocessed images with an "
-                             "exact skin type match it (check the datasets, split and "
-                             "whether the datasets were preprocessed)")
+        raise RunConfigError(
+            "the image selection is empty: no preprocessed images with an "
+            "exact skin type match it (check the datasets, split and "
+            "whether the datasets were preprocessed)"
+        )
 
     with transaction.atomic():
         run = Run.objects.create(
-            kind=kind, name=name, parent=parent, base_model=base_model,
-            base_model_resolved=base.describe(), config=train_config.to_dict(),
-            selection=selection, selection_hash=selection_hash(selection=selection,
-                                                               images=images),
-            image_count=count, created_by=user if getattr(user, "pk", None) else None,
+            kind=kind,
+            name=name,
+            parent=parent,
+            base_model=base_model,
+            base_model_resolved=base.describe(),
+            config=train_config.to_dict(),
+            selection=selection,
+            selection_hash=selection_hash(selection=selection, images=images),
+            image_count=count,
+            created_by=user if getattr(user, "pk", None) else None,
         )
         run.artifacts_dir = str(run_artifacts_dir(run))
         run.job = job_create(
-            kind="training.run", queue="gpu", params={"run_id": run.pk},
+            kind="training.run",
+            queue="gpu",
+            params={"run_id": run.pk},
             title=f"{RunKind(kind).label} run {run.pk}" + (f" ({name})" if name else ""),
-            launched_by=user, enqueue=enqueue,
+            launched_by=user,
+            enqueue=enqueue,
         )
         run.save(update_fields=["artifacts_dir", "job"])
     return run
 
 
-def _classifier_run_create(*, selection: dict[str, Any], config: dict[str, Any] | None,
-                           parent: Run | None, name: str, user: Any, enqueue: bool) -> Run:
+def _classifier_run_create(
+    *,
+    selection: dict[str, Any],
+    config: dict[str, Any] | None,
+    parent: Run | None,
+    name: str,
+    user: Any,
+    enqueue: bool,
+) -> Run:
     from fairskin.classifier.config import ClassifierConfig, ClassifierConfigError
 
     if parent is not None:
@@ -149,39 +182,62 @@ def _classifier_run_create(*, selection: dict[str, Any], config: dict[str, Any] 
     unknown = names - set(Dataset.objects.filter(name__in=names).values_list("name", flat=True))
     if unknown:
         raise RunConfigError(f"no dataset named {', '.join(sorted(unknown))}")
-    unreleased = sorted(Dataset.objects.filter(
-        name__in=selection["synthetic_datasets"], batch__isnull=False,
-        batch__releases__isnull=True).values_list("name", flat=True))
+    unreleased = sorted(
+        Dataset.objects.filter(
+            name__in=selection["synthetic_datasets"],
+            batch__isnull=False,
+            batch__releases__isnull=True,
+        ).values_list("name", flat=True)
+    )
     if unreleased:
-        raise RunConfigError(f"{', '.join(unreleased)}: a generation batch's images train a "
-                             "classifier only once the batch is released through a passed "
-                             "review study")
+        raise RunConfigError(
+            f"{', '.join(unreleased)}: a generation batch's images train a "
+            "classifier only once the batch is released through a passed "
+            "review study"
+        )
     real = classifier_images(selection=selection)
     synthetic = classifier_images(selection=selection, synthetic=True)
     test = classifier_images(selection=selection, split="test")
     if not real.exists():
-        raise RunConfigError("the image selection is empty: no preprocessed real images of the "
-                             "seven classes with an exact skin type match it")
+        raise RunConfigError(
+            "the image selection is empty: no preprocessed real images of the "
+            "seven classes with an exact skin type match it"
+        )
     if not test.exists():
-        raise RunConfigError("no held-out test images: split the datasets first "
-                             "(manage.py split_dataset) so the evaluation has a test split")
+        raise RunConfigError(
+            "no held-out test images: split the datasets first "
+            "(manage.py split_dataset) so the evaluation has a test split"
+        )
     if selection["synthetic_datasets"] and not synthetic.exists():
         raise RunConfigError("the synthetic datasets hold no usable image")
     if classifier_config.pretrain_epochs and not synthetic.exists():
         raise RunConfigError("synthetic pre-training needs synthetic images in the selection")
     with transaction.atomic():
         run = Run.objects.create(
-            kind=RunKind.CLASSIFIER, name=name, base_model=classifier_config.arch,
-            base_model_resolved=classifier_config.arch, config=classifier_config.to_dict(),
+            kind=RunKind.CLASSIFIER,
+            name=name,
+            base_model=classifier_config.arch,
+            base_model_resolved=classifier_config.arch,
+            config=classifier_config.to_dict(),
             selection=selection,
-            selection_hash=selection_hash(selection=selection, images=Image.objects.filter(
-                Q(pk__in=real.values("pk")) | Q(pk__in=synthetic.values("pk"))).order_by("id")),
+            selection_hash=selection_hash(
+                selection=selection,
+                images=Image.objects.filter(
+                    Q(pk__in=real.values("pk")) | Q(pk__in=synthetic.values("pk"))
+                ).order_by("id"),
+            ),
             image_count=real.count() + synthetic.count(),
-            created_by=user if getattr(user, "pk", None) else None)
+            created_by=user if getattr(user, "pk", None) else None,
+        )
         run.artifacts_dir = str(run_artifacts_dir(run))
-        run.job = job_create(kind="training.run", queue="gpu", params={"run_id": run.pk},
-                             title=f"Classifier run {run.pk}" + (f" ({name})" if name else ""),
-                             launched_by=user, enqueue=enqueue)
+        run.job = job_create(
+            kind="training.run",
+            queue="gpu",
+            params={"run_id": run.pk},
+            title=f"Classifier run {run.pk}" + (f" ({name})" if name else ""),
+            launched_by=user,
+            enqueue=enqueue,
+        )
         run.save(update_fields=["artifacts_dir", "job"])
     return run
 
@@ -193,8 +249,10 @@ def run_mark_confidence_model(*, run: Run) -> Run:
     if not run_is_finished(run=run):
         raise RunConfigError(f"classifier run {run.pk} has not succeeded")
     if run.uses_synthetic:
-        raise RunConfigError("the confidence model must be a baseline trained on real images "
-                             "only, or it would grade synthetic images by synthetic ones")
+        raise RunConfigError(
+            "the confidence model must be a baseline trained on real images "
+            "only, or it would grade synthetic images by synthetic ones"
+        )
     with transaction.atomic():
         Run.objects.filter(is_confidence_model=True).update(is_confidence_model=False)
         Run.objects.filter(pk=run.pk).update(is_confidence_model=True)
@@ -217,14 +275,16 @@ def run_resume(*, run: Run, user: Any = None) -> Job:
     return job_resume(job=_job_of(run), by=user)
 
 
-def run_record_result(*, run: Run, tokens: list[str], final_loss: float,
-                      lease: LeaseHolder) -> None:
+def run_record_result(
+    *, run: Run, tokens: list[str], final_loss: float, lease: LeaseHolder
+) -> None:
     with lease.hold():
         Run.objects.filter(pk=run.pk).update(tokens=tokens, final_loss=final_loss)
 
 
-def run_record_import(*, run: Run, lora: bool, tokens: list[str], config: dict[str, Any],
-                      lease: LeaseHolder) -> None:
+def run_record_import(
+    *, run: Run, lora: bool, tokens: list[str], config: dict[str, Any], lease: LeaseHolder
+) -> None:
     """What an imported run turned out to be, once its artifacts are checked and copied."""
     kind = RunKind.LORA if lora else RunKind.TEXTUAL_INVERSION
     with lease.hold():
@@ -237,8 +297,13 @@ def run_record_evaluation(*, run: Run, evaluation: dict[str, Any], lease: LeaseH
 
 
 def run_import_external(
-    *, source: Path, base_model: str | None = None, parent: Run | None = None, name: str = "",
-    user: Any = None, enqueue: bool = True,
+    *,
+    source: Path,
+    base_model: str | None = None,
+    parent: Run | None = None,
+    name: str = "",
+    user: Any = None,
+    enqueue: bool = True,
 ) -> Run:
     """Import externally trained embeddings or LoRA weights as a run (converted by a job).
 
@@ -254,11 +319,11 @@ def run_import_external(
         raise RunConfigError(f"{source} is not a file")
     if parent is not None:
         _check_parent(RunKind.LORA, parent)
-    base_model = (base_model or (parent.base_model if parent else "")
-                  or settings.FAIRSKIN_BASE_MODEL).strip()
+    base_model = (
+        base_model or (parent.base_model if parent else "") or settings.FAIRSKIN_BASE_MODEL
+    ).strip()
     try:
-        base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE,
-                                  build=False)
+        base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE, build=False)
     except BaseModelError as exc:
         raise RunConfigError(str(exc)) from exc
     staged = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "imports" / uuid.uuid4().hex / source.name
@@ -267,14 +332,24 @@ def run_import_external(
     with transaction.atomic():
         # The kind is provisional until the job has looked inside the file.
         run = Run.objects.create(
-            kind=RunKind.LORA if parent else RunKind.TEXTUAL_INVERSION, name=name,
-            parent=parent, base_model=base_model, base_model_resolved=base.describe(),
-            config={"imported_from": source.name}, selection={}, image_count=0,
-            created_by=user if getattr(user, "pk", None) else None)
+            kind=RunKind.LORA if parent else RunKind.TEXTUAL_INVERSION,
+            name=name,
+            parent=parent,
+            base_model=base_model,
+            base_model_resolved=base.describe(),
+            config={"imported_from": source.name},
+            selection={},
+            image_count=0,
+            created_by=user if getattr(user, "pk", None) else None,
+        )
         run.artifacts_dir = str(run_artifacts_dir(run))
-        run.job = job_create(kind="training.import_external", queue="cpu",
-                             params={"run_id": run.pk, "source": str(staged)},
-                             title=f"Import {source.name} as run {run.pk}", launched_by=user,
-                             enqueue=enqueue)
+        run.job = job_create(
+            kind="training.import_external",
+            queue="cpu",
+            params={"run_id": run.pk, "source": str(staged)},
+            title=f"Import {source.name} as run {run.pk}",
+            launched_by=user,
+            enqueue=enqueue,
+        )
         run.save(update_fields=["artifacts_dir", "job"])
     return run

@@ -16,8 +16,13 @@ from fairskin.spreadsheet import safe_row
 from training import reports, selectors, services
 from training.models import Run, RunKind
 
-ARTIFACT_NAMES = ("pytorch_lora_weights.safetensors", "manifest.json", "README.md", "loss.csv",
-                  "loss.svg")
+ARTIFACT_NAMES = (
+    "pytorch_lora_weights.safetensors",
+    "manifest.json",
+    "README.md",
+    "loss.csv",
+    "loss.svg",
+)
 
 
 def _loss_history(run_dir: Path) -> list[tuple[int, float]]:
@@ -34,10 +39,15 @@ def _run_context(run: Run) -> dict:
     grid = _latest_grid(run_dir)
     files = [run_dir / n for n in ARTIFACT_NAMES if (run_dir / n).exists()]
     files += sorted((run_dir / "embeddings").glob("*.safetensors"))
-    return {"run": run, "job": run.job, "lineage": run.lineage(),
-            "children": run.children.all(), "loss_svg": loss_svg(_loss_history(run_dir)),
-            "grid_step": grid.stem.removeprefix("step-").lstrip("0") if grid else None,
-            "files": [f.relative_to(run_dir) for f in files]}
+    return {
+        "run": run,
+        "job": run.job,
+        "lineage": run.lineage(),
+        "children": run.children.all(),
+        "loss_svg": loss_svg(_loss_history(run_dir)),
+        "grid_step": grid.stem.removeprefix("step-").lstrip("0") if grid else None,
+        "files": [f.relative_to(run_dir) for f in files],
+    }
 
 
 @login_required
@@ -52,8 +62,10 @@ def run_list(request):
 def run_detail(request, run_id: int):
     run = get_object_or_404(Run.objects.select_related("job", "parent__parent"), pk=run_id)
     # Settings as JSON, the form the launch form and `--set` take them in.
-    as_json = {"config_json": json.dumps(run.config, indent=2, sort_keys=True),
-               "selection_json": json.dumps(run.selection, indent=2, sort_keys=True)}
+    as_json = {
+        "config_json": json.dumps(run.config, indent=2, sort_keys=True),
+        "selection_json": json.dumps(run.selection, indent=2, sort_keys=True),
+    }
     return render(request, "training/run_detail.html", {**_run_context(run), **as_json})
 
 
@@ -83,8 +95,9 @@ def run_grid(request, run_id: int):
 
 
 def _comparison_runs(request) -> tuple[Run | None, list[Run]]:
-    return selectors.classifier_comparison_runs(baseline_id=request.GET.get("baseline"),
-                                                run_ids=request.GET.getlist("runs"))
+    return selectors.classifier_comparison_runs(
+        baseline_id=request.GET.get("baseline"), run_ids=request.GET.getlist("runs")
+    )
 
 
 def _bars(comparison: dict, height: int = 160) -> dict:
@@ -96,9 +109,13 @@ def _bars(comparison: dict, height: int = 160) -> dict:
     width = 22
     groups = Slots(width=len(summaries) * width, gap=26)  # one slot per FST group
     bars = []
-    values = [v for s in summaries for g in comparison["groups"]
-              for v in [s["auroc_by_group"][g], *(s["auroc_ci_by_group"][g] or [])]
-              if v is not None]
+    values = [
+        v
+        for s in summaries
+        for g in comparison["groups"]
+        for v in [s["auroc_by_group"][g], *(s["auroc_ci_by_group"][g] or [])]
+        if v is not None
+    ]
     floor = 0.0 if any(v < 0.5 for v in values) else 0.5
     axis = ValueAxis(low=floor, high=1, height=height)
 
@@ -112,28 +129,48 @@ def _bars(comparison: dict, height: int = 160) -> dict:
                 continue
             x = groups.x(gi) + ri * width
             ci = s["auroc_ci_by_group"][group]
-            bars.append({"x": x, "y": y(value), "h": round(height - y(value), 1), "value": value,
-                         "colour": colours[ri % 4], "label": f"run {s['run'].pk}",
-                         "group": group, "ci": [y(ci[0]), y(ci[1])] if ci else None,
-                         "mid": x + width / 2})
-    return {"bars": bars, "height": height, "floor": floor, "chance_y": y(0.5),
-            "width": groups.extent(len(comparison["groups"])), "bar": width - 4,
-            "labels": [{"x": groups.mid(gi), "text": g}
-                       for gi, g in enumerate(comparison["groups"])],
-            "legend": [(f"run {s['run'].pk}" + (" (baseline)" if i == 0 else ""),
-                        colours[i % 4]) for i, s in enumerate(summaries)]}
+            bars.append(
+                {
+                    "x": x,
+                    "y": y(value),
+                    "h": round(height - y(value), 1),
+                    "value": value,
+                    "colour": colours[ri % 4],
+                    "label": f"run {s['run'].pk}",
+                    "group": group,
+                    "ci": [y(ci[0]), y(ci[1])] if ci else None,
+                    "mid": x + width / 2,
+                }
+            )
+    return {
+        "bars": bars,
+        "height": height,
+        "floor": floor,
+        "chance_y": y(0.5),
+        "width": groups.extent(len(comparison["groups"])),
+        "bar": width - 4,
+        "labels": [{"x": groups.mid(gi), "text": g} for gi, g in enumerate(comparison["groups"])],
+        "legend": [
+            (f"run {s['run'].pk}" + (" (baseline)" if i == 0 else ""), colours[i % 4])
+            for i, s in enumerate(summaries)
+        ],
+    }
 
 
 @login_required
 @permission_required("training.view_run", raise_exception=True)
 def fairness_report(request):
     baseline, others = _comparison_runs(request)
-    context: dict[str, Any] = {"baseline": baseline, "others": others,
-               "classifiers": selectors.runs_finished().filter(kind=RunKind.CLASSIFIER)}
+    context: dict[str, Any] = {
+        "baseline": baseline,
+        "others": others,
+        "classifiers": selectors.runs_finished().filter(kind=RunKind.CLASSIFIER),
+    }
     if baseline is not None:
         comparison = reports.fairness_comparison(baseline=baseline, others=others)
-        context.update(comparison=comparison, chart=_bars(comparison),
-                       query=request.GET.urlencode())
+        context.update(
+            comparison=comparison, chart=_bars(comparison), query=request.GET.urlencode()
+        )
     return render(request, "training/fairness.html", context)
 
 
@@ -145,8 +182,9 @@ def fairness_export(request):
         raise Http404("no finished baseline classifier")
     rows = reports.comparison_rows(reports.fairness_comparison(baseline=baseline, others=others))
     if request.GET.get("format") == "json":
-        response: HttpResponse = JsonResponse({"rows": rows, "definitions": FAIRNESS_DEFINITIONS},
-                                json_dumps_params={"indent": 2})
+        response: HttpResponse = JsonResponse(
+            {"rows": rows, "definitions": FAIRNESS_DEFINITIONS}, json_dumps_params={"indent": 2}
+        )
         response["Content-Disposition"] = 'attachment; filename="fairness.json"'
         return response
     response = HttpResponse(content_type="text/csv")

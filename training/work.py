@@ -35,25 +35,46 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
     cache = image_cache_dir()
     images = list(selection_images(selection=run.selection))
     # selection_images holds only images with an exact skin type: fst_low is never None.
-    items = [TrainItem(path=image_local_path(img, cache), diagnosis=img.diagnosis,
-                       fst=cast(int, img.fst_low)) for img in images]
+    items = [
+        TrainItem(
+            path=image_local_path(img, cache), diagnosis=img.diagnosis, fst=cast(int, img.fst_low)
+        )
+        for img in images
+    ]
     datasets = Counter(img.dataset for img in images)
     base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
     parents = [Path(r.artifacts_dir) for r in run.lineage()[:-1]]
-    progress.log(f"{len(items)} images, base model {base.describe()}, "
-                 f"{'resuming' if (run_dir / 'checkpoints').exists() else 'starting'}")
+    progress.log(
+        f"{len(items)} images, base model {base.describe()}, "
+        f"{'resuming' if (run_dir / 'checkpoints').exists() else 'starting'}"
+    )
     result = train(
         config=TrainConfig.build(run.kind, {k: v for k, v in run.config.items() if k != "kind"}),
-        base=base, items=items, run_dir=run_dir, progress=progress, parents=parents,
-        run_info={"run_id": run.pk, "parent_run_ids": [r.pk for r in run.lineage()[:-1]],
-                  "selection": run.selection, "selection_hash": run.selection_hash,
-                  "datasets": [{"name": d.name, "licence": d.licence, "images": n}
-                               for d, n in datasets.items()]},
+        base=base,
+        items=items,
+        run_dir=run_dir,
+        progress=progress,
+        parents=parents,
+        run_info={
+            "run_id": run.pk,
+            "parent_run_ids": [r.pk for r in run.lineage()[:-1]],
+            "selection": run.selection,
+            "selection_hash": run.selection_hash,
+            "datasets": [
+                {"name": d.name, "licence": d.licence, "images": n} for d, n in datasets.items()
+            ],
+        },
     )
-    services.run_record_result(run=run, tokens=result.tokens, final_loss=result.final_loss,
-                               lease=progress.lease)
-    return {"run_id": run.pk, "artifacts": str(run_dir), "final_loss": round(result.final_loss, 5),
-            "tokens": len(result.tokens), "resumed_from": result.resumed_from}
+    services.run_record_result(
+        run=run, tokens=result.tokens, final_loss=result.final_loss, lease=progress.lease
+    )
+    return {
+        "run_id": run.pk,
+        "artifacts": str(run_dir),
+        "final_loss": round(result.final_loss, 5),
+        "tokens": len(result.tokens),
+        "resumed_from": result.resumed_from,
+    }
 
 
 def run_artifacts_import(*, run_id: int, source: Path, progress: JobContext) -> dict[str, Any]:
@@ -64,17 +85,32 @@ def run_artifacts_import(*, run_id: int, source: Path, progress: JobContext) -> 
     run = Run.objects.get(pk=run_id)
     base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
     try:
-        result = import_external(source, dest=Path(run.artifacts_dir),
-                                 expected_dim=base.text_encoder_width(), base_path=base.path)
+        result = import_external(
+            source,
+            dest=Path(run.artifacts_dir),
+            expected_dim=base.text_encoder_width(),
+            base_path=base.path,
+        )
     finally:
         shutil.rmtree(source.parent, ignore_errors=True)
-    services.run_record_import(run=run, lora=result.has_lora, tokens=result.tokens,
-                               config={"imported_from": source.name, "layout": result.layout},
-                               lease=progress.lease)
-    progress.log(f"{source.name}: {result.layout}, {len(result.tokens)} token(s), "
-                 f"LoRA: {'yes' if result.has_lora else 'no'}")
-    return {"run_id": run.pk, "layout": result.layout, "tokens": result.tokens,
-            "lora": result.has_lora, "artifacts": run.artifacts_dir}
+    services.run_record_import(
+        run=run,
+        lora=result.has_lora,
+        tokens=result.tokens,
+        config={"imported_from": source.name, "layout": result.layout},
+        lease=progress.lease,
+    )
+    progress.log(
+        f"{source.name}: {result.layout}, {len(result.tokens)} token(s), "
+        f"LoRA: {'yes' if result.has_lora else 'no'}"
+    )
+    return {
+        "run_id": run.pk,
+        "layout": result.layout,
+        "tokens": result.tokens,
+        "lora": result.has_lora,
+        "artifacts": run.artifacts_dir,
+    }
 
 
 def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
@@ -86,26 +122,46 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
     cache = image_cache_dir()
 
     def items(images, *, synthetic: bool) -> list[ClassifierItem]:
-        return [ClassifierItem(path=image_local_path(img, cache),
-                               label=CLASS_NAMES.index(img.diagnosis), fst=img.fst_low,
-                               synthetic=synthetic, malignant=img.metadata.get("malignant"))
-                for img in images]
+        return [
+            ClassifierItem(
+                path=image_local_path(img, cache),
+                label=CLASS_NAMES.index(img.diagnosis),
+                fst=img.fst_low,
+                synthetic=synthetic,
+                malignant=img.metadata.get("malignant"),
+            )
+            for img in images
+        ]
 
     real = items(classifier_images(selection=run.selection), synthetic=False)
-    synthetic = items(classifier_images(selection=run.selection, synthetic=True),
-                      synthetic=True)
+    synthetic = items(classifier_images(selection=run.selection, synthetic=True), synthetic=True)
     test = items(classifier_images(selection=run.selection, split="test"), synthetic=False)
-    progress.log(f"{len(real)} real + {len(synthetic)} synthetic training images, "
-                 f"{len(test)} test images")
+    progress.log(
+        f"{len(real)} real + {len(synthetic)} synthetic training images, {len(test)} test images"
+    )
     config = ClassifierConfig.build({k: v for k, v in run.config.items()})
     result = train_classifier(
-        config=config, train_items=real + synthetic, test_items=test,
-        run_dir=Path(run.artifacts_dir), progress=progress,
-        run_info={"run_id": run.pk, "selection": run.selection,
-                  "selection_hash": run.selection_hash})
-    services.run_record_evaluation(run=run, lease=progress.lease, evaluation={
-        **result.evaluation, "weights_source": result.weights_source})
+        config=config,
+        train_items=real + synthetic,
+        test_items=test,
+        run_dir=Path(run.artifacts_dir),
+        progress=progress,
+        run_info={
+            "run_id": run.pk,
+            "selection": run.selection,
+            "selection_hash": run.selection_hash,
+        },
+    )
+    services.run_record_evaluation(
+        run=run,
+        lease=progress.lease,
+        evaluation={**result.evaluation, "weights_source": result.weights_source},
+    )
     by_fst = result.evaluation.get("by_fst", {})
-    return {"run_id": run.pk, "artifacts": run.artifacts_dir,
-            "accuracy": round(by_fst.get("accuracy") or 0, 4),
-            "auroc": round(by_fst.get("auroc") or 0, 4), "weights": result.weights_source}
+    return {
+        "run_id": run.pk,
+        "artifacts": run.artifacts_dir,
+        "accuracy": round(by_fst.get("accuracy") or 0, 4),
+        "auroc": round(by_fst.get("auroc") or 0, 4),
+        "weights": result.weights_source,
+    }

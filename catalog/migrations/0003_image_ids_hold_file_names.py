@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('catalog', '0002_role_permissions'),
+        ("catalog", "0002_role_permissions"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='image',
-            name='group_id',
-            field=models.CharField(blank=True, help_text='Lesion or patient.', max_length=255),
+            model_name="image",
+            name="group_id",
+            field=models.CharField(blank=True, help_text="Lesion or patient.", max_length=255),
         ),
         migrations.AlterField(
-            model_name='image',
-            name='source_id',
+            model_name="image",
+            name="source_id",
             field=models.CharField(help_text="The dataset's own id.", max_length=255),
         ),
     ]

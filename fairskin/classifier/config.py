@@ -29,7 +29,8 @@ class ClassifierConfig:
     learning_rate: float = 1e-4
     final_learning_rate: float = 1e-5
     synthetic_shares: dict[int, float] = field(
-        default_factory=lambda: dict(DEFAULT_SYNTHETIC_SHARES))
+        default_factory=lambda: dict(DEFAULT_SYNTHETIC_SHARES)
+    )
     ramp_epochs: int = 0
     mixed_precision: str = "no"
     bootstrap: int = 500
@@ -47,12 +48,14 @@ class ClassifierConfig:
             raise ClassifierConfigError("; ".join(problems))
         if "synthetic_shares" in values:
             try:
-                values["synthetic_shares"] = {int(k): float(v)
-                                              for k, v in values["synthetic_shares"].items()}
+                values["synthetic_shares"] = {
+                    int(k): float(v) for k, v in values["synthetic_shares"].items()
+                }
             except ValueError as exc:
-                raise ClassifierConfigError("synthetic_shares maps skin types 1-6 to shares in "
-                                            f"[0, 1], got {values['synthetic_shares']!r}"
-                                            ) from exc
+                raise ClassifierConfigError(
+                    "synthetic_shares maps skin types 1-6 to shares in "
+                    f"[0, 1], got {values['synthetic_shares']!r}"
+                ) from exc
         config = cls(**values)
         config.validate()
         return config

@@ -30,8 +30,11 @@ def transforms_for(size: int, *, augment: bool) -> Callable[[Image.Image], torch
 
     steps = [T.Resize((size, size))]
     if augment:
-        steps += [T.RandomHorizontalFlip(), T.RandomRotation(20),
-                  T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02)]
+        steps += [
+            T.RandomHorizontalFlip(),
+            T.RandomRotation(20),
+            T.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
+        ]
     steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return cast("Callable[[Image.Image], torch.Tensor]", T.Compose(steps))
 
@@ -52,8 +55,9 @@ class ImageSet(Dataset[tuple[torch.Tensor, int, int]]):
         return pixels, item.label, int(item.synthetic)
 
 
-def synthetic_share(shares: dict[int, float], fst: int | None, *, epoch: int,
-                    ramp_epochs: int) -> float:
+def synthetic_share(
+    shares: dict[int, float], fst: int | None, *, epoch: int, ramp_epochs: int
+) -> float:
     """The synthetic share for a skin type at an epoch; ramps linearly up to it when asked."""
     if fst is None:
         return 0.0
@@ -63,8 +67,13 @@ def synthetic_share(shares: dict[int, float], fst: int | None, *, epoch: int,
     return target
 
 
-def mixture_weights(items: Sequence[ClassifierItem], shares: dict[int, float], *,
-                    epoch: int = 0, ramp_epochs: int = 0) -> torch.Tensor:
+def mixture_weights(
+    items: Sequence[ClassifierItem],
+    shares: dict[int, float],
+    *,
+    epoch: int = 0,
+    ramp_epochs: int = 0,
+) -> torch.Tensor:
     """Sampling weights that make synthetic images a fraction ``share(fst)`` of each skin
     type's draws, keeping each type's overall weight in proportion to its image count.
 

@@ -52,15 +52,19 @@ def _eod(tpr: dict[Any, float | None], fpr: dict[Any, float | None]) -> float | 
     return max(parts) if parts else None
 
 
-def _binary_core(y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray,
-                 threshold: float) -> dict[str, Any]:
+def _binary_core(
+    y_true: np.ndarray, y_score: np.ndarray, groups: np.ndarray, threshold: float
+) -> dict[str, Any]:
     y_pred = (y_score >= threshold).astype(int)
     keys = _group_keys(groups)
     auroc, tpr, fpr, accuracy, counts, notes = {}, {}, {}, {}, {}, []
     for g in keys:
         m = groups == g
-        counts[g] = {"n": int(m.sum()), "positives": int(y_true[m].sum()),
-                     "negatives": int((y_true[m] == 0).sum())}
+        counts[g] = {
+            "n": int(m.sum()),
+            "positives": int(y_true[m].sum()),
+            "negatives": int((y_true[m] == 0).sum()),
+        }
         auroc[g] = _auroc(y_true[m], y_score[m])
         if auroc[g] is None:
             only = "positive" if y_true[m].all() else "negative"
@@ -96,8 +100,15 @@ def _percentiles(samples: list[float]) -> list[float] | None:
     return [float(low), float(high)]
 
 
-def _bootstrap(compute: Callable[..., dict[str, Any]], arrays: Sequence[np.ndarray], n: int,
-               seed: int, *, keys: Sequence[str], group_keys: Sequence[str]) -> dict[str, Any]:
+def _bootstrap(
+    compute: Callable[..., dict[str, Any]],
+    arrays: Sequence[np.ndarray],
+    n: int,
+    seed: int,
+    *,
+    keys: Sequence[str],
+    group_keys: Sequence[str],
+) -> dict[str, Any]:
     """Percentile intervals for scalar ``keys`` and per-group ``group_keys``."""
     rng = np.random.default_rng(seed)
     size = len(arrays[0])
@@ -119,9 +130,15 @@ def _bootstrap(compute: Callable[..., dict[str, Any]], arrays: Sequence[np.ndarr
     return out
 
 
-def fairness_report(y_true: Sequence[int], y_score: Sequence[float], groups: Sequence[Any],
-                    threshold: float = 0.5, *, n_bootstrap: int = 0,
-                    seed: int = 0) -> dict[str, Any]:
+def fairness_report(
+    y_true: Sequence[int],
+    y_score: Sequence[float],
+    groups: Sequence[Any],
+    threshold: float = 0.5,
+    *,
+    n_bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Binary fairness report; ``y_score`` is the probability of the positive class."""
     yt = np.asarray(y_true, dtype=int)
     ys = np.asarray(y_score, dtype=float)
@@ -133,20 +150,26 @@ def fairness_report(y_true: Sequence[int], y_score: Sequence[float], groups: Seq
     report = _binary_core(yt, ys, gs, threshold)
     if n_bootstrap:
         report["ci"] = _bootstrap(
-            lambda a, b, c: _binary_core(a, b, c, threshold), (yt, ys, gs), n_bootstrap, seed,
+            lambda a, b, c: _binary_core(a, b, c, threshold),
+            (yt, ys, gs),
+            n_bootstrap,
+            seed,
             keys=("accuracy", "auroc", "auroc_gap", "equalized_odds_difference"),
-            group_keys=("auroc_by_group",))
+            group_keys=("auroc_by_group",),
+        )
     return report
 
 
-def _multiclass_core(y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray,
-                     n_classes: int) -> dict[str, Any]:
+def _multiclass_core(
+    y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray, n_classes: int
+) -> dict[str, Any]:
     y_pred = proba.argmax(axis=1)
     keys = _group_keys(groups)
 
     def macro_auroc(mask: np.ndarray) -> float | None:
-        per_class = [_auroc((y_true[mask] == c).astype(int), proba[mask, c])
-                     for c in range(n_classes)]
+        per_class = [
+            _auroc((y_true[mask] == c).astype(int), proba[mask, c]) for c in range(n_classes)
+        ]
         defined = [a for a in per_class if a is not None]
         return float(np.mean(defined)) if defined else None
 
@@ -159,16 +182,16 @@ def _multiclass_core(y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray,
             tpr[g], fpr[g] = _rates((y_true[m] == c).astype(int), (y_pred[m] == c).astype(int))
         eod_by_class[c] = _eod(tpr, fpr)
     defined_eod = [v for v in eod_by_class.values() if v is not None]
-    notes = [f"group {g}: macro AUROC undefined (one class only)" for g in keys
-             if auroc[g] is None]
+    notes = [f"group {g}: macro AUROC undefined (one class only)" for g in keys if auroc[g] is None]
     return {
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
         "auroc": macro_auroc(np.ones(len(y_true), dtype=bool)),
         "auroc_by_group": auroc,
         "auroc_gap": _spread(auroc),
-        "accuracy_by_group": {g: float((y_pred[groups == g] == y_true[groups == g]).mean())
-                              for g in keys},
+        "accuracy_by_group": {
+            g: float((y_pred[groups == g] == y_true[groups == g]).mean()) for g in keys
+        },
         "equalized_odds_difference": max(defined_eod) if defined_eod else None,
         "equalized_odds_by_class": eod_by_class,
         "counts_by_group": {g: int((groups == g).sum()) for g in keys},
@@ -176,10 +199,15 @@ def _multiclass_core(y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray,
     }
 
 
-def fairness_report_multiclass(y_true: Sequence[int],
-                               y_proba: Sequence[Sequence[float]] | np.ndarray,
-                               groups: Sequence[Any], *, class_names: Sequence[str],
-                               n_bootstrap: int = 0, seed: int = 0) -> dict[str, Any]:
+def fairness_report_multiclass(
+    y_true: Sequence[int],
+    y_proba: Sequence[Sequence[float]] | np.ndarray,
+    groups: Sequence[Any],
+    *,
+    class_names: Sequence[str],
+    n_bootstrap: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The seven-class report: macro one-vs-rest AUROC overall and per group, per-class
     precision/recall/F1 and one-vs-rest AUROC, and the equalized-odds difference."""
     yt = np.asarray(y_true, dtype=int)
@@ -190,19 +218,30 @@ def fairness_report_multiclass(y_true: Sequence[int],
         raise ValueError("y_proba must be (n, n_classes) with n = len(y_true) = len(groups)")
     report = _multiclass_core(yt, proba, gs, k)
     precision, recall, f1, support = precision_recall_fscore_support(
-        yt, proba.argmax(axis=1), labels=list(range(k)), zero_division=0)
+        yt, proba.argmax(axis=1), labels=list(range(k)), zero_division=0
+    )
     report["per_class"] = {
-        name: {"precision": float(precision[c]), "recall": float(recall[c]),
-               "f1": float(f1[c]), "support": int(support[c]),
-               "auroc": _auroc((yt == c).astype(int), proba[:, c])}
-        for c, name in enumerate(class_names)}
-    report["equalized_odds_by_class"] = {class_names[c]: v for c, v in
-                                         report["equalized_odds_by_class"].items()}
+        name: {
+            "precision": float(precision[c]),
+            "recall": float(recall[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+            "auroc": _auroc((yt == c).astype(int), proba[:, c]),
+        }
+        for c, name in enumerate(class_names)
+    }
+    report["equalized_odds_by_class"] = {
+        class_names[c]: v for c, v in report["equalized_odds_by_class"].items()
+    }
     if n_bootstrap:
         report["ci"] = _bootstrap(
-            lambda a, b, c: _multiclass_core(a, b, c, k), (yt, proba, gs), n_bootstrap, seed,
+            lambda a, b, c: _multiclass_core(a, b, c, k),
+            (yt, proba, gs),
+            n_bootstrap,
+            seed,
             keys=("accuracy", "auroc", "auroc_gap", "equalized_odds_difference"),
-            group_keys=("auroc_by_group",))
+            group_keys=("auroc_by_group",),
+        )
     return report
 
 

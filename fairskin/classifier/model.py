@@ -41,8 +41,7 @@ class SkinClassifier(nn.Module):
         self.backbone = backbone
         self.head = nn.Linear(n_features, n_classes)
         # Real vs synthetic discriminator, trained only in the DANN phase.
-        self.domain_head = nn.Sequential(nn.Linear(n_features, 256), nn.ReLU(),
-                                         nn.Linear(256, 1))
+        self.domain_head = nn.Sequential(nn.Linear(n_features, 256), nn.ReLU(), nn.Linear(256, 1))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return cast("torch.Tensor", self.backbone(x))
@@ -70,8 +69,9 @@ def find_imagenet_weights(explicit: str | None = None) -> Path | None:
     return next((cache / name for name in IMAGENET_FILES if (cache / name).is_file()), None)
 
 
-def build_classifier(n_classes: int = len(CLASS_NAMES), *, weights: str | None = None,
-                     arch: str = "resnet50") -> tuple[SkinClassifier, str]:
+def build_classifier(
+    n_classes: int = len(CLASS_NAMES), *, weights: str | None = None, arch: str = "resnet50"
+) -> tuple[SkinClassifier, str]:
     """The classifier and where its backbone weights came from (recorded on the run)."""
     from torchvision import models
 

@@ -53,37 +53,60 @@ class ClassifierResult:
 
 
 PHASES = ("pretrain", "finetune", "dann")
-PHASE_NAMES = {"pretrain": "Pre-training on synthetic images",
-               "finetune": "Fine-tuning on real and synthetic images",
-               "dann": "Domain-adversarial training"}
+PHASE_NAMES = {
+    "pretrain": "Pre-training on synthetic images",
+    "finetune": "Fine-tuning on real and synthetic images",
+    "dann": "Domain-adversarial training",
+}
 PHASE_LOADING = "Loading the classifier network"
 PHASE_EVALUATING = "Evaluating on the test split"
 
 
 def _phase_epochs(config: ClassifierConfig) -> list[tuple[str, int]]:
-    return [(p, n) for p, n in zip(PHASES, (config.pretrain_epochs, config.epochs,
-                                            config.dann_epochs), strict=True) if n]
+    return [
+        (p, n)
+        for p, n in zip(
+            PHASES, (config.pretrain_epochs, config.epochs, config.dann_epochs), strict=True
+        )
+        if n
+    ]
 
 
-def _batches_per_epoch(items: Sequence[ClassifierItem], config: ClassifierConfig,
-                       phase: str) -> int:
+def _batches_per_epoch(
+    items: Sequence[ClassifierItem], config: ClassifierConfig, phase: str
+) -> int:
     used = sum(1 for i in items if phase != "pretrain" or i.synthetic)
     return -(-used // config.batch_size)
 
 
-def _loader(items: Sequence[ClassifierItem], config: ClassifierConfig, *, phase: str,
-            epoch: int, generator: torch.Generator) -> DataLoader[Any]:
+def _loader(
+    items: Sequence[ClassifierItem],
+    config: ClassifierConfig,
+    *,
+    phase: str,
+    epoch: int,
+    generator: torch.Generator,
+) -> DataLoader[Any]:
     if phase == "pretrain":
         items = [i for i in items if i.synthetic]
         weights = torch.ones(len(items), dtype=torch.float64)
     else:
-        weights = mixture_weights(items, config.synthetic_shares, epoch=epoch,
-                                  ramp_epochs=config.ramp_epochs)
+        weights = mixture_weights(
+            items, config.synthetic_shares, epoch=epoch, ramp_epochs=config.ramp_epochs
+        )
     # torch annotates weights as Sequence[float]; it takes (and documents) a Tensor too.
-    sampler = WeightedRandomSampler(weights, num_samples=len(items), replacement=True,  # type: ignore[arg-type]
-                                    generator=generator)
-    return DataLoader(ImageSet(items, config.image_size, train=True),
-                      batch_size=config.batch_size, sampler=sampler, num_workers=0)
+    sampler = WeightedRandomSampler(
+        weights,  # type: ignore[arg-type]
+        num_samples=len(items),
+        replacement=True,
+        generator=generator,
+    )
+    return DataLoader(
+        ImageSet(items, config.image_size, train=True),
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=0,
+    )
 
 
 def _save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
@@ -106,16 +129,16 @@ def train_classifier(
     if not train_items:
         raise ValueError("no training images")
     if config.pretrain_epochs and not any(i.synthetic for i in train_items):
-        raise ValueError("synthetic pre-training was asked for but the run has no synthetic "
-                         "images")
+        raise ValueError("synthetic pre-training was asked for but the run has no synthetic images")
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
     progress.phase(PHASE_LOADING)
-    model, weights_source = build_classifier(len(CLASS_NAMES), weights=config.weights,
-                                             arch=config.arch)
+    model, weights_source = build_classifier(
+        len(CLASS_NAMES), weights=config.weights, arch=config.arch
+    )
     model.to(dev)
     generator = torch.Generator().manual_seed(config.seed)
     autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
@@ -140,13 +163,18 @@ def train_classifier(
         return (PHASES.index(phase), epoch) > (PHASES.index(start[0]), start[1])
 
     for phase, epochs in plan:
-        params = [p for n, p in model.named_parameters()
-                  if phase == "dann" or not n.startswith("domain_head")]
+        params = [
+            p
+            for n, p in model.named_parameters()
+            if phase == "dann" or not n.startswith("domain_head")
+        ]
         optimizer = torch.optim.Adam(params, lr=config.learning_rate)
         # lr 1e-4 for the first half of the phase, then 1e-5.
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=[max(1, epochs // 2)],
-            gamma=config.final_learning_rate / config.learning_rate)
+            optimizer,
+            milestones=[max(1, epochs // 2)],
+            gamma=config.final_learning_rate / config.learning_rate,
+        )
         if start is not None and state.get("phase") == phase:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -159,41 +187,61 @@ def train_classifier(
         progress.phase(PHASE_NAMES[phase], total=phase_total, done=done_batches)
         for epoch in to_run:
             model.train()
-            for pixels, labels, synthetic in _loader(train_items, config, phase=phase,
-                                                     epoch=epoch, generator=generator):
+            for pixels, labels, synthetic in _loader(
+                train_items, config, phase=phase, epoch=epoch, generator=generator
+            ):
                 pixels, labels = pixels.to(dev), labels.to(dev)
-                with torch.autocast(dev.type, dtype=autocast or torch.float32,
-                                    enabled=autocast is not None):
+                with torch.autocast(
+                    dev.type, dtype=autocast or torch.float32, enabled=autocast is not None
+                ):
                     features = model.features(pixels)
                     loss = F.cross_entropy(model.head(features), labels)
                     if phase == "dann":
                         domain = model.domain_head(
-                            reverse_gradient(features, config.dann_strength)).squeeze(1)
+                            reverse_gradient(features, config.dann_strength)
+                        ).squeeze(1)
                         loss = loss + F.binary_cross_entropy_with_logits(
-                            domain.float(), synthetic.float().to(dev))
+                            domain.float(), synthetic.float().to(dev)
+                        )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 done_batches += 1
                 try:
-                    progress.update(min(done_batches, phase_total), phase_total,
-                                    f"epoch {epoch + 1}/{epochs} · loss {loss.item():.3f}")
+                    progress.update(
+                        min(done_batches, phase_total),
+                        phase_total,
+                        f"epoch {epoch + 1}/{epochs} · loss {loss.item():.3f}",
+                    )
                 except JobCancelled:
                     progress.log("cancelled; resumes from the last finished epoch")
                     raise
             scheduler.step()
-            _save_checkpoint(run_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "phase": phase, "epoch": epoch,
-                "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
+            _save_checkpoint(
+                run_dir,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "phase": phase,
+                    "epoch": epoch,
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
 
     torch.save(model.state_dict(), run_dir / MODEL_FILE)
     evaluation = evaluate(model, test_items, config, dev, progress=progress)
-    info = {"config": config.to_dict(), "weights_source": weights_source,
-            "classes": CLASS_NAMES, "train_images": len(train_items),
-            "synthetic_train_images": sum(i.synthetic for i in train_items),
-            "test_images": len(test_items), **(run_info or {})}
+    info = {
+        "config": config.to_dict(),
+        "weights_source": weights_source,
+        "classes": CLASS_NAMES,
+        "train_images": len(train_items),
+        "synthetic_train_images": sum(i.synthetic for i in train_items),
+        "test_images": len(test_items),
+        **(run_info or {}),
+    }
     (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
     (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
     shutil.rmtree(run_dir / "checkpoint.partial", ignore_errors=True)
@@ -201,9 +249,15 @@ def train_classifier(
 
 
 @torch.no_grad()
-def predict_proba(model: SkinClassifier, items: Sequence[ClassifierItem], image_size: int,
-                  device: torch.device, *, batch_size: int = 64,
-                  progress: Progress | None = None) -> np.ndarray:
+def predict_proba(
+    model: SkinClassifier,
+    items: Sequence[ClassifierItem],
+    image_size: int,
+    device: torch.device,
+    *,
+    batch_size: int = 64,
+    progress: Progress | None = None,
+) -> np.ndarray:
     model.eval()
     loader = DataLoader(ImageSet(items, image_size, train=False), batch_size=batch_size)
     chunks = []
@@ -220,8 +274,13 @@ def _keyed(report: dict[str, Any]) -> dict[str, Any]:
     return cast("dict[str, Any]", json.loads(json.dumps(report, default=str)))
 
 
-def evaluate(model: SkinClassifier, items: Sequence[ClassifierItem], config: ClassifierConfig,
-             device: torch.device, progress: Progress | None = None) -> dict[str, Any]:
+def evaluate(
+    model: SkinClassifier,
+    items: Sequence[ClassifierItem],
+    config: ClassifierConfig,
+    device: torch.device,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Seven-class report per FST and per FST group; binary malignancy view where known."""
     labelled = [i for i in items if i.fst is not None]
     if progress is not None:  # images without a skin type are not scored: count what is
@@ -231,29 +290,47 @@ def evaluate(model: SkinClassifier, items: Sequence[ClassifierItem], config: Cla
     proba = predict_proba(model, labelled, config.image_size, device, progress=progress)
     y = [i.label for i in labelled]
     out: dict[str, Any] = {
-        "by_fst": _keyed(fairness_report_multiclass(
-            y, proba, [i.fst for i in labelled], class_names=CLASS_NAMES,
-            n_bootstrap=config.bootstrap, seed=config.seed)),
-        "by_fst_group": _keyed(fairness_report_multiclass(
-            y, proba, [fst_group(cast(int, i.fst)) for i in labelled], class_names=CLASS_NAMES,
-            n_bootstrap=config.bootstrap, seed=config.seed)),
+        "by_fst": _keyed(
+            fairness_report_multiclass(
+                y,
+                proba,
+                [i.fst for i in labelled],
+                class_names=CLASS_NAMES,
+                n_bootstrap=config.bootstrap,
+                seed=config.seed,
+            )
+        ),
+        "by_fst_group": _keyed(
+            fairness_report_multiclass(
+                y,
+                proba,
+                [fst_group(cast(int, i.fst)) for i in labelled],
+                class_names=CLASS_NAMES,
+                n_bootstrap=config.bootstrap,
+                seed=config.seed,
+            )
+        ),
     }
     with_flag = [k for k, i in enumerate(labelled) if i.malignant is not None]
     if with_flag:
         malignant = [CLASS_NAMES.index(c) for c in MALIGNANT_CLASSES]
-        out["malignant_vs_benign"] = _keyed(fairness_report(
-            [int(cast(bool, labelled[k].malignant)) for k in with_flag],
-            proba[with_flag][:, malignant].sum(axis=1),
-            [fst_group(cast(int, labelled[k].fst)) for k in with_flag],
-            n_bootstrap=config.bootstrap, seed=config.seed))
+        out["malignant_vs_benign"] = _keyed(
+            fairness_report(
+                [int(cast(bool, labelled[k].malignant)) for k in with_flag],
+                proba[with_flag][:, malignant].sum(axis=1),
+                [fst_group(cast(int, labelled[k].fst)) for k in with_flag],
+                n_bootstrap=config.bootstrap,
+                seed=config.seed,
+            )
+        )
     return out
 
 
 def load_classifier(run_dir: Path, device: str = "cpu") -> tuple[SkinClassifier, dict[str, Any]]:
     """A trained classifier and its manifest (the generation quality filter uses this)."""
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    model, _ = build_classifier(len(manifest["classes"]), arch=manifest["config"]["arch"],
-                                weights=None)
-    model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location=device,
-                                     weights_only=True))
+    model, _ = build_classifier(
+        len(manifest["classes"]), arch=manifest["config"]["arch"], weights=None
+    )
+    model.load_state_dict(torch.load(run_dir / MODEL_FILE, map_location=device, weights_only=True))
     return model.to(device).eval(), manifest

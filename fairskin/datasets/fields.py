@@ -27,8 +27,10 @@ def detect_layout(table: Table, layouts: Mapping[str, tuple[str, ...]], dataset:
             return name
         shown = ", ".join(repr(column) if column else "(unnamed index)" for column in missing)
         missing_by_layout.append(f"{name} layout is missing {shown}")
-    raise table.header_error(f"not a {dataset} metadata file: {'; '.join(missing_by_layout)} "
-                             f"(found {shown_names(table.header)})")
+    raise table.header_error(
+        f"not a {dataset} metadata file: {'; '.join(missing_by_layout)} "
+        f"(found {shown_names(table.header)})"
+    )
 
 
 def required(row: Row, column: str) -> str:

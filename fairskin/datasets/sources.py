@@ -26,8 +26,9 @@ class ImageSource(Protocol):
 class FolderImages:
     """Image files anywhere under a folder. Links that lead outside it are refused."""
 
-    def __init__(self, root: str | os.PathLike[str], *,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ArchiveError(f"image folder {str(root)!r} does not exist")
@@ -40,7 +41,9 @@ class FolderImages:
                 if name in self._paths:
                     raise ArchiveError(
                         f"same file name as {self._paths[name]}; files are matched by base "
-                        "name, so it would be ambiguous", member=str(path))
+                        "name, so it would be ambiguous",
+                        member=str(path),
+                    )
                 self._paths[name] = path
 
     def read(self, file_name: str) -> bytes | None:
@@ -52,8 +55,9 @@ class FolderImages:
             raise ArchiveError("is a link that points outside the image folder", member=str(path))
         size = real.stat().st_size
         if size > self.max_file_bytes:
-            raise ArchiveError(f"is {size} bytes, more than the limit of {self.max_file_bytes}",
-                               member=str(path))
+            raise ArchiveError(
+                f"is {size} bytes, more than the limit of {self.max_file_bytes}", member=str(path)
+            )
         return real.read_bytes()
 
     def close(self) -> None:
@@ -63,10 +67,14 @@ class FolderImages:
 class ZipImages:
     """Image files inside a zip archive, checked as a whole before anything is read."""
 
-    def __init__(self, source: str | os.PathLike[str] | IO[bytes], *,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 max_total_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
-                 max_members: int = DEFAULT_MAX_MEMBERS) -> None:
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | IO[bytes],
+        *,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_total_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+        max_members: int = DEFAULT_MAX_MEMBERS,
+    ) -> None:
         try:
             self._archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, EOFError, OSError) as exc:
@@ -74,8 +82,9 @@ class ZipImages:
         self.description = f"zip archive {getattr(source, 'name', source)}"
         self.max_file_bytes = max_file_bytes
         try:
-            self._members = safe_zip_members(self._archive, max_total_bytes=max_total_bytes,
-                                             max_members=max_members)
+            self._members = safe_zip_members(
+                self._archive, max_total_bytes=max_total_bytes, max_members=max_members
+            )
         except ArchiveError:
             self._archive.close()
             raise

@@ -68,8 +68,9 @@ def assign_splits(
             size = len(members[group])
             seen = sum(overall) + size
 
-            def shortfall(s: int, *, seen: int = seen, total: int = total,
-                          filled: list[int] = filled) -> float:
+            def shortfall(
+                s: int, *, seen: int = seen, total: int = total, filled: list[int] = filled
+            ) -> float:
                 return (targets[s] * total - filled[s]) + (targets[s] * seen - overall[s])
 
             chosen = max(range(len(SPLITS)), key=lambda s: (shortfall(s), -s))

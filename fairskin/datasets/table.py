@@ -79,13 +79,13 @@ def read_table(data: MetadataSource, *, file_name: str) -> Table:
         raise MetadataError("file is empty", file_name=file_name)
     header = tuple(name.strip() for name in header_row)
     if any("\x00" in name for name in header):
-        raise MetadataError("header: a column name contains a NUL byte (0x00)",
-                            file_name=file_name)
+        raise MetadataError("header: a column name contains a NUL byte (0x00)", file_name=file_name)
     # Counted once: header.count() per column made a 100,000-column header take minutes.
     repeated = sorted(name for name, n in Counter(header).items() if n > 1)
     if repeated:
-        raise MetadataError(f"header: column names repeated: {shown_names(repeated)}",
-                            file_name=file_name)
+        raise MetadataError(
+            f"header: column names repeated: {shown_names(repeated)}", file_name=file_name
+        )
     return Table(file_name=file_name, header=header, rows=_rows(reader, header, file_name))
 
 

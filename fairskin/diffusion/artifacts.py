@@ -38,8 +38,14 @@ _TOKEN = re.compile(r"<([A-Za-z0-9_-]+)>|([A-Za-z0-9_-]+)")
 # because diffusers rebuilds the config with LoraConfig(**metadata): a field that only a newer
 # peft knows (peft's full to_dict() has dozens) would make older installations refuse the file.
 _LORA_METADATA_FIELDS = (
-    "r", "lora_alpha", "target_modules", "rank_pattern", "alpha_pattern",
-    "use_rslora", "use_dora", "lora_bias",
+    "r",
+    "lora_alpha",
+    "target_modules",
+    "rank_pattern",
+    "alpha_pattern",
+    "use_rslora",
+    "use_dora",
+    "lora_bias",
 )
 
 
@@ -66,8 +72,7 @@ def token_vector(token: str, tensor: Any) -> torch.Tensor:
         vector = vector[0]
     if vector.dim() != 1 or vector.numel() == 0:
         raise ValueError(
-            f"embedding for {token!r} has shape {tuple(tensor.shape)}; "
-            "expected (dim,) or (1, dim)"
+            f"embedding for {token!r} has shape {tuple(tensor.shape)}; expected (dim,) or (1, dim)"
         )
     if not vector.is_floating_point():
         raise ValueError(f"embedding for {token!r} has dtype {vector.dtype}, not floating point")
@@ -102,8 +107,7 @@ def save_token_embeddings(run_dir: Path, embeddings: Mapping[str, torch.Tensor])
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     for token, vector in vectors.items():
-        save_file({token: vector}, str(staging / token_file_name(token)),
-                  metadata={"format": "pt"})
+        save_file({token: vector}, str(staging / token_file_name(token)), metadata={"format": "pt"})
     _replace_folder(staging, folder)
     return [folder / token_file_name(token) for token in vectors]
 
@@ -128,8 +132,9 @@ def _token_files(run_dir: Path) -> dict[str, tuple[Path, torch.Tensor]]:
             raise ValueError(f"{path} holds {len(state)} tensors; a token file holds one")
         ((token, tensor),) = state.items()
         if token_file_name(token) != path.name:
-            raise ValueError(f"{path} holds token {token!r}, which belongs in "
-                             f"{token_file_name(token)}")
+            raise ValueError(
+                f"{path} holds token {token!r}, which belongs in {token_file_name(token)}"
+            )
         found[token] = (path, token_vector(token, tensor))
     return found
 
@@ -143,8 +148,10 @@ def lora_metadata(unet: UNet2DConditionModel, adapter_name: str = "default") -> 
     """The adapter's LoraConfig, as the metadata diffusers stores next to the weights."""
     configs = getattr(unet, "peft_config", None) or {}
     if adapter_name not in configs:
-        raise ValueError(f"the UNet has no LoRA adapter named {adapter_name!r} "
-                         f"(it has: {sorted(configs) or 'none'})")
+        raise ValueError(
+            f"the UNet has no LoRA adapter named {adapter_name!r} "
+            f"(it has: {sorted(configs) or 'none'})"
+        )
     values = configs[adapter_name].to_dict()
     metadata = {field: values[field] for field in _LORA_METADATA_FIELDS if field in values}
     if isinstance(metadata.get("target_modules"), set | list | tuple):
@@ -175,7 +182,10 @@ def save_lora(run_dir: Path, unet: UNet2DConditionModel, *, adapter_name: str = 
     staging = run_dir / (LORA_FILE + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     StableDiffusionPipeline.save_lora_weights(
-        staging, unet_lora_layers=layers, weight_name=LORA_FILE, safe_serialization=True,
+        staging,
+        unet_lora_layers=layers,
+        weight_name=LORA_FILE,
+        safe_serialization=True,
         unet_lora_adapter_metadata=metadata,
     )
     # Moved into place only once complete, so a crash never leaves a truncated LoRA file.
@@ -199,21 +209,26 @@ def load_run_artifacts(pipe: StableDiffusionPipeline, run_dirs: Sequence[Path]) 
         for token, (path, vector) in _token_files(run_dir).items():
             earlier = chosen.setdefault(token, (path, vector))
             if not torch.equal(earlier[1], vector):
-                raise ValueError(f"token {token!r} has different embeddings in {earlier[0]} "
-                                 f"and {path}")
+                raise ValueError(
+                    f"token {token!r} has different embeddings in {earlier[0]} and {path}"
+                )
 
     table = pipe.text_encoder.get_input_embeddings().weight
     vocab = pipe.tokenizer.get_vocab()
     to_load = []
     for token, (path, vector) in chosen.items():
         if vector.shape[0] != table.shape[1]:
-            raise ValueError(f"{path}: embedding size {vector.shape[0]} does not match the "
-                             f"text encoder's {table.shape[1]}")
+            raise ValueError(
+                f"{path}: embedding size {vector.shape[0]} does not match the "
+                f"text encoder's {table.shape[1]}"
+            )
         if token not in vocab:
             to_load.append(path)
         elif not torch.equal(table[vocab[token]].detach().cpu(), vector.to(table.dtype)):
-            raise ValueError(f"token {token!r} ({path}) is already in the pipeline's tokenizer "
-                             "with a different embedding")
+            raise ValueError(
+                f"token {token!r} ({path}) is already in the pipeline's tokenizer "
+                "with a different embedding"
+            )
 
     lora_files = [Path(d) / LORA_FILE for d in run_dirs if (Path(d) / LORA_FILE).is_file()]
     if lora_files:
@@ -229,7 +244,8 @@ def _activate_lora(pipe: StableDiffusionPipeline, lora_file: Path) -> None:
     digest = hashlib.sha256(lora_file.read_bytes()).hexdigest()[:16]
     adapter_name = f"fairskin_{digest}"
     if adapter_name not in (getattr(pipe.unet, "peft_config", None) or {}):
-        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name,
-                               adapter_name=adapter_name)
+        pipe.load_lora_weights(
+            str(lora_file.parent), weight_name=lora_file.name, adapter_name=adapter_name
+        )
     # Only this run's LoRA shapes the images, whatever adapters the pipeline held before.
     pipe.set_adapters(adapter_name)

@@ -62,9 +62,12 @@ class BaseModelError(ValueError):
 
 
 # Each component's config file inside a diffusers folder.
-CONFIG_FILES = {"unet": "unet/config.json", "vae": "vae/config.json",
-                "text_encoder": "text_encoder/config.json",
-                "scheduler": "scheduler/scheduler_config.json"}
+CONFIG_FILES = {
+    "unet": "unet/config.json",
+    "vae": "vae/config.json",
+    "text_encoder": "text_encoder/config.json",
+    "scheduler": "scheduler/scheduler_config.json",
+}
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,10 @@ class BaseModel:
         sample_size = _value(unet, "sample_size", self, "unet")
         blocks = _value(vae, "block_out_channels", self, "vae")
         if not isinstance(sample_size, int) or not isinstance(blocks, list) or not blocks:
-            raise BaseModelError(f"base model {self.describe()}: unet sample_size or vae "
-                                 "block_out_channels is not what a Stable Diffusion model has")
+            raise BaseModelError(
+                f"base model {self.describe()}: unet sample_size or vae "
+                "block_out_channels is not what a Stable Diffusion model has"
+            )
         return sample_size * int(2 ** (len(blocks) - 1))
 
     def text_encoder_width(self) -> int:
@@ -114,8 +119,10 @@ class BaseModel:
         inversion or a LoRA made for this model must match."""
         width = _value(self.config("text_encoder"), "hidden_size", self, "text_encoder")
         if not isinstance(width, int):
-            raise BaseModelError(f"base model {self.describe()}: text_encoder hidden_size "
-                                 f"{width!r} is not a whole number")
+            raise BaseModelError(
+                f"base model {self.describe()}: text_encoder hidden_size "
+                f"{width!r} is not a whole number"
+            )
         return width
 
     def prediction_type(self) -> str:
@@ -127,8 +134,7 @@ class BaseModel:
 def _sd15_config(component: str) -> dict[str, Any]:
     text = resources.files(SD15_CONFIGS).joinpath("sd15", component, "config.json")
     if component == "scheduler":
-        text = resources.files(SD15_CONFIGS).joinpath("sd15", "scheduler",
-                                                      "scheduler_config.json")
+        text = resources.files(SD15_CONFIGS).joinpath("sd15", "scheduler", "scheduler_config.json")
     return cast("dict[str, Any]", json.loads(text.read_text()))
 
 
@@ -143,11 +149,13 @@ def _read_config(path: Path, base: BaseModel) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except OSError as exc:
-        raise BaseModelError(f"base model {base.describe()}: cannot read {path} "
-                             f"({exc.strerror or exc})") from exc
+        raise BaseModelError(
+            f"base model {base.describe()}: cannot read {path} ({exc.strerror or exc})"
+        ) from exc
     except ValueError as exc:
-        raise BaseModelError(f"base model {base.describe()}: {path} is not valid JSON "
-                             f"({exc})") from exc
+        raise BaseModelError(
+            f"base model {base.describe()}: {path} is not valid JSON ({exc})"
+        ) from exc
     if not isinstance(config, dict):
         raise BaseModelError(f"base model {base.describe()}: {path} is not a JSON object")
     return config
@@ -155,8 +163,9 @@ def _read_config(path: Path, base: BaseModel) -> dict[str, Any]:
 
 def _value(config: dict[str, Any], key: str, base: BaseModel, component: str) -> Any:
     if key not in config:
-        raise BaseModelError(f"base model {base.describe()}: {CONFIG_FILES[component]} has no "
-                             f"{key!r}")
+        raise BaseModelError(
+            f"base model {base.describe()}: {CONFIG_FILES[component]} has no {key!r}"
+        )
     return config[key]
 
 
@@ -168,9 +177,14 @@ def _hub_cached_file(repo_id: str, relative: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def _write_pipeline(folder: Path, *, unet_config: dict[str, Any], vae_config: dict[str, Any],
-                    text_config: dict[str, Any],
-                    seed: int) -> None:
+def _write_pipeline(
+    folder: Path,
+    *,
+    unet_config: dict[str, Any],
+    vae_config: dict[str, Any],
+    text_config: dict[str, Any],
+    seed: int,
+) -> None:
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -215,14 +229,20 @@ def materialize(spec: str, *, cache_dir: Path, seed: int = 0) -> Path:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     if spec == TINY:
-        _write_pipeline(folder, unet_config=TINY_UNET, vae_config=TINY_VAE,
-                        text_config=TINY_TEXT, seed=seed)
+        _write_pipeline(
+            folder, unet_config=TINY_UNET, vae_config=TINY_VAE, text_config=TINY_TEXT, seed=seed
+        )
     elif spec == SD15_RANDOM:
         text = _strip(_sd15_config("text_encoder"))
         text.pop("architectures", None)
         text.update(bos_token_id=49_406, eos_token_id=49_407, pad_token_id=49_407)
-        _write_pipeline(folder, unet_config=_strip(_sd15_config("unet")),
-                        vae_config=_strip(_sd15_config("vae")), text_config=text, seed=seed)
+        _write_pipeline(
+            folder,
+            unet_config=_strip(_sd15_config("unet")),
+            vae_config=_strip(_sd15_config("vae")),
+            text_config=text,
+            seed=seed,
+        )
     else:
         raise BaseModelError(f"{spec!r} is not a model FairSkin can build")
     return folder

@@ -29,18 +29,34 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(run_dir: Path, step: int, *, model: Components, learned: Trainable,
-                    data: TrainingData, optim: Optimisation) -> Path:
-    return _write_checkpoint(run_dir, step, _trainable_state(model, learned), {
-        "step": step, "optimizer": optim.optimizer.state_dict(),
-        "lr_scheduler": optim.lr_scheduler.state_dict(), "scaler": optim.scaler.state_dict(),
-        "sampler": data.sampler.state(), "diversity": optim.diversity.state(),
-        "rng": _rng_state(model.device),
-    })
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    model: Components,
+    learned: Trainable,
+    data: TrainingData,
+    optim: Optimisation,
+) -> Path:
+    return _write_checkpoint(
+        run_dir,
+        step,
+        _trainable_state(model, learned),
+        {
+            "step": step,
+            "optimizer": optim.optimizer.state_dict(),
+            "lr_scheduler": optim.lr_scheduler.state_dict(),
+            "scaler": optim.scaler.state_dict(),
+            "sampler": data.sampler.state(),
+            "diversity": optim.diversity.state(),
+            "rng": _rng_state(model.device),
+        },
+    )
 
 
-def restore_checkpoint(checkpoint: Path, model: Components, learned: Trainable,
-                       data: TrainingData, optim: Optimisation) -> int:
+def restore_checkpoint(
+    checkpoint: Path, model: Components, learned: Trainable, data: TrainingData, optim: Optimisation
+) -> int:
     """Load `checkpoint` into the set-up run; returns the step it was taken at."""
     dev = model.device
     saved = load_file(str(checkpoint / "trainable.safetensors"), device=str(dev))
@@ -53,9 +69,10 @@ def restore_checkpoint(checkpoint: Path, model: Components, learned: Trainable,
     if learned.trains_lora:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model.unet, {k.removeprefix("lora."): v
-                                               for k, v in saved.items()
-                                               if k.startswith("lora.")})
+        set_peft_model_state_dict(
+            model.unet,
+            {k.removeprefix("lora."): v for k, v in saved.items() if k.startswith("lora.")},
+        )
     optim.optimizer.load_state_dict(state["optimizer"])
     optim.lr_scheduler.load_state_dict(state["lr_scheduler"])
     optim.scaler.load_state_dict(state["scaler"])
@@ -66,8 +83,10 @@ def restore_checkpoint(checkpoint: Path, model: Components, learned: Trainable,
 
 
 def _trainable_state(model: Components, learned: Trainable) -> dict[str, torch.Tensor]:
-    state = {f"token.{t}": learned.embedding_table[i]
-             for t, i in zip(learned.tokens, learned.token_ids, strict=True)}
+    state = {
+        f"token.{t}": learned.embedding_table[i]
+        for t, i in zip(learned.tokens, learned.token_ids, strict=True)
+    }
     if learned.trains_lora:
         from peft import get_peft_model_state_dict
 
@@ -75,14 +94,17 @@ def _trainable_state(model: Components, learned: Trainable) -> dict[str, torch.T
     return state
 
 
-def _write_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tensor],
-                      state: dict[str, Any]) -> Path:
+def _write_checkpoint(
+    run_dir: Path, step: int, trainable: dict[str, torch.Tensor], state: dict[str, Any]
+) -> Path:
     folder = run_dir / "checkpoints" / f"step-{step:06d}"
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()},
-              str(staging / "trainable.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in trainable.items()},
+        str(staging / "trainable.safetensors"),
+    )
     torch.save(state, staging / "state.pt")
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)  # a checkpoint exists whole or not at all
@@ -92,8 +114,11 @@ def _write_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tenso
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state

@@ -14,18 +14,32 @@ LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine
 PRECISIONS = ("no", "fp16", "bf16")
 TOKEN_MODES = ("compositional", "per_cell")
 # Attention projections of the SD UNet that LoRA may adapt (peft matches module-name suffixes).
-LORA_TARGETS = frozenset({"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out",
-                          "ff.net.0.proj", "ff.net.2"})
+LORA_TARGETS = frozenset(
+    {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"}
+)
 # FairSkin's FST-balanced batches: share of each skin-type group.
 DEFAULT_FST_SHARES = {"1-3": 0.4, "4": 0.2, "5-6": 0.4}
 
 _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
-    "textual_inversion": {"steps": 2000, "learning_rate": 5e-4,
-                          "lr_scheduler": "constant_with_warmup", "lr_warmup_steps": 100},
-    "lora": {"steps": 10_000, "learning_rate": 1e-4, "lr_scheduler": "cosine_with_restarts",
-             "lr_num_cycles": 3, "lr_warmup_steps": 0},
-    "joint": {"steps": 3000, "learning_rate": 5e-5, "lr_scheduler": "constant_with_warmup",
-              "lr_warmup_steps": 100},
+    "textual_inversion": {
+        "steps": 2000,
+        "learning_rate": 5e-4,
+        "lr_scheduler": "constant_with_warmup",
+        "lr_warmup_steps": 100,
+    },
+    "lora": {
+        "steps": 10_000,
+        "learning_rate": 1e-4,
+        "lr_scheduler": "cosine_with_restarts",
+        "lr_num_cycles": 3,
+        "lr_warmup_steps": 0,
+    },
+    "joint": {
+        "steps": 3000,
+        "learning_rate": 5e-5,
+        "lr_scheduler": "constant_with_warmup",
+        "lr_warmup_steps": 100,
+    },
 }
 
 
@@ -75,8 +89,11 @@ class TrainConfig:
         if kind not in KINDS:
             raise ConfigError(f"unknown run kind {kind!r}; expected one of {', '.join(KINDS)}")
         values: dict[str, Any] = {
-            f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING
-                     else f.default) for f in dataclasses.fields(cls)}
+            f.name: (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            for f in dataclasses.fields(cls)
+        }
         values.update(kind=kind, **_KIND_DEFAULTS[kind])
         values["lora_targets"] = list(values["lora_targets"])
         return values
@@ -112,13 +129,24 @@ class TrainConfig:
         problems = []
 
         def positive(name: str, value: float) -> None:
-            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0 \
-                    or not math.isfinite(value):
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not value > 0
+                or not math.isfinite(value)
+            ):
                 problems.append(f"{name} must be a positive number, got {value!r}")
 
-        for name in ("steps", "batch_size", "grad_accumulation", "checkpoint_every",
-                     "validation_every", "validation_inference_steps", "lora_rank",
-                     "diversity_pool"):
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accumulation",
+            "checkpoint_every",
+            "validation_every",
+            "validation_inference_steps",
+            "lora_rank",
+            "diversity_pool",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive whole number, got {value!r}")
@@ -138,8 +166,11 @@ class TrainConfig:
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             problems.append("resolution must be a multiple of 8")
         shares = self.fst_shares
-        if set(shares) - {"1-3", "4", "5-6"} or any(v < 0 for v in shares.values()) \
-                or abs(sum(shares.values()) - 1) > 1e-6:
+        if (
+            set(shares) - {"1-3", "4", "5-6"}
+            or any(v < 0 for v in shares.values())
+            or abs(sum(shares.values()) - 1) > 1e-6
+        ):
             problems.append("fst_shares must give groups '1-3', '4', '5-6' shares adding up to 1")
         return problems
 
@@ -155,5 +186,6 @@ class TrainConfig:
         if not self.lora_targets or unknown_targets:
             problems.append(
                 f"unknown LoRA target module(s) {sorted(unknown_targets) or '(none given)'}; "
-                f"choose from {', '.join(sorted(LORA_TARGETS))}")
+                f"choose from {', '.join(sorted(LORA_TARGETS))}"
+            )
         return problems

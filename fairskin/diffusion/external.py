@@ -58,8 +58,9 @@ class ExternalImport:
     files: list[Path] = field(default_factory=list)  # what was written under ``dest``
 
 
-def import_external(source: Path, *, dest: Path, expected_dim: int,
-                    base_path: str | None = None) -> ExternalImport:
+def import_external(
+    source: Path, *, dest: Path, expected_dim: int, base_path: str | None = None
+) -> ExternalImport:
     """Convert ``source`` into a FairSkin run directory at ``dest``.
 
     ``expected_dim`` is the base text encoder's hidden size (768 for SD v1.5). A LoRA is loaded
@@ -86,8 +87,11 @@ def import_external(source: Path, *, dest: Path, expected_dim: int,
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".import", dir=dest.parent))
     try:
         if is_lora:
-            written = [_import_lora(source, payload, header, layout=layout,
-                                    base_path=base_path, staging=staging)]
+            written = [
+                _import_lora(
+                    source, payload, header, layout=layout, base_path=base_path, staging=staging
+                )
+            ]
         else:
             try:
                 written = save_token_embeddings(staging, embeddings)
@@ -99,8 +103,12 @@ def import_external(source: Path, *, dest: Path, expected_dim: int,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExternalImport(layout=layout, tokens=list(embeddings), has_lora=is_lora,
-                          files=[dest / path.relative_to(staging) for path in written])
+    return ExternalImport(
+        layout=layout,
+        tokens=list(embeddings),
+        has_lora=is_lora,
+        files=[dest / path.relative_to(staging) for path in written],
+    )
 
 
 def _read(source: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -111,15 +119,18 @@ def _read(source: Path) -> tuple[dict[str, Any], dict[str, str]]:
     if suffix not in SUFFIXES:
         raise ExternalArtifactError(
             f"{source}: unsupported file type {suffix or '(none)'}; expected one of "
-            f"{', '.join(SUFFIXES)}")
+            f"{', '.join(SUFFIXES)}"
+        )
     if suffix == ".safetensors":
         try:
             with safe_open(str(source), framework="pt", device="cpu") as handle:
                 return {key: handle.get_tensor(key) for key in handle.keys()}, (
-                    handle.metadata() or {})
+                    handle.metadata() or {}
+                )
         except (SafetensorError, OSError) as error:
             raise ExternalArtifactError(
-                f"{source} is not a readable safetensors file: {error}") from error
+                f"{source} is not a readable safetensors file: {error}"
+            ) from error
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -136,10 +147,12 @@ def _read(source: Path) -> tuple[dict[str, Any], dict[str, str]]:
         raise ExternalArtifactError(f"{source} is not a readable PyTorch file: {error}") from error
     if isinstance(payload, torch.Tensor):
         raise ExternalArtifactError(
-            f"{source} holds a bare tensor with no token name; save it as {{token: tensor}}")
+            f"{source} holds a bare tensor with no token name; save it as {{token: tensor}}"
+        )
     if not isinstance(payload, Mapping) or not all(isinstance(k, str) for k in payload):
         raise ExternalArtifactError(
-            f"{source} holds a {type(payload).__name__}, not a dictionary of named tensors")
+            f"{source} holds a {type(payload).__name__}, not a dictionary of named tensors"
+        )
     return dict(payload), {}
 
 
@@ -151,7 +164,8 @@ def _detect(source: Path, payload: Mapping[str, Any]) -> str:
         return A1111_EMBEDDING
     if "clip_l" in payload or "clip_g" in payload:
         raise ExternalArtifactError(
-            f"{source} is an SDXL embedding (clip_l/clip_g); FairSkin fine-tunes SD v1.5")
+            f"{source} is an SDXL embedding (clip_l/clip_g); FairSkin fine-tunes SD v1.5"
+        )
     # LoRA weights have dotted parameter names (".lora_down.weight"); tokens never contain a
     # dot, so a token such as <lora-style> stays an embedding.
     parameters = [key for key in keys if "." in key]
@@ -162,16 +176,19 @@ def _detect(source: Path, payload: Mapping[str, Any]) -> str:
     for key, value in payload.items():
         if not isinstance(value, torch.Tensor):
             raise ExternalArtifactError(
-                f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+                f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor"
+            )
         if "." in key or value.dim() not in (1, 2):
             raise ExternalArtifactError(
                 f"{source}: unknown layout: entry {key!r} (shape {tuple(value.shape)}) is "
-                "neither a token embedding, an A1111 embedding nor a LoRA weight")
+                "neither a token embedding, an A1111 embedding nor a LoRA weight"
+            )
     return DIFFUSERS_EMBEDDING if len(keys) == 1 else MERGED_DICTIONARY
 
 
-def _embeddings(source: Path, payload: Mapping[str, Any], layout: str,
-                expected_dim: int) -> dict[str, torch.Tensor]:
+def _embeddings(
+    source: Path, payload: Mapping[str, Any], layout: str, expected_dim: int
+) -> dict[str, torch.Tensor]:
     if layout == A1111_EMBEDDING:
         name = payload.get("name")
         token = name if isinstance(name, str) and name else source.stem
@@ -181,7 +198,8 @@ def _embeddings(source: Path, payload: Mapping[str, Any], layout: str,
             params = payload["string_to_param"]
             if not isinstance(params, Mapping) or list(params) != ["*"]:
                 raise ExternalArtifactError(
-                    f"{source}: A1111 'string_to_param' should hold one '*' entry")
+                    f"{source}: A1111 'string_to_param' should hold one '*' entry"
+                )
             raw = {token: params["*"]}
     else:
         raw = dict(payload)
@@ -192,7 +210,8 @@ def _embeddings(source: Path, payload: Mapping[str, Any], layout: str,
             raise ExternalArtifactError(
                 f"{source}: {token!r} is a multi-vector embedding ({tensor.shape[0]} vectors); "
                 "FairSkin runs use one vector per token, so only single-vector embeddings can "
-                "be imported")
+                "be imported"
+            )
         try:
             vector = token_vector(token, tensor)
         except ValueError as error:
@@ -200,7 +219,8 @@ def _embeddings(source: Path, payload: Mapping[str, Any], layout: str,
         if vector.shape[0] != expected_dim:
             raise ExternalArtifactError(
                 f"{source}: embedding for {token!r} has {vector.shape[0]} dimensions; the base "
-                f"model's text encoder uses {expected_dim}")
+                f"model's text encoder uses {expected_dim}"
+            )
         vectors[token] = vector
     return vectors
 
@@ -214,23 +234,33 @@ def _check_tokens_are_new(source: Path, tokens: list[str], base_path: str) -> No
     if taken:
         raise ExternalArtifactError(
             f"{source}: {', '.join(map(repr, taken))} already in the base model's vocabulary; "
-            "rename the token (e.g. <name>) before importing")
+            "rename the token (e.g. <name>) before importing"
+        )
 
 
-def _import_lora(source: Path, payload: Mapping[str, Any], header: Mapping[str, str],
-                 *, layout: str, base_path: str | None, staging: Path) -> Path:
+def _import_lora(
+    source: Path,
+    payload: Mapping[str, Any],
+    header: Mapping[str, str],
+    *,
+    layout: str,
+    base_path: str | None,
+    staging: Path,
+) -> Path:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from peft.utils import get_peft_model_state_dict
 
     if base_path is None:
         raise ExternalArtifactError(
-            f"{source}: importing a LoRA needs the base model it was trained for (base_path)")
+            f"{source}: importing a LoRA needs the base model it was trained for (base_path)"
+        )
 
     weights: dict[str, torch.Tensor] = {}
     for key, value in payload.items():
         if not isinstance(value, torch.Tensor):
             raise ExternalArtifactError(
-                f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+                f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor"
+            )
         if not torch.isfinite(value).all():
             raise ExternalArtifactError(f"{source}: {key} contains NaN or infinite values")
         weights[key] = value
@@ -238,7 +268,8 @@ def _import_lora(source: Path, payload: Mapping[str, Any], header: Mapping[str, 
     if text_encoder_keys:
         raise ExternalArtifactError(
             f"{source} also adapts the text encoder ({len(text_encoder_keys)} weights such as "
-            f"{text_encoder_keys[0]}); FairSkin LoRAs adapt the UNet only")
+            f"{text_encoder_keys[0]}); FairSkin LoRAs adapt the UNet only"
+        )
 
     metadata = None
     if layout == DIFFUSERS_LORA:
@@ -249,24 +280,28 @@ def _import_lora(source: Path, payload: Mapping[str, Any], header: Mapping[str, 
     try:
         unet = UNet2DConditionModel.from_pretrained(base_path, subfolder="unet")
     except (OSError, ValueError) as error:
-        raise ExternalArtifactError(f"cannot open the base model's UNet at {base_path}: "
-                                    f"{error}") from error
+        raise ExternalArtifactError(
+            f"cannot open the base model's UNet at {base_path}: {error}"
+        ) from error
     try:
         # diffusers' own loader: it converts kohya names and alphas to peft's and, given
         # metadata, rebuilds the original LoraConfig (rank and alpha, hence the scale).
         state, network_alphas = StableDiffusionPipeline.lora_state_dict(dict(weights))
         StableDiffusionPipeline.load_lora_into_unet(
-            state, network_alphas, unet=unet, adapter_name=_ADAPTER, metadata=metadata)
+            state, network_alphas, unet=unet, adapter_name=_ADAPTER, metadata=metadata
+        )
     except (ValueError, RuntimeError, KeyError, TypeError) as error:
         raise ExternalArtifactError(
-            f"{source} does not fit the base model's UNet: {error}") from error
+            f"{source} does not fit the base model's UNet: {error}"
+        ) from error
     # diffusers only warns about weights that match no module; a LoRA for another model would
     # otherwise import half-empty.
     loaded = len(get_peft_model_state_dict(unet, adapter_name=_ADAPTER))
     if loaded != expected:
         raise ExternalArtifactError(
             f"{source}: only {loaded} of its {expected} LoRA weights match modules of the base "
-            "model's UNet; is it a LoRA for another model?")
+            "model's UNet; is it a LoRA for another model?"
+        )
     unet.eval()
     return save_lora(staging, unet, adapter_name=_ADAPTER)
 
@@ -293,11 +328,11 @@ def _lora_metadata(source: Path, header: Mapping[str, str]) -> dict[str, Any] | 
             metadata = json.loads(header["lora_adapter_metadata"])
         except json.JSONDecodeError as error:
             raise ExternalArtifactError(
-                f"{source}: its lora_adapter_metadata is not valid JSON") from error
+                f"{source}: its lora_adapter_metadata is not valid JSON"
+            ) from error
         if not isinstance(metadata, dict):
             raise ExternalArtifactError(f"{source}: its lora_adapter_metadata is not a mapping")
-        config = {k.removeprefix("unet."): v for k, v in metadata.items()
-                  if k.startswith("unet.")}
+        config = {k.removeprefix("unet."): v for k, v in metadata.items() if k.startswith("unet.")}
     elif source.stem == _PEFT_FILE_STEM and config_file.is_file():
         try:
             config = json.loads(config_file.read_text())

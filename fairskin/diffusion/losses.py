@@ -13,17 +13,24 @@ def min_snr_weights(snr: torch.Tensor, gamma: float) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr
 
 
-def denoising_loss(pred: torch.Tensor, target: torch.Tensor, *,
-                   snr: torch.Tensor | None = None, gamma: float | None = None) -> torch.Tensor:
+def denoising_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    snr: torch.Tensor | None = None,
+    gamma: float | None = None,
+) -> torch.Tensor:
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(
-        dim=tuple(range(1, pred.ndim)))
+        dim=tuple(range(1, pred.ndim))
+    )
     if gamma is not None and snr is not None:
         per_sample = per_sample * min_snr_weights(snr.float(), gamma)
     return per_sample.mean()
 
 
-def predicted_clean_latents(noisy: torch.Tensor, eps: torch.Tensor,
-                            alphas_cumprod_t: torch.Tensor) -> torch.Tensor:
+def predicted_clean_latents(
+    noisy: torch.Tensor, eps: torch.Tensor, alphas_cumprod_t: torch.Tensor
+) -> torch.Tensor:
     """x0 estimate from the noise prediction: (x_t - sqrt(1 - a) eps) / sqrt(a)."""
     a = alphas_cumprod_t.float().view(-1, *([1] * (noisy.ndim - 1)))
     return (noisy.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()

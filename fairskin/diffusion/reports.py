@@ -13,8 +13,14 @@ from PIL import Image, ImageDraw
 from fairskin.labels import fst_roman
 
 
-def image_grid(images: Sequence[Image.Image], *, rows: int, cols: int,
-               row_labels: Sequence[str] = (), col_labels: Sequence[str] = ()) -> Image.Image:
+def image_grid(
+    images: Sequence[Image.Image],
+    *,
+    rows: int,
+    cols: int,
+    row_labels: Sequence[str] = (),
+    col_labels: Sequence[str] = (),
+) -> Image.Image:
     """Images in a rows x cols grid with a label margin on the left and top."""
     if not images:
         raise ValueError("no images for the grid")
@@ -25,8 +31,9 @@ def image_grid(images: Sequence[Image.Image], *, rows: int, cols: int,
     draw = ImageDraw.Draw(grid)
     for index, image in enumerate(images[: rows * cols]):
         r, c = divmod(index, cols)
-        grid.paste(image.convert("RGB").resize((width, height)),
-                   (left + c * width, top + r * height))
+        grid.paste(
+            image.convert("RGB").resize((width, height)), (left + c * width, top + r * height)
+        )
     for r, label in enumerate(row_labels):
         draw.text((2, top + r * height + height // 2 - 5), str(label), fill="black")
     for c, label in enumerate(col_labels):
@@ -61,7 +68,7 @@ def loss_svg(history: Sequence[tuple[int, float]], width: int = 640, height: int
         f'<text x="{pad}" y="{height - 8}">step {first}</text>'
         f'<text x="{width - pad}" y="{height - 8}" text-anchor="end">step {last}</text>'
         f'<text x="{width - pad}" y="{y(losses[-1]) - 6:.1f}" text-anchor="end">'
-        f'{losses[-1]:.4f}</text></svg>'
+        f"{losses[-1]:.4f}</text></svg>"
     )
 
 
@@ -86,30 +93,41 @@ def model_card(info: dict[str, Any], items: Sequence[Any]) -> str:
         "## Training data",
     ]
     if datasets:
-        lines += [f"- {d['name']}: {d.get('images', '?')} images, licence: "
-                  f"{d.get('licence') or 'not recorded'}" for d in datasets]
+        lines += [
+            f"- {d['name']}: {d.get('images', '?')} images, licence: "
+            f"{d.get('licence') or 'not recorded'}"
+            for d in datasets
+        ]
     else:
         lines.append("- (selection not recorded)")
     if info.get("selection_hash"):
         lines.append(f"- selection hash: `{info['selection_hash']}`")
-    lines += ["", "Images per Fitzpatrick skin type:", "",
-              "| FST | " + " | ".join(fst_roman(f) for f in range(1, 7)) + " |",
-              "|---|" + "---|" * 6,
-              "| images | " + " | ".join(str(per_fst.get(f, 0)) for f in range(1, 7)) + " |",
-              "", "Images per diagnosis: " + ", ".join(f"{dx} {n}"
-                                                       for dx, n in sorted(per_dx.items())),
-              "", "## Training", f"- kind: {info['config']['kind']}, steps: {info['steps']}, "
-              f"final loss: {info['final_loss']:.4f}",
-              f"- learned tokens: {', '.join(info['tokens']) or 'none'}",
-              "- libraries: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-              "", "## Limitations",
-              "- Skin types with few training images (see the table) are learned from little "
-              "data; compositional tokens let the model combine a diagnosis with a skin type it "
-              "never saw together, which is the point, but such images need the review most.",
-              "- Fitzpatrick types estimated from ITA are approximate (ITA agrees with human "
-              "labels within one type on only about half of Fitzpatrick17k).",
-              "- Synthetic images inherit the base model's and the datasets' biases and "
-              "licences; see the licences above before sharing anything generated.", ""]
+    lines += [
+        "",
+        "Images per Fitzpatrick skin type:",
+        "",
+        "| FST | " + " | ".join(fst_roman(f) for f in range(1, 7)) + " |",
+        "|---|" + "---|" * 6,
+        "| images | " + " | ".join(str(per_fst.get(f, 0)) for f in range(1, 7)) + " |",
+        "",
+        "Images per diagnosis: " + ", ".join(f"{dx} {n}" for dx, n in sorted(per_dx.items())),
+        "",
+        "## Training",
+        f"- kind: {info['config']['kind']}, steps: {info['steps']}, "
+        f"final loss: {info['final_loss']:.4f}",
+        f"- learned tokens: {', '.join(info['tokens']) or 'none'}",
+        "- libraries: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+        "",
+        "## Limitations",
+        "- Skin types with few training images (see the table) are learned from little "
+        "data; compositional tokens let the model combine a diagnosis with a skin type it "
+        "never saw together, which is the point, but such images need the review most.",
+        "- Fitzpatrick types estimated from ITA are approximate (ITA agrees with human "
+        "labels within one type on only about half of Fitzpatrick17k).",
+        "- Synthetic images inherit the base model's and the datasets' biases and "
+        "licences; see the licences above before sharing anything generated.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -118,6 +136,7 @@ def read_loss_log(path: Path, *, up_to: int | None = None) -> list[tuple[int, fl
     if not path.exists():
         return []
     with path.open() as fh:
-        rows = [(int(r["step"]), float(r["loss"]), float(r["grad_norm"]))
-                for r in csv.DictReader(fh)]
+        rows = [
+            (int(r["step"]), float(r["loss"]), float(r["grad_norm"])) for r in csv.DictReader(fh)
+        ]
     return [r for r in rows if up_to is None or r[0] <= up_to]

@@ -18,8 +18,14 @@ class BatchSampler:
     Uniform: every image equally likely. The random state is part of a checkpoint.
     """
 
-    def __init__(self, fsts: Sequence[int], *, batch_size: int, seed: int,
-                 shares: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        fsts: Sequence[int],
+        *,
+        batch_size: int,
+        seed: int,
+        shares: dict[str, float] | None = None,
+    ) -> None:
         if not fsts:
             raise ValueError("no training images")
         self.batch_size = batch_size
@@ -36,8 +42,7 @@ class BatchSampler:
         self.weights = [share / total for share, _ in self.groups]
 
     def next_batch(self) -> list[int]:
-        chosen = self.rng.choices(range(len(self.groups)), weights=self.weights,
-                                  k=self.batch_size)
+        chosen = self.rng.choices(range(len(self.groups)), weights=self.weights, k=self.batch_size)
         return [self.rng.choice(self.groups[g][1]) for g in chosen]
 
     def state(self) -> tuple[Any, ...]:

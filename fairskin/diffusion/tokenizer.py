@@ -32,8 +32,9 @@ def _byte_symbols() -> list[str]:
             stand_in[b] = chr(256 + extra)
             extra += 1
     # CLIP orders the base vocabulary printable bytes first, then the remapped ones.
-    return [stand_in[b] for b in printable] + [stand_in[b] for b in range(256)
-                                              if b not in printable]
+    return [stand_in[b] for b in printable] + [
+        stand_in[b] for b in range(256) if b not in printable
+    ]
 
 
 def _open_clip_merges() -> list[tuple[str, str]]:
@@ -58,13 +59,23 @@ def write_clip_tokenizer(folder: Path, *, model_max_length: int = 77) -> Path:
         raise RuntimeError(f"built {len(vocab)} tokens, expected {VOCAB_SIZE}")
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
     config = {
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": model_max_length,
-        "do_lower_case": True, "bos_token": START, "eos_token": END, "unk_token": END,
-        "pad_token": END, "errors": "replace", "add_prefix_space": False,
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": model_max_length,
+        "do_lower_case": True,
+        "bos_token": START,
+        "eos_token": END,
+        "unk_token": END,
+        "pad_token": END,
+        "errors": "replace",
+        "add_prefix_space": False,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    (folder / "special_tokens_map.json").write_text(json.dumps(
-        {"bos_token": START, "eos_token": END, "unk_token": END, "pad_token": END}, indent=2))
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(
+            {"bos_token": START, "eos_token": END, "unk_token": END, "pad_token": END}, indent=2
+        )
+    )
     return folder

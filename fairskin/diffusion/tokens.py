@@ -15,9 +15,14 @@ from fairskin.labels import PROMPT_TEMPLATE, Diagnosis, fst_roman
 # A single real word each token starts from: it must be one CLIP token, so the closest
 # one-token word stands in where the medical term splits (keratosis, dermatofibroma).
 DIAGNOSIS_INIT = {
-    Diagnosis.MEL: "melanoma", Diagnosis.NV: "mole", Diagnosis.BCC: "carcinoma",
-    Diagnosis.AK: "scar", Diagnosis.BKL: "wart", Diagnosis.DF: "bump",
-    Diagnosis.VASC: "blood", Diagnosis.OTHER: "spot",
+    Diagnosis.MEL: "melanoma",
+    Diagnosis.NV: "mole",
+    Diagnosis.BCC: "carcinoma",
+    Diagnosis.AK: "scar",
+    Diagnosis.BKL: "wart",
+    Diagnosis.DF: "bump",
+    Diagnosis.VASC: "blood",
+    Diagnosis.OTHER: "spot",
 }
 FST_INIT = {1: "pale", 2: "fair", 3: "beige", 4: "olive", 5: "brown", 6: "dark"}
 
@@ -36,8 +41,9 @@ def cell_token(diagnosis: Diagnosis | str, fst: int) -> str:
     return f"<{Diagnosis(diagnosis).value.lower()}-fst{fst}>"
 
 
-def plan_tokens(cells: Iterable[tuple[str, int]], *, mode: str,
-                per_cell_min_images: int) -> dict[str, str]:
+def plan_tokens(
+    cells: Iterable[tuple[str, int]], *, mode: str, per_cell_min_images: int
+) -> dict[str, str]:
     """Token -> initialiser word for the (diagnosis, fst) cells of the training images."""
     counts = Counter((Diagnosis(dx), fst) for dx, fst in cells)
     tokens: dict[str, str] = {}
@@ -49,8 +55,13 @@ def plan_tokens(cells: Iterable[tuple[str, int]], *, mode: str,
     return tokens
 
 
-def prompt_for(diagnosis: Diagnosis | str, fst: int, *, available: Iterable[str] = (),
-               template: str = PROMPT_TEMPLATE) -> str:
+def prompt_for(
+    diagnosis: Diagnosis | str,
+    fst: int,
+    *,
+    available: Iterable[str] = (),
+    template: str = PROMPT_TEMPLATE,
+) -> str:
     """The prompt for a stratum with the learned tokens: the per-cell token when the run has
     one, else the diagnosis and skin-type tokens; plain words for what has no token."""
     have = set(available)

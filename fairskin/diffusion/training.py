@@ -96,8 +96,11 @@ def clip_gradients(parameters: Any, max_norm: float) -> tuple[float, float]:
     if not params:
         raise ValueError("no parameter has a gradient to clip")
     before = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    after = float(torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params])))
+    after = float(
+        torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params])
+        )
+    )
     return before, after
 
 
@@ -150,8 +153,11 @@ def train(
             step_loss = 0.0
             for _ in range(config.grad_accumulation):
                 batch = data.sampler.next_batch()
-                with torch.autocast(s.dev.type, dtype=optim.autocast_dtype or torch.float32,
-                                    enabled=optim.autocast_dtype is not None):
+                with torch.autocast(
+                    s.dev.type,
+                    dtype=optim.autocast_dtype or torch.float32,
+                    enabled=optim.autocast_dtype is not None,
+                ):
                     loss = _batch_loss(model, data, optim, config, items=items, batch=batch)
                 optim.scaler.scale(loss / config.grad_accumulation).backward()
                 step_loss += loss.item() / config.grad_accumulation
@@ -171,13 +177,21 @@ def train(
             s.history.append((step, step_loss))
             append_loss(s.loss_path, step, step_loss, grad_norm)
             # The step is done before anything slow starts, so the count never lags behind.
-            progress.update(step, config.steps,
-                            f"step {step}/{config.steps} · loss {step_loss:.4f}")
+            progress.update(
+                step, config.steps, f"step {step}/{config.steps} · loss {step_loss:.4f}"
+            )
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save_checkpoint(run_dir, step, model=model, learned=learned, data=data, optim=optim)
             if step % config.validation_every == 0 or step == config.steps:
-                _validation_grid(model, items, learned.tokens, config, step=step,
-                                 run_dir=run_dir, progress=progress)
+                _validation_grid(
+                    model,
+                    items,
+                    learned.tokens,
+                    config,
+                    step=step,
+                    run_dir=run_dir,
+                    progress=progress,
+                )
                 if step < config.steps:
                     progress.phase(PHASE_TRAINING, total=config.steps, done=step)
     except JobCancelled:
@@ -185,13 +199,29 @@ def train(
             save_checkpoint(run_dir, step, model=model, learned=learned, data=data, optim=optim)
             progress.log(f"cancelled at step {step}; checkpoint saved")
         raise
-    return _write_artifacts(s, config, base, items, run_dir=run_dir, progress=progress,
-                            parents=parents, run_info=run_info,
-                            seconds=time.monotonic() - started)
+    return _write_artifacts(
+        s,
+        config,
+        base,
+        items,
+        run_dir=run_dir,
+        progress=progress,
+        parents=parents,
+        run_info=run_info,
+        seconds=time.monotonic() - started,
+    )
 
 
-def _set_up(config: TrainConfig, base: BaseModel, items: Sequence[TrainItem], run_dir: Path, *,
-            progress: Progress, parents: Sequence[Path], device: str | None) -> _Session:
+def _set_up(
+    config: TrainConfig,
+    base: BaseModel,
+    items: Sequence[TrainItem],
+    run_dir: Path,
+    *,
+    progress: Progress,
+    parents: Sequence[Path],
+    device: str | None,
+) -> _Session:
     """Components, tokens, adapters, data and optimisation (``training_setup``), then the
     latest checkpoint restored if the run directory has one."""
     dev = pick_device(device)
@@ -214,15 +244,31 @@ def _set_up(config: TrainConfig, base: BaseModel, items: Sequence[TrainItem], ru
         start_step = resumed_from = restore_checkpoint(checkpoint, model, learned, data, optim)
         progress.log(f"resumed from the checkpoint at step {start_step}")
     loss_path = run_dir / "loss.csv"
-    return _Session(dev=dev, model=model, learned=learned, data=data, optim=optim,
-                    start_step=start_step, resumed_from=resumed_from, loss_path=loss_path,
-                    history=cut_loss_log(loss_path, start_step))
+    return _Session(
+        dev=dev,
+        model=model,
+        learned=learned,
+        data=data,
+        optim=optim,
+        start_step=start_step,
+        resumed_from=resumed_from,
+        loss_path=loss_path,
+        history=cut_loss_log(loss_path, start_step),
+    )
 
 
-def _write_artifacts(s: _Session, config: TrainConfig, base: BaseModel,
-                     items: Sequence[TrainItem], *, run_dir: Path, progress: Progress,
-                     parents: Sequence[Path], run_info: dict[str, Any] | None,
-                     seconds: float) -> TrainResult:
+def _write_artifacts(
+    s: _Session,
+    config: TrainConfig,
+    base: BaseModel,
+    items: Sequence[TrainItem],
+    *,
+    run_dir: Path,
+    progress: Progress,
+    parents: Sequence[Path],
+    run_info: dict[str, Any] | None,
+    seconds: float,
+) -> TrainResult:
     """Learned embeddings and LoRA, manifest, model card and loss chart."""
     # Counted as the steps reached: what is left is a few file writes with no count of their own.
     progress.phase(PHASE_ARTIFACTS, total=config.steps, done=config.steps)
@@ -231,30 +277,55 @@ def _write_artifacts(s: _Session, config: TrainConfig, base: BaseModel,
     model.text_encoder.eval()
     if learned.trains_tokens:
         table = learned.embedding_table
-        artifacts.save_token_embeddings(run_dir, {
-            t: table[i].detach().float().cpu() for t, i in zip(learned.tokens, learned.token_ids,
-                                                               strict=True)})
+        artifacts.save_token_embeddings(
+            run_dir,
+            {
+                t: table[i].detach().float().cpu()
+                for t, i in zip(learned.tokens, learned.token_ids, strict=True)
+            },
+        )
     if learned.trains_lora:
         artifacts.save_lora(run_dir, model.unet)
     final_loss = s.history[-1][1] if s.history else float("nan")
     info = {
-        "config": config.to_dict(), "base_model": base.describe(),
-        "base_model_path": base.path, "tokens": learned.tokens, "steps": config.steps,
-        "final_loss": final_loss, "resumed_from": s.resumed_from,
-        "seconds_this_attempt": round(seconds, 1), "device": str(s.dev),
-        "parents": [str(p) for p in parents], "versions": library_versions(),
+        "config": config.to_dict(),
+        "base_model": base.describe(),
+        "base_model_path": base.path,
+        "tokens": learned.tokens,
+        "steps": config.steps,
+        "final_loss": final_loss,
+        "resumed_from": s.resumed_from,
+        "seconds_this_attempt": round(seconds, 1),
+        "device": str(s.dev),
+        "parents": [str(p) for p in parents],
+        "versions": library_versions(),
         **(run_info or {}),
     }
     (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
     (run_dir / "README.md").write_text(reports.model_card(info, items))
     (run_dir / "loss.svg").write_text(reports.loss_svg(s.history))
-    return TrainResult(run_dir, config.steps, final_loss, learned.tokens, s.resumed_from,
-                       s.history, text_encoder=model.text_encoder, unet=model.unet,
-                       tokenizer=model.tokenizer)
+    return TrainResult(
+        run_dir,
+        config.steps,
+        final_loss,
+        learned.tokens,
+        s.resumed_from,
+        s.history,
+        text_encoder=model.text_encoder,
+        unet=model.unet,
+        tokenizer=model.tokenizer,
+    )
 
 
-def _batch_loss(model: Components, data: TrainingData, optim: Optimisation, config: TrainConfig,
-                *, items: Sequence[TrainItem], batch: list[int]) -> torch.Tensor:
+def _batch_loss(
+    model: Components,
+    data: TrainingData,
+    optim: Optimisation,
+    config: TrainConfig,
+    *,
+    items: Sequence[TrainItem],
+    batch: list[int],
+) -> torch.Tensor:
     """The denoising loss of one micro-batch, plus the weighted diversity term."""
     from diffusers.training_utils import compute_snr
 
@@ -267,13 +338,18 @@ def _batch_loss(model: Components, data: TrainingData, optim: Optimisation, conf
             latents = model.vae.encode(pixels.to(dev, model.frozen_dtype)).latent_dist.sample()
             latents = latents.float() * model.vae.config.scaling_factor
     noise = torch.randn_like(latents)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps,
-                              (latents.shape[0],), device=dev)
+    timesteps = torch.randint(
+        0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=dev
+    )
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     tokenizer = model.tokenizer
-    ids = tokenizer([data.prompts[i] for i in batch], padding="max_length",
-                    max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(dev)
+    ids = tokenizer(
+        [data.prompts[i] for i in batch],
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(dev)
     hidden = model.text_encoder(ids)[0]
     pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype)).sample
     snr = compute_snr(noise_scheduler, timesteps) if config.snr_gamma else None
@@ -281,7 +357,8 @@ def _batch_loss(model: Components, data: TrainingData, optim: Optimisation, conf
     if config.diversity_weight:
         clean = predicted_clean_latents(noisy, pred, model.alphas_cumprod[timesteps])
         loss = loss + config.diversity_weight * optim.diversity(
-            diversity_embedding(clean), [items[i].diagnosis for i in batch])
+            diversity_embedding(clean), [items[i].diagnosis for i in batch]
+        )
     return loss
 
 
@@ -290,14 +367,25 @@ def library_versions() -> dict[str, str]:
     import peft
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
-def _validation_grid(model: Components, items: Sequence[TrainItem], tokens: list[str],
-                     config: TrainConfig, *, step: int, run_dir: Path,
-                     progress: Progress) -> Path:
+def _validation_grid(
+    model: Components,
+    items: Sequence[TrainItem],
+    tokens: list[str],
+    config: TrainConfig,
+    *,
+    step: int,
+    run_dir: Path,
+    progress: Progress,
+) -> Path:
     """Diagnosis x FST prompts at fixed seeds, one image each, saved as one PNG grid.
 
     Reported as a phase of its own, counted in images: on a real model it takes minutes."""
@@ -310,28 +398,44 @@ def _validation_grid(model: Components, items: Sequence[TrainItem], tokens: list
     model.unet.eval()
     model.text_encoder.eval()
     pipe = StableDiffusionPipeline(
-        vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
         unet=model.unet,
         scheduler=DPMSolverMultistepScheduler.from_config(model.scheduler.config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.set_progress_bar_config(disable=True)
     images = []
     with torch.no_grad():
         for start in range(0, len(cells), VALIDATION_BATCH):
-            chunk = cells[start:start + VALIDATION_BATCH]
-            generators = [torch.Generator(model.device).manual_seed(config.seed + start + k)
-                          for k in range(len(chunk))]
-            out = pipe([prompt_for(dx, fst, available=tokens) for dx, fst in chunk],
-                       num_inference_steps=config.validation_inference_steps,
-                       guidance_scale=7.5, generator=generators, height=model.resolution,
-                       width=model.resolution, output_type="pil")
+            chunk = cells[start : start + VALIDATION_BATCH]
+            generators = [
+                torch.Generator(model.device).manual_seed(config.seed + start + k)
+                for k in range(len(chunk))
+            ]
+            out = pipe(
+                [prompt_for(dx, fst, available=tokens) for dx, fst in chunk],
+                num_inference_steps=config.validation_inference_steps,
+                guidance_scale=7.5,
+                generator=generators,
+                height=model.resolution,
+                width=model.resolution,
+                output_type="pil",
+            )
             images += out.images
             progress.update(len(images), len(cells), "images")
     model.unet.train(was_training[0])
     model.text_encoder.train(was_training[1])
     path = run_dir / "validation" / f"step-{step:06d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    reports.image_grid(images, rows=len(diagnoses), cols=6,
-                       row_labels=diagnoses, col_labels=["I", "II", "III", "IV", "V", "VI"]
-                       ).save(path)
+    reports.image_grid(
+        images,
+        rows=len(diagnoses),
+        cols=6,
+        row_labels=diagnoses,
+        col_labels=["I", "II", "III", "IV", "V", "VI"],
+    ).save(path)
     return path

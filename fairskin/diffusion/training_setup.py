@@ -93,11 +93,14 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
     # UNet's output as the noise; a v-prediction model would train on the wrong target.
     prediction = base.prediction_type()
     if prediction != "epsilon":
-        raise BaseModelError(f"base model {base.describe()} predicts {prediction!r}; FairSkin "
-                             "fine-tunes epsilon-prediction models (Stable Diffusion v1.5)")
+        raise BaseModelError(
+            f"base model {base.describe()} predicts {prediction!r}; FairSkin "
+            "fine-tunes epsilon-prediction models (Stable Diffusion v1.5)"
+        )
     # Frozen weights may live in half precision on a GPU; trainable ones always stay fp32.
-    frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision,
-                                                                  torch.float32)
+    frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        config.mixed_precision, torch.float32
+    )
     if device.type == "cpu":
         frozen = torch.float32
     tokenizer = CLIPTokenizer.from_pretrained(base.path, subfolder="tokenizer")
@@ -112,12 +115,22 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
     vae.to(device)
     if frozen != torch.float32:
         vae.to(dtype=frozen)
-    return Components(tokenizer, text_encoder, vae, unet, scheduler, device, frozen, resolution,
-                      scheduler.alphas_cumprod.to(device))
+    return Components(
+        tokenizer,
+        text_encoder,
+        vae,
+        unet,
+        scheduler,
+        device,
+        frozen,
+        resolution,
+        scheduler.alphas_cumprod.to(device),
+    )
 
 
-def prepare_trainable(model: Components, config: TrainConfig, items: Sequence[TrainItem],
-                      parents: Sequence[Path]) -> Trainable:
+def prepare_trainable(
+    model: Components, config: TrainConfig, items: Sequence[TrainItem], parents: Sequence[Path]
+) -> Trainable:
     """Add the tokens, place the modules, and mark what trains (tokens and/or a LoRA).
 
     A textual-inversion run plans its tokens from the items; a LoRA or joint run takes the
@@ -126,8 +139,11 @@ def prepare_trainable(model: Components, config: TrainConfig, items: Sequence[Tr
     trains_tokens = config.kind in ("textual_inversion", "joint")
     trains_lora = config.kind in ("lora", "joint")
     if config.kind == "textual_inversion":
-        planned = plan_tokens(((i.diagnosis, i.fst) for i in items), mode=config.token_mode,
-                              per_cell_min_images=config.per_cell_min_images)
+        planned = plan_tokens(
+            ((i.diagnosis, i.fst) for i in items),
+            mode=config.token_mode,
+            per_cell_min_images=config.per_cell_min_images,
+        )
         token_inits: dict[str, torch.Tensor | str] = dict(planned)
     else:
         if not parents:
@@ -163,8 +179,16 @@ def prepare_trainable(model: Components, config: TrainConfig, items: Sequence[Tr
             text_encoder.gradient_checkpointing_enable()
     unet.train(trains_lora)
     text_encoder.train(trains_tokens)
-    return Trainable(list(token_inits), token_ids, parameters, trains_tokens, trains_lora,
-                     embedding_table, original_table, new_rows)
+    return Trainable(
+        list(token_inits),
+        token_ids,
+        parameters,
+        trains_tokens,
+        trains_lora,
+        embedding_table,
+        original_table,
+        new_rows,
+    )
 
 
 def _add_tokens(model: Components, tokens: dict[str, torch.Tensor | str]) -> list[int]:
@@ -192,9 +216,13 @@ def _add_tokens(model: Components, tokens: dict[str, torch.Tensor | str]) -> lis
 def lora_config(config: TrainConfig) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
-                      lora_dropout=config.lora_dropout, init_lora_weights="gaussian",
-                      target_modules=list(config.lora_targets))
+    return LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        init_lora_weights="gaussian",
+        target_modules=list(config.lora_targets),
+    )
 
 
 def _parent_lora_state(parent: Path) -> dict[str, torch.Tensor]:
@@ -202,18 +230,23 @@ def _parent_lora_state(parent: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("unet."): v for k, v in state.items()}
 
 
-def prepare_data(config: TrainConfig, items: Sequence[TrainItem],
-                 tokens: list[str]) -> TrainingData:
-    sampler = BatchSampler([i.fst for i in items], batch_size=config.batch_size,
-                           seed=config.seed,
-                           shares=config.fst_shares if config.balanced_sampling else None)
+def prepare_data(
+    config: TrainConfig, items: Sequence[TrainItem], tokens: list[str]
+) -> TrainingData:
+    sampler = BatchSampler(
+        [i.fst for i in items],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        shares=config.fst_shares if config.balanced_sampling else None,
+    )
     available = set(tokens)
     prompts = [prompt_for(i.diagnosis, i.fst, available=available) for i in items]
     return TrainingData(sampler, prompts)
 
 
-def encode_latents(model: Components, items: Sequence[TrainItem],
-                   progress: Progress) -> torch.Tensor:
+def encode_latents(
+    model: Components, items: Sequence[TrainItem], progress: Progress
+) -> torch.Tensor:
     """Every item's latent, scaled, on the CPU; counted on `progress` in images."""
     # The distribution's mean, not a sample: a fixed cache must not freeze one draw.
     scaling = model.vae.config.scaling_factor
@@ -241,16 +274,23 @@ def load_images(items: Sequence[TrainItem], indices: list[int], resolution: int)
     return batch / 127.5 - 1.0
 
 
-def prepare_optimisation(parameters: list[torch.nn.Parameter], config: TrainConfig,
-                         device: torch.device) -> Optimisation:
+def prepare_optimisation(
+    parameters: list[torch.nn.Parameter], config: TrainConfig, device: torch.device
+) -> Optimisation:
     from diffusers.optimization import get_scheduler
 
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
-                                 num_warmup_steps=config.lr_warmup_steps,
-                                 num_training_steps=config.steps, num_cycles=config.lr_num_cycles)
+    optimizer = torch.optim.AdamW(
+        parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=config.lr_warmup_steps,
+        num_training_steps=config.steps,
+        num_cycles=config.lr_num_cycles,
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=config.mixed_precision == "fp16")
     autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
-    return Optimisation(optimizer, lr_scheduler, scaler, DiversityLoss(config.diversity_pool),
-                        autocast_dtype)
+    return Optimisation(
+        optimizer, lr_scheduler, scaler, DiversityLoss(config.diversity_pool), autocast_dtype
+    )

@@ -51,13 +51,20 @@ class CheckResult:
 def resolution_check(images: torch.Tensor, expected: int) -> list[CheckResult]:
     h, w = images.shape[-2:]
     ok = (h, w) == (expected, expected)
-    return [CheckResult("resolution", float(min(h, w)), ok,
-                        "" if ok else f"resolution {w}x{h}, expected {expected}x{expected}")
-            for _ in range(images.shape[0])]
+    return [
+        CheckResult(
+            "resolution",
+            float(min(h, w)),
+            ok,
+            "" if ok else f"resolution {w}x{h}, expected {expected}x{expected}",
+        )
+        for _ in range(images.shape[0])
+    ]
 
 
-def brightness_check(images: torch.Tensor, low: float = 0.1,
-                     high: float = 0.9) -> list[CheckResult]:
+def brightness_check(
+    images: torch.Tensor, low: float = 0.1, high: float = 0.9
+) -> list[CheckResult]:
     """Mean Rec. 601 luma in [0, 1]; rejects black, washed-out and blank images."""
     import torch
 
@@ -71,9 +78,16 @@ def brightness_check(images: torch.Tensor, low: float = 0.1,
     return out
 
 
-def threshold_check(name: str, values: Sequence[float], threshold: Threshold, *,
-                    higher_is_worse: bool, calibrated: bool, enabled: bool | None = None,
-                    reference: Sequence[float] | np.ndarray | None = None) -> list[CheckResult]:
+def threshold_check(
+    name: str,
+    values: Sequence[float],
+    threshold: Threshold,
+    *,
+    higher_is_worse: bool,
+    calibrated: bool,
+    enabled: bool | None = None,
+    reference: Sequence[float] | np.ndarray | None = None,
+) -> list[CheckResult]:
     """A measured value against its threshold. Uncalibrated measures are recorded but do not
     reject unless explicitly enabled."""
     limit = threshold.resolve(reference)
@@ -81,8 +95,14 @@ def threshold_check(name: str, values: Sequence[float], threshold: Threshold, *,
     out = []
     for value in values:
         ok = value <= limit if higher_is_worse else value >= limit
-        reason = "" if ok else (f"{name} {value:.3f} {'>' if higher_is_worse else '<'} "
-                                f"{limit:.3f}" + ("" if calibrated else " (uncalibrated)"))
+        reason = (
+            ""
+            if ok
+            else (
+                f"{name} {value:.3f} {'>' if higher_is_worse else '<'} "
+                f"{limit:.3f}" + ("" if calibrated else " (uncalibrated)")
+            )
+        )
         out.append(CheckResult(name, float(value), ok, reason, calibrated, applied))
     return out
 

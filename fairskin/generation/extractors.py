@@ -38,10 +38,16 @@ class Extractors:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
-    def load(cls, *, device: str | torch.device, inception_weights: str | None = None,
-             lpips_weights: str | None = None, clip_model: str = DEFAULT_CLIP_MODEL,
-             clip_weights: str | None = None,
-             classifier_dir: str | Path | None = None) -> Extractors:
+    def load(
+        cls,
+        *,
+        device: str | torch.device,
+        inception_weights: str | None = None,
+        lpips_weights: str | None = None,
+        clip_model: str = DEFAULT_CLIP_MODEL,
+        clip_weights: str | None = None,
+        classifier_dir: str | Path | None = None,
+    ) -> Extractors:
         from fairskin.classifier.train import MODEL_FILE, load_classifier
 
         device = torch.device(device)
@@ -65,6 +71,12 @@ class Extractors:
         infos = {"inception": self.inception[1], "lpips": self.lpips[1], "clip": self.clip[1]}
         if self.classifier is not None:
             infos["classifier"] = self.classifier[2]
-        return {key: {"name": info.name, "weights": info.weights,
-                      "calibrated": info.calibrated, "label": info.label}
-                for key, info in infos.items()}
+        return {
+            key: {
+                "name": info.name,
+                "weights": info.weights,
+                "calibrated": info.calibrated,
+                "label": info.label,
+            }
+            for key, info in infos.items()
+        }

@@ -62,8 +62,10 @@ def micro_batches(candidates: Iterable[tuple[str, int, int]], size: int) -> list
     for dx, fst, index in candidates:
         number, _ = micro_batch_of(index, size)
         groups.setdefault((dx, int(fst), number), set()).add(index)
-    return [MicroBatch(Stratum(dx, fst), number, size, tuple(sorted(wanted)))
-            for (dx, fst, number), wanted in groups.items()]
+    return [
+        MicroBatch(Stratum(dx, fst), number, size, tuple(sorted(wanted)))
+        for (dx, fst, number), wanted in groups.items()
+    ]
 
 
 def pixel_environment(device: str | torch.device, dtype: object) -> dict[str, object]:
@@ -74,8 +76,12 @@ def pixel_environment(device: str | torch.device, dtype: object) -> dict[str, ob
     import torch
 
     device = torch.device(device)
-    environment: dict[str, object] = {"device": device.type, "dtype": str(dtype).removeprefix(
-        "torch."), "torch": torch.__version__, "diffusers": diffusers.__version__}
+    environment: dict[str, object] = {
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+    }
     if device.type == "cuda":
         environment["device_name"] = torch.cuda.get_device_name(device)
         environment["cuda"] = torch.version.cuda

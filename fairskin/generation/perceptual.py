@@ -22,8 +22,9 @@ _TRAINING_CACHE = 64  # decoded training images kept between batches
 
 def load_uint8(paths: Sequence[str], size: int) -> torch.Tensor:
     """(n, 3, size, size) uint8: decoded upright RGB, centre-cropped square and resized."""
-    pixels = [np.asarray(to_square(decode_image_file(path), size), dtype=np.uint8)
-              for path in paths]
+    pixels = [
+        np.asarray(to_square(decode_image_file(path), size), dtype=np.uint8) for path in paths
+    ]
     return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -31,12 +32,18 @@ def as_float(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 255
 
 
-def pairwise_lpips(distance: PerceptualDistance, left: torch.Tensor, right: torch.Tensor,
-                   left_index: torch.Tensor, right_index: torch.Tensor) -> torch.Tensor:
+def pairwise_lpips(
+    distance: PerceptualDistance,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    left_index: torch.Tensor,
+    right_index: torch.Tensor,
+) -> torch.Tensor:
     """LPIPS of left[left_index[j]] vs right[right_index[j]] for every j, in chunks."""
-    parts = [distance(left[left_index[s:s + _LPIPS_CHUNK]],
-                      right[right_index[s:s + _LPIPS_CHUNK]])
-             for s in range(0, len(left_index), _LPIPS_CHUNK)]
+    parts = [
+        distance(left[left_index[s : s + _LPIPS_CHUNK]], right[right_index[s : s + _LPIPS_CHUNK]])
+        for s in range(0, len(left_index), _LPIPS_CHUNK)
+    ]
     return torch.cat(parts) if parts else torch.zeros(0, device=left.device)
 
 
@@ -63,9 +70,12 @@ class TrainingImages:
         return stacked.to(self.device)
 
 
-def nearest_lpips(distance: PerceptualDistance, queries: torch.Tensor,
-                  neighbour_ids: list[list[str]],
-                  loader: TrainingImages) -> tuple[np.ndarray, list[str | None]]:
+def nearest_lpips(
+    distance: PerceptualDistance,
+    queries: torch.Tensor,
+    neighbour_ids: list[list[str]],
+    loader: TrainingImages,
+) -> tuple[np.ndarray, list[str | None]]:
     """For each query image, the smallest LPIPS to its proposed neighbours, and which one."""
     unique = list(dict.fromkeys(i for ids in neighbour_ids for i in ids))
     if not unique:
@@ -74,16 +84,22 @@ def nearest_lpips(distance: PerceptualDistance, queries: torch.Tensor,
     neighbours = as_float(loader.images(unique))
     left = [q for q, ids in enumerate(neighbour_ids) for _ in ids]
     right = [position[i] for ids in neighbour_ids for i in ids]
-    flat = pairwise_lpips(
-        distance, queries, neighbours,
-        torch.tensor(left, dtype=torch.long, device=queries.device),
-        torch.tensor(right, dtype=torch.long, device=queries.device),
-    ).cpu().numpy()
+    flat = (
+        pairwise_lpips(
+            distance,
+            queries,
+            neighbours,
+            torch.tensor(left, dtype=torch.long, device=queries.device),
+            torch.tensor(right, dtype=torch.long, device=queries.device),
+        )
+        .cpu()
+        .numpy()
+    )
     best_values: list[float] = []
     best_ids: list[str | None] = []
     offset = 0
     for ids in neighbour_ids:
-        row = flat[offset:offset + len(ids)]
+        row = flat[offset : offset + len(ids)]
         offset += len(ids)
         k = int(np.argmin(row))
         best_values.append(float(row[k]))

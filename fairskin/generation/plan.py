@@ -44,8 +44,9 @@ class PlanError(ValueError):
     """A batch request that cannot be planned."""
 
 
-def plan_quotas(target: int, diagnoses: Sequence[str],
-                fst_distribution: Mapping[int, float] | None = None) -> dict[Stratum, int]:
+def plan_quotas(
+    target: int, diagnoses: Sequence[str], fst_distribution: Mapping[int, float] | None = None
+) -> dict[Stratum, int]:
     """Accepted images wanted per (diagnosis, FST): diagnoses share the target equally, each
     diagnosis's share is split over skin types by the distribution."""
     distribution = dict(fst_distribution or DEFAULT_FST_DISTRIBUTION)
@@ -59,8 +60,9 @@ def plan_quotas(target: int, diagnoses: Sequence[str],
     if set(distribution) - set(FST_TYPES) or any(v < 0 for v in distribution.values()):
         raise PlanError("the FST distribution maps types 1-6 to non-negative shares")
     if abs(sum(distribution.values()) - 1) > 1e-6:
-        raise PlanError(f"the FST distribution must add up to 1, not "
-                        f"{sum(distribution.values()):.4f}")
+        raise PlanError(
+            f"the FST distribution must add up to 1, not {sum(distribution.values()):.4f}"
+        )
     per_dx = largest_remainder(target, {dx: 1.0 for dx in codes})
     quotas: dict[Stratum, int] = {}
     for dx in codes:
@@ -74,8 +76,10 @@ def plan_quotas(target: int, diagnoses: Sequence[str],
 def candidate_cap(quota: int, overgeneration: float) -> int:
     """How many candidates a stratum may draw before its shortfall is reported."""
     if not overgeneration >= 1 or not math.isfinite(overgeneration):
-        raise PlanError(f"the over-generation cap must be a finite number of at least 1x, "
-                        f"got {overgeneration!r}")
+        raise PlanError(
+            f"the over-generation cap must be a finite number of at least 1x, "
+            f"got {overgeneration!r}"
+        )
     return math.ceil(quota * overgeneration)
 
 
@@ -99,14 +103,18 @@ class Plan:
 
     @classmethod
     def build(cls, quotas: Mapping[Stratum, int], overgeneration: float) -> Plan:
-        return cls(tuple(StratumPlan(Stratum(*stratum), quota,
-                                     candidate_cap(quota, overgeneration))
-                         for stratum, quota in quotas.items()))
+        return cls(
+            tuple(
+                StratumPlan(Stratum(*stratum), quota, candidate_cap(quota, overgeneration))
+                for stratum, quota in quotas.items()
+            )
+        )
 
     @classmethod
     def from_json(cls, quotas: Mapping[str, int], overgeneration: float) -> Plan:
-        return cls.build({Stratum.from_key(key): int(n) for key, n in quotas.items()},
-                         overgeneration)
+        return cls.build(
+            {Stratum.from_key(key): int(n) for key, n in quotas.items()}, overgeneration
+        )
 
     def quotas_json(self) -> dict[str, int]:
         return {s.stratum.key: s.quota for s in self.strata}
@@ -118,8 +126,12 @@ class Plan:
         return len(self.strata)
 
 
-def plan_batch(target: int, diagnoses: Sequence[str], fst_distribution: Mapping[int, float] | None,
-               overgeneration: float) -> Plan:
+def plan_batch(
+    target: int,
+    diagnoses: Sequence[str],
+    fst_distribution: Mapping[int, float] | None,
+    overgeneration: float,
+) -> Plan:
     """Quotas by :func:`plan_quotas`, each stratum capped at ``overgeneration`` x its quota."""
     return Plan.build(plan_quotas(target, diagnoses, fst_distribution), overgeneration)
 
@@ -217,4 +229,3 @@ def decide_stratum(
         index += 1
     complete = len(accepted) >= quota or index >= cap
     return StratumDecision(verdicts, accepted, complete, max(0, quota - len(accepted)))
-

@@ -103,10 +103,13 @@ class Reference:
     ) -> Reference:
         """Stream the real images (path, FST) and the training images (id, path) through the
         networks in batches of `batch_size`; memory stays bounded by the batch and the caps."""
-        for name, value in (("size", size), ("lpips_images", lpips_images),
-                            ("batch_size", batch_size),
-                            ("memorization_neighbours", memorization_neighbours),
-                            ("memorization_sample", memorization_sample)):
+        for name, value in (
+            ("size", size),
+            ("lpips_images", lpips_images),
+            ("batch_size", batch_size),
+            ("memorization_neighbours", memorization_neighbours),
+            ("memorization_sample", memorization_sample),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive whole number, got {value!r}")
         real = [(str(path), fst) for path, fst in real]
@@ -121,10 +124,14 @@ class Reference:
         by_fst: dict[int, list[int]] = {}
         for i, (_, fst) in enumerate(real):
             by_fst.setdefault(fst, []).append(i)
-        lpips_rows = {fst: _seeded_subset(rows, lpips_images, seed, "lpips", fst)
-                      for fst, rows in by_fst.items()}
-        sample_rows = {fst: _seeded_subset(rows, KID_SAMPLE_CAP, seed, "kid", fst)
-                       for fst, rows in by_fst.items()}
+        lpips_rows = {
+            fst: _seeded_subset(rows, lpips_images, seed, "lpips", fst)
+            for fst, rows in by_fst.items()
+        }
+        sample_rows = {
+            fst: _seeded_subset(rows, KID_SAMPLE_CAP, seed, "kid", fst)
+            for fst, rows in by_fst.items()
+        }
         to_sample = {i for rows in sample_rows.values() for i in rows}
         to_keep = {i for rows in lpips_rows.values() for i in rows}
 
@@ -150,15 +157,20 @@ class Reference:
             tracker.advance(len(rows), "images")
 
         distance = extractors.lpips[0]
-        lpips_stack = {fst: torch.stack([kept_images[i] for i in rows])
-                       for fst, rows in lpips_rows.items()}
-        real_vs_real: dict[str, dict[int, np.ndarray]] = {"lpips_real": {}, "fid": {},
-                                                          "memorization": {}}
+        lpips_stack = {
+            fst: torch.stack([kept_images[i] for i in rows]) for fst, rows in lpips_rows.items()
+        }
+        real_vs_real: dict[str, dict[int, np.ndarray]] = {
+            "lpips_real": {},
+            "fid": {},
+            "memorization": {},
+        }
         samples = {}
         tracker.phase(PHASE_LPIPS, len(by_fst))
         for fst in sorted(by_fst):
             real_vs_real["lpips_real"][fst] = _mean_lpips_to_the_others(
-                distance, as_float(lpips_stack[fst]))
+                distance, as_float(lpips_stack[fst])
+            )
             stacked = np.stack([sampled[i] for i in sample_rows[fst]])
             real_vs_real["fid"][fst] = _leave_one_out_distances(stacked, gaussians[fst], FID_EPS)
             samples[fst] = stacked.astype(np.float32)
@@ -169,23 +181,37 @@ class Reference:
         chunks = []
         tracker.phase(PHASE_CLIP, len(training_paths))
         for start in range(0, len(training_paths), batch_size):
-            paths = training_paths[start:start + batch_size]
+            paths = training_paths[start : start + batch_size]
             chunks.append(embed(as_float(load_uint8(paths, size).to(device))))
             tracker.advance(len(paths), "images")
-        embeddings = (np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32))
+        embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
         reference = cls(
             size=size,
-            provenance={k: v for k, v in extractors.provenance().items()
-                        if k in ("inception", "lpips", "clip")},
-            inception=gaussians, inception_sample=samples, lpips_images=lpips_stack,
-            real_vs_real=real_vs_real, training_ids=training_ids,
-            training_paths=training_paths, training_embeddings=embeddings.astype(np.float32),
-            lpips_count=lpips_images, seed=seed,
+            provenance={
+                k: v
+                for k, v in extractors.provenance().items()
+                if k in ("inception", "lpips", "clip")
+            },
+            inception=gaussians,
+            inception_sample=samples,
+            lpips_images=lpips_stack,
+            real_vs_real=real_vs_real,
+            training_ids=training_ids,
+            training_paths=training_paths,
+            training_embeddings=embeddings.astype(np.float32),
+            lpips_count=lpips_images,
+            seed=seed,
         )
         real_vs_real["memorization"][0] = _training_nearest_lpips(
-            reference, distance, device, sample=memorization_sample,
-            neighbours=memorization_neighbours, batch_size=batch_size, tracker=tracker)
+            reference,
+            distance,
+            device,
+            sample=memorization_sample,
+            neighbours=memorization_neighbours,
+            batch_size=batch_size,
+            tracker=tracker,
+        )
         return reference
 
     def save(self, folder: str | Path) -> None:
@@ -207,18 +233,22 @@ class Reference:
             for fst, values in per_fst.items():
                 arrays[f"real_vs_real_{check}_{fst}"] = values
         meta = {
-            "format": stats_format.REFERENCE_FORMAT, "size": self.size, "seed": self.seed,
-            "lpips_count": self.lpips_count, "provenance": self.provenance,
+            "format": stats_format.REFERENCE_FORMAT,
+            "size": self.size,
+            "seed": self.seed,
+            "lpips_count": self.lpips_count,
+            "provenance": self.provenance,
             "gaussians": gaussians,
-            "real_vs_real": {check: sorted(per_fst) for check, per_fst in
-                             self.real_vs_real.items()},
-            "training_ids": self.training_ids, "training_paths": self.training_paths,
+            "real_vs_real": {
+                check: sorted(per_fst) for check, per_fst in self.real_vs_real.items()
+            },
+            "training_ids": self.training_ids,
+            "training_paths": self.training_paths,
         }
         images = {f"fst_{fst}": t.contiguous().cpu() for fst, t in self.lpips_images.items()}
         # Each file is written whole under a temporary name and then renamed into place.
         # numpy's stub types savez's **kwds as its allow_pickle flag (bool); they are arrays.
-        _replace(folder / stats_format.ARRAYS_FILE,
-                 lambda p: np.savez(p, **arrays))  # type: ignore[arg-type]
+        _replace(folder / stats_format.ARRAYS_FILE, lambda p: np.savez(p, **arrays))  # type: ignore[arg-type]
         _replace(folder / "lpips_images.safetensors", lambda p: save_file(images, str(p)))
         # The metadata last: a folder without it is no reference (read_meta refuses it).
         _replace(folder / stats_format.META_FILE, lambda p: p.write_text(json.dumps(meta)))
@@ -239,8 +269,10 @@ class Reference:
             inception=gaussians,
             inception_sample={fst: arrays[stats_format.sample_key(fst)] for fst in gaussians},
             lpips_images={int(key.removeprefix("fst_")): t for key, t in images.items()},
-            real_vs_real={check: {fst: arrays[f"real_vs_real_{check}_{fst}"] for fst in fsts}
-                          for check, fsts in meta["real_vs_real"].items()},
+            real_vs_real={
+                check: {fst: arrays[f"real_vs_real_{check}_{fst}"] for fst in fsts}
+                for check, fsts in meta["real_vs_real"].items()
+            },
             training_ids=meta["training_ids"],
             training_paths=meta["training_paths"],
             training_embeddings=arrays["training_embeddings"],
@@ -273,8 +305,7 @@ def _replace(path: Path, write: Callable[[Path], object]) -> None:
     partial.replace(path)
 
 
-def _seeded_subset(rows: list[int], cap: int, seed: int, purpose: str,
-                   fst: int) -> list[int]:
+def _seeded_subset(rows: list[int], cap: int, seed: int, purpose: str, fst: int) -> list[int]:
     """Up to `cap` of `rows`, chosen by a stream of its own, in input order."""
     if len(rows) <= cap:
         return list(rows)
@@ -297,8 +328,9 @@ def _mean_lpips_to_the_others(distance: PerceptualDistance, images: torch.Tensor
     return (matrix.sum(dim=1) / (k - 1)).double().cpu().numpy()
 
 
-def _leave_one_out_distances(rows: np.ndarray, gaussian: StreamingGaussian,
-                             eps: float) -> np.ndarray:
+def _leave_one_out_distances(
+    rows: np.ndarray, gaussian: StreamingGaussian, eps: float
+) -> np.ndarray:
     """Distance of each real image (a row that is in `gaussian`) to the Gaussian of the others.
 
     The in-sample distance would be no reference for a new image: with fewer images than
@@ -325,9 +357,16 @@ def _leave_one_out_distances(rows: np.ndarray, gaussian: StreamingGaussian,
     return cast("np.ndarray", np.sqrt(np.maximum(squared, 0.0)))
 
 
-def _training_nearest_lpips(reference: Reference, distance: PerceptualDistance,
-                            device: torch.device, *, sample: int, neighbours: int,
-                            batch_size: int, tracker: _Tracker) -> np.ndarray:
+def _training_nearest_lpips(
+    reference: Reference,
+    distance: PerceptualDistance,
+    device: torch.device,
+    *,
+    sample: int,
+    neighbours: int,
+    batch_size: int,
+    tracker: _Tracker,
+) -> np.ndarray:
     """Nearest-neighbour LPIPS among training images, found the way candidates' are: the
     CLIP index proposes `neighbours` other images, LPIPS picks the nearest of them."""
     index = reference.index
@@ -339,13 +378,14 @@ def _training_nearest_lpips(reference: Reference, distance: PerceptualDistance,
     loader = reference.training_images(device)
     values = []
     for start in range(0, len(chosen), batch_size):
-        rows = chosen[start:start + batch_size]
+        rows = chosen[start : start + batch_size]
         found = index.nearest(reference.training_embeddings[rows], neighbours + 1)
-        others = [[i for i, _ in hits if i != reference.training_ids[row]][:neighbours]
-                  for row, hits in zip(rows, found, strict=True)]
+        others = [
+            [i for i, _ in hits if i != reference.training_ids[row]][:neighbours]
+            for row, hits in zip(rows, found, strict=True)
+        ]
         queries = as_float(loader.images([reference.training_ids[row] for row in rows]))
         # The index holds training_ids, which are str.
-        values.append(nearest_lpips(distance, queries, cast("list[list[str]]", others),
-                                    loader)[0])
+        values.append(nearest_lpips(distance, queries, cast("list[list[str]]", others), loader)[0])
         tracker.advance(len(rows), "training images")
     return np.concatenate(values)

@@ -56,15 +56,20 @@ def read_meta(folder: Path) -> dict[str, Any]:
 def gaussians_from(meta: dict[str, Any], arrays: Any) -> dict[int, StreamingGaussian]:
     """Per skin type, the Gaussian stored under ``meta["gaussians"]`` and its arrays."""
     return {
-        int(fst): StreamingGaussian.from_dict({
-            **stats, "mean": arrays[mean_key(int(fst))],
-            "m2_upper": arrays[m2_upper_key(int(fst))]})
+        int(fst): StreamingGaussian.from_dict(
+            {
+                **stats,
+                "mean": arrays[mean_key(int(fst))],
+                "m2_upper": arrays[m2_upper_key(int(fst))],
+            }
+        )
         for fst, stats in meta["gaussians"].items()
     }
 
 
-def read_statistics(folder: str | Path) -> tuple[dict[int, StreamingGaussian],
-                                                 dict[int, np.ndarray]]:
+def read_statistics(
+    folder: str | Path,
+) -> tuple[dict[int, StreamingGaussian], dict[int, np.ndarray]]:
     """Per skin type, the real images' Inception Gaussian and feature sample (numpy only)."""
     folder = Path(folder)
     meta = read_meta(folder)

@@ -69,13 +69,29 @@ def _summary(values: list[float]) -> dict[str, float] | None:
         return None
     v = np.asarray(values, dtype=float)
     q = np.percentile(v, [5, 25, 50, 75, 95])
-    return {"n": int(v.size), "mean": float(v.mean()), "min": float(v.min()),
-            "p5": float(q[0]), "p25": float(q[1]), "median": float(q[2]), "p75": float(q[3]),
-            "p95": float(q[4]), "max": float(v.max())}
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "min": float(v.min()),
+        "p5": float(q[0]),
+        "p25": float(q[1]),
+        "median": float(q[2]),
+        "p75": float(q[3]),
+        "p95": float(q[4]),
+        "max": float(v.max()),
+    }
 
 
-def _criterion(name: str, value: float | None, limit: float, *, below: bool,
-               calibrated: bool, what: str, absent: str = "") -> dict[str, Any]:
+def _criterion(
+    name: str,
+    value: float | None,
+    limit: float,
+    *,
+    below: bool,
+    calibrated: bool,
+    what: str,
+    absent: str = "",
+) -> dict[str, Any]:
     if absent:
         status, why = "not measurable", absent
     elif value is None:
@@ -88,16 +104,26 @@ def _criterion(name: str, value: float | None, limit: float, *, below: bool,
         met = value < limit if below else value > limit
         status = "met" if met else "not met"
         why = ""
-    return {"name": name, "what": what, "value": value, "limit": limit,
-            "comparison": "<" if below else ">", "status": status, "why": why}
+    return {
+        "name": name,
+        "what": what,
+        "value": value,
+        "limit": limit,
+        "comparison": "<" if below else ">",
+        "status": status,
+        "why": why,
+    }
 
 
-def _fid(ours: StreamingGaussian, our_rows: list[np.ndarray], theirs: StreamingGaussian,
-         their_rows: np.ndarray | None) -> float:
+def _fid(
+    ours: StreamingGaussian,
+    our_rows: list[np.ndarray],
+    theirs: StreamingGaussian,
+    their_rows: np.ndarray | None,
+) -> float:
     """FID from the rows when both sides kept all of them (a small SVD, exact), else from the
     streamed Gaussians (two dim x dim eigen-solves)."""
-    if their_rows is not None and len(our_rows) == ours.count \
-            and len(their_rows) == theirs.count:
+    if their_rows is not None and len(our_rows) == ours.count and len(their_rows) == theirs.count:
         return fid_from_features(np.stack(our_rows), np.asarray(their_rows, dtype=np.float64))
     return fid_from_statistics(ours, theirs)
 
@@ -140,41 +166,67 @@ def _stream(accepted: Iterable[AcceptedImage]) -> _Streamed:
     return out
 
 
-def _fst_rows(per_fst: Mapping[int, _Accumulator], reference: Mapping[int, StreamingGaussian],
-              reference_features: Mapping[int, np.ndarray], *, kid_subsets: int,
-              seed: int) -> tuple[list[dict[str, object]], int]:
+def _fst_rows(
+    per_fst: Mapping[int, _Accumulator],
+    reference: Mapping[int, StreamingGaussian],
+    reference_features: Mapping[int, np.ndarray],
+    *,
+    kid_subsets: int,
+    seed: int,
+) -> tuple[list[dict[str, object]], int]:
     """FID, equal-count FID and KID per skin type, and the equal count used."""
     # Equal-count comparison: every skin type at the size of the smallest one.
-    comparable = [f for f in sorted(per_fst) if f in reference and len(per_fst[f].kept) >= 2
-                  and len(reference_features.get(f, ())) >= 2]
-    equal_n = min((min(len(per_fst[f].kept), len(reference_features[f])) for f in comparable),
-                  default=0)
+    comparable = [
+        f
+        for f in sorted(per_fst)
+        if f in reference and len(per_fst[f].kept) >= 2 and len(reference_features.get(f, ())) >= 2
+    ]
+    equal_n = min(
+        (min(len(per_fst[f].kept), len(reference_features[f])) for f in comparable), default=0
+    )
     rows = []
     for fst in sorted(set(per_fst) | set(reference)):
         acc = per_fst.get(fst)
-        row: dict[str, object] = {"fst": fst, "n": acc.gaussian.count if acc else 0,
-                                  "fid": None, "fid_equal_n": None, "kid": None, "kid_std": None}
-        if acc is not None and fst in reference and acc.gaussian.count >= 2 \
-                and reference[fst].count >= 2:
-            row["fid"] = _fid(acc.gaussian, acc.kept, reference[fst],
-                              reference_features.get(fst))
+        row: dict[str, object] = {
+            "fst": fst,
+            "n": acc.gaussian.count if acc else 0,
+            "fid": None,
+            "fid_equal_n": None,
+            "kid": None,
+            "kid_std": None,
+        }
+        if (
+            acc is not None
+            and fst in reference
+            and acc.gaussian.count >= 2
+            and reference[fst].count >= 2
+        ):
+            row["fid"] = _fid(acc.gaussian, acc.kept, reference[fst], reference_features.get(fst))
         if fst in comparable:
             acc = cast(_Accumulator, acc)  # comparable holds only types in per_fst
             ours = np.stack(acc.kept[:equal_n])
             theirs = np.asarray(reference_features[fst])[:equal_n]
             row["fid_equal_n"] = fid_from_features(ours, theirs)
             kid, kid_std = kernel_inception_distance(
-                np.stack(acc.kept), np.asarray(reference_features[fst]),
+                np.stack(acc.kept),
+                np.asarray(reference_features[fst]),
                 subset_size=min(100, len(acc.kept), len(reference_features[fst])),
-                n_subsets=kid_subsets, seed=seed)
+                n_subsets=kid_subsets,
+                seed=seed,
+            )
             row["kid"], row["kid_std"] = kid, kid_std
         rows.append(row)
     return rows, equal_n
 
 
-def _overall_distances(streamed: _Streamed, reference: Mapping[int, StreamingGaussian],
-                       reference_features: Mapping[int, np.ndarray], *, kid_subsets: int,
-                       seed: int) -> tuple[float | None, float | None]:
+def _overall_distances(
+    streamed: _Streamed,
+    reference: Mapping[int, StreamingGaussian],
+    reference_features: Mapping[int, np.ndarray],
+    *,
+    kid_subsets: int,
+    seed: int,
+) -> tuple[float | None, float | None]:
     """FID and KID of all accepted images against all real ones."""
     per_fst = streamed.per_fst
     overall = streamed.everything.gaussian if streamed.everything is not None else None
@@ -186,47 +238,83 @@ def _overall_distances(streamed: _Streamed, reference: Mapping[int, StreamingGau
         ref_rows = [reference_features.get(f) for f in sorted(reference)]
         complete = all(r is not None for r in ref_rows)
         if pooled.count >= 2:
-            overall_fid = _fid(overall, [row for f in sorted(per_fst) for row in per_fst[f].kept],
-                               pooled, np.concatenate(cast("list[np.ndarray]", ref_rows))
-                               if complete else None)
+            overall_fid = _fid(
+                overall,
+                [row for f in sorted(per_fst) for row in per_fst[f].kept],
+                pooled,
+                np.concatenate(cast("list[np.ndarray]", ref_rows)) if complete else None,
+            )
     overall_kid = None
     kept_all = [row for acc in per_fst.values() for row in acc.kept]
     ref_all = [row for f in sorted(reference_features) for row in reference_features[f]]
     if len(kept_all) >= 2 and len(ref_all) >= 2:
         overall_kid = kernel_inception_distance(
-            np.stack(kept_all), np.asarray(ref_all),
-            subset_size=min(100, len(kept_all), len(ref_all)), n_subsets=kid_subsets,
-            seed=seed)[0]
+            np.stack(kept_all),
+            np.asarray(ref_all),
+            subset_size=min(100, len(kept_all), len(ref_all)),
+            n_subsets=kid_subsets,
+            seed=seed,
+        )[0]
     return overall_fid, overall_kid
 
 
-def _criteria(fst_rows: list[dict[str, object]], diversity: Mapping[str, float | None],
-              lpips_summary: dict[str, float] | None, confidence_summary: dict[str, float] | None,
-              provenance: Mapping[str, Mapping[str, object]]) -> list[dict[str, object]]:
+def _criteria(
+    fst_rows: list[dict[str, object]],
+    diversity: Mapping[str, float | None],
+    lpips_summary: dict[str, float] | None,
+    confidence_summary: dict[str, float] | None,
+    provenance: Mapping[str, Mapping[str, object]],
+) -> list[dict[str, object]]:
     """The planning document's success criteria, each with its status."""
     calibrated = {name: bool(p.get("calibrated")) for name, p in provenance.items()}
     criteria = []
     for row in fst_rows:
         limit = FID_LIMIT_FST6 if row["fst"] == 6 else FID_LIMIT
-        criteria.append(_criterion(f"FID FST {row['fst']}", cast("float | None", row["fid"]),
-                                   limit, below=True,
-                                   calibrated=calibrated.get("inception", False),
-                                   what="Fréchet distance to the real images of this type"))
-    criteria.append(_criterion(
-        "LPIPS", lpips_summary["mean"] if lpips_summary else None, LPIPS_LIMIT, below=True,
-        calibrated=calibrated.get("lpips", False),
-        what="mean LPIPS of accepted images to real images of the same type"))
+        criteria.append(
+            _criterion(
+                f"FID FST {row['fst']}",
+                cast("float | None", row["fid"]),
+                limit,
+                below=True,
+                calibrated=calibrated.get("inception", False),
+                what="Fréchet distance to the real images of this type",
+            )
+        )
+    criteria.append(
+        _criterion(
+            "LPIPS",
+            lpips_summary["mean"] if lpips_summary else None,
+            LPIPS_LIMIT,
+            below=True,
+            calibrated=calibrated.get("lpips", False),
+            what="mean LPIPS of accepted images to real images of the same type",
+        )
+    )
     measured = [v for v in diversity.values() if v is not None]
-    criteria.append(_criterion(
-        "diversity", min(measured) if measured else None, DIVERSITY_LIMIT, below=False,
-        calibrated=calibrated.get("clip", False),
-        what="lowest mean pairwise CLIP cosine distance over diagnosis x FST cells"))
-    criteria.append(_criterion(
-        "classifier confidence", confidence_summary["mean"] if confidence_summary else None,
-        CONFIDENCE_LIMIT, below=False, calibrated=calibrated.get("classifier", False),
-        what="mean confidence of the confidence model in the intended diagnosis",
-        absent="" if "classifier" in provenance else "no confidence model was set when the "
-        "batch was prepared (mark a baseline classifier run as the confidence model)"))
+    criteria.append(
+        _criterion(
+            "diversity",
+            min(measured) if measured else None,
+            DIVERSITY_LIMIT,
+            below=False,
+            calibrated=calibrated.get("clip", False),
+            what="lowest mean pairwise CLIP cosine distance over diagnosis x FST cells",
+        )
+    )
+    criteria.append(
+        _criterion(
+            "classifier confidence",
+            confidence_summary["mean"] if confidence_summary else None,
+            CONFIDENCE_LIMIT,
+            below=False,
+            calibrated=calibrated.get("classifier", False),
+            what="mean confidence of the confidence model in the intended diagnosis",
+            absent=""
+            if "classifier" in provenance
+            else "no confidence model was set when the "
+            "batch was prepared (mark a baseline classifier run as the confidence model)",
+        )
+    )
     return criteria
 
 
@@ -249,14 +337,17 @@ def batch_report(
     """
     streamed = _stream(accepted)
     overall = streamed.everything.gaussian if streamed.everything is not None else None
-    fst_rows, equal_n = _fst_rows(streamed.per_fst, reference, reference_features,
-                                  kid_subsets=kid_subsets, seed=seed)
-    overall_fid, overall_kid = _overall_distances(streamed, reference, reference_features,
-                                                  kid_subsets=kid_subsets, seed=seed)
+    fst_rows, equal_n = _fst_rows(
+        streamed.per_fst, reference, reference_features, kid_subsets=kid_subsets, seed=seed
+    )
+    overall_fid, overall_kid = _overall_distances(
+        streamed, reference, reference_features, kid_subsets=kid_subsets, seed=seed
+    )
     cell_counts = streamed.cell_counts
-    diversity = {key: (mean_pairwise_cosine_distance(np.stack(vectors))
-                       if len(vectors) >= 2 else None)
-                 for key, vectors in sorted(streamed.cells.items())}
+    diversity = {
+        key: (mean_pairwise_cosine_distance(np.stack(vectors)) if len(vectors) >= 2 else None)
+        for key, vectors in sorted(streamed.cells.items())
+    }
     lpips_summary = _summary(streamed.lpips_values)
     confidence_summary = _summary(streamed.confidences)
     criteria = _criteria(fst_rows, diversity, lpips_summary, confidence_summary, provenance)
@@ -264,8 +355,7 @@ def batch_report(
     return {
         "fst": fst_rows,
         "equal_n": equal_n,
-        "overall": {"n": overall.count if overall else 0, "fid": overall_fid,
-                    "kid": overall_kid},
+        "overall": {"n": overall.count if overall else 0, "fid": overall_fid, "kid": overall_kid},
         "diversity": diversity,
         "cell_counts": cell_counts,
         "lpips": lpips_summary,

@@ -24,19 +24,31 @@ __all__ = ["DEFAULT_NEGATIVE_PROMPT", "SCHEDULERS", "BatchGenerator"]
 
 
 class BatchGenerator:
-    def __init__(self, base: BaseModel, run_dirs: Sequence[Path], *, scheduler: str = "ddim",
-                 device: str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        base: BaseModel,
+        run_dirs: Sequence[Path],
+        *,
+        scheduler: str = "ddim",
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         import diffusers
         from diffusers import StableDiffusionPipeline
 
         if scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of "
-                             f"{', '.join(SCHEDULERS)}")
+            raise ValueError(
+                f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
+            )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         pipe = StableDiffusionPipeline.from_pretrained(
-            base.path, dtype=dtype, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False)
+            base.path,
+            dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
         self.tokens = load_run_artifacts(pipe, [Path(d) for d in run_dirs])
         scheduler_class = getattr(diffusers, SCHEDULERS[scheduler])
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
@@ -53,17 +65,30 @@ class BatchGenerator:
         return cast("int", self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], *,
-                 steps: int = SPEC.steps.default, guidance: float = SPEC.guidance.default,
-                 negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-                 size: int | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        steps: int = SPEC.steps.default,
+        guidance: float = SPEC.guidance.default,
+        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
+        size: int | None = None,
+    ) -> torch.Tensor:
         """Images as a float tensor (N, 3, H, W) in [0, 1] on the device, before any encoding:
         scoring runs on these, PNG encoding comes after."""
         if len(prompts) != len(seeds) or not prompts:
             raise ValueError("give one seed per prompt")
         size = size or self.native_size
         generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
-        out = self.pipe(prompt=list(prompts), negative_prompt=[negative_prompt] * len(prompts),
-                        generator=generators, num_inference_steps=steps,
-                        guidance_scale=guidance, height=size, width=size, output_type="pt")
+        out = self.pipe(
+            prompt=list(prompts),
+            negative_prompt=[negative_prompt] * len(prompts),
+            generator=generators,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=size,
+            width=size,
+            output_type="pt",
+        )
         return cast("torch.Tensor", out.images.float().clamp(0, 1))

@@ -60,10 +60,17 @@ class CandidateScore:
     def to_dict(self) -> dict[str, Any]:
         return {
             "metrics": dict(self.metrics),
-            "checks": [{"name": c.name, "value": _finite_or_none(float(c.value)),
-                        "passed": bool(c.passed), "reason": c.reason,
-                        "calibrated": bool(c.calibrated), "applied": bool(c.applied)}
-                       for c in self.checks],
+            "checks": [
+                {
+                    "name": c.name,
+                    "value": _finite_or_none(float(c.value)),
+                    "passed": bool(c.passed),
+                    "reason": c.reason,
+                    "calibrated": bool(c.calibrated),
+                    "applied": bool(c.applied),
+                }
+                for c in self.checks
+            ],
             "reasons": list(self.reasons),
         }
 
@@ -75,21 +82,27 @@ def _finite_or_none(value: float | None) -> float | None:
 class Scorer:
     """Scores batches of candidates against one reference with one set of networks."""
 
-    def __init__(self, extractors: Extractors, reference: Reference, config: ScoringConfig,
-                 *, size: int) -> None:
+    def __init__(
+        self, extractors: Extractors, reference: Reference, config: ScoringConfig, *, size: int
+    ) -> None:
         if reference.size != size:
-            raise ValueError(f"the reference was built at {reference.size} px but candidates "
-                             f"are {size} px: rebuild it at the generation size")
+            raise ValueError(
+                f"the reference was built at {reference.size} px but candidates "
+                f"are {size} px: rebuild it at the generation size"
+            )
         if config.lpips_reference_images != reference.lpips_count:
             raise ValueError(
                 f"the reference holds up to {reference.lpips_count} LPIPS images per skin type "
                 f"but the config asks for {config.lpips_reference_images}: rebuild it with "
-                "lpips_images equal to lpips_reference_images")
+                "lpips_images equal to lpips_reference_images"
+            )
         current = extractors.provenance()
         for key, built_with in reference.provenance.items():
             if current[key] != built_with:
-                raise ValueError(f"the reference was built with {built_with['label']} but "
-                                 f"the scorer has {current[key]['label']}: rebuild it")
+                raise ValueError(
+                    f"the reference was built with {built_with['label']} but "
+                    f"the scorer has {current[key]['label']}: rebuild it"
+                )
         self.extractors = extractors
         self.reference = reference
         self.config = config
@@ -100,46 +113,63 @@ class Scorer:
         self._real_images: dict[int, torch.Tensor] = {}
 
     def _decide_calibration(self) -> dict[str, dict[str, Any]]:
-        inception, lpips, clip = (self.extractors.inception[1], self.extractors.lpips[1],
-                                  self.extractors.clip[1])
+        inception, lpips, clip = (
+            self.extractors.inception[1],
+            self.extractors.lpips[1],
+            self.extractors.clip[1],
+        )
         depends = {
             "lpips_real": (lpips.calibrated, lpips.label),
-            "memorization": (lpips.calibrated and clip.calibrated,
-                             f"{lpips.label} + {clip.label}"),
+            "memorization": (lpips.calibrated and clip.calibrated, f"{lpips.label} + {clip.label}"),
             "fid": (inception.calibrated, inception.label),
             "duplicate": (clip.calibrated, clip.label),
         }
-        out = {name: {"calibrated": True, "applied": True, "extractor": "pixel statistics"}
-               for name in ("resolution", "brightness")}
+        out = {
+            name: {"calibrated": True, "applied": True, "extractor": "pixel statistics"}
+            for name in ("resolution", "brightness")
+        }
         for name, (calibrated, label) in depends.items():
-            out[name] = {"calibrated": calibrated,
-                         "applied": calibrated or name in self.config.apply_uncalibrated,
-                         "extractor": label}
+            out[name] = {
+                "calibrated": calibrated,
+                "applied": calibrated or name in self.config.apply_uncalibrated,
+                "extractor": label,
+            }
         if self.extractors.classifier is None:
-            out["confidence"] = {"calibrated": False, "applied": False,
-                                 "extractor": "none (no classifier given)"}
+            out["confidence"] = {
+                "calibrated": False,
+                "applied": False,
+                "extractor": "none (no classifier given)",
+            }
         else:
-            out["confidence"] = {"calibrated": True, "applied": True,
-                                 "extractor": self.extractors.classifier[2].label}
+            out["confidence"] = {
+                "calibrated": True,
+                "applied": True,
+                "extractor": self.extractors.classifier[2].label,
+            }
         return {name: out[name] for name in CHECK_NAMES}
 
     def calibration(self) -> dict[str, dict[str, Any]]:
         return {name: dict(entry) for name, entry in self._calibration.items()}
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, *, diagnoses: Sequence[str],
-              fsts: Sequence[int]) -> list[CandidateScore]:
+    def score(
+        self, images: torch.Tensor, *, diagnoses: Sequence[str], fsts: Sequence[int]
+    ) -> list[CandidateScore]:
         n = self._validate(images, diagnoses, fsts)
         fsts = [int(f) for f in fsts]
         x = images.to(device=self.device, dtype=torch.float32)
         comparable = x
         if x.shape[-2:] != (self.reference.size, self.reference.size):
-            comparable = F.interpolate(x, size=(self.reference.size,) * 2, mode="bilinear",
-                                       align_corners=False, antialias=True)
+            comparable = F.interpolate(
+                x,
+                size=(self.reference.size,) * 2,
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
 
         resolution = resolution_check(x, self.size)
-        brightness = brightness_check(x, self.config.brightness_low,
-                                      self.config.brightness_high)
+        brightness = brightness_check(x, self.config.brightness_low, self.config.brightness_high)
         features = self.extractors.inception[0](x)
         embeddings = self.extractors.clip[0](x)
         lpips_real = self._lpips_to_real(comparable, fsts)
@@ -149,10 +179,15 @@ class Scorer:
 
         scores = []
         for i in range(n):
-            measured = {"lpips_real": lpips_real[i], "memorization": memorization[i],
-                        "confidence": confidence[i], "fid": fid[i]}
+            measured = {
+                "lpips_real": lpips_real[i],
+                "memorization": memorization[i],
+                "confidence": confidence[i],
+                "fid": fid[i],
+            }
             checks = [resolution[i], brightness[i]] + [
-                self._judge(name, measured[name], fsts[i]) for name in THRESHOLD_CHECKS]
+                self._judge(name, measured[name], fsts[i]) for name in THRESHOLD_CHECKS
+            ]
             metrics = {
                 "brightness": brightness[i].value,
                 "lpips_real": _finite_or_none(float(lpips_real[i])),
@@ -161,14 +196,18 @@ class Scorer:
                 "confidence": _finite_or_none(float(confidence[i])),
                 "fid": _finite_or_none(float(fid[i])),
             }
-            scores.append(CandidateScore(
-                metrics=metrics, checks=checks, reasons=failed_reasons(checks),
-                clip_embedding=embeddings[i].astype(np.float32),
-                inception_features=features[i].astype(np.float32)))
+            scores.append(
+                CandidateScore(
+                    metrics=metrics,
+                    checks=checks,
+                    reasons=failed_reasons(checks),
+                    clip_embedding=embeddings[i].astype(np.float32),
+                    inception_features=features[i].astype(np.float32),
+                )
+            )
         return scores
 
-    def _validate(self, images: torch.Tensor, diagnoses: Sequence[str],
-                  fsts: Sequence[int]) -> int:
+    def _validate(self, images: torch.Tensor, diagnoses: Sequence[str], fsts: Sequence[int]) -> int:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
             raise ValueError(f"expected an (N, 3, H, W) image tensor, got {shape}")
@@ -176,8 +215,10 @@ class Scorer:
             raise ValueError(f"expected float images in [0, 1], got dtype {images.dtype}")
         n = images.shape[0]
         if len(diagnoses) != n or len(fsts) != n:
-            raise ValueError(f"{n} images need {n} diagnoses and {n} skin types, got "
-                             f"{len(diagnoses)} and {len(fsts)}")
+            raise ValueError(
+                f"{n} images need {n} diagnoses and {n} skin types, got "
+                f"{len(diagnoses)} and {len(fsts)}"
+            )
         bad = sorted({f for f in fsts if f not in FST_TYPES}, key=str)
         if bad:
             raise ValueError(f"skin types must be 1-6, got {bad}")
@@ -185,28 +226,46 @@ class Scorer:
             classes = self.extractors.classifier[1]["classes"]
             unknown = sorted(set(diagnoses) - set(classes))
             if unknown:
-                raise ValueError(f"diagnoses {unknown} are not classes of the classifier "
-                                 f"({', '.join(classes)})")
+                raise ValueError(
+                    f"diagnoses {unknown} are not classes of the classifier ({', '.join(classes)})"
+                )
         return n
 
     def _judge(self, name: str, value: float, fst: int) -> CheckResult:
         calibration = self._calibration[name]
         calibrated, applied = calibration["calibrated"], calibration["applied"]
         if not math.isfinite(value):
-            return CheckResult(name, float("nan"), True,
-                               f"{name} not measurable: {self._unmeasurable(name, fst)}",
-                               calibrated, False)
+            return CheckResult(
+                name,
+                float("nan"),
+                True,
+                f"{name} not measurable: {self._unmeasurable(name, fst)}",
+                calibrated,
+                False,
+            )
         threshold: Threshold = getattr(self.config, name)
         reference = None
         if threshold.mode == "relative":
             reference = self.reference.values_for(name, fst)
             if reference is None or len(reference) == 0:
-                return CheckResult(name, float(value), True,
-                                   f"{name} not judged: no real-vs-real values for FST {fst} "
-                                   "to set its relative threshold", calibrated, False)
-        return threshold_check(name, [value], threshold,
-                               higher_is_worse=HIGHER_IS_WORSE[name], calibrated=calibrated,
-                               enabled=applied, reference=reference)[0]
+                return CheckResult(
+                    name,
+                    float(value),
+                    True,
+                    f"{name} not judged: no real-vs-real values for FST {fst} "
+                    "to set its relative threshold",
+                    calibrated,
+                    False,
+                )
+        return threshold_check(
+            name,
+            [value],
+            threshold,
+            higher_is_worse=HIGHER_IS_WORSE[name],
+            calibrated=calibrated,
+            enabled=applied,
+            reference=reference,
+        )[0]
 
     def _unmeasurable(self, name: str, fst: int) -> str:
         if name == "confidence":
@@ -237,16 +296,18 @@ class Scorer:
             self._real_images[fst] = as_float(stored.to(self.device))
         return self._real_images[fst]
 
-    def _memorization(self, images: torch.Tensor,
-                      embeddings: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+    def _memorization(
+        self, images: torch.Tensor, embeddings: np.ndarray
+    ) -> tuple[np.ndarray, list[str | None]]:
         index = self.reference.index
         if index is None:
             return np.full(len(images), np.nan), [None] * len(images)
         found = index.nearest(embeddings, self.config.memorization_neighbours)
         neighbour_ids = [[image_id for image_id, _ in hits] for hits in found]
         # The index holds the reference's training_ids, which are str.
-        return nearest_lpips(self.extractors.lpips[0], images,
-                             cast("list[list[str]]", neighbour_ids), self._training)
+        return nearest_lpips(
+            self.extractors.lpips[0], images, cast("list[list[str]]", neighbour_ids), self._training
+        )
 
     def _confidence(self, images: torch.Tensor, diagnoses: Sequence[str]) -> np.ndarray:
         if self.extractors.classifier is None:
@@ -256,13 +317,13 @@ class Scorer:
         x = images
         if x.shape[-2:] != (side, side):
             # The tensor counterpart of the torchvision Resize the classifier was trained with.
-            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
-                              antialias=True)
+            x = F.interpolate(
+                x, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+            )
         mean = torch.tensor(_IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(_IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         probabilities = torch.softmax(model((x - mean) / std).float(), dim=1)
-        intended = torch.tensor([manifest["classes"].index(d) for d in diagnoses],
-                                device=x.device)
+        intended = torch.tensor([manifest["classes"].index(d) for d in diagnoses], device=x.device)
         return probabilities.gather(1, intended[:, None]).squeeze(1).double().cpu().numpy()
 
     def _fid(self, features: np.ndarray, fsts: list[int]) -> np.ndarray:

@@ -14,15 +14,24 @@ from typing import Any, TypeGuard
 
 from fairskin.generation.checks import Threshold
 
-CHECK_NAMES = ("resolution", "brightness", "lpips_real", "memorization", "confidence", "fid",
-               "duplicate")
+CHECK_NAMES = (
+    "resolution",
+    "brightness",
+    "lpips_real",
+    "memorization",
+    "confidence",
+    "fid",
+    "duplicate",
+)
 THRESHOLD_CHECKS = ("lpips_real", "memorization", "confidence", "fid")
 # (lowest, highest) allowed absolute value; None is unbounded.
-THRESHOLD_BOUNDS = {"lpips_real": (0.0, None), "memorization": (0.0, None),
-                     "confidence": (0.0, 1.0), "fid": (0.0, None)}
-HIGHER_IS_WORSE = {"lpips_real": True, "memorization": False, "confidence": False,
-                    "fid": True}
-
+THRESHOLD_BOUNDS = {
+    "lpips_real": (0.0, None),
+    "memorization": (0.0, None),
+    "confidence": (0.0, 1.0),
+    "fid": (0.0, None),
+}
+HIGHER_IS_WORSE = {"lpips_real": True, "memorization": False, "confidence": False, "fid": True}
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -51,11 +60,13 @@ class ScoringConfig:
             data = {}
         if not isinstance(data, dict):
             raise ScoringConfigError(
-                f"scoring settings must be an object of name: value, got {type(data).__name__}")
+                f"scoring settings must be an object of name: value, got {type(data).__name__}"
+            )
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known), key=str)
-        problems = [f"unknown scoring setting(s): {', '.join(map(str, unknown))}"] if unknown \
-            else []
+        problems = (
+            [f"unknown scoring setting(s): {', '.join(map(str, unknown))}"] if unknown else []
+        )
         values: dict[str, Any] = {}
         for name in ("brightness_low", "brightness_high"):
             if name in data:
@@ -88,19 +99,22 @@ class ScoringConfig:
         data = dataclasses.asdict(self)
         for name in THRESHOLD_CHECKS:
             threshold = getattr(self, name)
-            data[name] = {"value": threshold.value, "mode": threshold.mode,
-                          "percentile": threshold.percentile}
+            data[name] = {
+                "value": threshold.value,
+                "mode": threshold.mode,
+                "percentile": threshold.percentile,
+            }
         data["apply_uncalibrated"] = list(self.apply_uncalibrated)
         return data
 
 
 def _is_number(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
-        value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _number_in(name: str, raw: object, low: float, high: float | None,
-               problems: list[str]) -> float | None:
+def _number_in(
+    name: str, raw: object, low: float, high: float | None, problems: list[str]
+) -> float | None:
     if not _is_number(raw):
         problems.append(f"{name} must be a number, got {raw!r}")
         return None
@@ -110,21 +124,24 @@ def _number_in(name: str, raw: object, low: float, high: float | None,
     return float(raw)
 
 
-def _threshold_from(name: str, raw: object, default: Threshold,
-                    problems: list[str]) -> Threshold | None:
+def _threshold_from(
+    name: str, raw: object, default: Threshold, problems: list[str]
+) -> Threshold | None:
     """A threshold from a number (absolute) or {"value", "mode", "percentile"}."""
     if isinstance(raw, Threshold):
         raw = dataclasses.asdict(raw)
     if _is_number(raw):
         raw = {"value": raw}
     if not isinstance(raw, dict):
-        problems.append(f"{name} must be a number or an object with value, mode and "
-                        f"percentile, got {raw!r}")
+        problems.append(
+            f"{name} must be a number or an object with value, mode and percentile, got {raw!r}"
+        )
         return None
     unknown = sorted(set(raw) - {"value", "mode", "percentile"}, key=str)
     if unknown:
-        problems.append(f"{name}: unknown key(s) {', '.join(map(str, unknown))} (use value, "
-                        "mode, percentile)")
+        problems.append(
+            f"{name}: unknown key(s) {', '.join(map(str, unknown))} (use value, mode, percentile)"
+        )
         return None
     mode = raw.get("mode", "absolute")
     if mode not in ("absolute", "relative"):
@@ -146,13 +163,17 @@ def _threshold_from(name: str, raw: object, default: Threshold,
 
 
 def _check_names(raw: object, problems: list[str]) -> tuple[str, ...]:
-    if isinstance(raw, str) or not isinstance(raw, list | tuple) or not all(
-        isinstance(name, str) for name in raw
+    if (
+        isinstance(raw, str)
+        or not isinstance(raw, list | tuple)
+        or not all(isinstance(name, str) for name in raw)
     ):
         problems.append(f"apply_uncalibrated must be a list of check names, got {raw!r}")
         return ()
     unknown = [name for name in raw if name not in CHECK_NAMES]
     if unknown:
-        problems.append(f"apply_uncalibrated: unknown check(s) {', '.join(unknown)} (known: "
-                        f"{', '.join(CHECK_NAMES)})")
+        problems.append(
+            f"apply_uncalibrated: unknown check(s) {', '.join(unknown)} (known: "
+            f"{', '.join(CHECK_NAMES)})"
+        )
     return tuple(dict.fromkeys(raw))

@@ -53,8 +53,11 @@ class EmbeddingIndex:
         return results
 
 
-def is_near_duplicate(embedding: np.ndarray, accepted: Sequence[np.ndarray],
-                      threshold: float = DEFAULT_DUPLICATE_COSINE) -> bool:
+def is_near_duplicate(
+    embedding: np.ndarray,
+    accepted: Sequence[np.ndarray],
+    threshold: float = DEFAULT_DUPLICATE_COSINE,
+) -> bool:
     """Whether ``embedding`` is at least ``threshold`` cosine-similar to any accepted one."""
     if len(accepted) == 0:
         return False
@@ -76,12 +79,15 @@ class NearDuplicateCheck:
 
     @classmethod
     def for_batch(cls, config: ScoringConfig, *, clip_calibrated: bool) -> NearDuplicateCheck:
-        return cls(threshold=config.duplicate_cosine,
-                   applied=clip_calibrated or "duplicate" in config.apply_uncalibrated)
+        return cls(
+            threshold=config.duplicate_cosine,
+            applied=clip_calibrated or "duplicate" in config.apply_uncalibrated,
+        )
 
     def __call__(self, embedding: object, accepted: Sequence[object]) -> bool:
         # Typed as `decide_stratum` calls it; the stored embeddings are float32 vectors.
         if not self.applied:
             return False
-        return is_near_duplicate(np.asarray(embedding), [np.asarray(e) for e in accepted],
-                                 threshold=self.threshold)
+        return is_near_duplicate(
+            np.asarray(embedding), [np.asarray(e) for e in accepted], threshold=self.threshold
+        )

@@ -20,7 +20,8 @@ from fairskin.generation.options import SCHEDULERS
 DEFAULT_NEGATIVE_PROMPT = "blurry, low quality, text, watermark, duplicated"
 # The planning document's skin-type mix: the darker types are over-represented on purpose.
 DEFAULT_FST_DISTRIBUTION: Mapping[int, float] = MappingProxyType(
-    {1: 0.10, 2: 0.10, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25})
+    {1: 0.10, 2: 0.10, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}
+)
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,11 @@ class Whole:
         if self.low <= value <= self.high and value % self.multiple_of == 0:
             return None
         what = f"a multiple of {self.multiple_of} " if self.multiple_of > 1 else ""
-        span = (f"positive and at most {self.high}" if self.low == 1 and not what
-                else f"from {self.low} to {self.high}")
+        span = (
+            f"positive and at most {self.high}"
+            if self.low == 1 and not what
+            else f"from {self.low} to {self.high}"
+        )
         return f"{self.label} must be {what}{span}, got {value!r}"
 
 
@@ -61,8 +65,10 @@ class Number:
             return None
         if self.high is None:
             return f"{self.label} must be at least {self.low:g}{self.unit}, got {value!r}"
-        return (f"{self.label} must be from {self.low:g}{self.unit} to {self.high:g}{self.unit}, "
-                f"got {value!r}")
+        return (
+            f"{self.label} must be from {self.low:g}{self.unit} to {self.high:g}{self.unit}, "
+            f"got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -114,8 +120,9 @@ class GenerationSpec:
     shard_size: Whole = Whole("the shard size", default=64, low=1, high=10_000)
     # Images per device pass: the fixed micro-batch the pixels depend on.
     device_batch: Whole = Whole("the device batch", default=8, low=1, high=256)
-    negative_prompt: Text = Text("the negative prompt", default=DEFAULT_NEGATIVE_PROMPT,
-                                 max_length=500)
+    negative_prompt: Text = Text(
+        "the negative prompt", default=DEFAULT_NEGATIVE_PROMPT, max_length=500
+    )
     name: Text = Text("the name", default="", max_length=120)
     fst_distribution: Mapping[int, float] = field(default_factory=_default_distribution)
 

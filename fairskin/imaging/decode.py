@@ -85,8 +85,9 @@ def decode_image(
         return _to_rgb(_upright(image), label)
 
 
-def decode_image_file(path: str | os.PathLike[str], *,
-                      max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image_file(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Read and decode an image file; errors name the file. A missing file is FileNotFoundError."""
     path = Path(path)
     return decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path))

@@ -182,9 +182,12 @@ def _reframe(canvas: Lab, rng: np.random.Generator) -> Lab:
     scale = rng.uniform(0.9, 1.1)
     matrix = cv2.getRotationMatrix2D((size / 2.0, size / 2.0), angle, scale)
     matrix[:, 2] += rng.normal(0.0, 0.03 * size, 2)
-    return cast("Lab", cv2.warpAffine(
-        canvas, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
-    ))
+    return cast(
+        "Lab",
+        cv2.warpAffine(
+            canvas, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        ),
+    )
 
 
 def _light(canvas: Lab, rng: np.random.Generator) -> None:

@@ -34,8 +34,7 @@ def encode_png(image: Image.Image) -> bytes:
 
 
 def encode_thumbnail(image: Image.Image) -> bytes:
-    small = image.convert("RGB").resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE),
-                                        Image.Resampling.LANCZOS)
+    small = image.convert("RGB").resize((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
@@ -47,5 +46,9 @@ def encode_for_storage(image: Image.Image | np.ndarray) -> StoredImage:
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected H×W×3 uint8 pixels, got {image.dtype} {image.shape}")
         image = Image.fromarray(image)
-    return StoredImage(png=encode_png(image), thumbnail_jpeg=encode_thumbnail(image),
-                       width=image.width, height=image.height)
+    return StoredImage(
+        png=encode_png(image),
+        thumbnail_jpeg=encode_thumbnail(image),
+        width=image.width,
+        height=image.height,
+    )

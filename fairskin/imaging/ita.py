@@ -57,8 +57,10 @@ _MIN_CLASS_SEPARATION = 8.0  # L* units between Otsu class means to call the spl
 
 def ita_from_lab(lightness: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Per-value ITA in degrees from L* and b* (arrays or scalars)."""
-    return cast("npt.NDArray[np.float64]",
-                np.degrees(np.arctan2(np.asarray(lightness, float) - 50.0, np.asarray(b, float))))
+    return cast(
+        "npt.NDArray[np.float64]",
+        np.degrees(np.arctan2(np.asarray(lightness, float) - 50.0, np.asarray(b, float))),
+    )
 
 
 def fst_from_ita(ita: float) -> int:

@@ -52,4 +52,3 @@ def preprocess_image(
         ita_method=ITA_METHOD,
         hair_removed=hair_removal,
     )
-

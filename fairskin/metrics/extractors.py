@@ -100,8 +100,11 @@ def inception_features_extractor(
             # shifts FID (Parmar et al., "On Aliased Resizing and Surprising Subtleties in GAN
             # Evaluation", 2022), and it is what torchvision's own Resize does on tensors.
             x = F.interpolate(
-                x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
-                align_corners=False, antialias=True,
+                x,
+                size=(INCEPTION_SIZE, INCEPTION_SIZE),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
             )
         features = model((x - mean) / std)
         return cast("np.ndarray", features.double().cpu().numpy())
@@ -203,8 +206,9 @@ def lpips_metric(
         _check_images(a)
         _check_images(b)
         if a.shape != b.shape:
-            raise ValueError(f"LPIPS compares pairs: shapes differ, {tuple(a.shape)} vs "
-                             f"{tuple(b.shape)}")
+            raise ValueError(
+                f"LPIPS compares pairs: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}"
+            )
         a = a.to(device=device, dtype=torch.float32)
         b = b.to(device=device, dtype=torch.float32)
         # The network expects [-1, 1].
@@ -229,9 +233,7 @@ def _load_alexnet_trunk(trunk: nn.Module, path: Path) -> None:
         alexnet(weights=None).load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"{path} is not a torchvision AlexNet state dict: {exc}") from exc
-    trunk_state = {
-        key: state[f"features.{key.split('.', 1)[1]}"] for key in trunk.state_dict()
-    }
+    trunk_state = {key: state[f"features.{key.split('.', 1)[1]}"] for key in trunk.state_dict()}
     trunk.load_state_dict(trunk_state, strict=True)
 
 
@@ -286,12 +288,14 @@ def clip_image_embedder(
         if x.shape[-2:] != size:
             # Square images to a square input: the same as CLIP's shortest-side resize plus
             # centre crop. Bicubic overshoots, so clamp back to the pixel range as PIL does.
-            x = F.interpolate(x, size=size, mode=interpolation, align_corners=False,
-                              antialias=True).clamp(0.0, 1.0)
+            x = F.interpolate(
+                x, size=size, mode=interpolation, align_corners=False, antialias=True
+            ).clamp(0.0, 1.0)
         x = (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
         # open_clip is untyped: nn.Module's __getattr__ cannot tell that encode_image exists.
-        return cast("np.ndarray",
-                    cast(Any, network).encode_image(x, normalize=True).float().cpu().numpy())
+        return cast(
+            "np.ndarray", cast(Any, network).encode_image(x, normalize=True).float().cpu().numpy()
+        )
 
     return embed, info
 
@@ -314,8 +318,9 @@ def _build_clip(open_clip: Any, model: str) -> tuple[nn.Module, str]:
                 "vision_cfg and text_cfg"
             )
         config = dict(config)
-        model_class = open_clip.CustomTextCLIP if config.pop("custom_text", False) else (
-            open_clip.CLIP)
+        model_class = (
+            open_clip.CustomTextCLIP if config.pop("custom_text", False) else (open_clip.CLIP)
+        )
         try:
             network = model_class(**config)
         except (TypeError, KeyError, ValueError) as exc:

@@ -63,8 +63,10 @@ def _assemble(mean_term: float, trace_terms: float, trace_root: float) -> float:
 def _check_psd(eigenvalues: np.ndarray, which: str) -> None:
     scale = max(float(np.abs(eigenvalues).max()), 1e-300)
     if eigenvalues.min() < -_NEGATIVE_TOLERANCE * scale:
-        raise ValueError(f"the {which} covariance is not positive semi-definite (eigenvalue "
-                         f"{eigenvalues.min():.3g})")
+        raise ValueError(
+            f"the {which} covariance is not positive semi-definite (eigenvalue "
+            f"{eigenvalues.min():.3g})"
+        )
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,8 +81,9 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature dimensions differ: {a.shape[1]} vs {b.shape[1]}")
     if min(a.shape[0], b.shape[0]) >= a.shape[1]:
-        return frechet_distance(a.mean(axis=0), np.cov(a, rowvar=False), b.mean(axis=0),
-                                np.cov(b, rowvar=False))
+        return frechet_distance(
+            a.mean(axis=0), np.cov(a, rowvar=False), b.mean(axis=0), np.cov(b, rowvar=False)
+        )
     ac, bc = a - a.mean(axis=0), b - b.mean(axis=0)
     scale = np.sqrt((a.shape[0] - 1) * (b.shape[0] - 1))
     trace_root = float(np.linalg.svd(ac @ bc.T / scale, compute_uv=False).sum())

@@ -14,8 +14,14 @@ import pingouin
 from fairskin.review.study import Rating, Study, finite_or_none
 
 # pingouin 0.7 labels the ICCs after McGraw & Wong; the report keeps Shrout & Fleiss's numbers.
-_ICC_NAMES = {"ICC(1,1)": "ICC1", "ICC(A,1)": "ICC2", "ICC(C,1)": "ICC3",
-              "ICC(1,k)": "ICC1k", "ICC(A,k)": "ICC2k", "ICC(C,k)": "ICC3k"}
+_ICC_NAMES = {
+    "ICC(1,1)": "ICC1",
+    "ICC(A,1)": "ICC2",
+    "ICC(C,1)": "ICC3",
+    "ICC(1,k)": "ICC1k",
+    "ICC(A,k)": "ICC2k",
+    "ICC(C,k)": "ICC3k",
+}
 
 
 def rater_agreement(study: Study) -> dict[str, Any]:
@@ -42,8 +48,12 @@ def krippendorff_alpha_ordinal(reliability_data: np.ndarray) -> dict[str, Any]:
     if data.ndim != 2:
         raise ValueError(f"reliability data must be raters x items, got shape {data.shape}")
     pairable = data[:, np.count_nonzero(~np.isnan(data), axis=0) >= 2]
-    result: dict[str, Any] = {"value": None, "n_raters": int(data.shape[0]),
-                              "n_items": int(pairable.shape[1]), "why": None}
+    result: dict[str, Any] = {
+        "value": None,
+        "n_raters": int(data.shape[0]),
+        "n_items": int(pairable.shape[1]),
+        "why": None,
+    }
     if data.shape[0] < 2:
         result["why"] = "needs at least 2 raters"
     elif pairable.shape[1] == 0:
@@ -51,8 +61,9 @@ def krippendorff_alpha_ordinal(reliability_data: np.ndarray) -> dict[str, Any]:
     elif np.unique(pairable[~np.isnan(pairable)]).size < 2:
         result["why"] = "all ratings of the items rated by 2 or more raters are identical"
     else:
-        result["value"] = float(krippendorff.alpha(reliability_data=pairable,
-                                                   level_of_measurement="ordinal"))
+        result["value"] = float(
+            krippendorff.alpha(reliability_data=pairable, level_of_measurement="ordinal")
+        )
     return result
 
 
@@ -68,27 +79,34 @@ def intraclass_correlations(scores: np.ndarray) -> dict[str, Any]:
         raise ValueError("scores must be complete: keep only items rated by every rater")
     n_items, n_raters = data.shape
     result: dict[str, Any] = {"n_items": int(n_items), "n_raters": int(n_raters), "why": None}
-    empty = {name: {"value": None, "ci_low": None, "ci_high": None}
-             for name in ("ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k")}
+    empty = {
+        name: {"value": None, "ci_low": None, "ci_high": None}
+        for name in ("ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k")
+    }
     if n_raters < 2:
         return {**result, **empty, "why": "needs at least 2 raters"}
     if n_items < 2:
         return {**result, **empty, "why": "needs at least 2 items rated by every rater"}
     if np.ptp(data) == 0:
         return {**result, **empty, "why": "all ratings are identical"}
-    long = pd.DataFrame({"item": np.repeat(np.arange(n_items), n_raters),
-                         "rater": np.tile(np.arange(n_raters), n_items),
-                         "score": data.ravel()})
+    long = pd.DataFrame(
+        {
+            "item": np.repeat(np.arange(n_items), n_raters),
+            "rater": np.tile(np.arange(n_raters), n_items),
+            "score": data.ravel(),
+        }
+    )
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         # pingouin 0.7 calls a pandas API that pandas 3.1 deprecates; nothing for us to fix.
         warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-        table = pingouin.intraclass_corr(data=long, targets="item", raters="rater",
-                                         ratings="score")
+        table = pingouin.intraclass_corr(data=long, targets="item", raters="rater", ratings="score")
     for row in table.itertuples(index=False):
         low, high = row.CI95
-        result[_ICC_NAMES[row.Type]] = {"value": finite_or_none(row.ICC),
-                                        "ci_low": finite_or_none(low),
-                                        "ci_high": finite_or_none(high)}
+        result[_ICC_NAMES[row.Type]] = {
+            "value": finite_or_none(row.ICC),
+            "ci_low": finite_or_none(low),
+            "ci_high": finite_or_none(high),
+        }
     if result["ICC2"]["value"] is None:
         result["why"] = "ICC undefined: no variance between items beyond the residual"
     return result
@@ -96,11 +114,17 @@ def intraclass_correlations(scores: np.ndarray) -> dict[str, Any]:
 
 def _test_retest(scored: Mapping[str, int], retests: Sequence[Rating]) -> dict[str, Any]:
     pairs = [(scored[r.item_id], r.score) for r in retests if r.item_id in scored]
-    result: dict[str, Any] = {"n_pairs": len(pairs), "n_unpaired": len(retests) - len(pairs),
-                              "exact_agreement": None, "mean_abs_difference": None, "why": None}
+    result: dict[str, Any] = {
+        "n_pairs": len(pairs),
+        "n_unpaired": len(retests) - len(pairs),
+        "exact_agreement": None,
+        "mean_abs_difference": None,
+        "why": None,
+    }
     if not pairs:
-        result["why"] = ("no retest ratings" if not retests
-                         else "no retest has a scored rating of the same item")
+        result["why"] = (
+            "no retest ratings" if not retests else "no retest has a scored rating of the same item"
+        )
         return result
     first, second = np.array(pairs, dtype=float).T
     result["exact_agreement"] = float(np.mean(first == second))

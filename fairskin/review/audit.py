@@ -15,8 +15,12 @@ from fairskin.review.study import ORIGINS, is_int
 def auc_real_positive(origins: Sequence[str], scores: Sequence[float]) -> dict[str, Any]:
     n_real = sum(origin == "real" for origin in origins)
     n_synthetic = len(origins) - n_real
-    result: dict[str, Any] = {"value": None, "n_real": n_real, "n_synthetic": n_synthetic,
-                              "why": None}
+    result: dict[str, Any] = {
+        "value": None,
+        "n_real": n_real,
+        "n_synthetic": n_synthetic,
+        "why": None,
+    }
     if n_real == 0 or n_synthetic == 0:
         result["why"] = "needs rated real and rated synthetic images"
     else:
@@ -43,8 +47,9 @@ def blinding_audit(files: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if missing:
             raise ValueError(f"file {index} is missing {', '.join(missing)}")
         if file["origin"] not in ORIGINS:
-            raise ValueError(f"file {index}: origin must be one of {ORIGINS}, "
-                             f"got {file['origin']!r}")
+            raise ValueError(
+                f"file {index}: origin must be one of {ORIGINS}, got {file['origin']!r}"
+            )
         if not is_int(file["bytes"]) or file["bytes"] < 0:
             raise ValueError(f"file {index}: bytes must be an integer >= 0")
         for key in ("width", "height"):
@@ -66,8 +71,10 @@ def blinding_audit(files: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     headers = [{str(k).lower(): str(v) for k, v in file["headers"].items()} for file in files]
     differing = {}
     for key in sorted({key for h in headers for key in h}):
-        values = {origin: {h.get(key) for h, o in zip(headers, origins, strict=True)
-                           if o == origin} for origin in ORIGINS}
+        values = {
+            origin: {h.get(key) for h, o in zip(headers, origins, strict=True) if o == origin}
+            for origin in ORIGINS
+        }
         if values["real"] and values["synthetic"] and values["real"] != values["synthetic"]:
             differing[key] = {origin: _few_sorted(values[origin]) for origin in ORIGINS}
     dimensions = sorted({(int(f["width"]), int(f["height"])) for f in files})

@@ -34,8 +34,17 @@ SUBSAMPLING = "4:2:0"
 
 _SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 _STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RST0-7 carry no length
-_MARKER_NAMES = {0xC4: "DHT", 0xC8: "JPG", 0xCC: "DAC", 0xD8: "SOI", 0xD9: "EOI", 0xDA: "SOS",
-                 0xDB: "DQT", 0xDD: "DRI", 0xFE: "COM"}
+_MARKER_NAMES = {
+    0xC4: "DHT",
+    0xC8: "JPG",
+    0xCC: "DAC",
+    0xD8: "SOI",
+    0xD9: "EOI",
+    0xDA: "SOS",
+    0xDB: "DQT",
+    0xDD: "DRI",
+    0xFE: "COM",
+}
 
 
 def blinded_derivative(

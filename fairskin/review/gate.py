@@ -97,8 +97,13 @@ def _interval(draws: Sequence[float]) -> tuple[float | None, float | None]:
     return float(low), float(high)
 
 
-def _bootstrap(statistic: Callable[..., Any], n_raters: int, strata: Sequence[int],
-               n_boot: int, rng: np.random.Generator) -> list[Any]:
+def _bootstrap(
+    statistic: Callable[..., Any],
+    n_raters: int,
+    strata: Sequence[int],
+    n_boot: int,
+    rng: np.random.Generator,
+) -> list[Any]:
     """Two-level resampling: raters with replacement, then items with replacement within each
     stratum, in every replicate. Replicates where the statistic is undefined are dropped."""
     draws = []
@@ -128,8 +133,15 @@ def _gate_point(scores: np.ndarray, criteria: GateCriteria) -> tuple[float, floa
     return mean, median_share, low_share
 
 
-def _judge(estimate: float | None, interval: tuple[float | None, float | None], limit: float,
-           *, greater: bool, use_interval: bool, why: str | None) -> dict[str, Any]:
+def _judge(
+    estimate: float | None,
+    interval: tuple[float | None, float | None],
+    limit: float,
+    *,
+    greater: bool,
+    use_interval: bool,
+    why: str | None,
+) -> dict[str, Any]:
     if use_interval:
         judged_on, judged = ("ci_low", interval[0]) if greater else ("ci_high", interval[1])
     else:
@@ -137,19 +149,33 @@ def _judge(estimate: float | None, interval: tuple[float | None, float | None], 
     passed = judged is not None and (judged > limit if greater else judged < limit)
     if why is None and judged is None:
         why = "no bootstrap replicate could be computed"
-    return {"estimate": estimate, "ci_low": interval[0], "ci_high": interval[1],
-            "judged_on": judged_on, "judged": judged, "comparison": ">" if greater else "<",
-            "limit": float(limit), "passed": bool(passed), "why": why}
+    return {
+        "estimate": estimate,
+        "ci_low": interval[0],
+        "ci_high": interval[1],
+        "judged_on": judged_on,
+        "judged": judged,
+        "comparison": ">" if greater else "<",
+        "limit": float(limit),
+        "passed": bool(passed),
+        "why": why,
+    }
 
 
 # --- the report --------------------------------------------------------------------------------
 
 
-def gate_report(items: Sequence[ReviewItem | Mapping[str, Any]],
-                ratings: Sequence[Rating | Mapping[str, Any]],
-                criteria: GateCriteria, *, raters: Mapping[str, bool], n_boot: int = 2000,
-                seed: int = 0, too_fast_seconds: float = 1.5,
-                min_group_items: int = 10) -> dict[str, Any]:
+def gate_report(
+    items: Sequence[ReviewItem | Mapping[str, Any]],
+    ratings: Sequence[Rating | Mapping[str, Any]],
+    criteria: GateCriteria,
+    *,
+    raters: Mapping[str, bool],
+    n_boot: int = 2000,
+    seed: int = 0,
+    too_fast_seconds: float = 1.5,
+    min_group_items: int = 10,
+) -> dict[str, Any]:
     """The review's full statistics as plain JSON.
 
     `raters` maps every enrolled rater id to whether they finished all their scored items
@@ -172,16 +198,26 @@ def gate_report(items: Sequence[ReviewItem | Mapping[str, Any]],
         raise ValueError(f"min_group_items must be an integer >= 1, got {min_group_items!r}")
     return {
         "criteria": criteria.to_dict(),
-        "bootstrap": {"n_boot": n_boot, "seed": seed, "confidence": 0.95,
-                      "resampled": "raters and images, with replacement, in every replicate"},
+        "bootstrap": {
+            "n_boot": n_boot,
+            "seed": seed,
+            "confidence": 0.95,
+            "resampled": "raters and images, with replacement, in every replicate",
+        },
         "counts": study.counts(),
         "gate": _gate(study, criteria, n_boot, seed),
         "breakdown": _breakdown(study, criteria, min_group_items),
         "synthetic_vs_real": _synthetic_vs_real(study, n_boot, seed),
         "agreement": rater_agreement(study),
-        "raters": {rater: _behaviour(study.scored_by[rater], study.n_kind[rater]["warmup"],
-                                     len(study.retests_by[rater]), too_fast_seconds)
-                   for rater in study.raters},
+        "raters": {
+            rater: _behaviour(
+                study.scored_by[rater],
+                study.n_kind[rater]["warmup"],
+                len(study.retests_by[rater]),
+                too_fast_seconds,
+            )
+            for rater in study.raters
+        },
     }
 
 
@@ -192,38 +228,65 @@ def _gate(study: Study, criteria: GateCriteria, n_boot: int, seed: int) -> dict[
     intervals: list[tuple[float | None, float | None]] = [(None, None)] * 3
     raters_with = synthetic[~np.isnan(synthetic).all(axis=1)]
     if point is not None and n_boot:
-        draws = _bootstrap(lambda r, i: _gate_point(raters_with[np.ix_(r, i)], criteria),
-                           raters_with.shape[0], [synthetic.shape[1]], n_boot,
-                           np.random.default_rng([seed, 0]))
+        draws = _bootstrap(
+            lambda r, i: _gate_point(raters_with[np.ix_(r, i)], criteria),
+            raters_with.shape[0],
+            [synthetic.shape[1]],
+            n_boot,
+            np.random.default_rng([seed, 0]),
+        )
         intervals = [_interval([d[k] for d in draws]) for k in range(3)]
     estimate = point if point is not None else (None, None, None)
     use_interval = criteria.use_interval
     gate: dict[str, Any] = {
-        "mean": _judge(estimate[0], intervals[0], criteria.mean_min, greater=True,
-                       use_interval=use_interval, why=why),
-        "median_share": _judge(estimate[1], intervals[1], criteria.median_share_min,
-                               greater=True, use_interval=use_interval, why=why),
-        "low_share": _judge(estimate[2], intervals[2], criteria.low_share_max, greater=False,
-                            use_interval=use_interval, why=why),
+        "mean": _judge(
+            estimate[0],
+            intervals[0],
+            criteria.mean_min,
+            greater=True,
+            use_interval=use_interval,
+            why=why,
+        ),
+        "median_share": _judge(
+            estimate[1],
+            intervals[1],
+            criteria.median_share_min,
+            greater=True,
+            use_interval=use_interval,
+            why=why,
+        ),
+        "low_share": _judge(
+            estimate[2],
+            intervals[2],
+            criteria.low_share_max,
+            greater=False,
+            use_interval=use_interval,
+            why=why,
+        ),
     }
     unfinished = [rater for rater, done in study.finished.items() if not done]
-    gate["raters_finished"] = {"n_raters": len(study.raters),
-                               "n_finished": len(study.raters) - len(unfinished),
-                               "unfinished": unfinished, "passed": not unfinished}
-    gate["mean_per_fst"] = _mean_per_fst(study, criteria, n_boot, seed) if criteria.per_fst \
-        else None
-    passed = [gate[name]["passed"] for name in ("mean", "median_share", "low_share",
-                                                "raters_finished")]
+    gate["raters_finished"] = {
+        "n_raters": len(study.raters),
+        "n_finished": len(study.raters) - len(unfinished),
+        "unfinished": unfinished,
+        "passed": not unfinished,
+    }
+    gate["mean_per_fst"] = (
+        _mean_per_fst(study, criteria, n_boot, seed) if criteria.per_fst else None
+    )
+    passed = [
+        gate[name]["passed"] for name in ("mean", "median_share", "low_share", "raters_finished")
+    ]
     if gate["mean_per_fst"] is not None:
         passed.append(gate["mean_per_fst"]["passed"])
     gate["passed"] = all(passed)
     return gate
 
 
-def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int,
-                  seed: int) -> dict[str, Any]:
+def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int, seed: int) -> dict[str, Any]:
     groups = {}
     for fst in SKIN_TYPES:
+
         def of_type(item: ReviewItem, fst: int = fst) -> bool:
             return item.origin == "synthetic" and item.fst == fst
 
@@ -235,14 +298,26 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int,
         estimate = finite_or_none(np.nanmean(scores)) if scores.size else None
         interval: tuple[float | None, float | None] = (None, None)
         if estimate is not None and n_boot:
-            draws = _bootstrap(lambda r, i, s=scores: _nanmean_or_none(s[np.ix_(r, i)]),
-                               scores.shape[0], [columns.size], n_boot,
-                               np.random.default_rng([seed, 10 + fst]))
+            draws = _bootstrap(
+                lambda r, i, s=scores: _nanmean_or_none(s[np.ix_(r, i)]),
+                scores.shape[0],
+                [columns.size],
+                n_boot,
+                np.random.default_rng([seed, 10 + fst]),
+            )
             interval = _interval(draws)
         why = None if estimate is not None else "no scored ratings of this skin type's images"
-        groups[str(fst)] = {**_judge(estimate, interval, criteria.mean_min, greater=True,
-                                     use_interval=criteria.use_interval, why=why),
-                            "n_items": int(columns.size)}
+        groups[str(fst)] = {
+            **_judge(
+                estimate,
+                interval,
+                criteria.mean_min,
+                greater=True,
+                use_interval=criteria.use_interval,
+                why=why,
+            ),
+            "n_items": int(columns.size),
+        }
     if not groups:
         return {"groups": {}, "passed": False, "why": "no synthetic images"}
     return {"groups": groups, "passed": all(g["passed"] for g in groups.values()), "why": None}
@@ -257,25 +332,35 @@ def _breakdown(study: Study, criteria: GateCriteria, min_group_items: int) -> di
         point = _gate_point(scores, criteria)
         mean, median_share, low_share = point if point is not None else (None, None, None)
         n_rated = int((~np.isnan(scores)).any(axis=0).sum())
-        return {"n_items": n_items, "n_rated_items": n_rated, "mean": mean,
-                "median_share": median_share, "low_share": low_share,
-                "why": None if point is not None else "no scored ratings"}
+        return {
+            "n_items": n_items,
+            "n_rated_items": n_rated,
+            "mean": mean,
+            "median_share": median_share,
+            "low_share": low_share,
+            "why": None if point is not None else "no scored ratings",
+        }
 
     def grouped(key: Callable[[ReviewItem], Any]) -> dict[str, Any]:
         groups = {}
         for value in sorted({key(item) for item in study.items if item.origin == "synthetic"}):
+
             def in_group(item: ReviewItem, v: Any = value) -> bool:
                 return item.origin == "synthetic" and bool(key(item) == v)
 
             columns = study.columns(in_group)
-            groups[str(value)] = {**estimates(study.scores[:, columns], int(columns.size)),
-                                  "few_items": bool(columns.size < min_group_items)}
+            groups[str(value)] = {
+                **estimates(study.scores[:, columns], int(columns.size)),
+                "few_items": bool(columns.size < min_group_items),
+            }
         return groups
 
     synthetic = study.origin_scores("synthetic")
     return {
-        "by_rater": {rater: estimates(synthetic[[index]], synthetic.shape[1])
-                     for index, rater in enumerate(study.raters)},
+        "by_rater": {
+            rater: estimates(synthetic[[index]], synthetic.shape[1])
+            for index, rater in enumerate(study.raters)
+        },
         "by_fst": grouped(lambda item: item.fst),
         "by_diagnosis": grouped(lambda item: item.diagnosis),
         "min_group_items": min_group_items,
@@ -285,23 +370,29 @@ def _breakdown(study: Study, criteria: GateCriteria, min_group_items: int) -> di
 def _synthetic_vs_real(study: Study, n_boot: int, seed: int) -> dict[str, Any]:
     synthetic, real = study.origin_scores("synthetic"), study.origin_scores("real")
     result: dict[str, Any] = {}
-    difference: dict[str, Any] = {"estimate": None, "ci_low": None, "ci_high": None,
-                                  "why": None}
+    difference: dict[str, Any] = {"estimate": None, "ci_low": None, "ci_high": None, "why": None}
     if (~np.isnan(synthetic)).any() and (~np.isnan(real)).any():
         difference["estimate"] = float(np.nanmean(synthetic) - np.nanmean(real))
         if n_boot:
             keep = ~np.isnan(study.scores).all(axis=1)
             syn, rea = synthetic[keep], real[keep]
 
-            def mean_difference(r: np.ndarray, i_syn: np.ndarray,
-                                i_real: np.ndarray) -> float | None:
-                a, b = _nanmean_or_none(syn[np.ix_(r, i_syn)]), \
-                    _nanmean_or_none(rea[np.ix_(r, i_real)])
+            def mean_difference(
+                r: np.ndarray, i_syn: np.ndarray, i_real: np.ndarray
+            ) -> float | None:
+                a, b = (
+                    _nanmean_or_none(syn[np.ix_(r, i_syn)]),
+                    _nanmean_or_none(rea[np.ix_(r, i_real)]),
+                )
                 return None if a is None or b is None else a - b
 
-            draws = _bootstrap(mean_difference, int(keep.sum()),
-                               [synthetic.shape[1], real.shape[1]], n_boot,
-                               np.random.default_rng([seed, 1]))
+            draws = _bootstrap(
+                mean_difference,
+                int(keep.sum()),
+                [synthetic.shape[1], real.shape[1]],
+                n_boot,
+                np.random.default_rng([seed, 1]),
+            )
             difference["ci_low"], difference["ci_high"] = _interval(draws)
     else:
         difference["why"] = "needs scored ratings of both synthetic and real images"
@@ -312,11 +403,17 @@ def _synthetic_vs_real(study: Study, n_boot: int, seed: int) -> dict[str, Any]:
     means = np.full(len(study.items), np.nan)
     means[rated] = np.nanmean(study.scores[:, rated], axis=0)
     origins = [item.origin for item in study.items]
-    syn_means = [m for m, o, ok in zip(means, origins, rated, strict=True)
-                 if ok and o == "synthetic"]
+    syn_means = [
+        m for m, o, ok in zip(means, origins, rated, strict=True) if ok and o == "synthetic"
+    ]
     real_means = [m for m, o, ok in zip(means, origins, rated, strict=True) if ok and o == "real"]
-    test: dict[str, Any] = {"u_synthetic": None, "p_value": None, "n_synthetic": len(syn_means),
-                            "n_real": len(real_means), "why": None}
+    test: dict[str, Any] = {
+        "u_synthetic": None,
+        "p_value": None,
+        "n_synthetic": len(syn_means),
+        "n_real": len(real_means),
+        "why": None,
+    }
     if syn_means and real_means:
         outcome = mannwhitneyu(syn_means, real_means, alternative="two-sided")
         test["u_synthetic"] = float(outcome.statistic)
@@ -325,24 +422,29 @@ def _synthetic_vs_real(study: Study, n_boot: int, seed: int) -> dict[str, Any]:
         test["why"] = "needs rated synthetic and rated real images"
     result["mann_whitney"] = test
     result["auc_pooled"] = auc_real_positive(
-        [o for o, ok in zip(origins, rated, strict=True) if ok], means[rated].tolist())
+        [o for o, ok in zip(origins, rated, strict=True) if ok], means[rated].tolist()
+    )
     by_rater = {}
     for index, rater in enumerate(study.raters):
         mine = ~np.isnan(study.scores[index])
         by_rater[rater] = auc_real_positive(
             [o for o, ok in zip(origins, mine, strict=True) if ok],
-            study.scores[index, mine].tolist())
+            study.scores[index, mine].tolist(),
+        )
     result["auc_by_rater"] = by_rater
     return result
 
 
-def _behaviour(scored: Sequence[Rating], n_warmup: int, n_retest: int,
-               too_fast_seconds: float) -> dict[str, Any]:
+def _behaviour(
+    scored: Sequence[Rating], n_warmup: int, n_retest: int, too_fast_seconds: float
+) -> dict[str, Any]:
     ordered = sorted(scored, key=lambda r: r.position)
     seconds = np.array([r.seconds for r in ordered], dtype=float)
     scores = np.array([r.score for r in ordered], dtype=float)
     result: dict[str, Any] = {
-        "n_scored": len(ordered), "n_warmup": n_warmup, "n_retest": n_retest,
+        "n_scored": len(ordered),
+        "n_warmup": n_warmup,
+        "n_retest": n_retest,
         "median_seconds": float(np.median(seconds)) if len(ordered) else None,
         "too_fast_seconds": float(too_fast_seconds),
         "too_fast_share": float(np.mean(seconds < too_fast_seconds)) if len(ordered) else None,
@@ -355,6 +457,9 @@ def _behaviour(scored: Sequence[Rating], n_warmup: int, n_retest: int,
     else:
         first, second = scores[:half], scores[-half:]
         test = mannwhitneyu(second, first, alternative="two-sided")
-        result["drift"] = {"value": float(second.mean() - first.mean()),
-                           "p_value": finite_or_none(test.pvalue), "why": None}
+        result["drift"] = {
+            "value": float(second.mean() - first.mean()),
+            "p_value": finite_or_none(test.pvalue),
+            "why": None,
+        }
     return result

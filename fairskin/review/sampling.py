@@ -232,8 +232,7 @@ def _draw_controls(
         for donor in _nearest_strata(stratum, [s for s, ids in available.items() if ids]):
             taken = _take(rng, available[donor], min(missing, len(available[donor])))
             controls += [
-                Control(id=i, stratum=stratum, substituted_from=donor, reason=reason)
-                for i in taken
+                Control(id=i, stratum=stratum, substituted_from=donor, reason=reason) for i in taken
             ]
             substitutions.append(
                 f"{len(taken)} control(s) for {_label(stratum)} drawn from {_label(donor)}: "
@@ -317,11 +316,7 @@ def rater_order(
     for item_id, origin in sorted(items):
         by_origin.setdefault(origin, []).append(item_id)
     origin_counts = {origin: len(ids) for origin, ids in by_origin.items()}
-    retests = (
-        largest_remainder(round(retest_share * len(items)), origin_counts)
-        if items
-        else {}
-    )
+    retests = largest_remainder(round(retest_share * len(items)), origin_counts) if items else {}
     slot_counts = {origin: count + retests[origin] for origin, count in origin_counts.items()}
     pattern = _origin_pattern(rng, slot_counts, _run_caps(slot_counts, max_run))
 

@@ -26,8 +26,11 @@ def is_int(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    return (isinstance(value, int | float | np.integer | np.floating)
-            and not isinstance(value, bool) and math.isfinite(value))
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def finite_or_none(value: Any) -> float | None:
@@ -49,8 +52,9 @@ class ReviewItem:
         if not isinstance(self.item_id, str) or not self.item_id:
             raise ValueError(f"item_id must be a non-empty string, got {self.item_id!r}")
         if self.origin not in ORIGINS:
-            raise ValueError(f"item {self.item_id}: origin must be one of {ORIGINS}, "
-                             f"got {self.origin!r}")
+            raise ValueError(
+                f"item {self.item_id}: origin must be one of {ORIGINS}, got {self.origin!r}"
+            )
         if not isinstance(self.diagnosis, str) or not self.diagnosis:
             raise ValueError(f"item {self.item_id}: diagnosis must be a non-empty string")
         if not is_int(self.fst) or self.fst not in SKIN_TYPES:
@@ -75,8 +79,7 @@ class Rating:
         if not is_int(self.score) or self.score not in SCORES:
             raise ValueError(f"{where}: score must be an integer 1-7, got {self.score!r}")
         if not is_number(self.seconds) or self.seconds < 0:
-            raise ValueError(f"{where}: seconds must be a finite number >= 0, "
-                             f"got {self.seconds!r}")
+            raise ValueError(f"{where}: seconds must be a finite number >= 0, got {self.seconds!r}")
         if not is_int(self.position):
             raise ValueError(f"{where}: position must be an integer, got {self.position!r}")
         if self.kind not in KINDS:
@@ -89,8 +92,12 @@ def _as_item(value: ReviewItem | Mapping[str, Any]) -> ReviewItem:
     missing = [f.name for f in fields(ReviewItem) if f.name not in value]
     if missing:
         raise ValueError(f"item {dict(value)!r} is missing {', '.join(missing)}")
-    return ReviewItem(item_id=str(value["item_id"]), origin=value["origin"],
-                      diagnosis=value["diagnosis"], fst=value["fst"])
+    return ReviewItem(
+        item_id=str(value["item_id"]),
+        origin=value["origin"],
+        diagnosis=value["diagnosis"],
+        fst=value["fst"],
+    )
 
 
 def _as_rating(value: Rating | Mapping[str, Any]) -> Rating:
@@ -100,17 +107,25 @@ def _as_rating(value: Rating | Mapping[str, Any]) -> Rating:
     missing = [name for name in required if name not in value]
     if missing:
         raise ValueError(f"rating {dict(value)!r} is missing {', '.join(missing)}")
-    return Rating(rater_id=str(value["rater_id"]), item_id=str(value["item_id"]),
-                  score=value["score"], seconds=value["seconds"], position=value["position"],
-                  kind=value.get("kind", "scored"))
+    return Rating(
+        rater_id=str(value["rater_id"]),
+        item_id=str(value["item_id"]),
+        score=value["score"],
+        seconds=value["seconds"],
+        position=value["position"],
+        kind=value.get("kind", "scored"),
+    )
 
 
 class Study:
     """Validated items and ratings, with the scored ratings as a raters x items matrix."""
 
-    def __init__(self, items: Sequence[ReviewItem | Mapping[str, Any]],
-                 ratings: Sequence[Rating | Mapping[str, Any]],
-                 raters: Mapping[str, bool]) -> None:
+    def __init__(
+        self,
+        items: Sequence[ReviewItem | Mapping[str, Any]],
+        ratings: Sequence[Rating | Mapping[str, Any]],
+        raters: Mapping[str, bool],
+    ) -> None:
         if not isinstance(raters, Mapping) or not raters:
             raise ValueError("raters must map each enrolled rater id to whether they finished")
         self.finished: dict[str, bool] = {}
@@ -140,8 +155,9 @@ class Study:
             if rating.rater_id not in row:
                 raise ValueError(f"rating by unknown rater {rating.rater_id!r}")
             if (rating.rater_id, rating.position) in positions:
-                raise ValueError(f"rater {rating.rater_id!r} has two ratings at position "
-                                 f"{rating.position}")
+                raise ValueError(
+                    f"rater {rating.rater_id!r} has two ratings at position {rating.position}"
+                )
             positions.add((rating.rater_id, rating.position))
             self.n_kind[rating.rater_id][rating.kind] += 1
             if rating.kind == "warmup":
@@ -153,8 +169,9 @@ class Study:
                 continue
             cell = (row[rating.rater_id], self.column[rating.item_id])
             if not np.isnan(self.scores[cell]):
-                raise ValueError(f"rater {rating.rater_id!r} has two scored ratings of item "
-                                 f"{rating.item_id!r}")
+                raise ValueError(
+                    f"rater {rating.rater_id!r} has two scored ratings of item {rating.item_id!r}"
+                )
             self.scores[cell] = rating.score
             self.scored_by[rating.rater_id].append(rating)
 
@@ -167,10 +184,12 @@ class Study:
     def counts(self) -> dict[str, Any]:
         unrated = np.isnan(self.scores).all(axis=0)
         return {
-            "items": {origin: sum(item.origin == origin for item in self.items)
-                      for origin in ORIGINS},
+            "items": {
+                origin: sum(item.origin == origin for item in self.items) for origin in ORIGINS
+            },
             "raters": len(self.raters),
             "ratings": {kind: sum(n[kind] for n in self.n_kind.values()) for kind in KINDS},
-            "unrated_items": [item.item_id for item, no in zip(self.items, unrated, strict=True)
-                              if no],
+            "unrated_items": [
+                item.item_id for item, no in zip(self.items, unrated, strict=True) if no
+            ],
         }

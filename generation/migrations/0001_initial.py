@@ -8,100 +8,272 @@ import generation.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0002_role_permissions'),
-        ('jobs', '0002_log_entry_plural'),
-        ('training', '0003_classifier_runs'),
+        ("catalog", "0002_role_permissions"),
+        ("jobs", "0002_log_entry_plural"),
+        ("training", "0003_classifier_runs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Batch',
+            name="Batch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, max_length=120)),
-                ('target', models.PositiveIntegerField(help_text='Accepted images wanted.')),
-                ('diagnoses', models.JSONField(default=list)),
-                ('fst_distribution', models.JSONField(default=generation.models.default_fst_distribution)),
-                ('overgeneration', models.FloatField(default=1.5)),
-                ('scheduler', models.CharField(choices=[('ddpm', 'ddpm'), ('ddim', 'ddim'), ('dpm-solver++', 'dpm-solver++'), ('unipc', 'unipc')], default='ddim', max_length=16)),
-                ('steps', models.PositiveIntegerField(default=50)),
-                ('guidance', models.FloatField(default=7.5)),
-                ('negative_prompt', models.CharField(blank=True, default='blurry, low quality, text, watermark, duplicated', max_length=500)),
-                ('size', models.PositiveIntegerField(help_text='Image side in pixels.')),
-                ('seed', models.BigIntegerField(default=0)),
-                ('shard_size', models.PositiveIntegerField(default=64, help_text='Candidates per shard job.')),
-                ('device_batch', models.PositiveIntegerField(default=8, help_text='Images per device pass.')),
-                ('scoring', models.JSONField(blank=True, default=dict, help_text='Thresholds and switches.')),
-                ('quotas', models.JSONField(default=dict)),
-                ('planned', models.JSONField(default=dict, help_text='Next candidate index per stratum.')),
-                ('outcomes', models.JSONField(blank=True, default=dict, help_text='Finished strata: accepted and shortfall.')),
-                ('state', models.CharField(choices=[('preparing', 'Preparing reference features'), ('generating', 'Generating'), ('reporting', 'Computing batch metrics'), ('finished', 'Finished'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='preparing', max_length=12)),
-                ('foreground', models.BooleanField(default=False, help_text="Run by a command's --wait.")),
-                ('artifacts_dir', models.CharField(blank=True, max_length=500)),
-                ('provenance', models.JSONField(blank=True, default=dict, help_text='Feature extractors and their weights.')),
-                ('report', models.JSONField(blank=True, default=dict, help_text='Batch metrics.')),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('dataset', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='batch', to='catalog.dataset')),
-                ('job', models.OneToOneField(blank=True, help_text='Preparation; shards are its children.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='batch', to='jobs.job')),
-                ('model_run', models.ForeignKey(help_text='A LoRA or joint run; its parents are implied.', on_delete=django.db.models.deletion.PROTECT, related_name='batches', to='training.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=120)),
+                ("target", models.PositiveIntegerField(help_text="Accepted images wanted.")),
+                ("diagnoses", models.JSONField(default=list)),
+                (
+                    "fst_distribution",
+                    models.JSONField(default=generation.models.default_fst_distribution),
+                ),
+                ("overgeneration", models.FloatField(default=1.5)),
+                (
+                    "scheduler",
+                    models.CharField(
+                        choices=[
+                            ("ddpm", "ddpm"),
+                            ("ddim", "ddim"),
+                            ("dpm-solver++", "dpm-solver++"),
+                            ("unipc", "unipc"),
+                        ],
+                        default="ddim",
+                        max_length=16,
+                    ),
+                ),
+                ("steps", models.PositiveIntegerField(default=50)),
+                ("guidance", models.FloatField(default=7.5)),
+                (
+                    "negative_prompt",
+                    models.CharField(
+                        blank=True,
+                        default="blurry, low quality, text, watermark, duplicated",
+                        max_length=500,
+                    ),
+                ),
+                ("size", models.PositiveIntegerField(help_text="Image side in pixels.")),
+                ("seed", models.BigIntegerField(default=0)),
+                (
+                    "shard_size",
+                    models.PositiveIntegerField(default=64, help_text="Candidates per shard job."),
+                ),
+                (
+                    "device_batch",
+                    models.PositiveIntegerField(default=8, help_text="Images per device pass."),
+                ),
+                (
+                    "scoring",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Thresholds and switches."
+                    ),
+                ),
+                ("quotas", models.JSONField(default=dict)),
+                (
+                    "planned",
+                    models.JSONField(default=dict, help_text="Next candidate index per stratum."),
+                ),
+                (
+                    "outcomes",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text="Finished strata: accepted and shortfall.",
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("preparing", "Preparing reference features"),
+                            ("generating", "Generating"),
+                            ("reporting", "Computing batch metrics"),
+                            ("finished", "Finished"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="preparing",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "foreground",
+                    models.BooleanField(default=False, help_text="Run by a command's --wait."),
+                ),
+                ("artifacts_dir", models.CharField(blank=True, max_length=500)),
+                (
+                    "provenance",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Feature extractors and their weights."
+                    ),
+                ),
+                ("report", models.JSONField(blank=True, default=dict, help_text="Batch metrics.")),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "dataset",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batch",
+                        to="catalog.dataset",
+                    ),
+                ),
+                (
+                    "job",
+                    models.OneToOneField(
+                        blank=True,
+                        help_text="Preparation; shards are its children.",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="batch",
+                        to="jobs.job",
+                    ),
+                ),
+                (
+                    "model_run",
+                    models.ForeignKey(
+                        help_text="A LoRA or joint run; its parents are implied.",
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batches",
+                        to="training.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('launch_batch', 'Can launch, cancel and resume generation batches')],
+                "ordering": ["-created_at"],
+                "permissions": [
+                    ("launch_batch", "Can launch, cancel and resume generation batches")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Sample',
+            name="Sample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('diagnosis', models.CharField(max_length=8)),
-                ('fst', models.PositiveSmallIntegerField()),
-                ('index', models.PositiveIntegerField(help_text="Place in the stratum's seed order.")),
-                ('seed', models.BigIntegerField()),
-                ('prompt', models.CharField(max_length=500)),
-                ('negative_prompt', models.CharField(blank=True, max_length=500)),
-                ('steps', models.PositiveIntegerField()),
-                ('guidance', models.FloatField()),
-                ('scheduler', models.CharField(max_length=16)),
-                ('model_runs', models.JSONField(default=list, help_text='Run ids, oldest first.')),
-                ('metrics', models.JSONField(default=dict)),
-                ('checks', models.JSONField(default=list, help_text='Every check with its value and limit.')),
-                ('failed_checks', models.JSONField(default=list, help_text='Reasons from the image itself.')),
-                ('clip_embedding', models.BinaryField(help_text='float32 vector, for duplicates/diversity.')),
-                ('inception_features', models.BinaryField(help_text='float32 pool features, for FID/KID.')),
-                ('verdict', models.CharField(choices=[('pending', 'Pending (earlier seeds not scored yet)'), ('accepted', 'Accepted'), ('rejected', 'Rejected'), ('surplus', 'Not needed (quota met by earlier seeds)')], default='pending', max_length=10)),
-                ('reasons', models.JSONField(default=list, help_text='Why it was rejected.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='generation.batch')),
-                ('image', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='sample', to='catalog.image')),
-                ('shard_job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='jobs.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("diagnosis", models.CharField(max_length=8)),
+                ("fst", models.PositiveSmallIntegerField()),
+                (
+                    "index",
+                    models.PositiveIntegerField(help_text="Place in the stratum's seed order."),
+                ),
+                ("seed", models.BigIntegerField()),
+                ("prompt", models.CharField(max_length=500)),
+                ("negative_prompt", models.CharField(blank=True, max_length=500)),
+                ("steps", models.PositiveIntegerField()),
+                ("guidance", models.FloatField()),
+                ("scheduler", models.CharField(max_length=16)),
+                ("model_runs", models.JSONField(default=list, help_text="Run ids, oldest first.")),
+                ("metrics", models.JSONField(default=dict)),
+                (
+                    "checks",
+                    models.JSONField(
+                        default=list, help_text="Every check with its value and limit."
+                    ),
+                ),
+                (
+                    "failed_checks",
+                    models.JSONField(default=list, help_text="Reasons from the image itself."),
+                ),
+                (
+                    "clip_embedding",
+                    models.BinaryField(help_text="float32 vector, for duplicates/diversity."),
+                ),
+                (
+                    "inception_features",
+                    models.BinaryField(help_text="float32 pool features, for FID/KID."),
+                ),
+                (
+                    "verdict",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending (earlier seeds not scored yet)"),
+                            ("accepted", "Accepted"),
+                            ("rejected", "Rejected"),
+                            ("surplus", "Not needed (quota met by earlier seeds)"),
+                        ],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("reasons", models.JSONField(default=list, help_text="Why it was rejected.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="samples",
+                        to="generation.batch",
+                    ),
+                ),
+                (
+                    "image",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sample",
+                        to="catalog.image",
+                    ),
+                ),
+                (
+                    "shard_job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="jobs.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['batch_id', 'diagnosis', 'fst', 'index'],
+                "ordering": ["batch_id", "diagnosis", "fst", "index"],
             },
         ),
         migrations.AddConstraint(
-            model_name='batch',
-            constraint=models.CheckConstraint(condition=models.Q(('overgeneration__gte', 1)), name='batch_overgeneration_at_least_1'),
+            model_name="batch",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("overgeneration__gte", 1)),
+                name="batch_overgeneration_at_least_1",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='batch',
-            constraint=models.CheckConstraint(condition=models.Q(('target__gt', 0)), name='batch_target_positive'),
+            model_name="batch",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("target__gt", 0)), name="batch_target_positive"
+            ),
         ),
         migrations.AddIndex(
-            model_name='sample',
-            index=models.Index(fields=['batch', 'verdict', 'diagnosis', 'fst'], name='sample_batch_verdict_idx'),
+            model_name="sample",
+            index=models.Index(
+                fields=["batch", "verdict", "diagnosis", "fst"], name="sample_batch_verdict_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sample',
-            constraint=models.UniqueConstraint(fields=('batch', 'diagnosis', 'fst', 'index'), name='sample_unique_candidate'),
+            model_name="sample",
+            constraint=models.UniqueConstraint(
+                fields=("batch", "diagnosis", "fst", "index"), name="sample_unique_candidate"
+            ),
         ),
     ]

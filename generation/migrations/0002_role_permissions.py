@@ -6,8 +6,12 @@ from accounts.permissions import grant
 # are synthetic or how a batch scored them.
 ROLE_PERMISSIONS = {
     "lead": ["generation.view_batch", "generation.view_sample"],
-    "engineer": ["generation.view_batch", "generation.view_sample", "generation.add_batch",
-                 "generation.launch_batch"],
+    "engineer": [
+        "generation.view_batch",
+        "generation.view_sample",
+        "generation.add_batch",
+        "generation.launch_batch",
+    ],
 }
 
 

@@ -4,20 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('generation', '0002_role_permissions'),
+        ("generation", "0002_role_permissions"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='batch',
-            name='reproducibility',
-            field=models.JSONField(blank=True, default=dict, help_text="What a candidate's pixels depend on besides its seed and the settings: the micro-batch size, and each machine (device, dtype, library versions, CPU threads) that generated candidates."),
+            model_name="batch",
+            name="reproducibility",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text="What a candidate's pixels depend on besides its seed and the settings: the micro-batch size, and each machine (device, dtype, library versions, CPU threads) that generated candidates.",
+            ),
         ),
         migrations.AlterField(
-            model_name='batch',
-            name='device_batch',
-            field=models.PositiveIntegerField(default=8, help_text='Images per device pass: the fixed micro-batch size, which the pixels depend on (see reproducibility).'),
+            model_name="batch",
+            name="device_batch",
+            field=models.PositiveIntegerField(
+                default=8,
+                help_text="Images per device pass: the fixed micro-batch size, which the pixels depend on (see reproducibility).",
+            ),
         ),
     ]

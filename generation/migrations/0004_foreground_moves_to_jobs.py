@@ -7,23 +7,23 @@ from django.db import migrations
 def mark_jobs(apps, schema_editor):
     Batch = apps.get_model("generation", "Batch")
     Job = apps.get_model("jobs", "Job")
-    roots = list(Batch.objects.filter(foreground=True).exclude(job=None)
-                 .values_list("job_id", flat=True))
+    roots = list(
+        Batch.objects.filter(foreground=True).exclude(job=None).values_list("job_id", flat=True)
+    )
     Job.objects.filter(pk__in=roots).update(runs_here=True)
     Job.objects.filter(parent_id__in=roots).update(runs_here=True)
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('generation', '0003_batch_reproducibility'),
-        ('jobs', '0004_job_runs_here'),
+        ("generation", "0003_batch_reproducibility"),
+        ("jobs", "0004_job_runs_here"),
     ]
 
     operations = [
         migrations.RunPython(mark_jobs, migrations.RunPython.noop),
         migrations.RemoveField(
-            model_name='batch',
-            name='foreground',
+            model_name="batch",
+            name="foreground",
         ),
     ]

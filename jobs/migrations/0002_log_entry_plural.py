@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0001_initial'),
+        ("jobs", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='joblogentry',
-            options={'ordering': ['job', 'id'], 'verbose_name_plural': 'job log entries'},
+            name="joblogentry",
+            options={"ordering": ["job", "id"], "verbose_name_plural": "job log entries"},
         ),
     ]

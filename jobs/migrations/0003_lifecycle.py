@@ -14,41 +14,49 @@ def mark_sent(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0002_log_entry_plural'),
+        ("jobs", "0002_log_entry_plural"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='attempt_limit',
-            field=models.PositiveIntegerField(default=jobs.models.default_attempt_limit, help_text="Attempts this job may start in all; a user's Resume grants a fresh budget."),
+            model_name="job",
+            name="attempt_limit",
+            field=models.PositiveIntegerField(
+                default=jobs.models.default_attempt_limit,
+                help_text="Attempts this job may start in all; a user's Resume grants a fresh budget.",
+            ),
         ),
         migrations.AddField(
-            model_name='job',
-            name='message_sent_at',
+            model_name="job",
+            name="message_sent_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='job',
-            name='phase_start_done',
-            field=models.PositiveIntegerField(default=0, help_text='Units already done when this phase started (a resumed run).'),
+            model_name="job",
+            name="phase_start_done",
+            field=models.PositiveIntegerField(
+                default=0, help_text="Units already done when this phase started (a resumed run)."
+            ),
         ),
         migrations.AddField(
-            model_name='job',
-            name='phase_started_at',
+            model_name="job",
+            name="phase_started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='job',
-            name='progress_phase',
+            model_name="job",
+            name="progress_phase",
             field=models.CharField(blank=True, max_length=120),
         ),
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(condition=models.Q(('message_sent_at__isnull', True), ('state', 'queued')), fields=['created_at'], name='job_unsent_idx'),
+            model_name="job",
+            index=models.Index(
+                condition=models.Q(("message_sent_at__isnull", True), ("state", "queued")),
+                fields=["created_at"],
+                name="job_unsent_idx",
+            ),
         ),
         migrations.RunPython(mark_sent, migrations.RunPython.noop),
     ]

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0003_lifecycle'),
+        ("jobs", "0003_lifecycle"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='runs_here',
-            field=models.BooleanField(default=False, help_text='Run by the launching command (--wait); the follow-up jobs it queues are too.'),
+            model_name="job",
+            name="runs_here",
+            field=models.BooleanField(
+                default=False,
+                help_text="Run by the launching command (--wait); the follow-up jobs it queues are too.",
+            ),
         ),
     ]

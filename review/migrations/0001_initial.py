@@ -8,213 +8,539 @@ import review.models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('catalog', '0002_role_permissions'),
-        ('generation', '0002_role_permissions'),
-        ('jobs', '0002_log_entry_plural'),
+        ("catalog", "0002_role_permissions"),
+        ("generation", "0002_role_permissions"),
+        ("jobs", "0002_log_entry_plural"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('kind', models.CharField(choices=[('warmup', 'Warm-up (not scored)'), ('scored', 'Scored'), ('retest', 'Repeat (test-retest)')], default='scored', max_length=8)),
-                ('token', models.CharField(default=review.models.new_token, max_length=64, unique=True)),
-                ('first_served_at', models.DateTimeField(blank=True, null=True)),
-                ('rater', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("warmup", "Warm-up (not scored)"),
+                            ("scored", "Scored"),
+                            ("retest", "Repeat (test-retest)"),
+                        ],
+                        default="scored",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "token",
+                    models.CharField(default=review.models.new_token, max_length=64, unique=True),
+                ),
+                ("first_served_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "rater",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['study_id', 'rater_id', 'position'],
+                "ordering": ["study_id", "rater_id", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Study',
+            name="Study",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, max_length=120)),
-                ('sample_size', models.PositiveIntegerField(default=500, help_text='Synthetic images drawn for rating.')),
-                ('control_ratio', models.FloatField(default=0.25, help_text='Real controls per synthetic.')),
-                ('seed', models.BigIntegerField()),
-                ('warmup_count', models.PositiveIntegerField(default=0, help_text='Unscored practice items.')),
-                ('retest_share', models.FloatField(default=0.0, help_text='Share of items shown twice.')),
-                ('max_run', models.PositiveIntegerField(default=5, help_text='Longest run of one origin.')),
-                ('allow_changes', models.BooleanField(default=False, help_text='Raters may change a submitted rating.')),
-                ('instructions', models.TextField()),
-                ('instructions_version', models.PositiveIntegerField(default=1)),
-                ('criteria', models.JSONField(help_text='Gate criteria, versioned, frozen at creation.')),
-                ('state', models.CharField(choices=[('preparing', 'Preparing (sampling and blinding)'), ('open', 'Open for rating'), ('closed', 'Closed'), ('failed', 'Preparation failed')], default='preparing', max_length=12)),
-                ('plan', models.JSONField(blank=True, default=dict, help_text='Sample, controls, substitutes.')),
-                ('gate', models.JSONField(blank=True, default=dict, help_text='Gate report at closing.')),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('opened_at', models.DateTimeField(blank=True, null=True)),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='studies', to='generation.batch')),
-                ('closed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('job', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='study', to='jobs.job')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=120)),
+                (
+                    "sample_size",
+                    models.PositiveIntegerField(
+                        default=500, help_text="Synthetic images drawn for rating."
+                    ),
+                ),
+                (
+                    "control_ratio",
+                    models.FloatField(default=0.25, help_text="Real controls per synthetic."),
+                ),
+                ("seed", models.BigIntegerField()),
+                (
+                    "warmup_count",
+                    models.PositiveIntegerField(default=0, help_text="Unscored practice items."),
+                ),
+                (
+                    "retest_share",
+                    models.FloatField(default=0.0, help_text="Share of items shown twice."),
+                ),
+                (
+                    "max_run",
+                    models.PositiveIntegerField(default=5, help_text="Longest run of one origin."),
+                ),
+                (
+                    "allow_changes",
+                    models.BooleanField(
+                        default=False, help_text="Raters may change a submitted rating."
+                    ),
+                ),
+                ("instructions", models.TextField()),
+                ("instructions_version", models.PositiveIntegerField(default=1)),
+                (
+                    "criteria",
+                    models.JSONField(help_text="Gate criteria, versioned, frozen at creation."),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("preparing", "Preparing (sampling and blinding)"),
+                            ("open", "Open for rating"),
+                            ("closed", "Closed"),
+                            ("failed", "Preparation failed"),
+                        ],
+                        default="preparing",
+                        max_length=12,
+                    ),
+                ),
+                (
+                    "plan",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Sample, controls, substitutes."
+                    ),
+                ),
+                (
+                    "gate",
+                    models.JSONField(blank=True, default=dict, help_text="Gate report at closing."),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("opened_at", models.DateTimeField(blank=True, null=True)),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="studies",
+                        to="generation.batch",
+                    ),
+                ),
+                (
+                    "closed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "job",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="study",
+                        to="jobs.job",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('manage_study', 'Can open, close and decide on review studies'), ('rate_study', 'Can rate images in studies assigned to them')],
+                "ordering": ["-created_at"],
+                "permissions": [
+                    ("manage_study", "Can open, close and decide on review studies"),
+                    ("rate_study", "Can rate images in studies assigned to them"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Release',
+            name="Release",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('approved_at', models.DateTimeField(auto_now_add=True)),
-                ('note', models.TextField(blank=True)),
-                ('manifest', models.JSONField()),
-                ('manifest_sha256', models.CharField(max_length=64)),
-                ('gate', models.JSONField(help_text='The gate report the approval relied on.')),
-                ('criteria_version', models.PositiveIntegerField()),
-                ('image_count', models.PositiveIntegerField()),
-                ('export_path', models.CharField(blank=True, max_length=500)),
-                ('approved_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='releases', to='generation.batch')),
-                ('export_job', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='release', to='jobs.job')),
-                ('study', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='release', to='review.study')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("approved_at", models.DateTimeField(auto_now_add=True)),
+                ("note", models.TextField(blank=True)),
+                ("manifest", models.JSONField()),
+                ("manifest_sha256", models.CharField(max_length=64)),
+                ("gate", models.JSONField(help_text="The gate report the approval relied on.")),
+                ("criteria_version", models.PositiveIntegerField()),
+                ("image_count", models.PositiveIntegerField()),
+                ("export_path", models.CharField(blank=True, max_length=500)),
+                (
+                    "approved_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="releases",
+                        to="generation.batch",
+                    ),
+                ),
+                (
+                    "export_job",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="release",
+                        to="jobs.job",
+                    ),
+                ),
+                (
+                    "study",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="release",
+                        to="review.study",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-approved_at'],
+                "ordering": ["-approved_at"],
             },
         ),
         migrations.CreateModel(
-            name='RatingAudit',
+            name="RatingAudit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(max_length=16)),
-                ('score', models.PositiveSmallIntegerField(null=True)),
-                ('previous', models.PositiveSmallIntegerField(null=True)),
-                ('detail', models.CharField(blank=True, max_length=300)),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('assignment', models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='review.assignment')),
-                ('rater', models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('study', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='audit', to='review.study')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("action", models.CharField(max_length=16)),
+                ("score", models.PositiveSmallIntegerField(null=True)),
+                ("previous", models.PositiveSmallIntegerField(null=True)),
+                ("detail", models.CharField(blank=True, max_length=300)),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "assignment",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="review.assignment",
+                    ),
+                ),
+                (
+                    "rater",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "study",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="audit",
+                        to="review.study",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='BatchRejection',
+            name="BatchRejection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('reason', models.TextField()),
-                ('rejected_at', models.DateTimeField(auto_now_add=True)),
-                ('batch', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='rejection', to='generation.batch')),
-                ('rejected_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('study', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='review.study')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("reason", models.TextField()),
+                ("rejected_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "batch",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="rejection",
+                        to="generation.batch",
+                    ),
+                ),
+                (
+                    "rejected_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "study",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="review.study",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='assignment',
-            name='study',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='review.study'),
+            model_name="assignment",
+            name="study",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="assignments",
+                to="review.study",
+            ),
         ),
         migrations.CreateModel(
-            name='StudyItem',
+            name="StudyItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('origin', models.CharField(choices=[('synthetic', 'Synthetic'), ('real', 'Real')], max_length=10)),
-                ('diagnosis', models.CharField(max_length=8)),
-                ('fst', models.PositiveSmallIntegerField()),
-                ('substituted_from', models.JSONField(blank=True, help_text='A control taken from the nearest stratum.', null=True)),
-                ('derivative', models.FileField(max_length=200, upload_to=review.models.derivative_upload_to)),
-                ('derivative_bytes', models.PositiveIntegerField(default=0)),
-                ('derivative_sha256', models.CharField(blank=True, max_length=64)),
-                ('image', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='catalog.image')),
-                ('study', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='items', to='review.study')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "origin",
+                    models.CharField(
+                        choices=[("synthetic", "Synthetic"), ("real", "Real")], max_length=10
+                    ),
+                ),
+                ("diagnosis", models.CharField(max_length=8)),
+                ("fst", models.PositiveSmallIntegerField()),
+                (
+                    "substituted_from",
+                    models.JSONField(
+                        blank=True, help_text="A control taken from the nearest stratum.", null=True
+                    ),
+                ),
+                (
+                    "derivative",
+                    models.FileField(max_length=200, upload_to=review.models.derivative_upload_to),
+                ),
+                ("derivative_bytes", models.PositiveIntegerField(default=0)),
+                ("derivative_sha256", models.CharField(blank=True, max_length=64)),
+                (
+                    "image",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="catalog.image",
+                    ),
+                ),
+                (
+                    "study",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="items",
+                        to="review.study",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['study_id', 'id'],
+                "ordering": ["study_id", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Rating',
+            name="Rating",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('warmup', 'Warm-up (not scored)'), ('scored', 'Scored'), ('retest', 'Repeat (test-retest)')], max_length=8)),
-                ('score', models.PositiveSmallIntegerField()),
-                ('seconds', models.FloatField(help_text='From showing the image to submitting.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('assignment', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='rating', to='review.assignment')),
-                ('rater', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('study', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='ratings', to='review.study')),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='ratings', to='review.studyitem')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("warmup", "Warm-up (not scored)"),
+                            ("scored", "Scored"),
+                            ("retest", "Repeat (test-retest)"),
+                        ],
+                        max_length=8,
+                    ),
+                ),
+                ("score", models.PositiveSmallIntegerField()),
+                ("seconds", models.FloatField(help_text="From showing the image to submitting.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "assignment",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="rating",
+                        to="review.assignment",
+                    ),
+                ),
+                (
+                    "rater",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "study",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ratings",
+                        to="review.study",
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ratings",
+                        to="review.studyitem",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['study_id', 'rater_id', 'assignment__position'],
+                "ordering": ["study_id", "rater_id", "assignment__position"],
             },
         ),
         migrations.AddField(
-            model_name='assignment',
-            name='item',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='review.studyitem'),
+            model_name="assignment",
+            name="item",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="assignments",
+                to="review.studyitem",
+            ),
         ),
         migrations.CreateModel(
-            name='StudyRater',
+            name="StudyRater",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveSmallIntegerField()),
-                ('instructions_accepted', models.PositiveIntegerField(blank=True, help_text='The instructions version the rater read.', null=True)),
-                ('rater', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='studies_rated', to=settings.AUTH_USER_MODEL)),
-                ('study', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='raters', to='review.study')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("index", models.PositiveSmallIntegerField()),
+                (
+                    "instructions_accepted",
+                    models.PositiveIntegerField(
+                        blank=True, help_text="The instructions version the rater read.", null=True
+                    ),
+                ),
+                (
+                    "rater",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="studies_rated",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "study",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="raters",
+                        to="review.study",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['study_id', 'index'],
+                "ordering": ["study_id", "index"],
             },
         ),
         migrations.AddConstraint(
-            model_name='study',
-            constraint=models.CheckConstraint(condition=models.Q(('control_ratio__gte', 0), ('control_ratio__lte', 1)), name='study_control_ratio_range'),
+            model_name="study",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("control_ratio__gte", 0), ("control_ratio__lte", 1)),
+                name="study_control_ratio_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='study',
-            constraint=models.CheckConstraint(condition=models.Q(('retest_share__gte', 0), ('retest_share__lte', 0.5)), name='study_retest_share_range'),
+            model_name="study",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("retest_share__gte", 0), ("retest_share__lte", 0.5)),
+                name="study_retest_share_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='release',
-            constraint=models.UniqueConstraint(fields=('batch',), name='one_release_per_batch'),
+            model_name="release",
+            constraint=models.UniqueConstraint(fields=("batch",), name="one_release_per_batch"),
         ),
         migrations.AddConstraint(
-            model_name='studyitem',
-            constraint=models.UniqueConstraint(fields=('study', 'image'), name='study_item_once'),
+            model_name="studyitem",
+            constraint=models.UniqueConstraint(fields=("study", "image"), name="study_item_once"),
         ),
         migrations.AddConstraint(
-            model_name='rating',
-            constraint=models.UniqueConstraint(fields=('rater', 'item', 'kind'), name='rating_once_per_rater_item'),
+            model_name="rating",
+            constraint=models.UniqueConstraint(
+                fields=("rater", "item", "kind"), name="rating_once_per_rater_item"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rating',
-            constraint=models.CheckConstraint(condition=models.Q(('score__gte', 1), ('score__lte', 7)), name='rating_score_1_to_7'),
+            model_name="rating",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("score__gte", 1), ("score__lte", 7)), name="rating_score_1_to_7"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='rating',
-            constraint=models.CheckConstraint(condition=models.Q(('seconds__gte', 0)), name='rating_seconds_positive'),
+            model_name="rating",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("seconds__gte", 0)), name="rating_seconds_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('study', 'rater', 'position'), name='assignment_position_once'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(
+                fields=("study", "rater", "position"), name="assignment_position_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('study', 'rater', 'item', 'kind'), name='assignment_item_once_per_kind'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(
+                fields=("study", "rater", "item", "kind"), name="assignment_item_once_per_kind"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='studyrater',
-            constraint=models.UniqueConstraint(fields=('study', 'rater'), name='study_rater_once'),
+            model_name="studyrater",
+            constraint=models.UniqueConstraint(fields=("study", "rater"), name="study_rater_once"),
         ),
         migrations.AddConstraint(
-            model_name='studyrater',
-            constraint=models.UniqueConstraint(fields=('study', 'index'), name='study_rater_index'),
+            model_name="studyrater",
+            constraint=models.UniqueConstraint(fields=("study", "index"), name="study_rater_index"),
         ),
     ]

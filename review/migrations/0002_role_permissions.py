@@ -6,8 +6,13 @@ from accounts.permissions import grant
 # permission on studies, items or releases, so no page can show them origins or scores.
 ROLE_PERMISSIONS = {
     "dermatologist": ["review.rate_study"],
-    "lead": ["review.view_study", "review.add_study", "review.manage_study",
-             "review.view_release", "review.view_batchrejection"],
+    "lead": [
+        "review.view_study",
+        "review.add_study",
+        "review.manage_study",
+        "review.view_release",
+        "review.view_batchrejection",
+    ],
     "engineer": ["review.view_study", "review.view_release", "review.view_batchrejection"],
 }
 

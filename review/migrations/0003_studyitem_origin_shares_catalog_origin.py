@@ -6,15 +6,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('review', '0002_role_permissions'),
+        ("review", "0002_role_permissions"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='studyitem',
-            name='origin',
-            field=models.CharField(choices=[('real', 'Real'), ('synthetic', 'Synthetic')], max_length=10),
+            model_name="studyitem",
+            name="origin",
+            field=models.CharField(
+                choices=[("real", "Real"), ("synthetic", "Synthetic")], max_length=10
+            ),
         ),
     ]

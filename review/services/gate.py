@@ -19,19 +19,41 @@ def study_gate(*, study: Study, n_boot: int = GATE_BOOTSTRAP) -> dict[str, Any]:
     from fairskin.review.gate import gate_report
 
     # Warm-up items are never scored: one query for the items that are, not one per item.
-    scored_ids = set(Assignment.objects.filter(study=study).exclude(kind=Kind.WARMUP)
-                     .values_list("item_id", flat=True))
-    items = [{"item_id": str(i.pk), "origin": i.origin, "diagnosis": i.diagnosis,
-              "fst": i.fst} for i in study.items.all() if i.pk in scored_ids]
-    ratings = [{"rater_id": str(r.rater_id), "item_id": str(r.item_id), "score": r.score,
-                "seconds": r.seconds, "position": r.assignment.position, "kind": r.kind}
-               for r in Rating.objects.filter(study=study).select_related("assignment")]
+    scored_ids = set(
+        Assignment.objects.filter(study=study)
+        .exclude(kind=Kind.WARMUP)
+        .values_list("item_id", flat=True)
+    )
+    items = [
+        {"item_id": str(i.pk), "origin": i.origin, "diagnosis": i.diagnosis, "fst": i.fst}
+        for i in study.items.all()
+        if i.pk in scored_ids
+    ]
+    ratings = [
+        {
+            "rater_id": str(r.rater_id),
+            "item_id": str(r.item_id),
+            "score": r.score,
+            "seconds": r.seconds,
+            "position": r.assignment.position,
+            "kind": r.kind,
+        }
+        for r in Rating.objects.filter(study=study).select_related("assignment")
+    ]
     progress = study_progress(study=study)
     names = {sr.rater_id: sr.rater.username for sr in study.raters.select_related("rater")}
-    finished = {str(rid): next(p["finished"] for p in progress if p["rater"] == name)
-                for rid, name in names.items()}
-    report = gate_report(items, ratings, GateCriteria.from_dict(study.criteria),
-                         raters=finished, n_boot=n_boot, seed=study.seed % (2**32))
+    finished = {
+        str(rid): next(p["finished"] for p in progress if p["rater"] == name)
+        for rid, name in names.items()
+    }
+    report = gate_report(
+        items,
+        ratings,
+        GateCriteria.from_dict(study.criteria),
+        raters=finished,
+        n_boot=n_boot,
+        seed=study.seed % (2**32),
+    )
     report["rater_names"] = {str(rid): name for rid, name in names.items()}
     report["blinding_audit"] = _blinding_audit(study)
     return report
@@ -45,12 +67,20 @@ def _blinding_audit(study: Study) -> dict[str, Any]:
     for item in study.items.all():
         with item.derivative.open("rb") as fh:
             info = inspect_served(fh.read())
-        files.append({"origin": item.origin, "bytes": item.derivative_bytes,
-                      "width": info["size"][0], "height": info["size"][1],
-                      "format": info["format"], "headers": {
-                          "subsampling": str(info["subsampling"]),
-                          "quantization": info["quantization_sha256"],
-                          "metadata_markers": ",".join(info["metadata_markers"])}})
+        files.append(
+            {
+                "origin": item.origin,
+                "bytes": item.derivative_bytes,
+                "width": info["size"][0],
+                "height": info["size"][1],
+                "format": info["format"],
+                "headers": {
+                    "subsampling": str(info["subsampling"]),
+                    "quantization": info["quantization_sha256"],
+                    "metadata_markers": ",".join(info["metadata_markers"]),
+                },
+            }
+        )
     return blinding_audit(files)
 
 
@@ -59,12 +89,17 @@ def study_close(*, study: Study, user: Any) -> Study:
         # The assignments first (ratings lock theirs, then take a key-share lock on the study
         # when they insert), then the study: no rating is in flight or can start until this
         # commits, so the gate sees every rating and none comes after it.
-        list(Assignment.objects.select_for_update().filter(study_id=study.pk)
-             .values_list("pk", flat=True))
+        list(
+            Assignment.objects.select_for_update()
+            .filter(study_id=study.pk)
+            .values_list("pk", flat=True)
+        )
         study = Study.objects.select_for_update().get(pk=study.pk)
         if study.state != StudyState.OPEN:
-            raise StudyError(f"study {study.pk} is {study.get_state_display().lower()}; only an "
-                             "open study can be closed")
+            raise StudyError(
+                f"study {study.pk} is {study.get_state_display().lower()}; only an "
+                "open study can be closed"
+            )
         study.state = StudyState.CLOSED
         study.closed_at = timezone.now()
         study.closed_by = user

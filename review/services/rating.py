@@ -19,11 +19,25 @@ MAX_SECONDS = 3600.0  # a rating left open overnight is recorded as an hour
 NOT_YOURS = "this item is not in your assignments"
 
 
-def _audit(study_id: int, rater: Any, assignment: Assignment | None, action: str, *,
-           score: int | None = None, previous: int | None = None, detail: str = "") -> None:
-    RatingAudit.objects.create(study_id=study_id, rater=rater if getattr(rater, "pk", None)
-                               else None, assignment=assignment, action=action, score=score,
-                               previous=previous, detail=detail[:300])
+def _audit(
+    study_id: int,
+    rater: Any,
+    assignment: Assignment | None,
+    action: str,
+    *,
+    score: int | None = None,
+    previous: int | None = None,
+    detail: str = "",
+) -> None:
+    RatingAudit.objects.create(
+        study_id=study_id,
+        rater=rater if getattr(rater, "pk", None) else None,
+        assignment=assignment,
+        action=action,
+        score=score,
+        previous=previous,
+        detail=detail[:300],
+    )
 
 
 def rater_instructions_accept(*, study: Study, rater: Any, version: int) -> None:
@@ -36,14 +50,20 @@ def rater_instructions_accept(*, study: Study, rater: Any, version: int) -> None
 
 def rater_queue(*, study: Study, rater: Any) -> dict[str, Any]:
     """Where the rater is: the first unrated item and the one after it (for prefetching)."""
-    pending = list(Assignment.objects.filter(study=study, rater=rater, rating__isnull=True)
-                   .order_by("position")[:2])
+    pending = list(
+        Assignment.objects.filter(study=study, rater=rater, rating__isnull=True).order_by(
+            "position"
+        )[:2]
+    )
     if pending and pending[0].first_served_at is None:
         Assignment.objects.filter(pk=pending[0].pk, first_served_at__isnull=True).update(
-            first_served_at=timezone.now())
-    return {**rater_progress(study_id=study.pk, rater=rater),
-            "current": pending[0] if pending else None,
-            "next": pending[1] if len(pending) > 1 else None}
+            first_served_at=timezone.now()
+        )
+    return {
+        **rater_progress(study_id=study.pk, rater=rater),
+        "current": pending[0] if pending else None,
+        "next": pending[1] if len(pending) > 1 else None,
+    }
 
 
 def rating_submit(*, token: str, rater: Any, score: Any, seconds: Any) -> tuple[Rating, bool]:
@@ -58,21 +78,35 @@ def rating_submit(*, token: str, rater: Any, score: Any, seconds: Any) -> tuple[
     outcome = _rating_write(token=token, rater=rater, score=score, seconds=seconds)
     if isinstance(outcome, _Refusal):
         # Audited after the write's transaction ended, so the refusal itself is kept.
-        _audit(outcome.study_id, rater, outcome.assignment, "refused", score=score,
-               previous=outcome.previous, detail=outcome.detail)
+        _audit(
+            outcome.study_id,
+            rater,
+            outcome.assignment,
+            "refused",
+            score=score,
+            previous=outcome.previous,
+            detail=outcome.detail,
+        )
         raise RatingRefused(outcome.message)
     return outcome
 
 
 class _Refusal:
-    def __init__(self, study_id: int, assignment: Assignment | None, message: str, detail: str,
-                 previous: int | None = None) -> None:
+    def __init__(
+        self,
+        study_id: int,
+        assignment: Assignment | None,
+        message: str,
+        detail: str,
+        previous: int | None = None,
+    ) -> None:
         self.study_id, self.assignment = study_id, assignment
         self.message, self.detail, self.previous = message, detail, previous
 
 
-def _rating_write(*, token: str, rater: Any, score: int, seconds: float
-                  ) -> tuple[Rating, bool] | _Refusal:
+def _rating_write(
+    *, token: str, rater: Any, score: int, seconds: float
+) -> tuple[Rating, bool] | _Refusal:
     with transaction.atomic():
         # Only the assignment is locked: locking the study row too made every rater of a
         # study queue behind each other's writes. The study is read after the lock is held, so
@@ -92,20 +126,39 @@ def _rating_write(*, token: str, rater: Any, score: int, seconds: float
                 _audit(study.pk, rater, assignment, "repeated", score=score)
                 return existing, False
             if not study.allow_changes:
-                return _Refusal(study.pk, assignment, "this rating was submitted and is locked",
-                                "rating locked", previous=existing.score)
+                return _Refusal(
+                    study.pk,
+                    assignment,
+                    "this rating was submitted and is locked",
+                    "rating locked",
+                    previous=existing.score,
+                )
             previous = existing.score
             existing.score, existing.seconds = score, seconds
             existing.save(update_fields=["score", "seconds", "updated_at"])
             _audit(study.pk, rater, assignment, "changed", score=score, previous=previous)
             return existing, False
-        current = (Assignment.objects.filter(study=study, rater=rater, rating__isnull=True)
-                   .order_by("position").values_list("pk", flat=True).first())
+        current = (
+            Assignment.objects.filter(study=study, rater=rater, rating__isnull=True)
+            .order_by("position")
+            .values_list("pk", flat=True)
+            .first()
+        )
         if current != assignment.pk:
-            return _Refusal(study.pk, assignment, "rate the images in the order they are shown",
-                            "not the current item")
+            return _Refusal(
+                study.pk,
+                assignment,
+                "rate the images in the order they are shown",
+                "not the current item",
+            )
         rating = Rating.objects.create(
-            assignment=assignment, study=study, rater=rater, item_id=assignment.item_id,
-            kind=assignment.kind, score=score, seconds=seconds)
+            assignment=assignment,
+            study=study,
+            rater=rater,
+            item_id=assignment.item_id,
+            kind=assignment.kind,
+            score=score,
+            seconds=seconds,
+        )
         _audit(study.pk, rater, assignment, "created", score=score)
         return rating, True

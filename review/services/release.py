@@ -21,30 +21,56 @@ def release_file_name(sample: Sample) -> str:
 
 
 def release_manifest(*, batch: Batch, study: Study) -> dict[str, Any]:
-    samples = (Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED)
-               .select_related("image").order_by("diagnosis", "fst", "index"))
+    samples = (
+        Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED)
+        .select_related("image")
+        .order_by("diagnosis", "fst", "index")
+    )
     lineage = batch.model_run.lineage()
     return {
         "format": "fairskin-release/1",
-        "batch": batch.pk, "study": study.pk,
-        "model_runs": [{"id": r.pk, "kind": r.kind, "base_model": r.base_model,
-                        "selection_hash": r.selection_hash} for r in lineage],
-        "generation": {"scheduler": batch.scheduler, "steps": batch.steps,
-                       "guidance": batch.guidance, "negative_prompt": batch.negative_prompt,
-                       "size": batch.size, "seed": batch.seed},
+        "batch": batch.pk,
+        "study": study.pk,
+        "model_runs": [
+            {
+                "id": r.pk,
+                "kind": r.kind,
+                "base_model": r.base_model,
+                "selection_hash": r.selection_hash,
+            }
+            for r in lineage
+        ],
+        "generation": {
+            "scheduler": batch.scheduler,
+            "steps": batch.steps,
+            "guidance": batch.guidance,
+            "negative_prompt": batch.negative_prompt,
+            "size": batch.size,
+            "seed": batch.seed,
+        },
         # What the pixels (and so the sha256s below) depend on beyond the settings above.
         "reproducibility": batch.reproducibility,
         "criteria_version": study.criteria.get("version"),
-        "images": [{"file_name": release_file_name(s), "sha256": s.image.sha256,
-                    "diagnosis": s.diagnosis, "fst": s.fst, "seed": s.seed,
-                    "prompt": s.prompt, "sample_id": s.pk, "image_id": s.image_id}
-                   for s in samples],
+        "images": [
+            {
+                "file_name": release_file_name(s),
+                "sha256": s.image.sha256,
+                "diagnosis": s.diagnosis,
+                "fst": s.fst,
+                "seed": s.seed,
+                "prompt": s.prompt,
+                "sample_id": s.pk,
+                "image_id": s.image_id,
+            }
+            for s in samples
+        ],
     }
 
 
 def _sha256_json(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"))
-                          .encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
 
 
 def release_approve(*, study: Study, user: Any, note: str = "", enqueue: bool = True) -> Release:
@@ -55,21 +81,34 @@ def release_approve(*, study: Study, user: Any, note: str = "", enqueue: bool = 
         if study.state != StudyState.CLOSED:
             raise ReleaseRefused("a batch is approved only through a closed study")
         if not study.gate.get("gate", {}).get("passed"):
-            raise ReleaseRefused(f"study {study.pk}'s gate did not pass; the batch cannot be "
-                             "approved through it (reject it, or run another study)")
+            raise ReleaseRefused(
+                f"study {study.pk}'s gate did not pass; the batch cannot be "
+                "approved through it (reject it, or run another study)"
+            )
         if Release.objects.filter(batch=batch).exists():
             raise ReleaseRefused(f"batch {batch.pk} is already released")
         if BatchRejection.objects.filter(batch=batch).exists():
             raise ReleaseRefused(f"batch {batch.pk} was rejected")
         manifest = release_manifest(batch=batch, study=study)
         release = Release.objects.create(
-            study=study, batch=batch, approved_by=user, note=note, manifest=manifest,
-            manifest_sha256=_sha256_json(manifest), gate=study.gate,
+            study=study,
+            batch=batch,
+            approved_by=user,
+            note=note,
+            manifest=manifest,
+            manifest_sha256=_sha256_json(manifest),
+            gate=study.gate,
             criteria_version=study.criteria.get("version", 1),
-            image_count=len(manifest["images"]))
-        job = job_create(kind="review.export", queue="cpu", params={"release_id": release.pk},
-                         title=f"Export release {release.pk}", launched_by=user,
-                         enqueue=enqueue)
+            image_count=len(manifest["images"]),
+        )
+        job = job_create(
+            kind="review.export",
+            queue="cpu",
+            params={"release_id": release.pk},
+            title=f"Export release {release.pk}",
+            launched_by=user,
+            enqueue=enqueue,
+        )
         release.export_job = job
         release.save(update_fields=["export_job"])
     return release
@@ -91,8 +130,9 @@ def release_export_resume(*, release: Release, user: Any = None) -> Release:
     return release
 
 
-def release_reject(*, batch: Batch, user: Any, reason: str, study: Study | None = None
-                 ) -> BatchRejection:
+def release_reject(
+    *, batch: Batch, user: Any, reason: str, study: Study | None = None
+) -> BatchRejection:
     reason = (reason or "").strip()
     if not reason:
         raise ReleaseRefused("give a reason for rejecting the batch")
@@ -104,5 +144,6 @@ def release_reject(*, batch: Batch, user: Any, reason: str, study: Study | None 
             raise ReleaseRefused(f"batch {batch.pk} was already rejected")
         if study is not None and study.batch_id != batch.pk:
             raise ReleaseRefused("that study is of another batch")
-        return BatchRejection.objects.create(batch=batch, study=study, reason=reason,
-                                             rejected_by=user)
+        return BatchRejection.objects.create(
+            batch=batch, study=study, reason=reason, rejected_by=user
+        )

@@ -46,8 +46,9 @@ def test_a_dermatologist_sees_only_their_own_studies(client):
     rater, other = make_user("dermatologist"), make_user("dermatologist")
     batch = BatchFactory()
     for user, name in ((rater, "Mine"), (other, "Theirs")):
-        study = Study.objects.create(batch=batch, name=name, seed=1, instructions="Rate.",
-                                     criteria={}, state="open")
+        study = Study.objects.create(
+            batch=batch, name=name, seed=1, instructions="Rate.", criteria={}, state="open"
+        )
         StudyRater.objects.create(study=study, rater=user, index=0)
     page = page_of(client, rater)
     mine = Study.objects.get(name="Mine")
@@ -68,8 +69,11 @@ def test_a_leads_page_shows_synthetic_data_then_recent_jobs(client):
 @pytest.mark.parametrize("superuser", [False, True])
 def test_an_engineers_page_starts_with_the_links_then_recent_jobs(client, superuser):
     JobFactory(title="Nightly check")
-    user = (get_user_model().objects.create_superuser("root", "root@example.org", "pw")
-            if superuser else make_user("engineer"))
+    user = (
+        get_user_model().objects.create_superuser("root", "root@example.org", "pw")
+        if superuser
+        else make_user("engineer")
+    )
     page = page_of(client, user)
     assert page.index("Start here") < page.index("Recent jobs") < page.index("Nightly check")
     assert "Synthetic data" not in page and "All jobs →" not in page

@@ -15,8 +15,11 @@ def login(client, username, password):
 
 @pytest.mark.parametrize(
     ("role", "heading"),
-    [("dermatologist", "Your rating assignments"), ("lead", "Lead overview"),
-     ("engineer", "Engineering")],
+    [
+        ("dermatologist", "Your rating assignments"),
+        ("lead", "Lead overview"),
+        ("engineer", "Engineering"),
+    ],
 )
 def test_each_role_lands_on_its_home_page(client, role, heading):
     user = make_user(role)
@@ -44,8 +47,9 @@ def test_login_without_csrf_token_is_refused():
 
     client = Client(enforce_csrf_checks=True)
     user = make_user("engineer")
-    response = client.post(reverse("accounts:login"),
-                           {"username": user.username, "password": PASSWORD})
+    response = client.post(
+        reverse("accounts:login"), {"username": user.username, "password": PASSWORD}
+    )
     assert response.status_code == 403
     assert "_auth_user_id" not in client.session
 
@@ -85,8 +89,13 @@ def test_seed_accounts_is_idempotent_and_prints_credentials(capsys):
     out = capsys.readouterr().out
     assert "derm1-fairskin-demo" in out
     roles = {u.username: user_role(u) for u in get_user_model().objects.all()}
-    assert roles == {"derm1": Role.DERMATOLOGIST, "derm2": Role.DERMATOLOGIST,
-                     "derm3": Role.DERMATOLOGIST, "lead": Role.LEAD, "engineer": Role.ENGINEER}
+    assert roles == {
+        "derm1": Role.DERMATOLOGIST,
+        "derm2": Role.DERMATOLOGIST,
+        "derm3": Role.DERMATOLOGIST,
+        "lead": Role.LEAD,
+        "engineer": Role.ENGINEER,
+    }
 
 
 def test_role_groups_carry_their_permissions():

@@ -29,118 +29,271 @@ LOGIN = "login"  # a redirect to the login page
 
 # name -> (method, kwargs builder key, expected status per role)
 MATRIX = {
-    "accounts:home": ("get", None, {"anonymous": LOGIN, "dermatologist": 200, "lead": 200,
-                                    "engineer": 200}),
-    "accounts:login": ("get", None, {"anonymous": 200, "dermatologist": 302, "lead": 302,
-                                     "engineer": 302}),
+    "accounts:home": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 200, "lead": 200, "engineer": 200},
+    ),
+    "accounts:login": (
+        "get",
+        None,
+        {"anonymous": 200, "dermatologist": 302, "lead": 302, "engineer": 302},
+    ),
     "accounts:logout": ("post", None, {r: 302 for r in ROLES}),
     "health": ("get", None, {r: 200 for r in ROLES}),
-    "jobs:list": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                "engineer": 200}),
-    "jobs:detail": ("get", "job", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                   "engineer": 200}),
-    "jobs:live": ("get", "job", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                 "engineer": 200}),
-    "jobs:cancel": ("post", "job", {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
-                                    "engineer": 302}),
-    "jobs:resume": ("post", "failed_job", {"anonymous": LOGIN, "dermatologist": 403,
-                                           "lead": 403, "engineer": 302}),
-    "catalog:datasets": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                       "engineer": 200}),
-    "catalog:dataset": ("get", "dataset", {"anonymous": LOGIN, "dermatologist": 403,
-                                           "lead": 200, "engineer": 200}),
-    "catalog:images": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                     "engineer": 200}),
-    "catalog:thumbnail": ("get", "image", {"anonymous": LOGIN, "dermatologist": 403,
-                                           "lead": 200, "engineer": 200}),
-    "training:runs": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                    "engineer": 200}),
-    "training:run": ("get", "run", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                    "engineer": 200}),
-    "training:live": ("get", "run", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                     "engineer": 200}),
-    "training:grid": ("get", "run", {"anonymous": LOGIN, "dermatologist": 403, "lead": 404,
-                                     "engineer": 404}),
-    "training:fairness": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                        "engineer": 200}),
-    "training:fairness_export": ("get", None, {"anonymous": LOGIN, "dermatologist": 403,
-                                               "lead": 404, "engineer": 404}),
-    "training:confidence_model": ("post", "run", {"anonymous": LOGIN, "dermatologist": 403,
-                                                  "lead": 403, "engineer": 302}),
-    "generation:batches": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                         "engineer": 200}),
-    "generation:batch": ("get", "batch", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                          "engineer": 200}),
-    "generation:live": ("get", "batch", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                         "engineer": 200}),
-    "generation:export": ("get", "batch", {"anonymous": LOGIN, "dermatologist": 403,
-                                           "lead": 200, "engineer": 200}),
+    "jobs:list": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "jobs:detail": (
+        "get",
+        "job",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "jobs:live": (
+        "get",
+        "job",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "jobs:cancel": (
+        "post",
+        "job",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 302},
+    ),
+    "jobs:resume": (
+        "post",
+        "failed_job",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 302},
+    ),
+    "catalog:datasets": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "catalog:dataset": (
+        "get",
+        "dataset",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "catalog:images": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "catalog:thumbnail": (
+        "get",
+        "image",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "training:runs": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "training:run": (
+        "get",
+        "run",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "training:live": (
+        "get",
+        "run",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "training:grid": (
+        "get",
+        "run",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 404, "engineer": 404},
+    ),
+    "training:fairness": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "training:fairness_export": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 404, "engineer": 404},
+    ),
+    "training:confidence_model": (
+        "post",
+        "run",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 302},
+    ),
+    "generation:batches": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "generation:batch": (
+        "get",
+        "batch",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "generation:live": (
+        "get",
+        "batch",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "generation:export": (
+        "get",
+        "batch",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
     # A finished batch cannot be cancelled or resumed: the engineer gets the reason back.
-    "generation:cancel": ("post", "batch", {"anonymous": LOGIN, "dermatologist": 403,
-                                            "lead": 403, "engineer": 302}),
-    "generation:resume": ("post", "batch", {"anonymous": LOGIN, "dermatologist": 403,
-                                            "lead": 403, "engineer": 302}),
-    "generation:sample": ("get", "sample", {"anonymous": LOGIN, "dermatologist": 403,
-                                            "lead": 200, "engineer": 200}),
-    "generation:image": ("get", "sample", {"anonymous": LOGIN, "dermatologist": 403,
-                                           "lead": 200, "engineer": 200}),
-    "generation:thumb": ("get", "sample", {"anonymous": LOGIN, "dermatologist": 403,
-                                           "lead": 200, "engineer": 200}),
-    "jobs:worker_check": ("post", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 403,
-                                         "engineer": 302}),
+    "generation:cancel": (
+        "post",
+        "batch",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 302},
+    ),
+    "generation:resume": (
+        "post",
+        "batch",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 302},
+    ),
+    "generation:sample": (
+        "get",
+        "sample",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "generation:image": (
+        "get",
+        "sample",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "generation:thumb": (
+        "get",
+        "sample",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "jobs:worker_check": (
+        "post",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 302},
+    ),
     # Review: dermatologists never see studies, gates or releases; only leads decide.
-    "review:studies": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                     "engineer": 200}),
-    "review:study_new": ("get", None, {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                       "engineer": 403}),
-    "review:study": ("get", "study", {"anonymous": LOGIN, "dermatologist": 403, "lead": 200,
-                                      "engineer": 200}),
+    "review:studies": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "review:study_new": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 403},
+    ),
+    "review:study": (
+        "get",
+        "study",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
     # The study is already closed (and its gate empty): the lead is let in and told why not.
-    "review:close": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403, "lead": 302,
-                                       "engineer": 403}),
-    "review:approve": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403,
-                                         "lead": 302, "engineer": 403}),
-    "review:reject": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403, "lead": 302,
-                                        "engineer": 403}),
+    "review:close": (
+        "post",
+        "study",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 302, "engineer": 403},
+    ),
+    "review:approve": (
+        "post",
+        "study",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 302, "engineer": 403},
+    ),
+    "review:reject": (
+        "post",
+        "study",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 302, "engineer": 403},
+    ),
     # A closed study's preparation cannot be resumed, nor an unfailed export: the lead is let
     # in and told why not.
-    "review:preparation": ("post", "study", {"anonymous": LOGIN, "dermatologist": 403,
-                                             "lead": 302, "engineer": 403}),
-    "review:export_resume": ("post", "release", {"anonymous": LOGIN, "dermatologist": 403,
-                                                 "lead": 302, "engineer": 403}),
-    "review:release": ("get", "release", {"anonymous": LOGIN, "dermatologist": 403,
-                                          "lead": 200, "engineer": 200}),
-    "review:download": ("get", "release", {"anonymous": LOGIN, "dermatologist": 403,
-                                           "lead": 200, "engineer": 200}),
+    "review:preparation": (
+        "post",
+        "study",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 302, "engineer": 403},
+    ),
+    "review:export_resume": (
+        "post",
+        "release",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 302, "engineer": 403},
+    ),
+    "review:release": (
+        "get",
+        "release",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "review:download": (
+        "get",
+        "release",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
     # Rating: the signed-in user holds a seat in an open study (anonymous: a dermatologist
     # does). Even seated, only a dermatologist rates; an image token of anyone else is unknown.
-    "review:rate": ("get", "seat", {"anonymous": LOGIN, "dermatologist": 200, "lead": 403,
-                                    "engineer": 403}),
-    "review:image": ("get", "token", {"anonymous": LOGIN, "dermatologist": 200, "lead": 404,
-                                      "engineer": 404}),
+    "review:rate": (
+        "get",
+        "seat",
+        {"anonymous": LOGIN, "dermatologist": 200, "lead": 403, "engineer": 403},
+    ),
+    "review:image": (
+        "get",
+        "token",
+        {"anonymous": LOGIN, "dermatologist": 200, "lead": 404, "engineer": 404},
+    ),
     # The API: session authentication answers 403, not a login redirect, to anonymous callers.
-    "api:api-root": ("get", None, {"anonymous": 403, "dermatologist": 200, "lead": 200,
-                                   "engineer": 200}),
-    "api:schema": ("get", None, {"anonymous": 403, "dermatologist": 200, "lead": 200,
-                                 "engineer": 200}),
-    "api:docs": ("get", None, {"anonymous": 403, "dermatologist": 200, "lead": 200,
-                               "engineer": 200}),
-    "api:study-list": ("get", None, {"anonymous": 403, "dermatologist": 403, "lead": 200,
-                                     "engineer": 200}),
-    "api:study-detail": ("get", "study", {"anonymous": 403, "dermatologist": 403, "lead": 200,
-                                          "engineer": 200}),
-    "api:study-progress": ("get", "study", {"anonymous": 403, "dermatologist": 403,
-                                            "lead": 200, "engineer": 200}),
-    "api:study-gate": ("get", "study", {"anonymous": 403, "dermatologist": 403, "lead": 200,
-                                        "engineer": 200}),
-    "api:release-list": ("get", None, {"anonymous": 403, "dermatologist": 403, "lead": 200,
-                                       "engineer": 200}),
-    "api:release-detail": ("get", "release", {"anonymous": 403, "dermatologist": 403,
-                                              "lead": 200, "engineer": 200}),
-    "api:queue": ("get", "seat", {"anonymous": 403, "dermatologist": 200, "lead": 403,
-                                  "engineer": 403}),
-    "api:ratings": ("post", "rating", {"anonymous": 403, "dermatologist": 201, "lead": 403,
-                                       "engineer": 403}),
+    "api:api-root": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 200, "lead": 200, "engineer": 200},
+    ),
+    "api:schema": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 200, "lead": 200, "engineer": 200},
+    ),
+    "api:docs": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 200, "lead": 200, "engineer": 200},
+    ),
+    "api:study-list": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:study-detail": (
+        "get",
+        "study",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:study-progress": (
+        "get",
+        "study",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:study-gate": (
+        "get",
+        "study",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:release-list": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:release-detail": (
+        "get",
+        "release",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:queue": (
+        "get",
+        "seat",
+        {"anonymous": 403, "dermatologist": 200, "lead": 403, "engineer": 403},
+    ),
+    "api:ratings": (
+        "post",
+        "rating",
+        {"anonymous": 403, "dermatologist": 201, "lead": 403, "engineer": 403},
+    ),
 }
 
 
@@ -160,9 +313,13 @@ def test_every_url_is_classified():
 
 
 def _study(state: str) -> Study:
-    return Study.objects.create(batch=BatchFactory(state="finished"), seed=1, state=state,
-                                instructions="Rate each image.",
-                                criteria=GateCriteria().to_dict())
+    return Study.objects.create(
+        batch=BatchFactory(state="finished"),
+        seed=1,
+        state=state,
+        instructions="Rate each image.",
+        criteria=GateCriteria().to_dict(),
+    )
 
 
 def _seated(user) -> Assignment:
@@ -170,8 +327,7 @@ def _seated(user) -> Assignment:
     rater = user or make_user("dermatologist")
     study = _study(StudyState.OPEN)
     StudyRater.objects.create(study=study, rater=rater, index=0)
-    item = StudyItem(study=study, image=ImageFactory(), origin="synthetic", diagnosis="MEL",
-                     fst=5)
+    item = StudyItem(study=study, image=ImageFactory(), origin="synthetic", diagnosis="MEL", fst=5)
     item.derivative.save("x.jpg", ContentFile(image_bytes("JPEG")))
     return Assignment.objects.create(study=study, rater=rater, item=item, position=0)
 
@@ -181,9 +337,17 @@ def _release() -> Release:
     export = settings.FAIRSKIN_ARTIFACTS_ROOT / f"matrix-release-{study.pk}.zip"
     export.parent.mkdir(parents=True, exist_ok=True)
     export.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip archive
-    return Release.objects.create(study=study, batch=study.batch, approved_by=make_user("lead"),
-                                  manifest={"images": []}, manifest_sha256="0" * 64, gate={},
-                                  criteria_version=1, image_count=0, export_path=str(export))
+    return Release.objects.create(
+        study=study,
+        batch=study.batch,
+        approved_by=make_user("lead"),
+        manifest={"images": []},
+        manifest_sha256="0" * 64,
+        gate={},
+        criteria_version=1,
+        image_count=0,
+        export_path=str(export),
+    )
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -207,8 +371,7 @@ def test_role_by_url(client, role, name):
     elif kwargs_key == "image":
         kwargs = {"image_id": ImageFactory(with_thumbnail=True).pk}
     elif kwargs_key == "study":
-        kwargs = {"study_id" if name.startswith("review:") else "pk":
-                  _study(StudyState.CLOSED).pk}
+        kwargs = {"study_id" if name.startswith("review:") else "pk": _study(StudyState.CLOSED).pk}
     elif kwargs_key == "release":
         kwargs = {"release_id" if name.startswith("review:") else "pk": _release().pk}
     elif kwargs_key == "seat":
@@ -235,9 +398,13 @@ def test_role_by_url(client, role, name):
 
 
 def _admin_urls():
-    urls = [reverse("admin:index"), reverse("admin:catalog_dataset_import"),
-            reverse("admin:catalog_dataset_split"), reverse("admin:training_run_launch"),
-            reverse("admin:generation_batch_launch")]
+    urls = [
+        reverse("admin:index"),
+        reverse("admin:catalog_dataset_import"),
+        reverse("admin:catalog_dataset_split"),
+        reverse("admin:training_run_launch"),
+        reverse("admin:generation_batch_launch"),
+    ]
     for model in admin.site._registry:
         opts = model._meta
         urls.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))

@@ -19,8 +19,14 @@ def engineer_client(client):
 def test_dataset_page_shows_the_count_table_and_chart(engineer_client):
     dataset = DatasetFactory(name="skin")
     ImageFactory(dataset=dataset, diagnosis="DF", fst_low=2, fst_high=2)
-    ImageFactory(dataset=dataset, diagnosis="MEL", fst_low=None, fst_high=None, fst_source="",
-                 missing_file=True)
+    ImageFactory(
+        dataset=dataset,
+        diagnosis="MEL",
+        fst_low=None,
+        fst_high=None,
+        fst_source="",
+        missing_file=True,
+    )
     page = engineer_client.get(reverse("catalog:dataset", kwargs={"name": "skin"}))
     html = page.content.decode()
     assert page.status_code == 200
@@ -64,8 +70,10 @@ def test_thumbnail_is_served_to_engineers_only(client):
 
 def test_admin_upload_refuses_a_malformed_csv_on_the_form(engineer_client):
     bad = SimpleUploadedFile("meta.csv", b"file,diagnosis,fst\na.png,MEL,9\n")
-    page = engineer_client.post(reverse("admin:catalog_dataset_import"),
-                                {"format": "csv", "mapping": "strict", "metadata": bad})
+    page = engineer_client.post(
+        reverse("admin:catalog_dataset_import"),
+        {"format": "csv", "mapping": "strict", "metadata": bad},
+    )
     assert page.status_code == 200
     assert "fst" in page.content.decode() and "row 1" in page.content.decode()
     assert Job.objects.count() == 0 and Dataset.objects.count() == 0
@@ -74,14 +82,19 @@ def test_admin_upload_refuses_a_malformed_csv_on_the_form(engineer_client):
 def test_admin_upload_queues_an_import_job_that_creates_the_dataset(
     engineer_client, django_capture_on_commit_callbacks, settings, tmp_path
 ):
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(tmp_path)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
     csv = SimpleUploadedFile("meta.csv", b"file,diagnosis,fst\na.png,MEL,4\nb.png,DF,6\n")
     with django_capture_on_commit_callbacks(execute=False):
         response = engineer_client.post(
             reverse("admin:catalog_dataset_import"),
-            {"format": "csv", "name": "uploaded", "mapping": "strict", "metadata": csv})
+            {"format": "csv", "name": "uploaded", "mapping": "strict", "metadata": csv},
+        )
     job = Job.objects.get(kind="catalog.import")
     assert response.status_code == 302 and response["Location"].endswith(f"/jobs/{job.pk}/")
     assert execute_job(job_id=job.pk) == "succeeded"

@@ -25,9 +25,13 @@ def stored_files() -> set[str]:
 
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path):
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(tmp_path / "media")}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
 
 
 def assert_nothing_written():
@@ -38,8 +42,9 @@ def assert_nothing_written():
 
 
 def run_import(csv_text, images=None, fmt="csv"):
-    return dataset_import(fmt=fmt, metadata=csv_text.encode(), metadata_name="meta.csv",
-                          images=images, name="t")
+    return dataset_import(
+        fmt=fmt, metadata=csv_text.encode(), metadata_name="meta.csv", images=images, name="t"
+    )
 
 
 @pytest.mark.parametrize(
@@ -101,8 +106,17 @@ def test_archive_member_with_unsafe_path_is_refused_before_anything(member, tmp_
     meta = tmp_path / "meta.csv"
     meta.write_text(GOOD_CSV)
     with pytest.raises(CommandError) as err:
-        call_command("import_dataset", "--format", "csv", "--metadata", str(meta),
-                     "--images", str(archive), "--name", "t")
+        call_command(
+            "import_dataset",
+            "--format",
+            "csv",
+            "--metadata",
+            str(meta),
+            "--images",
+            str(archive),
+            "--name",
+            "t",
+        )
     assert repr(member) in str(err.value) and "Nothing was imported" in str(err.value)
     assert_nothing_written()
 
@@ -138,8 +152,9 @@ def test_missing_files_are_flagged_and_counted(tmp_path):
     (folder / "a.png").write_bytes(image_bytes())
     result = run_import(GOOD_CSV, images=FolderImages(folder))
     assert result.missing_files == 1
-    assert list(Image.objects.filter(missing_file=True).values_list("source_id", flat=True)) \
-        == ["b.png"]
+    assert list(Image.objects.filter(missing_file=True).values_list("source_id", flat=True)) == [
+        "b.png"
+    ]
 
 
 def test_dataset_name_cannot_switch_format():

@@ -50,16 +50,21 @@ def zip_of(members: dict[str, bytes]) -> bytes:
 
 def images_for(file_name: str) -> bytes:
     # A top folder, as zipped datasets often have: members are matched by base name.
-    return zip_of({f"top/{file_name}": image_bytes(),
-                   "top/b.png": image_bytes(colour=(60, 40, 30))})
+    return zip_of(
+        {f"top/{file_name}": image_bytes(), "top/b.png": image_bytes(colour=(60, 40, 30))}
+    )
 
 
 @pytest.fixture(autouse=True)
 def media(settings, tmp_path) -> Path:
     root = tmp_path / "media"
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(root)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(root)},
+        },
+    }
     return root
 
 
@@ -68,8 +73,11 @@ def stored_files(root: Path) -> list[str]:
 
 
 def assert_nothing_written(root: Path) -> None:
-    assert (Dataset.objects.count(), Image.objects.count(), DatasetImport.objects.count()) \
-        == (0, 0, 0)
+    assert (Dataset.objects.count(), Image.objects.count(), DatasetImport.objects.count()) == (
+        0,
+        0,
+        0,
+    )
     assert stored_files(root) == []
 
 
@@ -91,9 +99,13 @@ def test_service_stores_a_long_file_name_whole_or_refuses_it(media, length):
     file_name = long_name(length)
 
     def run():
-        return dataset_import(fmt="csv", metadata=csv_naming(file_name),
-                              metadata_name="meta.csv", name="t",
-                              images=ZipImages(io.BytesIO(images_for(file_name))))
+        return dataset_import(
+            fmt="csv",
+            metadata=csv_naming(file_name),
+            metadata_name="meta.csv",
+            name="t",
+            images=ZipImages(io.BytesIO(images_for(file_name))),
+        )
 
     if length <= STORABLE:
         assert run().created == 2
@@ -131,8 +143,12 @@ def test_command_stores_a_long_file_name_whole_or_refuses_it(media, tmp_path, le
 
 
 def upload(client, metadata: bytes, images: bytes | None = None, metadata_name="meta.csv"):
-    data = {"format": "csv", "name": "t", "mapping": "strict",
-            "metadata": SimpleUploadedFile(metadata_name, metadata)}
+    data = {
+        "format": "csv",
+        "name": "t",
+        "mapping": "strict",
+        "metadata": SimpleUploadedFile(metadata_name, metadata),
+    }
     if images is not None:
         data["images"] = SimpleUploadedFile("images.zip", images)
     return client.post(reverse("admin:catalog_dataset_import"), data)
@@ -146,7 +162,8 @@ def engineer(client):
 
 @pytest.mark.parametrize("length", LENGTHS)
 def test_admin_upload_stores_a_long_file_name_whole_or_refuses_it_on_the_form(
-        engineer, media, django_capture_on_commit_callbacks, length):
+    engineer, media, django_capture_on_commit_callbacks, length
+):
     file_name = long_name(length)
     with django_capture_on_commit_callbacks(execute=False):
         page = upload(engineer, csv_naming(file_name), images_for(file_name))
@@ -166,8 +183,9 @@ def test_admin_upload_stores_a_long_file_name_whole_or_refuses_it_on_the_form(
 
 def test_admin_upload_refuses_a_zip_member_whose_name_no_row_could_hold(engineer, media):
     member = "top/" + long_name(STORABLE + 1)
-    page = upload(engineer, csv_naming("a.png"),
-                  zip_of({"top/a.png": image_bytes(), member: image_bytes()}))
+    page = upload(
+        engineer, csv_naming("a.png"), zip_of({"top/a.png": image_bytes(), member: image_bytes()})
+    )
     assert page.status_code == 200
     errors = " ".join(page.context["form"].non_field_errors())
     assert errors.startswith(f"images.zip: zip member {member!r}: its file name ")
@@ -177,7 +195,8 @@ def test_admin_upload_refuses_a_zip_member_whose_name_no_row_could_hold(engineer
 
 
 def test_admin_upload_of_a_metadata_file_with_a_long_name_imports(
-        engineer, media, django_capture_on_commit_callbacks):
+    engineer, media, django_capture_on_commit_callbacks
+):
     """The job title (200 characters) holds the metadata file name: it is shortened there,
     and the import keeps the whole name."""
     metadata_name = "m" * 196 + ".csv"
@@ -192,37 +211,58 @@ def test_admin_upload_of_a_metadata_file_with_a_long_name_imports(
 
 def test_an_odd_long_suffix_does_not_overflow_the_stored_file_name(media):
     file_name = "a." + "x" * 250
-    result = dataset_import(fmt="csv", metadata=csv_naming(file_name), metadata_name="meta.csv",
-                            name="t", images=ZipImages(io.BytesIO(images_for(file_name))))
+    result = dataset_import(
+        fmt="csv",
+        metadata=csv_naming(file_name),
+        metadata_name="meta.csv",
+        name="t",
+        images=ZipImages(io.BytesIO(images_for(file_name))),
+    )
     assert result.created == 2
     image = Image.objects.get(source_id=file_name)
     assert image.original.name.endswith(f"/{image.sha256}.bin")
     assert default_storage.exists(image.original.name)
 
 
-FITZPATRICK_HEADER = ("md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,"
-                      "three_partition_label,qc,url,url_alphanum\n")
+FITZPATRICK_HEADER = (
+    "md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,"
+    "three_partition_label,qc,url,url_alphanum\n"
+)
 
 
 @pytest.mark.parametrize(
     ("fmt", "metadata", "message"),
     [
-        ("csv", f"file,diagnosis,group_id\na.png,MEL,{'g' * 256}\n",
-         "meta.csv, data row 1: group id 'ggg"),
-        ("ham10000", "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
-                     f"L1,{'i' * 252},mel,histo,50,male,back\n",
-         "meta.csv, data row 1: image file name 'iii"),
-        ("ham10000", "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
-                     f"{'l' * 256},ISIC_1,mel,histo,50,male,back\n",
-         "meta.csv, data row 1: group id 'lll"),
-        ("ddi", f"DDI_ID,DDI_file,skin_tone,malignant,disease\n{'1' * 256},a.png,12,FALSE,x\n",
-         "meta.csv, data row 1: source id '111"),
-        ("fitzpatrick17k", FITZPATRICK_HEADER + f"{'a' * 32},3,3,{'w' * 201},,,,,\n",
-         "meta.csv, data row 1: label 'www"),
+        (
+            "csv",
+            f"file,diagnosis,group_id\na.png,MEL,{'g' * 256}\n",
+            "meta.csv, data row 1: group id 'ggg",
+        ),
+        (
+            "ham10000",
+            "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+            f"L1,{'i' * 252},mel,histo,50,male,back\n",
+            "meta.csv, data row 1: image file name 'iii",
+        ),
+        (
+            "ham10000",
+            "lesion_id,image_id,dx,dx_type,age,sex,localization\n"
+            f"{'l' * 256},ISIC_1,mel,histo,50,male,back\n",
+            "meta.csv, data row 1: group id 'lll",
+        ),
+        (
+            "ddi",
+            f"DDI_ID,DDI_file,skin_tone,malignant,disease\n{'1' * 256},a.png,12,FALSE,x\n",
+            "meta.csv, data row 1: source id '111",
+        ),
+        (
+            "fitzpatrick17k",
+            FITZPATRICK_HEADER + f"{'a' * 32},3,3,{'w' * 201},,,,,\n",
+            "meta.csv, data row 1: label 'www",
+        ),
     ],
 )
-def test_every_bounded_value_is_checked_before_anything_is_written(media, fmt, metadata,
-                                                                   message):
+def test_every_bounded_value_is_checked_before_anything_is_written(media, fmt, metadata, message):
     with pytest.raises(CatalogImportError) as err:
         dataset_import(fmt=fmt, metadata=metadata.encode(), metadata_name="meta.csv", name="t")
     assert str(err.value).startswith(message)
@@ -233,10 +273,12 @@ def test_every_bounded_value_is_checked_before_anything_is_written(media, fmt, m
 def test_a_metadata_file_name_longer_than_its_column_is_refused(media):
     metadata_name = "m" * 252 + ".csv"
     with pytest.raises(CatalogImportError) as err:
-        dataset_import(fmt="csv", metadata=csv_naming("a.png"), metadata_name=metadata_name,
-                       name="t")
-    assert str(err.value) == (f"metadata file name {metadata_name!r} is 256 characters; "
-                              "at most 255 can be stored")
+        dataset_import(
+            fmt="csv", metadata=csv_naming("a.png"), metadata_name=metadata_name, name="t"
+        )
+    assert str(err.value) == (
+        f"metadata file name {metadata_name!r} is 256 characters; at most 255 can be stored"
+    )
     assert_nothing_written(media)
 
 
@@ -248,8 +290,9 @@ def test_a_metadata_file_name_longer_than_its_column_is_refused(media):
         (["--name", "t", "--licence", "L" * 201], "licence 'LLL"),
     ],
 )
-def test_command_refuses_a_dataset_name_or_licence_that_cannot_be_stored(media, tmp_path,
-                                                                         options, message):
+def test_command_refuses_a_dataset_name_or_licence_that_cannot_be_stored(
+    media, tmp_path, options, message
+):
     metadata = tmp_path / "meta.csv"
     metadata.write_bytes(csv_naming("a.png"))
     with pytest.raises(CommandError) as err:

@@ -15,17 +15,21 @@ ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI", None: "?"}
 
 # The README's strict-mapping table (qc-excluded rows removed), by fitzpatrick_scale.
 README_STRICT = {
-    "MEL": [133, 198, 108, 60, 32, 15, 27], "NV": [68, 60, 48, 33, 17, 6, 3],
-    "BCC": [132, 215, 125, 78, 26, 7, 13], "AK": [33, 72, 30, 21, 11, 1, 7],
-    "BKL": [15, 31, 8, 5, 5, 3, 1], "DF": [16, 30, 24, 7, 1, 0, 1],
+    "MEL": [133, 198, 108, 60, 32, 15, 27],
+    "NV": [68, 60, 48, 33, 17, 6, 3],
+    "BCC": [132, 215, 125, 78, 26, 7, 13],
+    "AK": [33, 72, 30, 21, 11, 1, 7],
+    "BKL": [15, 31, 8, 5, 5, 3, 1],
+    "DF": [16, 30, 24, 7, 1, 0, 1],
     "VASC": [53, 66, 37, 17, 10, 1, 4],
 }
 
 
 def import_file(fmt, file_name, mapping="strict", **kwargs):
     path = DATA / file_name
-    return dataset_import(fmt=fmt, metadata=path.read_bytes(), metadata_name=path.name,
-                          mapping=mapping, **kwargs)
+    return dataset_import(
+        fmt=fmt, metadata=path.read_bytes(), metadata_name=path.name, mapping=mapping, **kwargs
+    )
 
 
 def scale_label(image):
@@ -37,8 +41,11 @@ def scale_label(image):
 def fitzpatrick(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         result = import_file("fitzpatrick17k", "fitzpatrick17k.csv")
-        images = list(Image.objects.filter(dataset=result.dataset)
-                      .values("diagnosis", "fst_low", "fst_source", "fst_second", "metadata"))
+        images = list(
+            Image.objects.filter(dataset=result.dataset).values(
+                "diagnosis", "fst_low", "fst_source", "fst_second", "metadata"
+            )
+        )
         yield result, images
         Dataset.objects.all().delete()
 
@@ -47,11 +54,19 @@ def test_fitzpatrick17k_fst_counts_after_qc_exclusion(fitzpatrick):
     result, images = fitzpatrick
     assert len(images) == 16_560
     assert len(result.excluded) == 17
-    assert all(row[2] == "qc '3 Wrongly labelled'" or "Wrongly" in row[2]
-               for row in result.excluded)
+    assert all(
+        row[2] == "qc '3 Wrongly labelled'" or "Wrongly" in row[2] for row in result.excluded
+    )
     counts = Counter(scale_label(i) for i in images)
-    assert counts == {"?": 565, "I": 2944, "II": 4804, "III": 3306, "IV": 2780, "V": 1529,
-                      "VI": 632}
+    assert counts == {
+        "?": 565,
+        "I": 2944,
+        "II": 4804,
+        "III": 3306,
+        "IV": 2780,
+        "V": 1529,
+        "VI": 632,
+    }
 
 
 def test_fitzpatrick17k_strict_mapping_table_matches_the_readme(fitzpatrick):
@@ -111,8 +126,9 @@ def test_older_fitzpatrick17k_release_imports_the_same_images():
     assert older.variant == "fitzpatrick17k-older"
     fields = ("source_id", "diagnosis", "source_label", "fst_low", "fst_high")
     old_rows = set(older.dataset.images.values_list(*fields))
-    new_rows = set(current.dataset.images.filter(
-        source_id__in=[r[0] for r in old_rows]).values_list(*fields))
+    new_rows = set(
+        current.dataset.images.filter(source_id__in=[r[0] for r in old_rows]).values_list(*fields)
+    )
     # The older release has no second label, so compare rows whose FST came from the scale.
     old_rows = {r for r in old_rows if r[3] is not None}
     assert old_rows and old_rows <= new_rows

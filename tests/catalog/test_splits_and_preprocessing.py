@@ -17,15 +17,20 @@ DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
 @pytest.fixture(autouse=True)
 def _media(settings, tmp_path):
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(tmp_path / "media")}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
 
 
 def test_ham10000_split_keeps_every_lesion_in_one_split_and_is_reproducible():
     path = DATA / "HAM10000_metadata.csv"
-    dataset = dataset_import(fmt="ham10000", metadata=path.read_bytes(),
-                             metadata_name=path.name).dataset
+    dataset = dataset_import(
+        fmt="ham10000", metadata=path.read_bytes(), metadata_name=path.name
+    ).dataset
     counts = dataset_split(dataset=dataset, seed=11)
     assert sum(counts.values()) == 10_015
     assert counts["train"] / 10_015 == pytest.approx(0.7, abs=0.01)
@@ -56,9 +61,13 @@ def drawn_dataset(tmp_path):
         image = draw_lesion(dx, fst, seed=i, size=700, hair=True)
         image.crop((0, 0, 700, 600)).save(folder / name)  # not square, to check the crop
         rows.append(f"{name},{dx},{label},")
-    return dataset_import(fmt="csv", metadata="\n".join(rows).encode(),
-                          metadata_name="drawn.csv", images=FolderImages(folder),
-                          name="drawn").dataset
+    return dataset_import(
+        fmt="csv",
+        metadata="\n".join(rows).encode(),
+        metadata_name="drawn.csv",
+        images=FolderImages(folder),
+        name="drawn",
+    ).dataset
 
 
 def test_preprocessing_job_makes_512_derivatives_and_estimates_missing_fst(drawn_dataset):
@@ -69,8 +78,11 @@ def test_preprocessing_job_makes_512_derivatives_and_estimates_missing_fst(drawn
     for image in Image.objects.filter(dataset=drawn_dataset):
         with image.preprocessed.open("rb") as fh:
             derivative = PILImage.open(fh)
-            assert (derivative.size, derivative.format, derivative.mode) == \
-                ((512, 512), "PNG", "RGB")
+            assert (derivative.size, derivative.format, derivative.mode) == (
+                (512, 512),
+                "PNG",
+                "RGB",
+            )
         assert image.thumbnail and image.hair_removed
         assert image.ita is not None and 1 <= image.fst_ita <= 6
         assert image.metadata["ita_method"] == "ita-kinyanjui2020"
@@ -111,7 +123,14 @@ def test_seed_demo_is_deterministic_by_seed(capsys):
     assert demo.images.filter(preprocessed="").count() == 0
     assert demo.images.filter(split="").count() == 0
     assert set(demo.images.values_list("diagnosis", flat=True)) == {
-        "MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"}
+        "MEL",
+        "NV",
+        "BCC",
+        "AK",
+        "BKL",
+        "DF",
+        "VASC",
+    }
 
 
 def test_seed_demo_if_missing_does_not_seed_twice(capsys):
@@ -121,16 +140,25 @@ def test_seed_demo_if_missing_does_not_seed_twice(capsys):
     assert Image.objects.filter(dataset__name="d1").count() == 7
 
 
-def test_seed_demo_export_writes_upload_files_that_import_as_the_seeded_images(capsys,
-                                                                              tmp_path):
+def test_seed_demo_export_writes_upload_files_that_import_as_the_seeded_images(capsys, tmp_path):
     call_command("seed_demo", "--export", str(tmp_path), "--per-class", "2", "--seed", "5")
     assert Dataset.objects.count() == 0  # exporting imports nothing
     metadata, archive = tmp_path / "demo.csv", tmp_path / "demo-images.zip"
     assert capsys.readouterr().out.split() == [str(metadata), str(archive)]
-    call_command("import_dataset", "--format", "csv", "--metadata", str(metadata),
-                 "--images", str(archive), "--name", "uploaded")
+    call_command(
+        "import_dataset",
+        "--format",
+        "csv",
+        "--metadata",
+        str(metadata),
+        "--images",
+        str(archive),
+        "--name",
+        "uploaded",
+    )
     call_command("seed_demo", "--per-class", "2", "--seed", "5", "--name", "seeded")
     uploaded = Image.objects.filter(dataset__name="uploaded")
     assert uploaded.count() == 14 and not uploaded.filter(missing_file=True).exists()
     assert set(uploaded.values_list("sha256", flat=True)) == set(
-        Image.objects.filter(dataset__name="seeded").values_list("sha256", flat=True))
+        Image.objects.filter(dataset__name="seeded").values_list("sha256", flat=True)
+    )

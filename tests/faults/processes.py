@@ -58,9 +58,23 @@ class PrivateRedis:
             return
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 15
         while not self.ping():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -93,8 +107,11 @@ class PrivateRedis:
 
 
 def _pg_bin(name: str) -> str:
-    for candidate in [f"/usr/local/bin/{name}", *sorted(glob.glob(
-            f"/usr/lib/postgresql/*/bin/{name}"), reverse=True), shutil.which(name)]:
+    for candidate in [
+        f"/usr/local/bin/{name}",
+        *sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True),
+        shutil.which(name),
+    ]:
         if candidate and Path(candidate).exists():
             return candidate
     return require(None, f"PostgreSQL's {name}")
@@ -128,28 +145,70 @@ class PrivatePostgres:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run(self, *args: str, timeout: float = 60) -> None:
-        result = subprocess.run([*self.as_postgres, *args], capture_output=True, text=True,
-                                timeout=timeout, cwd=self.folder)
+        result = subprocess.run(
+            [*self.as_postgres, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.folder,
+        )
         if result.returncode != 0:
             log = self.log_path.read_text() if self.log_path.exists() else ""
-            raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stdout}{result.stderr}"
-                               f"\n{log[-2000:]}")
+            raise RuntimeError(
+                f"{' '.join(args[:2])} failed: {result.stdout}{result.stderr}\n{log[-2000:]}"
+            )
 
     def init(self) -> None:
-        self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                  "--no-sync", "-E", "UTF8", "--locale=C")
+        self._run(
+            self.initdb,
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
 
     def _options(self) -> str:
-        return (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                "-c max_connections=40")
+        return (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=40"
+        )
 
     def start(self) -> None:
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log_path), "-o",
-                  self._options(), "-w", "-t", "30", "start")
+        self._run(
+            self.pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_path),
+            "-o",
+            self._options(),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        )
 
     def restart(self, mode: str = "fast") -> None:
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log_path), "-o",
-                  self._options(), "-m", mode, "-w", "-t", "30", "restart")
+        self._run(
+            self.pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_path),
+            "-o",
+            self._options(),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            "30",
+            "restart",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run(self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")

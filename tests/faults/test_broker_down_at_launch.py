@@ -71,18 +71,35 @@ def train_command(broker: PrivateRedis) -> subprocess.CompletedProcess:
     """`manage.py train` (no --wait) in its own process, on the test database and the
     private broker: what an engineer types."""
     db = connection.settings_dict
-    env = {**os.environ,
-           "DJANGO_SETTINGS_MODULE": "fairskin_site.settings_test",
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-           "CELERY_BROKER_URL": broker.url}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "fairskin_site.settings_test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CELERY_BROKER_URL": broker.url,
+    }
     return subprocess.run(
-        [sys.executable, "manage.py", "train", "--kind", "textual_inversion", "--dataset",
-         "demo", "--steps", "5"], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=120)
+        [
+            sys.executable,
+            "manage.py",
+            "train",
+            "--kind",
+            "textual_inversion",
+            "--dataset",
+            "demo",
+            "--steps",
+            "5",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_train_command_refuses_while_redis_is_down_then_queues(
-        transactional_db, django_db_serialized_rollback, broker, demo):
+    transactional_db, django_db_serialized_rollback, broker, demo
+):
     if connection.vendor != "postgresql":
         pytest.skip("the command runs in its own process: needs the PostgreSQL test database")
     broker.stop()
@@ -105,8 +122,10 @@ def test_train_command_refuses_while_redis_is_down_then_queues(
     assert job.state == JobState.QUEUED and job.kind == "training.run" and job.celery_task_id
     assert run.job_id == job.pk and str(run.pk) in accepted.stdout.splitlines()
     assert queued(broker) == [("gpu", "jobs.run", job.pk)]
-    print(f"\ntrain refused in {refused_s:.1f}s (exit {refused.returncode}): "
-          f"{refused.stderr.strip().splitlines()[-1]}")
+    print(
+        f"\ntrain refused in {refused_s:.1f}s (exit {refused.returncode}): "
+        f"{refused.stderr.strip().splitlines()[-1]}"
+    )
 
 
 def post_refused_then_accepted(client, url, form, broker, capture):
@@ -125,14 +144,20 @@ def post_refused_then_accepted(client, url, form, broker, capture):
 
 
 def test_admin_training_launch_refuses_while_redis_is_down(
-        db, client, app_on_private_broker, demo, django_capture_on_commit_callbacks):
+    db, client, app_on_private_broker, demo, django_capture_on_commit_callbacks
+):
     broker = app_on_private_broker
     client.force_login(make_user("engineer"))
     url = reverse("admin:training_run_launch")
-    form = {"kind": "textual_inversion", "datasets": ["demo"], "split": "train",
-            "config": '{"steps": 5}'}
-    response = post_refused_then_accepted(client, url, form, broker,
-                                          django_capture_on_commit_callbacks)
+    form = {
+        "kind": "textual_inversion",
+        "datasets": ["demo"],
+        "split": "train",
+        "config": '{"steps": 5}',
+    }
+    response = post_refused_then_accepted(
+        client, url, form, broker, django_capture_on_commit_callbacks
+    )
     run = Run.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("training:run", args=[run.pk])
@@ -141,25 +166,36 @@ def test_admin_training_launch_refuses_while_redis_is_down(
 
 
 def test_generation_batch_launch_refuses_while_redis_is_down(
-        db, client, app_on_private_broker, tmp_path, django_capture_on_commit_callbacks):
+    db, client, app_on_private_broker, tmp_path, django_capture_on_commit_callbacks
+):
     broker = app_on_private_broker
     folders = [tmp_path / "ti", tmp_path / "lora"]
     for folder in folders:
         folder.mkdir()
-    ti = RunFactory(kind="textual_inversion", artifacts_dir=str(folders[0]),
-                    job__state="succeeded")
-    lora = RunFactory(kind="lora", parent=ti, artifacts_dir=str(folders[1]),
-                      job__state="succeeded")
+    ti = RunFactory(kind="textual_inversion", artifacts_dir=str(folders[0]), job__state="succeeded")
+    lora = RunFactory(kind="lora", parent=ti, artifacts_dir=str(folders[1]), job__state="succeeded")
     client.force_login(make_user("engineer"))
     url = reverse("admin:generation_batch_launch")
-    form = {"model_run": lora.pk, "target": 8, "diagnoses": ["MEL"], "overgeneration": 1.5,
-            "scheduler": "ddim", "steps": 3, "guidance": 7.5, "negative_prompt": "blurry",
-            "size": 32, "seed": 3, "shard_size": 64, "device_batch": 8, "scoring": "{}",
-            **{f"fst_{f}": s for f, s in {1: .1, 2: .1, 3: .15, 4: .15, 5: .25,
-                                           6: .25}.items()}}
+    form = {
+        "model_run": lora.pk,
+        "target": 8,
+        "diagnoses": ["MEL"],
+        "overgeneration": 1.5,
+        "scheduler": "ddim",
+        "steps": 3,
+        "guidance": 7.5,
+        "negative_prompt": "blurry",
+        "size": 32,
+        "seed": 3,
+        "shard_size": 64,
+        "device_batch": 8,
+        "scoring": "{}",
+        **{f"fst_{f}": s for f, s in {1: 0.1, 2: 0.1, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}.items()},
+    }
     # Refused: no batch, no synthetic dataset, no job.
-    response = post_refused_then_accepted(client, url, form, broker,
-                                          django_capture_on_commit_callbacks)
+    response = post_refused_then_accepted(
+        client, url, form, broker, django_capture_on_commit_callbacks
+    )
     batch = Batch.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("generation:batch", args=[batch.pk])
@@ -168,7 +204,8 @@ def test_generation_batch_launch_refuses_while_redis_is_down(
 
 
 def test_study_creation_refuses_while_redis_is_down(
-        db, client, app_on_private_broker, django_capture_on_commit_callbacks):
+    db, client, app_on_private_broker, django_capture_on_commit_callbacks
+):
     broker = app_on_private_broker
     batch = BatchFactory(state="finished")
     for fst in (5, 5, 6, 6):
@@ -176,13 +213,24 @@ def test_study_creation_refuses_while_redis_is_down(
     raters = [make_user("dermatologist") for _ in range(3)]
     client.force_login(make_user("lead"))
     url = reverse("review:study_new")
-    form = {"batch": batch.pk, "name": "during an outage", "raters": [r.pk for r in raters],
-            "sample_size": 4, "control_ratio": 0, "seed": 1, "warmup_count": 0,
-            "retest_share": 0, "mean_min": 5.0, "median_share_min": 0.9,
-            "low_share_max": 0.1, "instructions": ""}
+    form = {
+        "batch": batch.pk,
+        "name": "during an outage",
+        "raters": [r.pk for r in raters],
+        "sample_size": 4,
+        "control_ratio": 0,
+        "seed": 1,
+        "warmup_count": 0,
+        "retest_share": 0,
+        "mean_min": 5.0,
+        "median_share_min": 0.9,
+        "low_share_max": 0.1,
+        "instructions": "",
+    }
     # Refused: no study, no rater seats, no job.
-    response = post_refused_then_accepted(client, url, form, broker,
-                                          django_capture_on_commit_callbacks)
+    response = post_refused_then_accepted(
+        client, url, form, broker, django_capture_on_commit_callbacks
+    )
     study = Study.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("review:study", args=[study.pk])

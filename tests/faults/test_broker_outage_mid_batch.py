@@ -28,23 +28,39 @@ OUTAGE_S = 25
 
 
 def test_a_broker_outage_during_preparation_delays_the_batch_and_strands_nothing(
-    start_worker, app_on_private_broker, lora_run,  # noqa: F811
+    start_worker,
+    app_on_private_broker,
+    lora_run,  # noqa: F811
 ):
     broker = app_on_private_broker
     worker = start_worker(queues="gpu,cpu", WITH_BEAT="1", **FAST)
-    batch = batch_create(model_run=lora_run, target=4, diagnoses=["MEL"],
-                         fst_distribution={5: 0.5, 6: 0.5}, steps=2, shard_size=2,
-                         device_batch=2)
+    batch = batch_create(
+        model_run=lora_run,
+        target=4,
+        diagnoses=["MEL"],
+        fst_distribution={5: 0.5, 6: 0.5},
+        steps=2,
+        shard_size=2,
+        device_batch=2,
+    )
 
     def prepare() -> Job:
         return Job.objects.get(pk=batch.job_id)
 
-    wait_for(lambda: prepare().state == JobState.RUNNING, timeout=120,
-             what="the preparation to start", workers=[worker])
+    wait_for(
+        lambda: prepare().state == JobState.RUNNING,
+        timeout=120,
+        what="the preparation to start",
+        workers=[worker],
+    )
     broker.stop()
     down_at = time.monotonic()
-    done = wait_for(lambda: prepare().is_terminal and prepare(), timeout=240,
-                    what="the preparation to end with the broker down", workers=[worker])
+    done = wait_for(
+        lambda: prepare().is_terminal and prepare(),
+        timeout=240,
+        what="the preparation to end with the broker down",
+        workers=[worker],
+    )
     # The work was done, so the job succeeded; its follow-ups wait in the outbox.
     assert done.state == JobState.SUCCEEDED, done.error
     assert Batch.objects.get(pk=batch.pk).state == BatchState.GENERATING
@@ -58,17 +74,24 @@ def test_a_broker_outage_during_preparation_delays_the_batch_and_strands_nothing
     back_at = time.monotonic()
     outage = back_at - down_at
     first_claim = wait_for(
-        lambda: Job.objects.filter(parent=done, kind="generation.shard",
-                                   attempt__gte=1).exists(),
-        timeout=120, what="a shard to be claimed after the broker came back", workers=[worker])
+        lambda: Job.objects.filter(parent=done, kind="generation.shard", attempt__gte=1).exists(),
+        timeout=120,
+        what="a shard to be claimed after the broker came back",
+        workers=[worker],
+    )
     assert first_claim
     claimed_after = time.monotonic() - back_at
-    finished = wait_for(lambda: not Batch.objects.get(pk=batch.pk).is_active
-                        and Batch.objects.get(pk=batch.pk), timeout=300,
-                        what="the batch to finish", workers=[worker])
+    finished = wait_for(
+        lambda: not Batch.objects.get(pk=batch.pk).is_active and Batch.objects.get(pk=batch.pk),
+        timeout=300,
+        what="the batch to finish",
+        workers=[worker],
+    )
     assert finished.state == BatchState.FINISHED, finished.error
     assert finished.report["accepted"] == 4
     assert_no_duplicates_or_gaps(finished)
     assert not Job.objects.filter(parent=done, state=JobState.FAILED).exists()
-    print(f"\nbroker down {outage:.1f}s; first shard claimed {claimed_after:.1f}s after it "
-          f"came back; batch finished {time.monotonic() - back_at:.1f}s after it came back")
+    print(
+        f"\nbroker down {outage:.1f}s; first shard claimed {claimed_after:.1f}s after it "
+        f"came back; batch finished {time.monotonic() - back_at:.1f}s after it came back"
+    )

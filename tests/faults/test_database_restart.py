@@ -43,8 +43,10 @@ HTTP_RATERS = [f"load-derm-{i}" for i in range(1, 6)]
 BROWSER_RATER = "load-derm-6"
 ITEMS = 40  # synthetic images; with the controls each rater has 50 items
 OUTAGE_S = 3.0
-RETRY_MESSAGE = ("The server is unavailable, so your rating (6) may not have been saved. "
-                 "Press any rating key to send it again.")
+RETRY_MESSAGE = (
+    "The server is unavailable, so your rating (6) may not have been saved. "
+    "Press any rating key to send it again."
+)
 
 
 @dataclass
@@ -68,7 +70,10 @@ class Site:
             "SELECT u.username, a.token, r.score FROM review_rating r "
             "JOIN review_assignment a ON a.id = r.assignment_id "
             "JOIN auth_user u ON u.id = r.rater_id "
-            "WHERE r.study_id = %s AND u.username = ANY(%s)", self.study_id, usernames)
+            "WHERE r.study_id = %s AND u.username = ANY(%s)",
+            self.study_id,
+            usernames,
+        )
 
     def created_audits(self, usernames: list[str]) -> list[tuple[str, int]]:
         """(token, times) for every assignment audited as created."""
@@ -77,15 +82,24 @@ class Site:
             "JOIN review_assignment a ON a.id = x.assignment_id "
             "JOIN auth_user u ON u.id = x.rater_id "
             "WHERE x.study_id = %s AND x.action = 'created' AND u.username = ANY(%s) "
-            "GROUP BY a.token", self.study_id, usernames)
+            "GROUP BY a.token",
+            self.study_id,
+            usernames,
+        )
 
     def server_log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
 def _manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
@@ -100,28 +114,53 @@ def site(tmp_path_factory):
         pg.init()
         pg.start()
         pg.create_database("fairskin_faults_site")
-        env = {**os.environ,
-               "DJANGO_SETTINGS_MODULE": "tests.faults.site_settings",
-               "DATABASE_URL": pg.url("fairskin_faults_site"),
-               "DEBUG": "0", "SECURE_SSL_REDIRECT": "0", "SESSION_COOKIE_SECURE": "0",
-               "CSRF_COOKIE_SECURE": "0", "SECURE_HSTS_SECONDS": "0",
-               "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "WARNING",
-               "FAIRSKIN_VAR_DIR": str(folder / "var"), "MEDIA_ROOT": str(folder / "media"),
-               "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.faults.site_settings",
+            "DATABASE_URL": pg.url("fairskin_faults_site"),
+            "DEBUG": "0",
+            "SECURE_SSL_REDIRECT": "0",
+            "SESSION_COOKIE_SECURE": "0",
+            "CSRF_COOKIE_SECURE": "0",
+            "SECURE_HSTS_SECONDS": "0",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LOG_LEVEL": "WARNING",
+            "FAIRSKIN_VAR_DIR": str(folder / "var"),
+            "MEDIA_ROOT": str(folder / "media"),
+            "PYTHONUNBUFFERED": "1",
+        }
         env.pop("CELERY_BROKER_URL", None)  # nothing is queued; keep off the shared Redis
         _manage(env, "migrate", "--noinput", "-v", "0")
-        seeded = _manage(env, "seed_load_study", "--raters", str(RATERS), "--items",
-                         str(ITEMS), "--seed", "3")
+        seeded = _manage(
+            env, "seed_load_study", "--raters", str(RATERS), "--items", str(ITEMS), "--seed", "3"
+        )
         study_id = int(re.search(r"^LOAD_STUDY_ID=(\d+)$", seeded, re.M).group(1))
         port = free_port()
         log_path = folder / "gunicorn.log"
         with open(log_path, "ab") as log:
             # As scripts/load.sh runs it: sync workers, one thread each.
             server = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "fairskin_site.wsgi:application", "--bind",
-                 f"127.0.0.1:{port}", "--workers", "3", "--threads", "1", "--timeout", "30",
-                 "--no-control-socket"], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "fairskin_site.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "3",
+                    "--threads",
+                    "1",
+                    "--timeout",
+                    "30",
+                    "--no-control-socket",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:
@@ -147,9 +186,16 @@ def site(tmp_path_factory):
 def sign_in(site: Site, username: str) -> tuple[requests.Session, str]:
     session = requests.Session()
     session.get(f"{site.url}/accounts/login/", timeout=10)
-    response = session.post(f"{site.url}/accounts/login/", allow_redirects=False, timeout=10,
-                            data={"username": username, "password": PASSWORD,
-                                  "csrfmiddlewaretoken": session.cookies["csrftoken"]})
+    response = session.post(
+        f"{site.url}/accounts/login/",
+        allow_redirects=False,
+        timeout=10,
+        data={
+            "username": username,
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+    )
     assert response.status_code == 302, f"{username} not signed in: {response.status_code}"
     return session, session.cookies["csrftoken"]  # rotated at sign-in
 
@@ -186,8 +232,9 @@ class HttpRater:
                 body = response.json()
             except ValueError:
                 body = None
-            answer = Answer(sent, method, response.status_code, body,
-                            response.headers.get("Retry-After"))
+            answer = Answer(
+                sent, method, response.status_code, body, response.headers.get("Retry-After")
+            )
         self.answers.append(answer)
         return answer
 
@@ -215,21 +262,24 @@ class HttpRater:
             # The same rating again until it is acknowledged, as the screen's retry does:
             # even after stop is set, so that nothing is left unacknowledged.
             while time.monotonic() < deadline:
-                answer = self.call(session, "POST", f"{self.site.url}/api/ratings/",
-                                   json={"token": current["token"], "score": score,
-                                         "seconds": 0.2},
-                                   headers={"X-CSRFToken": csrf})
+                answer = self.call(
+                    session,
+                    "POST",
+                    f"{self.site.url}/api/ratings/",
+                    json={"token": current["token"], "score": score, "seconds": 0.2},
+                    headers={"X-CSRFToken": csrf},
+                )
                 if answer.status in (200, 201):
-                    self.acks.append((answer.sent, current["token"], score,
-                                      answer.json["created"]))
+                    self.acks.append((answer.sent, current["token"], score, answer.json["created"]))
                     break
                 if answer.status != 503:
                     return  # unexpected: the test reports it
                 time.sleep(0.2)
 
 
-def wait_until(predicate, timeout: float, what: str, site: Site,
-               threads: list[threading.Thread]) -> str:
+def wait_until(
+    predicate, timeout: float, what: str, site: Site, threads: list[threading.Thread]
+) -> str:
     """Wait for the raters to get somewhere. Returns what went wrong ("" if nothing): a
     timeout, or raters that gave up (on an answer the test then reports)."""
     deadline = time.monotonic() + timeout
@@ -255,8 +305,13 @@ def test_ratings_survive_a_postgres_restart_and_refusals_are_clear(site):
         thread.start()
     page = None
     try:
-        problem = wait_until(lambda: all(len(r.acks) >= 2 for r in raters), 60,
-                             "two ratings from every rater", site, threads)
+        problem = wait_until(
+            lambda: all(len(r.acks) >= 2 for r in raters),
+            60,
+            "two ratings from every rater",
+            site,
+            threads,
+        )
         if not problem:
             down_at = time.monotonic()
             pg.stop("fast")
@@ -267,7 +322,11 @@ def test_ratings_survive_a_postgres_restart_and_refusals_are_clear(site):
             up_at = time.monotonic()
             problem = wait_until(
                 lambda: all(sum(sent > up_at for sent, *_ in r.acks) >= 3 for r in raters),
-                60, "three ratings from every rater after the restart", site, threads)
+                60,
+                "three ratings from every rater after the restart",
+                site,
+                threads,
+            )
     finally:
         stop.set()
         for thread in threads:
@@ -307,12 +366,14 @@ def test_ratings_survive_a_postgres_restart_and_refusals_are_clear(site):
 
     refused_posts = sum(a.method == "POST" for a in refused)
     already_stored = sum(not created for r in raters for *_, created in r.acks)
-    print(f"\n{len(raters)} raters, {len(answers)} requests: {len(acked)} ratings "
-          f"acknowledged, {len(stored)} stored, {len(acked - set(stored))} lost; "
-          f"{len(refused)} answered 503 during the outage ({refused_posts} rating POSTs, "
-          f"{len(refused) - refused_posts} queue GETs), {already_stored} retries found the "
-          f"rating already stored; PostgreSQL stop took {stopped_s:.1f}s, outage "
-          f"{up_at - down_at:.1f}s")
+    print(
+        f"\n{len(raters)} raters, {len(answers)} requests: {len(acked)} ratings "
+        f"acknowledged, {len(stored)} stored, {len(acked - set(stored))} lost; "
+        f"{len(refused)} answered 503 during the outage ({refused_posts} rating POSTs, "
+        f"{len(refused) - refused_posts} queue GETs), {already_stored} retries found the "
+        f"rating already stored; PostgreSQL stop took {stopped_s:.1f}s, outage "
+        f"{up_at - down_at:.1f}s"
+    )
 
 
 def test_a_quick_restart_goes_unnoticed_by_the_next_requests(site):
@@ -332,17 +393,19 @@ def test_a_quick_restart_goes_unnoticed_by_the_next_requests(site):
     statuses = [session.get(queue_url, timeout=15).status_code for _ in range(12)]
     assert statuses == [200] * 12
     current = session.get(queue_url, timeout=15).json()["current"]
-    response = session.post(f"{site.url}/api/ratings/", timeout=15,
-                            json={"token": current["token"], "score": 4, "seconds": 1.0},
-                            headers={"X-CSRFToken": csrf})
+    response = session.post(
+        f"{site.url}/api/ratings/",
+        timeout=15,
+        json={"token": current["token"], "score": 4, "seconds": 1.0},
+        headers={"X-CSRFToken": csrf},
+    )
     assert response.status_code == 201, response.text
     assert (HTTP_RATERS[-1], current["token"], 4) in site.ratings([HTTP_RATERS[-1]])
     print(f"\npg_ctl restart -m fast took {restart_s:.1f}s; the next 12 requests all 200")
 
 
 @pytest.mark.browser
-def test_rating_screen_asks_to_retry_during_the_outage_and_saves_after(
-        site, browser, screenshot):
+def test_rating_screen_asks_to_retry_during_the_outage_and_saves_after(site, browser, screenshot):
     from playwright.sync_api import expect
 
     pg = site.pg

@@ -31,8 +31,9 @@ def refused(message="connection refused"):
 
 @pytest.mark.parametrize("error", [refused(), InterfaceError("connection already closed")])
 def test_api_write_gets_a_json_503_saying_to_try_again(error):
-    request = requests.post("/api/ratings/", {"token": "t", "score": 4},
-                            content_type="application/json")
+    request = requests.post(
+        "/api/ratings/", {"token": "t", "score": 4}, content_type="application/json"
+    )
     response = middleware.process_exception(request, error)
     assert response.status_code == 503 and response["Content-Type"] == "application/json"
     assert json.loads(response.content) == {"detail": WRITE_DETAIL}
@@ -43,8 +44,9 @@ def test_api_read_and_pages_get_their_own_wording():
     starting = pg_error(OperationalError, psycopg.errors.CannotConnectNow("starting up"))
     queue = middleware.process_exception(requests.get("/api/rater/studies/1/queue/"), starting)
     assert json.loads(queue.content) == {"detail": READ_DETAIL}
-    page = middleware.process_exception(requests.get("/review/studies/1/rate/"),
-                                        refused("server closed the connection"))
+    page = middleware.process_exception(
+        requests.get("/review/studies/1/rate/"), refused("server closed the connection")
+    )
     assert page.status_code == 503 and page["Content-Type"].startswith("text/html")
     assert READ_DETAIL in page.content.decode()
     shutdown = pg_error(OperationalError, psycopg.errors.AdminShutdown("terminating"))
@@ -58,13 +60,15 @@ def test_other_errors_are_left_to_django():
     assert middleware.process_exception(request, DatabaseError("a bad query")) is None
 
 
-
-@pytest.mark.parametrize("cause", [
-    psycopg.errors.DeadlockDetected("deadlock detected"),
-    psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
-    psycopg.errors.LockNotAvailable("could not obtain lock"),
-    psycopg.errors.SerializationFailure("could not serialize access"),
-])
+@pytest.mark.parametrize(
+    "cause",
+    [
+        psycopg.errors.DeadlockDetected("deadlock detected"),
+        psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+        psycopg.errors.LockNotAvailable("could not obtain lock"),
+        psycopg.errors.SerializationFailure("could not serialize access"),
+    ],
+)
 def test_a_failed_statement_is_not_called_an_outage(cause):
     """A deadlock or a timeout is a bug or a load problem to see in the logs, not "the database
     is unavailable": it stays Django's 500."""

@@ -43,22 +43,38 @@ def noise_png(seed: int, side: int = 640) -> bytes:
 def slow_batch():
     batch = BatchFactory(state="finished", quotas={"MEL:5": SYNTHETIC}, diagnoses=["MEL"])
     for index in range(SYNTHETIC):
-        image = ImageFactory(dataset=batch.dataset, origin="synthetic", diagnosis="MEL",
-                             fst_low=5, fst_high=5, source_id=f"MEL-fst5-{index}")
+        image = ImageFactory(
+            dataset=batch.dataset,
+            origin="synthetic",
+            diagnosis="MEL",
+            fst_low=5,
+            fst_high=5,
+            source_id=f"MEL-fst5-{index}",
+        )
         image.preprocessed.save("s.png", ContentFile(noise_png(index)))
-        SampleFactory(batch=batch, image=image, diagnosis="MEL", fst=5, index=index,
-                      verdict="accepted")
+        SampleFactory(
+            batch=batch, image=image, diagnosis="MEL", fst=5, index=index, verdict="accepted"
+        )
     real = DatasetFactory(name="real-clinic")
     for i in range(20):
-        image = ImageFactory(dataset=real, origin="real", diagnosis="MEL", fst_low=5,
-                             fst_high=5, source_id=f"real-{i}")
+        image = ImageFactory(
+            dataset=real,
+            origin="real",
+            diagnosis="MEL",
+            fst_low=5,
+            fst_high=5,
+            source_id=f"real-{i}",
+        )
         image.preprocessed.save(f"real-{i}.png", ContentFile(noise_png(1000 + i)))
     return batch
 
 
 def rate_next(study: Study, rater) -> Rating:
-    assignment = Assignment.objects.filter(study=study, rater=rater,
-                                           rating__isnull=True).order_by("position").first()
+    assignment = (
+        Assignment.objects.filter(study=study, rater=rater, rating__isnull=True)
+        .order_by("position")
+        .first()
+    )
     rating, created = rating_submit(token=assignment.token, rater=rater, score=5, seconds=2.0)
     assert created
     return rating
@@ -67,21 +83,30 @@ def rate_next(study: Study, rater) -> Rating:
 def test_a_stalled_preparation_that_wakes_after_a_takeover_changes_nothing(start_worker):
     batch = slow_batch()
     raters = [make_user("dermatologist", username=f"stall-derm-{i}") for i in range(3)]
-    study = study_create(batch=batch, raters=raters, sample_size=SYNTHETIC,
-                         control_ratio=0.2, seed=3)
+    study = study_create(
+        batch=batch, raters=raters, sample_size=SYNTHETIC, control_ratio=0.2, seed=3
+    )
     first = start_worker(queues="cpu", **FAST)
 
     def job() -> Job:
         return Job.objects.get(pk=study.job_id)
 
-    wait_for(lambda: job().progress_phase == "Blinding images" and job().progress_done >= 10,
-             timeout=120, what="the first attempt blinding images", workers=[first])
+    wait_for(
+        lambda: job().progress_phase == "Blinding images" and job().progress_done >= 10,
+        timeout=120,
+        what="the first attempt blinding images",
+        workers=[first],
+    )
     os.killpg(first.proc.pid, signal.SIGSTOP)
     stalled_at = job().progress_done
     try:
         second = start_worker(queues="cpu", WITH_BEAT="1", **FAST)
-        done = wait_for(lambda: job().state == JobState.SUCCEEDED and job(), timeout=180,
-                        what="the second attempt to open the study", workers=[first, second])
+        done = wait_for(
+            lambda: job().state == JobState.SUCCEEDED and job(),
+            timeout=180,
+            what="the second attempt to open the study",
+            workers=[first, second],
+        )
         assert done.attempt == 2
         study.refresh_from_db()
         assert study.state == StudyState.OPEN
@@ -89,8 +114,12 @@ def test_a_stalled_preparation_that_wakes_after_a_takeover_changes_nothing(start
     finally:
         os.killpg(first.proc.pid, signal.SIGCONT)
     woke = time.monotonic()
-    wait_for(lambda: "lease lost" in first.output(), timeout=60,
-             what="the woken attempt to notice it lost the job", workers=[first])
+    wait_for(
+        lambda: "lease lost" in first.output(),
+        timeout=60,
+        what="the woken attempt to notice it lost the job",
+        workers=[first],
+    )
     time.sleep(1.0)  # let it finish whatever it would still do
 
     study.refresh_from_db()
@@ -98,7 +127,9 @@ def test_a_stalled_preparation_that_wakes_after_a_takeover_changes_nothing(start
     assert study.state == StudyState.OPEN and study.error == ""
     assert final.state == JobState.SUCCEEDED and final.attempt == 2
     assert list(final.attempts.order_by("number").values_list("outcome", flat=True)) == [
-        "lost", "succeeded"]
+        "lost",
+        "succeeded",
+    ]
     assert not final.log_entries.filter(attempt=1, level="error").exists()
     # Rating goes on: the next rating of every rater is accepted.
     for rater in raters:
@@ -108,5 +139,7 @@ def test_a_stalled_preparation_that_wakes_after_a_takeover_changes_nothing(start
     folder = f"review/study-{study.pk}"
     on_disk = {f"{folder}/{name}" for name in default_storage.listdir(folder)[1]}
     assert on_disk == {item.derivative.name for item in study.items.all()}
-    print(f"\nstalled at image {stalled_at}; the second attempt opened the study; the woken "
-          f"attempt noticed within {time.monotonic() - woke:.1f}s and wrote nothing")
+    print(
+        f"\nstalled at image {stalled_at}; the second attempt opened the study; the woken "
+        f"attempt noticed within {time.monotonic() - woke:.1f}s and wrote nothing"
+    )

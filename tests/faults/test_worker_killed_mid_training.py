@@ -26,25 +26,37 @@ STEPS, EVERY = 40, 5
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
     """The complete checkpoints on disk (a checkpoint is renamed into place whole)."""
-    return sorted(int(p.name.removeprefix("step-"))
-                  for p in (run_dir / "checkpoints").glob("step-??????"))
+    return sorted(
+        int(p.name.removeprefix("step-")) for p in (run_dir / "checkpoints").glob("step-??????")
+    )
 
 
 def test_worker_killed_mid_training_resumes_from_its_last_checkpoint(start_worker, capsys):
     call_command("seed_demo", "--per-class", "2", "--seed", "2")
     capsys.readouterr()
     first = start_worker(queues="gpu", **FAST_LEASE)
-    run = run_create(kind="textual_inversion", selection={"datasets": ["demo"]},
-                     config={"steps": STEPS, "checkpoint_every": EVERY,
-                             "validation_every": 1000, "validation_inference_steps": 1,
-                             "grad_accumulation": 1})
+    run = run_create(
+        kind="textual_inversion",
+        selection={"datasets": ["demo"]},
+        config={
+            "steps": STEPS,
+            "checkpoint_every": EVERY,
+            "validation_every": 1000,
+            "validation_inference_steps": 1,
+            "grad_accumulation": 1,
+        },
+    )
     run_dir = Path(run.artifacts_dir)
 
     def job() -> Job:
         return Job.objects.get(pk=run.job_id)
 
-    wait_for(lambda: job().progress_done >= 12, timeout=120, what="training past step 12",
-             workers=[first])
+    wait_for(
+        lambda: job().progress_done >= 12,
+        timeout=120,
+        what="training past step 12",
+        workers=[first],
+    )
     first.kill()
     killed_at = job().progress_done
     on_disk = checkpoint_steps(run_dir)
@@ -55,8 +67,12 @@ def test_worker_killed_mid_training_resumes_from_its_last_checkpoint(start_worke
 
     started = time.monotonic()
     second = start_worker(queues="gpu,cpu", WITH_BEAT="1", **FAST_LEASE)
-    done = wait_for(lambda: job().is_terminal and job(), timeout=180,
-                    what="the second attempt", workers=[first, second])
+    done = wait_for(
+        lambda: job().is_terminal and job(),
+        timeout=180,
+        what="the second attempt",
+        workers=[first, second],
+    )
     recovery_s = time.monotonic() - started
     assert done.state == JobState.SUCCEEDED, done.error
     assert done.attempt == 2
@@ -68,15 +84,21 @@ def test_worker_killed_mid_training_resumes_from_its_last_checkpoint(start_worke
     assert resumed == last_checkpoint
     assert resumed > 0 and resumed % EVERY == 0
     assert done.log_entries.filter(
-        attempt=2, message=f"resumed from the checkpoint at step {resumed}").exists()
+        attempt=2, message=f"resumed from the checkpoint at step {resumed}"
+    ).exists()
     assert (done.progress_done, done.progress_total) == (STEPS, STEPS)
     # The loss log was cut back to the checkpoint and continued from it: the steps the killed
     # attempt did after its last checkpoint were redone once, not appended twice.
-    rows = [int(line.split(",")[0]) for line in
-            (run_dir / "loss.csv").read_text().splitlines() if line[:1].isdigit()]
+    rows = [
+        int(line.split(",")[0])
+        for line in (run_dir / "loss.csv").read_text().splitlines()
+        if line[:1].isdigit()
+    ]
     assert rows == list(range(1, STEPS + 1))
     assert checkpoint_steps(run_dir)[-1] == STEPS
     run = Run.objects.get(pk=run.pk)
     assert run.final_loss is not None and run.tokens
-    print(f"\nkilled at step {killed_at} (checkpoint {last_checkpoint} on disk); "
-          f"attempt 2 resumed from {resumed} and finished in {recovery_s:.1f}s")
+    print(
+        f"\nkilled at step {killed_at} (checkpoint {last_checkpoint} on disk); "
+        f"attempt 2 resumed from {resumed} and finished in {recovery_s:.1f}s"
+    )

@@ -15,10 +15,19 @@ from fairskin.progress import SilentProgress
 from jobs.models import Job, JobState
 from training.models import Run, RunKind
 
-QUICK = {"validation_every": 1000, "validation_inference_steps": 1, "grad_accumulation": 1,
-         "lr_warmup_steps": 0}
-SELECTION = {"datasets": ["demo"], "diagnoses": ["MEL", "NV"], "fsts": [1, 2, 3, 4, 5, 6],
-             "split": "any", "synthetic_datasets": []}
+QUICK = {
+    "validation_every": 1000,
+    "validation_inference_steps": 1,
+    "grad_accumulation": 1,
+    "lr_warmup_steps": 0,
+}
+SELECTION = {
+    "datasets": ["demo"],
+    "diagnoses": ["MEL", "NV"],
+    "fsts": [1, 2, 3, 4, 5, 6],
+    "split": "any",
+    "synthetic_datasets": [],
+}
 
 
 @pytest.fixture(scope="session")
@@ -33,19 +42,36 @@ def tiny_artifacts(tmp_path_factory) -> tuple[Path, Path]:
         draw_lesion(dx, fst, seed=i, size=64).save(path)
         items.append(TrainItem(str(path), dx, fst))
     ti = tmp_path_factory.mktemp("ti")
-    train(config=TrainConfig.build("textual_inversion", {"steps": 2, **QUICK}), base=base,
-          items=items, run_dir=ti, progress=SilentProgress())
+    train(
+        config=TrainConfig.build("textual_inversion", {"steps": 2, **QUICK}),
+        base=base,
+        items=items,
+        run_dir=ti,
+        progress=SilentProgress(),
+    )
     lora = tmp_path_factory.mktemp("lora")
-    train(config=TrainConfig.build("lora", {"steps": 2, **QUICK}), base=base, items=items,
-          run_dir=lora, progress=SilentProgress(), parents=[ti])
+    train(
+        config=TrainConfig.build("lora", {"steps": 2, **QUICK}),
+        base=base,
+        items=items,
+        run_dir=lora,
+        progress=SilentProgress(),
+        parents=[ti],
+    )
     return ti, lora
 
 
 def _finished_run(kind: str, artifacts: Path, parent: Run | None = None) -> Run:
     job = Job.objects.create(kind="training.run", queue="gpu", state=JobState.SUCCEEDED)
-    return Run.objects.create(kind=kind, base_model="tiny", parent=parent, job=job,
-                              artifacts_dir=str(artifacts), selection=SELECTION,
-                              tokens=["<dx-mel>"])
+    return Run.objects.create(
+        kind=kind,
+        base_model="tiny",
+        parent=parent,
+        job=job,
+        artifacts_dir=str(artifacts),
+        selection=SELECTION,
+        tokens=["<dx-mel>"],
+    )
 
 
 @pytest.fixture

@@ -21,14 +21,25 @@ def vector(*values: float) -> bytes:
 
 def crafted_batch(*, clip_calibrated: bool, apply_uncalibrated=()):
     return BatchFactory(
-        state=BatchState.GENERATING, quotas={"MEL:5": 2}, overgeneration=3.0, job__runs_here=True,
-        planned={"MEL:5": 3}, scoring={"apply_uncalibrated": list(apply_uncalibrated)},
-        provenance={"clip": {"calibrated": clip_calibrated, "label": "clip"}})
+        state=BatchState.GENERATING,
+        quotas={"MEL:5": 2},
+        overgeneration=3.0,
+        job__runs_here=True,
+        planned={"MEL:5": 3},
+        scoring={"apply_uncalibrated": list(apply_uncalibrated)},
+        provenance={"clip": {"calibrated": clip_calibrated, "label": "clip"}},
+    )
 
 
 def add(batch, index, *, failed=(), embedding=(1.0, 0.0, 0.0)):
-    return SampleFactory(batch=batch, diagnosis="MEL", fst=5, index=index,
-                         failed_checks=list(failed), clip_embedding=vector(*embedding))
+    return SampleFactory(
+        batch=batch,
+        diagnosis="MEL",
+        fst=5,
+        index=index,
+        failed_checks=list(failed),
+        clip_embedding=vector(*embedding),
+    )
 
 
 def verdicts(batch):
@@ -62,8 +73,10 @@ def test_verdicts_follow_seed_order_with_the_reason_of_each_failure():
     assert verdicts(batch)[-1] == (5, Verdict.PENDING, [])
     add(batch, 4, embedding=(0.0, 0.0, 1.0))
     result = batch_advance(batch_id=batch.pk)
-    assert verdicts(batch)[-2:] == [(4, Verdict.ACCEPTED, []),
-                                    (5, Verdict.SURPLUS, ["quota met by earlier seeds"])]
+    assert verdicts(batch)[-2:] == [
+        (4, Verdict.ACCEPTED, []),
+        (5, Verdict.SURPLUS, ["quota met by earlier seeds"]),
+    ]
     batch.refresh_from_db()
     assert result["state"] == BatchState.REPORTING == batch.state
     assert batch.outcomes == {"MEL:5": {"accepted": 2, "shortfall": 0}}

@@ -12,11 +12,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def test_engineer_reads_a_batch_and_filters_its_gallery(
-        transactional_db, live_server, browser, screenshot,
-        capsys, lora_run):
-    call_command("generate", "--model", str(lora_run.pk), "--count", "6", "--diagnosis", "MEL",
-                 "--diagnosis", "NV", "--fst-distribution", "5=0.5,6=0.5", "--steps", "2",
-                 "--overgeneration", "2", "--set", "brightness_low=0.3", "--wait")
+    transactional_db, live_server, browser, screenshot, capsys, lora_run
+):
+    call_command(
+        "generate",
+        "--model",
+        str(lora_run.pk),
+        "--count",
+        "6",
+        "--diagnosis",
+        "MEL",
+        "--diagnosis",
+        "NV",
+        "--fst-distribution",
+        "5=0.5,6=0.5",
+        "--steps",
+        "2",
+        "--overgeneration",
+        "2",
+        "--set",
+        "brightness_low=0.3",
+        "--wait",
+    )
     batch = Batch.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-1]))
     make_user("engineer", username="eng-browser")
     make_user("dermatologist", username="derm-browser")
@@ -33,8 +50,9 @@ def test_engineer_reads_a_batch_and_filters_its_gallery(
     assert "random weights: uncalibrated" in page.inner_text("[data-testid=provenance]")
     assert "not measurable" in page.inner_text("[data-testid=criteria]")
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # thumbnails load lazily
-    page.wait_for_function("Array.from(document.querySelectorAll('.gallery img'))"
-                           ".every(i => i.complete)")
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('.gallery img')).every(i => i.complete)"
+    )
     loaded = page.eval_on_selector_all(".gallery img", "imgs => imgs.map(i => i.naturalWidth)")
     assert loaded and all(width > 0 for width in loaded)
     screenshot(page, "generation-batch-page")

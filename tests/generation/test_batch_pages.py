@@ -19,14 +19,30 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def finished(capsys, lora_run) -> Batch:
-    call_command("generate", "--model", str(lora_run.pk), "--count", "4", "--diagnosis", "MEL",
-                 "--fst-distribution", "5=0.5,6=0.5", "--steps", "2", "--wait",
-                 "--overgeneration", "2", "--set", "brightness_low=0.2")
+    call_command(
+        "generate",
+        "--model",
+        str(lora_run.pk),
+        "--count",
+        "4",
+        "--diagnosis",
+        "MEL",
+        "--fst-distribution",
+        "5=0.5,6=0.5",
+        "--steps",
+        "2",
+        "--wait",
+        "--overgeneration",
+        "2",
+        "--set",
+        "brightness_low=0.2",
+    )
     batch = Batch.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-1]))
     # One crafted rejection so the gallery filter has something to separate.
     sample = Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED).last()
-    Sample.objects.filter(pk=sample.pk).update(verdict=Verdict.REJECTED,
-                                               reasons=["brightness 0.010 outside [0.2, 0.9]"])
+    Sample.objects.filter(pk=sample.pk).update(
+        verdict=Verdict.REJECTED, reasons=["brightness 0.010 outside [0.2, 0.9]"]
+    )
     return batch
 
 
@@ -40,12 +56,14 @@ def test_batch_page_shows_strata_gallery_metrics_and_labels(client, finished):
     total = Sample.objects.filter(batch=finished).count()
     assert f"{total} sample" in page
 
-    rejected = client.get(reverse("generation:batch", args=[finished.pk]),
-                          {"verdict": "rejected"}).content.decode()
+    rejected = client.get(
+        reverse("generation:batch", args=[finished.pk]), {"verdict": "rejected"}
+    ).content.decode()
     assert "1 sample<" in rejected and "brightness 0.010 outside" in rejected
     fst6 = client.get(reverse("generation:batch", args=[finished.pk]), {"fst": "6"})
-    assert fst6.context["page"].paginator.count == Sample.objects.filter(
-        batch=finished, fst=6).count()
+    assert (
+        fst6.context["page"].paginator.count == Sample.objects.filter(batch=finished, fst=6).count()
+    )
 
     sample = Sample.objects.filter(batch=finished).first()
     detail = client.get(reverse("generation:sample", args=[sample.pk])).content.decode()
@@ -65,8 +83,9 @@ def test_exports_carry_every_sample_and_the_calibration_labels(client, finished)
     rows = list(csv.DictReader(io.StringIO(body)))
     assert len(rows) == Sample.objects.filter(batch=finished).count()
     assert {r["verdict"] for r in rows} >= {"accepted", "rejected"}
-    data = json.loads(client.get(reverse("generation:export", args=[finished.pk]),
-                                 {"format": "json"}).content)
+    data = json.loads(
+        client.get(reverse("generation:export", args=[finished.pk]), {"format": "json"}).content
+    )
     assert "inception" in data["uncalibrated"] and data["report"]["criteria"]
     assert len(data["samples"]) == len(rows)
 
@@ -92,17 +111,28 @@ def test_admin_launch_form_prefills_defaults_and_refuses_bad_input(client, lora_
     form = client.get(url).content.decode()
     assert "blurry, low quality, text, watermark, duplicated" in form
     assert 'value="0.25"' in form and 'value="1.5"' in form  # FST V share, cap
-    base = {"model_run": lora_run.pk, "target": 8, "diagnoses": ["MEL"],
-            "overgeneration": 1.5, "scheduler": "dpm-solver++", "steps": 3, "guidance": 7.5,
-            "negative_prompt": "blurry", "seed": 3, "shard_size": 64, "device_batch": 8,
-            "scoring": "{}", **{f"fst_{f}": s for f, s in
-                                {1: .1, 2: .1, 3: .15, 4: .15, 5: .25, 6: .25}.items()}}
+    base = {
+        "model_run": lora_run.pk,
+        "target": 8,
+        "diagnoses": ["MEL"],
+        "overgeneration": 1.5,
+        "scheduler": "dpm-solver++",
+        "steps": 3,
+        "guidance": 7.5,
+        "negative_prompt": "blurry",
+        "seed": 3,
+        "shard_size": 64,
+        "device_batch": 8,
+        "scoring": "{}",
+        **{f"fst_{f}": s for f, s in {1: 0.1, 2: 0.1, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}.items()},
+    }
     bad = client.post(url, {**base, "fst_6": 0.9}).content.decode()
     assert "must add up to 1" in bad and not Batch.objects.exists()
     response = client.post(url, base)
     batch = Batch.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse(
-        "generation:batch", args=[batch.pk])
+        "generation:batch", args=[batch.pk]
+    )
     assert batch.scheduler == "dpm-solver++" and batch.quotas["MEL:5"] == 2 and batch.seed == 3
 
 

@@ -28,15 +28,31 @@ def accepted_pixels(batch: Batch) -> dict[tuple, np.ndarray]:
     out = {}
     for s in Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED).select_related("image"):
         with s.image.preprocessed.open("rb") as fh:
-            out[(s.diagnosis, s.fst, s.index, s.seed)] = np.asarray(PILImage.open(fh).convert(
-                "RGB"), dtype=np.int16)
+            out[(s.diagnosis, s.fst, s.index, s.seed)] = np.asarray(
+                PILImage.open(fh).convert("RGB"), dtype=np.int16
+            )
     return out
 
 
 def test_a_batch_reaches_its_quotas_exactly_with_the_planned_distribution(capsys, lora_run):
-    batch = generate(capsys, lora_run, "--count", "8", "--diagnosis", "MEL", "--diagnosis",
-                     "NV", "--fst-distribution", "2=0.25,6=0.75", "--shard-size", "3",
-                     "--device-batch", "2", "--seed", "7")
+    batch = generate(
+        capsys,
+        lora_run,
+        "--count",
+        "8",
+        "--diagnosis",
+        "MEL",
+        "--diagnosis",
+        "NV",
+        "--fst-distribution",
+        "2=0.25,6=0.75",
+        "--shard-size",
+        "3",
+        "--device-batch",
+        "2",
+        "--seed",
+        "7",
+    )
     assert batch.state == BatchState.FINISHED
     assert batch.quotas == {"MEL:2": 1, "MEL:6": 3, "NV:2": 1, "NV:6": 3}
     accepted = Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED)
@@ -62,8 +78,13 @@ def test_a_batch_reaches_its_quotas_exactly_with_the_planned_distribution(capsys
         data = fh.read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"  # lossless
     assert PILImage.open(io.BytesIO(data)).size == (batch.size, batch.size)
-    assert {c["name"] for c in sample.checks} >= {"resolution", "brightness", "fid",
-                                                    "lpips_real", "memorization"}
+    assert {c["name"] for c in sample.checks} >= {
+        "resolution",
+        "brightness",
+        "fid",
+        "lpips_real",
+        "memorization",
+    }
     assert len(np.frombuffer(bytes(sample.inception_features), dtype=np.float32)) == 2048
 
     # Random-weight extractors: labelled, never applied, never judged.
@@ -77,16 +98,33 @@ def test_a_batch_reaches_its_quotas_exactly_with_the_planned_distribution(capsys
     assert all("uncalibrated" in c["why"] for c in fid_criteria if c["value"] is not None)
     # Only accepted images are usable as synthetic training data.
     from training.selectors import classifier_images
-    usable = classifier_images(selection={"datasets": [], "synthetic_datasets": [
-        batch.dataset.name], "split": "any"}, synthetic=True)
+
+    usable = classifier_images(
+        selection={"datasets": [], "synthetic_datasets": [batch.dataset.name], "split": "any"},
+        synthetic=True,
+    )
     assert set(usable.values_list("pk", flat=True)) == set(
-        accepted.values_list("image_id", flat=True))
+        accepted.values_list("image_id", flat=True)
+    )
 
 
 def test_strict_thresholds_leave_a_reported_shortfall(capsys, lora_run):
-    batch = generate(capsys, lora_run, "--count", "4", "--diagnosis", "MEL",
-                     "--fst-distribution", "5=0.5,6=0.5", "--overgeneration", "1.5",
-                     "--set", "brightness_low=0.98", "--set", "brightness_high=1")
+    batch = generate(
+        capsys,
+        lora_run,
+        "--count",
+        "4",
+        "--diagnosis",
+        "MEL",
+        "--fst-distribution",
+        "5=0.5,6=0.5",
+        "--overgeneration",
+        "1.5",
+        "--set",
+        "brightness_low=0.98",
+        "--set",
+        "brightness_high=1",
+    )
     assert batch.state == BatchState.FINISHED
     rows = {(r["diagnosis"], r["fst"]): r for r in batch.report["strata"]}
     for (dx, fst), quota in [(("MEL", 5), 2), (("MEL", 6), 2)]:
@@ -95,47 +133,84 @@ def test_strict_thresholds_leave_a_reported_shortfall(capsys, lora_run):
         assert row["generated"] == candidate_cap(quota, 1.5) == 3  # the cap was spent
     assert batch.report["shortfall"] == 4
     reasons = Sample.objects.filter(batch=batch).values_list("reasons", flat=True)
-    assert all(r and r[0].startswith("brightness ") and "outside [0.98, 1.0]" in r[0]
-               for r in reasons)
+    assert all(
+        r and r[0].startswith("brightness ") and "outside [0.98, 1.0]" in r[0] for r in reasons
+    )
 
 
 def test_the_same_seed_accepts_the_same_images_whatever_the_shard_size(capsys, lora_run):
-    common = ["--count", "6", "--diagnosis", "MEL", "--fst-distribution", "3=0.5,6=0.5",
-              "--seed", "11", "--overgeneration", "3"]
+    common = [
+        "--count",
+        "6",
+        "--diagnosis",
+        "MEL",
+        "--fst-distribution",
+        "3=0.5,6=0.5",
+        "--seed",
+        "11",
+        "--overgeneration",
+        "3",
+    ]
     probe = generate(capsys, lora_run, *common, "--shard-size", "64")
     values = sorted(s.metrics["brightness"] for s in Sample.objects.filter(batch=probe))
     # A brightness floor between the probe's values rejects some candidates, so acceptance
     # has to walk past rejections; the two batches must still agree image for image.
     floor = str(round((values[len(values) // 3] + values[len(values) // 3 - 1]) / 2, 6))
-    one = generate(capsys, lora_run, *common, "--shard-size", "1", "--device-batch", "1",
-                   "--set", f"brightness_low={floor}")
-    many = generate(capsys, lora_run, *common, "--shard-size", "50", "--device-batch", "4",
-                    "--set", f"brightness_low={floor}")
+    one = generate(
+        capsys,
+        lora_run,
+        *common,
+        "--shard-size",
+        "1",
+        "--device-batch",
+        "1",
+        "--set",
+        f"brightness_low={floor}",
+    )
+    many = generate(
+        capsys,
+        lora_run,
+        *common,
+        "--shard-size",
+        "50",
+        "--device-batch",
+        "4",
+        "--set",
+        f"brightness_low={floor}",
+    )
     a, b = accepted_pixels(one), accepted_pixels(many)
     assert sorted(a) == sorted(b) and len(a) > 0
     assert Sample.objects.filter(batch=one, verdict=Verdict.REJECTED).exists()
     for key in a:
         assert np.abs(a[key] - b[key]).max() <= 1  # float rounding at most
-    assert Job.objects.filter(parent=one.job, kind="generation.shard").count() > \
-        Job.objects.filter(parent=many.job, kind="generation.shard").count()
+    assert (
+        Job.objects.filter(parent=one.job, kind="generation.shard").count()
+        > Job.objects.filter(parent=many.job, kind="generation.shard").count()
+    )
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"target": 0}, "must be positive"),
-    ({"diagnoses": ["XYZ"]}, "XYZ"),
-    ({"diagnoses": ["OTHER"]}, "OTHER is not a class"),
-    ({"fst_distribution": {"5": 0.7, "6": 0.7}}, "add up to 1"),
-    ({"fst_distribution": {"9": 1.0}}, "types 1-6"),
-    ({"overgeneration": 0.5}, "at least 1x"),
-    ({"scheduler": "euler"}, "unknown scheduler"),
-    ({"steps": 0}, "steps must be"),
-    ({"size": 30}, "multiple of 8"),
-    ({"seed": -1}, "seed"),
-    ({"scoring": {"lpips": 0.2}}, "unknown scoring setting"),
-    ({"scoring": {"fid": {"mode": "median"}}}, "unknown threshold mode"),
-    ({"scoring": {"apply_uncalibrated": ["fid", "vibes"]}}, "vibes"),
-    ({"scoring": {"brightness_low": 0.9, "brightness_high": 0.1}}, "must be below brightness_high"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"target": 0}, "must be positive"),
+        ({"diagnoses": ["XYZ"]}, "XYZ"),
+        ({"diagnoses": ["OTHER"]}, "OTHER is not a class"),
+        ({"fst_distribution": {"5": 0.7, "6": 0.7}}, "add up to 1"),
+        ({"fst_distribution": {"9": 1.0}}, "types 1-6"),
+        ({"overgeneration": 0.5}, "at least 1x"),
+        ({"scheduler": "euler"}, "unknown scheduler"),
+        ({"steps": 0}, "steps must be"),
+        ({"size": 30}, "multiple of 8"),
+        ({"seed": -1}, "seed"),
+        ({"scoring": {"lpips": 0.2}}, "unknown scoring setting"),
+        ({"scoring": {"fid": {"mode": "median"}}}, "unknown threshold mode"),
+        ({"scoring": {"apply_uncalibrated": ["fid", "vibes"]}}, "vibes"),
+        (
+            {"scoring": {"brightness_low": 0.9, "brightness_high": 0.1}},
+            "must be below brightness_high",
+        ),
+    ],
+)
 def test_bad_batch_requests_are_refused_and_nothing_is_created(lora_run, change, message):
     before = (Batch.objects.count(), Job.objects.count(), Dataset.objects.count())
     with pytest.raises(BatchConfigError, match=message):
@@ -155,11 +230,13 @@ def test_only_finished_lora_or_joint_runs_can_generate(lora_run):
 
 def test_generate_command_reports_bad_input_plainly(capsys, lora_run):
     with pytest.raises(CommandError, match="FST=SHARE"):
-        call_command("generate", "--model", str(lora_run.pk), "--count", "4",
-                     "--fst-distribution", "five=1")
+        call_command(
+            "generate", "--model", str(lora_run.pk), "--count", "4", "--fst-distribution", "five=1"
+        )
     with pytest.raises(CommandError, match="no run 999999"):
         call_command("generate", "--model", "999999", "--count", "4")
     with pytest.raises(CommandError, match="Nothing was queued"):
-        call_command("generate", "--model", str(lora_run.pk), "--count", "4", "--set",
-                     "sharpness=0.5")
+        call_command(
+            "generate", "--model", str(lora_run.pk), "--count", "4", "--set", "sharpness=0.5"
+        )
     assert not Batch.objects.exists()

@@ -20,15 +20,25 @@ def create(lora_run, *, device_batch: int, shard_size: int) -> Batch:
     # One stratum of 7 candidates (more if some are rejected): groups of 3 straddle shards of 5.
     # With seed 1, chunking each shard's candidates by device batch (the code before fixed
     # micro-batches) changed 3 of 7 sha256s between shard sizes 5 and 64.
-    return batch_create(model_run=lora_run, target=7, diagnoses=["MEL"],
-                        fst_distribution={6: 1.0}, seed=1, steps=2, size=32,
-                        device_batch=device_batch, shard_size=shard_size, enqueue=False)
+    return batch_create(
+        model_run=lora_run,
+        target=7,
+        diagnoses=["MEL"],
+        fst_distribution={6: 1.0},
+        seed=1,
+        steps=2,
+        size=32,
+        device_batch=device_batch,
+        shard_size=shard_size,
+        enqueue=False,
+    )
 
 
 def run_queued(batch: Batch) -> Batch:
-    while (job := Job.objects.filter(pk=batch.job_id, state=JobState.QUEUED).first()
-           or Job.objects.filter(parent_id=batch.job_id, state=JobState.QUEUED)
-           .order_by("id").first()) is not None:
+    while (
+        job := Job.objects.filter(pk=batch.job_id, state=JobState.QUEUED).first()
+        or Job.objects.filter(parent_id=batch.job_id, state=JobState.QUEUED).order_by("id").first()
+    ) is not None:
         assert execute_job(job_id=job.pk) == "succeeded", job.title
     batch.refresh_from_db()
     return batch
@@ -41,8 +51,10 @@ def generate(lora_run, *, device_batch: int, shard_size: int) -> Batch:
 
 
 def hashes(batch: Batch) -> dict[tuple[str, int, int], str]:
-    return {(s.diagnosis, s.fst, s.index): s.image.sha256
-            for s in Sample.objects.filter(batch=batch).select_related("image")}
+    return {
+        (s.diagnosis, s.fst, s.index): s.image.sha256
+        for s in Sample.objects.filter(batch=batch).select_related("image")
+    }
 
 
 def this_machine() -> dict:
@@ -67,19 +79,30 @@ def test_shard_size_and_resumed_shards_leave_every_sha256_unchanged(lora_run):
     # two groups); the batch's shard then skips them and generates the rest around them.
     batch = create(lora_run, device_batch=3, shard_size=64)
     assert execute_job(job_id=batch.job_id) == "succeeded"  # the reference, then the shard plan
-    earlier = job_create(kind="generation.shard", queue="gpu", parent=batch.job,
-                         params={"batch_id": batch.pk,
-                                 "ranges": [["MEL", 6, 1, 2], ["MEL", 6, 4, 5]]},
-                         title="an earlier attempt", enqueue=False, require_broker=False)
+    earlier = job_create(
+        kind="generation.shard",
+        queue="gpu",
+        parent=batch.job,
+        params={"batch_id": batch.pk, "ranges": [["MEL", 6, 1, 2], ["MEL", 6, 4, 5]]},
+        title="an earlier attempt",
+        enqueue=False,
+        require_broker=False,
+    )
     assert execute_job(job_id=earlier.pk) == "succeeded"
     assert set(hashes(batch)) == {("MEL", 6, 1), ("MEL", 6, 4)}
     batch = run_queued(batch)
     assert batch.state == BatchState.FINISHED, batch.error
-    resumed = Job.objects.filter(parent=batch.job, kind="generation.shard").exclude(
-        pk=earlier.pk).order_by("id").first()
+    resumed = (
+        Job.objects.filter(parent=batch.job, kind="generation.shard")
+        .exclude(pk=earlier.pk)
+        .order_by("id")
+        .first()
+    )
     assert resumed.params["ranges"] == [["MEL", 6, 0, 7]]
-    assert any(e.message == "7 candidates, 2 already stored or not needed"
-               for e in resumed.log_entries.all())
+    assert any(
+        e.message == "7 candidates, 2 already stored or not needed"
+        for e in resumed.log_entries.all()
+    )
     assert hashes(batch) == reference
 
 

@@ -39,11 +39,19 @@ def test_job_cancelled_midway_stops_before_the_end(start_worker, engineer):
     job = services.job_create(
         kind="worker_check", params={"steps": 400, "pause_s": 0.05}, launched_by=engineer
     )
-    wait_for(lambda: state_of(job.pk).progress_done >= 3, timeout=60,
-             what="the job to make progress", workers=[worker])
+    wait_for(
+        lambda: state_of(job.pk).progress_done >= 3,
+        timeout=60,
+        what="the job to make progress",
+        workers=[worker],
+    )
     services.job_cancel(job=state_of(job.pk), by=engineer)
-    done = wait_for(lambda: state_of(job.pk).is_terminal and state_of(job.pk), timeout=30,
-                    what="the cancellation", workers=[worker])
+    done = wait_for(
+        lambda: state_of(job.pk).is_terminal and state_of(job.pk),
+        timeout=30,
+        what="the cancellation",
+        workers=[worker],
+    )
     assert done.state == JobState.CANCELLED
     assert 3 <= done.progress_done < 400
     assert done.attempts.get().outcome == "cancelled"
@@ -57,12 +65,20 @@ def test_killed_worker_job_is_swept_back_and_finished_by_a_new_attempt(start_wor
     job = services.job_create(
         kind="worker_check", params={"steps": 60, "pause_s": 0.1}, launched_by=engineer
     )
-    wait_for(lambda: state_of(job.pk).progress_done >= 3, timeout=60,
-             what="progress on the first worker", workers=[first])
+    wait_for(
+        lambda: state_of(job.pk).progress_done >= 3,
+        timeout=60,
+        what="progress on the first worker",
+        workers=[first],
+    )
     first.kill()
     second = start_worker(WITH_BEAT="1", **fast_lease)
-    done = wait_for(lambda: state_of(job.pk).is_terminal and state_of(job.pk), timeout=90,
-                    what="the second attempt", workers=[first, second])
+    done = wait_for(
+        lambda: state_of(job.pk).is_terminal and state_of(job.pk),
+        timeout=90,
+        what="the second attempt",
+        workers=[first, second],
+    )
     assert done.state == JobState.SUCCEEDED, done.error
     assert done.attempt == 2
     outcomes = list(done.attempts.order_by("number").values_list("outcome", flat=True))
@@ -72,15 +88,25 @@ def test_killed_worker_job_is_swept_back_and_finished_by_a_new_attempt(start_wor
 
 def test_gpu_jobs_reach_only_workers_of_the_gpu_queue(start_worker, engineer):
     cpu_only = start_worker(queues="cpu")
-    gpu_job = services.job_create(kind="worker_check", queue="gpu",
-                                  params={"steps": 1, "pause_s": 0}, launched_by=engineer)
-    cpu_job = services.job_create(kind="worker_check", queue="cpu",
-                                  params={"steps": 1, "pause_s": 0}, launched_by=engineer)
-    wait_for(lambda: state_of(cpu_job.pk).state == JobState.SUCCEEDED, timeout=60,
-             what="the cpu job", workers=[cpu_only])
+    gpu_job = services.job_create(
+        kind="worker_check", queue="gpu", params={"steps": 1, "pause_s": 0}, launched_by=engineer
+    )
+    cpu_job = services.job_create(
+        kind="worker_check", queue="cpu", params={"steps": 1, "pause_s": 0}, launched_by=engineer
+    )
+    wait_for(
+        lambda: state_of(cpu_job.pk).state == JobState.SUCCEEDED,
+        timeout=60,
+        what="the cpu job",
+        workers=[cpu_only],
+    )
     assert state_of(gpu_job.pk).state == JobState.QUEUED  # the CPU worker never saw it
     gpu_worker = start_worker(queues="gpu")
-    done = wait_for(lambda: state_of(gpu_job.pk).is_terminal and state_of(gpu_job.pk),
-                    timeout=60, what="the gpu job", workers=[gpu_worker])
+    done = wait_for(
+        lambda: state_of(gpu_job.pk).is_terminal and state_of(gpu_job.pk),
+        timeout=60,
+        what="the gpu job",
+        workers=[gpu_worker],
+    )
     assert done.state == JobState.SUCCEEDED
     assert done.result["queue"] == "gpu"

@@ -106,8 +106,11 @@ def test_a_lost_lease_ends_the_attempt_silently_without_failing_anything():
         # ...and it then fails on something the successor changed.
         raise RuntimeError("the files moved under me")
 
-    register_once("test_loses_lease", loses_its_lease,
-                  on_failed=lambda job, error: pytest.fail("on_failed must not run"))
+    register_once(
+        "test_loses_lease",
+        loses_its_lease,
+        on_failed=lambda job, error: pytest.fail("on_failed must not run"),
+    )
     job = JobFactory(kind="test_loses_lease")
     assert runner.execute_job(job_id=job.pk, worker="stalled") == "lease-lost"
     job.refresh_from_db()
@@ -136,18 +139,19 @@ def test_a_stalled_study_preparation_cannot_close_the_open_study(batch, raters):
 
 
 def test_follow_up_jobs_are_written_while_the_broker_is_away_and_relayed_when_it_is_back(
-    monkeypatch, django_capture_on_commit_callbacks,
+    monkeypatch,
+    django_capture_on_commit_callbacks,
 ):
     reset_producer_pool()
     monkeypatch.setattr(celery_app.conf, "broker_write_url", UNREACHABLE)
     monkeypatch.setattr(celery_app.conf, "broker_url", UNREACHABLE)
     with django_capture_on_commit_callbacks(execute=True):
-        follow_up = services.job_create(kind="worker_check", require_broker=False,
-                                        params={"steps": 1, "pause_s": 0})
+        follow_up = services.job_create(
+            kind="worker_check", require_broker=False, params={"steps": 1, "pause_s": 0}
+        )
     follow_up.refresh_from_db()
     assert follow_up.state == JobState.QUEUED and follow_up.message_sent_at is None
-    Job.objects.filter(pk=follow_up.pk).update(
-        enqueued_at=timezone.now() - timedelta(seconds=5))
+    Job.objects.filter(pk=follow_up.pk).update(enqueued_at=timezone.now() - timedelta(seconds=5))
     assert sweeper.job_sweep()["relayed"] == 0  # still away: stays in the outbox
     assert Job.objects.get(pk=follow_up.pk).state == JobState.QUEUED
 
@@ -246,12 +250,14 @@ def test_a_cancelled_preparation_that_finishes_its_work_anyway_opens_nothing(bat
         return real(job, progress)
 
     registry._KINDS["review.prepare"] = registry.JobKind(
-        **{**registry.get_kind("review.prepare").__dict__, "handler": cancelled_mid_way})
+        **{**registry.get_kind("review.prepare").__dict__, "handler": cancelled_mid_way}
+    )
     try:
         outcome = runner.execute_job(job_id=study.job_id)
     finally:
         registry._KINDS["review.prepare"] = registry.JobKind(
-            **{**registry.get_kind("review.prepare").__dict__, "handler": real})
+            **{**registry.get_kind("review.prepare").__dict__, "handler": real}
+        )
     study.refresh_from_db()
     job = Job.objects.get(pk=study.job_id)
     # The handler saw the study no longer preparing: the job ends cancelled, never succeeded
@@ -270,17 +276,24 @@ def test_a_command_waiting_on_a_job_runs_it_again_after_a_database_outage():
     job = JobFactory(kind="test_db_blip_here")
     assert runner.run_here(job_id=job.pk) == "succeeded"
     assert list(Job.objects.get(pk=job.pk).attempts.values_list("outcome", flat=True)) == [
-        "interrupted", "succeeded"]
+        "interrupted",
+        "succeeded",
+    ]
 
 
 def test_follow_ups_of_a_job_a_command_runs_stay_with_the_command_until_a_user_resumes(
     django_capture_on_commit_callbacks,
 ):
-    parent = services.job_create(kind="worker_check", enqueue=False,
-                                 params={"steps": 1, "pause_s": 0})
+    parent = services.job_create(
+        kind="worker_check", enqueue=False, params={"steps": 1, "pause_s": 0}
+    )
     with django_capture_on_commit_callbacks() as sent:
-        child = services.job_create(kind="worker_check", parent=parent, require_broker=False,
-                                    params={"steps": 1, "pause_s": 0})
+        child = services.job_create(
+            kind="worker_check",
+            parent=parent,
+            require_broker=False,
+            params={"steps": 1, "pause_s": 0},
+        )
     assert sent == [] and child.runs_here and child.message_sent_at is not None
     lease.job_claim(job_id=child.pk, worker="w")
     lease.job_fail(job_id=child.pk, worker="w", error="boom")
@@ -291,6 +304,10 @@ def test_follow_ups_of_a_job_a_command_runs_stay_with_the_command_until_a_user_r
     # ...and the rest of the tree: a later follow-up of the parent is sent, not left behind.
     assert not Job.objects.get(pk=parent.pk).runs_here
     with django_capture_on_commit_callbacks() as sent:
-        later = services.job_create(kind="worker_check", parent=parent, require_broker=False,
-                                    params={"steps": 1, "pause_s": 0})
+        later = services.job_create(
+            kind="worker_check",
+            parent=parent,
+            require_broker=False,
+            params={"steps": 1, "pause_s": 0},
+        )
     assert len(sent) == 1 and not later.runs_here

@@ -19,15 +19,25 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def test_a_lead_cancels_and_resumes_a_study_preparation_on_its_page(
-        transactional_db, live_server, browser, screenshot, batch, raters):  # noqa: F811
+    transactional_db,
+    live_server,
+    browser,
+    screenshot,
+    batch,  # noqa: F811  (a fixture imported above)
+    raters,  # noqa: F811
+):
     make_user("lead", username="lead-owner")
     make_user("engineer", username="eng-owner")
     study = study_create(batch=batch, raters=raters, sample_size=8, seed=5, enqueue=False)
     # A worker is blinding its images: phase 4 of 10, started 20 s ago.
     lease.job_claim(job_id=study.job_id, worker="gpu0")
     Job.objects.filter(pk=study.job_id).update(
-        progress_phase="Blinding images", progress_done=4, progress_total=10,
-        phase_started_at=timezone.now() - timedelta(seconds=20), phase_start_done=0)
+        progress_phase="Blinding images",
+        progress_done=4,
+        progress_total=10,
+        phase_started_at=timezone.now() - timedelta(seconds=20),
+        phase_start_done=0,
+    )
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -40,8 +50,9 @@ def test_a_lead_cancels_and_resumes_a_study_preparation_on_its_page(
 
     # The page follows the job by itself: the worker's next count shows without a reload.
     Job.objects.filter(pk=study.job_id).update(progress_done=6)
-    page.wait_for_function("document.querySelector('[data-testid=job-progress]')"
-                           ".innerText.includes('6 / 10')")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=job-progress]').innerText.includes('6 / 10')"
+    )
     page.click("[data-testid=cancel-preparation]")
     page.wait_for_selector("[data-testid=resume-preparation]")
     assert page.inner_text("[data-testid=study-state]") == "Preparation failed"

@@ -64,11 +64,17 @@ def _work(job: Job, held: lease.JobLease) -> None:
         for dx, fst, start, stop in job.params["ranges"]:
             for index in range(start, stop):
                 with held.hold():
-                    if not Sample.objects.filter(batch=owned, diagnosis=dx, fst=fst,
-                                                 index=index).exists():
-                        SampleFactory(batch=owned, diagnosis=dx, fst=fst, index=index,
-                                      failed_checks=["lpips"] if index % 3 == 2 else [],
-                                      shard_job=job)
+                    if not Sample.objects.filter(
+                        batch=owned, diagnosis=dx, fst=fst, index=index
+                    ).exists():
+                        SampleFactory(
+                            batch=owned,
+                            diagnosis=dx,
+                            fst=fst,
+                            index=index,
+                            failed_checks=["lpips"] if index % 3 == 2 else [],
+                            shard_job=job,
+                        )
         batch_advance(batch_id=owned.pk, current_job=job.pk, lease=held)
     elif job.kind == "generation.report" and owned.state == BatchState.REPORTING:
         batch_finish(batch_id=owned.pk, report={"accepted": 0}, lease=held)
@@ -78,12 +84,17 @@ class JobLifecycle(RuleBasedStateMachine):
     def __init__(self, batch_for_study: Batch, study_raters: list) -> None:
         super().__init__()
         self.savepoint = transaction.savepoint()
-        self.batch = BatchFactory(state=BatchState.PREPARING, job__runs_here=True,
-                                  quotas={"MEL:5": 2, "MEL:6": 2}, job__state=JobState.QUEUED,
-                                  job__params={})
+        self.batch = BatchFactory(
+            state=BatchState.PREPARING,
+            job__runs_here=True,
+            quotas={"MEL:5": 2, "MEL:6": 2},
+            job__state=JobState.QUEUED,
+            job__params={},
+        )
         Job.objects.filter(pk=self.batch.job_id).update(params={"batch_id": self.batch.pk})
-        self.study = study_create(batch=batch_for_study, raters=study_raters, sample_size=4, seed=1,
-                                  enqueue=False)
+        self.study = study_create(
+            batch=batch_for_study, raters=study_raters, sample_size=4, seed=1, enqueue=False
+        )
         # Jobs each worker has claimed, held or since lost: a stalled worker that wakes acts
         # on what it believes it still holds.
         self.claimed: dict[str, list[int]] = {w: [] for w in WORKERS}
@@ -93,8 +104,9 @@ class JobLifecycle(RuleBasedStateMachine):
 
     def jobs(self) -> list[Job]:
         ids = [self.batch.job_id, self.study.job_id]
-        return list(Job.objects.filter(pk__in=ids) | Job.objects.filter(parent_id=ids[0])
-                    .order_by("id"))
+        return list(
+            Job.objects.filter(pk__in=ids) | Job.objects.filter(parent_id=ids[0]).order_by("id")
+        )
 
     def pick(self, n: int) -> Job:
         jobs = self.jobs()
@@ -149,7 +161,8 @@ class JobLifecycle(RuleBasedStateMachine):
     @rule(n=st.integers(0, 20))
     def stall_past_the_lease(self, n):
         Job.objects.filter(pk=self.pick(n).pk, state=JobState.RUNNING).update(
-            lease_expires_at=timezone.now() - timedelta(seconds=1))
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
 
     @rule()
     def sweep(self):
@@ -175,8 +188,7 @@ class JobLifecycle(RuleBasedStateMachine):
 
     @invariant()
     def one_holder_at_most(self):
-        open_attempts = JobAttempt.objects.filter(outcome="").values("job").annotate(
-            n=Count("id"))
+        open_attempts = JobAttempt.objects.filter(outcome="").values("job").annotate(n=Count("id"))
         assert all(row["n"] == 1 for row in open_attempts), list(open_attempts)
         for job in Job.objects.filter(state=JobState.RUNNING):
             holders = list(job.attempts.filter(outcome="").values_list("worker", flat=True))
@@ -205,7 +217,8 @@ class JobLifecycle(RuleBasedStateMachine):
             resumable = children.filter(state=JobState.FAILED).exists()
             assert working or resumable, (
                 f"batch {owned.state} with no job working and nothing to resume: "
-                f"{list(children.values_list('kind', 'state'))}")
+                f"{list(children.values_list('kind', 'state'))}"
+            )
 
     @invariant()
     def no_work_twice(self):
@@ -231,7 +244,10 @@ def models_f(name: str):
 def test_no_interleaving_strands_work_or_runs_it_twice(batch, raters):  # noqa: F811
     run_state_machine_as_test(
         lambda: JobLifecycle(batch, raters),
-        settings=settings(max_examples=EXAMPLES, stateful_step_count=40, deadline=None,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
     )
-

@@ -35,11 +35,23 @@ from training.models import Run
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.browser]
 
 DESKTOP = {"width": 1280, "height": 900}
-DIFFUSION_QUICK = {"steps": 4, "checkpoint_every": 2, "validation_every": 1000,
-                   "validation_inference_steps": 1, "grad_accumulation": 1, "lr_warmup_steps": 0,
-                   "batch_size": 2}
-CLASSIFIER_QUICK = {"arch": "resnet18", "image_size": 32, "epochs": 2, "bootstrap": 30,
-                    "learning_rate": 0.001, "batch_size": 16}
+DIFFUSION_QUICK = {
+    "steps": 4,
+    "checkpoint_every": 2,
+    "validation_every": 1000,
+    "validation_inference_steps": 1,
+    "grad_accumulation": 1,
+    "lr_warmup_steps": 0,
+    "batch_size": 2,
+}
+CLASSIFIER_QUICK = {
+    "arch": "resnet18",
+    "image_size": 32,
+    "epochs": 2,
+    "bootstrap": 30,
+    "learning_rate": 0.001,
+    "batch_size": 16,
+}
 SLOW = 240_000  # ms: a job on the 2-core CI machine, worker start-up included
 
 
@@ -61,13 +73,23 @@ def edit_json(page, selector: str, changes: dict) -> None:
 def wait_for_job_page(page, testid: str, what: str) -> None:
     state = page.get_by_test_id(testid)
     expect(state).not_to_have_text(re.compile("Queued|Running"), timeout=SLOW)
-    assert state.inner_text() == "Succeeded", f"{what}: {state.inner_text()}\n" + \
-        page.inner_text("main")
+    assert state.inner_text() == "Succeeded", f"{what}: {state.inner_text()}\n" + page.inner_text(
+        "main"
+    )
 
 
-def launch_run(page, base: str, kind: str, *, name: str, datasets: list[str],
-               changes: dict, parent: Run | None = None, diagnoses=(),
-               synthetic: list[str] = ()) -> Run:
+def launch_run(
+    page,
+    base: str,
+    kind: str,
+    *,
+    name: str,
+    datasets: list[str],
+    changes: dict,
+    parent: Run | None = None,
+    diagnoses=(),
+    synthetic: list[str] = (),
+) -> Run:
     page.goto(f"{base}/admin/training/run/add/")  # the admin's "Add" goes to the launch form
     page.click(f"a[href='?kind={kind}']")
     expect(page.locator("select[name=kind]")).to_have_value(kind)
@@ -102,8 +124,9 @@ def rate_study(browser, base: str, rater, study: Study, key: str, screenshot=Non
             screenshot(page, "journey-07-rating-screen")
         page.keyboard.press(key)
     expect(page.get_by_text("All done")).to_be_visible()
-    assert set(Rating.objects.filter(study=study, rater=rater)
-               .values_list("score", flat=True)) == {int(key)}
+    assert set(Rating.objects.filter(study=study, rater=rater).values_list("score", flat=True)) == {
+        int(key)
+    }
     context.close()
 
 
@@ -129,8 +152,9 @@ def open_study(page, base: str, batch: Batch, raters, name: str) -> Study:
     raise AssertionError(f"study {study.pk} never opened: {page.inner_text('main')}")
 
 
-def test_the_whole_journey(transactional_db, live_server, start_worker, browser, screenshot,
-                           tmp_path):
+def test_the_whole_journey(
+    transactional_db, live_server, start_worker, browser, screenshot, tmp_path
+):
     base = live_server.url
     worker = start_worker(queues="gpu,cpu")
     engineer = make_user("engineer", username="eng")
@@ -181,14 +205,30 @@ def test_the_whole_journey(transactional_db, live_server, start_worker, browser,
     screenshot(page, "journey-02-dataset")
 
     # -- Engineer: textual inversion, LoRA, baseline classifier ------------------------------
-    ti = launch_run(page, base, "textual_inversion", name="demo TI", datasets=["demo"],
-                    diagnoses=["MEL", "NV"], changes=DIFFUSION_QUICK)
-    lora = launch_run(page, base, "lora", name="demo LoRA", datasets=["demo"], parent=ti,
-                      diagnoses=["MEL", "NV"], changes=DIFFUSION_QUICK)
+    ti = launch_run(
+        page,
+        base,
+        "textual_inversion",
+        name="demo TI",
+        datasets=["demo"],
+        diagnoses=["MEL", "NV"],
+        changes=DIFFUSION_QUICK,
+    )
+    lora = launch_run(
+        page,
+        base,
+        "lora",
+        name="demo LoRA",
+        datasets=["demo"],
+        parent=ti,
+        diagnoses=["MEL", "NV"],
+        changes=DIFFUSION_QUICK,
+    )
     expect(page.locator("main")).to_contain_text(f"Textual inversion {ti.pk}")
     screenshot(page, "journey-03-lora-run")
-    baseline = launch_run(page, base, "classifier", name="baseline", datasets=["demo"],
-                          changes=CLASSIFIER_QUICK)
+    baseline = launch_run(
+        page, base, "classifier", name="baseline", datasets=["demo"], changes=CLASSIFIER_QUICK
+    )
     assert baseline.evaluation and not baseline.uses_synthetic
 
     # -- Engineer: a generation batch, watched until it finishes -----------------------------
@@ -213,8 +253,10 @@ def test_the_whole_journey(transactional_db, live_server, start_worker, browser,
     expect(page.get_by_test_id("gallery-count")).to_contain_text("8 samples")
     expect(page.get_by_test_id("fid-table")).to_be_visible()
     page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # thumbnails load lazily
-    page.wait_for_function("Array.from(document.querySelectorAll('.gallery img'))"
-                           ".every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('.gallery img'))"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
     screenshot(page, "journey-04-batch-finished")
     context.close()
 
@@ -245,12 +287,15 @@ def test_the_whole_journey(transactional_db, live_server, start_worker, browser,
     expect(page.get_by_test_id("approval-refused")).to_contain_text("Approval is refused")
     expect(page.get_by_test_id("approve")).to_have_count(0)
     # A hand-made approval (the form the page no longer shows) is refused by the service.
-    page.evaluate("""(url) => {
+    page.evaluate(
+        """(url) => {
         const form = document.createElement('form');
         form.method = 'post'; form.action = url;
         const token = document.querySelector('input[name=csrfmiddlewaretoken]').cloneNode();
         form.appendChild(token); document.body.appendChild(form); form.submit();
-    }""", f"/review/studies/{poor.pk}/approve/")
+    }""",
+        f"/review/studies/{poor.pk}/approve/",
+    )
     expect(page.locator(".messages")).to_contain_text("gate did not pass")
     screenshot(page, "journey-08-approval-refused")
     assert not Release.objects.exists()
@@ -280,15 +325,22 @@ def test_the_whole_journey(transactional_db, live_server, start_worker, browser,
     with zipfile.ZipFile(io.BytesIO(response.body())) as exported:
         exported.extractall(tmp_path / "download")
     release.refresh_from_db()
-    assert verify_release(tmp_path / "download" / f"release-{release.pk}",
-                          release.manifest) == []
+    assert verify_release(tmp_path / "download" / f"release-{release.pk}", release.manifest) == []
     assert release.image_count == accepted
 
-    fairer = launch_run(page, base, "classifier", name="real + release", datasets=["demo"],
-                        synthetic=[batch.dataset.name], changes=CLASSIFIER_QUICK)
+    fairer = launch_run(
+        page,
+        base,
+        "classifier",
+        name="real + release",
+        datasets=["demo"],
+        synthetic=[batch.dataset.name],
+        changes=CLASSIFIER_QUICK,
+    )
     assert fairer.uses_synthetic
-    manifest = json.loads((tmp_path / "download" / f"release-{release.pk}" /
-                           "manifest.json").read_text())
+    manifest = json.loads(
+        (tmp_path / "download" / f"release-{release.pk}" / "manifest.json").read_text()
+    )
     assert len(manifest["images"]) == accepted
 
     page.get_by_role("link", name="Training").first.click()

@@ -28,35 +28,56 @@ def png(colour, size=(40, 40), text="") -> bytes:
 
 def jpeg(colour, size=(60, 45)) -> bytes:
     buffer = io.BytesIO()
-    PILImage.new("RGB", size, colour).save(buffer, format="JPEG", quality=70,
-                                           comment=b"camera: real clinic")
+    PILImage.new("RGB", size, colour).save(
+        buffer, format="JPEG", quality=70, comment=b"camera: real clinic"
+    )
     return buffer.getvalue()
 
 
 @pytest.fixture
 def batch():
-    batch = BatchFactory(state="finished", quotas={f"{dx}:{f}": 4 for dx, f in STRATA},
-                         diagnoses=["MEL", "NV"])
+    batch = BatchFactory(
+        state="finished", quotas={f"{dx}:{f}": 4 for dx, f in STRATA}, diagnoses=["MEL", "NV"]
+    )
     n = 0
     for dx, fst in STRATA:
         for index in range(4):
             n += 1
             data = png((40 + 9 * n, 90, 120), text="synthetic")
-            image = ImageFactory(dataset=batch.dataset, origin="synthetic", diagnosis=dx,
-                                 fst_low=fst, fst_high=fst, source_id=f"{dx}-fst{fst}-{index}",
-                                 sha256=hashlib.sha256(data).hexdigest())
+            image = ImageFactory(
+                dataset=batch.dataset,
+                origin="synthetic",
+                diagnosis=dx,
+                fst_low=fst,
+                fst_high=fst,
+                source_id=f"{dx}-fst{fst}-{index}",
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
             image.preprocessed.save("s.png", ContentFile(data))
-            SampleFactory(batch=batch, image=image, diagnosis=dx, fst=fst, index=index,
-                          verdict="accepted")
+            SampleFactory(
+                batch=batch, image=image, diagnosis=dx, fst=fst, index=index, verdict="accepted"
+            )
     # One rejected candidate: never sampled, never released.
-    bad = ImageFactory(dataset=batch.dataset, origin="synthetic", diagnosis="MEL", fst_low=5,
-                       fst_high=5, source_id="MEL-fst5-9")
+    bad = ImageFactory(
+        dataset=batch.dataset,
+        origin="synthetic",
+        diagnosis="MEL",
+        fst_low=5,
+        fst_high=5,
+        source_id="MEL-fst5-9",
+    )
     bad.preprocessed.save("r.png", ContentFile(png((0, 0, 0))))
     SampleFactory(batch=batch, image=bad, diagnosis="MEL", fst=5, index=9, verdict="rejected")
     real = DatasetFactory(name="real-clinic")
     for i, (dx, fst) in enumerate([("MEL", 5), ("MEL", 5), ("NV", 5), ("MEL", 4)]):
-        image = ImageFactory(dataset=real, origin="real", diagnosis=dx, fst_low=fst,
-                             fst_high=fst, source_id=f"real-{i}")
+        image = ImageFactory(
+            dataset=real,
+            origin="real",
+            diagnosis=dx,
+            fst_low=fst,
+            fst_high=fst,
+            source_id=f"real-{i}",
+        )
         image.preprocessed.save(f"real-{i}.jpg", ContentFile(jpeg((150 + 20 * i, 100, 80))))
     return batch
 

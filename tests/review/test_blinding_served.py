@@ -31,8 +31,11 @@ def study(batch, raters):
 
 
 def assignments_of(study, rater):
-    return list(Assignment.objects.filter(study=study, rater=rater)
-                .select_related("item__image").order_by("position"))
+    return list(
+        Assignment.objects.filter(study=study, rater=rater)
+        .select_related("item__image")
+        .order_by("position")
+    )
 
 
 def fetch_image(client, token):
@@ -44,10 +47,18 @@ def secrets_of(study) -> set[str]:
     found = {"real", "synthetic"}
     for item in study.items.select_related("image"):
         image = item.image
-        found |= {str(item.pk), str(image.pk), image.sha256, item.derivative_sha256,
-                  image.source_id, image.file_name, image.preprocessed.name,
-                  image.preprocessed.name.rsplit("/", 1)[-1], item.derivative.name,
-                  item.derivative.name.rsplit("/", 1)[-1]}
+        found |= {
+            str(item.pk),
+            str(image.pk),
+            image.sha256,
+            item.derivative_sha256,
+            image.source_id,
+            image.file_name,
+            image.preprocessed.name,
+            image.preprocessed.name.rsplit("/", 1)[-1],
+            item.derivative.name,
+            item.derivative.name.rsplit("/", 1)[-1],
+        }
     return {s for s in found if s}
 
 
@@ -61,17 +72,30 @@ def test_served_bytes_are_identical_in_form_for_real_and_synthetic(client, study
         assert response["Content-Type"] == "image/jpeg"
         data = response.content
         image = assignment.item.image
-        for word in (*LEAKY_WORDS, image.source_id.encode(), image.file_name.encode(),
-                     image.preprocessed.name.rsplit("/", 1)[-1].encode()):
+        for word in (
+            *LEAKY_WORDS,
+            image.source_id.encode(),
+            image.file_name.encode(),
+            image.preprocessed.name.rsplit("/", 1)[-1].encode(),
+        ):
             assert word.lower() not in data.lower(), (word, assignment.item.origin)
         info = inspect_served(data)
         assert not (info["has_exif"] or info["has_icc"] or info["has_comment"]), info
         assert info["metadata_markers"] == ["APP0"]  # the fixed JFIF header and nothing else
         assert info["trailing_bytes"] == 0
         forms[assignment.item.origin].add(
-            (info["format"], tuple(info["size"]), info["mode"], info["subsampling"],
-             info["quantization_sha256"], info["progressive"], tuple(info["dpi"]),
-             tuple(info["markers"]), info["header_sha256"]))
+            (
+                info["format"],
+                tuple(info["size"]),
+                info["mode"],
+                info["subsampling"],
+                info["quantization_sha256"],
+                info["progressive"],
+                tuple(info["dpi"]),
+                tuple(info["markers"]),
+                info["header_sha256"],
+            )
+        )
     # One form per origin, and the same one: the real controls' camera JPEGs (with a comment
     # naming the camera) and the generator's PNGs (with a text chunk) end up alike.
     assert len(forms["real"]) == 1 and forms["real"] == forms["synthetic"], forms
@@ -150,8 +174,11 @@ def test_another_raters_token_is_not_found_and_cannot_be_rated(client, study, ra
     assert fetch_image(client, token).status_code == 404
     assert fetch_image(client, "n0-such-t0ken").status_code == 404
 
-    response = client.post(reverse("api:ratings"), {"token": token, "score": 7, "seconds": 2},
-                           content_type="application/json")
+    response = client.post(
+        reverse("api:ratings"),
+        {"token": token, "score": 7, "seconds": 2},
+        content_type="application/json",
+    )
     assert response.status_code == 403
     assert not Rating.objects.exists()
     refused = RatingAudit.objects.get(study=study)
@@ -169,8 +196,11 @@ def test_anonymous_visitors_get_nothing(client, study, raters):
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("accounts:login"))
     assert client.get(reverse("api:queue", args=[study.pk])).status_code == 403
-    response = client.post(reverse("api:ratings"), {"token": token, "score": 4, "seconds": 1},
-                           content_type="application/json")
+    response = client.post(
+        reverse("api:ratings"),
+        {"token": token, "score": 4, "seconds": 1},
+        content_type="application/json",
+    )
     assert response.status_code == 403
     assert not Rating.objects.exists()
 
@@ -185,18 +215,23 @@ def test_leads_and_engineers_cannot_fetch_a_raters_image(client, study, raters, 
 def test_closing_audit_finds_identical_dimensions_and_format(client, study, raters, lead):
     for rater in raters:
         client.force_login(rater)
-        while (current := client.get(reverse("api:queue", args=[study.pk])).json()["current"]):
-            response = client.post(reverse("api:ratings"),
-                                   {"token": current["token"], "score": 6, "seconds": 2.5},
-                                   content_type="application/json")
+        while current := client.get(reverse("api:queue", args=[study.pk])).json()["current"]:
+            response = client.post(
+                reverse("api:ratings"),
+                {"token": current["token"], "score": 6, "seconds": 2.5},
+                content_type="application/json",
+            )
             assert response.status_code == 201, response.content
-    assert Rating.objects.filter(study=study).count() == Assignment.objects.filter(
-        study=study).count()
+    assert (
+        Rating.objects.filter(study=study).count() == Assignment.objects.filter(study=study).count()
+    )
 
     audit = study_close(study=study, user=lead).gate["blinding_audit"]
     items = list(study.items.all())
-    assert audit["n_files"] == {"real": sum(i.origin == "real" for i in items),
-                                "synthetic": sum(i.origin == "synthetic" for i in items)}
+    assert audit["n_files"] == {
+        "real": sum(i.origin == "real" for i in items),
+        "synthetic": sum(i.origin == "synthetic" for i in items),
+    }
     assert audit["identical_dimensions"] and audit["dimensions"] == [[512, 512]]
     assert audit["identical_format"] and audit["formats"] == ["JPEG"]
     assert audit["headers_differing_by_origin"] == {}

@@ -37,13 +37,16 @@ def _counted(client, method: str, url: str, **kwargs):
 
 
 def _post_rating(client, token: str):
-    return _counted(client, "post", reverse("api:ratings"),
-                    data={"token": token, "score": 5, "seconds": 2.5},
-                    content_type="application/json")
+    return _counted(
+        client,
+        "post",
+        reverse("api:ratings"),
+        data={"token": token, "score": 5, "seconds": 2.5},
+        content_type="application/json",
+    )
 
 
-def test_queue_and_rating_queries_stay_fixed_from_the_first_item_to_the_last(
-        client, study, raters):
+def test_queue_and_rating_queries_stay_fixed_from_the_first_item_to_the_last(client, study, raters):
     client.force_login(raters[0])
     queue_url = reverse("api:queue", args=[study.pk])
     queue_counts, rating_counts = [], []

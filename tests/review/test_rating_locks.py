@@ -44,8 +44,7 @@ def _current_token(study, rater) -> str:
     return rating_services.rater_queue(study=study, rater=rater)["current"].token
 
 
-def test_a_rating_in_flight_does_not_hold_up_another_raters_rating(
-        batch, raters, monkeypatch):
+def test_a_rating_in_flight_does_not_hold_up_another_raters_rating(batch, raters, monkeypatch):
     study = open_study(batch, raters)
     slow, other = raters[0], raters[1]
     inside, release = threading.Event(), threading.Event()
@@ -58,14 +57,18 @@ def test_a_rating_in_flight_does_not_hold_up_another_raters_rating(
             release.wait(30)
 
     monkeypatch.setattr(rating_services, "_audit", audit_then_hold)
-    held = InThread(lambda: rating_services.rating_submit(token=_current_token(study, slow),
-                                                   rater=slow, score=4, seconds=2))
+    held = InThread(
+        lambda: rating_services.rating_submit(
+            token=_current_token(study, slow), rater=slow, score=4, seconds=2
+        )
+    )
     try:
         assert inside.wait(10)
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '3s'")  # a wait on the other's lock fails
-        rating, created = rating_services.rating_submit(token=_current_token(study, other),
-                                                 rater=other, score=6, seconds=2)
+        rating, created = rating_services.rating_submit(
+            token=_current_token(study, other), rater=other, score=6, seconds=2
+        )
         assert created and held.is_alive()
     finally:
         release.set()
@@ -76,8 +79,7 @@ def test_a_rating_in_flight_does_not_hold_up_another_raters_rating(
     assert sorted(Rating.objects.values_list("score", flat=True)) == [4, 6]
 
 
-def test_closing_waits_for_a_rating_in_flight_and_includes_it(batch, raters, lead,
-                                                              monkeypatch):
+def test_closing_waits_for_a_rating_in_flight_and_includes_it(batch, raters, lead, monkeypatch):
     study = open_study(batch, raters)
     rater = raters[0]
     inside, release = threading.Event(), threading.Event()
@@ -97,8 +99,11 @@ def test_closing_waits_for_a_rating_in_flight_and_includes_it(batch, raters, lea
 
     monkeypatch.setattr(rating_services, "_audit", audit_then_hold)
     monkeypatch.setattr(gate_services, "study_gate", gate)
-    rating = InThread(lambda: rating_services.rating_submit(token=_current_token(study, rater),
-                                                     rater=rater, score=5, seconds=2))
+    rating = InThread(
+        lambda: rating_services.rating_submit(
+            token=_current_token(study, rater), rater=rater, score=5, seconds=2
+        )
+    )
     assert inside.wait(10)
     closing = InThread(lambda: gate_services.study_close(study=study, user=lead))
     closing.join(1.5)
@@ -110,8 +115,9 @@ def test_closing_waits_for_a_rating_in_flight_and_includes_it(batch, raters, lea
     assert counted["ratings"] == 1  # the gate saw the rating that was in flight
 
 
-def test_a_rating_sent_while_the_study_closes_waits_and_is_refused(batch, raters, lead,
-                                                                   monkeypatch):
+def test_a_rating_sent_while_the_study_closes_waits_and_is_refused(
+    batch, raters, lead, monkeypatch
+):
     study = open_study(batch, raters)
     rater = raters[0]
     token = _current_token(study, rater)
@@ -125,8 +131,9 @@ def test_a_rating_sent_while_the_study_closes_waits_and_is_refused(batch, raters
     monkeypatch.setattr(gate_services, "study_gate", slow_gate)
     closing = InThread(lambda: gate_services.study_close(study=study, user=lead))
     assert computing.wait(10)
-    rating = InThread(lambda: rating_services.rating_submit(token=token, rater=rater, score=5,
-                                                     seconds=2))
+    rating = InThread(
+        lambda: rating_services.rating_submit(token=token, rater=rater, score=5, seconds=2)
+    )
     rating.join(1.5)
     assert rating.is_alive(), "a rating was written while the study was closing"
     release.set()
@@ -138,5 +145,7 @@ def test_a_rating_sent_while_the_study_closes_waits_and_is_refused(batch, raters
     study.refresh_from_db()
     assert study.state == StudyState.CLOSED
     assert not Rating.objects.filter(study=study).exists()
-    assert RatingAudit.objects.filter(study=study, action="refused",
-                                      detail="study closed").count() == 1
+    assert (
+        RatingAudit.objects.filter(study=study, action="refused", detail="study closed").count()
+        == 1
+    )

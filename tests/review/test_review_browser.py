@@ -34,10 +34,11 @@ def rate_next(page, position: int, total: int, key: str, *, tap: bool = False) -
 
 
 def test_three_raters_rate_with_the_keyboard_and_a_lead_releases(
-        transactional_db, live_server, browser, screenshot,
-        tmp_path, batch, raters, lead):
-    study = open_study(batch, raters, sample_size=6, control_ratio=0.34, warmup_count=0,
-                       retest_share=0)
+    transactional_db, live_server, browser, screenshot, tmp_path, batch, raters, lead
+):
+    study = open_study(
+        batch, raters, sample_size=6, control_ratio=0.34, warmup_count=0, retest_share=0
+    )
     base = live_server.url
     total = Assignment.objects.filter(study=study, rater=raters[0]).count()
     assert total == study.plan["items_per_rater"] and study.plan["controls"] >= 1
@@ -65,8 +66,9 @@ def test_three_raters_rate_with_the_keyboard_and_a_lead_releases(
             rate_next(page, position, total, key, tap=number == 1 and position == 1)
         expect(page.get_by_text("All done")).to_be_visible()
         expect(page.get_by_test_id("rating-progress")).to_have_text(f"{total} / {total}")
-        scores = set(Rating.objects.filter(study=study, rater=rater).values_list("score",
-                                                                                  flat=True))
+        scores = set(
+            Rating.objects.filter(study=study, rater=rater).values_list("score", flat=True)
+        )
         assert scores == {int(key)}
         context.close()
     assert Rating.objects.filter(study=study).count() == 3 * total

@@ -38,20 +38,25 @@ def rate_all(study, rater, score=6):
         rating_submit(token=current.token, rater=rater, score=score, seconds=3.0)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"raters": "two"}, "three dermatologists"),
-    ({"raters": "duplicate"}, "distinct"),
-    ({"raters": "lead"}, "not an active dermatologist"),
-    ({"sample_size": 0}, "sample size"),
-    ({"control_ratio": 2}, "control ratio"),
-    ({"retest_share": 0.9}, "repeated share"),
-    ({"criteria": {"mean_min": 9}}, "mean_min"),
-    ({"criteria": {"vibes": 1}}, "unknown gate criteria"),
-])
-def test_bad_study_designs_are_refused_and_nothing_is_created(batch, raters, lead, change,
-                                                               message):
-    chosen = {"two": raters[:2], "duplicate": [raters[0], raters[0], raters[1]],
-              "lead": [raters[0], raters[1], lead]}.get(change.pop("raters", None), raters)
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"raters": "two"}, "three dermatologists"),
+        ({"raters": "duplicate"}, "distinct"),
+        ({"raters": "lead"}, "not an active dermatologist"),
+        ({"sample_size": 0}, "sample size"),
+        ({"control_ratio": 2}, "control ratio"),
+        ({"retest_share": 0.9}, "repeated share"),
+        ({"criteria": {"mean_min": 9}}, "mean_min"),
+        ({"criteria": {"vibes": 1}}, "unknown gate criteria"),
+    ],
+)
+def test_bad_study_designs_are_refused_and_nothing_is_created(batch, raters, lead, change, message):
+    chosen = {
+        "two": raters[:2],
+        "duplicate": [raters[0], raters[0], raters[1]],
+        "lead": [raters[0], raters[1], lead],
+    }.get(change.pop("raters", None), raters)
     before = (Study.objects.count(), Job.objects.count())
     with pytest.raises(StudyError, match=message):
         study_create(batch=batch, raters=chosen, enqueue=False, **change)
@@ -66,8 +71,9 @@ def test_an_unfinished_batch_cannot_be_studied(batch, raters):
 
 
 def test_preparation_draws_a_frozen_stratified_sample_with_matched_controls(batch, raters):
-    study = open_study(batch, raters, sample_size=8, control_ratio=0.25, warmup_count=1,
-                       retest_share=0.2)
+    study = open_study(
+        batch, raters, sample_size=8, control_ratio=0.25, warmup_count=1, retest_share=0.2
+    )
     assert study.state == StudyState.OPEN and study.plan["seed"] == 5
     synthetic = study.items.filter(origin="synthetic")
     real = study.items.filter(origin="real")
@@ -78,26 +84,35 @@ def test_preparation_draws_a_frozen_stratified_sample_with_matched_controls(batc
     assert real.count() == 2 and study.plan["controls"] == 2
     # NV x V has one real image of its own; MEL x VI has none and borrows a substitute.
     assert study.plan["substitutions"], study.plan
-    assert any(i.substituted_from for i in real) or study.plan["strata"]["MEL:6"][
-        "controls"] == 0
+    assert any(i.substituted_from for i in real) or study.plan["strata"]["MEL:6"]["controls"] == 0
     assert "20 %" in study.instructions  # 0.25 real per synthetic = one in five images
     for rater in raters:
         mine = Assignment.objects.filter(study=study, rater=rater).order_by("position")
         kinds = list(mine.values_list("kind", flat=True))
         assert kinds[0] == Kind.WARMUP and kinds.count(Kind.WARMUP) == 1
         assert kinds.count(Kind.SCORED) == 10 and kinds.count(Kind.RETEST) == 2
-    orders = [list(Assignment.objects.filter(study=study, rater=r, kind=Kind.SCORED)
-                   .order_by("position").values_list("item_id", flat=True)) for r in raters]
+    orders = [
+        list(
+            Assignment.objects.filter(study=study, rater=r, kind=Kind.SCORED)
+            .order_by("position")
+            .values_list("item_id", flat=True)
+        )
+        for r in raters
+    ]
     assert orders[0] != orders[1] and sorted(orders[0]) == sorted(orders[1])
     # The same design drawn again (another study, same seed) gives the same sample.
-    again = open_study(batch, raters, sample_size=8, control_ratio=0.25, warmup_count=1,
-                       retest_share=0.2)
-    assert set(again.items.filter(origin="synthetic").values_list("image_id", flat=True)) == \
-        set(synthetic.values_list("image_id", flat=True))
+    again = open_study(
+        batch, raters, sample_size=8, control_ratio=0.25, warmup_count=1, retest_share=0.2
+    )
+    assert set(again.items.filter(origin="synthetic").values_list("image_id", flat=True)) == set(
+        synthetic.values_list("image_id", flat=True)
+    )
     # Every served file is a derivative: JPEG, same pixel size, under a random name.
     for item in StudyItem.objects.filter(study=study):
-        assert item.derivative.name.endswith(".jpg") and item.image.source_id not in \
-            item.derivative.name
+        assert (
+            item.derivative.name.endswith(".jpg")
+            and item.image.source_id not in item.derivative.name
+        )
 
 
 def test_ratings_follow_the_order_are_unique_locked_and_audited(batch, raters):
@@ -140,7 +155,7 @@ def test_leads_see_progress_only_while_open_then_the_gate(client, batch, raters,
     rate_all(study, raters[0], score=7)
     client.force_login(lead)
     page = client.get(reverse("review:study", args=[study.pk])).content.decode()
-    assert "Scores stay hidden" in page and "data-testid=\"gate\"" not in page
+    assert "Scores stay hidden" in page and 'data-testid="gate"' not in page
     assert client.get(reverse("api:study-gate", args=[study.pk])).status_code == 404
     progress = client.get(reverse("api:study-progress", args=[study.pk])).json()
     assert [p["done"] for p in progress] == [10, 0, 0] and "score" not in json.dumps(progress)
@@ -154,10 +169,14 @@ def test_leads_see_progress_only_while_open_then_the_gate(client, batch, raters,
     assert gate["gate"]["passed"] is True
     assert gate["gate"]["mean"]["estimate"] == pytest.approx((7 + 6 + 6) / 3)
     page = client.get(reverse("review:study", args=[study.pk])).content.decode()
-    assert "Gate: <span class=\"ok\">passed" in page
+    assert 'Gate: <span class="ok">passed' in page
     with pytest.raises(RatingRefused, match="closed"):
-        rating_submit(token=Assignment.objects.filter(study=study).first().token,
-                      rater=raters[0], score=1, seconds=1)
+        rating_submit(
+            token=Assignment.objects.filter(study=study).first().token,
+            rater=raters[0],
+            score=1,
+            seconds=1,
+        )
 
 
 def test_a_failed_gate_cannot_be_approved_but_can_be_rejected(client, batch, raters, lead):
@@ -195,8 +214,9 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     for rater in raters:
         rate_all(study, rater, score=7)
     study_close(study=study, user=lead)
-    release = release_approve(study=Study.objects.get(pk=study.pk), user=lead, note="ok",
-                            enqueue=False)
+    release = release_approve(
+        study=Study.objects.get(pk=study.pk), user=lead, note="ok", enqueue=False
+    )
     assert release.image_count == 12  # every accepted image of the batch, not the sample
     names = [e["file_name"] for e in release.manifest["images"]]
     assert all(n.startswith("train/MEL/") or n.startswith("train/NV/") for n in names)
@@ -223,11 +243,13 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     # Tampering with an exported image is caught.
     victim = folder / names[0]
     victim.write_bytes(victim.read_bytes() + b"x")
-    assert verify_release(folder, release.manifest) == [f"{names[0]}: sha256 differs from "
-                                                        "the manifest"]
+    assert verify_release(folder, release.manifest) == [
+        f"{names[0]}: sha256 differs from the manifest"
+    ]
     (folder / "train" / "MEL" / "extra.png").write_bytes(b"x")
     assert "train/MEL/extra.png: not in the manifest" in verify_release(
-        Path(folder), release.manifest)
+        Path(folder), release.manifest
+    )
 
 
 def test_only_a_released_batch_trains_a_classifier(batch, raters, lead, capsys):
@@ -244,6 +266,10 @@ def test_only_a_released_batch_trains_a_classifier(batch, raters, lead, capsys):
         rate_all(study, rater, score=7)
     study_close(study=study, user=lead)
     release_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)
-    run = run_create(kind="classifier", selection=selection, enqueue=False,
-                     config={"arch": "resnet18", "image_size": 32, "epochs": 1})
+    run = run_create(
+        kind="classifier",
+        selection=selection,
+        enqueue=False,
+        config={"arch": "resnet18", "image_size": 32, "epochs": 1},
+    )
     assert run.image_count > 12

@@ -96,12 +96,23 @@ def review_data(open_review, batch) -> ReviewData:  # noqa: F811
     assert judged.gate["gate"]["passed"] is True
     release = release_approve(study=judged, user=lead, note="fuzzed", enqueue=False)
     # Another batch's release whose export job was deleted (export_job set to NULL).
-    other = Study.objects.create(batch=BatchFactory(state="finished"), seed=1,
-                                 state=StudyState.CLOSED, instructions="Rate each image.",
-                                 criteria=GateCriteria().to_dict())
-    bare = Release.objects.create(study=other, batch=other.batch, approved_by=lead,
-                                  manifest={"images": []}, manifest_sha256="0" * 64, gate={},
-                                  criteria_version=1, image_count=0)
+    other = Study.objects.create(
+        batch=BatchFactory(state="finished"),
+        seed=1,
+        state=StudyState.CLOSED,
+        instructions="Rate each image.",
+        criteria=GateCriteria().to_dict(),
+    )
+    bare = Release.objects.create(
+        study=other,
+        batch=other.batch,
+        approved_by=lead,
+        manifest={"images": []},
+        manifest_sha256="0" * 64,
+        gate={},
+        criteria_version=1,
+        image_count=0,
+    )
     open_review.closed_study, open_review.releases = judged, [release, bare]
     return open_review
 

@@ -43,8 +43,14 @@ pytestmark = pytest.mark.django_db
 
 LONG_RUN = os.environ.get("FAIRSKIN_FUZZ_EXAMPLES")
 FUZZ_EXAMPLES = int(LONG_RUN or 25)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 # Which roles an operation answers with a 2xx at all (the role matrix in tests/accounts has
@@ -78,9 +84,10 @@ class TestWSGIApp:
         got_request_exception.connect(self._record, weak=False)
 
     def _record(self, sender, request=None, **kwargs) -> None:
-        self.errors.append(f"{request.method if request else ''} "
-                           f"{request.get_full_path() if request else ''}\n"
-                           + traceback.format_exc())
+        self.errors.append(
+            f"{request.method if request else ''} "
+            f"{request.get_full_path() if request else ''}\n" + traceback.format_exc()
+        )
 
     def close(self) -> None:
         got_request_exception.disconnect(self._record)
@@ -137,8 +144,11 @@ def _real_values(review_data) -> dict[str, list]:
     seated, still_open = review_data.raters[0], review_data.open_study
 
     def current_token() -> str:
-        current = (Assignment.objects.filter(study=still_open, rater=seated, rating__isnull=True)
-                   .order_by("position").first())
+        current = (
+            Assignment.objects.filter(study=still_open, rater=seated, rating__isnull=True)
+            .order_by("position")
+            .first()
+        )
         return current.token if current else review_data.rated.token
 
     return {
@@ -159,9 +169,13 @@ def _strategy(operation, mode: GenerationMode, real: dict[str, list], cookies: d
     params = [p.name for p in operation.path_parameters]
     if params and mode == GenerationMode.POSITIVE:
         kind = "release" if "/releases/" in operation.path else "study"
-        variants.append(st.sampled_from(real[kind]).flatmap(
-            lambda pk: operation.as_strategy(generation_mode=mode, cookies=cookies,
-                                             path_parameters={params[0]: pk})))
+        variants.append(
+            st.sampled_from(real[kind]).flatmap(
+                lambda pk: operation.as_strategy(
+                    generation_mode=mode, cookies=cookies, path_parameters={params[0]: pk}
+                )
+            )
+        )
     if operation.body and mode == GenerationMode.POSITIVE:
         # (Negative cases keep their generated token: replacing it could make the negated
         # part valid again behind schemathesis' back.)
@@ -181,9 +195,14 @@ def _strategy(operation, mode: GenerationMode, real: dict[str, list], cookies: d
 def _fuzz(operation, session, app, real, mode, *, csrf: bool, seen: list):
     headers = session.csrf_headers if csrf else {}
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-              derandomize=not LONG_RUN, phases=[Phase.explicit, Phase.generate, Phase.shrink],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=not LONG_RUN,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=_strategy(operation, mode, real, session.cookies))
     def run(case):
         response = case.call(app=app, cookies=session.cookies, headers=headers)
@@ -205,11 +224,16 @@ def _fuzz(operation, session, app, real, mode, *, csrf: bool, seen: list):
             refusals = [403]
             if "format" in route.kwargs:
                 refusals.append(404)
-            if session.user is not None and ("parse error" in response.text
-                                             or "Unsupported media type" in response.text):
+            if session.user is not None and (
+                "parse error" in response.text or "Unsupported media type" in response.text
+            ):
                 refusals += [400, 415]
-            assert response.status_code in refusals, (operation.label, session.role,
-                                                      response.status_code, response.text[:300])
+            assert response.status_code in refusals, (
+                operation.label,
+                session.role,
+                response.status_code,
+                response.text[:300],
+            )
         if operation.method.upper() in UNSAFE and not csrf and session.user is not None:
             assert response.status_code == 403 and "CSRF" in response.text, response.text
 
@@ -217,8 +241,7 @@ def _fuzz(operation, session, app, real, mode, *, csrf: bool, seen: list):
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_api_answers_every_role_within_the_schema(api_schema, app, sessions, review_data,
-                                                  role):
+def test_api_answers_every_role_within_the_schema(api_schema, app, sessions, review_data, role):
     session = sessions[role]
     real = _real_values(review_data)
     report, requests = {}, {}
@@ -231,8 +254,7 @@ def test_api_answers_every_role_within_the_schema(api_schema, app, sessions, rev
             _fuzz(operation, session, app, real, mode, csrf=True, seen=seen)
         if operation.method.upper() in UNSAFE:
             # The same requests without the CSRF header: refused before anything is read.
-            _fuzz(operation, session, app, real, GenerationMode.POSITIVE, csrf=False,
-                  seen=seen)
+            _fuzz(operation, session, app, real, GenerationMode.POSITIVE, csrf=False, seen=seen)
         report[label] = sorted(set(seen))
         requests[label] = len(seen)
         assert not app.errors, "\n".join(app.errors)
@@ -247,8 +269,7 @@ def test_api_answers_every_role_within_the_schema(api_schema, app, sessions, rev
         assert {201, 400, 403} <= set(report["POST /api/ratings/"])
 
 
-def test_fuzzing_writes_ratings_only_for_the_seated_rater(api_schema, app, sessions,
-                                                          review_data):
+def test_fuzzing_writes_ratings_only_for_the_seated_rater(api_schema, app, sessions, review_data):
     """After the dermatologist's fuzzing every rating is theirs, in their open study, and
     every other attempt that reached the service is audited as a refusal or a repeat."""
     last_rating = Rating.objects.order_by("-pk").values_list("pk", flat=True).first()
@@ -256,8 +277,7 @@ def test_fuzzing_writes_ratings_only_for_the_seated_rater(api_schema, app, sessi
     operation = operations(api_schema)["POST /api/ratings/"]
     real = _real_values(review_data)
     for role in ROLES:
-        _fuzz(operation, sessions[role], app, real, GenerationMode.POSITIVE, csrf=True,
-              seen=[])
+        _fuzz(operation, sessions[role], app, real, GenerationMode.POSITIVE, csrf=True, seen=[])
     seated = review_data.raters[0]
     new = Rating.objects.filter(pk__gt=last_rating)
     assert new.exists()  # the fuzzing did reach the service with valid ratings

@@ -36,9 +36,13 @@ GOOD_CSV = b"file,diagnosis,fst\na.png,MEL,5\n"
 @pytest.fixture
 def media(settings, tmp_path) -> Path:
     root = tmp_path / "media"
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(root)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(root)},
+        },
+    }
     return root
 
 
@@ -57,8 +61,12 @@ def catalog_rows() -> tuple[int, int, int]:
 
 
 def upload(client, metadata: bytes, images: bytes | None = None):
-    data = {"format": "csv", "name": "hostile", "mapping": "strict",
-            "metadata": SimpleUploadedFile("meta.csv", metadata)}
+    data = {
+        "format": "csv",
+        "name": "hostile",
+        "mapping": "strict",
+        "metadata": SimpleUploadedFile("meta.csv", metadata),
+    }
     if images is not None:
         data["images"] = SimpleUploadedFile("images.zip", images)
     return client.post(reverse("admin:catalog_dataset_import"), data)
@@ -88,7 +96,8 @@ def test_hostile_archive_is_refused_on_the_upload_form(engineer, media, name):
 
 @pytest.mark.parametrize("name", sorted(corpus.images()))
 def test_hostile_image_fails_the_import_job_and_writes_nothing(
-        engineer, media, django_capture_on_commit_callbacks, name):
+    engineer, media, django_capture_on_commit_callbacks, name
+):
     entry = corpus.images()[name]
     buffer = corpus.zip_of([("upload/a.png", entry.data)])
     with django_capture_on_commit_callbacks(execute=False):
@@ -111,12 +120,12 @@ def test_a_very_wide_header_is_refused_with_the_reason(engineer, media):
     text = "file,diagnosis," + ",".join(f"c{i}" for i in range(columns - 2)) + "\na.png,MEL\n"
     page = upload(engineer, text.encode())
     assert f"has 2 fields but the header has {columns}" in " ".join(
-        page.context["form"].non_field_errors())
+        page.context["form"].non_field_errors()
+    )
     assert catalog_rows() == (0, 0, 0) and Job.objects.count() == 0
 
 
-def test_a_metadata_file_over_the_limit_is_refused_before_it_is_parsed(engineer, media,
-                                                                       settings):
+def test_a_metadata_file_over_the_limit_is_refused_before_it_is_parsed(engineer, media, settings):
     settings.FAIRSKIN_MAX_METADATA_BYTES = len(GOOD_CSV) - 1
     page = upload(engineer, GOOD_CSV)
     errors = " ".join(page.context["form"].non_field_errors())
@@ -127,15 +136,21 @@ def test_a_metadata_file_over_the_limit_is_refused_before_it_is_parsed(engineer,
     assert upload(engineer, GOOD_CSV).status_code == 302  # at the limit: accepted
 
 
-def test_a_wide_but_well_formed_csv_imports_its_extra_columns_as_text(engineer, media,
-                                                                      django_capture_on_commit_callbacks):
+def test_a_wide_but_well_formed_csv_imports_its_extra_columns_as_text(
+    engineer, media, django_capture_on_commit_callbacks
+):
     """10,000 columns are not an error when every row has them: they are kept as metadata
     text. A formula in such a column is stored as the text it is; no CSV the app writes
     (batch, fairness, release exports) carries imported metadata."""
     names = [f"c{i}" for i in range(corpus.WIDE - 2)]
-    cells = ["=HYPERLINK(\"\"https://evil.example\"\")"] + ["x"] * (len(names) - 1)
-    text = ("file,diagnosis," + ",".join(names) + "\na.png,MEL,"
-            + ",".join(f'"{c}"' for c in cells) + "\n")
+    cells = ['=HYPERLINK(""https://evil.example"")'] + ["x"] * (len(names) - 1)
+    text = (
+        "file,diagnosis,"
+        + ",".join(names)
+        + "\na.png,MEL,"
+        + ",".join(f'"{c}"' for c in cells)
+        + "\n"
+    )
     with django_capture_on_commit_callbacks(execute=False):
         assert upload(engineer, text.encode()).status_code == 302
     assert execute_job(job_id=Job.objects.get(kind="catalog.import").pk) == "succeeded"
@@ -196,11 +211,16 @@ def _runs_and_jobs() -> tuple[int, int]:
     return Run.objects.count(), Job.objects.count()
 
 
-@pytest.mark.parametrize(("kind", "setting", "message"), [
-    *[pytest.param("lora", s, m, id=f"lora {s}") for s, m in TRAIN_SETTINGS.items()],
-    *[pytest.param("classifier", s, m, id=f"classifier {s}")
-      for s, m in CLASSIFIER_SETTINGS.items()],
-])
+@pytest.mark.parametrize(
+    ("kind", "setting", "message"),
+    [
+        *[pytest.param("lora", s, m, id=f"lora {s}") for s, m in TRAIN_SETTINGS.items()],
+        *[
+            pytest.param("classifier", s, m, id=f"classifier {s}")
+            for s, m in CLASSIFIER_SETTINGS.items()
+        ],
+    ],
+)
 def test_bad_run_settings_are_refused_by_name(kind, setting, message):
     before = _runs_and_jobs()
     with pytest.raises(CommandError) as err:
@@ -209,23 +229,26 @@ def test_bad_run_settings_are_refused_by_name(kind, setting, message):
     assert _runs_and_jobs() == before
 
 
-@pytest.mark.parametrize(("kind", "config", "message"), [
-    ("lora", {"lora_dropout": "high"}, "lora_dropout must be a number"),
-    ("lora", {"fst_shares": [0.4, 0.2, 0.4]}, "fst_shares must be an object"),
-    ("textual_inversion", {"lora_targets": "to_q"}, "lora_targets must be a list of names"),
-    ("classifier", {"synthetic_shares": {"one": 0.2}}, "synthetic_shares maps skin types"),
-    # The settings are stored as JSON in PostgreSQL, whose text cannot hold a NUL byte.
-    ("classifier", {"weights": "/models/resnet\u0000.pth"}, "weights must be text without NUL"),
-    ("lora", {"learning_rate": 10**400}, "learning_rate must be a number"),
-])
-def test_the_admin_launch_form_shows_bad_settings_instead_of_failing(client, kind, config,
-                                                                      message):
+@pytest.mark.parametrize(
+    ("kind", "config", "message"),
+    [
+        ("lora", {"lora_dropout": "high"}, "lora_dropout must be a number"),
+        ("lora", {"fst_shares": [0.4, 0.2, 0.4]}, "fst_shares must be an object"),
+        ("textual_inversion", {"lora_targets": "to_q"}, "lora_targets must be a list of names"),
+        ("classifier", {"synthetic_shares": {"one": 0.2}}, "synthetic_shares maps skin types"),
+        # The settings are stored as JSON in PostgreSQL, whose text cannot hold a NUL byte.
+        ("classifier", {"weights": "/models/resnet\u0000.pth"}, "weights must be text without NUL"),
+        ("lora", {"learning_rate": 10**400}, "learning_rate must be a number"),
+    ],
+)
+def test_the_admin_launch_form_shows_bad_settings_instead_of_failing(client, kind, config, message):
     client.force_login(make_user("engineer"))
     dataset = Dataset.objects.create(name="demo", source_format="csv")
     before = _runs_and_jobs()
-    page = client.post(reverse("admin:training_run_launch"), {
-        "kind": kind, "datasets": [dataset.name], "split": "train",
-        "config": json.dumps(config)})
+    page = client.post(
+        reverse("admin:training_run_launch"),
+        {"kind": kind, "datasets": [dataset.name], "split": "train", "config": json.dumps(config)},
+    )
     assert page.status_code == 200
     assert message in " ".join(page.context["form"].non_field_errors())
     assert _runs_and_jobs() == before
@@ -235,9 +258,15 @@ def test_the_admin_launch_form_refuses_a_number_too_long_to_read(client):
     client.force_login(make_user("engineer"))
     dataset = Dataset.objects.create(name="demo", source_format="csv")
     before = _runs_and_jobs()
-    page = client.post(reverse("admin:training_run_launch"), {
-        "kind": "lora", "datasets": [dataset.name], "split": "train",
-        "config": '{"steps": ' + "9" * 5000 + "}"})
+    page = client.post(
+        reverse("admin:training_run_launch"),
+        {
+            "kind": "lora",
+            "datasets": [dataset.name],
+            "split": "train",
+            "config": '{"steps": ' + "9" * 5000 + "}",
+        },
+    )
     assert page.status_code == 200
     assert "not valid JSON" in " ".join(page.context["form"].errors["config"])
     assert _runs_and_jobs() == before
@@ -246,44 +275,60 @@ def test_the_admin_launch_form_refuses_a_number_too_long_to_read(client):
 @pytest.fixture
 def lora_model(tmp_path):
     """A finished LoRA run and its textual-inversion parent, as far as validation looks."""
-    parent = RunFactory(kind="textual_inversion", job__state=JobState.SUCCEEDED,
-                        artifacts_dir=str(tmp_path))
-    return RunFactory(kind="lora", parent=parent, job__state=JobState.SUCCEEDED,
-                      artifacts_dir=str(tmp_path))
+    parent = RunFactory(
+        kind="textual_inversion", job__state=JobState.SUCCEEDED, artifacts_dir=str(tmp_path)
+    )
+    return RunFactory(
+        kind="lora", parent=parent, job__state=JobState.SUCCEEDED, artifacts_dir=str(tmp_path)
+    )
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    ("confidence=high", "confidence must be a number or an object"),
-    ("apply_uncalibrated=fid", "apply_uncalibrated must be a list of check names"),
-    ('fid={"value": 30, "mode": "relative", "percentile": "95"}', "percentile must be in"),
-    ("memorization_neighbours=2.5", "memorization_neighbours must be a whole number"),
-    ("duplicate_cosine=0", "duplicate_cosine must be in (0, 1]"),
-    ("brightness_low=null", "brightness_low must be a number"),
-    ('lpips_real={"value": 0.2, "shell": "rm -rf /"}', "unknown key(s) shell"),
-])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("confidence=high", "confidence must be a number or an object"),
+        ("apply_uncalibrated=fid", "apply_uncalibrated must be a list of check names"),
+        ('fid={"value": 30, "mode": "relative", "percentile": "95"}', "percentile must be in"),
+        ("memorization_neighbours=2.5", "memorization_neighbours must be a whole number"),
+        ("duplicate_cosine=0", "duplicate_cosine must be in (0, 1]"),
+        ("brightness_low=null", "brightness_low must be a number"),
+        ('lpips_real={"value": 0.2, "shell": "rm -rf /"}', "unknown key(s) shell"),
+    ],
+)
 def test_bad_batch_scoring_settings_are_refused_by_name(lora_model, setting, message):
     before = (Batch.objects.count(), Job.objects.count(), Dataset.objects.count())
     with pytest.raises(CommandError) as err:
-        call_command("generate", "--model", str(lora_model.pk), "--count", "4", "--set",
-                     setting)
+        call_command("generate", "--model", str(lora_model.pk), "--count", "4", "--set", setting)
     assert message in str(err.value) and "Nothing was queued" in str(err.value)
     assert (Batch.objects.count(), Job.objects.count(), Dataset.objects.count()) == before
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"scoring": "[1, 2]"}, "scoring settings must be a JSON object"),
-    ({"scoring": "{\"fid\": {\"mode\": \"median\"}}"}, "unknown threshold mode"),
-    ({"steps": "1e9"}, "Enter a whole number"),
-    ({"seed": str(2**40)}, "less than or equal to"),
-    ({"target": "-4"}, "greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scoring": "[1, 2]"}, "scoring settings must be a JSON object"),
+        ({"scoring": '{"fid": {"mode": "median"}}'}, "unknown threshold mode"),
+        ({"steps": "1e9"}, "Enter a whole number"),
+        ({"seed": str(2**40)}, "less than or equal to"),
+        ({"target": "-4"}, "greater than or equal to 1"),
+    ],
+)
 def test_the_batch_launch_form_refuses_bad_values(client, lora_model, change, message):
     client.force_login(make_user("engineer"))
-    data = {"model_run": lora_model.pk, "target": 4, "overgeneration": 1.5,
-            "scheduler": "ddim", "steps": 2, "guidance": 7.5, "seed": 0, "shard_size": 8,
-            "device_batch": 2, "scoring": "{}",
-            **{f"fst_{i}": share for i, share in enumerate([.1, .1, .15, .15, .25, .25], 1)},
-            **change}
+    data = {
+        "model_run": lora_model.pk,
+        "target": 4,
+        "overgeneration": 1.5,
+        "scheduler": "ddim",
+        "steps": 2,
+        "guidance": 7.5,
+        "seed": 0,
+        "shard_size": 8,
+        "device_batch": 2,
+        "scoring": "{}",
+        **{f"fst_{i}": share for i, share in enumerate([0.1, 0.1, 0.15, 0.15, 0.25, 0.25], 1)},
+        **change,
+    }
     before = (Batch.objects.count(), Job.objects.count(), Dataset.objects.count())
     page = client.post(reverse("admin:generation_batch_launch"), data)
     assert page.status_code == 200

@@ -56,40 +56,61 @@ CORPUS = {
     "no CSRF token": Forged("dermatologist", 403, CSRF_FAILED, csrf="missing"),
     "CSRF token of another session": Forged("dermatologist", 403, CSRF_FAILED, csrf="wrong"),
     # Tokens: another rater's answers exactly like one that does not exist.
-    "another rater's token": Forged("dermatologist", 403, NOT_YOURS, token="other_rater",
-                                    audit="refused"),
+    "another rater's token": Forged(
+        "dermatologist", 403, NOT_YOURS, token="other_rater", audit="refused"
+    ),
     "unknown token": Forged("dermatologist", 403, NOT_YOURS, token="unknown"),
-    "tampered token (one character changed)": Forged("dermatologist", 403, NOT_YOURS,
-                                                     token="tampered"),
-    "token with SQL in it": Forged("dermatologist", 403, NOT_YOURS, token="literal",
-                                   body={"token": "' OR '1'='1' --"}),
-    "token longer than any token": Forged("dermatologist", 400, "no more than 64 characters",
-                                          token="literal", body={"token": "A" * 65}),
-    "token with a NUL byte": Forged("dermatologist", 400, "Null characters are not allowed",
-                                    token="literal", body={"token": "abc\x00def"}),
-    "token that is not a string": Forged("dermatologist", 400, "Not a valid string",
-                                         token="literal", body={"token": {"$ne": ""}}),
+    "tampered token (one character changed)": Forged(
+        "dermatologist", 403, NOT_YOURS, token="tampered"
+    ),
+    "token with SQL in it": Forged(
+        "dermatologist", 403, NOT_YOURS, token="literal", body={"token": "' OR '1'='1' --"}
+    ),
+    "token longer than any token": Forged(
+        "dermatologist",
+        400,
+        "no more than 64 characters",
+        token="literal",
+        body={"token": "A" * 65},
+    ),
+    "token with a NUL byte": Forged(
+        "dermatologist",
+        400,
+        "Null characters are not allowed",
+        token="literal",
+        body={"token": "abc\x00def"},
+    ),
+    "token that is not a string": Forged(
+        "dermatologist", 400, "Not a valid string", token="literal", body={"token": {"$ne": ""}}
+    ),
     # Scores: whole numbers 1-7, never coerced.
     "score 0": Forged("dermatologist", 400, "greater than or equal to 1", body={"score": 0}),
     "score 8": Forged("dermatologist", 400, "less than or equal to 7", body={"score": 8}),
-    "score as a string": Forged("dermatologist", 400, "A valid integer is required",
-                                body={"score": "7"}),
-    "score null": Forged("dermatologist", 400, "This field may not be null",
-                         body={"score": None}),
-    "score 6.5": Forged("dermatologist", 400, "A valid integer is required",
-                        body={"score": 6.5}),
-    "score true": Forged("dermatologist", 400, "A valid integer is required",
-                         body={"score": True}),
-    "score missing": Forged("dermatologist", 400, "This field is required",
-                            body={"score": ...}),
-    "negative seconds": Forged("dermatologist", 400, "greater than or equal to 0",
-                               body={"seconds": -1}),
-    "seconds NaN": Forged("dermatologist", 400, "not JSON compliant",
-                          raw='{"token": "%s", "score": 5, "seconds": NaN}'),
-    "body is a list": Forged("dermatologist", 400, "Expected a dictionary",
-                             raw='[{"token": "%s", "score": 5, "seconds": 1}]'),
-    "body is not JSON": Forged("dermatologist", 400, "JSON parse error",
-                               raw='{"token": "%s", "score": 5,'),
+    "score as a string": Forged(
+        "dermatologist", 400, "A valid integer is required", body={"score": "7"}
+    ),
+    "score null": Forged("dermatologist", 400, "This field may not be null", body={"score": None}),
+    "score 6.5": Forged("dermatologist", 400, "A valid integer is required", body={"score": 6.5}),
+    "score true": Forged("dermatologist", 400, "A valid integer is required", body={"score": True}),
+    "score missing": Forged("dermatologist", 400, "This field is required", body={"score": ...}),
+    "negative seconds": Forged(
+        "dermatologist", 400, "greater than or equal to 0", body={"seconds": -1}
+    ),
+    "seconds NaN": Forged(
+        "dermatologist",
+        400,
+        "not JSON compliant",
+        raw='{"token": "%s", "score": 5, "seconds": NaN}',
+    ),
+    "body is a list": Forged(
+        "dermatologist",
+        400,
+        "Expected a dictionary",
+        raw='[{"token": "%s", "score": 5, "seconds": 1}]',
+    ),
+    "body is not JSON": Forged(
+        "dermatologist", 400, "JSON parse error", raw='{"token": "%s", "score": 5,'
+    ),
     # Roles: only a seated dermatologist rates.
     "lead trying to rate": Forged("lead", 403, NO_PERMISSION),
     "engineer trying to rate": Forged("engineer", 403, NO_PERMISSION),
@@ -138,23 +159,28 @@ def test_forged_rating_requests_are_refused_and_write_nothing(name, open_review,
     assert Rating.objects.count() == before[0]
     audits = list(RatingAudit.objects.filter(pk__gt=last_audit))
     if case.audit:
-        assert [(a.action, a.rater, a.score) for a in audits] == [
-            (case.audit, session.user, 5)]
+        assert [(a.action, a.rater, a.score) for a in audits] == [(case.audit, session.user, 5)]
         assert "another rater" in audits[0].detail
     else:
         assert audits == []
 
 
-def test_another_raters_token_and_an_unknown_one_get_identical_answers(open_review,
-                                                                       sessions):
+def test_another_raters_token_and_an_unknown_one_get_identical_answers(open_review, sessions):
     client = sessions["dermatologist"].client()
     answers = []
     for kind in ("other_rater", "unknown", "tampered"):
-        response = client.post(reverse("api:ratings"), {
-            "token": _token(kind, open_review), "score": 4, "seconds": 1},
-            content_type="application/json")
-        answers.append((response.status_code, response.content,
-                        sorted((k, v) for k, v in response.items() if k.lower() != "date")))
+        response = client.post(
+            reverse("api:ratings"),
+            {"token": _token(kind, open_review), "score": 4, "seconds": 1},
+            content_type="application/json",
+        )
+        answers.append(
+            (
+                response.status_code,
+                response.content,
+                sorted((k, v) for k, v in response.items() if k.lower() != "date"),
+            )
+        )
     assert answers[0] == answers[1] == answers[2]
 
 
@@ -163,20 +189,27 @@ def test_a_replayed_rating_is_stored_once_and_audited_as_repeated(open_review, s
     token = _token("mine", open_review)
     body = json.dumps({"token": token, "score": 6, "seconds": 3.5})
     ratings_before = Rating.objects.count()
-    answers = [client.post(reverse("api:ratings"), body, content_type="application/json")
-               for _ in range(3)]
+    answers = [
+        client.post(reverse("api:ratings"), body, content_type="application/json") for _ in range(3)
+    ]
     assert [a.status_code for a in answers] == [201, 200, 200]
     assert [a.json()["created"] for a in answers] == [True, False, False]
     assert len({a.json()["done"] for a in answers}) == 1  # the count does not move
     assert Rating.objects.count() == ratings_before + 1
     rating = Rating.objects.get(assignment__token=token)
     assert (rating.score, rating.seconds) == (6, 3.5)
-    actions = list(RatingAudit.objects.filter(assignment=rating.assignment)
-                   .order_by("pk").values_list("action", flat=True))
+    actions = list(
+        RatingAudit.objects.filter(assignment=rating.assignment)
+        .order_by("pk")
+        .values_list("action", flat=True)
+    )
     assert actions == ["created", "repeated", "repeated"]
     # A replay with another score is not a replay: the submitted rating is locked.
-    changed = client.post(reverse("api:ratings"), {"token": token, "score": 2, "seconds": 1},
-                          content_type="application/json")
+    changed = client.post(
+        reverse("api:ratings"),
+        {"token": token, "score": 2, "seconds": 1},
+        content_type="application/json",
+    )
     assert changed.status_code == 403 and "locked" in changed.json()["detail"]
     assert Rating.objects.get(pk=rating.pk).score == 6
     refused = RatingAudit.objects.filter(assignment=rating.assignment).latest("pk")
@@ -187,11 +220,9 @@ def test_a_form_body_still_rates_with_digits(open_review, sessions):
     """Form bodies carry text, so there "5" is the score 5; anything but ASCII digits is not."""
     client = sessions["dermatologist"].client()
     token = _token("mine", open_review)
-    refused = client.post(reverse("api:ratings"), {"token": token, "score": "５",
-                                                   "seconds": "1"})
+    refused = client.post(reverse("api:ratings"), {"token": token, "score": "５", "seconds": "1"})
     assert refused.status_code == 400 and "valid integer" in refused.content.decode()
-    accepted = client.post(reverse("api:ratings"), {"token": token, "score": "5",
-                                                    "seconds": "1"})
+    accepted = client.post(reverse("api:ratings"), {"token": token, "score": "5", "seconds": "1"})
     assert accepted.status_code == 201 and accepted.json()["score"] == 5
 
 
@@ -199,24 +230,38 @@ def test_a_form_body_still_rates_with_digits(open_review, sessions):
 
 
 def _study_counts():
-    return (Study.objects.count(), Job.objects.count(), Release.objects.count(),
-            BatchRejection.objects.count(), Assignment.objects.count())
+    return (
+        Study.objects.count(),
+        Job.objects.count(),
+        Release.objects.count(),
+        BatchRejection.objects.count(),
+        Assignment.objects.count(),
+    )
 
 
-@pytest.mark.parametrize(("url_name", "data"), [
-    ("review:study_new", "design"),
-    ("review:close", {}),
-    ("review:approve", {"note": "looks fine"}),
-    ("review:reject", {"reason": "I rated it myself"}),
-])
+@pytest.mark.parametrize(
+    ("url_name", "data"),
+    [
+        ("review:study_new", "design"),
+        ("review:close", {}),
+        ("review:approve", {"note": "looks fine"}),
+        ("review:reject", {"reason": "I rated it myself"}),
+    ],
+)
 def test_a_dermatologist_posting_to_lead_pages_is_refused_and_changes_nothing(
-        open_review, sessions, url_name, data):
+    open_review, sessions, url_name, data
+):
     study = open_review.open_study
     client = sessions["dermatologist"].client()
     if data == "design":
         url = reverse(url_name)
-        data = {"batch": study.batch_id, "raters": [r.pk for r in open_review.raters],
-                "sample_size": 4, "control_ratio": 0, "seed": 3}
+        data = {
+            "batch": study.batch_id,
+            "raters": [r.pk for r in open_review.raters],
+            "sample_size": 4,
+            "control_ratio": 0,
+            "seed": 3,
+        }
     else:
         url = reverse(url_name, args=[study.pk])
     before, state = _study_counts(), study.state
@@ -230,17 +275,32 @@ def test_a_dermatologist_posting_to_lead_pages_is_refused_and_changes_nothing(
 
 # --- hostile path values ------------------------------------------------------------------
 
-HOSTILE_IDS = ["0", "-1", "2147483648", "9223372036854775808", "1" + "0" * 40, "1e3", "0x1",
-               "%00", "%2e%2e", "1;DROP TABLE review_study", "%F0%9F%92%A5"]
+HOSTILE_IDS = [
+    "0",
+    "-1",
+    "2147483648",
+    "9223372036854775808",
+    "1" + "0" * 40,
+    "1e3",
+    "0x1",
+    "%00",
+    "%2e%2e",
+    "1;DROP TABLE review_study",
+    "%F0%9F%92%A5",
+]
 
 
 @pytest.mark.parametrize("role", ["dermatologist", "lead"])
 def test_hostile_ids_in_api_paths_are_not_found(sessions, open_review, role):
     client = sessions[role].client()
     for raw in HOSTILE_IDS:
-        for template in ("/api/studies/{}/", "/api/studies/{}/progress/",
-                         "/api/studies/{}/gate/", "/api/releases/{}/",
-                         "/api/rater/studies/{}/queue/"):
+        for template in (
+            "/api/studies/{}/",
+            "/api/studies/{}/progress/",
+            "/api/studies/{}/gate/",
+            "/api/releases/{}/",
+            "/api/rater/studies/{}/queue/",
+        ):
             response = client.get(template.format(raw))
             # Refused by role (403) or not found (404); never a server error, never data.
             assert response.status_code in (403, 404), (template, raw, response.status_code)
@@ -253,11 +313,14 @@ def _decision_rows():
     return Release.objects.count(), BatchRejection.objects.count()
 
 
-@pytest.mark.parametrize(("url_name", "data"), [
-    ("review:close", {}),
-    ("review:approve", {"note": "forged"}),
-    ("review:reject", {"reason": "forged"}),
-])
+@pytest.mark.parametrize(
+    ("url_name", "data"),
+    [
+        ("review:close", {}),
+        ("review:approve", {"note": "forged"}),
+        ("review:reject", {"reason": "forged"}),
+    ],
+)
 def test_a_lead_action_without_the_csrf_token_is_refused(open_review, url_name, data):
     """A page elsewhere that posts to the lead's close/approve/reject with the lead's cookie
     gets 403 and changes nothing; the same post with the token goes through."""

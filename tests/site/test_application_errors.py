@@ -75,9 +75,11 @@ def test_the_setting_routes_api_refusals_through_the_handler():
 @pytest.mark.django_db
 def test_a_refused_rating_answers_403_with_its_reason(client, dermatologist):
     client.force_login(dermatologist)
-    response = client.post(reverse("api:ratings"), {"token": "no-such-token", "score": 5,
-                                                    "seconds": 1.0},
-                           content_type="application/json")
+    response = client.post(
+        reverse("api:ratings"),
+        {"token": "no-such-token", "score": 5, "seconds": 1.0},
+        content_type="application/json",
+    )
     assert response.status_code == 403
     assert response.json() == {"detail": "this item is not in your assignments"}
 
@@ -99,8 +101,9 @@ def test_the_view_helper_shows_a_refusal_as_an_error_message():
         raise BrokerUnavailable("The task broker is unreachable.")
     assert attempt.refused
     assert isinstance(attempt.refusal, BrokerUnavailable)
-    assert _shown(request) == [(messages.ERROR, "Job 3 was not resumed: The task broker is "
-                                                "unreachable.")]
+    assert _shown(request) == [
+        (messages.ERROR, "Job 3 was not resumed: The task broker is unreachable.")
+    ]
 
 
 def test_the_view_helper_leaves_success_alone_and_takes_a_level():
@@ -128,4 +131,5 @@ def test_a_page_shows_a_refusal_after_the_redirect(client, engineer):
     response = client.post(reverse("jobs:cancel", args=[job.pk]), follow=True)
     assert response.redirect_chain[-1][0] == reverse("jobs:detail", args=[job.pk])
     assert [m.message for m in response.context["messages"]] == [
-        f"Job {job.pk} was not cancelled: a succeeded job cannot be cancelled"]
+        f"Job {job.pk} was not cancelled: a succeeded job cannot be cancelled"
+    ]

@@ -16,19 +16,27 @@ def test_no_app_has_a_handlers_module():
 
 def test_every_registered_kind_lives_in_a_job_kinds_module():
     kinds = registered_kinds()
-    assert {"catalog.import", "training.run", "generation.shard", "review.export",
-            "worker_check"} <= set(kinds)
-    misplaced = {name: kind.handler.__module__ for name, kind in kinds.items()
-                 if not kind.handler.__module__.endswith(".job_kinds")
-                 and not name.startswith("test_")}
+    assert {
+        "catalog.import",
+        "training.run",
+        "generation.shard",
+        "review.export",
+        "worker_check",
+    } <= set(kinds)
+    misplaced = {
+        name: kind.handler.__module__
+        for name, kind in kinds.items()
+        if not kind.handler.__module__.endswith(".job_kinds") and not name.startswith("test_")
+    }
     assert misplaced == {}
 
 
 def _kind_functions(path: Path):
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.FunctionDef) and any(
-                isinstance(d, ast.Call) and getattr(d.func, "id", "") == "register"
-                for d in node.decorator_list):
+            isinstance(d, ast.Call) and getattr(d.func, "id", "") == "register"
+            for d in node.decorator_list
+        ):
             yield node
 
 
@@ -39,8 +47,11 @@ def test_job_kinds_parse_params_and_call_one_service():
         if not path.exists():
             continue
         for fn in _kind_functions(path):
-            body = [n for n in fn.body if not (isinstance(n, ast.Expr)
-                                              and isinstance(n.value, ast.Constant))]
+            body = [
+                n
+                for n in fn.body
+                if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+            ]
             if len(body) > MAX_STATEMENTS:
                 too_long[f"{app}.{fn.name}"] = len(body)
     assert too_long == {}

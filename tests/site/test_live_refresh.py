@@ -12,8 +12,10 @@ pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
 
 
-@pytest.mark.parametrize(("state", "refresh"), [("generating", False), ("reporting", False),
-                                                ("finished", True), ("cancelled", True)])
+@pytest.mark.parametrize(
+    ("state", "refresh"),
+    [("generating", False), ("reporting", False), ("finished", True), ("cancelled", True)],
+)
 def test_batch_fragment_reloads_the_page_when_the_batch_ends(client, state, refresh):
     batch = BatchFactory(state=state)
     client.force_login(make_user("engineer"))
@@ -24,8 +26,10 @@ def test_batch_fragment_reloads_the_page_when_the_batch_ends(client, state, refr
     assert "HX-Refresh" not in client.get(url).headers  # a plain GET is not htmx's poll
 
 
-@pytest.mark.parametrize(("state", "refresh"), [("queued", False), ("running", False),
-                                                ("succeeded", True), ("failed", True)])
+@pytest.mark.parametrize(
+    ("state", "refresh"),
+    [("queued", False), ("running", False), ("succeeded", True), ("failed", True)],
+)
 def test_run_fragment_reloads_the_page_when_the_run_ends(client, state, refresh):
     job = Job.objects.create(kind="training.run", queue="gpu", state=state)
     run = Run.objects.create(kind="textual_inversion", base_model="tiny", job=job)

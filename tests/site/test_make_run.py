@@ -23,13 +23,30 @@ def free_port() -> int:
 @pytest.fixture
 def running_app(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG",
-                        "SECURE_SSL_REDIRECT", "DJANGO_SETTINGS_MODULE", "MEDIA_ROOT"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "SECRET_KEY",
+            "DEBUG",
+            "SECURE_SSL_REDIRECT",
+            "DJANGO_SETTINGS_MODULE",
+            "MEDIA_ROOT",
+        }
+    }
     env.update(PORT=str(port), FAIRSKIN_VAR_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
     log = open(tmp_path / "make-run.log", "wb")
-    proc = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -67,8 +84,11 @@ def test_make_run_serves_each_role_and_runs_jobs_on_the_embedded_broker(
     base, proc, log_path = running_app
     assert "derm1-fairskin-demo" in log_path.read_text()  # credentials were printed
 
-    landings = {"derm1": "Your rating assignments", "lead": "Lead overview",
-                "engineer": "Engineering"}
+    landings = {
+        "derm1": "Your rating assignments",
+        "lead": "Lead overview",
+        "engineer": "Engineering",
+    }
     for username, heading in landings.items():
         context = browser.new_context(viewport={"width": 1200, "height": 800})
         page = context.new_page()
@@ -83,8 +103,7 @@ def test_make_run_serves_each_role_and_runs_jobs_on_the_embedded_broker(
             page.fill("#id_steps", "5")
             page.fill("#id_pause_s", "0.1")
             page.click("text=Launch worker check")
-            page.wait_for_selector("[data-testid=job-state]:has-text('Succeeded')",
-                                   timeout=60_000)
+            page.wait_for_selector("[data-testid=job-state]:has-text('Succeeded')", timeout=60_000)
             assert "5 / 5" in page.inner_text("[data-testid=job-progress]")
             screenshot(page, "make-run-worker-check")
         context.close()

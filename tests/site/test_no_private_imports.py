@@ -13,8 +13,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("fairskin", "fairskin_site", "common", "accounts", "jobs", "catalog", "training",
-            "generation", "review", "bench", "scripts")
+PACKAGES = (
+    "fairskin",
+    "fairskin_site",
+    "common",
+    "accounts",
+    "jobs",
+    "catalog",
+    "training",
+    "generation",
+    "review",
+    "bench",
+    "scripts",
+)
 SKIPPED_FOLDERS = {"migrations", "__pycache__"}
 
 
@@ -47,7 +58,7 @@ def _absolute(module: SourceModule, node: ast.ImportFrom) -> str:
     if not node.level:
         return node.module or ""
     package = module.name.split(".") if module.is_package else module.name.split(".")[:-1]
-    base = package[:len(package) - (node.level - 1)]
+    base = package[: len(package) - (node.level - 1)]
     return ".".join([*base, *([node.module] if node.module else [])])
 
 
@@ -56,7 +67,7 @@ def _private_module_part(importer: str, target: str) -> str | None:
     parts = target.split(".")
     for i, part in enumerate(parts):
         if _is_private(part) and importer.split(".")[:i] != parts[:i]:
-            return ".".join(parts[:i + 1])
+            return ".".join(parts[: i + 1])
     return None
 
 
@@ -126,49 +137,74 @@ def private_imports(source: str, module: SourceModule, known: set[str]) -> list[
 def test_no_module_imports_a_private_name_of_another_module():
     modules = project_modules()
     # The walk must actually see the code it guards, or this test passes on nothing.
-    assert {"generation.work", "training.work", "fairskin.review.sampling",
-            "catalog.services", "bench.catalog_import"} <= set(modules)
+    assert {
+        "generation.work",
+        "training.work",
+        "fairskin.review.sampling",
+        "catalog.services",
+        "bench.catalog_import",
+    } <= set(modules)
     known = set(modules)
     problems = [
         f"{module.path.relative_to(ROOT)}:{line}: {name}"
         for module in modules.values()
         for line, name in private_imports(module.path.read_text(), module, known)
     ]
-    assert not problems, ("private names used across modules; give the helper a public name "
-                          "in a module both may import:\n" + "\n".join(problems))
+    assert not problems, (
+        "private names used across modules; give the helper a public name "
+        "in a module both may import:\n" + "\n".join(problems)
+    )
 
 
-KNOWN = {"catalog", "catalog.services", "catalog._impl", "catalog._impl.rows", "training",
-         "training.work", "generation", "generation.work", "generation.plan"}
+KNOWN = {
+    "catalog",
+    "catalog.services",
+    "catalog._impl",
+    "catalog._impl.rows",
+    "training",
+    "training.work",
+    "generation",
+    "generation.work",
+    "generation.plan",
+}
 WORK = SourceModule("generation.work", is_package=False, path=Path("work.py"))
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("from training.work import _local_file, run_training",
-     [(1, "training.work._local_file")]),
-    ("from .plan import _split", [(1, "generation.plan._split")]),
-    ("from . import _helper", [(1, "generation._helper")]),  # its package's, still private
-    ("from catalog import _impl", [(1, "catalog._impl")]),
-    ("import catalog._impl.rows", [(1, "catalog._impl")]),
-    ("from catalog._impl.rows import parse", [(1, "catalog._impl")]),
-    ("import training.work\n\ntraining.work._set_threads()",
-     [(3, "training.work._set_threads")]),
-    ("import training.work as th\nth._cache()", [(2, "training.work._cache")]),
-    ("from catalog import services\nx = services._image_fields",
-     [(2, "catalog.services._image_fields")]),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from training.work import _local_file, run_training", [(1, "training.work._local_file")]),
+        ("from .plan import _split", [(1, "generation.plan._split")]),
+        ("from . import _helper", [(1, "generation._helper")]),  # its package's, still private
+        ("from catalog import _impl", [(1, "catalog._impl")]),
+        ("import catalog._impl.rows", [(1, "catalog._impl")]),
+        ("from catalog._impl.rows import parse", [(1, "catalog._impl")]),
+        (
+            "import training.work\n\ntraining.work._set_threads()",
+            [(3, "training.work._set_threads")],
+        ),
+        ("import training.work as th\nth._cache()", [(2, "training.work._cache")]),
+        (
+            "from catalog import services\nx = services._image_fields",
+            [(2, "catalog.services._image_fields")],
+        ),
+    ],
+)
 def test_checker_reports_private_names_of_other_modules(source, expected):
     assert private_imports(source, WORK, KNOWN) == expected
 
 
-@pytest.mark.parametrize("source", [
-    "from training.work import run_training",
-    "from catalog.services import __all__",
-    "from os import _exit",  # not the project's: out of scope
-    "from generation.work import _cached",  # its own name
-    "from catalog import services\nservices.Image._meta",  # a model's API, not a module's
-    "def f(services):\n    return services._x",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from training.work import run_training",
+        "from catalog.services import __all__",
+        "from os import _exit",  # not the project's: out of scope
+        "from generation.work import _cached",  # its own name
+        "from catalog import services\nservices.Image._meta",  # a model's API, not a module's
+        "def f(services):\n    return services._x",
+    ],
+)
 def test_checker_allows_public_dunder_own_and_third_party_names(source):
     assert private_imports(source, WORK, KNOWN) == []
 

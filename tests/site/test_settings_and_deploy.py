@@ -18,17 +18,34 @@ PRODUCTION_ENV = {
 
 
 def run_manage(*args, env_overrides):
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"SECRET_KEY", "DEBUG", "SECURE_SSL_REDIRECT", "DATABASE_URL",
-                        "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "SECRET_KEY",
+            "DEBUG",
+            "SECURE_SSL_REDIRECT",
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "DJANGO_SETTINGS_MODULE",
+        }
+    }
     env.update(env_overrides)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_deploy_is_clean_with_production_settings():
-    result = run_manage("check", "--deploy", "--fail-level", "WARNING",
-                        env_overrides=PRODUCTION_ENV)
+    result = run_manage(
+        "check", "--deploy", "--fail-level", "WARNING", env_overrides=PRODUCTION_ENV
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -49,17 +66,27 @@ def test_production_refuses_to_start_without_a_secret_key():
 
 
 def test_settings_follow_the_environment():
-    probe = ("from django.conf import settings as s; "
-             "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['HOST'], "
-             "s.CELERY_BROKER_URL, s.MEDIA_ROOT, s.FAIRSKIN_BASE_MODEL, "
-             "s.STORAGES['default']['BACKEND'])")
-    env = {**PRODUCTION_ENV, "MEDIA_ROOT": "/data/media", "FAIRSKIN_BASE_MODEL": "sd15-random",
-           "AWS_STORAGE_BUCKET_NAME": "fairskin-images"}
+    probe = (
+        "from django.conf import settings as s; "
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['HOST'], "
+        "s.CELERY_BROKER_URL, s.MEDIA_ROOT, s.FAIRSKIN_BASE_MODEL, "
+        "s.STORAGES['default']['BACKEND'])"
+    )
+    env = {
+        **PRODUCTION_ENV,
+        "MEDIA_ROOT": "/data/media",
+        "FAIRSKIN_BASE_MODEL": "sd15-random",
+        "AWS_STORAGE_BUCKET_NAME": "fairskin-images",
+    }
     result = run_manage("shell", "-v", "0", "-c", probe, env_overrides=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        "django.db.backends.postgresql", "db.example.org", "redis://redis.example.org:6379/0",
-        "/data/media", "sd15-random", "storages.backends.s3.S3Storage",
+        "django.db.backends.postgresql",
+        "db.example.org",
+        "redis://redis.example.org:6379/0",
+        "/data/media",
+        "sd15-random",
+        "storages.backends.s3.S3Storage",
     ]
 
 
@@ -68,8 +95,12 @@ def test_docker_compose_matches_the_settings_names():
     services = compose["services"]
     assert {"web", "cpu-worker", "gpu-worker", "beat", "postgres", "redis"} <= set(services)
     settings_source = (ROOT / "fairskin_site" / "settings.py").read_text()
-    read_by_libraries = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",  # boto3
-                         "HF_HUB_OFFLINE", "HF_HOME"}  # huggingface_hub
+    read_by_libraries = {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",  # boto3
+        "HF_HUB_OFFLINE",
+        "HF_HOME",
+    }  # huggingface_hub
     for name in services["web"]["environment"]:
         assert f'"{name}"' in settings_source or name in read_by_libraries, name
     assert services["gpu-worker"]["environment"]["HF_HUB_OFFLINE"] == "1"
@@ -89,12 +120,17 @@ def test_extra_gpu_worker_compose_joins_the_main_deployment():
     worker = yaml.safe_load((ROOT / "docker-compose.worker.yml").read_text())["services"]
     assert set(worker) == {"gpu-worker"}
     gpu = worker["gpu-worker"]
-    assert gpu["command"].split("--hostname")[0] == \
-        main["gpu-worker"]["command"].split("--hostname")[0]
+    assert (
+        gpu["command"].split("--hostname")[0]
+        == main["gpu-worker"]["command"].split("--hostname")[0]
+    )
     env = gpu["environment"]
     # Everything the main workers are told, this one is told too (connections from .env).
-    assert set(main["gpu-worker"]["environment"]) - {"ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
-                                                     "SECURE_PROXY_SSL_HEADER"} <= set(env)
+    assert set(main["gpu-worker"]["environment"]) - {
+        "ALLOWED_HOSTS",
+        "CSRF_TRUSTED_ORIGINS",
+        "SECURE_PROXY_SSL_HEADER",
+    } <= set(env)
     for name in ("SECRET_KEY", "DATABASE_URL", "CELERY_BROKER_URL"):
         assert env[name].startswith(f"${{{name}:?"), name  # required, never a local default
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
@@ -103,6 +139,7 @@ def test_extra_gpu_worker_compose_joins_the_main_deployment():
 
 
 def test_models_and_migrations_agree():
-    result = run_manage("makemigrations", "--check", "--dry-run",
-                        env_overrides={**PRODUCTION_ENV, "DEBUG": "1"})
+    result = run_manage(
+        "makemigrations", "--check", "--dry-run", env_overrides={**PRODUCTION_ENV, "DEBUG": "1"}
+    )
     assert result.returncode == 0, result.stdout + result.stderr

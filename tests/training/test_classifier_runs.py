@@ -13,8 +13,20 @@ from training.models import Run
 from training.services import RunConfigError, run_create, run_mark_confidence_model
 
 pytestmark = pytest.mark.django_db
-QUICK = ["--set", "arch=resnet18", "--set", "image_size=32", "--set", "epochs=2",
-         "--set", "bootstrap=30", "--set", "learning_rate=0.001", "--set", "batch_size=16"]
+QUICK = [
+    "--set",
+    "arch=resnet18",
+    "--set",
+    "image_size=32",
+    "--set",
+    "epochs=2",
+    "--set",
+    "bootstrap=30",
+    "--set",
+    "learning_rate=0.001",
+    "--set",
+    "batch_size=16",
+]
 
 
 @pytest.fixture
@@ -33,11 +45,23 @@ def last_run(capsys) -> Run:
 
 @pytest.fixture
 def runs(datasets, capsys):
-    call_command("train", "--kind", "classifier", "--dataset", "demo", "--wait",
-                 "--name", "baseline", *QUICK)
+    call_command(
+        "train", "--kind", "classifier", "--dataset", "demo", "--wait", "--name", "baseline", *QUICK
+    )
     baseline = last_run(capsys)
-    call_command("train", "--kind", "classifier", "--dataset", "demo", "--synthetic-dataset",
-                 "synth", "--wait", "--name", "fairskin", *QUICK)
+    call_command(
+        "train",
+        "--kind",
+        "classifier",
+        "--dataset",
+        "demo",
+        "--synthetic-dataset",
+        "synth",
+        "--wait",
+        "--name",
+        "fairskin",
+        *QUICK,
+    )
     return baseline, last_run(capsys)
 
 
@@ -47,6 +71,7 @@ def test_classifier_runs_store_their_fairness_evaluation(runs):
         groups = run.evaluation["by_fst_group"]
         assert set(groups["auroc_by_group"]) <= {"I–II", "III–IV", "V–VI"}
         assert "ci" in groups and run.evaluation["weights_source"].startswith("random")
+
     def manifest(run):
         return json.loads(Path(run.artifacts_dir, "manifest.json").read_text())
 

@@ -18,10 +18,14 @@ GRID = "Rendering the validation grid (step 500)"
 @pytest.fixture
 def rendering_grid():
     """A run 60 s into rendering its validation grid, 4 of 18 images done: 3m30s left."""
-    return RunFactory(job__state=JobState.RUNNING, job__progress_phase=GRID,
-                      job__progress_done=4, job__progress_total=18,
-                      job__phase_start_done=0,
-                      job__phase_started_at=timezone.now() - timedelta(seconds=60))
+    return RunFactory(
+        job__state=JobState.RUNNING,
+        job__progress_phase=GRID,
+        job__progress_done=4,
+        job__progress_total=18,
+        job__phase_start_done=0,
+        job__phase_started_at=timezone.now() - timedelta(seconds=60),
+    )
 
 
 def live(client, run) -> str:
@@ -52,8 +56,11 @@ def test_a_stopped_run_shows_where_it_stopped_and_no_time_left(client, rendering
 
 def test_a_finished_run_shows_its_steps_and_loss_not_its_last_phase(client, rendering_grid):
     Job.objects.filter(pk=rendering_grid.job_id).update(
-        state=JobState.SUCCEEDED, progress_phase="Saving artifacts", progress_done=8,
-        progress_total=8)
+        state=JobState.SUCCEEDED,
+        progress_phase="Saving artifacts",
+        progress_done=8,
+        progress_total=8,
+    )
     rendering_grid.config = {"steps": 8}
     rendering_grid.final_loss = 0.12345
     rendering_grid.save()

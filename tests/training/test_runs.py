@@ -12,8 +12,16 @@ from training.models import Run
 from training.services import RunConfigError, run_create
 
 pytestmark = pytest.mark.django_db
-FAST = ["--set", "validation_every=1000", "--set", "validation_inference_steps=1",
-        "--set", "grad_accumulation=1", "--set", "lr_warmup_steps=0"]
+FAST = [
+    "--set",
+    "validation_every=1000",
+    "--set",
+    "validation_inference_steps=1",
+    "--set",
+    "grad_accumulation=1",
+    "--set",
+    "lr_warmup_steps=0",
+]
 
 
 @pytest.fixture
@@ -29,8 +37,12 @@ def nothing_created():
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"lora_rank": 0}, "lora_rank"), ({"learning_rate": 0}, "learning_rate"),
-     ({"lora_targets": ["to_qq"]}, "to_qq"), ({"steps": -1}, "steps")],
+    [
+        ({"lora_rank": 0}, "lora_rank"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"lora_targets": ["to_qq"]}, "to_qq"),
+        ({"steps": -1}, "steps"),
+    ],
 )
 def test_bad_settings_are_refused_and_nothing_is_queued(demo, overrides, message):
     with pytest.raises(RunConfigError, match=message):
@@ -44,11 +56,15 @@ def test_empty_selection_unknown_dataset_and_missing_base_model_are_refused(demo
     with pytest.raises(RunConfigError, match="no dataset named nope"):
         run_create(kind="textual_inversion", selection={"datasets": ["nope"]})
     with pytest.raises(RunConfigError, match="not found"):
-        run_create(kind="textual_inversion", selection={"datasets": ["demo"]},
-                   base_model="/no/such/model")
+        run_create(
+            kind="textual_inversion", selection={"datasets": ["demo"]}, base_model="/no/such/model"
+        )
     with pytest.raises(RunConfigError, match="not in the local Hugging Face cache"):
-        run_create(kind="textual_inversion", selection={"datasets": ["demo"]},
-                   base_model="someone/not-downloaded-model")
+        run_create(
+            kind="textual_inversion",
+            selection={"datasets": ["demo"]},
+            base_model="someone/not-downloaded-model",
+        )
     assert nothing_created()
 
 
@@ -84,18 +100,51 @@ def test_textual_inversion_only_dataset_is_refused_for_lora(demo):
 
 
 def test_train_command_runs_ti_lora_and_joint_in_the_foreground(demo, capsys):
-    call_command("train", "--kind", "textual_inversion", "--base-model", "tiny", "--dataset",
-                 "demo", "--steps", "3", "--wait", *FAST)
+    call_command(
+        "train",
+        "--kind",
+        "textual_inversion",
+        "--base-model",
+        "tiny",
+        "--dataset",
+        "demo",
+        "--steps",
+        "3",
+        "--wait",
+        *FAST,
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     ti = Run.objects.get(pk=int(lines[-2]))
     assert lines[-1] == ti.artifacts_dir and Path(ti.artifacts_dir, "embeddings").is_dir()
     assert ti.job.state == JobState.SUCCEEDED and "<dx-mel>" in ti.tokens
 
-    call_command("train", "--kind", "lora", "--parent", str(ti.pk), "--dataset", "demo",
-                 "--steps", "3", "--wait", *FAST)
+    call_command(
+        "train",
+        "--kind",
+        "lora",
+        "--parent",
+        str(ti.pk),
+        "--dataset",
+        "demo",
+        "--steps",
+        "3",
+        "--wait",
+        *FAST,
+    )
     lora = Run.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-2]))
-    call_command("train", "--kind", "joint", "--parent", str(lora.pk), "--dataset", "demo",
-                 "--steps", "2", "--wait", *FAST)
+    call_command(
+        "train",
+        "--kind",
+        "joint",
+        "--parent",
+        str(lora.pk),
+        "--dataset",
+        "demo",
+        "--steps",
+        "2",
+        "--wait",
+        *FAST,
+    )
     joint = Run.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-2]))
     assert [r.pk for r in joint.lineage()] == [ti.pk, lora.pk, joint.pk]
     assert lora.base_model == "tiny"  # inherited from the parent
@@ -115,29 +164,57 @@ def test_train_command_refuses_bad_input_with_the_reason(demo):
     assert nothing_created()
 
 
-def test_admin_launch_form_is_prefilled_and_queues_a_valid_run(client, demo,
-                                                               django_capture_on_commit_callbacks):
+def test_admin_launch_form_is_prefilled_and_queues_a_valid_run(
+    client, demo, django_capture_on_commit_callbacks
+):
     client.force_login(make_user("engineer"))
     url = reverse("admin:training_run_launch")
     page = client.get(url, {"kind": "lora"}).content.decode()
     assert "&quot;lora_rank&quot;: 16" in page and "cosine_with_restarts" in page
-    bad = client.post(url, {"kind": "textual_inversion", "datasets": ["demo"],
-                            "split": "train", "config": '{"lora_rank": 0}'})
+    bad = client.post(
+        url,
+        {
+            "kind": "textual_inversion",
+            "datasets": ["demo"],
+            "split": "train",
+            "config": '{"lora_rank": 0}',
+        },
+    )
     assert "lora_rank must be a positive whole number" in bad.content.decode()
     assert nothing_created()
     with django_capture_on_commit_callbacks(execute=False):
-        response = client.post(url, {"kind": "textual_inversion", "datasets": ["demo"],
-                                     "split": "train", "config": '{"steps": 5}'})
+        response = client.post(
+            url,
+            {
+                "kind": "textual_inversion",
+                "datasets": ["demo"],
+                "split": "train",
+                "config": '{"steps": 5}',
+            },
+        )
     run = Run.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse(
-        "training:run", args=[run.pk])
+        "training:run", args=[run.pk]
+    )
     assert run.config["steps"] == 5 and run.config["learning_rate"] == 5e-4
     assert run.job.queue == "gpu" and run.job.state == JobState.QUEUED
 
 
 def test_run_page_shows_progress_loss_and_grid(client, demo, capsys):
-    call_command("train", "--kind", "textual_inversion", "--dataset", "demo", "--steps", "2",
-                 "--wait", "--set", "validation_every=2", "--set", "validation_inference_steps=1")
+    call_command(
+        "train",
+        "--kind",
+        "textual_inversion",
+        "--dataset",
+        "demo",
+        "--steps",
+        "2",
+        "--wait",
+        "--set",
+        "validation_every=2",
+        "--set",
+        "validation_inference_steps=1",
+    )
     run = Run.objects.get()
     client.force_login(make_user("lead"))
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()
@@ -162,7 +239,9 @@ def test_external_embeddings_import_as_a_run_that_lora_can_build_on(demo, tmp_pa
     assert run.kind == "textual_inversion" and sorted(run.tokens) == ["<skin-a>", "<skin-b>"]
     assert run.config["layout"] == "token-dictionary"
     assert sorted(p.name for p in Path(run.artifacts_dir, "embeddings").iterdir()) == [
-        "skin-a.safetensors", "skin-b.safetensors"]
+        "skin-a.safetensors",
+        "skin-b.safetensors",
+    ]
     lora = run_create(kind="lora", parent=run, selection={"datasets": ["demo"]}, enqueue=False)
     assert lora.base_model == "tiny"
 
@@ -192,9 +271,11 @@ def test_a_base_model_that_does_not_predict_noise_is_refused_at_launch(demo, tmp
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
     scheduler = folder / "scheduler" / "scheduler_config.json"
-    scheduler.write_text(json.dumps({**json.loads(scheduler.read_text()),
-                                     "prediction_type": "v_prediction"}))
+    scheduler.write_text(
+        json.dumps({**json.loads(scheduler.read_text()), "prediction_type": "v_prediction"})
+    )
     with pytest.raises(RunConfigError, match="predicts 'v_prediction'"):
-        run_create(kind="textual_inversion", selection={"datasets": ["demo"]},
-                   base_model=str(folder))
+        run_create(
+            kind="textual_inversion", selection={"datasets": ["demo"]}, base_model=str(folder)
+        )
     assert nothing_created()

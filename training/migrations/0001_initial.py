@@ -6,38 +6,86 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('jobs', '0002_log_entry_plural'),
+        ("jobs", "0002_log_entry_plural"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Run',
+            name="Run",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('textual_inversion', 'Textual inversion'), ('lora', 'LoRA'), ('joint', 'Joint refinement')], max_length=24)),
-                ('name', models.CharField(blank=True, max_length=120)),
-                ('base_model', models.CharField(help_text='tiny, sd15-random, folder or hub id', max_length=300)),
-                ('base_model_resolved', models.CharField(blank=True, max_length=500)),
-                ('config', models.JSONField(default=dict)),
-                ('selection', models.JSONField(default=dict, help_text='Which catalog images train the run.')),
-                ('selection_hash', models.CharField(blank=True, max_length=64)),
-                ('image_count', models.PositiveIntegerField(default=0)),
-                ('artifacts_dir', models.CharField(blank=True, max_length=500)),
-                ('tokens', models.JSONField(blank=True, default=list)),
-                ('final_loss', models.FloatField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
-                ('job', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='run', to='jobs.job')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='children', to='training.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("textual_inversion", "Textual inversion"),
+                            ("lora", "LoRA"),
+                            ("joint", "Joint refinement"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=120)),
+                (
+                    "base_model",
+                    models.CharField(
+                        help_text="tiny, sd15-random, folder or hub id", max_length=300
+                    ),
+                ),
+                ("base_model_resolved", models.CharField(blank=True, max_length=500)),
+                ("config", models.JSONField(default=dict)),
+                (
+                    "selection",
+                    models.JSONField(default=dict, help_text="Which catalog images train the run."),
+                ),
+                ("selection_hash", models.CharField(blank=True, max_length=64)),
+                ("image_count", models.PositiveIntegerField(default=0)),
+                ("artifacts_dir", models.CharField(blank=True, max_length=500)),
+                ("tokens", models.JSONField(blank=True, default=list)),
+                ("final_loss", models.FloatField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "job",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="run",
+                        to="jobs.job",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="children",
+                        to="training.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('launch_run', 'Can launch, cancel and resume training runs')],
+                "ordering": ["-created_at"],
+                "permissions": [("launch_run", "Can launch, cancel and resume training runs")],
             },
         ),
     ]

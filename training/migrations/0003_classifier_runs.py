@@ -5,31 +5,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0002_log_entry_plural'),
-        ('training', '0002_role_permissions'),
+        ("jobs", "0002_log_entry_plural"),
+        ("training", "0002_role_permissions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='evaluation',
-            field=models.JSONField(blank=True, default=dict, help_text='Classifier runs: the fairness evaluation.'),
+            model_name="run",
+            name="evaluation",
+            field=models.JSONField(
+                blank=True, default=dict, help_text="Classifier runs: the fairness evaluation."
+            ),
         ),
         migrations.AddField(
-            model_name='run',
-            name='is_confidence_model',
-            field=models.BooleanField(default=False, help_text='The classifier generation uses to score synthetic images.'),
+            model_name="run",
+            name="is_confidence_model",
+            field=models.BooleanField(
+                default=False, help_text="The classifier generation uses to score synthetic images."
+            ),
         ),
         migrations.AlterField(
-            model_name='run',
-            name='kind',
-            field=models.CharField(choices=[('textual_inversion', 'Textual inversion'), ('lora', 'LoRA'), ('joint', 'Joint refinement'), ('classifier', 'Classifier')], max_length=24),
+            model_name="run",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("textual_inversion", "Textual inversion"),
+                    ("lora", "LoRA"),
+                    ("joint", "Joint refinement"),
+                    ("classifier", "Classifier"),
+                ],
+                max_length=24,
+            ),
         ),
         migrations.AddConstraint(
-            model_name='run',
-            constraint=models.UniqueConstraint(condition=models.Q(('is_confidence_model', True)), fields=('is_confidence_model',), name='one_confidence_model'),
+            model_name="run",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("is_confidence_model", True)),
+                fields=("is_confidence_model",),
+                name="one_confidence_model",
+            ),
         ),
     ]

@@ -4,8 +4,10 @@ from accounts.permissions import migration_role_permissions, sync_role_groups
 
 
 class Command(BaseCommand):
-    help = ("Re-create the dermatologist, lead and engineer groups with exactly the permissions "
-            "the apps' migrations grant them (repairs hand-edited groups).")
+    help = (
+        "Re-create the dermatologist, lead and engineer groups with exactly the permissions "
+        "the apps' migrations grant them (repairs hand-edited groups)."
+    )
 
     def handle(self, *args, **options):
         sync_role_groups()

@@ -8,15 +8,18 @@ from jobs.runner import run_here
 
 
 class Command(BaseCommand):
-    help = ("Make 512 px derivatives, thumbnails and ITA skin-tone estimates as a job on the "
-            "cpu queue; with --wait, run it here in the foreground.")
+    help = (
+        "Make 512 px derivatives, thumbnails and ITA skin-tone estimates as a job on the "
+        "cpu queue; with --wait, run it here in the foreground."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("dataset")
         parser.add_argument("--hair-removal", action="store_true", help="DullRazor first")
         parser.add_argument("--force", action="store_true", help="redo images already done")
-        parser.add_argument("--wait", action="store_true",
-                            help="run in this process instead of on a worker")
+        parser.add_argument(
+            "--wait", action="store_true", help="run in this process instead of on a worker"
+        )
 
     def handle(self, *args, dataset, hair_removal, force, wait, **options):
         try:
@@ -24,8 +27,9 @@ class Command(BaseCommand):
         except Dataset.DoesNotExist:
             raise CommandError(f"no dataset named {dataset!r}") from None
         try:
-            job = dataset_preprocess_launch(dataset=ds, hair_removal=hair_removal, force=force,
-                                            enqueue=not wait)
+            job = dataset_preprocess_launch(
+                dataset=ds, hair_removal=hair_removal, force=force, enqueue=not wait
+            )
         except BrokerUnavailable as exc:
             raise CommandError(f"{exc} (use --wait to run it here)") from exc
         if not wait:

@@ -21,18 +21,26 @@ DEMO_DESCRIPTION = (
 
 
 class Command(BaseCommand):
-    help = ("Draw the procedural demo dataset, import it as 'demo' through the generic CSV "
-            "importer, preprocess it and split it.")
+    help = (
+        "Draw the procedural demo dataset, import it as 'demo' through the generic CSV "
+        "importer, preprocess it and split it."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--per-class", type=int, default=24)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--name", default="demo")
-        parser.add_argument("--if-missing", action="store_true",
-                            help="do nothing when the dataset already exists (make run)")
-        parser.add_argument("--export", metavar="DIR",
-                            help="import nothing: write demo.csv and demo-images.zip to DIR, "
-                            "to upload through Admin → Catalog → Datasets → Import a dataset")
+        parser.add_argument(
+            "--if-missing",
+            action="store_true",
+            help="do nothing when the dataset already exists (make run)",
+        )
+        parser.add_argument(
+            "--export",
+            metavar="DIR",
+            help="import nothing: write demo.csv and demo-images.zip to DIR, "
+            "to upload through Admin → Catalog → Datasets → Import a dataset",
+        )
 
     def handle(self, *args, per_class, seed, name, if_missing, export, **options):
         if per_class < 1:
@@ -50,8 +58,11 @@ class Command(BaseCommand):
             images = ZipImages(archive)
             try:
                 result = dataset_import(
-                    fmt="csv", metadata=metadata.read_bytes(), metadata_name=metadata.name,
-                    images=images, name=name,
+                    fmt="csv",
+                    metadata=metadata.read_bytes(),
+                    metadata_name=metadata.name,
+                    images=images,
+                    name=name,
                     licence="Procedural images drawn by FairSkin; no restrictions",
                     description=DEMO_DESCRIPTION,
                 )
@@ -64,12 +75,14 @@ class Command(BaseCommand):
             raise CommandError(f"preprocessing failed: {job.error}")
         job.refresh_from_db()
         counts = dataset_split(dataset=dataset, seed=seed)
-        self.stdout.write(f"Demo dataset {name!r}: {result.created} images "
-                          f"({per_class} per class, seed {seed})")
+        self.stdout.write(
+            f"Demo dataset {name!r}: {result.created} images ({per_class} per class, seed {seed})"
+        )
         self.stdout.write(format_summary_table(result.summary))
         self.stdout.write("Splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        self.stdout.write("ITA estimate vs intended skin type: "
-                          f"{job.result['ita_within_label_range']}")
+        self.stdout.write(
+            f"ITA estimate vs intended skin type: {job.result['ita_within_label_range']}"
+        )
 
 
 def write_upload(folder: Path, per_class: int, seed: int) -> tuple[Path, Path]:

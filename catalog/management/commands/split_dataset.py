@@ -5,14 +5,21 @@ from catalog.services import CatalogImportError, dataset_split
 
 
 class Command(BaseCommand):
-    help = ("Assign train/val/test splits, stratified by diagnosis x FST and grouped by "
-            "lesion/patient, reproducibly from a seed.")
+    help = (
+        "Assign train/val/test splits, stratified by diagnosis x FST and grouped by "
+        "lesion/patient, reproducibly from a seed."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("dataset")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15],
-                            metavar=("TRAIN", "VAL", "TEST"))
+        parser.add_argument(
+            "--fractions",
+            type=float,
+            nargs=3,
+            default=[0.7, 0.15, 0.15],
+            metavar=("TRAIN", "VAL", "TEST"),
+        )
 
     def handle(self, *args, dataset, seed, fractions, **options):
         try:
@@ -23,5 +30,6 @@ class Command(BaseCommand):
             counts = dataset_split(dataset=ds, seed=seed, fractions=tuple(fractions))
         except CatalogImportError as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"{ds.name} split with seed {seed}: "
-                          + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        self.stdout.write(
+            f"{ds.name} split with seed {seed}: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        )

@@ -21,8 +21,10 @@ def _distribution(text: str) -> dict[int, float]:
         except ValueError:
             sep = ""
         if not sep:
-            raise CommandError(f"--fst-distribution takes FST=SHARE pairs such as "
-                               f"'5=0.5,6=0.5'; could not read {part!r}")
+            raise CommandError(
+                f"--fst-distribution takes FST=SHARE pairs such as "
+                f"'5=0.5,6=0.5'; could not read {part!r}"
+            )
         if key in out:
             raise CommandError(f"--fst-distribution gives FST {key} more than once")
         out[key] = value
@@ -37,67 +39,127 @@ def _scoring(items: list[str]) -> dict[str, object]:
 
 
 class Command(BaseCommand):
-    help = ("Generate a balanced batch of synthetic images with a LoRA or joint run. Queued on "
-            "the gpu queue; with --wait it runs here in the foreground with a progress bar. The "
-            "last line printed is the batch id.")
+    help = (
+        "Generate a balanced batch of synthetic images with a LoRA or joint run. Queued on "
+        "the gpu queue; with --wait it runs here in the foreground with a progress bar. The "
+        "last line printed is the batch id."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--model", type=int, required=True, help="LoRA or joint run id")
-        parser.add_argument("--count", type=int, required=True,
-                            help="accepted images wanted over all strata")
-        parser.add_argument("--diagnosis", action="append", default=[], dest="diagnoses",
-                            help="diagnosis code (repeatable; default: the model's)")
-        default_mix = ", ".join(f"{fst}={share:g}" for fst, share in
-                                SPEC.fst_distribution.items())
-        parser.add_argument("--fst-distribution", default="",
-                            help=f"e.g. '5=0.5,6=0.5' (default {default_mix})")
-        parser.add_argument("--overgeneration", type=float, default=SPEC.overgeneration.default,
-                            help="candidate cap per stratum as a multiple of its quota "
-                            "(default %(default)s)")
-        parser.add_argument("--scheduler", default=SPEC.scheduler.default,
-                            choices=list(SPEC.scheduler.choices))
-        parser.add_argument("--steps", type=int, default=SPEC.steps.default,
-                            help="default %(default)s")
-        parser.add_argument("--guidance", type=float, default=SPEC.guidance.default,
-                            help="default %(default)s")
-        parser.add_argument("--negative-prompt", default=None,
-                            help=f"default '{SPEC.negative_prompt.default}'")
+        parser.add_argument(
+            "--count", type=int, required=True, help="accepted images wanted over all strata"
+        )
+        parser.add_argument(
+            "--diagnosis",
+            action="append",
+            default=[],
+            dest="diagnoses",
+            help="diagnosis code (repeatable; default: the model's)",
+        )
+        default_mix = ", ".join(f"{fst}={share:g}" for fst, share in SPEC.fst_distribution.items())
+        parser.add_argument(
+            "--fst-distribution", default="", help=f"e.g. '5=0.5,6=0.5' (default {default_mix})"
+        )
+        parser.add_argument(
+            "--overgeneration",
+            type=float,
+            default=SPEC.overgeneration.default,
+            help="candidate cap per stratum as a multiple of its quota (default %(default)s)",
+        )
+        parser.add_argument(
+            "--scheduler", default=SPEC.scheduler.default, choices=list(SPEC.scheduler.choices)
+        )
+        parser.add_argument(
+            "--steps", type=int, default=SPEC.steps.default, help="default %(default)s"
+        )
+        parser.add_argument(
+            "--guidance", type=float, default=SPEC.guidance.default, help="default %(default)s"
+        )
+        parser.add_argument(
+            "--negative-prompt", default=None, help=f"default '{SPEC.negative_prompt.default}'"
+        )
         parser.add_argument("--size", type=int, help="image side (default: the model's)")
         parser.add_argument("--seed", type=int, default=SPEC.seed.default)
-        parser.add_argument("--shard-size", type=int, default=SPEC.shard_size.default,
-                            help="candidates per shard job (default %(default)s)")
-        parser.add_argument("--device-batch", type=int, default=SPEC.device_batch.default,
-                            help="images per device pass, which the pixels depend on "
-                            "(default %(default)s)")
-        parser.add_argument("--set", action="append", default=[], dest="scoring",
-                            metavar="KEY=VALUE", help="a scoring setting, e.g. confidence=0.7, "
-                            'fid=\'{"mode": "relative", "percentile": 95}\' or '
-                            "apply_uncalibrated='[\"duplicate\"]' (repeatable)")
+        parser.add_argument(
+            "--shard-size",
+            type=int,
+            default=SPEC.shard_size.default,
+            help="candidates per shard job (default %(default)s)",
+        )
+        parser.add_argument(
+            "--device-batch",
+            type=int,
+            default=SPEC.device_batch.default,
+            help="images per device pass, which the pixels depend on (default %(default)s)",
+        )
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            dest="scoring",
+            metavar="KEY=VALUE",
+            help="a scoring setting, e.g. confidence=0.7, "
+            'fid=\'{"mode": "relative", "percentile": 95}\' or '
+            "apply_uncalibrated='[\"duplicate\"]' (repeatable)",
+        )
         parser.add_argument("--name", default=SPEC.name.default)
-        parser.add_argument("--wait", action="store_true",
-                            help="run in the foreground with a progress bar")
+        parser.add_argument(
+            "--wait", action="store_true", help="run in the foreground with a progress bar"
+        )
 
-    def handle(self, *args, model, count, diagnoses, fst_distribution, overgeneration,
-               scheduler, steps, guidance, negative_prompt, size, seed, shard_size,
-               device_batch, scoring, name, wait, **options):
+    def handle(
+        self,
+        *args,
+        model,
+        count,
+        diagnoses,
+        fst_distribution,
+        overgeneration,
+        scheduler,
+        steps,
+        guidance,
+        negative_prompt,
+        size,
+        seed,
+        shard_size,
+        device_batch,
+        scoring,
+        name,
+        wait,
+        **options,
+    ):
         run = model_run_get(run_id=model)
         if run is None:
             raise CommandError(f"no run {model}")
         try:
             batch = batch_create(
-                model_run=run, target=count, diagnoses=diagnoses or None,
+                model_run=run,
+                target=count,
+                diagnoses=diagnoses or None,
                 fst_distribution=_distribution(fst_distribution) or None,
-                overgeneration=overgeneration, scheduler=scheduler, steps=steps,
-                guidance=guidance, negative_prompt=negative_prompt, size=size, seed=seed,
-                shard_size=shard_size, device_batch=device_batch,
-                scoring=_scoring(scoring), name=name, enqueue=not wait)
+                overgeneration=overgeneration,
+                scheduler=scheduler,
+                steps=steps,
+                guidance=guidance,
+                negative_prompt=negative_prompt,
+                size=size,
+                seed=seed,
+                shard_size=shard_size,
+                device_batch=device_batch,
+                scoring=_scoring(scoring),
+                name=name,
+                enqueue=not wait,
+            )
         except BatchConfigError as exc:
             raise CommandError(f"{exc}\nNothing was queued.") from exc
         except BrokerUnavailable as exc:
             raise CommandError(f"{exc} (use --wait to generate here)") from exc
-        self.stdout.write(f"batch {batch.pk}: {batch.target} images over {len(batch.quotas)} "
-                          f"strata with run {run.pk}, {batch.size}px, {batch.scheduler} "
-                          f"{batch.steps} steps")
+        self.stdout.write(
+            f"batch {batch.pk}: {batch.target} images over {len(batch.quotas)} "
+            f"strata with run {run.pk}, {batch.size}px, {batch.scheduler} "
+            f"{batch.steps} steps"
+        )
         if not wait:
             self.stdout.write(f"queued as job {batch.job_id} on the gpu queue")
             self.stdout.write(str(batch.pk))
@@ -105,20 +167,27 @@ class Command(BaseCommand):
         if batch.job_id is None:  # batch_create always makes one
             raise CommandError(f"batch {batch.pk} has no preparation job")
         try:
-            drain_here(root_id=batch.job_id, echo=ConsoleProgress(self.stderr),
-                       active=lambda: Batch.objects.get(pk=batch.pk).is_active)
+            drain_here(
+                root_id=batch.job_id,
+                echo=ConsoleProgress(self.stderr),
+                active=lambda: Batch.objects.get(pk=batch.pk).is_active,
+            )
         except ForegroundStopped as exc:
             raise CommandError(str(exc)) from exc
         except LookupError as exc:
-            raise CommandError(f"batch {batch.pk} is still running but {exc}; see its "
-                               "page") from exc
+            raise CommandError(
+                f"batch {batch.pk} is still running but {exc}; see its page"
+            ) from exc
         batch = Batch.objects.get(pk=batch.pk)
         for row in batch_strata(batch=batch):
             short = f", short {row['shortfall']}" if row["shortfall"] else ""
-            self.stdout.write(f"  {row['diagnosis']} FST {row['fst']}: {row['accepted']}/"
-                              f"{row['quota']} accepted of {row['generated']} generated{short}")
+            self.stdout.write(
+                f"  {row['diagnosis']} FST {row['fst']}: {row['accepted']}/"
+                f"{row['quota']} accepted of {row['generated']} generated{short}"
+            )
         if batch.state != BatchState.FINISHED:
             raise CommandError(f"batch {batch.pk} {batch.state}: {batch.error}")
-        self.stdout.write(f"accepted {batch.report.get('accepted')}, shortfall "
-                          f"{batch.report.get('shortfall')}")
+        self.stdout.write(
+            f"accepted {batch.report.get('accepted')}, shortfall {batch.report.get('shortfall')}"
+        )
         self.stdout.write(str(batch.pk))

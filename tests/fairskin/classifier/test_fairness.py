@@ -11,7 +11,7 @@ from fairskin.classifier.fairness import fairness_report, fairness_report_multic
 # Group D: y 1 1 1 (no negatives), scores .6 .2 .1 -> AUROC undefined, FPR undefined;
 #   TPR 1/3.
 Y = [0, 0, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1]
-S = [.1, .6, .4, .9, .2, .7, .8, .3, .7, .6, .2, .1]
+S = [0.1, 0.6, 0.4, 0.9, 0.2, 0.7, 0.8, 0.3, 0.7, 0.6, 0.2, 0.1]
 G = ["A"] * 4 + ["B"] * 3 + ["C"] * 2 + ["D"] * 3
 
 
@@ -42,8 +42,7 @@ def test_rates_leave_out_groups_without_positives_or_negatives(report):
 
 def test_accuracy_overall_and_by_group(report):
     assert report["accuracy"] == pytest.approx(7 / 12)
-    assert report["accuracy_by_group"] == pytest.approx({"A": 0.5, "B": 1.0, "C": 0.5,
-                                                         "D": 1 / 3})
+    assert report["accuracy_by_group"] == pytest.approx({"A": 0.5, "B": 1.0, "C": 0.5, "D": 1 / 3})
 
 
 def test_notes_say_what_was_undefined_and_left_out(report):
@@ -55,7 +54,7 @@ def test_notes_say_what_was_undefined_and_left_out(report):
 
 
 def test_single_defined_group_has_no_gap():
-    r = fairness_report([0, 1, 1, 1], [.2, .8, .9, .7], ["A", "A", "B", "B"])
+    r = fairness_report([0, 1, 1, 1], [0.2, 0.8, 0.9, 0.7], ["A", "A", "B", "B"])
     assert r["auroc_by_group"] == {"A": 1.0, "B": None}
     assert r["auroc_gap"] is None
 
@@ -71,8 +70,9 @@ def test_bootstrap_intervals_bracket_the_point_estimate():
         assert interval[0] <= r["auroc_by_group"][group] <= interval[1]
 
 
-@pytest.mark.parametrize("bad", [([0, 2], [.1, .2], ["A", "A"]), ([], [], []),
-                                 ([0, 1], [.1], ["A", "A"])])
+@pytest.mark.parametrize(
+    "bad", [([0, 2], [0.1, 0.2], ["A", "A"]), ([], [], []), ([0, 1], [0.1], ["A", "A"])]
+)
 def test_bad_inputs_are_refused(bad):
     with pytest.raises(ValueError):
         fairness_report(*bad)
@@ -86,8 +86,14 @@ def test_multiclass_report_on_a_hand_worked_case():
     # Predictions in G2: 0 1 0 (accuracy 1/3). One-vs-rest equalized odds:
     #   class 0: TPR 1 vs 1/2, FPR 0 vs 1 -> 1;  class 1: TPR 1 vs 0 -> 1;  class 2: FPR 0 vs 0.
     y = [0, 1, 2, 0, 0, 1]
-    proba = [[.8, .1, .1], [.1, .8, .1], [.1, .1, .8],
-             [.6, .3, .1], [.2, .7, .1], [.5, .4, .1]]
+    proba = [
+        [0.8, 0.1, 0.1],
+        [0.1, 0.8, 0.1],
+        [0.1, 0.1, 0.8],
+        [0.6, 0.3, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.5, 0.4, 0.1],
+    ]
     groups = ["G1"] * 3 + ["G2"] * 3
     r = fairness_report_multiclass(y, proba, groups, class_names=["MEL", "NV", "BCC"])
     assert r["auroc_by_group"] == pytest.approx({"G1": 1.0, "G2": 0.5})

@@ -56,9 +56,15 @@ def trained_lora_unet(base_path: str, *, r: int = 16, alpha: int = 32) -> UNet2D
     Both matrices are set: peft initialises A from the global RNG and B to zero.
     """
     unet = UNet2DConditionModel.from_pretrained(base_path, subfolder="unet")
-    unet.add_adapter(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.1,
-                                init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(
+        LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=0.1,
+            init_lora_weights="gaussian",
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        )
+    )
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, parameter in unet.named_parameters():
@@ -75,18 +81,33 @@ def unet_output(unet: UNet2DConditionModel) -> torch.Tensor:
         return unet(latents, torch.tensor([400]), context).sample
 
 
-@pytest.mark.parametrize(("token", "name"), [
-    ("<dx-mel>", "dx-mel.safetensors"),
-    ("<fst_VI>", "fst_VI.safetensors"),
-    ("plain-token", "plain-token.safetensors"),
-])
+@pytest.mark.parametrize(
+    ("token", "name"),
+    [
+        ("<dx-mel>", "dx-mel.safetensors"),
+        ("<fst_VI>", "fst_VI.safetensors"),
+        ("plain-token", "plain-token.safetensors"),
+    ],
+)
 def test_token_file_name_strips_the_angle_brackets(token, name):
     assert token_file_name(token) == name
 
 
-@pytest.mark.parametrize("token", [
-    "", "<>", "<../evil>", "<a/b>", "<dx mel>", "<dx-mel", "dx-mel>", "<<x>>", "<é>", "a.b",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "<>",
+        "<../evil>",
+        "<a/b>",
+        "<dx mel>",
+        "<dx-mel",
+        "dx-mel>",
+        "<<x>>",
+        "<é>",
+        "a.b",
+    ],
+)
 def test_token_file_name_refuses_names_unsafe_as_files(token):
     with pytest.raises(ValueError, match="cannot be stored"):
         token_file_name(token)
@@ -96,8 +117,10 @@ def test_embeddings_are_one_float32_vector_per_file_and_load_back(tmp_path):
     half = random_vector(1).half()
     files = save_token_embeddings(tmp_path, {"<dx-mel>": half, "<fst-vi>": random_vector(2)[None]})
 
-    assert files == [tmp_path / EMBEDDINGS_DIR / "dx-mel.safetensors",
-                     tmp_path / EMBEDDINGS_DIR / "fst-vi.safetensors"]
+    assert files == [
+        tmp_path / EMBEDDINGS_DIR / "dx-mel.safetensors",
+        tmp_path / EMBEDDINGS_DIR / "fst-vi.safetensors",
+    ]
     state = load_file(str(files[1]))
     assert list(state) == ["<fst-vi>"]
     assert state["<fst-vi>"].shape == (DIM,) and state["<fst-vi>"].dtype == torch.float32
@@ -123,17 +146,20 @@ def test_a_view_of_the_embedding_table_is_saved_as_just_its_row(tmp_path):
     assert path.stat().st_size < 4 * DIM + 512
 
 
-@pytest.mark.parametrize(("embeddings", "problem"), [
-    ({}, "no token embeddings"),
-    ({"<a>": torch.zeros(2, DIM)}, "shape"),
-    ({"<a>": torch.zeros(1, 1, DIM)}, "shape"),
-    ({"<a>": torch.tensor([1.0, float("nan")])}, "NaN"),
-    ({"<a>": torch.arange(DIM)}, "floating point"),
-    ({"<a>": torch.zeros(DIM), "<b>": torch.zeros(DIM + 1)}, "different sizes"),
-    ({"<a>": torch.zeros(DIM), "a": torch.ones(DIM)}, "both be stored"),
-    ({"<A>": torch.zeros(DIM), "<a>": torch.ones(DIM)}, "both be stored"),
-    ({"<a b>": torch.zeros(DIM)}, "cannot be stored"),
-])
+@pytest.mark.parametrize(
+    ("embeddings", "problem"),
+    [
+        ({}, "no token embeddings"),
+        ({"<a>": torch.zeros(2, DIM)}, "shape"),
+        ({"<a>": torch.zeros(1, 1, DIM)}, "shape"),
+        ({"<a>": torch.tensor([1.0, float("nan")])}, "NaN"),
+        ({"<a>": torch.arange(DIM)}, "floating point"),
+        ({"<a>": torch.zeros(DIM), "<b>": torch.zeros(DIM + 1)}, "different sizes"),
+        ({"<a>": torch.zeros(DIM), "a": torch.ones(DIM)}, "both be stored"),
+        ({"<A>": torch.zeros(DIM), "<a>": torch.ones(DIM)}, "both be stored"),
+        ({"<a b>": torch.zeros(DIM)}, "cannot be stored"),
+    ],
+)
 def test_bad_embeddings_are_refused_and_nothing_is_written(tmp_path, embeddings, problem):
     with pytest.raises(ValueError, match=problem):
         save_token_embeddings(tmp_path, embeddings)
@@ -155,8 +181,10 @@ def test_saved_embedding_loads_into_plain_diffusers_and_changes_the_image(base_p
     after = render(pipe)
     assert np.abs(after - before).max() > 1e-3
     # The token is what changed the image: the same prompt without it renders as before.
-    assert np.array_equal(render(pipe, "a dermoscopy photo of on skin"),
-                          render(fresh_pipeline(base_path), "a dermoscopy photo of on skin"))
+    assert np.array_equal(
+        render(pipe, "a dermoscopy photo of on skin"),
+        render(fresh_pipeline(base_path), "a dermoscopy photo of on skin"),
+    )
 
 
 def test_saved_lora_restores_rank_alpha_and_outputs_in_plain_diffusers(base_path, tmp_path):
@@ -176,8 +204,9 @@ def test_saved_lora_restores_rank_alpha_and_outputs_in_plain_diffusers(base_path
     assert (expected - untouched).abs().max() > 1e-2
 
 
-def test_without_the_metadata_diffusers_would_apply_the_lora_at_the_wrong_scale(base_path,
-                                                                               tmp_path):
+def test_without_the_metadata_diffusers_would_apply_the_lora_at_the_wrong_scale(
+    base_path, tmp_path
+):
     trained = trained_lora_unet(base_path)
     save_lora(tmp_path, trained)
     bare = tmp_path / "bare"
@@ -232,8 +261,9 @@ def test_load_run_artifacts_loads_tokens_and_the_lora(base_path, runs):
     assert tokens == ["<dx-mel>", "<fst-vi>"]
     table = pipe.text_encoder.get_input_embeddings().weight
     assert torch.equal(table[pipe.tokenizer.convert_tokens_to_ids("<fst-vi>")], random_vector(6))
-    assert torch.allclose(unet_output(pipe.unet), unet_output(trained_lora_unet(base_path)),
-                          atol=1e-5)
+    assert torch.allclose(
+        unet_output(pipe.unet), unet_output(trained_lora_unet(base_path)), atol=1e-5
+    )
     assert np.abs(render(pipe) - before).max() > 1e-3
 
 
@@ -283,8 +313,9 @@ def test_the_lora_of_the_last_run_that_has_one_is_the_active_one(base_path, runs
     # Back to the first run: its adapter is still loaded, so it is reactivated, not stacked.
     load_run_artifacts(pipe, [runs["lora"]])
     assert len(pipe.unet.peft_config) == 2
-    assert torch.allclose(unet_output(pipe.unet), unet_output(trained_lora_unet(base_path)),
-                          atol=1e-5)
+    assert torch.allclose(
+        unet_output(pipe.unet), unet_output(trained_lora_unet(base_path)), atol=1e-5
+    )
 
 
 def test_a_missing_run_directory_is_an_error(base_path, tmp_path):

@@ -14,12 +14,20 @@ torch.set_num_threads(1)
 def test_defaults_are_the_planning_documents():
     ti = TrainConfig.build("textual_inversion")
     assert (ti.learning_rate, ti.steps, ti.batch_size, ti.grad_accumulation) == (5e-4, 2000, 4, 2)
-    assert (ti.lr_scheduler, ti.lr_warmup_steps, ti.weight_decay, ti.max_grad_norm) == \
-        ("constant_with_warmup", 100, 0.01, 1.0)
+    assert (ti.lr_scheduler, ti.lr_warmup_steps, ti.weight_decay, ti.max_grad_norm) == (
+        "constant_with_warmup",
+        100,
+        0.01,
+        1.0,
+    )
     lora = TrainConfig.build("lora")
     assert (lora.lora_rank, lora.lora_alpha, lora.lora_dropout) == (16, 32.0, 0.1)
-    assert (lora.learning_rate, lora.steps, lora.lr_scheduler, lora.lr_num_cycles) == \
-        (1e-4, 10_000, "cosine_with_restarts", 3)
+    assert (lora.learning_rate, lora.steps, lora.lr_scheduler, lora.lr_num_cycles) == (
+        1e-4,
+        10_000,
+        "cosine_with_restarts",
+        3,
+    )
     assert lora.lora_targets == ("to_q", "to_k", "to_v", "to_out.0") and lora.snr_gamma == 5.0
     assert lora.fst_shares == {"1-3": 0.4, "4": 0.2, "5-6": 0.4}
     assert (lora.diversity_weight, lora.diversity_pool) == (0.1, 16)
@@ -101,8 +109,10 @@ def test_compositional_tokens_compose_cells_never_seen_together():
     tokens = plan_tokens([("DF", 2), ("MEL", 6)], mode="compositional", per_cell_min_images=1)
     assert set(tokens) == {"<dx-df>", "<dx-mel>", "<fst-2>", "<fst-6>"}
     prompt = prompt_for("DF", 6, available=tokens)  # DF x VI: no such training image
-    assert prompt == ("A dermoscopic image of <dx-df> on Fitzpatrick skin type <fst-6>, "
-                      "high quality medical photograph")
+    assert prompt == (
+        "A dermoscopic image of <dx-df> on Fitzpatrick skin type <fst-6>, "
+        "high quality medical photograph"
+    )
 
 
 def test_per_cell_tokens_only_for_cells_with_enough_images():

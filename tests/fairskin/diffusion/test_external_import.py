@@ -57,8 +57,14 @@ def embedding_row(pipe: StableDiffusionPipeline, token: str) -> torch.Tensor:
 def lora_unet(base_path: str, *, r: int = 16, alpha: int = 32) -> UNet2DConditionModel:
     """The tiny UNet with a LoRA whose weights are set from a fixed seed, as if trained."""
     unet = UNet2DConditionModel.from_pretrained(base_path, subfolder="unet")
-    unet.add_adapter(LoraConfig(r=r, lora_alpha=alpha, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(
+        LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            init_lora_weights="gaussian",
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        )
+    )
     set_lora_weights(unet)
     return unet.eval()
 
@@ -93,8 +99,9 @@ def to_kohya(unet: UNet2DConditionModel, alpha: float) -> dict[str, torch.Tensor
     return kohya
 
 
-def assert_imports_lora_of(unet: UNet2DConditionModel, result, dest: Path, base_path: str,
-                           alpha: float) -> None:
+def assert_imports_lora_of(
+    unet: UNet2DConditionModel, result, dest: Path, base_path: str, alpha: float
+) -> None:
     assert result.has_lora and result.tokens == []
     assert result.files == [dest / LORA_FILE]
     pipe = fresh_pipeline(base_path)
@@ -107,10 +114,13 @@ def assert_imports_lora_of(unet: UNet2DConditionModel, result, dest: Path, base_
 # --- embeddings ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("file_name", "shape"), [
-    ("learned_embeds.safetensors", (DIM,)),
-    ("learned_embeds.bin", (1, DIM)),  # what diffusers' textual_inversion.py writes
-])
+@pytest.mark.parametrize(
+    ("file_name", "shape"),
+    [
+        ("learned_embeds.safetensors", (DIM,)),
+        ("learned_embeds.bin", (1, DIM)),  # what diffusers' textual_inversion.py writes
+    ],
+)
 def test_diffusers_embedding_imports_and_loads(base_path, sources, dest, file_name, shape):
     source = sources / file_name
     state = {"<dx-bcc>": vector(1, shape)}
@@ -122,20 +132,33 @@ def test_diffusers_embedding_imports_and_loads(base_path, sources, dest, file_na
     result = import_external(source, dest=dest, expected_dim=DIM, base_path=base_path)
 
     assert (result.layout, result.tokens, result.has_lora) == (
-        "diffusers-embedding", ["<dx-bcc>"], False)
+        "diffusers-embedding",
+        ["<dx-bcc>"],
+        False,
+    )
     assert result.files == [dest / EMBEDDINGS_DIR / "dx-bcc.safetensors"]
     pipe = fresh_pipeline(base_path)
     pipe.load_textual_inversion([str(f) for f in result.files])
     assert torch.equal(embedding_row(pipe, "<dx-bcc>"), vector(1))
 
 
-@pytest.mark.parametrize(("payload", "token"), [
-    ({"string_to_token": {"*": 265}, "string_to_param": {"*": vector(2, (1, DIM))},
-      "name": "dermstyle", "step": 3000, "sd_checkpoint": "abc123"}, "dermstyle"),
-    ({"string_to_param": {"*": torch.nn.Parameter(vector(2, (1, DIM)))}}, "a1111-style"),
-])
-def test_a1111_embedding_takes_its_name_or_the_file_stem(base_path, sources, dest, payload,
-                                                        token):
+@pytest.mark.parametrize(
+    ("payload", "token"),
+    [
+        (
+            {
+                "string_to_token": {"*": 265},
+                "string_to_param": {"*": vector(2, (1, DIM))},
+                "name": "dermstyle",
+                "step": 3000,
+                "sd_checkpoint": "abc123",
+            },
+            "dermstyle",
+        ),
+        ({"string_to_param": {"*": torch.nn.Parameter(vector(2, (1, DIM)))}}, "a1111-style"),
+    ],
+)
+def test_a1111_embedding_takes_its_name_or_the_file_stem(base_path, sources, dest, payload, token):
     source = sources / "a1111-style.pt"
     torch.save(payload, source)
 
@@ -183,7 +206,10 @@ def test_merged_token_dictionary_is_split_one_token_per_file(base_path, sources,
     assert result.layout == "token-dictionary"
     assert sorted(result.tokens) == sorted(tokens)  # safetensors stores keys sorted
     assert sorted(f.name for f in result.files) == [
-        "fst-v.safetensors", "fst-vi.safetensors", "melanoma.safetensors"]
+        "fst-v.safetensors",
+        "fst-vi.safetensors",
+        "melanoma.safetensors",
+    ]
     pipe.load_textual_inversion([str(f) for f in result.files])
     for seed, token in enumerate(tokens, start=4):
         assert torch.equal(embedding_row(pipe, token), vector(seed))
@@ -219,11 +245,12 @@ def test_diffusers_lora_keeps_the_scale_recorded_in_its_metadata(base_path, sour
     # with a field from a newer peft that this peft's LoraConfig does not accept.
     metadata = {**original.peft_config["default"].to_dict(), "field_from_newer_peft": 1}
     StableDiffusionPipeline.save_lora_weights(
-        sources, unet_lora_layers=get_peft_model_state_dict(original),
-        unet_lora_adapter_metadata=metadata)
+        sources,
+        unet_lora_layers=get_peft_model_state_dict(original),
+        unet_lora_adapter_metadata=metadata,
+    )
 
-    result = import_external(sources / LORA_FILE, dest=dest, expected_dim=DIM,
-                             base_path=base_path)
+    result = import_external(sources / LORA_FILE, dest=dest, expected_dim=DIM, base_path=base_path)
 
     assert result.layout == "diffusers-lora"
     assert_imports_lora_of(original, result, dest, base_path, alpha=32)
@@ -236,8 +263,9 @@ def test_peft_adapter_uses_the_adapter_config_beside_it(base_path, sources, dest
     model.save_pretrained(sources)
     original = model.base_model.model.eval()
 
-    result = import_external(sources / "adapter_model.safetensors", dest=dest,
-                             expected_dim=DIM, base_path=base_path)
+    result = import_external(
+        sources / "adapter_model.safetensors", dest=dest, expected_dim=DIM, base_path=base_path
+    )
 
     assert result.layout == "diffusers-lora"
     assert_imports_lora_of(original, result, dest, base_path, alpha=4)
@@ -267,24 +295,27 @@ def write_pt(source: Path, payload) -> Path:
     return source
 
 
-@pytest.mark.parametrize(("payload", "match"), [
-    ({"<a>": vector(1, (2, DIM))}, "multi-vector embedding \\(2 vectors\\)"),
-    ({"string_to_param": {"*": vector(1, (3, DIM))}, "name": "x"}, "multi-vector"),
-    ({"<a>": vector(1, (DIM + 1,))}, "33 dimensions; the base model's text encoder uses 32"),
-    ({"<a>": torch.full((DIM,), float("nan"))}, "NaN or infinite"),
-    ({"<a>": torch.zeros(DIM), "<b>": torch.tensor([float("inf")] * DIM)}, "NaN or infinite"),
-    ({"<a>": [0.1] * DIM}, "'<a>' is a list, not a tensor"),
-    ({"<a>": torch.arange(DIM)}, "not floating point"),
-    ({"my token": torch.zeros(DIM)}, "'my token' cannot be stored"),
-    ({"<a>": torch.zeros(DIM), "a": torch.ones(DIM)}, "both be stored"),
-    ({"conv.weight": torch.zeros(4, 4, 3, 3)}, "unknown layout"),
-    ({"fc.weight": torch.zeros(10, DIM), "fc.bias": torch.zeros(10)}, "unknown layout"),
-    ({"string_to_param": {"*": torch.zeros(1, DIM), "x": torch.zeros(1, DIM)}}, "one '\\*'"),
-    ({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, "SDXL"),
-    ({}, "empty"),
-    (torch.zeros(DIM), "bare tensor"),
-    ([torch.zeros(DIM)], "holds a list"),
-])
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        ({"<a>": vector(1, (2, DIM))}, "multi-vector embedding \\(2 vectors\\)"),
+        ({"string_to_param": {"*": vector(1, (3, DIM))}, "name": "x"}, "multi-vector"),
+        ({"<a>": vector(1, (DIM + 1,))}, "33 dimensions; the base model's text encoder uses 32"),
+        ({"<a>": torch.full((DIM,), float("nan"))}, "NaN or infinite"),
+        ({"<a>": torch.zeros(DIM), "<b>": torch.tensor([float("inf")] * DIM)}, "NaN or infinite"),
+        ({"<a>": [0.1] * DIM}, "'<a>' is a list, not a tensor"),
+        ({"<a>": torch.arange(DIM)}, "not floating point"),
+        ({"my token": torch.zeros(DIM)}, "'my token' cannot be stored"),
+        ({"<a>": torch.zeros(DIM), "a": torch.ones(DIM)}, "both be stored"),
+        ({"conv.weight": torch.zeros(4, 4, 3, 3)}, "unknown layout"),
+        ({"fc.weight": torch.zeros(10, DIM), "fc.bias": torch.zeros(10)}, "unknown layout"),
+        ({"string_to_param": {"*": torch.zeros(1, DIM), "x": torch.zeros(1, DIM)}}, "one '\\*'"),
+        ({"clip_l": torch.zeros(1, 768), "clip_g": torch.zeros(1, 1280)}, "SDXL"),
+        ({}, "empty"),
+        (torch.zeros(DIM), "bare tensor"),
+        ([torch.zeros(DIM)], "holds a list"),
+    ],
+)
 def test_bad_embedding_files_are_refused_and_nothing_is_written(sources, dest, payload, match):
     expect_refusal(write_pt(sources / "bad.pt", payload), dest, match)
 
@@ -308,8 +339,9 @@ def test_unreadable_or_unsupported_files_are_refused(sources, dest):
 
 def test_a_token_the_base_vocabulary_already_has_is_refused(base_path, sources, dest):
     source = write_pt(sources / "cat.pt", {"cat": vector(1)})
-    expect_refusal(source, dest, "'cat' already in the base model's vocabulary",
-                   base_path=base_path)
+    expect_refusal(
+        source, dest, "'cat' already in the base model's vocabulary", base_path=base_path
+    )
 
 
 def test_a_lora_needs_the_base_model(sources, dest, base_path):
@@ -320,10 +352,12 @@ def test_a_lora_needs_the_base_model(sources, dest, base_path):
 
 def test_a_lora_that_also_adapts_the_text_encoder_is_refused(base_path, sources, dest):
     weights = to_kohya(lora_unet(base_path), alpha=32)
-    weights["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = (
-        torch.zeros(16, DIM))
-    weights["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] = (
-        torch.zeros(DIM, 16))
+    weights["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = torch.zeros(
+        16, DIM
+    )
+    weights["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] = torch.zeros(
+        DIM, 16
+    )
     source = sources / "lora.safetensors"
     save_file(weights, str(source))
     expect_refusal(source, dest, "also adapts the text encoder", base_path=base_path)
@@ -359,12 +393,15 @@ def test_a_lora_with_nan_weights_is_refused(base_path, sources, dest):
 
 
 def test_a_peft_adapter_config_for_another_method_is_refused(base_path, sources, dest):
-    weights = {f"base_model.model.{k}": v
-               for k, v in get_peft_model_state_dict(lora_unet(base_path)).items()}
+    weights = {
+        f"base_model.model.{k}": v
+        for k, v in get_peft_model_state_dict(lora_unet(base_path)).items()
+    }
     save_file(weights, str(sources / "adapter_model.safetensors"))
     (sources / "adapter_config.json").write_text(json.dumps({"peft_type": "IA3"}))
-    expect_refusal(sources / "adapter_model.safetensors", dest, "not describe a LoRA",
-                   base_path=base_path)
+    expect_refusal(
+        sources / "adapter_model.safetensors", dest, "not describe a LoRA", base_path=base_path
+    )
 
 
 def test_an_existing_run_folder_is_never_overwritten(sources, dest):

@@ -45,8 +45,12 @@ def test_tiny_is_a_plain_diffusers_folder_that_generates(tiny):
     assert index["_class_name"] == "StableDiffusionPipeline"
     pipe = StableDiffusionPipeline.from_pretrained(tiny.path)
     pipe.set_progress_bar_config(disable=True)
-    image = pipe("a mole", num_inference_steps=2, output_type="np",
-                 generator=torch.Generator().manual_seed(0)).images[0]
+    image = pipe(
+        "a mole",
+        num_inference_steps=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]
     assert image.shape == (32, 32, 3)
     reference = open_clip.tokenizer.SimpleTokenizer()
     assert pipe.tokenizer("a mole").input_ids[1:-1] == reference.encode("a mole")
@@ -93,6 +97,7 @@ def test_bad_base_model_specs_are_refused(tmp_path):
 
 # The shape of a base model, read from its config files without loading weights.
 
+
 def test_tiny_reports_its_shape_from_its_config_files(tiny):
     assert tiny.native_size() == 32  # the size its pipeline generates at (test above)
     assert tiny.text_encoder_width() == 32
@@ -104,9 +109,15 @@ def test_built_in_models_report_their_shape_before_they_are_built(tmp_path):
     sd15 = resolve_base_model("sd15-random", cache_dir=tmp_path, build=False)
     assert not Path(tiny.path).exists() and not Path(sd15.path).exists()
     assert (tiny.native_size(), tiny.text_encoder_width(), tiny.prediction_type()) == (
-        32, 32, "epsilon")
+        32,
+        32,
+        "epsilon",
+    )
     assert (sd15.native_size(), sd15.text_encoder_width(), sd15.prediction_type()) == (
-        512, 768, "epsilon")
+        512,
+        768,
+        "epsilon",
+    )
 
 
 def _config_only_copy(tiny, folder: Path) -> Path:
@@ -145,24 +156,51 @@ def test_a_local_folder_is_read_from_its_own_config_files(tiny, tmp_path):
     assert base.prediction_type() == "epsilon"  # diffusers' default when the key is absent
 
 
-@pytest.mark.parametrize(("damage", "method", "message"), [
-    (lambda f: (f / "vae" / "config.json").unlink(), "native_size",
-     r"cannot read .*vae/config\.json"),
-    (lambda f: (f / "unet" / "config.json").write_text("{not json"), "native_size",
-     r"unet/config\.json is not valid JSON"),
-    (lambda f: _edit(f / "unet" / "config.json", sample_size=None), "native_size",
-     r"unet/config\.json has no 'sample_size'"),
-    (lambda f: _edit(f / "vae" / "config.json", block_out_channels=[]), "native_size",
-     "not what a Stable Diffusion model has"),
-    (lambda f: (f / "text_encoder" / "config.json").write_text("[768]"), "text_encoder_width",
-     "is not a JSON object"),
-    (lambda f: _edit(f / "text_encoder" / "config.json", hidden_size=None),
-     "text_encoder_width", r"text_encoder/config\.json has no 'hidden_size'"),
-    (lambda f: _edit(f / "text_encoder" / "config.json", hidden_size="wide"),
-     "text_encoder_width", "not a whole number"),
-    (lambda f: (f / "scheduler" / "scheduler_config.json").unlink(), "prediction_type",
-     r"cannot read .*scheduler_config\.json"),
-])
+@pytest.mark.parametrize(
+    ("damage", "method", "message"),
+    [
+        (
+            lambda f: (f / "vae" / "config.json").unlink(),
+            "native_size",
+            r"cannot read .*vae/config\.json",
+        ),
+        (
+            lambda f: (f / "unet" / "config.json").write_text("{not json"),
+            "native_size",
+            r"unet/config\.json is not valid JSON",
+        ),
+        (
+            lambda f: _edit(f / "unet" / "config.json", sample_size=None),
+            "native_size",
+            r"unet/config\.json has no 'sample_size'",
+        ),
+        (
+            lambda f: _edit(f / "vae" / "config.json", block_out_channels=[]),
+            "native_size",
+            "not what a Stable Diffusion model has",
+        ),
+        (
+            lambda f: (f / "text_encoder" / "config.json").write_text("[768]"),
+            "text_encoder_width",
+            "is not a JSON object",
+        ),
+        (
+            lambda f: _edit(f / "text_encoder" / "config.json", hidden_size=None),
+            "text_encoder_width",
+            r"text_encoder/config\.json has no 'hidden_size'",
+        ),
+        (
+            lambda f: _edit(f / "text_encoder" / "config.json", hidden_size="wide"),
+            "text_encoder_width",
+            "not a whole number",
+        ),
+        (
+            lambda f: (f / "scheduler" / "scheduler_config.json").unlink(),
+            "prediction_type",
+            r"cannot read .*scheduler_config\.json",
+        ),
+    ],
+)
 def test_a_folder_with_a_missing_or_corrupt_config_is_refused_naming_the_file(
     tiny, tmp_path, damage, method, message
 ):
@@ -180,14 +218,20 @@ def test_a_hub_model_is_read_from_the_local_cache_else_as_sd15(tiny, tmp_path, m
     base = resolve_base_model("someone/skin-model", cache_dir=tmp_path)
     assert base.source == "hub"
     assert (base.native_size(), base.text_encoder_width(), base.prediction_type()) == (
-        512, 768, "epsilon")  # not cached: SD v1.5's configs
+        512,
+        768,
+        "epsilon",
+    )  # not cached: SD v1.5's configs
 
     repo = tmp_path / "hub" / "models--someone--skin-model"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("0" * 40)
     _config_only_copy(tiny, repo / "snapshots" / ("0" * 40))
     assert (base.native_size(), base.text_encoder_width(), base.prediction_type()) == (
-        32, 32, "epsilon")
+        32,
+        32,
+        "epsilon",
+    )
 
 
 def test_training_refuses_a_model_that_does_not_predict_the_noise(tiny, tmp_path):

@@ -26,8 +26,12 @@ from tests.fairskin.recording import RecordingProgress
 
 torch.set_num_threads(1)
 CELLS = [("MEL", 1), ("MEL", 6), ("NV", 2), ("NV", 5), ("DF", 3), ("DF", 4)]
-FAST = {"validation_every": 10_000, "validation_inference_steps": 1, "lr_warmup_steps": 0,
-        "grad_accumulation": 1}
+FAST = {
+    "validation_every": 10_000,
+    "validation_inference_steps": 1,
+    "lr_warmup_steps": 0,
+    "grad_accumulation": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +54,22 @@ def items(tmp_path_factory):
 def ti_run(tiny, items, tmp_path_factory):
     config = TrainConfig.build("textual_inversion", {"steps": 4, **FAST})
     run_dir = tmp_path_factory.mktemp("ti")
-    return train(config=config, base=tiny, items=items, run_dir=run_dir,
-                 progress=SilentProgress())
+    return train(config=config, base=tiny, items=items, run_dir=run_dir, progress=SilentProgress())
 
 
 @pytest.fixture(scope="module")
 def lora_run(tiny, items, ti_run, tmp_path_factory):
-    config = TrainConfig.build("lora", {"steps": 30, "learning_rate": 1e-3,
-                                        "diversity_weight": 0.0, **FAST})
-    return train(config=config, base=tiny, items=items, run_dir=tmp_path_factory.mktemp("lora"),
-                 parents=[ti_run.run_dir], progress=SilentProgress())
+    config = TrainConfig.build(
+        "lora", {"steps": 30, "learning_rate": 1e-3, "diversity_weight": 0.0, **FAST}
+    )
+    return train(
+        config=config,
+        base=tiny,
+        items=items,
+        run_dir=tmp_path_factory.mktemp("lora"),
+        parents=[ti_run.run_dir],
+        progress=SilentProgress(),
+    )
 
 
 def test_textual_inversion_changes_only_the_new_rows(tiny, ti_run):
@@ -75,10 +85,20 @@ def test_textual_inversion_changes_only_the_new_rows(tiny, ti_run):
     mole = ti_run.tokenizer.encode("mole", add_special_tokens=False)[0]
     nv = ti_run.tokenizer.convert_tokens_to_ids("<dx-nv>")
     assert not torch.allclose(after[nv], before[mole])  # learned away from its initialiser
-    assert set(ti_run.tokens) == {"<dx-mel>", "<dx-nv>", "<dx-df>", "<fst-1>", "<fst-2>",
-                                  "<fst-3>", "<fst-4>", "<fst-5>", "<fst-6>"}
+    assert set(ti_run.tokens) == {
+        "<dx-mel>",
+        "<dx-nv>",
+        "<dx-df>",
+        "<fst-1>",
+        "<fst-2>",
+        "<fst-3>",
+        "<fst-4>",
+        "<fst-5>",
+        "<fst-6>",
+    }
     assert sorted(p.name for p in (ti_run.run_dir / "embeddings").iterdir()) == sorted(
-        f"{t.strip('<>')}.safetensors" for t in ti_run.tokens)
+        f"{t.strip('<>')}.safetensors" for t in ti_run.tokens
+    )
 
 
 def _fixed_triples_loss(unet, text_encoder, tokenizer, vae, items, seed=123):
@@ -87,8 +107,9 @@ def _fixed_triples_loss(unet, text_encoder, tokenizer, vae, items, seed=123):
     from fairskin.diffusion.tokens import prompt_for
     from fairskin.diffusion.training_setup import load_images
 
-    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                              num_train_timesteps=1000)
+    scheduler = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000
+    )
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         pixels = load_images(items, list(range(len(items))), 32)
@@ -99,8 +120,9 @@ def _fixed_triples_loss(unet, text_encoder, tokenizer, vae, items, seed=123):
         noisy = scheduler.add_noise(latents, noise, timesteps)
         tokens = tokenizer.get_added_vocab()
         prompts = [prompt_for(i.diagnosis, i.fst, available=tokens) for i in items] * 4
-        ids = tokenizer(prompts, padding="max_length", max_length=77, truncation=True,
-                        return_tensors="pt").input_ids
+        ids = tokenizer(
+            prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids
         hidden = text_encoder(ids)[0]
         pred = unet(noisy, timesteps, hidden).sample
         return torch.nn.functional.mse_loss(pred, noise).item()
@@ -118,20 +140,24 @@ def test_lora_lowers_the_loss_on_fixed_image_noise_timestep_triples(tiny, items,
     after = _fixed_triples_loss(lora_run.unet, *args)
     assert after < before * 0.95, (before, after)
     trained = {n for n, p in lora_run.unet.named_parameters() if "lora_" in n}
-    assert trained and all(any(t in n for t in ("to_q", "to_k", "to_v", "to_out.0"))
-                           for n in trained)
+    assert trained and all(
+        any(t in n for t in ("to_q", "to_k", "to_v", "to_out.0")) for n in trained
+    )
 
 
-def test_artifacts_load_into_a_fresh_plain_pipeline_and_change_its_output(tiny, ti_run,
-                                                                          lora_run):
+def test_artifacts_load_into_a_fresh_plain_pipeline_and_change_its_output(tiny, ti_run, lora_run):
     from diffusers import StableDiffusionPipeline
 
     from fairskin.diffusion.tokens import prompt_for
 
     def render(pipe, prompt):
         pipe.set_progress_bar_config(disable=True)
-        return pipe(prompt, num_inference_steps=2, output_type="np",
-                    generator=torch.Generator().manual_seed(0)).images[0]
+        return pipe(
+            prompt,
+            num_inference_steps=2,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images[0]
 
     prompt = prompt_for("DF", 6, available=ti_run.tokens)  # a cell with no training image
     pipe = StableDiffusionPipeline.from_pretrained(tiny.path)
@@ -162,57 +188,88 @@ def _steps_logged(run_dir):
 
 
 def test_a_killed_run_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
-        tiny, items, tmp_path):
-    config = TrainConfig.build("textual_inversion",
-                               {"steps": 6, "checkpoint_every": 2, **FAST})
+    tiny, items, tmp_path
+):
+    config = TrainConfig.build("textual_inversion", {"steps": 6, "checkpoint_every": 2, **FAST})
     crashed = tmp_path / "crashed"
     with pytest.raises(RuntimeError, match="worker killed"):
-        train(config=config, base=tiny, items=items, run_dir=crashed,
-              progress=CrashAt(5, RuntimeError("worker killed")))
+        train(
+            config=config,
+            base=tiny,
+            items=items,
+            run_dir=crashed,
+            progress=CrashAt(5, RuntimeError("worker killed")),
+        )
     assert latest_checkpoint(crashed).name == "step-000004"  # step 5 was never checkpointed
-    resumed = train(config=config, base=tiny, items=items, run_dir=crashed,
-                    progress=SilentProgress())
+    resumed = train(
+        config=config, base=tiny, items=items, run_dir=crashed, progress=SilentProgress()
+    )
     assert resumed.resumed_from == 4
     assert _steps_logged(crashed) == [1, 2, 3, 4, 5, 6]
-    straight = train(config=config, base=tiny, items=items, run_dir=tmp_path / "straight",
-                     progress=SilentProgress())
+    straight = train(
+        config=config,
+        base=tiny,
+        items=items,
+        run_dir=tmp_path / "straight",
+        progress=SilentProgress(),
+    )
     for token in straight.tokens:
         a = resumed.text_encoder.get_input_embeddings().weight[
-            resumed.tokenizer.convert_tokens_to_ids(token)]
+            resumed.tokenizer.convert_tokens_to_ids(token)
+        ]
         b = straight.text_encoder.get_input_embeddings().weight[
-            straight.tokenizer.convert_tokens_to_ids(token)]
+            straight.tokenizer.convert_tokens_to_ids(token)
+        ]
         assert torch.allclose(a, b, atol=1e-6), token
     assert [s for s, _ in resumed.loss_history] == [s for s, _ in straight.loss_history]
     assert [v for _, v in resumed.loss_history] == pytest.approx(
-        [v for _, v in straight.loss_history], abs=1e-5)
+        [v for _, v in straight.loss_history], abs=1e-5
+    )
 
 
 def test_cancelling_saves_a_checkpoint_at_the_current_step(tiny, items, tmp_path):
-    config = TrainConfig.build("textual_inversion", {"steps": 5, "checkpoint_every": 100,
-                                                     **FAST})
+    config = TrainConfig.build("textual_inversion", {"steps": 5, "checkpoint_every": 100, **FAST})
     with pytest.raises(JobCancelled):
-        train(config=config, base=tiny, items=items, run_dir=tmp_path,
-              progress=CrashAt(3, JobCancelled("cancelled")))
+        train(
+            config=config,
+            base=tiny,
+            items=items,
+            run_dir=tmp_path,
+            progress=CrashAt(3, JobCancelled("cancelled")),
+        )
     assert latest_checkpoint(tmp_path).name == "step-000003"
     progress = RecordingProgress()
-    assert train(config=config, base=tiny, items=items, run_dir=tmp_path,
-                 progress=progress).resumed_from == 3
+    assert (
+        train(
+            config=config, base=tiny, items=items, run_dir=tmp_path, progress=progress
+        ).resumed_from
+        == 3
+    )
     assert [p.name for p in progress.recorded] == [
-        PHASE_LOADING, PHASE_RESUMING, PHASE_TRAINING, validation_phase(5), PHASE_ARTIFACTS]
+        PHASE_LOADING,
+        PHASE_RESUMING,
+        PHASE_TRAINING,
+        validation_phase(5),
+        PHASE_ARTIFACTS,
+    ]
     training = progress.recorded[2]
     # The resumed phase starts at its checkpoint's step, so its rate counts only new steps.
     assert (training.start, training.total) == (3, 5)
     assert [done for done, _, _ in training.updates] == [4, 5]
 
 
-def test_every_part_of_a_run_is_its_own_phase_and_no_message_carries_an_eta(tiny, items,
-                                                                          tmp_path):
+def test_every_part_of_a_run_is_its_own_phase_and_no_message_carries_an_eta(tiny, items, tmp_path):
     config = TrainConfig.build("textual_inversion", {**FAST, "steps": 4, "validation_every": 2})
     progress = RecordingProgress()
     train(config=config, base=tiny, items=items, run_dir=tmp_path, progress=progress)
     assert [p.name for p in progress.recorded] == [
-        PHASE_LOADING, PHASE_TRAINING, validation_phase(2), PHASE_TRAINING,
-        validation_phase(4), PHASE_ARTIFACTS]
+        PHASE_LOADING,
+        PHASE_TRAINING,
+        validation_phase(2),
+        PHASE_TRAINING,
+        validation_phase(4),
+        PHASE_ARTIFACTS,
+    ]
     _, first, mid_grid, resumed, last_grid, saving = progress.recorded
     assert (first.start, first.total) == (0, 4)
     assert [done for done, _, _ in first.updates] == [1, 2]  # step 2 counted before its grid
@@ -238,8 +295,7 @@ def test_clipping_bounds_the_gradient_norm_and_sees_every_parameter(tiny):
 
     unet = UNet2DConditionModel.from_pretrained(tiny.path, subfolder="unet")
     unet.add_adapter(lora_config(TrainConfig.build("lora")))
-    out = unet(torch.randn(2, 4, 16, 16), torch.tensor([10, 500]),
-               torch.randn(2, 77, 32)).sample
+    out = unet(torch.randn(2, 4, 16, 16), torch.tensor([10, 500]), torch.randn(2, 77, 32)).sample
     (out.square().sum() * 1e3).backward()
     params = (p for p in unet.parameters() if p.requires_grad)  # a generator, on purpose
     before, after = clip_gradients(params, 0.01)
@@ -259,17 +315,30 @@ def test_loss_log_records_the_gradient_norm_before_clipping(ti_run):
 
 
 def test_bf16_autocast_with_checkpointing_and_cached_latents_keeps_fp32_trainables(
-        tiny, items, ti_run, tmp_path):
-    config = TrainConfig.build("lora", {"steps": 2, "mixed_precision": "bf16",
-                                        "gradient_checkpointing": True, "cache_latents": True,
-                                        **FAST})
+    tiny, items, ti_run, tmp_path
+):
+    config = TrainConfig.build(
+        "lora",
+        {
+            "steps": 2,
+            "mixed_precision": "bf16",
+            "gradient_checkpointing": True,
+            "cache_latents": True,
+            **FAST,
+        },
+    )
     progress = RecordingProgress()
-    result = train(config=config, base=tiny, items=items, run_dir=tmp_path,
-                   parents=[ti_run.run_dir], progress=progress)
+    result = train(
+        config=config,
+        base=tiny,
+        items=items,
+        run_dir=tmp_path,
+        parents=[ti_run.run_dir],
+        progress=progress,
+    )
     [caching] = progress.named(PHASE_LATENTS)
     assert caching.total == len(items) and caching.last_done == len(items)
-    assert [p.name for p in progress.recorded][:3] == [PHASE_LOADING, PHASE_LATENTS,
-                                                       PHASE_TRAINING]
+    assert [p.name for p in progress.recorded][:3] == [PHASE_LOADING, PHASE_LATENTS, PHASE_TRAINING]
     lora_params = [p for n, p in result.unet.named_parameters() if "lora_" in n]
     assert lora_params and all(p.dtype == torch.float32 for p in lora_params)
     assert result.unet.is_gradient_checkpointing

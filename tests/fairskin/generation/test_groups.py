@@ -21,8 +21,11 @@ def test_a_candidate_belongs_to_one_group_at_one_position():
 
 def test_groups_are_whole_and_keep_only_the_wanted_members():
     groups = micro_batches([("MEL", 6, 4), ("MEL", 6, 2), ("MEL", 6, 3), ("NV", 5, 0)], 3)
-    assert groups == [MicroBatch(("MEL", 6), 1, 3, (3, 4)), MicroBatch(("MEL", 6), 0, 3, (2,)),
-                      MicroBatch(("NV", 5), 0, 3, (0,))]
+    assert groups == [
+        MicroBatch(("MEL", 6), 1, 3, (3, 4)),
+        MicroBatch(("MEL", 6), 0, 3, (2,)),
+        MicroBatch(("NV", 5), 0, 3, (0,)),
+    ]
     assert list(groups[0].indices) == [3, 4, 5] and groups[0].positions == [0, 1]
     assert list(groups[1].indices) == [0, 1, 2] and groups[1].positions == [2]
 
@@ -35,11 +38,17 @@ def test_the_pass_a_candidate_is_computed_in_does_not_depend_on_sharding(size):
 
     def passes(shard_size, stored=frozenset()):
         seen = {}
-        caps = [CandidateRange(dx, fst, 0, candidate_cap(quota, 1.5))
-                for (dx, fst), quota in quotas.items()]
+        caps = [
+            CandidateRange(dx, fst, 0, candidate_cap(quota, 1.5))
+            for (dx, fst), quota in quotas.items()
+        ]
         for shard in cut_into_shards(caps, shard_size):
-            todo = [(r.diagnosis, r.fst, i) for r in shard for i in range(r.start, r.stop)
-                    if (r.diagnosis, r.fst, i) not in stored]
+            todo = [
+                (r.diagnosis, r.fst, i)
+                for r in shard
+                for i in range(r.start, r.stop)
+                if (r.diagnosis, r.fst, i) not in stored
+            ]
             for group in micro_batches(todo, size):
                 assert len(group.indices) == size  # every pass is a whole group
                 for index, position in zip(group.wanted, group.positions, strict=True):
@@ -52,8 +61,9 @@ def test_the_pass_a_candidate_is_computed_in_does_not_depend_on_sharding(size):
     for shard_size in (1, 3, 5):
         assert passes(shard_size) == reference
     resumed = passes(5, stored={("MEL", 6, 1), ("MEL", 6, 4), ("NV", 2, 0)})
-    assert resumed == {k: v for k, v in reference.items()
-                       if k not in {("MEL", 6, 1), ("MEL", 6, 4), ("NV", 2, 0)}}
+    assert resumed == {
+        k: v for k, v in reference.items() if k not in {("MEL", 6, 1), ("MEL", 6, 4), ("NV", 2, 0)}
+    }
 
 
 def test_the_environment_names_what_else_the_pixels_depend_on():

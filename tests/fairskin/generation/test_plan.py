@@ -23,7 +23,8 @@ def test_quotas_sum_to_the_target_and_follow_the_distribution():
     assert {dx for dx, _ in quotas} == {"MEL", "NV", "DF", "VASC"}
     per_fst = {f: sum(n for (_, fst), n in quotas.items() if fst == f) / 1000 for f in range(1, 7)}
     assert per_fst == pytest.approx(
-        {1: 0.10, 2: 0.10, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}, abs=0.005)  # whole images
+        {1: 0.10, 2: 0.10, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}, abs=0.005
+    )  # whole images
     assert quotas[("DF", 6)] == 62 or quotas[("DF", 6)] == 63  # 250 * 0.25 = 62.5
 
 
@@ -35,17 +36,27 @@ def test_small_targets_apportion_by_largest_remainder_deterministically():
     assert sorted(quotas.values()) == [1, 2, 2, 2]
 
 
-@pytest.mark.parametrize(("target", "dx", "dist"), [
-    (0, ["MEL"], None), (10, [], None), (10, ["MEL", "MEL"], None), (10, ["OTHER"], None),
-    (10, ["MEL"], {1: 0.5, 2: 0.6}), (10, ["MEL"], {7: 1.0}), (10, ["XYZ"], None)])
+@pytest.mark.parametrize(
+    ("target", "dx", "dist"),
+    [
+        (0, ["MEL"], None),
+        (10, [], None),
+        (10, ["MEL", "MEL"], None),
+        (10, ["OTHER"], None),
+        (10, ["MEL"], {1: 0.5, 2: 0.6}),
+        (10, ["MEL"], {7: 1.0}),
+        (10, ["XYZ"], None),
+    ],
+)
 def test_bad_requests_are_refused(target, dx, dist):
     with pytest.raises((PlanError, ValueError)):
         plan_quotas(target, dx, dist)
 
 
 def test_seeds_are_fixed_distinct_and_independent_of_sharding():
-    seeds = {candidate_seed(7, (dx, f), i) for dx in ("MEL", "NV") for f in (1, 6)
-             for i in range(50)}
+    seeds = {
+        candidate_seed(7, (dx, f), i) for dx in ("MEL", "NV") for f in (1, 6) for i in range(50)
+    }
     assert len(seeds) == 200
     assert candidate_seed(7, ("MEL", 6), 3) == candidate_seed(7, ("MEL", 6), 3)
     assert candidate_seed(7, ("MEL", 6), 3) != candidate_seed(8, ("MEL", 6), 3)
@@ -61,7 +72,10 @@ def test_seeds_are_fixed_distinct_and_independent_of_sharding():
 def test_work_is_cut_into_shards_of_at_most_the_shard_size():
     work = [CandidateRange("MEL", 5, 0, 5), CandidateRange("NV", 6, 2, 4)]
     assert cut_into_shards(work, 3) == [
-        [("MEL", 5, 0, 3)], [("MEL", 5, 3, 5), ("NV", 6, 2, 3)], [("NV", 6, 3, 4)]]
+        [("MEL", 5, 0, 3)],
+        [("MEL", 5, 3, 5), ("NV", 6, 2, 3)],
+        [("NV", 6, 3, 4)],
+    ]
     assert cut_into_shards(work, 100) == [work]
     assert [r.size for r in work] == [5, 2] and work[1].stratum == Stratum("NV", 6)
     assert cut_into_shards([], 3) == []
@@ -82,28 +96,40 @@ def test_a_plan_caps_every_stratum_once_and_round_trips_through_its_json():
     plan = plan_batch(7, ["MEL", "NV"], {5: 0.5, 6: 0.5}, 1.5)
     assert plan.quotas_json() == {"MEL:5": 2, "MEL:6": 2, "NV:5": 2, "NV:6": 1}
     assert list(plan) == [
-        StratumPlan(Stratum("MEL", 5), 2, 3), StratumPlan(Stratum("MEL", 6), 2, 3),
-        StratumPlan(Stratum("NV", 5), 2, 3), StratumPlan(Stratum("NV", 6), 1, 2)]
+        StratumPlan(Stratum("MEL", 5), 2, 3),
+        StratumPlan(Stratum("MEL", 6), 2, 3),
+        StratumPlan(Stratum("NV", 5), 2, 3),
+        StratumPlan(Stratum("NV", 6), 1, 2),
+    ]
     assert Plan.from_json(plan.quotas_json(), 1.5) == plan and len(plan) == 4
-    assert plan_quotas(7, ["MEL", "NV"], {5: 0.5, 6: 0.5}) == {
-        s.stratum: s.quota for s in plan}
+    assert plan_quotas(7, ["MEL", "NV"], {5: 0.5, 6: 0.5}) == {s.stratum: s.quota for s in plan}
     for bad in (0.5, float("inf"), float("nan")):
         with pytest.raises(PlanError, match="at least 1x"):
             Plan.from_json({"MEL:5": 2}, bad)
 
 
 def _decide(scored, quota=3, cap=6):
-    return decide_stratum(quota, cap, scored,
-                          is_duplicate=lambda e, accepted: e in accepted)
+    return decide_stratum(quota, cap, scored, is_duplicate=lambda e, accepted: e in accepted)
 
 
 def test_acceptance_walks_seed_order_and_stops_at_the_quota():
-    scored = {0: ((), "a"), 1: (("too dark",), "b"), 2: ((), "a"), 3: ((), "c"),
-              4: ((), "d"), 5: ((), "e")}
+    scored = {
+        0: ((), "a"),
+        1: (("too dark",), "b"),
+        2: ((), "a"),
+        3: ((), "c"),
+        4: ((), "d"),
+        5: ((), "e"),
+    }
     decision = _decide(scored)
     assert decision.accepted == [0, 3, 4]
     assert [v.reasons for v in decision.verdicts] == [
-        (), ("too dark",), ("near-duplicate of an accepted image",), (), ()]
+        (),
+        ("too dark",),
+        ("near-duplicate of an accepted image",),
+        (),
+        (),
+    ]
     assert decision.complete and decision.shortfall == 0
 
 

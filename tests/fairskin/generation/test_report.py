@@ -7,13 +7,23 @@ import pytest
 from fairskin.generation.report import KEEP_PER_FST, AcceptedImage, batch_report
 from fairskin.metrics import StreamingGaussian, fid_from_features, mean_pairwise_cosine_distance
 
-CALIBRATED = {name: {"calibrated": True, "label": name}
-              for name in ("inception", "clip", "lpips", "classifier")}
+CALIBRATED = {
+    name: {"calibrated": True, "label": name}
+    for name in ("inception", "clip", "lpips", "classifier")
+}
 
 
 def accepted(rng, fst, n, *, shift=0.0, dx="MEL", dim=8, lpips=0.1, confidence=0.9):
-    return [AcceptedImage(dx, fst, rng.normal(size=dim) + shift, rng.normal(size=4),
-                          {"lpips_real": lpips, "confidence": confidence}) for _ in range(n)]
+    return [
+        AcceptedImage(
+            dx,
+            fst,
+            rng.normal(size=dim) + shift,
+            rng.normal(size=4),
+            {"lpips_real": lpips, "confidence": confidence},
+        )
+        for _ in range(n)
+    ]
 
 
 def reference_for(rng, fsts, n=40, dim=8):
@@ -30,8 +40,9 @@ def test_per_type_distances_equal_the_direct_computation_and_compare_at_equal_co
     rng = np.random.default_rng(0)
     images = accepted(rng, 5, 30, shift=0.5) + accepted(rng, 6, 12, shift=1.0)
     gaussians, rows = reference_for(rng, [5, 6])
-    report = batch_report(images, reference=gaussians, reference_features=rows,
-                          provenance=CALIBRATED, kid_subsets=20)
+    report = batch_report(
+        images, reference=gaussians, reference_features=rows, provenance=CALIBRATED, kid_subsets=20
+    )
     by_fst = {r["fst"]: r for r in report["fst"]}
     ours5 = np.stack([i.inception for i in images if i.fst == 5])
     ours6 = np.stack([i.inception for i in images if i.fst == 6])
@@ -39,13 +50,16 @@ def test_per_type_distances_equal_the_direct_computation_and_compare_at_equal_co
     assert by_fst[5]["fid"] == pytest.approx(fid_from_features(ours5, rows[5]), rel=1e-6)
     # Equal counts: every type at the smallest type's size (12), first rows in seed order.
     assert report["equal_n"] == 12
-    assert by_fst[5]["fid_equal_n"] == pytest.approx(fid_from_features(ours5[:12], rows[5][:12]),
-                                                     rel=1e-6)
+    assert by_fst[5]["fid_equal_n"] == pytest.approx(
+        fid_from_features(ours5[:12], rows[5][:12]), rel=1e-6
+    )
     assert by_fst[6]["fid"] > by_fst[5]["fid"]  # the larger shift is farther from the reals
     assert by_fst[6]["kid"] > by_fst[5]["kid"]
     assert report["overall"]["n"] == 42
-    assert report["overall"]["fid"] == pytest.approx(fid_from_features(
-        np.concatenate([ours5, ours6]), np.concatenate([rows[5], rows[6]])), rel=1e-6)
+    assert report["overall"]["fid"] == pytest.approx(
+        fid_from_features(np.concatenate([ours5, ours6]), np.concatenate([rows[5], rows[6]])),
+        rel=1e-6,
+    )
 
 
 def test_streamed_statistics_give_the_same_fid_beyond_the_kept_rows():
@@ -53,8 +67,9 @@ def test_streamed_statistics_give_the_same_fid_beyond_the_kept_rows():
     n = KEEP_PER_FST + 100
     images = accepted(rng, 4, n, shift=0.3, dim=6)
     gaussians, rows = reference_for(rng, [4], n=50, dim=6)
-    report = batch_report(images, reference=gaussians, reference_features=rows,
-                          provenance=CALIBRATED, kid_subsets=5)
+    report = batch_report(
+        images, reference=gaussians, reference_features=rows, provenance=CALIBRATED, kid_subsets=5
+    )
     ours = np.stack([i.inception for i in images])
     assert report["fst"][0]["fid"] == pytest.approx(fid_from_features(ours, rows[4]), rel=1e-7)
 
@@ -63,8 +78,9 @@ def test_diversity_lpips_and_confidence_summaries():
     rng = np.random.default_rng(2)
     images = accepted(rng, 5, 5, dx="MEL", lpips=0.12) + accepted(rng, 5, 1, dx="NV")
     gaussians, rows = reference_for(rng, [5])
-    report = batch_report(images, reference=gaussians, reference_features=rows,
-                          provenance=CALIBRATED, kid_subsets=5)
+    report = batch_report(
+        images, reference=gaussians, reference_features=rows, provenance=CALIBRATED, kid_subsets=5
+    )
     mel = np.stack([i.clip for i in images if i.diagnosis == "MEL"])
     assert report["diversity"]["MEL:5"] == pytest.approx(mean_pairwise_cosine_distance(mel))
     assert report["diversity"]["NV:5"] is None  # one image has no pairs
@@ -76,8 +92,9 @@ def test_criteria_are_met_not_met_or_not_measurable():
     rng = np.random.default_rng(3)
     images = accepted(rng, 6, 20, lpips=0.2, confidence=0.95)
     gaussians, rows = reference_for(rng, [6])
-    report = batch_report(images, reference=gaussians, reference_features=rows,
-                          provenance=CALIBRATED, kid_subsets=5)
+    report = batch_report(
+        images, reference=gaussians, reference_features=rows, provenance=CALIBRATED, kid_subsets=5
+    )
     status = {c["name"]: c["status"] for c in report["criteria"]}
     assert status["FID FST 6"] == "met"  # same distribution: far below 25
     assert status["LPIPS"] == "not met"  # 0.2 is not < 0.15
@@ -87,8 +104,13 @@ def test_criteria_are_met_not_met_or_not_measurable():
 
     random_inception = {**CALIBRATED, "inception": {"calibrated": False, "label": "random"}}
     no_classifier = {k: v for k, v in random_inception.items() if k != "classifier"}
-    report = batch_report(images, reference=gaussians, reference_features=rows,
-                          provenance=no_classifier, kid_subsets=5)
+    report = batch_report(
+        images,
+        reference=gaussians,
+        reference_features=rows,
+        provenance=no_classifier,
+        kid_subsets=5,
+    )
     criteria = {c["name"]: c for c in report["criteria"]}
     assert criteria["FID FST 6"]["status"] == "not measurable"
     assert "uncalibrated" in criteria["FID FST 6"]["why"]

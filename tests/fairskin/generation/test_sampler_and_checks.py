@@ -35,10 +35,22 @@ def ti_dir(tiny, tmp_path_factory):
         draw_lesion(dx, fst, seed=i, size=64).save(path)
         items.append(TrainItem(str(path), dx, fst))
     run_dir = tmp_path_factory.mktemp("ti")
-    train(config=TrainConfig.build("textual_inversion", {
-        "steps": 2, "validation_every": 99, "validation_inference_steps": 1,
-        "grad_accumulation": 1, "lr_warmup_steps": 0}),
-        base=tiny, items=items, run_dir=run_dir, progress=SilentProgress())
+    train(
+        config=TrainConfig.build(
+            "textual_inversion",
+            {
+                "steps": 2,
+                "validation_every": 99,
+                "validation_inference_steps": 1,
+                "grad_accumulation": 1,
+                "lr_warmup_steps": 0,
+            },
+        ),
+        base=tiny,
+        items=items,
+        run_dir=run_dir,
+        progress=SilentProgress(),
+    )
     return run_dir
 
 
@@ -46,8 +58,9 @@ def test_an_image_depends_on_its_seed_not_on_its_batch(tiny, ti_dir):
     gen = BatchGenerator(tiny, [ti_dir], scheduler="ddim")
     prompts = [prompt_for("DF", 6, available=gen.tokens)] * 3
     together = gen.generate(prompts, [11, 12, 13], steps=3)
-    alone = torch.cat([gen.generate(prompts[:1], [11], steps=3),
-                       gen.generate(prompts[1:], [12, 13], steps=3)])
+    alone = torch.cat(
+        [gen.generate(prompts[:1], [11], steps=3), gen.generate(prompts[1:], [12, 13], steps=3)]
+    )
     assert together.shape == (3, 3, 32, 32)
     assert 0 <= together.min() and together.max() <= 1
     assert torch.allclose(together, alone, atol=1e-4)
@@ -78,8 +91,7 @@ def test_unknown_scheduler_and_mismatched_seeds_are_refused(tiny):
 
 
 def test_brightness_rejects_black_and_white_images_with_the_reason():
-    images = torch.stack([torch.zeros(3, 8, 8), torch.full((3, 8, 8), 0.5),
-                          torch.ones(3, 8, 8)])
+    images = torch.stack([torch.zeros(3, 8, 8), torch.full((3, 8, 8), 0.5), torch.ones(3, 8, 8)])
     results = brightness_check(images)
     assert [r.passed for r in results] == [False, True, False]
     assert results[0].reason == "brightness 0.000 outside [0.1, 0.9]"
@@ -93,20 +105,32 @@ def test_resolution_check_names_the_size():
 
 def test_relative_thresholds_follow_the_real_vs_real_distribution():
     reference = list(range(1, 101))  # real-vs-real values 1..100
-    assert Threshold(0.2, mode="relative", percentile=95).resolve(reference) == \
-        pytest.approx(95.05)
-    results = threshold_check("lpips", [50.0, 99.0], Threshold(0, "relative"),
-                              higher_is_worse=True, calibrated=True, reference=reference)
+    assert Threshold(0.2, mode="relative", percentile=95).resolve(reference) == pytest.approx(95.05)
+    results = threshold_check(
+        "lpips",
+        [50.0, 99.0],
+        Threshold(0, "relative"),
+        higher_is_worse=True,
+        calibrated=True,
+        reference=reference,
+    )
     assert [r.passed for r in results] == [True, False]
     with pytest.raises(ValueError, match="needs the real-vs-real"):
         Threshold(0.2, mode="relative").resolve([])
 
 
 def test_uncalibrated_checks_are_recorded_but_never_reject_by_default():
-    results = threshold_check("fid-distance", [50.0], Threshold(30.0), higher_is_worse=True,
-                              calibrated=False)
+    results = threshold_check(
+        "fid-distance", [50.0], Threshold(30.0), higher_is_worse=True, calibrated=False
+    )
     assert not results[0].passed and not results[0].rejects
     assert results[0].reason.endswith("(uncalibrated)")
-    enabled = threshold_check("fid-distance", [50.0], Threshold(30.0), higher_is_worse=True,
-                              calibrated=False, enabled=True)
+    enabled = threshold_check(
+        "fid-distance",
+        [50.0],
+        Threshold(30.0),
+        higher_is_worse=True,
+        calibrated=False,
+        enabled=True,
+    )
     assert enabled[0].rejects

@@ -92,8 +92,9 @@ def classifier(tmp_path_factory):
             labels.append(CLASS_NAMES.index(dx))
     x = torch.stack(images)
     y = torch.tensor(labels)
-    small = F.interpolate(x, size=(CLASSIFIER_SIZE,) * 2, mode="bilinear", antialias=True,
-                          align_corners=False)
+    small = F.interpolate(
+        x, size=(CLASSIFIER_SIZE,) * 2, mode="bilinear", antialias=True, align_corners=False
+    )
     normalised = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(small)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -107,8 +108,10 @@ def classifier(tmp_path_factory):
             optimiser.step()
     run_dir = tmp_path_factory.mktemp("classifier")
     torch.save(model.state_dict(), run_dir / "classifier.pt")
-    manifest = {"config": {"arch": "resnet18", "image_size": CLASSIFIER_SIZE},
-                "classes": CLASS_NAMES}
+    manifest = {
+        "config": {"arch": "resnet18", "image_size": CLASSIFIER_SIZE},
+        "classes": CLASS_NAMES,
+    }
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     return run_dir, x[0]  # x[0] is a MEL image the classifier was fitted on
 
@@ -122,9 +125,16 @@ def extractors(classifier):
 def built(extractors, files):
     real, training = files
     progress = RecordingProgress()
-    reference = Reference.build(extractors, real=real, training=training, size=SIZE,
-                                lpips_images=4, batch_size=4, memorization_neighbours=3,
-                                progress=progress)
+    reference = Reference.build(
+        extractors,
+        real=real,
+        training=training,
+        size=SIZE,
+        lpips_images=4,
+        batch_size=4,
+        memorization_neighbours=3,
+        progress=progress,
+    )
     return reference, progress
 
 
@@ -134,8 +144,7 @@ def reference(built):
 
 
 def make_scorer(extractors, reference, **settings):
-    return Scorer(extractors, reference, ScoringConfig.build({**SETTINGS, **settings}),
-                  size=SIZE)
+    return Scorer(extractors, reference, ScoringConfig.build({**SETTINGS, **settings}), size=SIZE)
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -148,9 +157,14 @@ def test_config_defaults_are_the_planning_documents_and_round_trip():
     assert config.lpips_real == Threshold(0.2) and config.memorization == Threshold(0.1)
     assert config.confidence == Threshold(0.6) and config.fid == Threshold(30.0)
     assert config.duplicate_cosine == 0.95 and config.apply_uncalibrated == ()
-    custom = ScoringConfig.build({
-        "fid": {"mode": "relative", "percentile": 90}, "lpips_real": 0.25,
-        "apply_uncalibrated": ["fid", "duplicate", "fid"], "memorization_neighbours": 8})
+    custom = ScoringConfig.build(
+        {
+            "fid": {"mode": "relative", "percentile": 90},
+            "lpips_real": 0.25,
+            "apply_uncalibrated": ["fid", "duplicate", "fid"],
+            "memorization_neighbours": 8,
+        }
+    )
     assert custom.fid == Threshold(30.0, "relative", 90.0)
     assert custom.lpips_real == Threshold(0.25)
     assert custom.apply_uncalibrated == ("fid", "duplicate")
@@ -165,28 +179,44 @@ def test_config_defaults_are_the_planning_documents_and_round_trip():
         ({"sharpness": 1}, r"unknown scoring setting\(s\): sharpness"),
         ({"brightness_low": "dark"}, "brightness_low must be a number, got 'dark'"),
         ({"brightness_high": 1.5}, r"brightness_high must be in \[0, 1\], got 1.5"),
-        ({"brightness_low": 0.8, "brightness_high": 0.2},
-         r"brightness_low \(0.8\) must be below brightness_high \(0.2\)"),
+        (
+            {"brightness_low": 0.8, "brightness_high": 0.2},
+            r"brightness_low \(0.8\) must be below brightness_high \(0.2\)",
+        ),
         ({"confidence": 1.2}, r"confidence must be in \[0, 1\], got 1.2"),
         ({"lpips_real": -0.1}, "lpips_real must be >= 0, got -0.1"),
         ({"fid": True}, "fid must be a number or an object with value, mode and percentile"),
-        ({"fid": {"value": 30, "mode": "median"}},
-         "fid: unknown threshold mode 'median' \\(use absolute or relative\\)"),
-        ({"fid": {"mode": "relative", "percentile": 0}},
-         r"fid: percentile must be in \(0, 100\], got 0"),
-        ({"fid": {"mode": "relative", "percentile": 101}},
-         r"fid: percentile must be in \(0, 100\], got 101"),
-        ({"memorization": {"mode": "absolute"}},
-         "memorization: an absolute threshold needs a value"),
+        (
+            {"fid": {"value": 30, "mode": "median"}},
+            "fid: unknown threshold mode 'median' \\(use absolute or relative\\)",
+        ),
+        (
+            {"fid": {"mode": "relative", "percentile": 0}},
+            r"fid: percentile must be in \(0, 100\], got 0",
+        ),
+        (
+            {"fid": {"mode": "relative", "percentile": 101}},
+            r"fid: percentile must be in \(0, 100\], got 101",
+        ),
+        (
+            {"memorization": {"mode": "absolute"}},
+            "memorization: an absolute threshold needs a value",
+        ),
         ({"memorization": {"value": 0.1, "limit": 2}}, r"memorization: unknown key\(s\) limit"),
-        ({"apply_uncalibrated": ["fid", "sharpness"]},
-         r"apply_uncalibrated: unknown check\(s\) sharpness"),
+        (
+            {"apply_uncalibrated": ["fid", "sharpness"]},
+            r"apply_uncalibrated: unknown check\(s\) sharpness",
+        ),
         ({"apply_uncalibrated": "fid"}, "apply_uncalibrated must be a list of check names"),
         ({"duplicate_cosine": 0}, r"duplicate_cosine must be in \(0, 1\], got 0"),
-        ({"memorization_neighbours": 0},
-         "memorization_neighbours must be a whole number >= 1, got 0"),
-        ({"lpips_reference_images": True},
-         "lpips_reference_images must be a whole number >= 1, got True"),
+        (
+            {"memorization_neighbours": 0},
+            "memorization_neighbours must be a whole number >= 1, got 0",
+        ),
+        (
+            {"lpips_reference_images": True},
+            "lpips_reference_images must be a whole number >= 1, got True",
+        ),
     ],
 )
 def test_bad_scoring_configs_are_refused_with_a_specific_message(data, message):
@@ -207,8 +237,8 @@ def test_every_problem_is_named_at_once():
 def test_a_black_image_fails_brightness_with_the_reason(extractors, reference, files):
     lesion = load(files[0][0][0])
     scores = make_scorer(extractors, reference).score(
-        torch.stack([torch.zeros(3, SIZE, SIZE), lesion]), diagnoses=["MEL", "NV"],
-        fsts=[2, 2])
+        torch.stack([torch.zeros(3, SIZE, SIZE), lesion]), diagnoses=["MEL", "NV"], fsts=[2, 2]
+    )
     assert scores[0].metrics["brightness"] == 0.0
     assert scores[0].reasons == ("brightness 0.000 outside [0.1, 0.9]",)
     assert check(scores[1], "brightness").passed
@@ -220,7 +250,8 @@ def test_a_wrong_diagnosis_fails_confidence_with_the_intended_class_probability(
 ):
     melanoma = classifier[1]
     scores = make_scorer(extractors, reference).score(
-        torch.stack([melanoma, melanoma]), diagnoses=["MEL", "VASC"], fsts=[2, 2])
+        torch.stack([melanoma, melanoma]), diagnoses=["MEL", "VASC"], fsts=[2, 2]
+    )
     right, wrong = (check(s, "confidence") for s in scores)
     assert right.calibrated and right.applied and right.passed
     # The classifier was fitted on this MEL image: the intended VASC gets the small side of
@@ -230,14 +261,16 @@ def test_a_wrong_diagnosis_fails_confidence_with_the_intended_class_probability(
     # The value is the softmax probability of the intended class, with the classifier's own
     # evaluation preprocessing (torchvision Resize on the tensor, ImageNet normalisation).
     model = extractors.classifier[0]
-    preprocess = T.Compose([T.Resize((CLASSIFIER_SIZE, CLASSIFIER_SIZE), antialias=True),
-                            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    preprocess = T.Compose(
+        [
+            T.Resize((CLASSIFIER_SIZE, CLASSIFIER_SIZE), antialias=True),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     with torch.no_grad():
         probabilities = torch.softmax(model(preprocess(melanoma)[None]), dim=1)[0]
-    assert right.value == pytest.approx(probabilities[CLASS_NAMES.index("MEL")].item(),
-                                        abs=1e-5)
-    assert wrong.value == pytest.approx(probabilities[CLASS_NAMES.index("VASC")].item(),
-                                        abs=1e-5)
+    assert right.value == pytest.approx(probabilities[CLASS_NAMES.index("MEL")].item(), abs=1e-5)
+    assert wrong.value == pytest.approx(probabilities[CLASS_NAMES.index("VASC")].item(), abs=1e-5)
     assert scores[0].metrics["confidence"] == right.value
 
 
@@ -246,8 +279,7 @@ def test_an_exact_training_copy_is_found_and_flagged_once_memorization_is_enable
 ):
     _, training = files
     copy = load(training[7][1])
-    default = make_scorer(extractors, reference).score(copy[None], diagnoses=["BKL"],
-                                                       fsts=[2])[0]
+    default = make_scorer(extractors, reference).score(copy[None], diagnoses=["BKL"], fsts=[2])[0]
     # The index proposes 3 of the 10 training images; the copy must be among them.
     assert default.metrics["memorization_nearest"] == "train-7"
     assert default.metrics["memorization_lpips"] == pytest.approx(0.0, abs=1e-6)
@@ -256,13 +288,12 @@ def test_an_exact_training_copy_is_found_and_flagged_once_memorization_is_enable
     assert not any(r.startswith("memorization") for r in default.reasons)
 
     enabled = make_scorer(extractors, reference, apply_uncalibrated=["memorization"]).score(
-        copy[None], diagnoses=["BKL"], fsts=[2])[0]
+        copy[None], diagnoses=["BKL"], fsts=[2]
+    )[0]
     assert "memorization 0.000 < 0.100 (uncalibrated)" in enabled.reasons
 
 
-def test_uncalibrated_checks_are_measured_but_only_applied_when_listed(
-    extractors, reference
-):
+def test_uncalibrated_checks_are_measured_but_only_applied_when_listed(extractors, reference):
     black = torch.zeros(1, 3, SIZE, SIZE)
     scorer = make_scorer(extractors, reference)
     calibration = scorer.calibration()
@@ -271,16 +302,20 @@ def test_uncalibrated_checks_are_measured_but_only_applied_when_listed(
         assert calibration[name]["calibrated"] is False
         assert calibration[name]["applied"] is False
         assert "uncalibrated" in calibration[name]["extractor"]
-    assert calibration["confidence"] == {"calibrated": True, "applied": True,
-                                         "extractor": extractors.classifier[2].label}
+    assert calibration["confidence"] == {
+        "calibrated": True,
+        "applied": True,
+        "extractor": extractors.classifier[2].label,
+    }
     score = scorer.score(black, diagnoses=["MEL"], fsts=[5])[0]
     fid = check(score, "fid")
     assert fid.value > 30 and not fid.passed and not fid.rejects
     assert score.metrics["fid"] == fid.value
     assert not any(r.startswith(("fid", "lpips_real")) for r in score.reasons)
 
-    strict = make_scorer(extractors, reference, apply_uncalibrated=["fid", "lpips_real"],
-                         lpips_real=0.01)
+    strict = make_scorer(
+        extractors, reference, apply_uncalibrated=["fid", "lpips_real"], lpips_real=0.01
+    )
     assert strict.calibration()["fid"]["applied"] is True
     score = strict.score(black, diagnoses=["MEL"], fsts=[5])[0]
     lpips_value = check(score, "lpips_real").value
@@ -288,13 +323,15 @@ def test_uncalibrated_checks_are_measured_but_only_applied_when_listed(
     assert f"lpips_real {lpips_value:.3f} > 0.010 (uncalibrated)" in score.reasons
 
 
-def test_relative_thresholds_resolve_from_the_real_vs_real_values(extractors, reference,
-                                                                  files):
+def test_relative_thresholds_resolve_from_the_real_vs_real_values(extractors, reference, files):
     real, _ = files
     scorer = make_scorer(
-        extractors, reference, apply_uncalibrated=["fid", "lpips_real"],
+        extractors,
+        reference,
+        apply_uncalibrated=["fid", "lpips_real"],
         fid={"mode": "relative", "percentile": 50},
-        lpips_real={"mode": "relative", "percentile": 90})
+        lpips_real={"mode": "relative", "percentile": 90},
+    )
     images = torch.stack([load(real[8][0]), torch.zeros(3, SIZE, SIZE)])
     real_image, black = scorer.score(images, diagnoses=["MEL", "MEL"], fsts=[5, 5])
     fid_limit = np.percentile(reference.values_for("fid", 5), 50)
@@ -316,7 +353,7 @@ def test_real_vs_real_fid_values_leave_each_image_out(extractors, reference, fil
     for i in range(len(features)):
         others = StreamingGaussian(features.shape[1])
         others.update(np.delete(features, i, axis=0))
-        expected.append(feature_distances_to_reference(features[i:i + 1], others)[0])
+        expected.append(feature_distances_to_reference(features[i : i + 1], others)[0])
     np.testing.assert_allclose(reference.values_for("fid", 5), expected, rtol=1e-3)
     # In-sample distances would be bounded by about sqrt(n); these are not.
     assert min(expected) > 10
@@ -332,8 +369,10 @@ def test_real_vs_real_lpips_values_are_mean_distances_to_the_other_reference_ima
     pixels = chosen.float() / 255
     assert all(any(torch.equal(image, o) for o in originals) for image in pixels)
     distance = extractors.lpips[0]
-    expected = [np.mean([distance(pixels[i:i + 1], pixels[j:j + 1]).item()
-                         for j in range(4) if j != i]) for i in range(4)]
+    expected = [
+        np.mean([distance(pixels[i : i + 1], pixels[j : j + 1]).item() for j in range(4) if j != i])
+        for i in range(4)
+    ]
     np.testing.assert_allclose(reference.values_for("lpips_real", 2), expected, rtol=1e-5)
 
 
@@ -342,7 +381,11 @@ def test_reference_build_reports_progress_and_keeps_its_caps(built):
     # Each part has its own name and count (12 real images over 2 skin types, 10 training
     # images, all 10 searched for memorization), and each ends at its own total.
     assert [(p.name, p.total) for p in progress.recorded] == [
-        (PHASE_INCEPTION, 12), (PHASE_LPIPS, 2), (PHASE_CLIP, 10), (PHASE_MEMORIZATION, 10)]
+        (PHASE_INCEPTION, 12),
+        (PHASE_LPIPS, 2),
+        (PHASE_CLIP, 10),
+        (PHASE_MEMORIZATION, 10),
+    ]
     assert all(p.start == 0 and p.last_done == p.total for p in progress.recorded)
     assert set(reference.inception) == {2, 5}
     assert reference.inception[2].count == 6
@@ -357,8 +400,9 @@ def test_reference_choice_of_lpips_images_is_seeded(extractors, files):
     real = [item for item in files[0] if item[1] == 2]
 
     def chosen(seed):
-        built = Reference.build(extractors, real=real, training=[], size=SIZE, lpips_images=3,
-                                seed=seed)
+        built = Reference.build(
+            extractors, real=real, training=[], size=SIZE, lpips_images=3, seed=seed
+        )
         return built.lpips_images[2]
 
     first = chosen(0)
@@ -366,22 +410,27 @@ def test_reference_choice_of_lpips_images_is_seeded(extractors, files):
     assert not torch.equal(first, chosen(1))
 
 
-def test_a_saved_reference_scores_exactly_like_the_original(extractors, reference, files,
-                                                            tmp_path):
+def test_a_saved_reference_scores_exactly_like_the_original(extractors, reference, files, tmp_path):
     real, training = files
     reference.save(tmp_path / "ref")
     assert sorted(p.suffix for p in (tmp_path / "ref").iterdir()) == [
-        ".json", ".npz", ".safetensors"]
+        ".json",
+        ".npz",
+        ".safetensors",
+    ]
     loaded = Reference.load(tmp_path / "ref", "cpu")
     for fst in (2, 5):
         np.testing.assert_array_equal(loaded.inception[fst].mean, reference.inception[fst].mean)
-        np.testing.assert_array_equal(loaded.inception[fst].covariance,
-                                      reference.inception[fst].covariance)
+        np.testing.assert_array_equal(
+            loaded.inception[fst].covariance, reference.inception[fst].covariance
+        )
         np.testing.assert_array_equal(loaded.inception_sample[fst], reference.inception_sample[fst])
     images = torch.stack([load(real[0][0]), load(training[2][1]), torch.zeros(3, SIZE, SIZE)])
     arguments = {"diagnoses": ["MEL", "VASC", "NV"], "fsts": [2, 5, 2]}
-    settings = {"fid": {"mode": "relative", "percentile": 95},
-                "apply_uncalibrated": ["fid", "memorization"]}
+    settings = {
+        "fid": {"mode": "relative", "percentile": 95},
+        "apply_uncalibrated": ["fid", "memorization"],
+    }
     before = make_scorer(extractors, reference, **settings).score(images, **arguments)
     after = make_scorer(extractors, loaded, **settings).score(images, **arguments)
     assert [s.to_dict() for s in after] == [s.to_dict() for s in before]
@@ -389,9 +438,7 @@ def test_a_saved_reference_scores_exactly_like_the_original(extractors, referenc
         np.testing.assert_array_equal(a.clip_embedding, b.clip_embedding)
 
 
-def test_a_skin_type_without_real_images_is_not_measured_and_never_rejects(
-    extractors, reference
-):
+def test_a_skin_type_without_real_images_is_not_measured_and_never_rejects(extractors, reference):
     scorer = make_scorer(extractors, reference, apply_uncalibrated=["fid", "lpips_real"])
     score = scorer.score(torch.full((1, 3, SIZE, SIZE), 0.5), diagnoses=["NV"], fsts=[6])[0]
     assert score.metrics["lpips_real"] is None and score.metrics["fid"] is None
@@ -405,16 +452,21 @@ def test_a_skin_type_without_real_images_is_not_measured_and_never_rejects(
 
 def test_candidate_scores_carry_their_embedding_and_features(extractors, reference, files):
     image = load(files[0][3][0])
-    score = make_scorer(extractors, reference).score(image[None], diagnoses=["MEL"],
-                                                     fsts=[2])[0]
+    score = make_scorer(extractors, reference).score(image[None], diagnoses=["MEL"], fsts=[2])[0]
     assert score.clip_embedding.dtype == np.float32 and score.clip_embedding.shape == (32,)
-    np.testing.assert_allclose(score.clip_embedding, extractors.clip[0](image[None])[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(score.clip_embedding, extractors.clip[0](image[None])[0], atol=1e-6)
     assert score.inception_features.dtype == np.float32
-    np.testing.assert_allclose(score.inception_features,
-                               extractors.inception[0](image[None])[0], rtol=1e-5, atol=1e-5)
-    assert set(score.metrics) == {"brightness", "lpips_real", "memorization_lpips",
-                                  "memorization_nearest", "confidence", "fid"}
+    np.testing.assert_allclose(
+        score.inception_features, extractors.inception[0](image[None])[0], rtol=1e-5, atol=1e-5
+    )
+    assert set(score.metrics) == {
+        "brightness",
+        "lpips_real",
+        "memorization_lpips",
+        "memorization_nearest",
+        "confidence",
+        "fid",
+    }
     assert [c.name for c in score.checks] == [n for n in CHECK_NAMES if n != "duplicate"]
 
 
@@ -436,8 +488,9 @@ def test_duplicates_are_only_decided_once_the_check_is_enabled(extractors, refer
     assert enabled(same, [first]) is True
     assert enabled(other, [first]) is (float(other @ first) >= 0.95)
     assert enabled(first, []) is False
-    decision = decide_stratum(2, 3, {i: ((), s.clip_embedding) for i, s in enumerate(scores)},
-                              is_duplicate=enabled)
+    decision = decide_stratum(
+        2, 3, {i: ((), s.clip_embedding) for i, s in enumerate(scores)}, is_duplicate=enabled
+    )
     assert decision.verdicts[1].reasons == ("near-duplicate of an accepted image",)
 
 
@@ -446,8 +499,9 @@ def test_calibrated_extractors_apply_their_checks_by_default(extractors, files, 
 
     weights = tmp_path / "alexnet.pth"
     torch.save(alexnet(weights=None).state_dict(), weights)
-    calibrated = Extractors(inception=extractors.inception,
-                            lpips=lpips_metric(str(weights)), clip=extractors.clip)
+    calibrated = Extractors(
+        inception=extractors.inception, lpips=lpips_metric(str(weights)), clip=extractors.clip
+    )
     real = [item for item in files[0] if item[1] == 2][:3]
     reference = Reference.build(calibrated, real=real, training=[], size=SIZE, lpips_images=4)
     scorer = make_scorer(calibrated, reference, lpips_real=0.001)
@@ -457,7 +511,8 @@ def test_calibrated_extractors_apply_their_checks_by_default(extractors, files, 
     value = check(score, "lpips_real").value
     assert score.reasons == (f"lpips_real {value:.3f} > 0.001",)
     assert check(score, "memorization").reason == (
-        "memorization not measurable: no training images in the reference")
+        "memorization not measurable: no training images in the reference"
+    )
     assert check(score, "confidence").reason == "confidence not measurable: no classifier given"
 
 
@@ -470,8 +525,9 @@ def test_a_scorer_refuses_a_reference_it_cannot_compare_with(extractors, referen
     from torchvision.models import alexnet
 
     torch.save(alexnet(weights=None).state_dict(), weights)
-    other = Extractors(inception=extractors.inception, lpips=lpips_metric(str(weights)),
-                       clip=extractors.clip)
+    other = Extractors(
+        inception=extractors.inception, lpips=lpips_metric(str(weights)), clip=extractors.clip
+    )
     with pytest.raises(ValueError, match="built with lpips v0.1 alex \\(random weights"):
         make_scorer(other, reference)
 

@@ -37,8 +37,9 @@ def test_near_duplicates_by_cosine():
 
 def test_duplicate_check_plugs_into_seed_order_acceptance():
     e = {i: np.eye(3)[i % 2] for i in range(4)}  # 0 and 2 alike, 1 and 3 alike
-    decision = decide_stratum(4, 4, {i: ((), e[i]) for i in range(4)},
-                              is_duplicate=is_near_duplicate)
+    decision = decide_stratum(
+        4, 4, {i: ((), e[i]) for i in range(4)}, is_duplicate=is_near_duplicate
+    )
     assert decision.accepted == [0, 1] and decision.shortfall == 2
 
 
@@ -54,5 +55,6 @@ def test_a_batchs_duplicate_check_applies_as_its_clip_calibration_and_config_say
     assert not calibrated(far, [a]) and not calibrated(a, [])  # cosine 0.707
     asked = NearDuplicateCheck.for_batch(
         ScoringConfig.build({"apply_uncalibrated": ["duplicate"], "duplicate_cosine": 0.99}),
-        clip_calibrated=False)
+        clip_calibrated=False,
+    )
     assert asked.applied and asked(a, [a]) and not asked(close, [a])  # its own threshold

@@ -112,8 +112,9 @@ def test_local_checkpoint_is_loaded_hashed_and_preprocessed_as_torchvision_expec
     # transform_input).
     source_model.fc = nn.Identity()
     source_model.eval()
-    resized = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False,
-                            antialias=True)
+    resized = F.interpolate(
+        images, size=(299, 299), mode="bilinear", align_corners=False, antialias=True
+    )
     with torch.no_grad():
         expected = source_model(resized * 2 - 1).numpy()
     assert np.abs(expected).mean() > 0.01

@@ -78,8 +78,10 @@ def test_rank_deficient_covariances_give_the_exact_value():
     a, b = rng.normal(size=(20, 64)), rng.normal(size=(20, 64)) + 0.3
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     got = frechet_distance(a.mean(0), s1, b.mean(0), s2)
-    offsets = [reference_frechet(a.mean(0), s1 + e * np.eye(64), b.mean(0), s2 + e * np.eye(64))
-               for e in (1e-2, 1e-4, 1e-6)]
+    offsets = [
+        reference_frechet(a.mean(0), s1 + e * np.eye(64), b.mean(0), s2 + e * np.eye(64))
+        for e in (1e-2, 1e-4, 1e-6)
+    ]
     errors = [abs(o - got) for o in offsets]
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-3 * got
     # With the raw rows the same value comes from a small singular value problem.
@@ -142,8 +144,9 @@ def test_fid_from_features_rejects_bad_shapes():
 def test_the_small_svd_path_of_fid_from_features_equals_the_covariance_path(n1, n2, dim):
     rng = np.random.default_rng(n1 * n2)
     a, b = rng.normal(size=(n1, dim)), rng.normal(size=(n2, dim)) * 1.5 + 0.2
-    via_covariances = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0),
-                                       np.cov(b, rowvar=False))
+    via_covariances = frechet_distance(
+        a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+    )
     assert fid_from_features(a, b) == pytest.approx(via_covariances, rel=1e-7)
 
 

@@ -38,8 +38,9 @@ def as_tensor(image: Image.Image) -> torch.Tensor:
 def lesions():
     """Four different 64 px demo images, (4, 3, 64, 64) in [0, 1]."""
     looks = [("MEL", 2), ("VASC", 5), ("NV", 1), ("DF", 6)]
-    return torch.stack([as_tensor(draw_lesion(dx, fst, seed=i, size=64))
-                        for i, (dx, fst) in enumerate(looks)])
+    return torch.stack(
+        [as_tensor(draw_lesion(dx, fst, seed=i, size=64)) for i, (dx, fst) in enumerate(looks)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +205,9 @@ def test_larger_images_are_resized_like_open_clips_own_preprocessing(clip_checkp
     # open_clip's PIL pipeline for the same model: bicubic resize, crop, tensor, normalise.
     transform = open_clip.image_transform(64, is_train=False)
     with torch.no_grad():
-        theirs = F.normalize(source.encode_image(torch.stack([transform(p) for p in pictures])),
-                             dim=-1).numpy()
+        theirs = F.normalize(
+            source.encode_image(torch.stack([transform(p) for p in pictures])), dim=-1
+        ).numpy()
     # PIL and torch bicubic differ by rounding only, so the embeddings nearly coincide.
     assert (ours * theirs).sum(axis=1).min() > 0.999
 

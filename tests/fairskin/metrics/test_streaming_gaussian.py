@@ -12,7 +12,7 @@ from fairskin.metrics import StreamingGaussian
 def feed(stats, data, sizes):
     start = 0
     for size in sizes:
-        stats.update(data[start:start + size])
+        stats.update(data[start : start + size])
         start += size
     assert start == len(data)
 

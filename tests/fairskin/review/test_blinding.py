@@ -43,8 +43,15 @@ def jpeg_with_metadata(image: Image.Image, orientation: int = 1) -> bytes:
     exif[0x0112] = orientation
     exif[0x0131] = "synthetic generator 1.0"  # Software
     exif[0x010F] = "SyntheticCam"  # Make
-    return encode(image, "JPEG", quality=75, subsampling="4:4:4", exif=exif.tobytes(),
-                  icc_profile=SRGB_ICC, comment=b"synthetic")
+    return encode(
+        image,
+        "JPEG",
+        quality=75,
+        subsampling="4:4:4",
+        exif=exif.tobytes(),
+        icc_profile=SRGB_ICC,
+        comment=b"synthetic",
+    )
 
 
 def rgba_png() -> bytes:
@@ -166,8 +173,10 @@ def test_colours_survive_the_conversion():
 def test_a_wide_image_is_centre_cropped_not_squashed():
     pixels = np.full((40, 120, 3), 255, dtype=np.uint8)
     pixels[:, 40:80] = (0, 0, 0)  # the centred square is black; the sides are white
-    served = np.asarray(Image.open(io.BytesIO(blinded_derivative(encode(
-        Image.fromarray(pixels), "PNG"), size=64))), dtype=float)
+    served = np.asarray(
+        Image.open(io.BytesIO(blinded_derivative(encode(Image.fromarray(pixels), "PNG"), size=64))),
+        dtype=float,
+    )
     assert served.shape == (64, 64, 3)
     assert served[:, 8:56].mean() < 10
 
@@ -190,13 +199,16 @@ def png_claiming_size(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"", "empty"),
-    (b"this is not an image at all", "not a readable image"),
-    (encode(textured(), "JPEG")[:1500], "truncated or corrupt"),
-    (png_claiming_size(100_000, 100_000), "decompression bomb"),
-    (png_claiming_size(8_000, 6_000), "pixel limit"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "not a readable image"),
+        (encode(textured(), "JPEG")[:1500], "truncated or corrupt"),
+        (png_claiming_size(100_000, 100_000), "decompression bomb"),
+        (png_claiming_size(8_000, 6_000), "pixel limit"),
+    ],
+)
 def test_corrupt_and_oversized_inputs_are_refused(data, message):
     with pytest.raises(ImageDecodeError, match=message):
         blinded_derivative(data)

@@ -160,9 +160,15 @@ def test_a_size_above_the_batch_takes_every_synthetic_image(batch, catalog):
     assert plan.controls_wanted == round(1100 * 0.25)
 
 
-@pytest.mark.parametrize("bad", [
-    {"size": 0}, {"control_ratio": -0.1}, {"control_ratio": float("nan")}, {"seed": -1},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"size": 0},
+        {"control_ratio": -0.1},
+        {"control_ratio": float("nan")},
+        {"seed": -1},
+    ],
+)
 def test_bad_parameters_are_refused(batch, catalog, bad):
     arguments = {"size": 500, "control_ratio": 0.25, "seed": 1} | bad
     with pytest.raises(ValueError):
@@ -273,4 +279,3 @@ def test_bad_orders_are_refused():
         rater_order([(1, "real")], seed=1, rater_index=0, max_run=0)
     with pytest.raises(ValueError):
         rater_order([(1, "real")], seed=1, rater_index=0, retest_share=1.5)
-

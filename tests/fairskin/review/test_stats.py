@@ -33,9 +33,14 @@ def study(rows, raters=RATERS, seconds=5.0):
 
 
 def report(items, ratings, criteria=None, *, raters=RATERS, unfinished=(), n_boot=0, **kwargs):
-    result = gate_report(items, ratings, criteria or GateCriteria(),
-                         raters={r: r not in unfinished for r in raters}, n_boot=n_boot,
-                         **kwargs)
+    result = gate_report(
+        items,
+        ratings,
+        criteria or GateCriteria(),
+        raters={r: r not in unfinished for r in raters},
+        n_boot=n_boot,
+        **kwargs,
+    )
     # Plain JSON: no NaN, no numpy scalars, no tuples, string keys; it survives a round trip.
     assert json.loads(json.dumps(result, allow_nan=False)) == result
     return result
@@ -52,8 +57,9 @@ def random_study(n_raters, n_items, seed):
     image_effect = rng.normal(0, 0.8, n_items)
     rows = []
     for i in range(n_items):
-        scores = np.clip(np.rint(5.3 + image_effect[i] + rater_bias
-                                 + rng.normal(0, 0.7, n_raters)), 1, 7)
+        scores = np.clip(
+            np.rint(5.3 + image_effect[i] + rater_bias + rng.normal(0, 0.7, n_raters)), 1, 7
+        )
         rows.append((f"s{i}", "synthetic", 1 + i % 6, tuple(int(s) for s in scores)))
     return rows
 
@@ -62,12 +68,14 @@ def random_study(n_raters, n_items, seed):
 
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", the example with missing
 # values: observers A-D (rows) x units 1-12 (columns).
-KRIPPENDORFF_2011 = np.array([
-    [1, 2, 3, 3, 2, 1, 4, 1, 2, np.nan, np.nan, np.nan],
-    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, np.nan, 3],
-    [np.nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, np.nan],
-    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, np.nan],
-])
+KRIPPENDORFF_2011 = np.array(
+    [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, np.nan, np.nan, np.nan],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, np.nan, 3],
+        [np.nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, np.nan],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, np.nan],
+    ]
+)
 
 
 def test_ordinal_alpha_of_krippendorffs_worked_example():
@@ -93,15 +101,20 @@ def test_ordinal_alpha_counted_by_hand():
 def test_ordinal_alpha_is_ordinal_not_interval():
     # Ordinal distances depend on how many values lie between two scores, not on their spacing:
     # the interval alpha of the example is 0.849, the ordinal one 0.815.
-    assert krippendorff_alpha_ordinal(KRIPPENDORFF_2011)["value"] != pytest.approx(0.849,
-                                                                                   abs=1e-2)
+    assert krippendorff_alpha_ordinal(KRIPPENDORFF_2011)["value"] != pytest.approx(0.849, abs=1e-2)
 
 
 def test_report_alpha_uses_scored_ratings_of_all_items():
     raters = tuple("ABCD")
-    rows = [(f"u{unit + 1}", "synthetic" if unit % 2 else "real", 1 + unit % 6,
-             tuple(None if np.isnan(v) else int(v) for v in KRIPPENDORFF_2011[:, unit]))
-            for unit in range(12)]
+    rows = [
+        (
+            f"u{unit + 1}",
+            "synthetic" if unit % 2 else "real",
+            1 + unit % 6,
+            tuple(None if np.isnan(v) else int(v) for v in KRIPPENDORFF_2011[:, unit]),
+        )
+        for unit in range(12)
+    ]
     items, ratings = study(rows, raters=raters)
     # A retest that disagrees and a warm-up must not enter the alpha.
     ratings += [Rating("A", "u1", 7, 3.0, 100, "retest"), Rating("A", "w", 7, 3.0, 101, "warmup")]
@@ -109,11 +122,14 @@ def test_report_alpha_uses_scored_ratings_of_all_items():
     assert alpha["value"] == pytest.approx(0.815, abs=5e-4)
 
 
-@pytest.mark.parametrize(("data", "why"), [
-    ([[1, 2, 3]], "at least 2 raters"),
-    ([[4, 4, 4], [4, 4, np.nan]], "identical"),
-    ([[1, np.nan], [np.nan, 2]], "no item was rated by 2"),
-])
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ([[1, 2, 3]], "at least 2 raters"),
+        ([[4, 4, 4], [4, 4, np.nan]], "identical"),
+        ([[1, np.nan], [np.nan, 2]], "no item was rated by 2"),
+    ],
+)
 def test_ordinal_alpha_undefined_cases_say_why(data, why):
     result = krippendorff_alpha_ordinal(np.array(data, dtype=float))
     assert result["value"] is None
@@ -123,8 +139,10 @@ def test_ordinal_alpha_undefined_cases_say_why(data, why):
 # --- ICC -----------------------------------------------------------------------------------------
 
 # Shrout & Fleiss (1979), Table 2: 6 targets (rows) x 4 judges (columns).
-SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6],
-                          [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float)
+SHROUT_FLEISS = np.array(
+    [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]],
+    dtype=float,
+)
 
 
 def mean_squares(x):
@@ -141,8 +159,14 @@ def test_icc_of_shrout_and_fleiss_table():
     # Published (Table 4): ICC(1,1) .17, ICC(2,1) .29, ICC(3,1) .71; ICC(1,4) .44, ICC(2,4) .62,
     # ICC(3,4) .91.
     result = intraclass_correlations(SHROUT_FLEISS)
-    published = {"ICC1": 0.17, "ICC2": 0.29, "ICC3": 0.71,
-                 "ICC1k": 0.44, "ICC2k": 0.62, "ICC3k": 0.91}
+    published = {
+        "ICC1": 0.17,
+        "ICC2": 0.29,
+        "ICC3": 0.71,
+        "ICC1k": 0.44,
+        "ICC2k": 0.62,
+        "ICC3k": 0.91,
+    }
     for name, value in published.items():
         assert result[name]["value"] == pytest.approx(value, abs=0.005), name
     assert (result["n_items"], result["n_raters"], result["why"]) == (6, 4, None)
@@ -183,15 +207,19 @@ def test_report_icc_uses_only_items_every_rater_scored():
     n, k = 5, 3
     assert icc["n_items"] == 5
     assert icc["ICC2"]["value"] == pytest.approx(
-        (bms - ems) / (bms + (k - 1) * ems + k * (jms - ems) / n))
+        (bms - ems) / (bms + (k - 1) * ems + k * (jms - ems) / n)
+    )
     assert icc["ICC2k"]["value"] == pytest.approx((bms - ems) / (bms + (jms - ems) / n))
 
 
-@pytest.mark.parametrize(("data", "why"), [
-    ([[1], [2], [3]], "at least 2 raters"),
-    ([[1, 2, 3]], "at least 2 items"),
-    ([[5, 5], [5, 5], [5, 5]], "identical"),
-])
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        ([[1], [2], [3]], "at least 2 raters"),
+        ([[1, 2, 3]], "at least 2 items"),
+        ([[5, 5], [5, 5], [5, 5]], "identical"),
+    ],
+)
 def test_icc_undefined_cases_say_why(data, why):
     result = intraclass_correlations(np.array(data, dtype=float))
     assert result["ICC2"]["value"] is None and result["ICC2k"]["value"] is None
@@ -207,8 +235,13 @@ def test_icc_rejects_missing_values():
 
 
 def test_auc_and_mann_whitney_counted_by_hand_with_ties():
-    rows = [("s1", "synthetic", 1, (2, 2)), ("s2", "synthetic", 1, (4, 4)),
-            ("s3", "synthetic", 1, (3, 5)), ("r1", "real", 1, (4, 4)), ("r2", "real", 1, (6, 6))]
+    rows = [
+        ("s1", "synthetic", 1, (2, 2)),
+        ("s2", "synthetic", 1, (4, 4)),
+        ("s3", "synthetic", 1, (3, 5)),
+        ("r1", "real", 1, (4, 4)),
+        ("r2", "real", 1, (6, 6)),
+    ]
     items, ratings = study(rows, raters=("a", "b"))
     result = report(items, ratings, raters=("a", "b"))["synthetic_vs_real"]
     # Per-image means: synthetic 2, 4, 4; real 4, 6. Of the 6 (real, synthetic) pairs the real
@@ -231,8 +264,13 @@ def test_auc_and_mann_whitney_counted_by_hand_with_ties():
 
 
 def test_perfect_separation_has_auc_one_and_exact_p():
-    rows = [("s1", "synthetic", 1, (1,)), ("s2", "synthetic", 1, (2,)),
-            ("s3", "synthetic", 1, (3,)), ("r1", "real", 1, (5,)), ("r2", "real", 1, (6,))]
+    rows = [
+        ("s1", "synthetic", 1, (1,)),
+        ("s2", "synthetic", 1, (2,)),
+        ("s3", "synthetic", 1, (3,)),
+        ("r1", "real", 1, (5,)),
+        ("r2", "real", 1, (6,)),
+    ]
     items, ratings = study(rows, raters=("a",))
     result = report(items, ratings, raters=("a",))["synthetic_vs_real"]
     assert result["auc_pooled"]["value"] == 1.0
@@ -244,9 +282,10 @@ def test_perfect_separation_has_auc_one_and_exact_p():
 
 
 def test_mean_difference_interval_covers_the_estimate():
-    rows = random_study(3, 30, seed=4) + [(f"r{i}", "real", 1 + i % 6, s)
-                                          for i, (_, _, _, s) in
-                                          enumerate(random_study(3, 12, seed=5))]
+    rows = random_study(3, 30, seed=4) + [
+        (f"r{i}", "real", 1 + i % 6, s)
+        for i, (_, _, _, s) in enumerate(random_study(3, 12, seed=5))
+    ]
     items, ratings = study(rows)
     difference = report(items, ratings, n_boot=200)["synthetic_vs_real"]["mean_difference"]
     assert difference["ci_low"] < difference["estimate"] < difference["ci_high"]
@@ -257,8 +296,10 @@ def test_mean_difference_interval_covers_the_estimate():
 
 def passed(result):
     gate = result["gate"]
-    return {name: gate[name]["passed"] for name in
-            ("mean", "median_share", "low_share", "raters_finished")} | {"all": gate["passed"]}
+    return {
+        name: gate[name]["passed"]
+        for name in ("mean", "median_share", "low_share", "raters_finished")
+    } | {"all": gate["passed"]}
 
 
 def test_mean_of_exactly_five_fails_and_only_scored_synthetic_ratings_count():
@@ -269,8 +310,13 @@ def test_mean_of_exactly_five_fails_and_only_scored_synthetic_ratings_count():
     result = report(items, ratings)
     assert result["gate"]["mean"]["estimate"] == 5.0
     assert result["gate"]["low_share"]["estimate"] == 0.0
-    assert passed(result) == {"mean": False, "median_share": True, "low_share": True,
-                              "raters_finished": True, "all": False}
+    assert passed(result) == {
+        "mean": False,
+        "median_share": True,
+        "low_share": True,
+        "raters_finished": True,
+        "all": False,
+    }
 
     rows[0] = ("s0", "synthetic", 1, (6, 5, 5))
     result = report(*study(rows))
@@ -284,8 +330,13 @@ def test_exactly_ninety_percent_of_medians_fails():
     result = report(*study(rows))
     assert result["gate"]["median_share"]["estimate"] == 0.9
     assert result["gate"]["mean"]["estimate"] == pytest.approx(175 / 30)
-    assert passed(result) == {"mean": True, "median_share": False, "low_share": True,
-                              "raters_finished": True, "all": False}
+    assert passed(result) == {
+        "mean": True,
+        "median_share": False,
+        "low_share": True,
+        "raters_finished": True,
+        "all": False,
+    }
 
     rows = synthetic_rows([(6, 6, 6)] * 10 + [(3, 3, 7)])  # 10 / 11 > 0.9
     assert passed(report(*study(rows)))["median_share"] is True
@@ -307,8 +358,13 @@ def test_exactly_ten_percent_with_a_low_rating_fails():
     rows = synthetic_rows([(6, 6, 6)] * 9 + [(2, 6, 6)])
     result = report(*study(rows))
     assert result["gate"]["low_share"]["estimate"] == 0.1
-    assert passed(result) == {"mean": True, "median_share": True, "low_share": False,
-                              "raters_finished": True, "all": False}
+    assert passed(result) == {
+        "mean": True,
+        "median_share": True,
+        "low_share": False,
+        "raters_finished": True,
+        "all": False,
+    }
 
     rows = synthetic_rows([(6, 6, 6)] * 10 + [(2, 6, 6)])  # 1 / 11 < 0.1
     result = report(*study(rows))
@@ -319,15 +375,25 @@ def test_exactly_ten_percent_with_a_low_rating_fails():
 def test_an_unfinished_rater_fails_the_gate():
     items, ratings = study(synthetic_rows([(6, 6, 6)] * 10))
     result = report(items, ratings, unfinished=("b",))
-    assert result["gate"]["raters_finished"] == {"n_raters": 3, "n_finished": 2,
-                                                 "unfinished": ["b"], "passed": False}
-    assert passed(result) == {"mean": True, "median_share": True, "low_share": True,
-                              "raters_finished": False, "all": False}
+    assert result["gate"]["raters_finished"] == {
+        "n_raters": 3,
+        "n_finished": 2,
+        "unfinished": ["b"],
+        "passed": False,
+    }
+    assert passed(result) == {
+        "mean": True,
+        "median_share": True,
+        "low_share": True,
+        "raters_finished": False,
+        "all": False,
+    }
 
 
 def test_per_fst_requires_the_mean_within_every_skin_type():
-    rows = synthetic_rows([(6, 6, 6)] * 5, fst=1, prefix="light") \
-        + synthetic_rows([(4, 5, 5)] * 5, fst=6, prefix="dark")
+    rows = synthetic_rows([(6, 6, 6)] * 5, fst=1, prefix="light") + synthetic_rows(
+        [(4, 5, 5)] * 5, fst=6, prefix="dark"
+    )
     items, ratings = study(rows)
     overall = report(items, ratings)
     assert overall["gate"]["mean"]["estimate"] == pytest.approx(160 / 30)
@@ -369,14 +435,20 @@ def test_use_interval_needs_a_bootstrap():
 
 
 def test_breakdown_by_rater_fst_and_diagnosis():
-    rows = synthetic_rows([(6, 2, 5), (6, 4, 5)], fst=2) + synthetic_rows([(7, 7, 3)], fst=5,
-                                                                          prefix="t")
+    rows = synthetic_rows([(6, 2, 5), (6, 4, 5)], fst=2) + synthetic_rows(
+        [(7, 7, 3)], fst=5, prefix="t"
+    )
     items, ratings = study(rows)
     items[2] = ReviewItem("t0", "synthetic", "bcc", 5)
     breakdown = report(items, ratings, min_group_items=2)["breakdown"]
-    assert breakdown["by_rater"]["b"] == {"n_items": 3, "n_rated_items": 3, "mean": 13 / 3,
-                                          "median_share": 2 / 3, "low_share": 1 / 3,
-                                          "why": None}
+    assert breakdown["by_rater"]["b"] == {
+        "n_items": 3,
+        "n_rated_items": 3,
+        "mean": 13 / 3,
+        "median_share": 2 / 3,
+        "low_share": 1 / 3,
+        "why": None,
+    }
     assert breakdown["by_fst"]["2"]["mean"] == pytest.approx(28 / 6)
     assert breakdown["by_fst"]["2"]["few_items"] is False
     assert breakdown["by_fst"]["5"]["few_items"] is True
@@ -412,11 +484,11 @@ def test_interval_is_wider_with_fewer_raters_or_images():
     raters = tuple("abcdef")
     rows = random_study(6, 120, seed=3)
     full = report(*study(rows, raters=raters), raters=raters, n_boot=200)["gate"]["mean"]
-    few_images = report(*study(rows[:15], raters=raters), raters=raters,
-                        n_boot=200)["gate"]["mean"]
+    few_images = report(*study(rows[:15], raters=raters), raters=raters, n_boot=200)["gate"]["mean"]
     two_rows = [(i, o, f, s[:2]) for i, o, f, s in rows]
-    few_raters = report(*study(two_rows, raters=raters[:2]), raters=raters[:2],
-                        n_boot=200)["gate"]["mean"]
+    few_raters = report(*study(two_rows, raters=raters[:2]), raters=raters[:2], n_boot=200)["gate"][
+        "mean"
+    ]
     assert width(few_images) > width(full)
     assert width(few_raters) > width(full)
 
@@ -436,8 +508,11 @@ def test_raters_are_resampled_as_well_as_images():
 def test_test_retest_agreement_counted_by_hand():
     items, ratings = study(synthetic_rows([(5, 4, 4), (3, 4, 4), (6, 4, 4)]))
     # Rater a: 5 -> 5, 3 -> 5, 6 -> 4 -> exact 1 / 3, mean |difference| (0 + 2 + 2) / 3.
-    ratings += [Rating("a", "s0", 5, 2.0, 20, "retest"), Rating("a", "s1", 5, 2.0, 21, "retest"),
-                Rating("a", "s2", 4, 2.0, 22, "retest")]
+    ratings += [
+        Rating("a", "s0", 5, 2.0, 20, "retest"),
+        Rating("a", "s1", 5, 2.0, 21, "retest"),
+        Rating("a", "s2", 4, 2.0, 22, "retest"),
+    ]
     retest = report(items, ratings)["agreement"]["test_retest"]
     assert retest["a"]["n_pairs"] == 3
     assert retest["a"]["exact_agreement"] == pytest.approx(1 / 3)
@@ -448,8 +523,10 @@ def test_test_retest_agreement_counted_by_hand():
 def behaviour_study(scores_in_order, seconds):
     """One rater's scored ratings, handed over in a shuffled order of positions."""
     items = [ReviewItem(f"s{i}", "synthetic", "mel", 1) for i in range(len(scores_in_order))]
-    ratings = [Rating("a", f"s{i}", score, secs, position=10 + i)
-               for i, (score, secs) in enumerate(zip(scores_in_order, seconds, strict=True))]
+    ratings = [
+        Rating("a", f"s{i}", score, secs, position=10 + i)
+        for i, (score, secs) in enumerate(zip(scores_in_order, seconds, strict=True))
+    ]
     rng = np.random.default_rng(0)
     ratings = [ratings[i] for i in rng.permutation(len(ratings))]
     ratings.append(Rating("a", "warm", 1, 0.1, 0, "warmup"))
@@ -457,8 +534,9 @@ def behaviour_study(scores_in_order, seconds):
 
 
 def test_rater_behaviour_counted_by_hand():
-    items, ratings = behaviour_study([2, 3, 2, 3, 6, 5, 6, 5],
-                                     [0.5, 1.0, 1.5, 3.0, 4.0, 5.0, 6.0, 7.0])
+    items, ratings = behaviour_study(
+        [2, 3, 2, 3, 6, 5, 6, 5], [0.5, 1.0, 1.5, 3.0, 4.0, 5.0, 6.0, 7.0]
+    )
     rater = report(items, ratings, raters=("a",))["raters"]["a"]
     assert (rater["n_scored"], rater["n_warmup"], rater["n_retest"]) == (8, 1, 0)
     assert rater["median_seconds"] == 3.5
@@ -550,24 +628,30 @@ def test_ratings_and_items_may_be_mappings_with_integer_ids():
     assert list(result["raters"]) == ["7"]
 
 
-@pytest.mark.parametrize(("rating", "message"), [
-    (Rating("zed", "s0", 5, 1.0, 9), "unknown rater 'zed'"),
-    (Rating("a", "nope", 5, 1.0, 9), "unknown item 'nope'"),
-    (Rating("a", "s0", 4, 1.0, 9), "two scored ratings"),
-    (Rating("c", "s1", 4, 1.0, 0), "two ratings at position 0"),
-])
+@pytest.mark.parametrize(
+    ("rating", "message"),
+    [
+        (Rating("zed", "s0", 5, 1.0, 9), "unknown rater 'zed'"),
+        (Rating("a", "nope", 5, 1.0, 9), "unknown item 'nope'"),
+        (Rating("a", "s0", 4, 1.0, 9), "two scored ratings"),
+        (Rating("c", "s1", 4, 1.0, 0), "two ratings at position 0"),
+    ],
+)
 def test_inconsistent_ratings_are_rejected(rating, message):
     items, ratings = study(synthetic_rows([(6, 6, 6), (6, 6, None)]))
     with pytest.raises(ValueError, match=message):
         report(items, ratings + [rating])
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"score": 8}, "score must be an integer 1-7"),
-    ({"score": 4.0}, "score must be an integer 1-7"),
-    ({"seconds": -1.0}, "seconds"),
-    ({"kind": "practice"}, "kind"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"score": 8}, "score must be an integer 1-7"),
+        ({"score": 4.0}, "score must be an integer 1-7"),
+        ({"seconds": -1.0}, "seconds"),
+        ({"kind": "practice"}, "kind"),
+    ],
+)
 def test_invalid_ratings_are_rejected(fields, message):
     values = {"rater_id": "a", "item_id": "s0", "score": 5, "seconds": 1.0, "position": 0}
     with pytest.raises(ValueError, match=message):
@@ -588,8 +672,13 @@ def test_invalid_items_are_rejected():
 
 def test_criteria_defaults_round_trip_through_json():
     criteria = GateCriteria()
-    assert (criteria.mean_min, criteria.median_share_min, criteria.median_at_least,
-            criteria.low_share_max, criteria.low_below) == (5.0, 0.90, 4, 0.10, 3)
+    assert (
+        criteria.mean_min,
+        criteria.median_share_min,
+        criteria.median_at_least,
+        criteria.low_share_max,
+        criteria.low_below,
+    ) == (5.0, 0.90, 4, 0.10, 3)
     assert (criteria.use_interval, criteria.per_fst, criteria.version) == (False, False, 1)
     changed = GateCriteria(mean_min=5.5, use_interval=True, per_fst=True, version=2)
     assert GateCriteria.from_dict(json.loads(json.dumps(changed.to_dict()))) == changed
@@ -603,14 +692,23 @@ def test_criteria_reject_unknown_keys():
 
 def test_criteria_name_every_bad_value():
     with pytest.raises(ValueError) as caught:
-        GateCriteria.from_dict({"mean_min": 8, "median_share_min": 1.5, "low_below": 0,
-                                "use_interval": "yes", "version": 0})
+        GateCriteria.from_dict(
+            {
+                "mean_min": 8,
+                "median_share_min": 1.5,
+                "low_below": 0,
+                "use_interval": "yes",
+                "version": 0,
+            }
+        )
     message = str(caught.value)
-    for expected in ("mean_min must be a number in [1, 7], got 8",
-                     "median_share_min must be a share in [0, 1], got 1.5",
-                     "low_below must be an integer score 1-7, got 0",
-                     "use_interval must be true or false, got 'yes'",
-                     "version must be an integer >= 1, got 0"):
+    for expected in (
+        "mean_min must be a number in [1, 7], got 8",
+        "median_share_min must be a share in [0, 1], got 1.5",
+        "low_below must be an integer score 1-7, got 0",
+        "use_interval must be true or false, got 'yes'",
+        "version must be an integer >= 1, got 0",
+    ):
         assert expected in message
     with pytest.raises(ValueError, match="mean_min"):
         GateCriteria(mean_min=True)
@@ -623,8 +721,14 @@ def test_criteria_name_every_bad_value():
 
 def served(origin, size, width=512, height=512, fmt="JPEG", **headers):
     base = {"Content-Type": "image/jpeg", "Cache-Control": "no-store"}
-    return {"origin": origin, "bytes": size, "width": width, "height": height, "format": fmt,
-            "headers": base | headers}
+    return {
+        "origin": origin,
+        "bytes": size,
+        "width": width,
+        "height": height,
+        "format": fmt,
+        "headers": base | headers,
+    }
 
 
 def test_identical_files_carry_no_information():
@@ -648,15 +752,27 @@ def test_separated_sizes_give_auc_one_either_way(real_is_bigger):
 
 def test_size_auc_counted_by_hand():
     # Real 10, 30 vs synthetic 20, 40: real is larger in 1 of 4 pairs -> AUC 0.25 -> 0.75.
-    files = [served("real", 10), served("real", 30), served("synthetic", 20),
-             served("synthetic", 40)]
+    files = [
+        served("real", 10),
+        served("real", 30),
+        served("synthetic", 20),
+        served("synthetic", 40),
+    ]
     assert blinding_audit(files)["size_auc"]["value"] == 0.75
 
 
 def test_differences_in_served_properties_are_reported():
-    files = [served("real", 100, **{"Last-Modified": "Mon"}),
-             served("synthetic", 100, width=640, height=480, fmt="PNG",
-                    **{"content-type": "image/png", "X-Generator": "fairskin"})]
+    files = [
+        served("real", 100, **{"Last-Modified": "Mon"}),
+        served(
+            "synthetic",
+            100,
+            width=640,
+            height=480,
+            fmt="PNG",
+            **{"content-type": "image/png", "X-Generator": "fairskin"},
+        ),
+    ]
     audit = blinding_audit(files)
     assert audit["dimensions"] == [[512, 512], [640, 480]] and not audit["identical_dimensions"]
     assert audit["formats"] == ["JPEG", "PNG"] and not audit["identical_format"]
@@ -669,8 +785,12 @@ def test_differences_in_served_properties_are_reported():
 
 def test_blinding_audit_rejects_incomplete_files():
     with pytest.raises(ValueError, match="file 1 is missing headers"):
-        blinding_audit([served("real", 1), {"origin": "real", "bytes": 1, "width": 1,
-                                            "height": 1, "format": "JPEG"}])
+        blinding_audit(
+            [
+                served("real", 1),
+                {"origin": "real", "bytes": 1, "width": 1, "height": 1, "format": "JPEG"},
+            ]
+        )
     with pytest.raises(ValueError, match="origin"):
         blinding_audit([served("control", 1)])
     with pytest.raises(ValueError, match="no files"):
