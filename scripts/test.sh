@@ -33,7 +33,7 @@ else
     export FAIRSKIN_VAR_DIR="${FAIRSKIN_VAR_DIR:-$(mktemp -d)}"
 fi
 
-echo "== ruff"; .venv/bin/ruff check .
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== import-linter"; .venv/bin/lint-imports
 # Strict on the engine, django-stubs on the apps checked so far (`files` in [tool.mypy]).
 echo "== mypy"; .venv/bin/mypy
