@@ -16,6 +16,7 @@ from scipy.stats import mannwhitneyu
 
 from fairskin.review.agreement import rater_agreement
 from fairskin.review.audit import auc_real_positive
+from fairskin.review.resampling import nanmean_or_none, percentile_interval, two_level_bootstrap
 from fairskin.review.study import (
     SCORES,
     SKIN_TYPES,
@@ -88,32 +89,6 @@ class GateCriteria:
 
 
 # --- helpers of the gate and the report -------------------------------------------------------
-
-
-def _interval(draws: Sequence[float]) -> tuple[float | None, float | None]:
-    if not draws:
-        return None, None
-    low, high = np.percentile(np.asarray(draws, dtype=float), [2.5, 97.5])
-    return float(low), float(high)
-
-
-def _bootstrap(
-    statistic: Callable[..., Any],
-    n_raters: int,
-    strata: Sequence[int],
-    n_boot: int,
-    rng: np.random.Generator,
-) -> list[Any]:
-    """Two-level resampling: raters with replacement, then items with replacement within each
-    stratum, in every replicate. Replicates where the statistic is undefined are dropped."""
-    draws = []
-    for _ in range(n_boot):
-        rater_idx = rng.integers(0, n_raters, n_raters)
-        item_idx = [rng.integers(0, n, n) for n in strata]
-        value = statistic(rater_idx, *item_idx)
-        if value is not None:
-            draws.append(value)
-    return draws
 
 
 def _gate_point(scores: np.ndarray, criteria: GateCriteria) -> tuple[float, float, float] | None:
@@ -228,14 +203,14 @@ def _gate(study: Study, criteria: GateCriteria, n_boot: int, seed: int) -> dict[
     intervals: list[tuple[float | None, float | None]] = [(None, None)] * 3
     raters_with = synthetic[~np.isnan(synthetic).all(axis=1)]
     if point is not None and n_boot:
-        draws = _bootstrap(
+        draws = two_level_bootstrap(
             lambda r, i: _gate_point(raters_with[np.ix_(r, i)], criteria),
             raters_with.shape[0],
             [synthetic.shape[1]],
             n_boot,
             np.random.default_rng([seed, 0]),
         )
-        intervals = [_interval([d[k] for d in draws]) for k in range(3)]
+        intervals = [percentile_interval([d[k] for d in draws]) for k in range(3)]
     estimate = point if point is not None else (None, None, None)
     use_interval = criteria.use_interval
     gate: dict[str, Any] = {
@@ -298,14 +273,14 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int, seed: int) 
         estimate = finite_or_none(np.nanmean(scores)) if scores.size else None
         interval: tuple[float | None, float | None] = (None, None)
         if estimate is not None and n_boot:
-            draws = _bootstrap(
-                lambda r, i, s=scores: _nanmean_or_none(s[np.ix_(r, i)]),
+            draws = two_level_bootstrap(
+                lambda r, i, s=scores: nanmean_or_none(s[np.ix_(r, i)]),
                 scores.shape[0],
                 [columns.size],
                 n_boot,
                 np.random.default_rng([seed, 10 + fst]),
             )
-            interval = _interval(draws)
+            interval = percentile_interval(draws)
         why = None if estimate is not None else "no scored ratings of this skin type's images"
         groups[str(fst)] = {
             **_judge(
@@ -321,10 +296,6 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int, seed: int) 
     if not groups:
         return {"groups": {}, "passed": False, "why": "no synthetic images"}
     return {"groups": groups, "passed": all(g["passed"] for g in groups.values()), "why": None}
-
-
-def _nanmean_or_none(scores: np.ndarray) -> float | None:
-    return float(np.nanmean(scores)) if (~np.isnan(scores)).any() else None
 
 
 def _breakdown(study: Study, criteria: GateCriteria, min_group_items: int) -> dict[str, Any]:
@@ -381,19 +352,19 @@ def _synthetic_vs_real(study: Study, n_boot: int, seed: int) -> dict[str, Any]:
                 r: np.ndarray, i_syn: np.ndarray, i_real: np.ndarray
             ) -> float | None:
                 a, b = (
-                    _nanmean_or_none(syn[np.ix_(r, i_syn)]),
-                    _nanmean_or_none(rea[np.ix_(r, i_real)]),
+                    nanmean_or_none(syn[np.ix_(r, i_syn)]),
+                    nanmean_or_none(rea[np.ix_(r, i_real)]),
                 )
                 return None if a is None or b is None else a - b
 
-            draws = _bootstrap(
+            draws = two_level_bootstrap(
                 mean_difference,
                 int(keep.sum()),
                 [synthetic.shape[1], real.shape[1]],
                 n_boot,
                 np.random.default_rng([seed, 1]),
             )
-            difference["ci_low"], difference["ci_high"] = _interval(draws)
+            difference["ci_low"], difference["ci_high"] = percentile_interval(draws)
     else:
         difference["why"] = "needs scored ratings of both synthetic and real images"
     result["mean_difference"] = difference
