@@ -27,7 +27,7 @@ from fairskin.generation.reference_stats import read_statistics
 from fairskin.imaging.encode import encode_for_storage
 from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
-from generation import selectors, services
+from generation import advance, selectors
 from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.registry import JobContext, LeaseHolder
 from jobs.threads import set_torch_threads
@@ -131,7 +131,7 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
     if classifier is not None:
         provenance.setdefault("classifier", {})["run_id"] = classifier.pk
     progress.phase("Planning the first shards")
-    result = services.batch_start(
+    result = advance.batch_start(
         batch_id=batch.pk,
         provenance=provenance,
         lease=progress.lease,
@@ -288,7 +288,7 @@ def batch_shard_generate(
     generator = _generator(batch)
     scorer = _scorer(batch)
     environment = generator.environment()
-    if services.batch_record_environment(
+    if advance.batch_record_environment(
         batch_id=batch.pk, environment=environment, lease=progress.lease
     ):
         progress.log(f"recorded this machine for the batch's pixels: {environment}")
@@ -335,7 +335,7 @@ def batch_shard_generate(
         done += len(group.wanted)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")
     progress.phase("Deciding acceptance and planning", total=len(todo), done=len(todo))
-    result = services.batch_advance(
+    result = advance.batch_advance(
         batch_id=batch.pk, current_job=shard_job_id, lease=progress.lease
     )
     return {"batch_id": batch.pk, "stored": stored, "skipped": len(wanted) - len(todo), **result}
@@ -380,5 +380,5 @@ def batch_report_write(*, batch_id: int, progress: JobContext) -> dict[str, Any]
     report["shortfall"] = sum(r["shortfall"] or 0 for r in report["strata"])
     report["accepted"] = total
     progress.update(total, total, "report written")
-    services.batch_finish(batch_id=batch.pk, report=report, lease=progress.lease)
+    advance.batch_finish(batch_id=batch.pk, report=report, lease=progress.lease)
     return {"batch_id": batch.pk, "accepted": total, "shortfall": report["shortfall"]}

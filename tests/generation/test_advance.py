@@ -4,8 +4,8 @@ reasons, top-up shards sized by the acceptance rate, surplus after the quota, th
 import numpy as np
 import pytest
 
+from generation.advance import batch_advance
 from generation.models import BatchState, Verdict
-from generation.services import batch_advance
 from jobs.models import Job
 from tests.factories import BatchFactory, SampleFactory
 

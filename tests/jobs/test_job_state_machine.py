@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from fairskin.progress import JobCancelled, SilentProgress
+from generation.advance import batch_advance, batch_finish, batch_start
 from generation.models import Batch, BatchState, Sample
-from generation.services import batch_advance, batch_finish, batch_start
 from jobs import lease, services, sweeper
 from jobs.models import TERMINAL_STATES, Job, JobAttempt, JobState
 from review.models import Study, StudyItem, StudyState
