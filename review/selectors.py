@@ -8,8 +8,16 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from generation.models import Batch, BatchState
-from review.models import Assignment, Kind, Release, Study, StudyRater, StudyState
+from generation.models import Batch, BatchState, Sample, Verdict
+from review.models import (
+    Assignment,
+    BatchRejection,
+    Kind,
+    Release,
+    Study,
+    StudyRater,
+    StudyState,
+)
 
 
 def rater_studies(*, user: Any) -> list[dict[str, Any]]:
@@ -153,3 +161,56 @@ def study_of_job(*, job: Any) -> Study | None:
 def release_of_export_job(*, job: Any) -> Release | None:
     """The release a review.export job writes."""
     return Release.objects.filter(export_job_id=job.pk).first()
+
+
+# --- the lead's pages: what a decision would do, the home panel, a batch's decision ---------
+
+
+def study_close_outlook(*, study: Study, progress: list[dict[str, Any]]) -> dict[str, Any]:
+    """What closing the study now means, from the progress counts: ratings done of the total,
+    and the raters who have not finished (closing then fails criterion (d))."""
+    unfinished = [p["rater"] for p in progress if not p["finished"]]
+    return {
+        "done": sum(p["done"] for p in progress),
+        "total": sum(p["total"] for p in progress),
+        "n_raters": len(progress),
+        "unfinished": unfinished,
+        "fails_d": bool(unfinished),
+    }
+
+
+def batch_accepted_count(*, batch_id: int) -> int:
+    """How many accepted images an approval of the batch would release."""
+    return Sample.objects.filter(batch_id=batch_id, verdict=Verdict.ACCEPTED).count()
+
+
+def lead_studies(*, limit: int = 10) -> list[Study]:
+    """The newest studies for the lead's home page, open ones first."""
+    studies = Study.objects.select_related("batch__rejection", "release").order_by("-created_at")[
+        :limit
+    ]
+    return sorted(studies, key=lambda s: s.state != StudyState.OPEN)
+
+
+def lead_releases(*, limit: int = 10) -> QuerySet[Release]:
+    return Release.objects.select_related("export_job")[:limit]
+
+
+def batches_awaiting_review() -> QuerySet[Batch]:
+    """Finished batches no study has been opened on, neither released nor rejected."""
+    return (
+        Batch.objects.filter(state=BatchState.FINISHED, studies__isnull=True)
+        .filter(releases__isnull=True, rejection__isnull=True)
+        .order_by("-pk")
+    )
+
+
+def batch_decision(*, batch_id: int) -> dict[str, Any]:
+    """A batch's review outcome for its page: its release or rejection, and its studies."""
+    return {
+        "release": Release.objects.filter(batch_id=batch_id).first(),
+        "rejection": BatchRejection.objects.filter(batch_id=batch_id)
+        .select_related("rejected_by")
+        .first(),
+        "studies": list(Study.objects.filter(batch_id=batch_id).order_by("-created_at")),
+    }

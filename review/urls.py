@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.study_list, name="studies"),
     path("studies/new/", views.study_new, name="study_new"),
     path("studies/<int:study_id>/", views.study_detail, name="study"),
+    path("studies/<int:study_id>/live/", views.study_live, name="live"),
     path("studies/<int:study_id>/close/", views.study_close, name="close"),
     path(
         "studies/<int:study_id>/preparation/<str:action>/",
@@ -18,6 +19,7 @@ urlpatterns = [
     path("studies/<int:study_id>/rate/", views.rate, name="rate"),
     path("i/<str:token>", views.blinded_image, name="image"),
     path("releases/<int:release_id>/", views.release_detail, name="release"),
+    path("releases/<int:release_id>/live/", views.release_live, name="release_live"),
     path("releases/<int:release_id>/download/", views.release_download, name="download"),
     path(
         "releases/<int:release_id>/export/resume/",

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from common.refusals import refused_to_messages
 from fairskin.errors import ApplicationError
+from fairskin.review.blinding import SERVED_CONTENT_TYPE
 from review import selectors
 from review.forms import StudyForm
 from review.models import Release, Study, StudyState
@@ -94,11 +95,26 @@ def _gate_rows(gate: dict) -> list[dict]:
     return rows
 
 
+# While a study is preparing or open, its page polls this fragment (review:live).
+LIVE_STUDY_STATES = {StudyState.PREPARING, StudyState.OPEN}
+
+
+def _study_live_context(study: Study) -> dict:
+    progress = selectors.study_progress(study=study)
+    return {
+        "study": study,
+        "progress": progress,
+        "outlook": selectors.study_close_outlook(study=study, progress=progress),
+        "live": study.state in LIVE_STUDY_STATES,
+    }
+
+
 @login_required
 @permission_required("review.view_study", raise_exception=True)
 def study_detail(request, study_id: int):
     study = get_object_or_404(Study.objects.select_related("batch", "job"), pk=study_id)
-    context = {"study": study, "progress": selectors.study_progress(study=study)}
+    context = _study_live_context(study)
+    context["accepted"] = selectors.batch_accepted_count(batch_id=study.batch_id)
     gate = selectors.study_gate_report(study=study)
     if gate is not None:
         context["gate"] = gate
@@ -109,11 +125,34 @@ def study_detail(request, study_id: int):
     return render(request, "review/study_detail.html", context)
 
 
+@login_required
+@permission_required("review.view_study", raise_exception=True)
+def study_live(request, study_id: int):
+    """The live part of the study page: state, progress counts, what closing now would do."""
+    study = get_object_or_404(Study.objects.select_related("job"), pk=study_id)
+    response = render(request, "review/_study_live.html", _study_live_context(study))
+    if request.headers.get("HX-Request") and request.GET.get("state", study.state) != study.state:
+        # The page was rendered in another state: its forms and gate sit outside this fragment.
+        response["HX-Refresh"] = "true"
+    return response
+
+
+def _confirmed(request, refused: str) -> bool:
+    """Closing, approving and rejecting are final: each form carries a required checkbox, and a
+    post without it (no browser check, a hand-made form) is refused here, changing nothing."""
+    if request.POST.get("confirm") == "yes":
+        return True
+    messages.error(request, f"{refused}: tick the box that confirms it first (it is final).")
+    return False
+
+
 @require_POST
 @login_required
 @permission_required("review.manage_study", raise_exception=True)
 def study_close(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
+    if not _confirmed(request, f"Study {study.pk} was not closed"):
+        return redirect("review:study", study_id=study.pk)
     with refused_to_messages(request):
         gate_services.study_close(study=study, user=request.user)
         messages.success(request, f"Study {study.pk} closed; the gate report is below.")
@@ -158,6 +197,8 @@ def release_export_resume(request, release_id: int):
 @permission_required("review.manage_study", raise_exception=True)
 def release_approve(request, study_id: int):
     study = get_object_or_404(Study, pk=study_id)
+    if not _confirmed(request, f"Batch {study.batch_id} was not approved"):
+        return redirect("review:study", study_id=study.pk)
     with refused_to_messages(request) as attempt:
         release = release_services.release_approve(
             study=study, user=request.user, note=request.POST.get("note", "")
@@ -176,12 +217,20 @@ def release_approve(request, study_id: int):
 @permission_required("review.manage_study", raise_exception=True)
 def release_reject(request, study_id: int):
     study = get_object_or_404(Study.objects.select_related("batch"), pk=study_id)
+    if not _confirmed(request, f"Batch {study.batch_id} was not rejected"):
+        return redirect("review:study", study_id=study.pk)
     with refused_to_messages(request):
         release_services.release_reject(
             batch=study.batch, study=study, user=request.user, reason=request.POST.get("reason", "")
         )
         messages.success(request, f"Batch {study.batch_id} rejected.")
     return redirect("review:study", study_id=study.pk)
+
+
+def _release_export_live(release: Release) -> bool:
+    """Whether the export is still being written (the release page polls until it is not)."""
+    job = release.export_job
+    return not release.export_path and job is not None and not job.is_terminal
 
 
 @login_required
@@ -197,7 +246,20 @@ def release_detail(request, release_id: int):
             "release": release,
             "counts": selectors.release_image_counts(release=release),
             "fsts": range(1, 7),
+            "live": _release_export_live(release),
         },
+    )
+
+
+@login_required
+@permission_required("review.view_release", raise_exception=True)
+def release_live(request, release_id: int):
+    """The live part of the release page: the export's state, until it is written or ends."""
+    release = get_object_or_404(Release.objects.select_related("export_job"), pk=release_id)
+    return render(
+        request,
+        "review/_release_live.html",
+        {"release": release, "live": _release_export_live(release)},
     )
 
 
@@ -267,7 +329,9 @@ def blinded_image(request, token: str):
         raise Http404("no such image")  # the same answer for another rater's token
     with assignment.item.derivative.open("rb") as fh:
         data = fh.read()
-    response = HttpResponse(data, content_type="image/jpeg")
+    # Every derivative is an uncompressed PNG of one length (fairskin.review.blinding), so no
+    # header varies: one Content-Type and Content-Length, no validators, no file name.
+    response = HttpResponse(data, content_type=SERVED_CONTENT_TYPE)
     for key, value in BLIND_HEADERS.items():
         response[key] = value
     return response

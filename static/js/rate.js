@@ -34,6 +34,9 @@
   function show(item, url, queue) {
     if (current && current.url) URL.revokeObjectURL(current.url);
     current = {token: item.token, kind: item.kind, url: url};
+    // The button pressed for the previous image keeps the focus (and its ring): let go of it,
+    // so the next image never looks as if a score were already chosen.
+    if (buttons.indexOf(document.activeElement) >= 0) document.activeElement.blur();
     resetView();
     img.onload = function () {
       shownAt = performance.now();

@@ -188,6 +188,11 @@ MATRIX = {
         "study",
         {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
     ),
+    "review:live": (
+        "get",
+        "study",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
     # The study is already closed (and its gate empty): the lead is let in and told why not.
     "review:close": (
         "post",
@@ -217,6 +222,11 @@ MATRIX = {
         {"anonymous": LOGIN, "dermatologist": 403, "lead": 302, "engineer": 403},
     ),
     "review:release": (
+        "get",
+        "release",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "review:release_live": (
         "get",
         "release",
         {"anonymous": LOGIN, "dermatologist": 403, "lead": 200, "engineer": 200},

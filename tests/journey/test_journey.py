@@ -282,6 +282,7 @@ def test_the_whole_journey(
     # -- Lead: the poor study cannot release the batch; the good one does ---------------------
     context, page = sign_in(browser, base, lead.username)
     page.goto(f"{base}/review/studies/{poor.pk}/")
+    page.get_by_test_id("confirm-close").check()
     page.get_by_test_id("close-study").click()
     expect(page.get_by_test_id("gate").locator("h2")).to_have_text("Gate: not passed")
     expect(page.get_by_test_id("approval-refused")).to_contain_text("Approval is refused")
@@ -292,7 +293,9 @@ def test_the_whole_journey(
         const form = document.createElement('form');
         form.method = 'post'; form.action = url;
         const token = document.querySelector('input[name=csrfmiddlewaretoken]').cloneNode();
-        form.appendChild(token); document.body.appendChild(form); form.submit();
+        const confirm = Object.assign(document.createElement('input'),
+            {type: 'hidden', name: 'confirm', value: 'yes'});
+        form.append(token, confirm); document.body.appendChild(form); form.submit();
     }""",
         f"/review/studies/{poor.pk}/approve/",
     )
@@ -301,10 +304,12 @@ def test_the_whole_journey(
     assert not Release.objects.exists()
 
     page.goto(f"{base}/review/studies/{good.pk}/")
+    page.get_by_test_id("confirm-close").check()
     page.get_by_test_id("close-study").click()
     expect(page.get_by_test_id("gate").locator("h2")).to_have_text("Gate: passed")
     screenshot(page, "journey-09-gate-passed")
     page.fill("input[name=note]", "Passed the realism gate")
+    page.get_by_test_id("confirm-approve").check()
     page.get_by_test_id("approve").click()
     release = Release.objects.get(study=good)
     expect(page.locator("h1")).to_have_text(f"Release {release.pk}")

@@ -77,8 +77,10 @@ def test_three_raters_rate_with_the_keyboard_and_a_lead_releases(
     page = context.new_page()
     sign_in_page(page, base, lead.username)
     page.goto(f"{base}/review/studies/{study.pk}/")
+    page.get_by_test_id("confirm-close").check()
     page.get_by_test_id("close-study").click()
     expect(page.get_by_test_id("gate").locator("h2")).to_have_text("Gate: passed")
+    page.get_by_test_id("confirm-approve").check()
     page.get_by_test_id("approve").click()
     release = Release.objects.get(study=study)
     assert page.url == f"{base}/review/releases/{release.pk}/"

@@ -85,7 +85,8 @@ def test_preparation_draws_a_frozen_stratified_sample_with_matched_controls(batc
     # NV x V has one real image of its own; MEL x VI has none and borrows a substitute.
     assert study.plan["substitutions"], study.plan
     assert any(i.substituted_from for i in real) or study.plan["strata"]["MEL:6"]["controls"] == 0
-    assert "20 %" in study.instructions  # 0.25 real per synthetic = one in five images
+    # Raters are told the share actually drawn: 2 real among 8 + 2 + 1 warm-up images.
+    assert "about 18 % of the images you will see are real" in study.instructions
     for rater in raters:
         mine = Assignment.objects.filter(study=study, rater=rater).order_by("position")
         kinds = list(mine.values_list("kind", flat=True))
@@ -162,7 +163,7 @@ def test_leads_see_progress_only_while_open_then_the_gate(client, batch, raters,
 
     for rater in raters[1:]:
         rate_all(study, rater, score=6)
-    client.post(reverse("review:close", args=[study.pk]))
+    client.post(reverse("review:close", args=[study.pk]), {"confirm": "yes"})
     study.refresh_from_db()
     assert study.state == StudyState.CLOSED
     gate = client.get(reverse("api:study-gate", args=[study.pk])).json()
@@ -189,7 +190,9 @@ def test_a_failed_gate_cannot_be_approved_but_can_be_rejected(client, batch, rat
     with pytest.raises(ReleaseRefused, match="did not pass"):
         release_approve(study=study, user=lead, enqueue=False)
     client.force_login(lead)
-    response = client.post(reverse("review:approve", args=[study.pk]), follow=True)
+    response = client.post(
+        reverse("review:approve", args=[study.pk]), {"confirm": "yes"}, follow=True
+    )
     assert "did not pass" in response.content.decode() and not Release.objects.exists()
     with pytest.raises(ReleaseRefused, match="reason"):
         release_reject(batch=batch, study=study, user=lead, reason="  ")

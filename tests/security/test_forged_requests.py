@@ -338,7 +338,8 @@ def test_a_lead_action_without_the_csrf_token_is_refused(open_review, url_name, 
     assert (Study.objects.get(pk=study.pk).state, _decision_rows()) == before
 
     # The same request from the lead's own page, with the token, is carried out.
-    genuine = lead.client().post(url, {**data, "csrfmiddlewaretoken": lead.cookies["csrftoken"]})
+    token = lead.cookies["csrftoken"]
+    genuine = lead.client().post(url, {**data, "confirm": "yes", "csrfmiddlewaretoken": token})
     assert genuine.status_code == 302
     assert (Study.objects.get(pk=study.pk).state, _decision_rows()) != before
 
