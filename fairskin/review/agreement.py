@@ -24,6 +24,9 @@ _ICC_NAMES = {
 }
 
 
+_UNDEFINED = "ICC undefined: its denominator is zero (no variance between items or residual)"
+
+
 def rater_agreement(study: Study) -> dict[str, Any]:
     """Alpha over all scored ratings, ICCs over the items every rater scored, and each rater's
     test-retest pairs."""
@@ -79,16 +82,22 @@ def intraclass_correlations(scores: np.ndarray) -> dict[str, Any]:
         raise ValueError("scores must be complete: keep only items rated by every rater")
     n_items, n_raters = data.shape
     result: dict[str, Any] = {"n_items": int(n_items), "n_raters": int(n_raters), "why": None}
-    empty = {
-        name: {"value": None, "ci_low": None, "ci_high": None}
-        for name in ("ICC1", "ICC2", "ICC3", "ICC1k", "ICC2k", "ICC3k")
-    }
+
+    def empty(why: str) -> dict[str, Any]:
+        icc = {"value": None, "ci_low": None, "ci_high": None, "why": why}
+        return {**result, **{name: dict(icc) for name in _ICC_NAMES.values()}, "why": why}
+
     if n_raters < 2:
-        return {**result, **empty, "why": "needs at least 2 raters"}
+        return empty("needs at least 2 raters")
     if n_items < 2:
-        return {**result, **empty, "why": "needs at least 2 items rated by every rater"}
+        return empty("needs at least 2 items rated by every rater")
+    if n_items * n_raters < 5:
+        # pingouin's own minimum (it asserts): 2 items x 2 raters is too few.
+        return empty(
+            f"needs at least 5 ratings of items every rater scored, got {n_items * n_raters}"
+        )
     if np.ptp(data) == 0:
-        return {**result, **empty, "why": "all ratings are identical"}
+        return empty("all ratings are identical")
     long = pd.DataFrame(
         {
             "item": np.repeat(np.arange(n_items), n_raters),
@@ -102,13 +111,15 @@ def intraclass_correlations(scores: np.ndarray) -> dict[str, Any]:
         table = pingouin.intraclass_corr(data=long, targets="item", raters="rater", ratings="score")
     for row in table.itertuples(index=False):
         low, high = row.CI95
+        value = finite_or_none(row.ICC)
         result[_ICC_NAMES[row.Type]] = {
-            "value": finite_or_none(row.ICC),
+            "value": value,
             "ci_low": finite_or_none(low),
             "ci_high": finite_or_none(high),
+            "why": None if value is not None else _UNDEFINED,
         }
     if result["ICC2"]["value"] is None:
-        result["why"] = "ICC undefined: no variance between items beyond the residual"
+        result["why"] = _UNDEFINED
     return result
 
 

@@ -8,7 +8,6 @@ Inputs and the conventions of the report are described in `fairskin.review.study
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,9 @@ from scipy.stats import mannwhitneyu
 
 from fairskin.review.agreement import rater_agreement
 from fairskin.review.audit import auc_real_positive
+from fairskin.review.bounds import gate_bounds, mean_bounds
+from fairskin.review.criteria import GateCriteria
+from fairskin.review.quality import blinding_criterion, failing_criteria, rater_quality
 from fairskin.review.resampling import nanmean_or_none, percentile_interval, two_level_bootstrap
 from fairskin.review.study import (
     SCORES,
@@ -28,65 +30,7 @@ from fairskin.review.study import (
     is_number,
 )
 
-# --- gate criteria -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GateCriteria:
-    """When the synthetic images count as realistic. Defaults are the planning document's.
-
-    (a) the mean of all scored ratings of synthetic images is greater than `mean_min`;
-    (b) more than `median_share_min` of synthetic images have a median rating >= `median_at_least`;
-    (c) fewer than `low_share_max` of synthetic images got at least one rating below `low_below`;
-    (d) every rater finished their scored items.
-    With `use_interval`, (a) and (b) are judged on the lower bound and (c) on the upper bound of
-    the bootstrap 95% interval. With `per_fst`, (a) must also hold within each skin type.
-    """
-
-    version: int = 1
-    mean_min: float = 5.0
-    median_share_min: float = 0.90
-    median_at_least: int = 4
-    low_share_max: float = 0.10
-    low_below: int = 3
-    use_interval: bool = False
-    per_fst: bool = False
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not is_int(self.version) or self.version < 1:
-            problems.append(f"version must be an integer >= 1, got {self.version!r}")
-        if not is_number(self.mean_min) or not 1 <= self.mean_min <= 7:
-            problems.append(f"mean_min must be a number in [1, 7], got {self.mean_min!r}")
-        for name in ("median_share_min", "low_share_max"):
-            value = getattr(self, name)
-            if not is_number(value) or not 0 <= value <= 1:
-                problems.append(f"{name} must be a share in [0, 1], got {value!r}")
-        for name in ("median_at_least", "low_below"):
-            value = getattr(self, name)
-            if not is_int(value) or value not in SCORES:
-                problems.append(f"{name} must be an integer score 1-7, got {value!r}")
-        for name in ("use_interval", "per_fst"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                problems.append(f"{name} must be true or false, got {value!r}")
-        if problems:
-            raise ValueError("invalid gate criteria: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GateCriteria:
-        """Missing keys take the defaults; unknown keys are an error, not silently dropped."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"gate criteria must be an object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known, key=str)
-        if unknown:
-            raise ValueError(f"unknown gate criteria key(s): {', '.join(map(str, unknown))}")
-        return cls(**data)
-
+__all__ = ["GateCriteria", "gate_report"]
 
 # --- helpers of the gate and the report -------------------------------------------------------
 
@@ -124,6 +68,8 @@ def _judge(
     passed = judged is not None and (judged > limit if greater else judged < limit)
     if why is None and judged is None:
         why = "no bootstrap replicate could be computed"
+    if why is None and None in interval:
+        why = "no interval: the bootstrap drew no replicate (n_boot is 0)"
     return {
         "estimate": estimate,
         "ci_low": interval[0],
@@ -139,6 +85,15 @@ def _judge(
 
 # --- the report --------------------------------------------------------------------------------
 
+_INTERVALS = {
+    1: "bootstrap percentile 95% intervals, resampling raters and images in every replicate",
+    2: (
+        "this panel's judgement (raters fixed, images a sample): exact Clopper-Pearson bounds "
+        "for the shares (b) and (c), a t-bound over images for the mean (a); each bound "
+        "one-sided 97.5%, together a two-sided 95% interval"
+    ),
+}
+
 
 def gate_report(
     items: Sequence[ReviewItem | Mapping[str, Any]],
@@ -148,8 +103,10 @@ def gate_report(
     raters: Mapping[str, bool],
     n_boot: int = 2000,
     seed: int = 0,
-    too_fast_seconds: float = 1.5,
+    too_fast_seconds: float | None = None,
     min_group_items: int = 10,
+    blinding: Mapping[str, Any] | None = None,
+    rater_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The review's full statistics as plain JSON.
 
@@ -157,20 +114,35 @@ def gate_report(
     (criterion d). Warm-up ratings may name items outside `items`; other ratings may not.
     FST and diagnosis groups with fewer than `min_group_items` synthetic images are marked.
     The synthetic-minus-real mean difference is of the mean scored rating (as criterion a);
-    the Mann-Whitney test and the pooled AUC use per-image mean ratings."""
+    the Mann-Whitney test and the pooled AUC use per-image mean ratings. `too_fast_seconds`
+    (default: the criteria's) is the behaviour section's limit. From criteria version 2 the
+    gate also judges rater quality and `blinding`, the blinding audit (None: not audited);
+    `rater_names` label raters in the reasons."""
     study = Study(items, ratings, raters)
     if not isinstance(criteria, GateCriteria):
         raise ValueError(f"criteria must be a GateCriteria, got {type(criteria).__name__}")
     if not is_int(n_boot) or n_boot < 0:
         raise ValueError(f"n_boot must be an integer >= 0, got {n_boot!r}")
-    if criteria.use_interval and n_boot == 0:
+    if criteria.version == 1 and criteria.use_interval and n_boot == 0:
         raise ValueError("criteria judged on the bootstrap interval need n_boot > 0")
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if too_fast_seconds is None:
+        too_fast_seconds = criteria.too_fast_seconds
     if not is_number(too_fast_seconds) or too_fast_seconds < 0:
         raise ValueError(f"too_fast_seconds must be a number >= 0, got {too_fast_seconds!r}")
     if not is_int(min_group_items) or min_group_items < 1:
         raise ValueError(f"min_group_items must be an integer >= 1, got {min_group_items!r}")
+    names = {rater: str((rater_names or {}).get(rater, rater)) for rater in study.raters}
+    agreement = rater_agreement(study)
+    gate = _gate(study, criteria, n_boot, seed, names)
+    if criteria.version >= 2:
+        gate["rater_quality"] = rater_quality(study, criteria, agreement["test_retest"], names)
+        gate["blinding"] = blinding_criterion(blinding)
+        gate["passed"] = gate["passed"] and all(
+            gate[name]["passed"] for name in ("rater_quality", "blinding")
+        )
+    failing = failing_criteria(gate, criteria)
     return {
         "criteria": criteria.to_dict(),
         "bootstrap": {
@@ -178,12 +150,13 @@ def gate_report(
             "seed": seed,
             "confidence": 0.95,
             "resampled": "raters and images, with replacement, in every replicate",
+            "gate_intervals": _INTERVALS[criteria.version],
         },
         "counts": study.counts(),
-        "gate": _gate(study, criteria, n_boot, seed),
+        "gate": {"failing": failing, "passed": gate.pop("passed"), **gate},
         "breakdown": _breakdown(study, criteria, min_group_items),
         "synthetic_vs_real": _synthetic_vs_real(study, n_boot, seed),
-        "agreement": rater_agreement(study),
+        "agreement": agreement,
         "raters": {
             rater: _behaviour(
                 study.scored_by[rater],
@@ -196,13 +169,23 @@ def gate_report(
     }
 
 
-def _gate(study: Study, criteria: GateCriteria, n_boot: int, seed: int) -> dict[str, Any]:
-    synthetic = study.origin_scores("synthetic")
+def _estimates(
+    synthetic: np.ndarray, criteria: GateCriteria, n_boot: int, seed: int
+) -> tuple[list[float | None], list[tuple[float | None, float | None]]]:
+    """The (a)-(c) estimates and their 95% intervals, by the criteria's version."""
     point = _gate_point(synthetic, criteria)
-    why = None if point is not None else "no scored ratings of synthetic images"
+    estimate: list[float | None] = list(point) if point is not None else [None] * 3
     intervals: list[tuple[float | None, float | None]] = [(None, None)] * 3
-    raters_with = synthetic[~np.isnan(synthetic).all(axis=1)]
-    if point is not None and n_boot:
+    if point is None:
+        return estimate, intervals
+    if criteria.version >= 2:
+        bounds = gate_bounds(synthetic, criteria.median_at_least, criteria.low_below)
+        intervals = [
+            (finite_or_none(bounds[name][1]), finite_or_none(bounds[name][2]))
+            for name in ("mean", "median_share", "low_share")
+        ]
+    elif n_boot:
+        raters_with = synthetic[~np.isnan(synthetic).all(axis=1)]
         draws = two_level_bootstrap(
             lambda r, i: _gate_point(raters_with[np.ix_(r, i)], criteria),
             raters_with.shape[0],
@@ -211,39 +194,37 @@ def _gate(study: Study, criteria: GateCriteria, n_boot: int, seed: int) -> dict[
             np.random.default_rng([seed, 0]),
         )
         intervals = [percentile_interval([d[k] for d in draws]) for k in range(3)]
-    estimate = point if point is not None else (None, None, None)
-    use_interval = criteria.use_interval
-    gate: dict[str, Any] = {
-        "mean": _judge(
-            estimate[0],
-            intervals[0],
-            criteria.mean_min,
-            greater=True,
-            use_interval=use_interval,
+    return estimate, intervals
+
+
+def _gate(
+    study: Study, criteria: GateCriteria, n_boot: int, seed: int, names: Mapping[str, str]
+) -> dict[str, Any]:
+    synthetic = study.origin_scores("synthetic")
+    estimate, intervals = _estimates(synthetic, criteria, n_boot, seed)
+    why = None if estimate[0] is not None else "no scored ratings of synthetic images"
+    if why is None and criteria.version >= 2 and intervals[0] == (None, None):
+        why = "a bound needs at least 2 rated synthetic images"
+    gate: dict[str, Any] = {}
+    for index, name, limit, greater in (
+        (0, "mean", criteria.mean_min, True),
+        (1, "median_share", criteria.median_share_min, True),
+        (2, "low_share", criteria.low_share_max, False),
+    ):
+        gate[name] = _judge(
+            estimate[index],
+            intervals[index],
+            limit,
+            greater=greater,
+            use_interval=criteria.use_interval,
             why=why,
-        ),
-        "median_share": _judge(
-            estimate[1],
-            intervals[1],
-            criteria.median_share_min,
-            greater=True,
-            use_interval=use_interval,
-            why=why,
-        ),
-        "low_share": _judge(
-            estimate[2],
-            intervals[2],
-            criteria.low_share_max,
-            greater=False,
-            use_interval=use_interval,
-            why=why,
-        ),
-    }
+        )
     unfinished = [rater for rater, done in study.finished.items() if not done]
     gate["raters_finished"] = {
         "n_raters": len(study.raters),
         "n_finished": len(study.raters) - len(unfinished),
         "unfinished": unfinished,
+        "unfinished_names": [names[rater] for rater in unfinished],
         "passed": not unfinished,
     }
     gate["mean_per_fst"] = (
@@ -272,7 +253,13 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int, seed: int) 
         scores = scores[~np.isnan(scores).all(axis=1)]
         estimate = finite_or_none(np.nanmean(scores)) if scores.size else None
         interval: tuple[float | None, float | None] = (None, None)
-        if estimate is not None and n_boot:
+        why = None if estimate is not None else "no scored ratings of this skin type's images"
+        if estimate is not None and criteria.version >= 2:
+            _, low, high = mean_bounds(scores)
+            interval = (finite_or_none(low), finite_or_none(high))
+            if interval[0] is None:
+                why = "a bound needs at least 2 rated images of this skin type"
+        elif estimate is not None and n_boot:
             draws = two_level_bootstrap(
                 lambda r, i, s=scores: nanmean_or_none(s[np.ix_(r, i)]),
                 scores.shape[0],
@@ -281,7 +268,6 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int, seed: int) 
                 np.random.default_rng([seed, 10 + fst]),
             )
             interval = percentile_interval(draws)
-        why = None if estimate is not None else "no scored ratings of this skin type's images"
         groups[str(fst)] = {
             **_judge(
                 estimate,
@@ -365,6 +351,8 @@ def _synthetic_vs_real(study: Study, n_boot: int, seed: int) -> dict[str, Any]:
                 np.random.default_rng([seed, 1]),
             )
             difference["ci_low"], difference["ci_high"] = percentile_interval(draws)
+        else:
+            difference["why"] = "no interval: the bootstrap drew no replicate (n_boot is 0)"
     else:
         difference["why"] = "needs scored ratings of both synthetic and real images"
     result["mean_difference"] = difference
@@ -389,6 +377,8 @@ def _synthetic_vs_real(study: Study, n_boot: int, seed: int) -> dict[str, Any]:
         outcome = mannwhitneyu(syn_means, real_means, alternative="two-sided")
         test["u_synthetic"] = float(outcome.statistic)
         test["p_value"] = finite_or_none(outcome.pvalue)
+        if test["p_value"] is None:
+            test["why"] = "no p-value: every per-image mean rating is the same"
     else:
         test["why"] = "needs rated synthetic and rated real images"
     result["mann_whitney"] = test
@@ -421,6 +411,7 @@ def _behaviour(
         "too_fast_share": float(np.mean(seconds < too_fast_seconds)) if len(ordered) else None,
         "score_counts": {str(s): int(np.count_nonzero(scores == s)) for s in SCORES},
         "drift": {"value": None, "p_value": None, "why": None},
+        "why": None if ordered else "no scored ratings",
     }
     half = len(ordered) // 2  # with an odd count the middle rating is in neither half
     if half < 2:
@@ -428,9 +419,10 @@ def _behaviour(
     else:
         first, second = scores[:half], scores[-half:]
         test = mannwhitneyu(second, first, alternative="two-sided")
+        p_value = finite_or_none(test.pvalue)
         result["drift"] = {
             "value": float(second.mean() - first.mean()),
-            "p_value": finite_or_none(test.pvalue),
-            "why": None,
+            "p_value": p_value,
+            "why": None if p_value is not None else "no p-value: every rating is the same",
         }
     return result

@@ -223,7 +223,7 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     assert release.image_count == 12  # every accepted image of the batch, not the sample
     names = [e["file_name"] for e in release.manifest["images"]]
     assert all(n.startswith("train/MEL/") or n.startswith("train/NV/") for n in names)
-    assert release.criteria_version == 1 and release.gate["gate"]["passed"]
+    assert release.criteria_version == 2 and release.gate["gate"]["passed"]
     release.note = "edited later"
     with pytest.raises(ValueError, match="immutable"):
         release.save()

@@ -17,6 +17,7 @@ from fairskin.review.study import Rating, ReviewItem
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning")
 
 RATERS = ("a", "b", "c")
+V1 = GateCriteria(version=1)
 
 
 def study(rows, raters=RATERS, seconds=5.0):
@@ -379,6 +380,7 @@ def test_an_unfinished_rater_fails_the_gate():
         "n_raters": 3,
         "n_finished": 2,
         "unfinished": ["b"],
+        "unfinished_names": ["b"],
         "passed": False,
     }
     assert passed(result) == {
@@ -412,7 +414,7 @@ def test_per_fst_requires_the_mean_within_every_skin_type():
 
 def test_use_interval_judges_on_the_bound_not_the_estimate():
     # 1 of 12 images has a rating below 3: 8.3% passes "fewer than 10%" on the estimate, but
-    # resampling 12 images often draws that image twice, so the upper bound is >= 2 / 12.
+    # with 12 images the exact upper bound of that share is far above 2 / 12.
     rows = synthetic_rows([(6, 6, 6)] * 11 + [(2, 6, 6)])
     items, ratings = study(rows)
     point = report(items, ratings, n_boot=200)
@@ -429,9 +431,12 @@ def test_use_interval_judges_on_the_bound_not_the_estimate():
     assert result["gate"]["passed"] is False
 
 
-def test_use_interval_needs_a_bootstrap():
+def test_use_interval_needs_a_bootstrap_under_version_1_only():
+    rows = synthetic_rows([(6, 6, 6)])
     with pytest.raises(ValueError, match="n_boot > 0"):
-        report(*study(synthetic_rows([(6, 6, 6)])), GateCriteria(use_interval=True), n_boot=0)
+        report(*study(rows), GateCriteria(use_interval=True, version=1), n_boot=0)
+    # Version 2's bounds are computed, not resampled.
+    report(*study(rows), GateCriteria(use_interval=True), n_boot=0)
 
 
 def test_breakdown_by_rater_fst_and_diagnosis():
@@ -465,9 +470,9 @@ def width(criterion):
 
 def test_bootstrap_is_deterministic_with_the_seed():
     items, ratings = study(random_study(3, 25, seed=1))
-    first = report(items, ratings, n_boot=200, seed=7)
-    assert report(items, ratings, n_boot=200, seed=7) == first
-    other = report(items, ratings, n_boot=200, seed=8)
+    first = report(items, ratings, V1, n_boot=200, seed=7)
+    assert report(items, ratings, V1, n_boot=200, seed=7) == first
+    other = report(items, ratings, V1, n_boot=200, seed=8)
     assert other["gate"]["mean"]["ci_low"] != first["gate"]["mean"]["ci_low"]
     assert other["gate"]["mean"]["estimate"] == first["gate"]["mean"]["estimate"]
 
@@ -493,13 +498,26 @@ def test_interval_is_wider_with_fewer_raters_or_images():
     assert width(few_raters) > width(full)
 
 
-def test_raters_are_resampled_as_well_as_images():
+def test_version_1_resamples_raters_as_well_as_images():
     # Every image gets 4 from one rater and 6 from the other: resampling images alone would
     # always give a mean of 5; resampling raters too gives 4 or 6 in a quarter of replicates each.
     rows = synthetic_rows([(4, 6)] * 20)
-    mean = report(*study(rows, raters=("a", "b")), raters=("a", "b"), n_boot=200)["gate"]["mean"]
+    mean = report(*study(rows, raters=("a", "b")), V1, raters=("a", "b"), n_boot=200)["gate"][
+        "mean"
+    ]
     assert mean["estimate"] == 5.0
     assert (mean["ci_low"], mean["ci_high"]) == (4.0, 6.0)
+
+
+def test_version_2_judges_this_panel_so_only_images_vary():
+    # The same study: this panel's mean is 5 for every image, so its bound has no width.
+    rows = synthetic_rows([(4, 6)] * 20)
+    gate = report(*study(rows, raters=("a", "b")), raters=("a", "b"))["gate"]
+    assert (gate["mean"]["ci_low"], gate["mean"]["ci_high"]) == (5.0, 5.0)
+    # The shares are exact binomial bounds: 20 of 20 images reach the median bar (Clopper-
+    # Pearson lower bound 0.025 ** (1 / 20)); none has a rating below 3 (upper 1 - that).
+    assert gate["median_share"]["ci_low"] == pytest.approx(0.025 ** (1 / 20))
+    assert gate["low_share"]["ci_high"] == pytest.approx(1 - 0.025 ** (1 / 20))
 
 
 # --- agreement over time and rater behaviour ---------------------------------------------------
@@ -679,8 +697,14 @@ def test_criteria_defaults_round_trip_through_json():
         criteria.low_share_max,
         criteria.low_below,
     ) == (5.0, 0.90, 4, 0.10, 3)
-    assert (criteria.use_interval, criteria.per_fst, criteria.version) == (False, False, 1)
-    changed = GateCriteria(mean_min=5.5, use_interval=True, per_fst=True, version=2)
+    assert (criteria.use_interval, criteria.per_fst, criteria.version) == (False, False, 2)
+    assert (
+        criteria.too_fast_seconds,
+        criteria.too_fast_share_max,
+        criteria.retest_mad_max,
+        criteria.retest_min_pairs,
+    ) == (1.5, 0.20, 1.5, 5)
+    changed = GateCriteria(mean_min=5.5, use_interval=True, per_fst=True, version=1)
     assert GateCriteria.from_dict(json.loads(json.dumps(changed.to_dict()))) == changed
     assert GateCriteria.from_dict({"low_below": 2}) == GateCriteria(low_below=2)
 
@@ -707,7 +731,7 @@ def test_criteria_name_every_bad_value():
         "median_share_min must be a share in [0, 1], got 1.5",
         "low_below must be an integer score 1-7, got 0",
         "use_interval must be true or false, got 'yes'",
-        "version must be an integer >= 1, got 0",
+        "version must be one of (1, 2), got 0",
     ):
         assert expected in message
     with pytest.raises(ValueError, match="mean_min"):
