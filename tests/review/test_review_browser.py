@@ -27,6 +27,9 @@ def rate_next(page, position: int, total: int, key: str, *, tap: bool = False) -
     expect(page.get_by_test_id("rating-progress")).to_have_text(f"{position} / {total}")
     button = page.locator(f"button[data-score='{key}']")
     expect(button).to_be_enabled()
+    # A dermatologist looks before scoring: the gate (criteria version 2) fails raters with
+    # more than 20% of ratings under 1.5 s.
+    page.wait_for_timeout(1600)
     if tap:
         button.tap()
     else:
