@@ -3,10 +3,13 @@
 A rater must judge realism from pixels alone. Files straight from a catalog or a generation
 batch give their origin away in many other ways: PNG text chunks written by the generator, EXIF
 from a clinical camera, an embedded ICC profile, JPEG comments, the container format, the
-chroma subsampling or quantization tables of whoever encoded them, odd sizes. Every served image
-is therefore decoded safely, made upright, converted to sRGB, centre-cropped and resized, and
-re-encoded as a baseline JPEG with fixed settings and a fixed JFIF header, from a fresh image
-that carries no metadata at all. ``inspect_served`` reads back what a curious rater could see.
+chroma subsampling or quantization tables of whoever encoded them, odd sizes, and (issue 15)
+the byte length of a compressed file, which depends on content and encoding history. Every
+served image is therefore decoded safely, made upright, converted to sRGB, centre-cropped and
+resized, passed through one fixed JPEG round trip (the same lossy step for every origin, so
+grid and double-compression statistics do not separate them), and written as an uncompressed
+PNG of constant length and layout (``fairskin.review.stored_png``) from fresh pixels that carry
+no metadata at all. ``inspect_served`` reads back what a curious rater could see.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import io
 import os
 from typing import Any
 
+import numpy as np
 from PIL import Image, JpegImagePlugin
 
 from fairskin.imaging.decode import (
@@ -26,11 +30,16 @@ from fairskin.imaging.decode import (
     decode_image_file,
 )
 from fairskin.imaging.resize import to_square
+from fairskin.review.stored_png import encode_stored_png, png_layout, stored_png_length
 
 DEFAULT_SIZE = 512
+# The JPEG round trip every served image gets before the final lossless encode. Quality 90
+# with 4:2:0 chroma is what clinical and dermoscopic JPEGs typically carry (cameras and the
+# ISIC archive store quality 85-95, 4:2:0) and what studies served before issue 15.
 DEFAULT_QUALITY = 90
-SERVED_DPI = (72, 72)
 SUBSAMPLING = "4:2:0"
+SERVED_FORMAT = "PNG"
+SERVED_CONTENT_TYPE = "image/png"
 
 _SUBSAMPLING_NAMES = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
 _STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RST0-7 carry no length
@@ -54,16 +63,17 @@ def blinded_derivative(
     quality: int = DEFAULT_QUALITY,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> bytes:
-    """The JPEG a rater is shown for ``source`` (image bytes, or a path to an image file).
+    """The PNG a rater is shown for ``source`` (image bytes, or a path to an image file).
 
     Decoding goes through ``fairskin.imaging.decode``: the pixel limit is checked before any
     pixel is decompressed, corrupt or truncated files raise ``ImageDecodeError`` (a ValueError),
     EXIF orientation is applied, alpha is flattened onto white, 16-bit and palette images become
     8-bit RGB, and an embedded ICC profile is converted to sRGB (no profile means sRGB). The
-    image is centre-cropped to a square and resized with Lanczos (``to_square``), then encoded
-    as baseline JPEG at ``quality`` with 4:2:0 chroma, standard Huffman tables and a fixed
-    72 dpi JFIF header, and nothing else: no EXIF, ICC, XMP or comment. The same input always
-    gives the same bytes.
+    image is centre-cropped to a square and resized with Lanczos (``to_square``). Its pixels then
+    go through one JPEG round trip (baseline, ``quality``, 4:2:0, standard tables) on the
+    ``size`` grid, whatever the origin, and the decoded pixels are written as an uncompressed
+    PNG (``encode_stored_png``): always ``served_length(size)`` bytes, with one layout and no
+    metadata. The same input always gives the same bytes.
     """
     if size <= 0:
         raise ValueError(f"size must be positive, got {size}")
@@ -75,8 +85,8 @@ def blinded_derivative(
         image = decode_image_file(source, max_pixels=max_pixels)
 
     square = to_square(image, size)
-    # Pillow carries ``info`` (a JPEG comment, for one) through convert/crop/resize and writes
-    # some of it back on save; an image made from the raw pixels has nothing to carry.
+    # Pillow carries ``info`` (a JPEG comment, for one) through convert/crop/resize; an image
+    # made from the raw pixels has nothing to carry.
     pixels_only = Image.frombytes("RGB", square.size, square.tobytes())
     buffer = io.BytesIO()
     pixels_only.save(
@@ -86,9 +96,15 @@ def blinded_derivative(
         subsampling=SUBSAMPLING,
         optimize=False,
         progressive=False,
-        dpi=SERVED_DPI,
     )
-    return buffer.getvalue()
+    with Image.open(io.BytesIO(buffer.getvalue()), formats=["JPEG"]) as round_trip:
+        pixels = np.asarray(round_trip.convert("RGB"), dtype=np.uint8)
+    return encode_stored_png(pixels)
+
+
+def served_length(size: int = DEFAULT_SIZE) -> int:
+    """The byte length of every served image of a study shown at ``size`` px."""
+    return stored_png_length(size, size)
 
 
 def inspect_served(data: bytes) -> dict[str, Any]:
@@ -96,11 +112,14 @@ def inspect_served(data: bytes) -> dict[str, Any]:
 
     Keys: ``format``, ``size``, ``mode``, ``subsampling`` ("4:2:0", ... or None),
     ``quantization_sha256``, ``progressive``, ``dpi``, ``has_exif``, ``has_icc``,
-    ``has_comment``, ``markers`` (every JPEG segment in file order), ``metadata_markers``
-    (the APPn and COM segments among them), ``header_sha256`` (hash of every byte before the
-    entropy-coded data: equal headers mean nothing in them tells two files apart) and
-    ``trailing_bytes`` after the end-of-image marker. JPEG-only keys are None or empty for other
-    formats. Pixels are not decoded.
+    ``has_comment``, ``markers`` (every JPEG segment or PNG chunk in file order),
+    ``metadata_markers`` (the APPn and COM segments, or the ancillary PNG chunks, among them),
+    ``header_sha256`` (JPEG: hash of every byte before the entropy-coded data; PNG: hash of the
+    whole layout but pixels and checksums, see ``png_layout``: equal hashes mean nothing but the
+    pixels tells two files apart), ``payload_bytes`` (the entropy-coded data or IDAT length),
+    ``stored`` (a PNG whose deflate blocks are all uncompressed) and ``trailing_bytes`` after
+    the end-of-image marker or IEND. JPEG-only keys are None for other formats. Pixels are not
+    decoded.
     """
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
@@ -121,10 +140,22 @@ def inspect_served(data: bytes) -> dict[str, Any]:
         "markers": [],
         "metadata_markers": [],
         "header_sha256": None,
+        "payload_bytes": None,
+        "stored": False,
         "trailing_bytes": 0,
     }
+    if image.format == "PNG":
+        layout = png_layout(data)
+        report.update(
+            markers=[kind for kind, _ in layout["chunks"]],
+            metadata_markers=layout["ancillary"],
+            header_sha256=layout["structure_sha256"],
+            payload_bytes=layout["payload_bytes"],
+            stored=layout["stored"],
+            trailing_bytes=layout["trailing_bytes"],
+        )
     if isinstance(image, JpegImagePlugin.JpegImageFile):
-        markers, header_end, trailing = _scan_jpeg(data)
+        markers, header_end, payload_end, trailing = _scan_jpeg(data)
         tables = sorted((index, list(table)) for index, table in image.quantization.items())
         report.update(
             subsampling=_SUBSAMPLING_NAMES.get(JpegImagePlugin.get_sampling(image)),
@@ -133,13 +164,14 @@ def inspect_served(data: bytes) -> dict[str, Any]:
             markers=markers,
             metadata_markers=[m for m in markers if m.startswith("APP") or m == "COM"],
             header_sha256=hashlib.sha256(data[:header_end]).hexdigest(),
+            payload_bytes=payload_end - header_end,
             trailing_bytes=trailing,
         )
     return report
 
 
-def _scan_jpeg(data: bytes) -> tuple[list[str], int, int]:
-    """(segment names in order, end of the first scan header, bytes after EOI)."""
+def _scan_jpeg(data: bytes) -> tuple[list[str], int, int, int]:
+    """(segment names in order, end of the first scan header, start of EOI, bytes after EOI)."""
     if data[:2] != b"\xff\xd8":
         raise ImageDecodeError("served image: a JPEG must start with the SOI marker")
     markers = ["SOI"]
@@ -156,7 +188,7 @@ def _scan_jpeg(data: bytes) -> tuple[list[str], int, int]:
         name = _marker_name(code)
         markers.append(name)
         if code == 0xD9:
-            return markers, header_end, len(data) - position - 2
+            return markers, header_end, position, len(data) - position - 2
         if code in _STANDALONE_MARKERS:
             position += 2
             continue

@@ -7,7 +7,13 @@ import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
 from fairskin.imaging.decode import ImageDecodeError
-from fairskin.review.blinding import blinded_derivative, inspect_served
+from fairskin.review.blinding import (
+    DEFAULT_QUALITY,
+    blinded_derivative,
+    inspect_served,
+    served_length,
+)
+from fairskin.review.stored_png import png_layout
 
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -102,32 +108,57 @@ def test_the_inputs_really_carry_the_metadata_that_must_go():
 
 
 @pytest.mark.parametrize("name", INPUTS)
-def test_every_served_image_is_a_bare_baseline_jpeg(served, name):
+def test_every_served_image_is_a_bare_uncompressed_png(served, name):
     report = inspect_served(served[name])
 
-    assert report["format"] == "JPEG"
+    assert report["format"] == "PNG"
     assert report["size"] == (512, 512)
     assert report["mode"] == "RGB"
-    assert report["subsampling"] == "4:2:0"
-    assert report["progressive"] is False
-    assert report["dpi"] == (72, 72)
-    assert report["metadata_markers"] == ["APP0"]
+    assert report["markers"] == ["IHDR", "IDAT", "IEND"]
+    assert report["metadata_markers"] == []
+    assert report["stored"] is True
     assert not (report["has_exif"] or report["has_icc"] or report["has_comment"])
+    assert report["dpi"] is None
     assert report["trailing_bytes"] == 0
     assert b"synthetic" not in served[name].lower()
     assert b"SyntheticCam" not in served[name]
 
 
-def test_all_served_images_share_one_header_layout(served):
+def test_all_served_images_have_one_length_and_one_layout(served):
     reports = [inspect_served(data) for data in served.values()]
 
-    # Everything before the entropy-coded data (JFIF APP0, quantization and Huffman tables,
-    # frame and scan headers) is byte-identical, whatever the input format was.
+    # Whatever the input (camera JPEG, generator PNG, GIF, WebP) and whatever it shows, the
+    # files have the same length, and everything in them but the pixels and the checksums
+    # computed from them (chunk layout, IHDR, zlib header, deflate block headers, row
+    # filters) is identical.
+    assert {len(data) for data in served.values()} == {served_length(512)} == {787_072}
     assert len({r["header_sha256"] for r in reports}) == 1
-    assert len({r["quantization_sha256"] for r in reports}) == 1
-    assert {tuple(r["markers"]) for r in reports} == {
-        ("SOI", "APP0", "DQT", "DQT", "SOF0", "DHT", "DHT", "DHT", "DHT", "SOS", "EOI")
-    }
+    assert {r["payload_bytes"] for r in reports} == {787_015}
+    assert len(set(served.values())) > 5  # the pixels do differ
+
+
+def test_two_different_images_differ_only_in_pixels_and_checksums():
+    a = blinded_derivative(encode(textured(), "PNG"), size=64)
+    b = blinded_derivative(encode(Image.new("RGB", (30, 50), (250, 250, 250)), "PNG"), size=64)
+    assert len(a) == len(b) == served_length(64)
+    layout_a, layout_b = png_layout(a), png_layout(b)
+    assert layout_a == layout_b
+    assert layout_a["deflate_blocks"] == [[1, 0, 64 * (1 + 3 * 64)]]
+    assert layout_a["row_filters"] == [0]
+    # Byte by byte: the 41 bytes before the pixel rows (signature, IHDR, IDAT length and type,
+    # zlib and block headers) and the 12-byte IEND are identical.
+    assert a[:41] == b[:41] and a[-12:] == b[-12:]
+
+
+def test_every_image_gets_the_same_jpeg_round_trip():
+    source = textured(64, 64)
+    served_pixels = np.asarray(
+        Image.open(io.BytesIO(blinded_derivative(encode(source, "PNG"), size=64)))
+    )
+    jpeg = encode(source, "JPEG", quality=DEFAULT_QUALITY, subsampling="4:2:0")
+    expected = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    assert np.array_equal(served_pixels, expected)
+    assert not np.array_equal(served_pixels, np.asarray(source))  # the round trip is lossy
 
 
 def quadrant_means(data: bytes) -> dict[str, np.ndarray]:
@@ -229,6 +260,8 @@ def test_bad_settings_are_refused():
 def test_inspect_served_reports_other_formats_and_refuses_garbage():
     report = inspect_served(png_with_text())
     assert report["format"] == "PNG"
-    assert report["subsampling"] is None and report["metadata_markers"] == []
+    assert report["subsampling"] is None
+    assert report["metadata_markers"] == ["tEXt", "iTXt", "zTXt"]
+    assert report["stored"] is False  # Pillow's compressed IDAT
     with pytest.raises(ImageDecodeError):
         inspect_served(b"garbage")
