@@ -47,8 +47,8 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection, transaction
 
+    from catalog.importing import dataset_import, image_record_fields
     from catalog.models import Dataset, Image, Origin
-    from catalog.services import dataset_import, image_record_fields
     from fairskin.datasets import parse_metadata
     from fairskin.imaging.demo import draw_lesion
     from fairskin.imaging.preprocess import preprocess_image

@@ -4,7 +4,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from catalog import services
+from catalog import importing
 from catalog.models import AllowedUse
 from fairskin.datasets import FORMATS, ArchiveError
 from fairskin.datasets.sources import ZipImages
@@ -44,13 +44,13 @@ class DatasetUploadForm(forms.Form):
                 f"limited to {limit / 2**20:.0f} MiB (FAIRSKIN_MAX_METADATA_BYTES)"
             )
         try:
-            services.dataset_metadata_parse(
+            importing.dataset_metadata_parse(
                 fmt=data["format"],
                 metadata=metadata.read(),
                 metadata_name=metadata.name,
                 mapping=data["mapping"],
             )
-        except services.CatalogImportError as exc:
+        except importing.CatalogImportError as exc:
             raise forms.ValidationError(str(exc)) from exc
         finally:
             metadata.seek(0)
@@ -63,10 +63,10 @@ class DatasetUploadForm(forms.Form):
             try:
                 ZipImages(images).close()
                 images.seek(0)
-                services.image_archive_check(archive=images, archive_name=images.name)
+                importing.image_archive_check(archive=images, archive_name=images.name)
             except ArchiveError as exc:
                 raise forms.ValidationError(f"{images.name}: {exc}") from exc
-            except services.CatalogImportError as exc:
+            except importing.CatalogImportError as exc:
                 raise forms.ValidationError(str(exc)) from exc
             finally:
                 images.seek(0)

@@ -115,7 +115,7 @@ class Image(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="images")
     origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.REAL)
     # The generic CSV uses the file name as the id, so the id holds any file name. Both widths
-    # are checked before an import writes anything (catalog.services.dataset_metadata_parse).
+    # are checked before an import writes anything (catalog.importing.dataset_metadata_parse).
     source_id = models.CharField(max_length=255, help_text="The dataset's own id.")
     file_name = models.CharField(max_length=255, help_text="File name in the metadata.")
 

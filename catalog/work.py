@@ -9,7 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db.models import Q
 
-from catalog import services
+from catalog.importing import dataset_import
 from catalog.models import Dataset, FstSource, Image
 from catalog.selectors import images_to_preprocess
 from fairskin.datasets.sources import ZipImages
@@ -46,7 +46,7 @@ def dataset_upload_import(
             metadata = fh.read()
         if images_path:
             images = ZipImages(default_storage.open(images_path))
-        result = services.dataset_import(
+        result = dataset_import(
             fmt=fmt,
             metadata=metadata,
             metadata_name=metadata_name,

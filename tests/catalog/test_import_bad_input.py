@@ -8,8 +8,8 @@ import pytest
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 
+from catalog.importing import CatalogImportError, dataset_import
 from catalog.models import Dataset, DatasetImport, Image
-from catalog.services import CatalogImportError, dataset_import
 from fairskin.datasets.sources import FolderImages, ZipImages
 from tests.factories import image_bytes
 

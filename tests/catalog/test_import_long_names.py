@@ -19,8 +19,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from catalog.importing import CatalogImportError, dataset_import
 from catalog.models import Dataset, DatasetImport, Image
-from catalog.services import CatalogImportError, dataset_import
 from fairskin.datasets.sources import ZipImages
 from jobs.models import Job
 from jobs.runner import execute_job

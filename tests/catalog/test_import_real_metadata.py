@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from django.db.models import Count
 
+from catalog.importing import dataset_import
 from catalog.models import AllowedUse, Dataset, FstSource, Image
-from catalog.services import dataset_import
 
 pytestmark = pytest.mark.django_db
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"

@@ -5,8 +5,9 @@ import pytest
 from django.core.management import call_command
 from PIL import Image as PILImage
 
+from catalog.importing import dataset_import
 from catalog.models import Dataset, FstSource, Image
-from catalog.services import dataset_import, dataset_preprocess_launch, dataset_split
+from catalog.services import dataset_preprocess_launch, dataset_split
 from fairskin.datasets.sources import FolderImages
 from fairskin.imaging.demo import draw_lesion
 from jobs.runner import execute_job

@@ -12,7 +12,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
-from catalog.services import CatalogImportError
+from catalog.importing import CatalogImportError
 from common.refusals import api_exception_handler, refused_to_messages
 from fairskin.errors import ApplicationError
 from generation.services import BatchConfigError

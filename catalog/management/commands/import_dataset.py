@@ -2,9 +2,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.importing import CatalogImportError, dataset_import, image_archive_check
 from catalog.models import AllowedUse
 from catalog.selectors import format_summary_table
-from catalog.services import CatalogImportError, dataset_import, image_archive_check
 from fairskin.datasets import FORMATS, ArchiveError
 from fairskin.datasets.sources import open_image_source
 from fairskin.progress import ConsoleProgress

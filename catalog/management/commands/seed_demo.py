@@ -6,9 +6,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.importing import dataset_import
 from catalog.models import Dataset
 from catalog.selectors import format_summary_table
-from catalog.services import dataset_import, dataset_preprocess_launch, dataset_split
+from catalog.services import dataset_preprocess_launch, dataset_split
 from fairskin.datasets.sources import ZipImages
 from fairskin.imaging.demo import demo_items
 from fairskin.progress import ConsoleProgress

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from catalog.importing import CatalogImportError
 from catalog.models import Dataset
-from catalog.services import CatalogImportError, dataset_split
+from catalog.services import dataset_split
 
 
 class Command(BaseCommand):
