@@ -225,3 +225,42 @@ def _marker_name(code: int) -> str:
     if 0xC0 <= code <= 0xCF:
         return f"SOF{code - 0xC0}"
     return f"0x{code:02X}"
+
+
+def served_encoding_lines(audit: dict[str, Any], lengths: list[int]) -> list[str]:
+    """What raters were shown, for a release's datasheet: the format, size and encoding chain
+    of the study's served files (from its gate's blinding audit) and their byte lengths."""
+    formats = audit.get("formats") or []
+    dimensions = audit.get("dimensions") or []
+    size = " and ".join(f"{w} x {h} px" for w, h in dimensions) or "unknown size"
+    distinct = sorted(set(lengths))
+    if distinct and len(distinct) == 1:
+        length = f"Every served file was {distinct[0]:,} bytes long: file size told raters nothing."
+    elif distinct:
+        length = f"Served file sizes varied ({distinct[0]:,}-{distinct[-1]:,} bytes)."
+    else:
+        length = "No served file sizes are recorded."
+    if formats == ["PNG"]:
+        chain = (
+            f"Every image, real or synthetic, was decoded, made upright, converted to sRGB, "
+            f"centre-cropped and resized to {size} (Lanczos), passed through one JPEG round "
+            f"trip (baseline, quality {DEFAULT_QUALITY}, 4:2:0 chroma, standard tables) and "
+            "served as an uncompressed PNG (stored deflate blocks, no metadata chunks)."
+        )
+    else:
+        chain = (
+            f"Images were served as {', '.join(formats) or 'unknown format'} at {size}, "
+            "re-encoded from pixels with fixed settings and no metadata (a study prepared "
+            "before uncompressed serving)."
+        )
+    failures = audit.get("encoding_failures")
+    if failures is None:
+        verdict = "The blinding audit of this study predates the encoding-failure test."
+    elif failures:
+        verdict = "The blinding audit found encoding signals: " + "; ".join(failures) + "."
+    else:
+        verdict = (
+            "The blinding audit found no encoding signal separating real from synthetic "
+            f"(permutation tests at alpha {audit.get('alpha')})."
+        )
+    return [chain, length, verdict]

@@ -46,6 +46,9 @@ def study_gate(*, study: Study, n_boot: int = GATE_BOOTSTRAP) -> dict[str, Any]:
         str(rid): next(p["finished"] for p in progress if p["rater"] == name)
         for rid, name in names.items()
     }
+    # The audit goes into the report and, from criteria version 2, into the gate itself.
+    audit = _blinding_audit(study)
+    rater_names = {str(rid): name for rid, name in names.items()}
     report = gate_report(
         items,
         ratings,
@@ -53,35 +56,45 @@ def study_gate(*, study: Study, n_boot: int = GATE_BOOTSTRAP) -> dict[str, Any]:
         raters=finished,
         n_boot=n_boot,
         seed=study.seed % (2**32),
+        blinding=audit,
+        rater_names=rater_names,
     )
-    report["rater_names"] = {str(rid): name for rid, name in names.items()}
-    report["blinding_audit"] = _blinding_audit(study)
+    report["rater_names"] = rater_names
+    report["blinding_audit"] = audit
     return report
 
 
 def _blinding_audit(study: Study) -> dict[str, Any]:
+    """The audit of the stored derivatives (the exact bytes served): their lengths, layout and
+    the encoding-chain and content statistics of the pixels a rater receives."""
     from fairskin.review.audit import blinding_audit
-    from fairskin.review.blinding import inspect_served
+    from fairskin.review.blinding import DEFAULT_QUALITY, inspect_served
+    from fairskin.review.signals import decode_pixels, pixel_signals
 
     files = []
     for item in study.items.all():
         with item.derivative.open("rb") as fh:
-            info = inspect_served(fh.read())
+            data = fh.read()
+        info = inspect_served(data)
         files.append(
             {
                 "origin": item.origin,
-                "bytes": item.derivative_bytes,
+                "bytes": len(data),
+                "payload_bytes": info["payload_bytes"],
                 "width": info["size"][0],
                 "height": info["size"][1],
                 "format": info["format"],
                 "headers": {
+                    "layout": info["header_sha256"],
                     "subsampling": str(info["subsampling"]),
-                    "quantization": info["quantization_sha256"],
+                    "quantization": str(info["quantization_sha256"]),
                     "metadata_markers": ",".join(info["metadata_markers"]),
+                    "trailing_bytes": str(info["trailing_bytes"]),
                 },
+                "signals": pixel_signals(decode_pixels(data), DEFAULT_QUALITY),
             }
         )
-    return blinding_audit(files)
+    return blinding_audit(files, seed=study.seed % (2**32))
 
 
 def study_close(*, study: Study, user: Any) -> Study:

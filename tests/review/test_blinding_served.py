@@ -2,17 +2,22 @@
 rating page, the queue API, and who else may fetch an item. Nothing a rater can see may tell a
 real control from a synthetic image, and an item reaches only the rater it is assigned to."""
 
+import io
 import json
 import re
 
+import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.template.defaultfilters import linebreaks_filter
 from django.urls import reverse
+from PIL import Image as PILImage
+from scipy.ndimage import gaussian_filter
 
-from fairskin.review.blinding import inspect_served
+from fairskin.review.blinding import inspect_served, served_encoding_lines, served_length
 from review.models import Assignment, Rating, RatingAudit
-from review.services.gate import study_close
-from tests.factories import make_user
+from review.services.gate import _blinding_audit, study_close
+from tests.factories import BatchFactory, DatasetFactory, ImageFactory, SampleFactory, make_user
 from tests.review.conftest import open_study
 
 pytestmark = pytest.mark.django_db
@@ -69,7 +74,7 @@ def test_served_bytes_are_identical_in_form_for_real_and_synthetic(client, study
     for assignment in assignments_of(study, rater):
         response = fetch_image(client, assignment.token)
         assert response.status_code == 200
-        assert response["Content-Type"] == "image/jpeg"
+        assert response["Content-Type"] == "image/png"
         data = response.content
         image = assignment.item.image
         for word in (
@@ -81,42 +86,53 @@ def test_served_bytes_are_identical_in_form_for_real_and_synthetic(client, study
             assert word.lower() not in data.lower(), (word, assignment.item.origin)
         info = inspect_served(data)
         assert not (info["has_exif"] or info["has_icc"] or info["has_comment"]), info
-        assert info["metadata_markers"] == ["APP0"]  # the fixed JFIF header and nothing else
-        assert info["trailing_bytes"] == 0
+        assert info["metadata_markers"] == []  # no ancillary chunk at all
+        assert info["stored"] and info["trailing_bytes"] == 0
         forms[assignment.item.origin].add(
             (
+                len(data),
                 info["format"],
                 tuple(info["size"]),
                 info["mode"],
-                info["subsampling"],
-                info["quantization_sha256"],
-                info["progressive"],
-                tuple(info["dpi"]),
                 tuple(info["markers"]),
+                info["payload_bytes"],
                 info["header_sha256"],
             )
         )
     # One form per origin, and the same one: the real controls' camera JPEGs (with a comment
-    # naming the camera) and the generator's PNGs (with a text chunk) end up alike.
+    # naming the camera) and the generator's PNGs (with a text chunk) end up alike, down to
+    # the byte length.
     assert len(forms["real"]) == 1 and forms["real"] == forms["synthetic"], forms
     (form,) = forms["real"]
-    assert form[:4] == ("JPEG", (512, 512), "RGB", "4:2:0")
+    assert form[:5] == (served_length(512), "PNG", (512, 512), "RGB", ("IHDR", "IDAT", "IEND"))
 
 
-def test_response_headers_do_not_depend_on_origin(client, study, raters):
-    rater = raters[1]
-    client.force_login(rater)
+def probe(client, study, raters) -> dict[str, set]:
+    """What the issue 15 probe saw: every served image fetched as each rater, its byte length
+    and every response header, grouped by the origin only the server knows."""
     seen = {"real": set(), "synthetic": set()}
-    for assignment in assignments_of(study, rater):
-        response = fetch_image(client, assignment.token)
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        assert int(headers.pop("content-length")) == len(response.content)
-        assert "last-modified" not in headers and "etag" not in headers
-        assert "content-disposition" not in headers
-        assert "no-store" in headers["cache-control"]
-        assert not response.cookies  # nothing per item rides along in a cookie either
-        seen[assignment.item.origin].add(tuple(sorted(headers.items())))
+    for rater in raters:
+        client.force_login(rater)
+        for assignment in assignments_of(study, rater):
+            response = fetch_image(client, assignment.token)
+            assert response.status_code == 200
+            assert not response.cookies  # nothing per item rides along in a cookie either
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            assert int(headers["content-length"]) == len(response.content)
+            seen[assignment.item.origin].add((len(response.content), *sorted(headers.items())))
+    return seen
+
+
+def test_every_image_as_every_rater_has_one_length_and_one_set_of_headers(client, study, raters):
+    seen = probe(client, study, raters)
     assert len(seen["real"]) == 1 and seen["real"] == seen["synthetic"], seen
+    ((length, *header_items),) = seen["real"]
+    headers = dict(header_items)
+    assert length == served_length(512) == int(headers["content-length"])
+    assert headers["content-type"] == "image/png"
+    assert headers["cache-control"] == "private, no-store"
+    for validator in ("etag", "last-modified", "content-disposition", "expires"):
+        assert validator not in headers
 
 
 def test_rate_page_and_queue_carry_no_origin_or_identity(client, study, raters):
@@ -233,5 +249,91 @@ def test_closing_audit_finds_identical_dimensions_and_format(client, study, rate
         "synthetic": sum(i.origin == "synthetic" for i in items),
     }
     assert audit["identical_dimensions"] and audit["dimensions"] == [[512, 512]]
-    assert audit["identical_format"] and audit["formats"] == ["JPEG"]
+    assert audit["identical_format"] and audit["formats"] == ["PNG"]
     assert audit["headers_differing_by_origin"] == {}
+    assert audit["encoding_failures"] == []
+    assert audit["signals"]["bytes"]["value"] == 0.5
+    assert audit["signals"]["payload_bytes"]["value"] == 0.5
+    assert {"blockiness", "double_compression", "sharpness", "high_frequency"} <= set(
+        audit["signals"]
+    )
+
+    # The release datasheet says what raters saw.
+    lengths = list(study.items.values_list("derivative_bytes", flat=True))
+    sheet = " ".join(served_encoding_lines(study_close_gate(study)["blinding_audit"], lengths))
+    assert "one JPEG round trip (baseline, quality 90, 4:2:0" in sheet
+    assert "uncompressed PNG" in sheet and "512 x 512 px" in sheet
+    assert f"Every served file was {served_length(512):,} bytes long" in sheet
+    assert "found no encoding signal" in sheet
+
+
+def study_close_gate(study):
+    study.refresh_from_db()
+    return study.gate
+
+
+def textured(seed: int) -> np.ndarray:
+    """A 512 px skin-like texture: smooth shading, mottling and fine grain, seeded."""
+    rng = np.random.default_rng(seed)
+    field = np.array([170.0, 120.0, 100.0]) + sum(
+        amp * gaussian_filter(rng.normal(size=(512, 512, 3)), (sigma, sigma, 0)) * sigma
+        for sigma, amp in ((24, 20), (4, 6), (1, 3))
+    )
+    return np.clip(field, 0, 255).astype(np.uint8)
+
+
+def encoded(pixels: np.ndarray, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def textured_study(raters):
+    """24 synthetic generator PNGs and 12 real camera JPEGs (quality 90, a comment) of the
+    same kind of content: enough files for the audit's tests to reach alpha if any encoding
+    signal separated them."""
+    strata = [("MEL", 5), ("NV", 5)]
+    batch = BatchFactory(
+        state="finished", quotas={f"{dx}:{f}": 12 for dx, f in strata}, diagnoses=["MEL", "NV"]
+    )
+    real = DatasetFactory(name="real-camera")
+    n = 0
+    for dx, fst in strata:
+        for index in range(18):
+            n += 1
+            is_real = index >= 12
+            data = (
+                encoded(textured(n), "JPEG", quality=90, comment=b"camera: real clinic")
+                if is_real
+                else encoded(textured(n), "PNG")
+            )
+            image = ImageFactory(
+                dataset=real if is_real else batch.dataset,
+                origin="real" if is_real else "synthetic",
+                diagnosis=dx,
+                fst_low=fst,
+                fst_high=fst,
+                source_id=f"{dx}-{n}",
+            )
+            image.preprocessed.save("r.jpg" if is_real else "s.png", ContentFile(data))
+            if not is_real:
+                SampleFactory(
+                    batch=batch, image=image, diagnosis=dx, fst=fst, index=index, verdict="accepted"
+                )
+    study = open_study(batch, raters, sample_size=24, control_ratio=0.5)
+    origins = list(study.items.values_list("origin", flat=True))
+    assert (origins.count("real"), origins.count("synthetic")) == (12, 24), origins
+    return study
+
+
+def test_probe_and_audit_on_a_textured_study(client, textured_study, raters):
+    seen = probe(client, textured_study, raters)
+    assert len(seen["real"]) == 1 and seen["real"] == seen["synthetic"]
+    audit = _blinding_audit(textured_study)
+    assert audit["n_files"] == {"real": 12, "synthetic": 24}
+    assert audit["encoding_failures"] == [], audit["signals"]
+    for name in ("bytes", "payload_bytes"):
+        assert audit["signals"][name]["value"] == 0.5 and audit["signals"][name]["p_value"] == 1
+    for name in ("blockiness", "double_compression"):
+        assert audit["signals"][name]["p_value"] >= 0.01, audit["signals"][name]

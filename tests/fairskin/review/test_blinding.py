@@ -11,6 +11,7 @@ from fairskin.review.blinding import (
     DEFAULT_QUALITY,
     blinded_derivative,
     inspect_served,
+    served_encoding_lines,
     served_length,
 )
 from fairskin.review.stored_png import png_layout
@@ -265,3 +266,16 @@ def test_inspect_served_reports_other_formats_and_refuses_garbage():
     assert report["stored"] is False  # Pillow's compressed IDAT
     with pytest.raises(ImageDecodeError):
         inspect_served(b"garbage")
+
+
+def test_the_datasheet_lines_describe_what_was_served():
+    clean = {"formats": ["PNG"], "dimensions": [[512, 512]], "encoding_failures": [], "alpha": 0.01}
+    text = " ".join(served_encoding_lines(clean, [787_072] * 3))
+    assert "quality 90, 4:2:0" in text and "787,072 bytes long" in text
+    assert "no encoding signal" in text
+    legacy = {"formats": ["JPEG"], "dimensions": [[512, 512]]}
+    text = " ".join(served_encoding_lines(legacy, [30_000, 38_000]))
+    assert "served as JPEG" in text and "varied (30,000-38,000 bytes)" in text
+    assert "predates" in text
+    failing = clean | {"encoding_failures": ["byte length separates real from synthetic"]}
+    assert "found encoding signals: byte length" in " ".join(served_encoding_lines(failing, []))
