@@ -85,6 +85,12 @@ class Batch(models.Model):
     dataset = models.OneToOneField(
         "catalog.Dataset", null=True, blank=True, on_delete=models.PROTECT, related_name="batch"
     )
+    identity = models.CharField(
+        max_length=80,
+        blank=True,
+        help_text="The artifacts folder's name (batch-<id>-<token>), set at creation; the "
+        "scoring reference records it and shards refuse any other.",
+    )
     artifacts_dir = models.CharField(max_length=500, blank=True)
     provenance = models.JSONField(
         default=dict, blank=True, help_text="Feature extractors and their weights."

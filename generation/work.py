@@ -27,6 +27,7 @@ from fairskin.generation.reference_stats import read_statistics
 from fairskin.imaging.encode import encode_for_storage
 from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
+from fairskin.provenance import check_identity, write_identity
 from generation import advance, selectors
 from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.registry import JobContext, LeaseHolder
@@ -127,6 +128,7 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
     )
     staging.mkdir(parents=True, exist_ok=True)
     reference.save(staging / "reference")
+    write_identity(staging / "reference", reference_identity(batch))
     provenance = extractors.provenance()
     if classifier is not None:
         provenance.setdefault("classifier", {})["run_id"] = classifier.pk
@@ -163,6 +165,22 @@ def _publish_reference(staging: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def reference_identity(batch: Batch) -> dict[str, Any]:
+    return {"batch": batch.identity or f"batch-{batch.pk}"}
+
+
+def reference_folder(batch: Batch) -> Path:
+    """The batch's published scoring reference, refused (`IdentityMismatch`) unless it records
+    this batch's identity. References published before records existed are accepted only in a
+    folder named the old way (batch-<id>), which the issue-15 migration kept on its own row."""
+    folder = Path(batch.artifacts_dir) / "reference"
+    legacy = batch.identity == f"batch-{batch.pk}"
+    check_identity(
+        folder, reference_identity(batch), what="the scoring reference", accept_unrecorded=legacy
+    )
+    return folder
+
+
 def _generator(batch: Batch):
     from fairskin.diffusion.base_models import resolve_base_model
     from fairskin.generation.sampler import BatchGenerator
@@ -186,8 +204,8 @@ def _scorer(batch: Batch):
     from fairskin.generation.scoring import Scorer
     from fairskin.generation.scoring_config import ScoringConfig
 
+    folder = reference_folder(batch)  # refused before any model loads if not this batch's
     extractors, _ = _extractors()
-    folder = Path(batch.artifacts_dir) / "reference"
     reference = LIVE.get(
         "reference", (batch.pk, str(folder)), lambda: Reference.load(folder, device=_device())
     )
@@ -349,7 +367,7 @@ def batch_report_write(*, batch_id: int, progress: JobContext) -> dict[str, Any]
     if batch.state != BatchState.REPORTING:
         return _not_needed(batch)
     progress.phase("Batch metrics")
-    gaussians, features = read_statistics(Path(batch.artifacts_dir) / "reference")
+    gaussians, features = read_statistics(reference_folder(batch))
     accepted = (
         Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED)
         .order_by("diagnosis", "fst", "index")

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 
 from fairskin.review.gate import GateCriteria
 from review import selectors
-from review.services.study import MAX_SAMPLE, default_instructions
+from review.services.study import MAX_SAMPLE, SHARE_PLACEHOLDER, default_instructions
 
 DEFAULT_CRITERIA = GateCriteria()
 
@@ -65,7 +65,10 @@ class StudyForm(forms.Form):
     instructions = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 10, "cols": 80}),
         required=False,
-        help_text="Empty: the standard text, which discloses the share of real images.",
+        help_text=f"Empty: the standard text. The share of real images raters are told is "
+        f"computed when the study is prepared, from the images actually drawn (controls, "
+        f"synthetic and warm-ups), and put where {SHARE_PLACEHOLDER} stands (or added at the "
+        f"end); a text that states a share itself is refused.",
     )
 
     def __init__(self, *args, **kwargs):
@@ -75,7 +78,7 @@ class StudyForm(forms.Form):
         assert isinstance(raters, forms.ModelMultipleChoiceField)
         batch.queryset = selectors.study_batch_choices()
         raters.queryset = selectors.study_rater_choices()
-        self.fields["instructions"].initial = default_instructions(0.25)
+        self.fields["instructions"].initial = default_instructions()
 
     def criteria(self) -> dict:
         d = self.cleaned_data

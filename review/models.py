@@ -38,6 +38,14 @@ class Study(models.Model):
         default=False, help_text="Raters may change a submitted rating."
     )
     instructions = models.TextField()
+    instructions_template = models.TextField(
+        blank=True,
+        help_text="The lead's text; preparation renders it into the instructions with the "
+        "share of real images actually drawn. Empty: the instructions are final as written.",
+    )
+    identity = models.CharField(
+        max_length=80, blank=True, help_text="Its blinded files' folder (study-<id>-<token>)."
+    )
     instructions_version = models.PositiveIntegerField(default=1)
     criteria = models.JSONField(help_text="Gate criteria, versioned, frozen at creation.")
     state = models.CharField(
@@ -102,8 +110,10 @@ class StudyRater(models.Model):
 
 
 def derivative_upload_to(item: StudyItem, filename: str) -> str:
-    # A random name: nothing about the image, its origin or its order in the file path.
-    return f"review/study-{item.study_id}/{secrets.token_hex(16)}.jpg"
+    # A random name: nothing about the image, its origin or its order in the file path. The
+    # folder is the study's own (its identity), never shared with a study that re-used its id.
+    folder = item.study.identity or f"study-{item.study_id}"
+    return f"review/{folder}/{secrets.token_hex(16)}.jpg"
 
 
 class StudyItem(models.Model):
@@ -232,6 +242,11 @@ class Release(models.Model):
         "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="release"
     )
     export_path = models.CharField(max_length=500, blank=True)
+    identity = models.CharField(
+        max_length=80,
+        blank=True,
+        help_text="Its export folder's name (release-<id>-<token>), set at creation.",
+    )
 
     class Meta:
         ordering = ["-approved_at"]

@@ -35,6 +35,12 @@ class Run(models.Model):
     job = models.OneToOneField(
         "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="run"
     )
+    identity = models.CharField(
+        max_length=80,
+        blank=True,
+        help_text="The artifacts folder's name (run-<id>-<token>), set at creation; its "
+        "checkpoints carry it, and a resume needs it to match.",
+    )
     artifacts_dir = models.CharField(max_length=500, blank=True)
     tokens = models.JSONField(default=list, blank=True)
     final_loss = models.FloatField(null=True, blank=True)

@@ -13,6 +13,7 @@ from catalog.models import AllowedUse, Dataset, Image
 from fairskin.diffusion.base_models import BaseModelError, check_loadable, resolve_base_model
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.errors import ApplicationError
+from fairskin.provenance import new_identity
 from jobs.models import Job
 from jobs.registry import LeaseHolder
 from jobs.services import job_cancel, job_create, job_resume
@@ -31,7 +32,18 @@ class RunConfigError(ApplicationError, ValueError):
 
 
 def run_artifacts_dir(run: Run) -> Path:
-    return Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "runs" / f"run-{run.pk}"
+    """The run's own folder, named by its identity (run-<id>-<token>): a run that re-uses an
+    earlier run's id (a database reset that kept the artifacts) never finds its files."""
+    return Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "runs" / (run.identity or f"run-{run.pk}")
+
+
+def _assign_folder(run: Run) -> None:
+    """Give a new run its identity and folder, one that no earlier run has left behind."""
+    while True:
+        run.identity = new_identity("run", run.pk)
+        run.artifacts_dir = str(run_artifacts_dir(run))
+        if not Path(run.artifacts_dir).exists():
+            return
 
 
 def _check_parent(kind: str, parent: Run | None) -> None:
@@ -147,7 +159,7 @@ def run_create(
             image_count=count,
             created_by=user if getattr(user, "pk", None) else None,
         )
-        run.artifacts_dir = str(run_artifacts_dir(run))
+        _assign_folder(run)
         run.job = job_create(
             kind="training.run",
             queue="gpu",
@@ -156,7 +168,7 @@ def run_create(
             launched_by=user,
             enqueue=enqueue,
         )
-        run.save(update_fields=["artifacts_dir", "job"])
+        run.save(update_fields=["identity", "artifacts_dir", "job"])
     return run
 
 
@@ -229,7 +241,7 @@ def _classifier_run_create(
             image_count=real.count() + synthetic.count(),
             created_by=user if getattr(user, "pk", None) else None,
         )
-        run.artifacts_dir = str(run_artifacts_dir(run))
+        _assign_folder(run)
         run.job = job_create(
             kind="training.run",
             queue="gpu",
@@ -238,7 +250,7 @@ def _classifier_run_create(
             launched_by=user,
             enqueue=enqueue,
         )
-        run.save(update_fields=["artifacts_dir", "job"])
+        run.save(update_fields=["identity", "artifacts_dir", "job"])
     return run
 
 
@@ -342,7 +354,7 @@ def run_import_external(
             image_count=0,
             created_by=user if getattr(user, "pk", None) else None,
         )
-        run.artifacts_dir = str(run_artifacts_dir(run))
+        _assign_folder(run)
         run.job = job_create(
             kind="training.import_external",
             queue="cpu",
@@ -351,5 +363,5 @@ def run_import_external(
             launched_by=user,
             enqueue=enqueue,
         )
-        run.save(update_fields=["artifacts_dir", "job"])
+        run.save(update_fields=["identity", "artifacts_dir", "job"])
     return run

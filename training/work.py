@@ -23,6 +23,7 @@ from training.selectors import classifier_images, selection_images
 def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
     """Train a run (its lineage's artifacts first), resuming from its last checkpoint."""
     # Imported here: web processes never need torch and diffusers.
+    from fairskin.diffusion.checkpoints import run_identity
     from fairskin.diffusion.training import TrainItem, train
 
     run = Run.objects.select_related("parent__parent").get(pk=run_id)
@@ -44,17 +45,31 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
     datasets = Counter(img.dataset for img in images)
     base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
     parents = [Path(r.artifacts_dir) for r in run.lineage()[:-1]]
+    config = TrainConfig.build(run.kind, {k: v for k, v in run.config.items() if k != "kind"})
+    # What a checkpoint must carry to be resumed from; a folder named the old way (run-<id>,
+    # kept by the issue-15 migration) may hold checkpoints written before records existed.
+    identity = {
+        **run_identity(
+            identity=run.identity,
+            config=config.to_dict(),
+            base_model=run.base_model_resolved or run.base_model,
+            selection_hash=run.selection_hash,
+            parents=[r.identity for r in run.lineage()[:-1]],
+        ),
+        "accept_unrecorded": run.identity == f"run-{run.pk}",
+    }
     progress.log(
         f"{len(items)} images, base model {base.describe()}, "
         f"{'resuming' if (run_dir / 'checkpoints').exists() else 'starting'}"
     )
     result = train(
-        config=TrainConfig.build(run.kind, {k: v for k, v in run.config.items() if k != "kind"}),
+        config=config,
         base=base,
         items=items,
         run_dir=run_dir,
         progress=progress,
         parents=parents,
+        identity=identity,
         run_info={
             "run_id": run.pk,
             "parent_run_ids": [r.pk for r in run.lineage()[:-1]],
@@ -118,6 +133,7 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
     from fairskin.classifier.data import ClassifierItem
     from fairskin.classifier.model import CLASS_NAMES
     from fairskin.classifier.train import train_classifier
+    from fairskin.provenance import settings_hash
 
     cache = image_cache_dir()
 
@@ -150,6 +166,12 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
             "run_id": run.pk,
             "selection": run.selection,
             "selection_hash": run.selection_hash,
+        },
+        identity={
+            "identity": run.identity,
+            "settings_hash": settings_hash(config.to_dict()),
+            "selection_hash": run.selection_hash,
+            "accept_unrecorded": run.identity == f"run-{run.pk}",  # a pre-issue-15 folder
         },
     )
     services.run_record_evaluation(

@@ -39,6 +39,7 @@ from fairskin.classifier.model import (
     reverse_gradient,
 )
 from fairskin.progress import JobCancelled, Progress
+from fairskin.provenance import check_record, settings_hash
 
 MODEL_FILE = "classifier.pt"
 
@@ -116,6 +117,22 @@ def _save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)  # a checkpoint is whole or absent
 
 
+def _identity(
+    given: dict[str, Any] | None,
+    config: ClassifierConfig,
+    run_dir: Path,
+    items: Sequence[ClassifierItem],
+) -> tuple[dict[str, Any], bool]:
+    """The record a checkpoint must carry, and whether one with no record is accepted."""
+    record = given or {
+        "identity": run_dir.name,
+        "settings_hash": settings_hash(config.to_dict()),
+        "selection_hash": settings_hash({"items": [i.path for i in items]}),
+    }
+    lenient = bool(record.get("accept_unrecorded"))
+    return {k: v for k, v in record.items() if k != "accept_unrecorded"}, lenient
+
+
 def train_classifier(
     *,
     config: ClassifierConfig,
@@ -125,12 +142,17 @@ def train_classifier(
     progress: Progress,
     device: str | None = None,
     run_info: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> ClassifierResult:
+    """Train (or resume from ``run_dir``'s checkpoint) and evaluate. ``identity``: the record
+    the checkpoint must carry to be resumed from (by default the folder's name, the settings
+    and the images); a checkpoint of anything else is refused (`IdentityMismatch`)."""
     if not train_items:
         raise ValueError("no training images")
     if config.pretrain_epochs and not any(i.synthetic for i in train_items):
         raise ValueError("synthetic pre-training was asked for but the run has no synthetic images")
     run_dir.mkdir(parents=True, exist_ok=True)
+    identity, lenient = _identity(identity, config, run_dir, train_items)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -151,6 +173,12 @@ def train_classifier(
     if checkpoint.exists():
         # Our own file (optimizer state needs full unpickling); never a user upload.
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # noqa: S614
+        check_record(
+            state.get("identity"),
+            identity,
+            what=f"the checkpoint {checkpoint}",
+            accept_unrecorded=lenient,
+        )
         model.load_state_dict(state["model"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -228,6 +256,7 @@ def train_classifier(
                     "epoch": epoch,
                     "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
+                    "identity": identity,
                 },
             )
 

@@ -4,13 +4,20 @@ A checkpoint holds the trainable tensors (safetensors) and the states of the opt
 learning-rate scheduler, the gradient scaler, the batch sampler, the diversity pool and the
 random generators, so a resumed run continues exactly where the checkpoint was taken. Only the
 latest `KEEP_CHECKPOINTS` are kept.
+
+Each checkpoint carries the run's identity record (`fairskin.provenance`): the run's identity,
+settings hash, image selection hash, parent runs and base model. A run resumes only from a
+checkpoint whose record equals its own; any other is refused (`IdentityMismatch`), never
+silently resumed from nor silently discarded. `attempts.json` lists where each attempt started.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,13 +27,77 @@ from safetensors.torch import load_file, save_file
 
 from fairskin.diffusion import reports
 from fairskin.diffusion.training_setup import Components, Optimisation, Trainable, TrainingData
+from fairskin.provenance import IDENTITY_FILE, check_identity, settings_hash, write_identity
 
 KEEP_CHECKPOINTS = 2
+
+
+ATTEMPTS_FILE = "attempts.json"
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = sorted((run_dir / "checkpoints").glob("step-??????"))
     return found[-1] if found else None
+
+
+def run_identity(
+    *,
+    identity: str,
+    config: dict[str, Any],
+    base_model: str,
+    selection_hash: str,
+    parents: list[str],
+) -> dict[str, Any]:
+    """The record a run's checkpoints carry and a resume must match."""
+    return {
+        "identity": identity,
+        "settings_hash": settings_hash(config),
+        "selection_hash": selection_hash,
+        "parents": list(parents),
+        "base_model": base_model,
+    }
+
+
+def default_identity(
+    run_dir: Path, config: Any, base_model: str, items: Sequence[Any], parents: Sequence[Path]
+) -> dict[str, Any]:
+    """The record of a run trained without one given: the folder's name stands for the run,
+    the images (path, diagnosis, skin type) for its selection, the parents' folder names."""
+    return run_identity(
+        identity=run_dir.name,
+        config=config.to_dict(),
+        base_model=base_model,
+        selection_hash=settings_hash({"items": [(i.path, i.diagnosis, i.fst) for i in items]}),
+        parents=[p.name for p in parents],
+    )
+
+
+def resume_point(run_dir: Path, identity: dict[str, Any]) -> Path | None:
+    """The checkpoint to resume from, refused (`IdentityMismatch`) unless it was written for
+    ``identity``; the run folder's own record must match too. Then the record is (re)written
+    into the run folder, whence every checkpoint copies it.
+
+    ``identity["accept_unrecorded"]`` (not part of the record): checkpoints written before
+    records existed are accepted, for a run folder named the old way on its own row."""
+    expected = {k: v for k, v in identity.items() if k != "accept_unrecorded"}
+    lenient = bool(identity.get("accept_unrecorded"))
+    if (run_dir / IDENTITY_FILE).exists():
+        check_identity(run_dir, expected, what="the run folder")
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is not None:
+        check_identity(checkpoint, expected, what="the checkpoint", accept_unrecorded=lenient)
+    write_identity(run_dir, expected)
+    return checkpoint
+
+
+def record_attempt(run_dir: Path, resumed_from: int | None) -> list[dict[str, Any]]:
+    """Append where this attempt starts (fresh, or the checkpoint step) to attempts.json and
+    return the whole list (oldest first), for the manifest and the release datasheet."""
+    path = run_dir / ATTEMPTS_FILE
+    attempts = json.loads(path.read_text()) if path.is_file() else []
+    attempts.append({"attempt": len(attempts) + 1, "resumed_from": resumed_from})
+    path.write_text(json.dumps(attempts, indent=2))
+    return cast("list[dict[str, Any]]", attempts)
 
 
 def save_checkpoint(
@@ -106,6 +177,8 @@ def _write_checkpoint(
         str(staging / "trainable.safetensors"),
     )
     torch.save(state, staging / "state.pt")
+    if (run_dir / IDENTITY_FILE).is_file():
+        shutil.copyfile(run_dir / IDENTITY_FILE, staging / IDENTITY_FILE)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)  # a checkpoint exists whole or not at all
     for old in sorted((run_dir / "checkpoints").glob("step-??????"))[:-KEEP_CHECKPOINTS]:

@@ -2,9 +2,8 @@
 
 `train` is the step loop (loss, clip, step, log, checkpoint, validate); `_set_up` builds
 components, tokens, adapters, data and optimisation (`training_setup`) and resumes from the
-latest checkpoint (`checkpoints`); `_write_artifacts` writes what the run learned. A run
-directory holds everything; calling `train` again on a directory with checkpoints resumes
-from the latest one.
+latest checkpoint (`checkpoints`, only one written for the same run identity);
+`_write_artifacts` writes what the run learned. A run directory holds everything.
 
 Each part that takes time is reported as a progress phase of its own (see ``PHASE_*``), so a
 validation grid that renders for minutes never shows as the last training step. The messages
@@ -30,8 +29,11 @@ from fairskin.diffusion.base_models import BaseModel
 from fairskin.diffusion.checkpoints import (
     append_loss,
     cut_loss_log,
+    default_identity,
     latest_checkpoint,
+    record_attempt,
     restore_checkpoint,
+    resume_point,
     save_checkpoint,
 )
 from fairskin.diffusion.config import TrainConfig
@@ -117,6 +119,7 @@ class _Session:
     resumed_from: int | None
     loss_path: Path
     history: list[tuple[int, float]]
+    attempts: list[dict[str, Any]]  # where each attempt started (checkpoints.record_attempt)
 
 
 def train(
@@ -128,17 +131,21 @@ def train(
     progress: Progress,
     parents: Sequence[Path] = (),
     run_info: dict[str, Any] | None = None,
+    identity: dict[str, Any] | None = None,
     device: str | None = None,
 ) -> TrainResult:
     """Train (or resume) one run into ``run_dir``.
 
     ``parents``: a LoRA run takes its textual-inversion run; a joint run takes the TI run
     and the LoRA run, in that order. ``run_info`` (ids, data selection, licences) goes into
-    the manifest and model card.
+    the manifest and model card; ``identity`` is the record a checkpoint must carry to be
+    resumed from (by default `checkpoints.default_identity`; a foreign one is refused).
     """
     if not items:
         raise ValueError("the run has no training images")
     run_dir.mkdir(parents=True, exist_ok=True)
+    identity = identity or default_identity(run_dir, config, base.describe(), items, parents)
+    resume_point(run_dir, identity)  # a foreign checkpoint is refused before anything loads
     s = _set_up(config, base, items, run_dir, progress=progress, parents=parents, device=device)
     model, learned, data, optim = s.model, s.learned, s.data, s.optim
     table, new_rows = learned.embedding_table, learned.new_rows
@@ -207,7 +214,7 @@ def train(
         run_dir=run_dir,
         progress=progress,
         parents=parents,
-        run_info=run_info,
+        run_info={**(run_info or {}), "identity": identity, "attempts": s.attempts},
         seconds=time.monotonic() - started,
     )
 
@@ -223,7 +230,7 @@ def _set_up(
     device: str | None,
 ) -> _Session:
     """Components, tokens, adapters, data and optimisation (``training_setup``), then the
-    latest checkpoint restored if the run directory has one."""
+    latest checkpoint restored if the run directory has one (`train` checked its identity)."""
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -254,6 +261,7 @@ def _set_up(
         resumed_from=resumed_from,
         loss_path=loss_path,
         history=cut_loss_log(loss_path, start_step),
+        attempts=record_attempt(run_dir, resumed_from),
     )
 
 

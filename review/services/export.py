@@ -18,6 +18,7 @@ from fairskin.labels import Diagnosis
 from generation.models import Sample
 from jobs.registry import JobContext
 from review.models import Release
+from training.models import Run
 
 METADATA_FIELDS = [
     "file_name",
@@ -34,7 +35,9 @@ METADATA_FIELDS = [
 
 
 def release_folder(release: Release) -> Path:
-    return Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "releases" / f"release-{release.pk}"
+    """The release's own folder, named by its identity (release-<id>-<token>)."""
+    name = release.identity or f"release-{release.pk}"
+    return Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "releases" / name
 
 
 def verify_release(folder: Path, manifest: dict[str, Any]) -> list[str]:
@@ -56,6 +59,58 @@ def verify_release(folder: Path, manifest: dict[str, Any]) -> list[str]:
     )
     problems += [f"{name}: not in the manifest" for name in sorted(on_disk - listed)]
     return problems
+
+
+def _run_history(run: Run) -> str:
+    """One run's attempts (its job's) and where training started in each (its manifest)."""
+    attempts = list(run.job.attempts.all()) if run.job is not None else []
+    jobs = (
+        "job attempts: " + ", ".join(f"{a.number} {a.outcome or 'running'}" for a in attempts)
+        if attempts
+        else "no job attempt recorded"
+    )
+    try:
+        manifest = json.loads((Path(run.artifacts_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return f"{jobs}; no training manifest in its folder"
+    recorded = (manifest.get("identity") or {}).get("identity")
+    if recorded and recorded != run.identity:
+        return f"{jobs}; its folder's manifest belongs to {recorded}, not to this run"
+    starts = manifest.get("attempts")
+    if starts is None:  # a manifest written before attempts were recorded: the last one only
+        last = manifest.get("resumed_from")
+        starts = [{"attempt": "last", "resumed_from": last}] if "resumed_from" in manifest else []
+    training = "; ".join(
+        f"training start {s['attempt']}: "
+        + (
+            "fresh from step 0"
+            if s.get("resumed_from") is None
+            else f"resumed from its checkpoint at step {s['resumed_from']}"
+        )
+        for s in starts
+    )
+    steps = manifest.get("steps")
+    return f"{jobs}; {training or 'imported, not trained here'}" + (
+        f" ({steps} steps in all)" if steps and starts else ""
+    )
+
+
+def _lineage_lines(lineage: list[Run]) -> list[str]:
+    """The DATASHEET's lineage: each run of the model, its folder (identity), its attempts
+    and any resume, read from the run's job attempts and its folder's manifest."""
+    return ["## Lineage (oldest run first)"] + [
+        f"- Run {r.pk} ({r.get_kind_display()}, folder {r.identity or '—'}): {_run_history(r)}."
+        for r in lineage
+    ]
+
+
+def _served_encoding(study: Any, gate: dict[str, Any]) -> list[str]:
+    from fairskin.review.blinding import served_encoding_lines
+
+    lengths = list(study.items.values_list("derivative_bytes", flat=True))
+    return [
+        f"- {line}" for line in served_encoding_lines(gate.get("blinding_audit") or {}, lengths)
+    ]
 
 
 def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
@@ -84,6 +139,8 @@ def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
         )
         + ".",
         "",
+        *_lineage_lines(lineage),
+        "",
         "## Images per diagnosis × Fitzpatrick type",
         "",
         "| diagnosis | " + " | ".join(f"FST {f}" for f in range(1, 7)) + " |",
@@ -106,6 +163,7 @@ def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
         "- Feature extractors: "
         + "; ".join(f"{name}: {p.get('label')}" for name, p in extractors.items())
     ]
+    lines += ["", "## What the raters saw", *_served_encoding(study, gate)]
     lines += [
         "",
         f"## Blinded review gate (criteria version {release.criteria_version})",

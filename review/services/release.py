@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
+from fairskin.provenance import new_identity
 from generation.models import Batch, Sample, Verdict
 from jobs.services import job_cancel, job_create, job_resume
 from review.models import BatchRejection, Release, Study, StudyState
@@ -101,6 +104,7 @@ def release_approve(*, study: Study, user: Any, note: str = "", enqueue: bool = 
             criteria_version=study.criteria.get("version", 1),
             image_count=len(manifest["images"]),
         )
+        _release_identity_assign(release)
         job = job_create(
             kind="review.export",
             queue="cpu",
@@ -112,6 +116,18 @@ def release_approve(*, study: Study, user: Any, note: str = "", enqueue: bool = 
         release.export_job = job
         release.save(update_fields=["export_job"])
     return release
+
+
+def _release_identity_assign(release: Release) -> None:
+    """A new release's identity, naming its export folder (release-<id>-<token>): one no
+    earlier release left behind, so a re-used id never publishes into another's folder. Set
+    once, in the transaction that creates the release (a release is otherwise immutable)."""
+    root = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "releases"
+    identity = new_identity("release", release.pk)
+    while (root / identity).exists() or (root / f"{identity}.zip").exists():
+        identity = new_identity("release", release.pk)
+    Release.objects.filter(pk=release.pk).update(identity=identity)
+    release.identity = identity
 
 
 def release_export_cancel(*, release: Release, user: Any = None) -> Release:
