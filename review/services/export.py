@@ -104,6 +104,26 @@ def _lineage_lines(lineage: list[Run]) -> list[str]:
     ]
 
 
+def _gate_lines(gate: dict[str, Any]) -> list[str]:
+    """One line per criterion the gate judged: passed or not, the value against its limit, and
+    why (the gate dict holds each criterion as a dict with "passed")."""
+    lines = []
+    for name, c in gate.items():
+        if not isinstance(c, dict) or "passed" not in c:
+            continue
+        line = f"- {name}: {'passed' if c['passed'] else 'failed'}"
+        if c.get("estimate") is not None and c.get("limit") is not None:
+            line += f" (value {c['estimate']:.3f} {c.get('comparison', 'vs')} {c['limit']:g})"
+        if c.get("why"):
+            line += f"; {c['why']}"
+        lines.append(line)
+    lines += [
+        f"- failing: {f.get('label') or f.get('criterion')}: {f.get('reason')}"
+        for f in gate.get("failing") or []
+    ]
+    return lines
+
+
 def _served_encoding(study: Any, gate: dict[str, Any]) -> list[str]:
     from fairskin.review.blinding import served_encoding_lines
 
@@ -169,9 +189,7 @@ def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
         f"## Blinded review gate (criteria version {release.criteria_version})",
         f"Passed: {'yes' if g.get('passed') else 'no'}.",
     ]
-    for name, c in (g.get("criteria") or {}).items():
-        if isinstance(c, dict):
-            lines.append(f"- {name}: {json.dumps(c, default=str)[:300]}")
+    lines += _gate_lines(g)
     lines += [
         "",
         "## Intended use",

@@ -237,7 +237,11 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
     assert verify_release(folder, release.manifest) == []
     metadata = (folder / "metadata.csv").read_text().splitlines()
     assert metadata[0].startswith("file_name,label,diagnosis") and len(metadata) == 13
-    assert "Intended use" in (folder / "DATASHEET.md").read_text()
+    sheet = (folder / "DATASHEET.md").read_text()
+    assert "Intended use" in sheet
+    # Every criterion the gate judged is listed with its outcome (none was before issue 15).
+    for criterion in ("mean", "median_share", "low_share", "rater_quality", "blinding"):
+        assert f"- {criterion}: passed" in sheet
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["manifest_sha256"] == release.manifest_sha256
     with zipfile.ZipFile(release.export_path) as zf:
