@@ -1,5 +1,3 @@
-import json
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
@@ -13,7 +11,8 @@ from fairskin.errors import ApplicationError
 from fairskin.review.blinding import SERVED_CONTENT_TYPE
 from review import selectors
 from review.forms import StudyForm
-from review.models import Release, Study, StudyState
+from review.gate_display import gate_display
+from review.models import Kind, Rating, Release, Study, StudyState
 from review.services import gate as gate_services
 from review.services import rating as rating_services
 from review.services import release as release_services
@@ -66,35 +65,6 @@ def study_new(request):
     return render(request, "review/study_new.html", {"form": form})
 
 
-GATE_LABELS = [
-    ("mean", "(a) mean rating of synthetic images"),
-    ("median_share", "(b) share of synthetic images with median ≥ 4"),
-    ("low_share", "(c) share of synthetic images with a rating below 3"),
-]
-
-
-def _gate_rows(gate: dict) -> list[dict]:
-    rows = [{"label": label, **gate[key]} for key, label in GATE_LABELS if key in gate]
-    finished = gate.get("raters_finished")
-    if finished:
-        rows.append(
-            {
-                "label": "(d) every rater finished",
-                "estimate": finished["n_finished"],
-                "judged": finished["n_finished"],
-                "comparison": "=",
-                "limit": finished["n_raters"],
-                "passed": finished["passed"],
-                "why": ", ".join(finished.get("unfinished") or []),
-            }
-        )
-    per_fst = gate.get("mean_per_fst")
-    if per_fst:
-        for fst, row in sorted(per_fst.get("groups", {}).items()):
-            rows.append({"label": f"(a) within FST {fst}", **row})
-    return rows
-
-
 # While a study is preparing or open, its page polls this fragment (review:live).
 LIVE_STUDY_STATES = {StudyState.PREPARING, StudyState.OPEN}
 
@@ -118,8 +88,12 @@ def study_detail(request, study_id: int):
     gate = selectors.study_gate_report(study=study)
     if gate is not None:
         context["gate"] = gate
-        context["gate_rows"] = _gate_rows(gate.get("gate", {}))
-        context["gate_json"] = json.dumps(gate, indent=2, default=str)
+        # The stored report as a lead reads it; the histograms count the study's scored
+        # ratings, which closing froze (the report itself is never recomputed).
+        scored = Rating.objects.filter(study=study, kind=Kind.SCORED).values_list(
+            "rater_id", "item__origin", "score"
+        )
+        context["shown"] = gate_display(gate, ((str(r), o, s) for r, o, s in scored))
         context["release"] = selectors.study_release(study=study)
         context["rejection"] = getattr(study.batch, "rejection", None)
     return render(request, "review/study_detail.html", context)
