@@ -68,7 +68,7 @@ def _blinding_audit(study: Study) -> dict[str, Any]:
     """The audit of the stored derivatives (the exact bytes served): their lengths, layout and
     the encoding-chain and content statistics of the pixels a rater receives."""
     from fairskin.review.audit import blinding_audit
-    from fairskin.review.blinding import DEFAULT_QUALITY, inspect_served
+    from fairskin.review.blinding import DEFAULT_QUALITY, SERVED_CONTENT_TYPE, inspect_served
     from fairskin.review.signals import decode_pixels, pixel_signals
 
     files = []
@@ -90,6 +90,7 @@ def _blinding_audit(study: Study) -> dict[str, Any]:
                     "quantization": str(info["quantization_sha256"]),
                     "metadata_markers": ",".join(info["metadata_markers"]),
                     "trailing_bytes": str(info["trailing_bytes"]),
+                    "content-type": SERVED_CONTENT_TYPE,  # what review:blinded sends for each
                 },
                 "signals": pixel_signals(decode_pixels(data), DEFAULT_QUALITY),
             }
