@@ -36,8 +36,11 @@ def as_int(value: Any) -> Any:
     return value
 
 
-def criterion_rows(gate: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per criterion of the gate (a)-(d) and (a) per skin type, as the report judged it."""
+def criterion_rows(
+    gate: Mapping[str, Any], names: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per criterion of the gate (a)-(f) and (a) per skin type, as the report judged it;
+    unfinished raters by username (``names``: rater id -> username) where the report has ids."""
     rows = [
         {"key": key, "label": label, **gate[key]}
         for key, label in GATE_LABELS
@@ -56,7 +59,7 @@ def criterion_rows(gate: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "comparison": "=",
                 "limit": as_int(finished["n_raters"]),
                 "passed": finished["passed"],
-                "why": ", ".join(str(u) for u in unfinished),
+                "why": ", ".join(_name(names or {}, u) for u in unfinished),
             }
         )
     per_fst = gate.get("mean_per_fst")
@@ -153,6 +156,7 @@ def _histogram_chart(counts: Mapping[str, list[int]], title: str, small: bool = 
         "bar": bar,
         "totals": totals,
         "small": small,
+        "top_label": f"{axis.high:.0%}",
     }
 
 
@@ -285,17 +289,22 @@ def gate_display(
     """Everything the study page shows of a stored gate report."""
     gate = report.get("gate") or {}
     names = {str(k): str(v) for k, v in (report.get("rater_names") or {}).items()}
-    rows = criterion_rows(gate)
+    rows = criterion_rows(gate, names)
     fails = failing(gate, rows)
     counts = report.get("counts") or {}
+    histograms = histogram(ratings, names)
+    flagged = flagged_raters(report, names)
+    problems = {f["name"]: f["problems"] for f in flagged}
+    for chart in histograms["per_rater"]:
+        chart["problems"] = problems.get(chart["title"], [])
     return {
         "version": (report.get("criteria") or {}).get("version", 1),
         "passed": bool(gate.get("passed")) and not fails,
         "failing": fails,
         "rows": rows,
-        "histograms": histogram(ratings, names),
+        "histograms": histograms,
         "skin_types": skin_type_chart(report),
-        "flagged": flagged_raters(report, names),
+        "flagged": flagged,
         "raters": rater_rows(report, names),
         "by_fst": group_rows((report.get("breakdown") or {}).get("by_fst") or {}),
         "by_diagnosis": group_rows((report.get("breakdown") or {}).get("by_diagnosis") or {}),

@@ -59,6 +59,13 @@ def test_a_failed_gate_lists_its_reasons_first_and_offers_no_approval(client, ba
     # Raters by username in the flagged list and the behaviour table, never by id.
     flagged = page[page.index('data-testid="flagged-raters"') :]
     assert "<strong>derm-1</strong>" in flagged[:300]
+    assert page.count('data-testid="chart-flag"') == 1
+    per_rater = page[page.index('data-testid="chart-per-rater"') :]
+    assert (
+        per_rater.index("derm-1")
+        < per_rater.index("flagged: 100% of ratings")
+        < (per_rater.index("derm-2"))
+    )
     table = page[page.index('data-testid="table-raters"') :]
     table = table[: table.index("</table>")]
     assert all(f"<td>{r.username}" in table for r in raters)
