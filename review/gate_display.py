@@ -173,8 +173,9 @@ def skin_type_chart(report: Mapping[str, Any]) -> dict[str, Any] | None:
     slots = Slots(width=width, gap=gap)
     limit = (gate.get("mean") or {}).get("limit")
     entries = [("all types", gate.get("mean") or {})] if gate.get("mean") else []
+    shown = {row["group"]: row for row in group_rows(by_fst)}
     for fst in sorted(set(by_fst) | set(judged), key=str):
-        entries.append((f"FST {fst}", {**by_fst.get(fst, {}), **judged.get(fst, {})}))
+        entries.append((f"FST {fst}", {**shown.get(fst, {}), **judged.get(fst, {})}))
     columns = []
     for i, (label, row) in enumerate(entries):
         mean = row.get("estimate", row.get("mean"))
@@ -255,6 +256,9 @@ def group_rows(groups: Mapping[str, Any]) -> list[dict[str, Any]]:
         {
             "group": key,
             **row,
+            # Version 2 reports the bounds of each group's mean (shown, not judged).
+            "ci_low": (row.get("mean_interval") or {}).get("low"),
+            "ci_high": (row.get("mean_interval") or {}).get("high"),
             "n_items": as_int(row.get("n_items")),
             "n_rated_items": as_int(row.get("n_rated_items")),
         }
@@ -308,6 +312,7 @@ def gate_display(
         "raters": rater_rows(report, names),
         "by_fst": group_rows((report.get("breakdown") or {}).get("by_fst") or {}),
         "by_diagnosis": group_rows((report.get("breakdown") or {}).get("by_diagnosis") or {}),
+        "by_stratum": group_rows((report.get("breakdown") or {}).get("by_stratum") or {}),
         "icc": icc_rows((report.get("agreement") or {}).get("icc") or {}),
         "audit": audit_display(report.get("blinding_audit")),
         "n_items": {k: as_int(v) for k, v in (counts.get("items") or {}).items()},

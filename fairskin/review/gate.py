@@ -284,6 +284,13 @@ def _mean_per_fst(study: Study, criteria: GateCriteria, n_boot: int, seed: int) 
     return {"groups": groups, "passed": all(g["passed"] for g in groups.values()), "why": None}
 
 
+def _group_interval(scores: np.ndarray, n_rated: int) -> dict[str, Any]:
+    if n_rated < 2:
+        return {"low": None, "high": None, "why": "a bound needs at least 2 rated images"}
+    _, low, high = mean_bounds(scores)
+    return {"low": finite_or_none(low), "high": finite_or_none(high), "why": None}
+
+
 def _breakdown(study: Study, criteria: GateCriteria, min_group_items: int) -> dict[str, Any]:
     def estimates(scores: np.ndarray, n_items: int) -> dict[str, Any]:
         point = _gate_point(scores, criteria)
@@ -306,10 +313,14 @@ def _breakdown(study: Study, criteria: GateCriteria, min_group_items: int) -> di
                 return item.origin == "synthetic" and bool(key(item) == v)
 
             columns = study.columns(in_group)
+            scores = study.scores[:, columns]
             groups[str(value)] = {
-                **estimates(study.scores[:, columns], int(columns.size)),
+                **estimates(scores, int(columns.size)),
                 "few_items": bool(columns.size < min_group_items),
             }
+            if criteria.version >= 2:  # the mean's bounds for this panel, shown, not judged
+                rated = int((~np.isnan(scores)).any(axis=0).sum())
+                groups[str(value)]["mean_interval"] = _group_interval(scores, rated)
         return groups
 
     synthetic = study.origin_scores("synthetic")
@@ -320,6 +331,7 @@ def _breakdown(study: Study, criteria: GateCriteria, min_group_items: int) -> di
         },
         "by_fst": grouped(lambda item: item.fst),
         "by_diagnosis": grouped(lambda item: item.diagnosis),
+        "by_stratum": grouped(lambda item: f"{item.diagnosis} · FST {item.fst}"),
         "min_group_items": min_group_items,
     }
 

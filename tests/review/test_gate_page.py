@@ -82,6 +82,13 @@ def test_a_passed_gate_says_so_and_offers_approval(client, batch, raters, lead):
     assert page.count('data-testid="histogram"') == 1 + len(raters)
     assert 'data-testid="chart-skin-types"' in page
     assert "No encoding failures" in page
+    # Each diagnosis x skin type stratum with the interval of its mean (version 2).
+    strata = study.gate["breakdown"]["by_stratum"]
+    assert strata and page.count('data-testid="stratum-row"') == len(strata)
+    for group in strata.values():
+        if group["mean_interval"]["low"] is not None:
+            low, high = group["mean_interval"]["low"], group["mean_interval"]["high"]
+            assert f"{low:.2f} – {high:.2f}" in page
     assert_readable(page)
 
 

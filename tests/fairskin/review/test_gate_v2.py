@@ -234,3 +234,25 @@ def test_criteria_version_1_keeps_its_report():
     assert "rater_quality" not in report["gate"] and "blinding" not in report["gate"]
     assert report["gate"]["passed"] is True
     assert report["bootstrap"]["gate_intervals"].startswith("bootstrap percentile")
+
+
+def test_every_group_and_stratum_shows_the_bounds_of_its_mean_in_version_2():
+    rows = [(f"s{i}", "synthetic", (4 + i % 3, 5, 3 + i % 4)) for i in range(12)]
+    items, ratings = make(rows + [("r0", "real", (6, 6, 6))])
+    breakdown = run(items, ratings)["breakdown"]
+    # make() gives skin types 1-6 in turn and one diagnosis: strata are "mel · FST n".
+    assert set(breakdown["by_stratum"]) == {f"mel · FST {f}" for f in range(1, 7)}
+    for groups in (breakdown["by_fst"], breakdown["by_diagnosis"], breakdown["by_stratum"]):
+        for group in groups.values():
+            interval = group["mean_interval"]
+            assert interval["low"] <= group["mean"] <= interval["high"]
+            assert interval["why"] is None
+    one_image = make([("s0", "synthetic", (5, 6, 7)), ("r0", "real", (6, 6, 6))])
+    lonely = run(*one_image)["breakdown"]["by_fst"]
+    assert lonely["1"]["mean_interval"] == {
+        "low": None,
+        "high": None,
+        "why": "a bound needs at least 2 rated images",
+    }
+    v1 = run(items, ratings, GateCriteria.from_dict({"version": 1}))["breakdown"]
+    assert all("mean_interval" not in g for g in v1["by_fst"].values())
