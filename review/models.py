@@ -113,7 +113,7 @@ def derivative_upload_to(item: StudyItem, filename: str) -> str:
     # A random name: nothing about the image, its origin or its order in the file path. The
     # folder is the study's own (its identity), never shared with a study that re-used its id.
     folder = item.study.identity or f"study-{item.study_id}"
-    return f"review/{folder}/{secrets.token_hex(16)}.jpg"
+    return f"review/{folder}/{secrets.token_hex(16)}.png"
 
 
 class StudyItem(models.Model):

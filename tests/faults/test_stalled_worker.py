@@ -136,7 +136,7 @@ def test_a_stalled_preparation_that_wakes_after_a_takeover_changes_nothing(start
         rate_next(study, rater)
     assert Rating.objects.filter(assignment__study=study).count() == 4
     # The stalled attempt removed the blinded files it had written: only the items' remain.
-    folder = f"review/study-{study.pk}"
+    folder = f"review/{study.identity}"  # the study's own folder (issue 15: identity-named)
     on_disk = {f"{folder}/{name}" for name in default_storage.listdir(folder)[1]}
     assert on_disk == {item.derivative.name for item in study.items.all()}
     print(

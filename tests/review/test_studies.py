@@ -108,10 +108,10 @@ def test_preparation_draws_a_frozen_stratified_sample_with_matched_controls(batc
     assert set(again.items.filter(origin="synthetic").values_list("image_id", flat=True)) == set(
         synthetic.values_list("image_id", flat=True)
     )
-    # Every served file is a derivative: JPEG, same pixel size, under a random name.
+    # Every served file is a derivative: the stored PNG, under a random name.
     for item in StudyItem.objects.filter(study=study):
         assert (
-            item.derivative.name.endswith(".jpg")
+            item.derivative.name.endswith(".png")
             and item.image.source_id not in item.derivative.name
         )
 
