@@ -305,6 +305,10 @@ def gate_display(
         "version": (report.get("criteria") or {}).get("version", 1),
         "passed": bool(gate.get("passed")) and not fails,
         "failing": fails,
+        "caveats": [
+            {"label": str(c.get("label") or c.get("criterion")), "reason": str(c.get("reason"))}
+            for c in gate.get("caveats") or []
+        ],
         "rows": rows,
         "histograms": histograms,
         "skin_types": skin_type_chart(report),

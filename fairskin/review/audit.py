@@ -178,10 +178,18 @@ def blinding_audit(
         failures.append(f"content types differ: {content_types}")
     if differing:
         failures.append(f"headers differ by origin: {', '.join(sorted(differing))}")
+    n_real = origins.count("real")
+    smallest_p = smallest_reachable_p(n_real, len(origins) - n_real, n_permutations)
     return {
         "n_files": {origin: origins.count(origin) for origin in ORIGINS},
         "alpha": alpha,
         "n_permutations": n_permutations,
+        # Whether a signal that separates the origins perfectly would reach p < alpha at all:
+        # with 2 real files among 12, no arrangement can (2 of the 66 are perfect), so a
+        # clean result says nothing and the gate reports the audit as unable to detect a leak.
+        "smallest_p": smallest_p,
+        "can_detect": smallest_p is not None and smallest_p < alpha,
+        "real_needed": real_files_needed(len(origins) - n_real, alpha, n_permutations),
         "size_auc": results["bytes"],
         "signals": results,
         "encoding_failures": failures,
@@ -193,6 +201,26 @@ def blinding_audit(
         "identical_content_type": len(content_types) == 1 and content_types[0] is not None,
         "headers_differing_by_origin": differing,
     }
+
+
+def smallest_reachable_p(n_real: int, n_synthetic: int, n_permutations: int) -> float | None:
+    """The expected permutation p-value of a perfect separation (folded AUC 1): of the
+    C(n, n_real) ways to place the real files, two (all lowest, all highest) are that extreme,
+    so about n_permutations * 2 / C(n, n_real) shuffles tie with it. None without both origins."""
+    if n_real < 1 or n_synthetic < 1:
+        return None
+    extreme = min(1.0, 2 / math.comb(n_real + n_synthetic, n_real))
+    return (1 + n_permutations * extreme) / (1 + n_permutations)
+
+
+def real_files_needed(n_synthetic: int, alpha: float, n_permutations: int) -> int | None:
+    """The fewest real files beside ``n_synthetic`` synthetic ones with which a perfect
+    separation reaches p < alpha (None: no count does, e.g. too few permutations)."""
+    for n_real in range(1, max(n_synthetic, 1) + 64):
+        p = smallest_reachable_p(n_real, max(n_synthetic, 1), n_permutations)
+        if p is not None and p < alpha:
+            return n_real
+    return None
 
 
 def _few_sorted(values: set[str | None], limit: int | None = 10) -> list[str | None]:

@@ -17,7 +17,12 @@ from fairskin.review.agreement import rater_agreement
 from fairskin.review.audit import auc_real_positive
 from fairskin.review.bounds import gate_bounds, mean_bounds
 from fairskin.review.criteria import GateCriteria
-from fairskin.review.quality import blinding_criterion, failing_criteria, rater_quality
+from fairskin.review.quality import (
+    blinding_criterion,
+    failing_criteria,
+    gate_caveats,
+    rater_quality,
+)
 from fairskin.review.resampling import nanmean_or_none, percentile_interval, two_level_bootstrap
 from fairskin.review.study import (
     SCORES,
@@ -143,6 +148,7 @@ def gate_report(
             gate[name]["passed"] for name in ("rater_quality", "blinding")
         )
     failing = failing_criteria(gate, criteria)
+    gate["caveats"] = gate_caveats(gate, criteria) if criteria.version >= 2 else []
     return {
         "criteria": criteria.to_dict(),
         "bootstrap": {

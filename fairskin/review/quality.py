@@ -92,10 +92,23 @@ def blinding_criterion(audit: Mapping[str, Any] | None) -> dict[str, Any]:
             "why": "not audited: the blinding audit has no encoding-chain check",
         }
     failures = [str(reason) for reason in failures]
+    caveat = None
+    if audit.get("can_detect") is False:  # audits before version 2.1 do not say: no caveat
+        n_files = audit.get("n_files") or {}
+        needed = audit.get("real_needed")
+        caveat = (
+            f"the blinding audit cannot detect a leak with {n_files.get('real', 0)} real and "
+            f"{n_files.get('synthetic', 0)} synthetic files: even a signal that separates them "
+            f"perfectly reaches p {audit.get('smallest_p', 1):.3f}, not below alpha "
+            f"{audit.get('alpha')}"
+            + (f"; at least {needed} real controls are needed" if needed else "")
+        )
     return {
         "audited": True,
         "failures": failures,
         "passed": not failures,
+        "can_detect": audit.get("can_detect"),
+        "caveat": caveat,
         "why": "; ".join(failures) or None,
     }
 
@@ -136,3 +149,52 @@ def _reason(name: str, entry: Mapping[str, Any]) -> str:
             f"{entry['comparison']} {entry['limit']:g}"
         )
     return str(entry.get("why") or "failed")
+
+
+def _thin(entry: Mapping[str, Any]) -> str | None:
+    """Why a criterion that passed on its point estimate is not shown by its bound (None: it
+    is, or it was judged on the bound, or it has no bound)."""
+    if not entry.get("passed") or entry.get("judged_on") != "estimate":
+        return None
+    greater = entry.get("comparison") == ">"
+    bound = entry.get("ci_low") if greater else entry.get("ci_high")
+    if bound is None:
+        return "it has no bound to check the estimate against"
+    limit = entry["limit"]
+    if (bound > limit) if greater else (bound < limit):
+        return None
+    side = "lower" if greater else "upper"
+    return (
+        f"the estimate {entry['estimate']:.3f} meets the limit, but its 97.5% {side} bound "
+        f"{bound:.3f} does not: the study is too small or too close to the limit to show it"
+    )
+
+
+def gate_caveats(gate: Mapping[str, Any], criteria: GateCriteria) -> list[dict[str, str]]:
+    """What a lead must read beside a pass: criteria met on their point estimate only (the
+    criteria's `use_interval` off) and a blinding audit that could not have found a leak.
+    They do not fail the gate; they say how far its "passed" reaches."""
+    caveats = []
+    for name in ("mean", "median_share", "low_share"):
+        entry = gate.get(name)
+        reason = _thin(entry) if isinstance(entry, Mapping) else None
+        if reason:
+            label = _LABELS[name].format(**criteria.to_dict())
+            caveats.append({"criterion": name, "label": label, "reason": reason})
+    per_fst = gate.get("mean_per_fst")
+    if isinstance(per_fst, Mapping):
+        thin = sorted(fst for fst, g in (per_fst.get("groups") or {}).items() if _thin(g))
+        if thin:
+            caveats.append(
+                {
+                    "criterion": "mean_per_fst",
+                    "label": _LABELS["mean_per_fst"],
+                    "reason": "met on the point estimate only for skin type(s) " + ", ".join(thin),
+                }
+            )
+    blinding = gate.get("blinding")
+    if isinstance(blinding, Mapping) and blinding.get("caveat"):
+        caveats.append(
+            {"criterion": "blinding", "label": _LABELS["blinding"], "reason": blinding["caveat"]}
+        )
+    return caveats

@@ -121,6 +121,10 @@ def _gate_lines(gate: dict[str, Any]) -> list[str]:
         f"- failing: {f.get('label') or f.get('criterion')}: {f.get('reason')}"
         for f in gate.get("failing") or []
     ]
+    lines += [
+        f"- caveat: {c.get('label') or c.get('criterion')}: {c.get('reason')}"
+        for c in gate.get("caveats") or []
+    ]
     return lines
 
 

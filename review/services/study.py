@@ -198,9 +198,18 @@ def study_create(
             enqueue=enqueue,
         )
         # Its blinded files' folder: its own, never one a study that had its id left behind.
-        study.identity = new_identity("study", study.pk)
+        study.identity = _unused_identity(study.pk)
         study.save(update_fields=["job", "identity"])
     return study
+
+
+def _unused_identity(pk: int) -> str:
+    """A study identity whose folder (review/<identity>/) no earlier study left in storage."""
+    storage = StudyItem._meta.get_field("derivative").storage
+    identity = new_identity("study", pk)
+    while storage.exists(f"review/{identity}"):
+        identity = new_identity("study", pk)
+    return identity
 
 
 def study_prepare_job(*, study_id: int, progress: Any) -> dict[str, Any]:
