@@ -13,6 +13,8 @@ KINDS = ("textual_inversion", "lora", "joint")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts")
 PRECISIONS = ("no", "fp16", "bf16")
 TOKEN_MODES = ("compositional", "per_cell")
+DIVERSITY_FORMS = ("neg_log_distance", "similarity")  # as fairskin.diffusion.losses
+DIVERSITY_GROUPS = ("diagnosis_fst", "diagnosis")
 # Attention projections of the SD UNet that LoRA may adapt (peft matches module-name suffixes).
 LORA_TARGETS = frozenset(
     {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"}
@@ -74,6 +76,11 @@ class TrainConfig:
     fst_shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FST_SHARES))
     diversity_weight: float = 0.1
     diversity_pool: int = 16
+    # The planning document's -log(D + eps) per diagnosis x skin type; "similarity" (1 - D, the
+    # form before issue 16) and "diagnosis" grouping are kept as options (losses.DiversityLoss).
+    diversity_form: str = "neg_log_distance"
+    diversity_eps: float = 1e-3
+    diversity_group: str = "diagnosis_fst"
     # Systems
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -163,6 +170,8 @@ class TrainConfig:
             problems.append("snr_gamma must be positive, or null to turn min-SNR off")
         if self.diversity_weight < 0:
             problems.append("diversity_weight must not be negative")
+        if not 0 < self.diversity_eps <= 0.1:
+            problems.append(f"diversity_eps must be in (0, 0.1], got {self.diversity_eps!r}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             problems.append("resolution must be a multiple of 8")
         shares = self.fst_shares
@@ -182,6 +191,10 @@ class TrainConfig:
             problems.append(f"mixed_precision must be one of {', '.join(PRECISIONS)}")
         if self.token_mode not in TOKEN_MODES:
             problems.append(f"token_mode must be one of {', '.join(TOKEN_MODES)}")
+        if self.diversity_form not in DIVERSITY_FORMS:
+            problems.append(f"diversity_form must be one of {', '.join(DIVERSITY_FORMS)}")
+        if self.diversity_group not in DIVERSITY_GROUPS:
+            problems.append(f"diversity_group must be one of {', '.join(DIVERSITY_GROUPS)}")
         unknown_targets = set(self.lora_targets) - LORA_TARGETS
         if not self.lora_targets or unknown_targets:
             problems.append(

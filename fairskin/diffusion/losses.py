@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 from collections import deque
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -48,33 +50,119 @@ def diversity_embedding(clean_latents: torch.Tensor, size: int = 4) -> torch.Ten
     return F.adaptive_avg_pool2d(clean_latents, size).flatten(1)
 
 
-class DiversityLoss:
-    """Mean cosine similarity between embeddings of same-class samples (= 1 - mean cosine
-    distance): high when a class collapses to one look, low when its samples vary.
+DIVERSITY_FORMS = ("neg_log_distance", "similarity")
+DIVERSITY_GROUPS = ("diagnosis_fst", "diagnosis")
+# The run's diversity.csv: the unweighted term, the mean D and the groups with a term, per step.
+DIVERSITY_LOG_COLUMNS = ["step", "diversity", "mean_distance", "groups"]
+UNKNOWN_FST = "unknown"  # the group key's skin-type part for an image without an exact type
 
-    Compares each sample with the other same-class samples of its batch and with a pool of
-    recent same-class embeddings (detached, at most ``pool_size`` per class), since a batch of
-    four rarely holds two images of one class.
+
+def diversity_group_key(diagnosis: str, fst: int | None, grouping: str) -> str:
+    """The group a sample's embedding is compared within: ``MEL:5`` per diagnosis x exact
+    skin type (``MEL:unknown`` without one), or ``MEL`` per diagnosis only."""
+    if grouping == "diagnosis":
+        return diagnosis
+    if grouping == "diagnosis_fst":
+        return f"{diagnosis}:{UNKNOWN_FST if fst is None else fst}"
+    raise ValueError(f"diversity grouping must be one of {', '.join(DIVERSITY_GROUPS)}")
+
+
+class DiversityLoss:
+    """FairSkin's class diversity loss over groups of samples (diagnosis x skin type).
+
+    For a group g with samples i in the batch, each compared with the group's other batch
+    samples and its pool of recent embeddings (detached, at most ``pool_size`` per group, since
+    a batch of four rarely holds two images of one group), the mean cosine distance is
+    ``D_g = mean_i mean_j (1 - cos(e_i, e_j))``. The loss is the mean over groups of:
+
+    - ``neg_log_distance`` (the planning document's): ``-log(D_g + eps)``; its gradient is
+      ``1 / (D_g + eps)`` times that of ``1 - D_g``, so it pushes hardest near collapse.
+      ``eps`` caps that factor at ``1 / eps`` and keeps the value finite at D_g = 0.
+    - ``similarity`` (FairSkin before issue 16): the mean cosine similarity ``1 - D``, averaged
+      per sample rather than per group.
+
+    A group with no pair (one sample, empty pool) gives no term; a batch where no group has a
+    pair gives 0 with a zero gradient. ``records`` holds, per call, the value, the mean D over
+    the groups with a term and their number, for the run's diversity log (``end_step``).
     """
 
-    def __init__(self, pool_size: int = 16) -> None:
-        self.pool_size = pool_size
+    def __init__(
+        self,
+        pool_size: int = 16,
+        *,
+        form: str = "neg_log_distance",
+        eps: float = 1e-3,
+        grouping: str = "diagnosis_fst",
+    ) -> None:
+        if form not in DIVERSITY_FORMS:
+            raise ValueError(f"diversity form must be one of {', '.join(DIVERSITY_FORMS)}")
+        if grouping not in DIVERSITY_GROUPS:
+            raise ValueError(f"diversity grouping must be one of {', '.join(DIVERSITY_GROUPS)}")
+        if not eps > 0:
+            raise ValueError(f"diversity eps must be positive, got {eps!r}")
+        self.pool_size, self.form, self.eps, self.grouping = pool_size, form, eps, grouping
         self.pools: dict[str, deque[torch.Tensor]] = {}
+        self.records: list[tuple[float, float | None, int]] = []
+        self._log_cut = False
+
+    def group_of(self, diagnosis: str, fst: int | None) -> str:
+        return diversity_group_key(diagnosis, fst, self.grouping)
 
     def __call__(self, embeddings: torch.Tensor, labels: list[str]) -> torch.Tensor:
+        if len(labels) != embeddings.shape[0]:
+            raise ValueError(f"{embeddings.shape[0]} embeddings but {len(labels)} group labels")
         normed = F.normalize(embeddings.float(), dim=1)
-        terms = []
+        per_group: dict[str, list[torch.Tensor]] = {}  # mean distance of each sample, by group
         for i, label in enumerate(labels):
             others = [normed[j] for j, other in enumerate(labels) if other == label and j != i]
-            others += list(self.pools.get(label, ()))
+            others += [p.to(normed.device) for p in self.pools.get(label, ())]
             if others:
-                terms.append((torch.stack(others).to(normed.device) @ normed[i]).mean())
+                distance = 1 - (torch.stack(others) @ normed[i]).mean()
+                per_group.setdefault(label, []).append(distance)
         for i, label in enumerate(labels):
             pool = self.pools.setdefault(label, deque(maxlen=self.pool_size))
             pool.append(normed[i].detach().cpu())
-        if not terms:
+        if not per_group:
+            self.records.append((0.0, None, 0))
             return embeddings.sum() * 0.0  # keeps the graph, contributes nothing
-        return torch.stack(terms).mean()
+        group_d = [torch.stack(d).mean() for d in per_group.values()]
+        if self.form == "similarity":
+            loss = 1 - torch.cat([torch.stack(d) for d in per_group.values()]).mean()
+        else:
+            # Rounding can put D a hair below 0 for identical embeddings; eps keeps it finite.
+            loss = torch.stack([-torch.log(d.clamp_min(0) + self.eps) for d in group_d]).mean()
+        mean_d = torch.stack(group_d).mean().item()
+        self.records.append((loss.item(), mean_d, len(group_d)))
+        return loss
+
+    def end_step(self, step: int, path: Path) -> None:
+        """Append this optimizer step's diversity row (the mean over its micro-batches of the
+        unweighted term, of D and of the groups with a term) to the CSV at ``path``, and start
+        the next step afresh. The first call of a process drops rows from ``step`` on (steps a
+        resumed run trains again). Nothing is written when the loss was not called."""
+        records, self.records = self.records, []
+        if not records:
+            return
+        if not self._log_cut:
+            self._log_cut = True
+            kept = []
+            if path.is_file():
+                with path.open(newline="") as fh:
+                    kept = [r for r in csv.DictReader(fh) if int(r["step"]) < step]
+            with path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=DIVERSITY_LOG_COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+        distances = [d for _, d, _ in records if d is not None]
+        with path.open("a", newline="") as fh:
+            csv.writer(fh).writerow(
+                [
+                    step,
+                    f"{sum(v for v, _, _ in records) / len(records):.6f}",
+                    f"{sum(distances) / len(distances):.6f}" if distances else "",
+                    f"{sum(n for _, _, n in records) / len(records):g}",
+                ]
+            )
 
     def state(self) -> dict[str, list[torch.Tensor]]:
         return {label: list(pool) for label, pool in self.pools.items()}

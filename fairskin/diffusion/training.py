@@ -183,6 +183,7 @@ def train(
             step += 1
             s.history.append((step, step_loss))
             append_loss(s.loss_path, step, step_loss, grad_norm)
+            optim.diversity.end_step(step, run_dir / "diversity.csv")  # the unweighted term
             # The step is done before anything slow starts, so the count never lags behind.
             progress.update(
                 step, config.steps, f"step {step}/{config.steps} · loss {step_loss:.4f}"
@@ -364,9 +365,8 @@ def _batch_loss(
     loss = denoising_loss(pred, noise, snr=snr, gamma=config.snr_gamma)
     if config.diversity_weight:
         clean = predicted_clean_latents(noisy, pred, model.alphas_cumprod[timesteps])
-        loss = loss + config.diversity_weight * optim.diversity(
-            diversity_embedding(clean), [items[i].diagnosis for i in batch]
-        )
+        groups = [optim.diversity.group_of(items[i].diagnosis, items[i].fst) for i in batch]
+        loss = loss + config.diversity_weight * optim.diversity(diversity_embedding(clean), groups)
     return loss
 
 

@@ -291,6 +291,10 @@ def prepare_optimisation(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=config.mixed_precision == "fp16")
     autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
-    return Optimisation(
-        optimizer, lr_scheduler, scaler, DiversityLoss(config.diversity_pool), autocast_dtype
+    diversity = DiversityLoss(
+        config.diversity_pool,
+        form=config.diversity_form,
+        eps=config.diversity_eps,
+        grouping=config.diversity_group,
     )
+    return Optimisation(optimizer, lr_scheduler, scaler, diversity, autocast_dtype)

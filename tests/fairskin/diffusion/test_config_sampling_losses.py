@@ -31,6 +31,7 @@ def test_defaults_are_the_planning_documents():
     assert lora.lora_targets == ("to_q", "to_k", "to_v", "to_out.0") and lora.snr_gamma == 5.0
     assert lora.fst_shares == {"1-3": 0.4, "4": 0.2, "5-6": 0.4}
     assert (lora.diversity_weight, lora.diversity_pool) == (0.1, 16)
+    assert (lora.diversity_form, lora.diversity_group) == ("neg_log_distance", "diagnosis_fst")
 
 
 @pytest.mark.parametrize(
@@ -77,19 +78,21 @@ def test_sampler_renormalises_when_a_group_is_empty_and_resumes_exactly():
     assert [sampler.next_batch() for _ in range(5)] == first
 
 
-def test_diversity_loss_is_higher_for_identical_than_for_varied_samples():
+def test_similarity_form_is_higher_for_identical_than_for_varied_samples():
+    # The form before issue 16 (mean cosine similarity), kept as diversity_form "similarity";
+    # the default -log(D + eps) is tested in test_diversity_loss.py.
     torch.manual_seed(0)
     same = torch.randn(1, 64).repeat(4, 1)
     varied = torch.randn(4, 64)
     labels = ["MEL"] * 4
-    identical_loss = DiversityLoss(pool_size=16)(same, labels)
-    varied_loss = DiversityLoss(pool_size=16)(varied, labels)
+    identical_loss = DiversityLoss(pool_size=16, form="similarity")(same, labels)
+    varied_loss = DiversityLoss(pool_size=16, form="similarity")(varied, labels)
     assert identical_loss.item() == pytest.approx(1.0, abs=1e-5)
     assert varied_loss.item() < 0.5
 
 
-def test_diversity_loss_compares_only_same_class_and_uses_the_pool():
-    loss = DiversityLoss(pool_size=2)
+def test_similarity_form_compares_only_same_class_and_uses_the_pool():
+    loss = DiversityLoss(pool_size=2, form="similarity")
     x = torch.randn(2, 8, requires_grad=True)
     first = loss(x, ["MEL", "NV"])  # no same-class partner yet: contributes nothing
     assert first.item() == 0.0
