@@ -15,6 +15,7 @@ scale (peft scales the update by alpha / r).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -24,11 +25,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from fairskin.provenance import read_identity
+
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
 EMBEDDINGS_DIR = "embeddings"
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default LoRA weight name
+MANIFEST_FILE = "manifest.json"  # what `training.train` writes about a finished run
 
 # A token becomes a file name, so it is limited to characters that are safe in every file
 # system and cannot climb out of the folder; the optional <...> is the usual token style.
@@ -198,20 +202,30 @@ def save_lora(run_dir: Path, unet: UNet2DConditionModel, *, adapter_name: str = 
 def load_run_artifacts(pipe: StableDiffusionPipeline, run_dirs: Sequence[Path]) -> list[str]:
     """Load the tokens of every run in ``run_dirs`` and the LoRA of the last run that has one.
 
+    ``run_dirs`` is a model's lineage, oldest first (TI -> LoRA -> joint). A token that several
+    runs define takes the embedding of the latest of them, the run nearest the model: a joint
+    run refines its textual-inversion parent's tokens by design. That holds only where the later
+    run records the earlier one as a run it was trained from (its identity record or manifest);
+    two runs that define a token differently without that link are unrelated sources, and
+    which embedding is meant is ambiguous, so they are refused.
+
     Returns the runs' tokens, in order, which are now usable in prompts. A token the pipeline
     already has is skipped when its embedding is identical (loading the same runs twice is
-    harmless) and refused otherwise, as is a token that two runs define differently: pass the
-    runs whose tokens you mean (a joint run holds its own refined tokens and LoRA). Everything is
-    checked before the pipeline is changed.
+    harmless) and refused otherwise. Everything is checked before the pipeline is changed.
     """
     chosen: dict[str, tuple[Path, torch.Tensor]] = {}
     for run_dir in run_dirs:
         for token, (path, vector) in _token_files(run_dir).items():
-            earlier = chosen.setdefault(token, (path, vector))
-            if not torch.equal(earlier[1], vector):
-                raise ValueError(
-                    f"token {token!r} has different embeddings in {earlier[0]} and {path}"
-                )
+            earlier = chosen.get(token)
+            if earlier is not None and not torch.equal(earlier[1], vector):
+                source = earlier[0].parent.parent  # <run>/embeddings/<token file>
+                if not _run_names(source) & _recorded_parents(Path(run_dir)):
+                    raise ValueError(
+                        f"token {token!r} has different embeddings in {earlier[0]} and {path}, "
+                        f"and {run_dir} does not record {source} as a run it was trained from, "
+                        "so which one is meant is ambiguous: load the runs of one lineage"
+                    )
+            chosen[token] = (path, vector)  # a later run of the lineage wins
 
     table = pipe.text_encoder.get_input_embeddings().weight
     vocab = pipe.tokenizer.get_vocab()
@@ -249,3 +263,28 @@ def _activate_lora(pipe: StableDiffusionPipeline, lora_file: Path) -> None:
         )
     # Only this run's LoRA shapes the images, whatever adapters the pipeline held before.
     pipe.set_adapters(adapter_name)
+
+
+def _run_names(run_dir: Path) -> set[str]:
+    """What a run's descendants call it: its folder's name and its recorded identity."""
+    names = {Path(run_dir).name}
+    record = read_identity(Path(run_dir))
+    if record and record.get("identity"):
+        names.add(str(record["identity"]))
+    return names
+
+
+def _recorded_parents(run_dir: Path) -> set[str]:
+    """The runs ``run_dir`` was trained from, by identity (its identity record) and by folder
+    name (its manifest, written by older engines too); empty when it records none."""
+    names: set[str] = set()
+    record = read_identity(run_dir)
+    if record and isinstance(record.get("parents"), list):
+        names |= {str(p) for p in record["parents"]}
+    try:
+        manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict) and isinstance(manifest.get("parents"), list):
+        names |= {Path(str(p)).name for p in manifest["parents"]}
+    return names
