@@ -294,6 +294,10 @@ def gate_display(
     gate = report.get("gate") or {}
     names = {str(k): str(v) for k, v in (report.get("rater_names") or {}).items()}
     rows = criterion_rows(gate, names)
+    with_caveat = {str(c.get("criterion")) for c in gate.get("caveats") or []}
+    for row in rows:
+        key = "mean_per_fst" if str(row["key"]).startswith("mean_fst_") else row["key"]
+        row["caveat"] = key in with_caveat
     fails = failing(gate, rows)
     counts = report.get("counts") or {}
     histograms = histogram(ratings, names)

@@ -36,6 +36,9 @@ def test_a_small_passed_study_shows_its_caveats_and_the_approval_names_them(
     assert top < page.index('data-testid="criterion"')
     for reason in caveats.values():
         assert page.index(escape(reason)) > top
+    # Each criterion row with a caveat says so beside "met".
+    assert page.count('<span class="meta">(caveat)</span>') == len(caveats)
+    assert "(f) the served files do not give origin away" in page
     assert f"I have read the gate's {len(caveats)} caveats." in page
 
     release = release_approve(study=Study.objects.get(pk=study.pk), user=lead, enqueue=False)

@@ -44,6 +44,9 @@ def test_the_gate_page_reads_for_a_lead(
     else:
         expect(page.get_by_test_id("gate-passed")).to_be_visible()
         expect(page.get_by_test_id("approve")).to_be_visible()
+        # A small study passes on its point estimates: the caveats say so under the verdict.
+        expect(page.get_by_test_id("caveat").first).to_be_visible()
+        expect(page.get_by_test_id("gate-caveats")).to_contain_text("cannot detect a leak")
     expect(page.get_by_test_id("histogram")).to_have_count(4)
     expect(page.get_by_test_id("table-raters")).to_contain_text("derm-3")
     screenshot(page, name)
