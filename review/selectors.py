@@ -214,3 +214,19 @@ def batch_decision(*, batch_id: int) -> dict[str, Any]:
         .first(),
         "studies": list(Study.objects.filter(batch_id=batch_id).order_by("-created_at")),
     }
+
+
+def study_audit_power(*, study: Study) -> dict[str, int] | None:
+    """When the study's drawn design has too few real controls for the blinding audit to
+    detect even a perfect separation at its alpha: the counts and the controls needed
+    (None: enough, or not drawn yet). Criteria version 1 has no audit criterion."""
+    from fairskin.review.audit import DEFAULT_ALPHA, DEFAULT_PERMUTATIONS, real_files_needed
+
+    plan = study.plan or {}
+    synthetic, controls = plan.get("synthetic"), plan.get("controls")
+    if (study.criteria or {}).get("version", 1) < 2 or synthetic is None or controls is None:
+        return None
+    needed = real_files_needed(int(synthetic), DEFAULT_ALPHA, DEFAULT_PERMUTATIONS)
+    if needed is None or int(controls) >= needed:
+        return None
+    return {"controls": int(controls), "synthetic": int(synthetic), "needed": needed}

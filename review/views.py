@@ -85,6 +85,7 @@ def study_detail(request, study_id: int):
     study = get_object_or_404(Study.objects.select_related("batch", "job"), pk=study_id)
     context = _study_live_context(study)
     context["accepted"] = selectors.batch_accepted_count(batch_id=study.batch_id)
+    context["audit_power"] = selectors.study_audit_power(study=study)
     gate = selectors.study_gate_report(study=study)
     if gate is not None:
         context["gate"] = gate

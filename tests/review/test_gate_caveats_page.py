@@ -55,3 +55,17 @@ def test_a_study_identity_never_names_a_folder_left_in_storage(batch, raters, mo
     monkeypatch.setattr(study_services, "new_identity", lambda prefix, pk: next(drawn))
     study = study_services.study_create(batch=batch, raters=raters, sample_size=8, enqueue=False)
     assert study.identity == "study-99-bbbbbbbbbbbb"
+
+
+def test_the_design_warns_when_the_controls_are_too_few_for_the_audit(client, batch, raters, lead):
+    from tests.review.conftest import open_study
+
+    study = open_study(batch, raters)  # 8 synthetic images, 2 real controls
+    page = page_of(client, lead, study)
+    assert (
+        "With 2 real controls beside 8 synthetic images the blinding audit cannot detect a "
+        "leak, even a perfect one: at least 4 are needed." in page
+    )
+    enough = open_study(batch, raters, control_ratio=0.5)
+    assert enough.plan["controls"] >= 4, enough.plan
+    assert 'data-testid="audit-power"' not in page_of(client, lead, enough)
