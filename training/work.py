@@ -145,6 +145,7 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
                 fst=img.fst_low,
                 synthetic=synthetic,
                 malignant=img.metadata.get("malignant"),
+                key=str(img.pk),
             )
             for img in images
         ]

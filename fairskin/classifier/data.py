@@ -21,6 +21,7 @@ class ClassifierItem:
     fst: int | None
     synthetic: bool = False
     malignant: bool | None = None  # where the dataset records it (DDI)
+    key: str | None = None  # a stable image id; paired comparisons match test images by it
 
 
 def transforms_for(size: int, *, augment: bool) -> Callable[[Image.Image], torch.Tensor]:

@@ -7,12 +7,20 @@ Definitions (stated once, used everywhere):
 - TPR / FPR per group at ``threshold`` (score >= threshold is positive). A group with no
   positives has no TPR and is left out of the TPR difference; one with no negatives has no FPR
   and is left out of the FPR difference. The report's notes say so.
-- Equalized-odds difference (fairlearn's definition): the larger of the TPR difference and the
-  FPR difference, each taken as max - min across groups.
-- Multi-class: macro one-vs-rest AUROC (the mean of per-class AUROCs over the classes that are
-  defined in the group) and, for equalized odds, the largest one-vs-rest equalized-odds
-  difference over classes, with "predicted class = c" as the positive decision.
-Bootstrap intervals resample images with replacement (seeded), 2.5th-97.5th percentiles.
+- Equalized-odds difference: the larger of the TPR difference and the FPR difference, each
+  taken as max - min across groups. Where every group holds both classes this is fairlearn's
+  ``equalized_odds_difference``; where a group lacks positives fairlearn reads its TPR as 0
+  (sklearn's normalised confusion matrix), this report leaves it out and names it in notes.
+- Multi-class: per-group macro one-vs-rest AUROC over the *common* classes, those every group
+  holds (an image of the class and one of another class), so every group's figure and the gap
+  average the same classes (``auroc_by_group_classes``; ``classes_by_group`` lists what each
+  group holds, and a note names what was left out). The overall macro AUROC averages the
+  classes the whole test set holds (``auroc_classes``). Equalized odds: for each class c the
+  decision "predicted class (argmax) is c" against "true class is c", the binary difference
+  above (groups without an image of c left out of c's TPR difference, listed in
+  ``equalized_odds_detail`` and the notes); the figure is the largest over classes.
+Bootstrap intervals resample images with replacement within each (group, label) cell (seeded),
+2.5th-97.5th percentiles.
 """
 
 from __future__ import annotations
@@ -109,13 +117,21 @@ def _bootstrap(
     keys: Sequence[str],
     group_keys: Sequence[str],
 ) -> dict[str, Any]:
-    """Percentile intervals for scalar ``keys`` and per-group ``group_keys``."""
+    """Percentile intervals for scalar ``keys`` and per-group ``group_keys``. ``arrays`` are
+    (labels, scores, groups); images are resampled within each (group, label) cell, so every
+    class a group holds stays in every replicate and no figure changes its class set."""
     rng = np.random.default_rng(seed)
-    size = len(arrays[0])
+    labels, groups = arrays[0], arrays[2]
+    cells = [
+        np.flatnonzero(m)
+        for g in _group_keys(groups)
+        for y in np.unique(labels)
+        if (m := (groups == g) & (labels == y)).any()
+    ]
     scalar: dict[str, list[float]] = {k: [] for k in keys}
     per_group: dict[str, dict[Any, list[float]]] = {k: {} for k in group_keys}
     for _ in range(n):
-        idx = rng.integers(0, size, size)
+        idx = np.concatenate([c[rng.integers(0, len(c), len(c))] for c in cells])
         result = compute(*(a[idx] for a in arrays))
         for k in keys:
             if result[k] is not None:
@@ -160,40 +176,99 @@ def fairness_report(
     return report
 
 
-def _multiclass_core(
-    y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray, n_classes: int
-) -> dict[str, Any]:
-    y_pred = proba.argmax(axis=1)
+def class_sets(y_true: np.ndarray, groups: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """The classes each group's one-vs-rest AUROC is defined for (at least one image of the
+    class and one of another class in the group), and those defined in every group."""
+    by_group = {}
+    for g in _group_keys(groups):
+        labels = y_true[groups == g]
+        present = set(labels.tolist())
+        by_group[g] = [c for c in range(n_classes) if c in present and len(present) > 1]
+    common = [c for c in range(n_classes) if all(c in v for v in by_group.values())]
+    return {"by_group": by_group, "common": common}
+
+
+def eod_parts(tpr: Sequence[Any], fpr: Sequence[Any]) -> np.ndarray:
+    """The larger of the TPR spread and the FPR spread (max - min over the groups given);
+    a spread needs two groups; NaN when neither has them. Works on arrays of replicates."""
+    parts = [np.max(r, axis=0) - np.min(r, axis=0) for r in (tpr, fpr) if len(r) >= 2]
+    if not parts:
+        return np.asarray(np.nan)
+    return np.asarray(np.fmax.reduce(parts))
+
+
+def _macro(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[int]) -> float | None:
+    per_class = [_auroc((y_true == c).astype(int), proba[:, c]) for c in classes]
+    defined = [a for a in per_class if a is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def _eod_by_class(
+    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_classes: int
+) -> dict[int, dict[str, Any]]:
     keys = _group_keys(groups)
-
-    def macro_auroc(mask: np.ndarray) -> float | None:
-        per_class = [
-            _auroc((y_true[mask] == c).astype(int), proba[mask, c]) for c in range(n_classes)
-        ]
-        defined = [a for a in per_class if a is not None]
-        return float(np.mean(defined)) if defined else None
-
-    auroc = {g: macro_auroc(groups == g) for g in keys}
-    eod_by_class = {}
+    out = {}
     for c in range(n_classes):
         tpr, fpr = {}, {}
         for g in keys:
             m = groups == g
             tpr[g], fpr[g] = _rates((y_true[m] == c).astype(int), (y_pred[m] == c).astype(int))
-        eod_by_class[c] = _eod(tpr, fpr)
-    defined_eod = [v for v in eod_by_class.values() if v is not None]
-    notes = [f"group {g}: macro AUROC undefined (one class only)" for g in keys if auroc[g] is None]
+        value = _eod(tpr, fpr)
+        out[c] = {
+            "value": value,
+            "tpr_difference": _spread(tpr),
+            "fpr_difference": _spread(fpr),
+            "excluded_from_tpr": [g for g in keys if tpr[g] is None],
+            "excluded_from_fpr": [g for g in keys if fpr[g] is None],
+        }
+    return out
+
+
+def _multiclass_core(
+    y_true: np.ndarray, proba: np.ndarray, groups: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
+    k = len(class_names)
+    y_pred = proba.argmax(axis=1)
+    keys = _group_keys(groups)
+    sets = class_sets(y_true, groups, k)
+    common = sets["common"]
+    auroc = {g: _macro(y_true[groups == g], proba[groups == g], common) for g in keys}
+    overall_classes = [c for c in range(k) if 0 < (y_true == c).sum() < len(y_true)]
+    eod = _eod_by_class(y_true, y_pred, groups, k)
+    defined_eod = [v["value"] for v in eod.values() if v["value"] is not None]
+    notes = []
+    left_out = [class_names[c] for c in range(k) if c not in common and c in overall_classes]
+    if left_out:
+        missing = {
+            g: [class_names[c] for c in overall_classes if c not in sets["by_group"][g]]
+            for g in keys
+        }
+        where = "; ".join(f"group {g} lacks {', '.join(v)}" for g, v in missing.items() if v)
+        notes.append(
+            f"per-group AUROCs and the gap average the {len(common)} classes every group "
+            f"holds, leaving out {', '.join(left_out)} ({where})"
+        )
+    for c, d in eod.items():
+        for g in d["excluded_from_tpr"]:
+            notes.append(
+                f"equalized odds, class {class_names[c]}: group {g} has no {class_names[c]} "
+                f"image, left out of the TPR difference"
+            )
     return {
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
-        "auroc": macro_auroc(np.ones(len(y_true), dtype=bool)),
+        "auroc": _macro(y_true, proba, overall_classes),
+        "auroc_classes": [class_names[c] for c in overall_classes],
         "auroc_by_group": auroc,
+        "auroc_by_group_classes": [class_names[c] for c in common],
+        "classes_by_group": {g: [class_names[c] for c in v] for g, v in sets["by_group"].items()},
         "auroc_gap": _spread(auroc),
         "accuracy_by_group": {
             g: float((y_pred[groups == g] == y_true[groups == g]).mean()) for g in keys
         },
         "equalized_odds_difference": max(defined_eod) if defined_eod else None,
-        "equalized_odds_by_class": eod_by_class,
+        "equalized_odds_by_class": {class_names[c]: d["value"] for c, d in eod.items()},
+        "equalized_odds_detail": {class_names[c]: d for c, d in eod.items()},
         "counts_by_group": {g: int((groups == g).sum()) for g in keys},
         "notes": notes,
     }
@@ -216,7 +291,9 @@ def fairness_report_multiclass(
     k = len(class_names)
     if proba.ndim != 2 or proba.shape != (len(yt), k) or len(gs) != len(yt) or not len(yt):
         raise ValueError("y_proba must be (n, n_classes) with n = len(y_true) = len(groups)")
-    report = _multiclass_core(yt, proba, gs, k)
+    if yt.min() < 0 or yt.max() >= k:
+        raise ValueError(f"y_true must hold class indices 0..{k - 1}")
+    report = _multiclass_core(yt, proba, gs, class_names)
     precision, recall, f1, support = precision_recall_fscore_support(
         yt, proba.argmax(axis=1), labels=list(range(k)), zero_division=0
     )
@@ -230,12 +307,9 @@ def fairness_report_multiclass(
         }
         for c, name in enumerate(class_names)
     }
-    report["equalized_odds_by_class"] = {
-        class_names[c]: v for c, v in report["equalized_odds_by_class"].items()
-    }
     if n_bootstrap:
         report["ci"] = _bootstrap(
-            lambda a, b, c: _multiclass_core(a, b, c, k),
+            lambda a, b, c: _multiclass_core(a, b, c, class_names),
             (yt, proba, gs),
             n_bootstrap,
             seed,

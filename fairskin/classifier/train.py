@@ -42,6 +42,7 @@ from fairskin.progress import JobCancelled, Progress
 from fairskin.provenance import check_record, settings_hash
 
 MODEL_FILE = "classifier.pt"
+PREDICTIONS_FILE = "test_predictions.json"
 
 
 @dataclass
@@ -271,10 +272,23 @@ def train_classifier(
         "test_images": len(test_items),
         **(run_info or {}),
     }
-    (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
-    (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
+    _write_outputs(run_dir, info, evaluation)
     shutil.rmtree(run_dir / "checkpoint.partial", ignore_errors=True)
     return ClassifierResult(run_dir, weights_source, evaluation, start, model)
+
+
+def _write_outputs(run_dir: Path, info: dict[str, Any], evaluation: dict[str, Any]) -> None:
+    """The manifest and the evaluation. Per-image test predictions go to their own file
+    (paired comparisons between runs read it); the evaluation keeps its name and size."""
+    predictions = evaluation.pop("test_predictions", None)
+    if predictions is not None:
+        (run_dir / PREDICTIONS_FILE).write_text(json.dumps(predictions))
+        evaluation["test_predictions"] = {
+            "file": PREDICTIONS_FILE,
+            "images": len(predictions["ids"]),
+        }
+    (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
+    (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
 
 
 @torch.no_grad()
@@ -339,6 +353,13 @@ def evaluate(
                 seed=config.seed,
             )
         ),
+    }
+    out["test_predictions"] = {
+        "classes": CLASS_NAMES,
+        "ids": [i.key or i.path for i in labelled],
+        "labels": y,
+        "fst": [i.fst for i in labelled],
+        "proba": np.round(proba, 6).tolist(),
     }
     with_flag = [k for k, i in enumerate(labelled) if i.malignant is not None]
     if with_flag:
