@@ -61,7 +61,7 @@ class RunAdmin(admin.ModelAdmin):
         kind = request.POST.get("kind") or request.GET.get("kind") or RunKind.TEXTUAL_INVERSION
         if kind not in RunKind.values:
             kind = RunKind.TEXTUAL_INVERSION
-        form = RunLaunchForm(request.POST or None, kind=kind)
+        form = RunLaunchForm(request.POST or None, kind=kind, query=request.GET)
         if request.method == "POST" and form.is_valid():
             d = form.cleaned_data
             try:

@@ -1,15 +1,53 @@
 import json
-from typing import cast
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
+from django.http import QueryDict
 
 from catalog.selectors import datasets_all, datasets_synthetic
 from fairskin.classifier.config import ClassifierConfig
 from fairskin.diffusion.config import TrainConfig
 from fairskin.labels import DIAGNOSIS_CHOICES
-from training.models import Run, RunKind
+from training.models import PARENT_KIND, Run, RunKind
 from training.selectors import runs_finished
+
+# A dataset the catalog marks for textual inversion only (catalog's AllowedUse value).
+TEXTUAL_INVERSION_ONLY = "textual_inversion_only"
+
+
+def kind_defaults() -> dict[str, dict[str, Any]]:
+    """Each kind's default settings as the settings box shows them (without ``kind``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in RunKind.values:
+        if kind == RunKind.CLASSIFIER:
+            out[kind] = ClassifierConfig().to_dict()
+        else:
+            out[kind] = {k: v for k, v in TrainConfig.defaults(kind).items() if k != "kind"}
+    return out
+
+
+def kind_mismatch(kind: str, config: dict[str, Any]) -> str | None:
+    """Why ``config`` cannot train a ``kind`` run when its unknown settings are another kind's
+    (the Kind was changed but the settings box was not); None otherwise (unknown settings of
+    no kind are left to the service, which names them)."""
+    defaults = kind_defaults()
+    unknown = set(config) - set(defaults[kind])
+    owners = [k for k in RunKind.values if k != kind and unknown <= set(defaults[k])]
+    if not unknown or not owners:
+        return None
+    owner_labels = [RunKind(k).label for k in owners]
+    owned_by = (
+        owner_labels[0]
+        if len(owner_labels) == 1
+        else ", ".join(owner_labels[:-1]) + " or " + owner_labels[-1]
+    )
+    return (
+        f"these {len(unknown)} settings are for a {owned_by} run, not a "
+        f"{RunKind(kind).label} run: {', '.join(sorted(unknown))}. The settings box still "
+        f"holds another kind's settings: load the {RunKind(kind).label} defaults (the kind "
+        "links above the form) or remove these settings."
+    )
 
 
 class RunLaunchForm(forms.Form):
@@ -53,7 +91,9 @@ class RunLaunchForm(forms.Form):
         help_text="Run settings as JSON; defaults shown for the kind.",
     )
 
-    def __init__(self, *args, kind: str = "textual_inversion", **kwargs):
+    def __init__(
+        self, *args, kind: str = "textual_inversion", query: QueryDict | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         cast(forms.ModelChoiceField, self.fields["parent"]).queryset = runs_finished().filter(
             kind__in=[RunKind.TEXTUAL_INVERSION, RunKind.LORA]
@@ -62,13 +102,61 @@ class RunLaunchForm(forms.Form):
         cast(
             forms.ModelChoiceField, self.fields["synthetic_datasets"]
         ).queryset = datasets_synthetic()
-        if kind == RunKind.CLASSIFIER:
-            defaults = ClassifierConfig().to_dict()
-        else:
-            defaults = {k: v for k, v in TrainConfig.defaults(kind).items() if k != "kind"}
-        self.fields["config"].initial = json.dumps(defaults, indent=2)
+        # Every kind's defaults: the page swaps the settings box to them when the Kind changes.
+        self.kind_defaults = kind_defaults()
+        self.fields["config"].initial = json.dumps(self.kind_defaults[kind], indent=2)
         self.fields["kind"].initial = kind
         self.fields["base_model"].initial = settings.FAIRSKIN_BASE_MODEL
+        # What a link asked to preselect but could not be (shown above the form).
+        self.preselect_problems: list[str] = []
+        if query is not None and not self.is_bound:
+            self._preselect(kind, query)
+
+    def _preselect(self, kind: str, query: QueryDict) -> None:
+        """Initial values from a link (``?parent=``, ``?datasets=``, ``?synthetic_datasets=``),
+        each checked: what does not fit is left out and said why."""
+        parent = self._preselect_parent(kind, query.get("parent", ""))
+        if parent is not None:
+            self.initial["parent"] = parent.pk
+            selection = parent.selection or {}
+            names = [
+                d.name
+                for d in datasets_all().filter(name__in=selection.get("datasets", []))
+                if kind == RunKind.TEXTUAL_INVERSION or d.allowed_use != TEXTUAL_INVERSION_ONLY
+            ]
+            if names and "datasets" not in query:
+                self.initial["datasets"] = names
+                for key in ("diagnoses", "fsts", "split"):
+                    if selection.get(key):
+                        self.initial[key] = selection[key]
+        for key, queryset, what in (
+            ("datasets", datasets_all(), "dataset"),
+            ("synthetic_datasets", datasets_synthetic(), "synthetic dataset"),
+        ):
+            asked = query.getlist(key)
+            found = set(queryset.filter(name__in=asked).values_list("name", flat=True))
+            if found:
+                self.initial[key] = sorted(found)
+            for name in sorted(set(asked) - found):
+                self.preselect_problems.append(f"there is no {what} named {name!r}")
+
+    def _preselect_parent(self, kind: str, value: str) -> Run | None:
+        if not value:
+            return None
+        expected = PARENT_KIND.get(kind)
+        if expected is None:
+            self.preselect_problems.append(
+                f"a {RunKind(kind).label} run takes no parent run; run {value} is not used"
+            )
+            return None
+        is_id = value.isascii() and value.isdigit() and len(value) < 19
+        parent = runs_finished().filter(pk=int(value), kind=expected).first() if is_id else None
+        if parent is None:
+            self.preselect_problems.append(
+                f"{value!r} is not a finished {RunKind(expected).label} run, so it is not "
+                "preselected as the parent; choose one below"
+            )
+        return parent
 
     def clean_config(self):
         try:
@@ -79,3 +167,13 @@ class RunLaunchForm(forms.Form):
             raise forms.ValidationError("settings must be a JSON object")
         value.pop("kind", None)
         return value
+
+    def clean(self):
+        super().clean()
+        data = self.cleaned_data
+        kind, config = data.get("kind"), data.get("config")
+        if kind in RunKind.values and isinstance(config, dict):
+            problem = kind_mismatch(kind, config)
+            if problem:
+                self.add_error("config", problem)
+        return data

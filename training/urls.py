@@ -8,6 +8,7 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("runs/<int:run_id>/live/", views.run_live, name="live"),
     path("runs/<int:run_id>/grid.png", views.run_grid, name="grid"),
+    path("runs/<int:run_id>/files/<path:name>", views.run_artifact, name="artifact"),
     path(
         "runs/<int:run_id>/confidence-model/", views.mark_confidence_model, name="confidence_model"
     ),

@@ -11,22 +11,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from common.refusals import refused_to_messages
 from fairskin.charts import Slots, ValueAxis
-from fairskin.diffusion.reports import loss_svg, read_loss_log
 from fairskin.spreadsheet import safe_row
-from training import reports, selectors, services
+from training import reports, run_display, selectors, services
 from training.models import Run, RunKind
-
-ARTIFACT_NAMES = (
-    "pytorch_lora_weights.safetensors",
-    "manifest.json",
-    "README.md",
-    "loss.csv",
-    "loss.svg",
-)
-
-
-def _loss_history(run_dir: Path) -> list[tuple[int, float]]:
-    return [(step, loss) for step, loss, _ in read_loss_log(run_dir / "loss.csv")]
 
 
 def _latest_grid(run_dir: Path) -> Path | None:
@@ -34,19 +21,20 @@ def _latest_grid(run_dir: Path) -> Path | None:
     return grids[-1] if grids else None
 
 
-def _run_context(run: Run) -> dict:
+def _run_context(request, run: Run) -> dict:
     run_dir = Path(run.artifacts_dir)
     grid = _latest_grid(run_dir)
-    files = [run_dir / n for n in ARTIFACT_NAMES if (run_dir / n).exists()]
-    files += sorted((run_dir / "embeddings").glob("*.safetensors"))
     return {
         "run": run,
         "job": run.job,
         "lineage": run.lineage(),
         "children": run.children.all(),
-        "loss_svg": loss_svg(_loss_history(run_dir)),
+        "loss_chart": run_display.loss_chart(run_dir),
         "grid_step": grid.stem.removeprefix("step-").lstrip("0") if grid else None,
-        "files": [f.relative_to(run_dir) for f in files],
+        "files": run_display.artifact_links(run),
+        "manifest": run_display.manifest(run_dir),
+        "per_skin_type": run_display.per_skin_type(run.evaluation or {}),
+        "next_steps": run_display.next_steps(run, request.user),
     }
 
 
@@ -66,14 +54,14 @@ def run_detail(request, run_id: int):
         "config_json": json.dumps(run.config, indent=2, sort_keys=True),
         "selection_json": json.dumps(run.selection, indent=2, sort_keys=True),
     }
-    return render(request, "training/run_detail.html", {**_run_context(run), **as_json})
+    return render(request, "training/run_detail.html", {**_run_context(request, run), **as_json})
 
 
 @login_required
 @permission_required("training.view_run", raise_exception=True)
 def run_live(request, run_id: int):
     run = get_object_or_404(Run.objects.select_related("job", "parent__parent"), pk=run_id)
-    response = render(request, "training/_run_live.html", _run_context(run))
+    response = render(request, "training/_run_live.html", _run_context(request, run))
     if request.headers.get("HX-Request") and run.job and run.job.is_terminal:
         # Artifacts, evaluation and the final grid sit outside this fragment: reload the page
         # once the run has ended.
@@ -91,6 +79,39 @@ def run_grid(request, run_id: int):
         raise Http404("no validation grid yet")
     response = FileResponse(grid.open("rb"), content_type="image/png")
     response["Cache-Control"] = "no-cache"
+    return response
+
+
+# Served inline as what they are; anything else (weights, checkpoints) as a download.
+ARTIFACT_TYPES = {
+    ".json": "application/json",
+    ".md": "text/plain; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+
+
+@require_GET
+@login_required
+@permission_required("training.view_run", raise_exception=True)
+def run_artifact(request, run_id: int, name: str):
+    """One of the run's listed artifact files. The name must be one the run page lists (no
+    path is built from it), so nothing outside the run's folder can be asked for."""
+    run = get_object_or_404(Run, pk=run_id)
+    run_dir = Path(run.artifacts_dir)
+    if name not in run_display.artifact_files(run_dir):
+        raise Http404("no such artifact")
+    path = run_dir / name
+    content_type = ARTIFACT_TYPES.get(path.suffix)
+    response = FileResponse(
+        path.open("rb"),
+        as_attachment=content_type is None,
+        filename=path.name,
+        content_type=content_type or "application/octet-stream",
+    )
+    # A served SVG or text file runs no script and loads nothing, whatever it holds.
+    response["Content-Security-Policy"] = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
     return response
 
 

@@ -1,0 +1,145 @@
+"""What a run's page shows besides the run row: its artifact files, the loss chart, the
+classifier's per-skin-type table and the links to the next step of the pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from django.urls import reverse
+
+from fairskin.charts import line_chart
+from fairskin.diffusion.reports import read_loss_log
+from training.models import Run, RunKind
+from training.selectors import run_is_finished
+
+# Files a run writes at the top of its folder, listed (and served) when present.
+ARTIFACT_NAMES = (
+    "pytorch_lora_weights.safetensors",
+    "classifier.pt",
+    "manifest.json",
+    "evaluation.json",
+    "README.md",
+    "loss.csv",
+    "diversity.csv",
+    "loss.svg",
+)
+# ...and the files under these folders matching these patterns.
+ARTIFACT_GLOBS = (("embeddings", "*.safetensors"), ("validation", "step-*.png"))
+FST_NUMERALS = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"}
+
+
+def artifact_files(run_dir: Path) -> list[str]:
+    """The run's artifact files that exist, as paths relative to its folder ('a/b' form).
+
+    Only these are ever served: a name is looked up in this list, never joined onto the folder
+    as given, and a listed file that resolves outside the folder (a link) is left out.
+    """
+    found = [run_dir / n for n in ARTIFACT_NAMES]
+    for folder, pattern in ARTIFACT_GLOBS:
+        found += sorted((run_dir / folder).glob(pattern))
+    root = run_dir.resolve()
+    return [
+        p.relative_to(run_dir).as_posix()
+        for p in found
+        if p.is_file() and p.resolve().is_relative_to(root)
+    ]
+
+
+def artifact_links(run: Run) -> list[dict[str, str]]:
+    return [
+        {"name": name, "url": reverse("training:artifact", args=[run.pk, name])}
+        for name in artifact_files(Path(run.artifacts_dir))
+    ]
+
+
+def loss_chart(run_dir: Path) -> dict[str, Any] | None:
+    """The loss by step with labelled axes (None before the first step)."""
+    history = [(step, loss) for step, loss, _ in read_loss_log(run_dir / "loss.csv")]
+    return line_chart(history, x_title="training step", y_title="loss")
+
+
+def manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest.json (the training report the run writes at the end), or {}."""
+    try:
+        data = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _interval(ci: Any) -> list[float] | None:
+    return ci if isinstance(ci, list) and len(ci) == 2 else None
+
+
+GROUP_ORDER = ("I–II", "III–IV", "V–VI")
+
+
+def _group_order(key: str) -> tuple[int, str]:
+    """Skin types 1-6, then the groups lightest first, then anything else."""
+    if key.isdigit():
+        return int(key), ""
+    return (10 + GROUP_ORDER.index(key) if key in GROUP_ORDER else 99), key
+
+
+def per_skin_type(evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """The classifier's held-out evaluation per Fitzpatrick type and per FST group: test
+    images, accuracy, macro AUROC with its bootstrap interval (None before evaluation)."""
+    by_fst = evaluation.get("by_fst") or {}
+    by_group = evaluation.get("by_fst_group") or {}
+    if not by_fst.get("counts_by_group"):
+        return None
+
+    def rows(report: dict[str, Any], label) -> list[dict[str, Any]]:
+        counts = report.get("counts_by_group") or {}
+        ci = (report.get("ci") or {}).get("auroc_by_group") or {}
+        return [
+            {
+                "label": label(key),
+                "n": counts[key],
+                "accuracy": (report.get("accuracy_by_group") or {}).get(key),
+                "auroc": (report.get("auroc_by_group") or {}).get(key),
+                "ci": _interval(ci.get(key)),
+            }
+            for key in sorted(counts, key=_group_order)
+        ]
+
+    return {
+        "fst": rows(by_fst, lambda k: f"FST {FST_NUMERALS.get(k, k)}"),
+        "groups": rows(by_group, lambda k: f"FST {k}"),
+        "notes": [*by_fst.get("notes", []), *by_group.get("notes", [])],
+    }
+
+
+def next_steps(run: Run, user: Any) -> list[dict[str, str]]:
+    """Links to what a finished run leads on to, for a user allowed to launch it: a LoRA run
+    on a textual inversion, a batch with a LoRA or joint model (and a joint run on a LoRA)."""
+    if not run_is_finished(run=run):
+        return []
+    steps = []
+    launch_run = reverse("admin:training_run_launch")
+    if run.kind == RunKind.TEXTUAL_INVERSION and user.has_perm("training.launch_run"):
+        steps.append(
+            {
+                "label": "Launch a LoRA run on this",
+                "url": f"{launch_run}?{urlencode({'kind': 'lora', 'parent': run.pk})}",
+            }
+        )
+    if run.kind in (RunKind.LORA, RunKind.JOINT) and user.has_perm("generation.launch_batch"):
+        batch = reverse("admin:generation_batch_launch")
+        steps.append(
+            {
+                "label": "Generate a batch with this model",
+                "url": f"{batch}?{urlencode({'model_run': run.pk})}",
+            }
+        )
+    if run.kind == RunKind.LORA and user.has_perm("training.launch_run"):
+        steps.append(
+            {
+                "label": "Refine it jointly (joint run)",
+                "url": f"{launch_run}?{urlencode({'kind': 'joint', 'parent': run.pk})}",
+            }
+        )
+    return steps
