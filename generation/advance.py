@@ -204,11 +204,13 @@ def batch_start(
     *,
     batch_id: int,
     provenance: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
     lease: LeaseHolder | None = None,
     publish: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """The reference is ready: publish it, record the extractors and hand out the first
-    shards, all under the preparing job's lease (a stalled attempt changes nothing)."""
+    """The reference is ready: publish it, record the extractors and the filter calibration
+    (`fairskin.generation.held_out.filter_calibration`) and hand out the first shards, all
+    under the preparing job's lease (a stalled attempt changes nothing)."""
     with _held(lease):
         batch = Batch.objects.select_for_update().get(pk=batch_id)
         if batch.state == BatchState.PREPARING:
@@ -216,7 +218,8 @@ def batch_start(
                 publish()
             batch.state = BatchState.GENERATING
             batch.provenance = provenance
-            batch.save(update_fields=["state", "provenance"])
+            batch.filter_calibration = calibration or {}
+            batch.save(update_fields=["state", "provenance", "filter_calibration"])
         return batch_advance(batch_id=batch_id, lease=lease)
 
 

@@ -63,6 +63,17 @@ class Batch(models.Model):
         "micro-batch size, which the pixels depend on (see reproducibility).",
     )
     scoring = models.JSONField(default=dict, blank=True, help_text="Thresholds and switches.")
+    filter_percentile = models.FloatField(
+        default=SPEC.filter_percentile.default,
+        help_text="Share (%) of held-out real images each calibrated filter threshold lets "
+        "pass; the default threshold of every distance check.",
+    )
+    filter_calibration = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per check and skin type: the threshold, how it was obtained and the share "
+        "of held-out real images it would reject (set when the reference is ready).",
+    )
 
     # The plan, fixed at creation: {"MEL:6": quota} (Plan.quotas_json; read back by plan());
     # how far each stratum has been planned, and the finished ones, under the same keys.

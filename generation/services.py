@@ -108,6 +108,7 @@ def batch_create(
     shard_size: int = SPEC.shard_size.default,
     device_batch: int = SPEC.device_batch.default,
     scoring: dict[str, Any] | None = None,
+    filter_percentile: float = SPEC.filter_percentile.default,
     name: str = SPEC.name.default,
     user: Any = None,
     enqueue: bool = True,
@@ -115,7 +116,9 @@ def batch_create(
     """Validate and plan a batch, and queue its preparation on the gpu queue.
 
     Every setting is checked against the generation spec (fairskin.generation.spec), the one
-    place its bounds are written. ``negative_prompt`` None is the spec's default, ``size`` None
+    place its bounds are written. ``filter_percentile`` is the percentile of every calibrated
+    threshold the scoring settings do not give one (fairskin.generation.calibration).
+    ``negative_prompt`` None is the spec's default, ``size`` None
     (or 0) the model's native size. Raises BatchConfigError (or BrokerUnavailable) with every
     reason; then nothing is created.
     """
@@ -135,6 +138,7 @@ def batch_create(
         "device_batch": device_batch,
         "negative_prompt": negative_prompt,
         "name": name,
+        "filter_percentile": filter_percentile,
     }
     if size:
         values["size"] = size
@@ -146,7 +150,7 @@ def batch_create(
     except (PlanError, ValueError) as exc:
         raise BatchConfigError(str(exc)) from exc
     try:
-        scoring_config = ScoringConfig.build(scoring)
+        scoring_config = ScoringConfig.build(scoring, percentile=filter_percentile)
     except ScoringConfigError as exc:
         raise BatchConfigError(f"scoring: {exc}") from exc
     try:
@@ -179,6 +183,7 @@ def batch_create(
             shard_size=shard_size,
             device_batch=device_batch,
             scoring=scoring_config.to_dict(),
+            filter_percentile=filter_percentile,
             quotas=plan.quotas_json(),
             planned={},
             reproducibility=pixel_dependence(device_batch),

@@ -77,27 +77,40 @@ def _extractors():
     ), classifier
 
 
-def _reference_images(batch: Batch) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
-    """Real images of the model's datasets per skin type, and the images that trained it."""
+def reference_images(
+    batch: Batch,
+) -> tuple[list[tuple[str, int]], list[tuple[str, str]], list[tuple[str, int, str]]]:
+    """Per skin type, real images of the model's datasets (the reference); the images that
+    trained it; and held-out real images in neither, for calibrated thresholds (drawn by
+    `fairskin.generation.calibration.split_held_out`)."""
+    from fairskin.generation.calibration import HELD_OUT_PER_TYPE, split_held_out
+
     lineage = batch.model_run.lineage()
     datasets = sorted({name for r in lineage for name in r.selection.get("datasets", [])})
-    fsts = sorted({entry.stratum.fst for entry in batch.plan()})
     cache = image_cache_dir()
-    real: list[tuple[str, int]] = []
-    for fst in fsts:
-        images = images_real_of_type(datasets=datasets, fst=fst, limit=REFERENCE_PER_FST)
-        real += [(image_local_path(img, cache), fst) for img in images]
     training: dict[int, str] = {}
     for r in lineage:
         if r.selection.get("datasets"):
             for img in selection_images(selection=r.selection):
                 training.setdefault(img.pk, image_local_path(img, cache))
-    return real, [(str(pk), path) for pk, path in sorted(training.items())]
+    real: list[tuple[str, int]] = []
+    held_out: list[tuple[str, int, str]] = []
+    window = REFERENCE_PER_FST + HELD_OUT_PER_TYPE + len(training)
+    for fst in sorted({entry.stratum.fst for entry in batch.plan()}):
+        images = {i.pk: i for i in images_real_of_type(datasets=datasets, fst=fst, limit=window)}
+        kept, held = split_held_out(list(images), set(training), seed=batch.seed, fst=fst)
+        real += [(image_local_path(images[pk], cache), fst) for pk in kept[:REFERENCE_PER_FST]]
+        held_out += [
+            (image_local_path(images[pk], cache), fst, images[pk].diagnosis) for pk in held
+        ]
+    return real, [(str(pk), path) for pk, path in sorted(training.items())], held_out
 
 
 def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[str, Any]:
     """Build the batch's scoring reference, then hand on to the first shards (fenced)."""
+    from fairskin.generation.held_out import filter_calibration, measure_held_out
     from fairskin.generation.reference import Reference
+    from fairskin.generation.scoring import Scorer
     from fairskin.generation.scoring_config import ScoringConfig
 
     batch = Batch.objects.select_related("model_run").get(pk=batch_id)
@@ -110,10 +123,11 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
     shutil.rmtree(staging, ignore_errors=True)
     progress.phase("Loading feature extractors")
     extractors, classifier = _extractors()
-    real, training = _reference_images(batch)
+    real, training, held_out = reference_images(batch)
     progress.log(
         f"reference: {len(real)} real images over {len(batch.quotas)} strata, "
-        f"{len(training)} training images for the memorization index"
+        f"{len(training)} training images for the memorization index, {len(held_out)} "
+        "held-out real images for calibrated thresholds"
     )
     config = ScoringConfig.build(batch.scoring)
     progress.phase("Reference features")
@@ -126,6 +140,12 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
         seed=batch.seed,
         progress=progress,
     )
+    scorer = Scorer(extractors, reference, config, size=batch.size)
+    reference.held_out, reference.held_out_counts = measure_held_out(
+        scorer, held_out, progress=progress
+    )
+    fsts = sorted({entry.stratum.fst for entry in batch.plan()})
+    calibration = filter_calibration(scorer, fsts, batch.filter_percentile)
     staging.mkdir(parents=True, exist_ok=True)
     reference.save(staging / "reference")
     write_identity(staging / "reference", reference_identity(batch))
@@ -136,6 +156,7 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
     result = advance.batch_start(
         batch_id=batch.pk,
         provenance=provenance,
+        calibration=calibration,
         lease=progress.lease,
         publish=lambda: _publish_reference(staging),
     )
@@ -143,6 +164,7 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
         "batch_id": batch.pk,
         "real_images": len(real),
         "training_images": len(training),
+        "held_out_images": len(held_out),
         **result,
     }
 
@@ -397,6 +419,7 @@ def batch_report_write(*, batch_id: int, progress: JobContext) -> dict[str, Any]
     report["strata"] = selectors.batch_strata(batch=batch)
     report["shortfall"] = sum(r["shortfall"] or 0 for r in report["strata"])
     report["accepted"] = total
+    report["filter_calibration"] = batch.filter_calibration
     progress.update(total, total, "report written")
     advance.batch_finish(batch_id=batch.pk, report=report, lease=progress.lease)
     return {"batch_id": batch.pk, "accepted": total, "shortfall": report["shortfall"]}

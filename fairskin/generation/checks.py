@@ -1,9 +1,11 @@
 """Per-candidate quality checks and their thresholds.
 
-A threshold is absolute (the planning document's value) or relative to the same-skin-type
-real-vs-real distribution of the same measure (e.g. its 95th percentile), because absolute
-LPIPS-style values depend on the data. A check whose feature extractor has random weights is
-off by default and labelled uncalibrated: it is never applied silently.
+A threshold is absolute (an explicit value), calibrated (a percentile of the same measure on
+held-out real images, the default for distance checks: see `fairskin.generation.calibration`)
+or relative (a percentile of the reference's own real-vs-real values). A percentile is the
+share of real values that pass: the limit is that percentile where higher values are worse and
+its complement where lower values are worse. A check whose feature extractor has random
+weights is off by default and labelled uncalibrated: it is never applied silently.
 """
 
 from __future__ import annotations
@@ -17,21 +19,33 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where images are checked, not where thresholds are read
     import torch
 
+THRESHOLD_MODES = ("absolute", "calibrated", "relative")
+
 
 @dataclass(frozen=True)
 class Threshold:
-    value: float
-    mode: str = "absolute"  # absolute | relative
-    percentile: float = 95.0  # relative mode: which percentile of the real-vs-real values
+    value: float | None  # absolute mode's limit; None (unused) otherwise
+    mode: str = "absolute"  # absolute | calibrated (held-out real images) | relative (reference)
+    percentile: float = 95.0  # calibrated and relative: the share (%) of real values that pass
 
-    def resolve(self, reference: Sequence[float] | np.ndarray | None = None) -> float:
+    def resolve(
+        self,
+        reference: Sequence[float] | np.ndarray | None = None,
+        *,
+        higher_is_worse: bool = True,
+    ) -> float:
+        """The limit: the value, or the percentile of ``reference`` (the held-out or the
+        real-vs-real values) that lets ``percentile`` % of them pass."""
         if self.mode == "absolute":
+            if self.value is None:
+                raise ValueError("an absolute threshold needs a value")
             return self.value
-        if self.mode != "relative":
+        if self.mode not in THRESHOLD_MODES:
             raise ValueError(f"unknown threshold mode {self.mode!r}")
         if reference is None or len(reference) == 0:
-            raise ValueError("a relative threshold needs the real-vs-real reference values")
-        return float(np.percentile(np.asarray(reference, dtype=float), self.percentile))
+            raise ValueError(f"a {self.mode} threshold needs the real images' values")
+        share = self.percentile if higher_is_worse else 100.0 - self.percentile
+        return float(np.percentile(np.asarray(reference, dtype=float), share))
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ def threshold_check(
 ) -> list[CheckResult]:
     """A measured value against its threshold. Uncalibrated measures are recorded but do not
     reject unless explicitly enabled."""
-    limit = threshold.resolve(reference)
+    limit = threshold.resolve(reference, higher_is_worse=higher_is_worse)
     applied = calibrated if enabled is None else enabled
     out = []
     for value in values:

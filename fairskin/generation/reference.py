@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -69,6 +69,10 @@ class Reference:
     training_embeddings: np.ndarray  # float32 (n, D), L2-normalised
     lpips_count: int = 10
     seed: int = 0
+    # Held-out real images (disjoint from the above and from training), measured as candidates
+    # are: per check, per FST, the finite values; and per FST, how many images were held out.
+    held_out: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    held_out_counts: dict[int, int] = field(default_factory=dict)
 
     def values_for(self, check: str, fst: int) -> np.ndarray | None:
         """The real-vs-real values a relative threshold of `check` resolves from."""
@@ -232,6 +236,9 @@ class Reference:
         for check, per_fst in self.real_vs_real.items():
             for fst, values in per_fst.items():
                 arrays[f"real_vs_real_{check}_{fst}"] = values
+        for check, per_fst in self.held_out.items():
+            for fst, values in per_fst.items():
+                arrays[f"held_out_{check}_{fst}"] = np.asarray(values, dtype=np.float64)
         meta = {
             "format": stats_format.REFERENCE_FORMAT,
             "size": self.size,
@@ -244,6 +251,8 @@ class Reference:
             },
             "training_ids": self.training_ids,
             "training_paths": self.training_paths,
+            "held_out": {check: sorted(per_fst) for check, per_fst in self.held_out.items()},
+            "held_out_counts": {str(fst): n for fst, n in self.held_out_counts.items()},
         }
         images = {f"fst_{fst}": t.contiguous().cpu() for fst, t in self.lpips_images.items()}
         # Each file is written whole under a temporary name and then renamed into place.
@@ -278,6 +287,12 @@ class Reference:
             training_embeddings=arrays["training_embeddings"],
             lpips_count=meta["lpips_count"],
             seed=meta["seed"],
+            # References saved before held-out calibration have none.
+            held_out={
+                check: {int(fst): arrays[f"held_out_{check}_{fst}"] for fst in fsts}
+                for check, fsts in meta.get("held_out", {}).items()
+            },
+            held_out_counts={int(k): int(n) for k, n in meta.get("held_out_counts", {}).items()},
         )
 
 

@@ -23,6 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fairskin.generation.calibration import (
+    MIN_HELD_OUT_PER_TYPE,
+    calibration_pool,
+    pool_label,
+    pooled_values,
+)
 from fairskin.generation.checks import (
     CheckResult,
     Threshold,
@@ -158,6 +164,42 @@ class Scorer:
         n = self._validate(images, diagnoses, fsts)
         fsts = [int(f) for f in fsts]
         x = images.to(device=self.device, dtype=torch.float32)
+        resolution = resolution_check(x, self.size)
+        brightness = brightness_check(x, self.config.brightness_low, self.config.brightness_high)
+        measured = self.measure(x, diagnoses=diagnoses, fsts=fsts)
+        scores = []
+        for i in range(n):
+            checks = [resolution[i], brightness[i]] + [
+                self._judge(name, measured[name][i], fsts[i]) for name in THRESHOLD_CHECKS
+            ]
+            metrics = {
+                "brightness": brightness[i].value,
+                "lpips_real": _finite_or_none(float(measured["lpips_real"][i])),
+                "memorization_lpips": _finite_or_none(float(measured["memorization"][i])),
+                "memorization_nearest": measured["nearest"][i],
+                "confidence": _finite_or_none(float(measured["confidence"][i])),
+                "fid": _finite_or_none(float(measured["fid"][i])),
+            }
+            scores.append(
+                CandidateScore(
+                    metrics=metrics,
+                    checks=checks,
+                    reasons=failed_reasons(checks),
+                    clip_embedding=measured["embeddings"][i].astype(np.float32),
+                    inception_features=measured["features"][i].astype(np.float32),
+                )
+            )
+        return scores
+
+    @torch.no_grad()
+    def measure(
+        self, images: torch.Tensor, *, diagnoses: Sequence[str], fsts: Sequence[int]
+    ) -> dict[str, Any]:
+        """The measures the threshold checks judge (NaN where not measurable), with the
+        Inception features, CLIP embeddings and nearest training ids: for candidates and, the
+        same way, for held-out real images (a diagnosis the classifier lacks gets NaN)."""
+        x = images.to(device=self.device, dtype=torch.float32)
+        fsts = [int(f) for f in fsts]
         comparable = x
         if x.shape[-2:] != (self.reference.size, self.reference.size):
             comparable = F.interpolate(
@@ -167,45 +209,18 @@ class Scorer:
                 align_corners=False,
                 antialias=True,
             )
-
-        resolution = resolution_check(x, self.size)
-        brightness = brightness_check(x, self.config.brightness_low, self.config.brightness_high)
         features = self.extractors.inception[0](x)
         embeddings = self.extractors.clip[0](x)
-        lpips_real = self._lpips_to_real(comparable, fsts)
         memorization, nearest = self._memorization(comparable, embeddings)
-        confidence = self._confidence(x, diagnoses)
-        fid = self._fid(features, fsts)
-
-        scores = []
-        for i in range(n):
-            measured = {
-                "lpips_real": lpips_real[i],
-                "memorization": memorization[i],
-                "confidence": confidence[i],
-                "fid": fid[i],
-            }
-            checks = [resolution[i], brightness[i]] + [
-                self._judge(name, measured[name], fsts[i]) for name in THRESHOLD_CHECKS
-            ]
-            metrics = {
-                "brightness": brightness[i].value,
-                "lpips_real": _finite_or_none(float(lpips_real[i])),
-                "memorization_lpips": _finite_or_none(float(memorization[i])),
-                "memorization_nearest": nearest[i],
-                "confidence": _finite_or_none(float(confidence[i])),
-                "fid": _finite_or_none(float(fid[i])),
-            }
-            scores.append(
-                CandidateScore(
-                    metrics=metrics,
-                    checks=checks,
-                    reasons=failed_reasons(checks),
-                    clip_embedding=embeddings[i].astype(np.float32),
-                    inception_features=features[i].astype(np.float32),
-                )
-            )
-        return scores
+        return {
+            "lpips_real": self._lpips_to_real(comparable, fsts),
+            "memorization": memorization,
+            "nearest": nearest,
+            "confidence": self._confidence(x, diagnoses),
+            "fid": self._fid(features, fsts),
+            "features": features,
+            "embeddings": embeddings,
+        }
 
     def _validate(self, images: torch.Tensor, diagnoses: Sequence[str], fsts: Sequence[int]) -> int:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
@@ -244,19 +259,11 @@ class Scorer:
                 False,
             )
         threshold: Threshold = getattr(self.config, name)
-        reference = None
-        if threshold.mode == "relative":
-            reference = self.reference.values_for(name, fst)
-            if reference is None or len(reference) == 0:
-                return CheckResult(
-                    name,
-                    float(value),
-                    True,
-                    f"{name} not judged: no real-vs-real values for FST {fst} "
-                    "to set its relative threshold",
-                    calibrated,
-                    False,
-                )
+        reference, missing = self._threshold_values(name, threshold, fst)
+        if missing:
+            return CheckResult(
+                name, float(value), True, f"{name} not judged: {missing}", calibrated, False
+            )
         return threshold_check(
             name,
             [value],
@@ -266,6 +273,27 @@ class Scorer:
             enabled=applied,
             reference=reference,
         )[0]
+
+    def _threshold_values(
+        self, name: str, threshold: Threshold, fst: int
+    ) -> tuple[np.ndarray | None, str]:
+        """The real values a non-absolute threshold is a percentile of, or why there are none."""
+        if threshold.mode == "absolute":
+            return None, ""
+        if threshold.mode == "relative":
+            values = self.reference.values_for(name, fst)
+            if values is None or len(values) == 0:
+                return None, (f"no real-vs-real values for FST {fst} to set its relative threshold")
+            return values, ""
+        per_type = self.reference.held_out.get(name, {})
+        pool = calibration_pool(fst, {g: len(v) for g, v in per_type.items()})
+        values = pooled_values(per_type, pool)
+        if values.size < MIN_HELD_OUT_PER_TYPE:
+            return None, (
+                f"{values.size} held-out real images of {pool_label(pool)}, fewer than the "
+                f"{MIN_HELD_OUT_PER_TYPE} its calibrated threshold needs"
+            )
+        return values, ""
 
     def _unmeasurable(self, name: str, fst: int) -> str:
         if name == "confidence":
@@ -323,8 +351,13 @@ class Scorer:
         mean = torch.tensor(_IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(_IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         probabilities = torch.softmax(model((x - mean) / std).float(), dim=1)
-        intended = torch.tensor([manifest["classes"].index(d) for d in diagnoses], device=x.device)
-        return probabilities.gather(1, intended[:, None]).squeeze(1).double().cpu().numpy()
+        classes = manifest["classes"]
+        intended = torch.tensor(
+            [classes.index(d) if d in classes else 0 for d in diagnoses], device=x.device
+        )
+        out = probabilities.gather(1, intended[:, None]).squeeze(1).double().cpu().numpy()
+        out[[d not in classes for d in diagnoses]] = np.nan  # only held-out images get here
+        return out
 
     def _fid(self, features: np.ndarray, fsts: list[int]) -> np.ndarray:
         out = np.full(len(fsts), np.nan)

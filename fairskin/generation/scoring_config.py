@@ -1,8 +1,12 @@
 """The quality filter's settings: thresholds and which uncalibrated checks may reject.
 
 Torch-free, so the web process validates a batch's settings without loading any network.
-Defaults are the planning document's values. A threshold is absolute, or relative to the
-same-skin-type real-vs-real distribution of the same measure (a percentile of it).
+The distance checks (LPIPS to real images, memorization, per-image FID) default to a threshold
+calibrated on held-out real images at the batch's filter percentile
+(`fairskin.generation.calibration`); the classifier confidence keeps the planning document's
+absolute 0.6. Any threshold can be given as an absolute number, as
+{"mode": "calibrated", "percentile": p}, or as {"mode": "relative", "percentile": p} (a
+percentile of the reference's own real-vs-real values).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from fairskin.generation.checks import Threshold
+from fairskin.generation.checks import THRESHOLD_MODES, Threshold
+from fairskin.generation.spec import SPEC
 
 CHECK_NAMES = (
     "resolution",
@@ -32,6 +37,9 @@ THRESHOLD_BOUNDS = {
     "fid": (0.0, None),
 }
 HIGHER_IS_WORSE = {"lpips_real": True, "memorization": False, "confidence": False, "fid": True}
+# The planning document's absolute values, kept as the explicit alternative (e.g. {"fid": 30}).
+PLANNING_VALUES = {"lpips_real": 0.2, "memorization": 0.1, "confidence": 0.6, "fid": 30.0}
+_CALIBRATED = Threshold(None, "calibrated", SPEC.filter_percentile.default)
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -45,17 +53,23 @@ class ScoringConfigError(ValueError):
 class ScoringConfig:
     brightness_low: float = 0.1
     brightness_high: float = 0.9
-    lpips_real: Threshold = Threshold(0.2)  # mean LPIPS to same-FST real images, at most
-    memorization: Threshold = Threshold(0.1)  # nearest-training-image LPIPS, at least
+    lpips_real: Threshold = _CALIBRATED  # mean LPIPS to same-FST real images, at most
+    memorization: Threshold = _CALIBRATED  # nearest-training-image LPIPS, at least
     confidence: Threshold = Threshold(0.6)  # classifier probability of the intended class
-    fid: Threshold = Threshold(30.0)  # per-image distance to the same-FST real Gaussian
+    fid: Threshold = _CALIBRATED  # per-image distance to the same-FST real Gaussian, at most
     duplicate_cosine: float = 0.95
     apply_uncalibrated: tuple[str, ...] = ()
     memorization_neighbours: int = 5
     lpips_reference_images: int = 10
 
     @classmethod
-    def build(cls, data: dict[str, Any] | None = None) -> ScoringConfig:
+    def build(
+        cls, data: dict[str, Any] | None = None, *, percentile: float | None = None
+    ) -> ScoringConfig:
+        """Settings from ``data``; ``percentile`` (the batch's filter percentile, validated by
+        the generation spec) is the percentile of every calibrated threshold that names none."""
+        if percentile is None:
+            percentile = SPEC.filter_percentile.default
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -71,9 +85,7 @@ class ScoringConfig:
         for name in ("brightness_low", "brightness_high"):
             if name in data:
                 values[name] = _number_in(name, data[name], 0.0, 1.0, problems)
-        for name in THRESHOLD_CHECKS:
-            if name in data:
-                values[name] = _threshold_from(name, data[name], getattr(cls, name), problems)
+        values.update(_thresholds(cls, data, percentile, problems))
         if "duplicate_cosine" in data:
             value = _number_in("duplicate_cosine", data["duplicate_cosine"], 0.0, 1.0, problems)
             if value == 0.0:
@@ -124,6 +136,22 @@ def _number_in(
     return float(raw)
 
 
+def _thresholds(
+    cls: type[ScoringConfig], data: dict[str, Any], percentile: float, problems: list[str]
+) -> dict[str, Threshold | None]:
+    """Every threshold check's threshold: as given, else its default, a calibrated default
+    taking the batch's percentile."""
+    out: dict[str, Threshold | None] = {}
+    for name in THRESHOLD_CHECKS:
+        default = getattr(cls, name)
+        if default.mode == "calibrated":
+            default = Threshold(None, "calibrated", float(percentile))
+        out[name] = (
+            _threshold_from(name, data[name], default, problems) if name in data else default
+        )
+    return out
+
+
 def _threshold_from(
     name: str, raw: object, default: Threshold, problems: list[str]
 ) -> Threshold | None:
@@ -144,19 +172,23 @@ def _threshold_from(
         )
         return None
     mode = raw.get("mode", "absolute")
-    if mode not in ("absolute", "relative"):
-        problems.append(f"{name}: unknown threshold mode {mode!r} (use absolute or relative)")
+    if mode not in THRESHOLD_MODES:
+        problems.append(
+            f"{name}: unknown threshold mode {mode!r} (use {', '.join(THRESHOLD_MODES)})"
+        )
         return None
-    percentile = raw.get("percentile", default.percentile)
+    percentile = raw.get("percentile")
+    if percentile is None:
+        percentile = default.percentile
     if not _is_number(percentile) or not 0 < percentile <= 100:
         problems.append(f"{name}: percentile must be in (0, 100], got {percentile!r}")
         return None
-    if "value" not in raw:
-        if mode == "absolute":
-            problems.append(f"{name}: an absolute threshold needs a value")
-            return None
-        # A relative threshold takes its limit from the reference; the value is unused.
-        return Threshold(default.value, mode, float(percentile))
+    if mode != "absolute":
+        # The limit comes from real images' values; a stored value (older batches) is unused.
+        return Threshold(None, mode, float(percentile))
+    if raw.get("value") is None:
+        problems.append(f"{name}: an absolute threshold needs a value")
+        return None
     low, high = THRESHOLD_BOUNDS[name]
     value = _number_in(name, raw["value"], low, high, problems)
     return None if value is None else Threshold(value, mode, float(percentile))

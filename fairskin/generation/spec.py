@@ -124,6 +124,9 @@ class GenerationSpec:
         "the negative prompt", default=DEFAULT_NEGATIVE_PROMPT, max_length=500
     )
     name: Text = Text("the name", default="", max_length=120)
+    # The share (%) of held-out real images each calibrated filter threshold lets pass: the
+    # default limit of every distance check (fairskin.generation.calibration).
+    filter_percentile: Number = Number("the filter percentile", default=95.0, low=50, high=100)
     fst_distribution: Mapping[int, float] = field(default_factory=_default_distribution)
 
     def problems(self, values: Mapping[str, Any]) -> list[str]:

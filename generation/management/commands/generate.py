@@ -100,8 +100,15 @@ class Command(BaseCommand):
             dest="scoring",
             metavar="KEY=VALUE",
             help="a scoring setting, e.g. confidence=0.7, "
-            'fid=\'{"mode": "relative", "percentile": 95}\' or '
+            'fid=30 (absolute), fid=\'{"mode": "calibrated", "percentile": 99}\' or '
             "apply_uncalibrated='[\"duplicate\"]' (repeatable)",
+        )
+        parser.add_argument(
+            "--filter-percentile",
+            type=float,
+            default=SPEC.filter_percentile.default,
+            help="share (%%) of held-out real images each calibrated filter threshold lets "
+            "pass (default %(default)s)",
         )
         parser.add_argument("--name", default=SPEC.name.default)
         parser.add_argument(
@@ -125,6 +132,7 @@ class Command(BaseCommand):
         shard_size,
         device_batch,
         scoring,
+        filter_percentile,
         name,
         wait,
         **options,
@@ -148,6 +156,7 @@ class Command(BaseCommand):
                 shard_size=shard_size,
                 device_batch=device_batch,
                 scoring=_scoring(scoring),
+                filter_percentile=filter_percentile,
                 name=name,
                 enqueue=not wait,
             )

@@ -115,7 +115,7 @@ def test_relative_thresholds_follow_the_real_vs_real_distribution():
         reference=reference,
     )
     assert [r.passed for r in results] == [True, False]
-    with pytest.raises(ValueError, match="needs the real-vs-real"):
+    with pytest.raises(ValueError, match="relative threshold needs the real images' values"):
         Threshold(0.2, mode="relative").resolve([])
 
 

@@ -5,6 +5,7 @@ and a saved reference scores exactly like the one it was saved from.
 Everything runs on CPU with random Inception/LPIPS/CLIP weights (nothing can be downloaded)
 and a tiny classifier trained here on two clearly different demo classes."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torchvision import transforms as T
 from fairskin.classifier.model import CLASS_NAMES, build_classifier
 from fairskin.generation.checks import Threshold
 from fairskin.generation.extractors import Extractors
+from fairskin.generation.held_out import filter_calibration, measure_held_out
 from fairskin.generation.plan import decide_stratum
 from fairskin.generation.reference import (
     PHASE_CLIP,
@@ -150,26 +152,40 @@ def make_scorer(extractors, reference, **settings):
 # --- configuration -----------------------------------------------------------------------------
 
 
-def test_config_defaults_are_the_planning_documents_and_round_trip():
+def test_config_defaults_calibrate_distance_checks_and_round_trip():
     config = ScoringConfig.build(None)
     assert config == ScoringConfig()
     assert (config.brightness_low, config.brightness_high) == (0.1, 0.9)
-    assert config.lpips_real == Threshold(0.2) and config.memorization == Threshold(0.1)
-    assert config.confidence == Threshold(0.6) and config.fid == Threshold(30.0)
+    # Every distance check is calibrated on held-out real images at the spec's percentile; the
+    # classifier's confidence keeps the planning document's absolute 0.6.
+    calibrated = Threshold(None, "calibrated", 95.0)
+    assert config.lpips_real == config.memorization == config.fid == calibrated
+    assert config.confidence == Threshold(0.6)
     assert config.duplicate_cosine == 0.95 and config.apply_uncalibrated == ()
+    # The batch's filter percentile reaches every calibrated threshold that names none.
+    at_90 = ScoringConfig.build(
+        {"lpips_real": {"mode": "calibrated", "percentile": 99}}, percentile=90
+    )
+    assert at_90.fid == at_90.memorization == Threshold(None, "calibrated", 90.0)
+    assert at_90.lpips_real == Threshold(None, "calibrated", 99.0)
     custom = ScoringConfig.build(
         {
             "fid": {"mode": "relative", "percentile": 90},
             "lpips_real": 0.25,
+            "memorization": {"value": 0.1},
             "apply_uncalibrated": ["fid", "duplicate", "fid"],
             "memorization_neighbours": 8,
         }
     )
-    assert custom.fid == Threshold(30.0, "relative", 90.0)
-    assert custom.lpips_real == Threshold(0.25)
+    assert custom.fid == Threshold(None, "relative", 90.0)
+    # Absolute thresholds stay available as explicit options.
+    assert custom.lpips_real == Threshold(0.25) and custom.memorization == Threshold(0.1)
     assert custom.apply_uncalibrated == ("fid", "duplicate")
     stored = json.loads(json.dumps(custom.to_dict()))
     assert ScoringConfig.build(stored) == custom
+    # Settings stored by older batches (a value beside a relative mode) still load.
+    old = {"value": 30.0, "mode": "relative", "percentile": 95.0}
+    assert ScoringConfig.build({"fid": old}).fid == Threshold(None, "relative", 95.0)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +204,7 @@ def test_config_defaults_are_the_planning_documents_and_round_trip():
         ({"fid": True}, "fid must be a number or an object with value, mode and percentile"),
         (
             {"fid": {"value": 30, "mode": "median"}},
-            "fid: unknown threshold mode 'median' \\(use absolute or relative\\)",
+            "fid: unknown threshold mode 'median' \\(use absolute, calibrated, relative\\)",
         ),
         (
             {"fid": {"mode": "relative", "percentile": 0}},
@@ -279,7 +295,9 @@ def test_an_exact_training_copy_is_found_and_flagged_once_memorization_is_enable
 ):
     _, training = files
     copy = load(training[7][1])
-    default = make_scorer(extractors, reference).score(copy[None], diagnoses=["BKL"], fsts=[2])[0]
+    default = make_scorer(extractors, reference, memorization=0.1).score(
+        copy[None], diagnoses=["BKL"], fsts=[2]
+    )[0]
     # The index proposes 3 of the 10 training images; the copy must be among them.
     assert default.metrics["memorization_nearest"] == "train-7"
     assert default.metrics["memorization_lpips"] == pytest.approx(0.0, abs=1e-6)
@@ -287,15 +305,24 @@ def test_an_exact_training_copy_is_found_and_flagged_once_memorization_is_enable
     assert not memorization.passed and not memorization.applied
     assert not any(r.startswith("memorization") for r in default.reasons)
 
-    enabled = make_scorer(extractors, reference, apply_uncalibrated=["memorization"]).score(
+    enabled = make_scorer(
+        extractors, reference, memorization=0.1, apply_uncalibrated=["memorization"]
+    ).score(copy[None], diagnoses=["BKL"], fsts=[2])[0]
+    assert "memorization 0.000 < 0.100 (uncalibrated)" in enabled.reasons
+    # Calibrated by default: this reference has no held-out real images, so it is not judged.
+    calibrated = make_scorer(extractors, reference, apply_uncalibrated=["memorization"]).score(
         copy[None], diagnoses=["BKL"], fsts=[2]
     )[0]
-    assert "memorization 0.000 < 0.100 (uncalibrated)" in enabled.reasons
+    assert not check(calibrated, "memorization").rejects
+    assert check(calibrated, "memorization").reason == (
+        "memorization not judged: 0 held-out real images of FST I-VI, fewer than the 20 its "
+        "calibrated threshold needs"
+    )
 
 
 def test_uncalibrated_checks_are_measured_but_only_applied_when_listed(extractors, reference):
     black = torch.zeros(1, 3, SIZE, SIZE)
-    scorer = make_scorer(extractors, reference)
+    scorer = make_scorer(extractors, reference, fid=30)  # the old absolute default, explicit
     calibration = scorer.calibration()
     assert list(calibration) == list(CHECK_NAMES)
     for name in ("lpips_real", "memorization", "fid", "duplicate"):
@@ -314,7 +341,7 @@ def test_uncalibrated_checks_are_measured_but_only_applied_when_listed(extractor
     assert not any(r.startswith(("fid", "lpips_real")) for r in score.reasons)
 
     strict = make_scorer(
-        extractors, reference, apply_uncalibrated=["fid", "lpips_real"], lpips_real=0.01
+        extractors, reference, apply_uncalibrated=["fid", "lpips_real"], lpips_real=0.01, fid=30
     )
     assert strict.calibration()["fid"]["applied"] is True
     score = strict.score(black, diagnoses=["MEL"], fsts=[5])[0]
@@ -545,3 +572,97 @@ def test_a_scorer_refuses_a_reference_it_cannot_compare_with(extractors, referen
 def test_bad_score_calls_are_refused(extractors, reference, images, diagnoses, fsts, match):
     with pytest.raises(ValueError, match=match):
         make_scorer(extractors, reference).score(images, diagnoses=diagnoses, fsts=fsts)
+
+
+# --- held-out real images and calibrated thresholds ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def held_out_items(tmp_path_factory):
+    """Twelve new real images each of FST II and V (in neither the reference nor training)."""
+    folder = tmp_path_factory.mktemp("held-out")
+    items = []
+    for fst in (2, 5):
+        for seed in range(100, 112):
+            path = folder / f"held-{fst}-{seed}.png"
+            dx = ("MEL", "NV", "OTHER")[seed % 3]  # OTHER: no classifier class
+            draw_lesion("NV" if dx == "OTHER" else dx, fst, seed=seed, size=SIZE).save(path)
+            items.append((str(path), fst, dx))
+    return items
+
+
+def test_held_out_images_are_measured_exactly_as_candidates(extractors, reference, held_out_items):
+    scorer = make_scorer(extractors, reference)
+    values, counts = measure_held_out(scorer, held_out_items, batch_size=5)
+    assert counts == {2: 12, 5: 12}
+    # Scored as candidates (the same images, the diagnoses the classifier knows).
+    known = [(p, f, d) for p, f, d in held_out_items if d != "OTHER"]
+    scores = scorer.score(
+        torch.stack([load(p) for p, _, _ in known]),
+        diagnoses=[d for _, _, d in known],
+        fsts=[f for _, f, _ in known],
+    )
+    for fst in (2, 5):
+        mine = [s for s, (_, f, _) in zip(scores, known, strict=True) if f == fst]
+        rows = [
+            i
+            for i, (_, f, d) in enumerate(x for x in held_out_items if x[1] == fst)
+            if d != "OTHER"
+        ]
+        for name, metric in (("fid", "fid"), ("lpips_real", "lpips_real")):
+            assert len(values[name][fst]) == 12
+            np.testing.assert_allclose(
+                values[name][fst][rows], [s.metrics[metric] for s in mine], rtol=1e-5
+            )
+        # Confidence only where the classifier has the diagnosis.
+        np.testing.assert_allclose(
+            values["confidence"][fst], [s.metrics["confidence"] for s in mine], rtol=1e-5
+        )
+        assert len(values["memorization"][fst]) == 12
+    training = [(reference.training_paths[0], 2, "MEL")]
+    with pytest.raises(ValueError, match="must not be training images"):
+        measure_held_out(scorer, training)
+
+
+def test_calibrated_thresholds_come_from_the_pooled_held_out_values(
+    extractors, reference, held_out_items, tmp_path
+):
+    values, counts = measure_held_out(make_scorer(extractors, reference), held_out_items)
+    calibrated = dataclasses.replace(reference, held_out=values, held_out_counts=counts)
+    scorer = make_scorer(
+        extractors, calibrated, apply_uncalibrated=["fid", "lpips_real"], memorization=0.0
+    )
+    black = scorer.score(torch.zeros(1, 3, SIZE, SIZE), diagnoses=["MEL"], fsts=[5])[0]
+    # 12 held-out images of FST V are too few: pooled outward (VI, IV, III hold none) up to
+    # II, 24 values, percentile 95 of them.
+    pooled = np.concatenate([values["fid"][2], values["fid"][5]])
+    limit = np.percentile(pooled, 95)
+    fid = check(black, "fid")
+    assert not fid.passed and f"fid {fid.value:.3f} > {limit:.3f} (uncalibrated)" in black.reasons
+    summary = filter_calibration(scorer, [2, 5], 95.0)
+    rows = {(r["check"], r["fst"]): r for r in summary["checks"]}
+    assert set(rows) == {
+        (c, f) for c in ("lpips_real", "memorization", "confidence", "fid") for f in (2, 5)
+    }
+    assert rows[("fid", 5)]["threshold"] == pytest.approx(limit)
+    assert rows[("fid", 5)]["source"] == (
+        "percentile 95 of 24 held-out real images of FST II-VI (pooled)"
+    )
+    assert rows[("fid", 5)]["applied"] is True and rows[("fid", 5)]["calibrated"] is False
+    assert 0 <= rows[("fid", 5)]["rejects_held_out"] <= 1
+    assert rows[("memorization", 2)]["mode"] == "absolute"
+    assert rows[("memorization", 2)]["rejects_held_out"] == 0.0  # no real image is below 0
+    assert rows[("confidence", 2)]["threshold"] == 0.6
+    # 16 of the 24 have a classifier diagnosis: too few, even pooled (absolute: no matter).
+    assert summary["held_out_per_type"] == {"2": 12, "5": 12}
+    # Saved and loaded, the reference keeps its held-out values and scores the same.
+    calibrated.save(tmp_path / "ref")
+    loaded = Reference.load(tmp_path / "ref", "cpu")
+    assert loaded.held_out_counts == counts
+    for name in values:
+        for fst in values[name]:
+            np.testing.assert_array_equal(loaded.held_out[name][fst], values[name][fst])
+    again = make_scorer(
+        extractors, loaded, apply_uncalibrated=["fid", "lpips_real"], memorization=0.0
+    ).score(torch.zeros(1, 3, SIZE, SIZE), diagnoses=["MEL"], fsts=[5])[0]
+    assert again.to_dict() == black.to_dict()
