@@ -188,15 +188,6 @@ def class_sets(y_true: np.ndarray, groups: np.ndarray, n_classes: int) -> dict[s
     return {"by_group": by_group, "common": common}
 
 
-def eod_parts(tpr: Sequence[Any], fpr: Sequence[Any]) -> np.ndarray:
-    """The larger of the TPR spread and the FPR spread (max - min over the groups given);
-    a spread needs two groups; NaN when neither has them. Works on arrays of replicates."""
-    parts = [np.max(r, axis=0) - np.min(r, axis=0) for r in (tpr, fpr) if len(r) >= 2]
-    if not parts:
-        return np.asarray(np.nan)
-    return np.asarray(np.fmax.reduce(parts))
-
-
 def _macro(y_true: np.ndarray, proba: np.ndarray, classes: Sequence[int]) -> float | None:
     per_class = [_auroc((y_true == c).astype(int), proba[:, c]) for c in classes]
     defined = [a for a in per_class if a is not None]
