@@ -19,8 +19,8 @@ Definitions (stated once, used everywhere):
   decision "predicted class (argmax) is c" against "true class is c", the binary difference
   above (groups without an image of c left out of c's TPR difference, listed in
   ``equalized_odds_detail`` and the notes); the figure is the largest over classes.
-Bootstrap intervals resample images with replacement within each (group, label) cell (seeded),
-2.5th-97.5th percentiles.
+Bootstrap intervals resample images with replacement within each group (seeded), 2.5th-97.5th
+percentiles.
 """
 
 from __future__ import annotations
@@ -118,16 +118,13 @@ def _bootstrap(
     group_keys: Sequence[str],
 ) -> dict[str, Any]:
     """Percentile intervals for scalar ``keys`` and per-group ``group_keys``. ``arrays`` are
-    (labels, scores, groups); images are resampled within each (group, label) cell, so every
-    class a group holds stays in every replicate and no figure changes its class set."""
+    (labels, scores, groups); images are resampled within each group, so every group keeps
+    its size (a replicate that loses a class from a group averages the classes every group
+    still holds, as the point estimate does; fixing (group, class) cells instead would freeze
+    one-image cells and hide their noise)."""
     rng = np.random.default_rng(seed)
-    labels, groups = arrays[0], arrays[2]
-    cells = [
-        np.flatnonzero(m)
-        for g in _group_keys(groups)
-        for y in np.unique(labels)
-        if (m := (groups == g) & (labels == y)).any()
-    ]
+    groups = arrays[2]
+    cells = [np.flatnonzero(groups == g) for g in _group_keys(groups)]
     scalar: dict[str, list[float]] = {k: [] for k in keys}
     per_group: dict[str, dict[Any, list[float]]] = {k: {} for k in group_keys}
     for _ in range(n):

@@ -104,3 +104,96 @@ def test_multiclass_report_on_a_hand_worked_case():
     assert r["equalized_odds_difference"] == pytest.approx(1.0)
     assert r["per_class"]["MEL"]["recall"] == pytest.approx(2 / 3)  # 2 of 3 true MEL found
     assert r["per_class"]["BCC"]["precision"] == pytest.approx(1.0)
+
+
+def fairlearn_style_eod(y, pred, groups):
+    """fairlearn.metrics.equalized_odds_difference as fairlearn computes it: per group the
+    TPR and FPR from sklearn's confusion matrix normalised by true class (an empty row reads
+    0), then the larger of the two max - min spreads."""
+    from sklearn.metrics import confusion_matrix
+
+    tpr, fpr = [], []
+    for g in sorted(set(groups)):
+        m = [i for i, x in enumerate(groups) if x == g]
+        cm = confusion_matrix(
+            [y[i] for i in m], [pred[i] for i in m], labels=[0, 1], normalize="true"
+        )
+        fpr.append(cm[0, 1])
+        tpr.append(cm[1, 1])
+    return max(max(tpr) - min(tpr), max(fpr) - min(fpr))
+
+
+def binary_case(seed, n=300, drop_positives_of=None):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    groups = rng.choice(["A", "B", "C"], n).tolist()
+    y = rng.integers(0, 2, n)
+    if drop_positives_of:
+        y[[g == drop_positives_of for g in groups]] = 0
+    score = np.clip(0.5 + 0.25 * (2 * y - 1) + rng.normal(0, 0.25, n), 0, 1)
+    return y.tolist(), score.tolist(), groups
+
+
+def test_binary_equalized_odds_equals_fairlearns_when_every_group_holds_both_classes():
+    y, s, g = binary_case(5)
+    pred = [int(v >= 0.5) for v in s]
+    assert fairness_report(y, s, g)["equalized_odds_difference"] == pytest.approx(
+        fairlearn_style_eod(y, pred, g)
+    )
+
+
+def test_a_group_without_positives_is_left_out_and_named_where_fairlearn_reads_tpr_0():
+    y, s, g = binary_case(6, drop_positives_of="C")
+    pred = [int(v >= 0.5) for v in s]
+    r = fairness_report(y, s, g)
+    assert r["tpr_by_group"]["C"] is None
+    assert "group C: no positives, left out of the TPR difference" in r["notes"]
+    # fairlearn counts C's TPR as 0, which makes the TPR spread the largest TPR.
+    assert fairlearn_style_eod(y, pred, g) == pytest.approx(
+        max(v for v in r["tpr_by_group"].values() if v is not None)
+    )
+    assert r["equalized_odds_difference"] < fairlearn_style_eod(y, pred, g)
+
+
+def test_fairlearn_itself_agrees_where_installed():
+    metrics = pytest.importorskip("fairlearn.metrics")
+    y, s, g = binary_case(7)
+    pred = [int(v >= 0.5) for v in s]
+    expected = metrics.equalized_odds_difference(y, pred, sensitive_features=g)
+    assert fairness_report(y, s, g)["equalized_odds_difference"] == pytest.approx(expected)
+    assert fairlearn_style_eod(y, pred, g) == pytest.approx(expected)
+
+
+def test_per_group_auroc_averages_only_the_classes_every_group_holds():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(8)
+    n = 600
+    groups = np.array(["I–II", "III–IV", "V–VI"])[rng.integers(0, 3, n)]
+    y = rng.integers(0, 4, n)
+    y[(groups == "V–VI") & (y == 3)] = 0  # V–VI holds no image of class D
+    proba = rng.dirichlet(np.ones(4), n)
+    proba[np.arange(n), y] += 0.3
+    proba /= proba.sum(axis=1, keepdims=True)
+    r = fairness_report_multiclass(y, proba, groups, class_names=["A", "B", "C", "D"])
+    assert r["classes_by_group"] == {
+        "I–II": ["A", "B", "C", "D"],
+        "III–IV": ["A", "B", "C", "D"],
+        "V–VI": ["A", "B", "C"],
+    }
+    assert r["auroc_by_group_classes"] == ["A", "B", "C"]
+    assert r["auroc_classes"] == ["A", "B", "C", "D"]
+    for g in ("I–II", "V–VI"):
+        m = groups == g
+        expected = np.mean([roc_auc_score(y[m] == c, proba[m, c]) for c in range(3)])
+        assert r["auroc_by_group"][g] == pytest.approx(expected)
+    assert any("leaving out D (group V–VI lacks D)" in note for note in r["notes"])
+    # Equalized odds for D: V–VI is left out of D's TPR spread, named, and kept in its FPR.
+    detail = r["equalized_odds_detail"]["D"]
+    assert detail["excluded_from_tpr"] == ["V–VI"] and detail["excluded_from_fpr"] == []
+    assert (
+        "equalized odds, class D: group V–VI has no D image, left out of the TPR difference"
+        in (r["notes"])
+    )
