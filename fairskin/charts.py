@@ -94,9 +94,9 @@ def _bucketed(
 class Margins:
     """Room around the plot area for tick labels and axis titles."""
 
-    left: float = 62
-    right: float = 16
-    top: float = 12
+    left: float = 58
+    right: float = 14
+    top: float = 10
     bottom: float = 44
 
 
@@ -105,8 +105,8 @@ def line_chart(
     *,
     x_title: str,
     y_title: str,
-    width: float = 640,
-    height: float = 260,
+    width: float = 480,
+    height: float = 270,
     most: int = 600,
     margins: Margins = Margins(),  # frozen: one shared default is safe
 ) -> dict[str, Any] | None:

@@ -9,7 +9,8 @@
   const kind = form.querySelector("select[name=kind]");
   const box = form.querySelector("textarea[name=config]");
   const note = document.getElementById("kind-note");
-  if (!kind || !box) return;
+  if (!kind || !box || !note) return;
+  kind.parentNode.appendChild(note); // the note reads beside the Kind it explains
   const labels = {};
   Array.from(kind.options).forEach(function (o) { labels[o.value] = o.textContent; });
   const edited = {}; // kind -> the settings text as the user left it
