@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from common.refusals import refused_to_messages
 from fairskin.charts import Slots, ValueAxis
 from fairskin.spreadsheet import safe_row
-from training import reports, run_display, selectors, services
+from training import fairness_verdicts, run_display, selectors, services
 from training.models import Run, RunKind
 
 
@@ -188,7 +188,7 @@ def fairness_report(request):
         "classifiers": selectors.runs_finished().filter(kind=RunKind.CLASSIFIER),
     }
     if baseline is not None:
-        comparison = reports.fairness_comparison(baseline=baseline, others=others)
+        comparison = fairness_verdicts.fairness_comparison(baseline=baseline, others=others)
         context.update(
             comparison=comparison, chart=_bars(comparison), query=request.GET.urlencode()
         )
@@ -201,10 +201,13 @@ def fairness_export(request):
     baseline, others = _comparison_runs(request)
     if baseline is None:
         raise Http404("no finished baseline classifier")
-    rows = reports.comparison_rows(reports.fairness_comparison(baseline=baseline, others=others))
+    rows = fairness_verdicts.comparison_rows(
+        fairness_verdicts.fairness_comparison(baseline=baseline, others=others)
+    )
     if request.GET.get("format") == "json":
         response: HttpResponse = JsonResponse(
-            {"rows": rows, "definitions": FAIRNESS_DEFINITIONS}, json_dumps_params={"indent": 2}
+            {"rows": rows, "definitions": fairness_verdicts.DEFINITIONS},
+            json_dumps_params={"indent": 2},
         )
         response["Content-Disposition"] = 'attachment; filename="fairness.json"'
         return response
@@ -225,12 +228,3 @@ def mark_confidence_model(request, run_id: int):
         services.run_mark_confidence_model(run=run)
         messages.success(request, f"Run {run.pk} is now the confidence model generation uses.")
     return redirect("training:run", run_id=run.pk)
-
-
-FAIRNESS_DEFINITIONS = {
-    "auroc": "macro one-vs-rest AUROC over the seven classes",
-    "auroc_gap": "max - min of the per-group macro AUROCs (groups I–II, III–IV, V–VI)",
-    "equalized_odds_difference": "fairlearn's definition, the larger of the TPR and FPR "
-    "differences across groups; for seven classes the largest one-vs-rest value",
-    "ci": "bootstrap 95% percentile interval, resampling test images",
-}

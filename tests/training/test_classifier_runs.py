@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from django.urls import reverse
 
 from catalog.models import Dataset, Image
 from tests.factories import make_user
+from training.fairness_verdicts import CRITERIA
 from training.models import Run
 from training.services import RunConfigError, run_create, run_mark_confidence_model
 
@@ -75,30 +77,74 @@ def test_classifier_runs_store_their_fairness_evaluation(runs):
     def manifest(run):
         return json.loads(Path(run.artifacts_dir, "manifest.json").read_text())
 
+    # Per-image test predictions, keyed by catalogue image id, for paired comparisons.
+    test_ids = {
+        str(pk)
+        for pk in Image.objects.filter(
+            dataset__name="demo", split="test", fst_low__isnull=False
+        ).values_list("pk", flat=True)
+    }
+    for run in runs:
+        stored = json.loads(Path(run.artifacts_dir, "test_predictions.json").read_text())
+        assert set(stored["ids"]) == test_ids and len(stored["proba"]) == len(test_ids)
+        assert run.evaluation["test_predictions"]["images"] == len(test_ids)
+        groups = run.evaluation["by_fst_group"]
+        assert set(groups["auroc_by_group_classes"]) <= set(groups["auroc_classes"] or [None])
     assert manifest(baseline)["synthetic_train_images"] == 0
     assert manifest(fairskin)["synthetic_train_images"] == 42
     assert fairskin.uses_synthetic and not baseline.uses_synthetic
 
 
-def test_fairness_report_compares_runs_with_criteria_and_exports(client, runs):
+def test_fairness_report_compares_runs_with_paired_verdicts_and_exports(client, runs):
     baseline, fairskin = runs
     client.force_login(make_user("lead"))
     query = {"baseline": baseline.pk, "runs": [fairskin.pk]}
     page = client.get(reverse("training:fairness"), query)
-    html = page.content.decode()
+    html = unescape(page.content.decode())
     assert page.status_code == 200
-    assert "AUROC gap reduced by 40–60%" in html
-    assert "Equalized-odds difference reduced by more than 30%" in html
-    assert "AUROC gain for FST V–VI" in html
-    criteria = page.context["comparison"]["runs"][0]["criteria"]
-    assert all(c["met"] in (True, False, None) for c in criteria)
+    for name in CRITERIA.values():
+        assert name in html
+    row = page.context["comparison"]["runs"][0]
+    assert row["refusal"] == "" and row["paired"]["replicates"] == 2000
+    assert row["paired"]["images"] == baseline.evaluation["test_predictions"]["images"]
+    for c in row["criteria"]:
+        assert c["state"] in ("met", "not met", "not shown")
+        assert "95 % paired interval" in c["text"] or "undefined" in c["text"]
+        assert c["text"] in html
+    assert "reduced by -" not in html
     exported = client.get(reverse("training:fairness_export"), {**query, "format": "csv"})
     rows = list(csv.DictReader(io.StringIO(exported.content.decode())))
     assert [r["role"] for r in rows] == ["baseline", "candidate"]
     assert rows[0]["run_id"] == str(baseline.pk) and "auroc_V–VI" in rows[0]
+    assert rows[1]["gap_verdict"] == row["criteria"][0]["state"] and rows[0]["gap_verdict"] == ""
     as_json = client.get(reverse("training:fairness_export"), {**query, "format": "json"})
     assert as_json.json()["rows"][1]["run_id"] == fairskin.pk
     assert "fairlearn" in as_json.json()["definitions"]["equalized_odds_difference"]
+
+
+def test_runs_tested_on_different_images_are_refused_on_the_page(client, runs):
+    baseline, fairskin = runs
+    client.force_login(make_user("lead"))
+    query = {"baseline": baseline.pk, "runs": [fairskin.pk]}
+    # The candidate's evaluation covered two test images fewer than the baseline's.
+    path = Path(fairskin.artifacts_dir, "test_predictions.json")
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v[:-2] if k != "classes" else v for k, v in stored.items()}))
+    page = client.get(reverse("training:fairness"), query)
+    html = unescape(page.content.decode())
+    assert page.status_code == 200
+    assert f"Run {fairskin.pk} cannot be compared with baseline run {baseline.pk}" in html
+    assert "2 image(s) only in the baseline's" in html
+    row = page.context["comparison"]["runs"][0]
+    assert {c["state"] for c in row["criteria"]} == {"not shown"}
+    # A run evaluated before per-image predictions were stored: not shown, with the reason.
+    path.write_text(json.dumps(stored))
+    evaluation = {k: v for k, v in fairskin.evaluation.items() if k != "test_predictions"}
+    Run.objects.filter(pk=fairskin.pk).update(evaluation=evaluation)
+    page = client.get(reverse("training:fairness"), query)
+    assert page.status_code == 200
+    assert f"run {fairskin.pk} stores no per-image test predictions" in page.content.decode()
+    assert page.context["comparison"]["runs"][0]["refusal"] == ""
 
 
 def test_only_a_finished_real_only_classifier_can_be_the_confidence_model(runs):

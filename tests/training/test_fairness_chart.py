@@ -44,39 +44,54 @@ def test_an_interval_below_chance_also_drops_the_floor():
     assert bar["ci"] == [55.0, 30.0]
 
 
-def criteria_summary(gap, gap_ci, eod, eod_ci, dark=0.7, dark_ci=None):
+def paired_criterion(kind, threshold, base, cand, change, interval, state, why):
     return {
-        "auroc_gap": gap,
-        "gap_ci": gap_ci,
-        "equalized_odds_difference": eod,
-        "eod_ci": eod_ci,
-        "auroc_by_group": {"V–VI": dark},
-        "auroc_ci_by_group": {"V–VI": dark_ci},
+        "kind": kind,
+        "threshold": threshold,
+        "baseline": base,
+        "candidate": cand,
+        "change": change,
+        "interval": interval,
+        "state": state,
+        "why": why,
+        "undefined_share": 0.0,
     }
 
 
-def test_criteria_say_when_a_reduction_is_within_sampling_noise():
-    from training.reports import NOISE_NOTE, criteria
+def test_a_met_reduction_reads_as_a_sentence_with_its_paired_interval():
+    from training.fairness_verdicts import criterion_text
 
-    base = criteria_summary(0.30, [0.20, 0.40], 0.50, [0.45, 0.55])
-    noisy = criteria(base, criteria_summary(0.15, [0.05, 0.25], 0.30, [0.25, 0.35], dark=0.8))
-    assert noisy[0]["met"] is True and NOISE_NOTE in noisy[0]["note"]
-    assert noisy[1]["met"] is True and noisy[1]["note"] == ""  # intervals apart
-    clear = criteria(base, criteria_summary(0.15, [0.10, 0.19], 0.49, [0.40, 0.60]))
-    assert NOISE_NOTE not in clear[0]["note"] and clear[1]["met"] is False
-    assert NOISE_NOTE in clear[1]["note"]
-    assert criteria(base, criteria_summary(0.15, None, 0.3, None))[0]["note"] == ""
+    c = paired_criterion("reduction", 0.4, 0.12, 0.05, 0.5833, [0.31, 0.79], "met", "above")
+    assert criterion_text("gap", c) == (
+        "gap 0.120 → 0.050, reduced by 58 % (95 % paired interval: a 31 % to 79 % reduction): "
+        "met: the whole interval is above the 40 % reduction target"
+    )
 
 
-def test_the_dark_skin_gain_is_flagged_when_its_intervals_overlap():
-    from training.reports import NOISE_NOTE, criteria
+def test_a_worsening_reads_increased_never_reduced_by_a_negative_share():
+    from training.fairness_verdicts import criterion_text
 
-    base = criteria_summary(0.3, None, 0.5, None, dark=0.60, dark_ci=[0.50, 0.70])
-    close = criteria(base, criteria_summary(0.3, None, 0.5, None, dark=0.65, dark_ci=[0.55, 0.75]))[
-        2
-    ]
-    apart = criteria(base, criteria_summary(0.3, None, 0.5, None, dark=0.85, dark_ci=[0.75, 0.95]))[
-        2
-    ]
-    assert close["met"] is True and close["note"] == NOISE_NOTE
-    assert apart["met"] is True and apart["note"] == ""
+    c = paired_criterion("reduction", 0.3, 0.05, 0.20, -3.0, [-4.5, -1.2], "not met", "below")
+    text = criterion_text("eod", c)
+    assert text.startswith("equalized odds 0.050 → 0.200, increased by 300 %")
+    assert "(95 % paired interval: a 120 % to 450 % increase)" in text
+    assert "not met: the whole interval is at or below the 30 % reduction target" in text
+    assert "-" not in text.replace("→", "")  # no "reduced by -300 %"
+
+
+def test_an_interval_across_the_target_is_not_shown_and_says_why():
+    from training.fairness_verdicts import criterion_text
+
+    mixed = paired_criterion(
+        "reduction", 0.4, 0.2, 0.15, 0.25, [-0.2, 0.6], "not shown", "straddles"
+    )
+    assert criterion_text("gap", mixed) == (
+        "gap 0.200 → 0.150, reduced by 25 % (95 % paired interval: from a 20 % increase to a "
+        "60 % reduction): not shown: the interval spans the 40 % reduction target, so this "
+        "test set cannot tell"
+    )
+    gain = paired_criterion("gain", 0.0, 0.70, 0.74, 0.04, [-0.01, 0.09], "not shown", "straddles")
+    assert criterion_text("dark", gain) == (
+        "AUROC V–VI 0.700 → 0.740, +0.040 (95 % paired interval -0.010 to +0.090): not shown: "
+        "the interval spans 0, so this test set cannot tell"
+    )
