@@ -107,16 +107,11 @@ def run_create(
     try:
         base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE, build=False)
         check_loadable(base)
-        prediction = base.prediction_type()
+        # Epsilon or v-prediction; any other (a sample model) is refused by name here and in
+        # the worker, never trained on the wrong target.
+        base.trainable_prediction_type()
     except BaseModelError as exc:
         raise RunConfigError(str(exc)) from exc
-    if prediction != "epsilon":
-        # Training's target is the noise (epsilon); a v-prediction or sample model would be
-        # trained silently on the wrong target (the worker refuses it too, later).
-        raise RunConfigError(
-            f"base model {base.describe()} predicts {prediction!r}; FairSkin "
-            "trains epsilon-prediction models (Stable Diffusion v1.5) only"
-        )
 
     selection = selection_normalise(selection)
     unknown = set(selection["datasets"]) - set(

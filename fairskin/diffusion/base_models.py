@@ -17,6 +17,9 @@ from typing import Any, cast
 TINY = "tiny"
 SD15_RANDOM = "sd15-random"
 SD15_CONFIGS = "fairskin.diffusion.configs"
+# What the UNet may predict for FairSkin to train it (the same as `losses.PREDICTION_TYPES`,
+# repeated here so that web processes read it without importing torch).
+TRAINABLE_PREDICTIONS = ("epsilon", "v_prediction")
 
 # The tiny model keeps every component type and block kind of SD v1.5 at toy sizes.
 TINY_UNET = {
@@ -129,6 +132,17 @@ class BaseModel:
         """What the UNet predicts: "epsilon" (SD v1.5), "v_prediction" or "sample". A scheduler
         config without the key means diffusers' default, "epsilon"."""
         return str(self.config("scheduler").get("prediction_type", "epsilon"))
+
+    def trainable_prediction_type(self) -> str:
+        """`prediction_type`, refused (`BaseModelError`, naming the model and the value) unless
+        FairSkin trains it: "epsilon" or "v_prediction" (`losses.PREDICTION_TYPES`)."""
+        prediction = self.prediction_type()
+        if prediction not in TRAINABLE_PREDICTIONS:
+            raise BaseModelError(
+                f"base model {self.describe()} predicts {prediction!r} (its scheduler config's "
+                f"prediction_type); FairSkin trains {' or '.join(TRAINABLE_PREDICTIONS)} models"
+            )
+        return prediction
 
 
 def _sd15_config(component: str) -> dict[str, Any]:

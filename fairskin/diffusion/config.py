@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fairskin.config_types import type_problems
+from fairskin.diffusion.lora_targets import (
+    DEFAULT_LORA_TARGETS,
+    expand_lora_targets,
+    lora_target_problems,
+)
 
 KINDS = ("textual_inversion", "lora", "joint")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts")
@@ -15,10 +20,6 @@ PRECISIONS = ("no", "fp16", "bf16")
 TOKEN_MODES = ("compositional", "per_cell")
 DIVERSITY_FORMS = ("neg_log_distance", "similarity")  # as fairskin.diffusion.losses
 DIVERSITY_GROUPS = ("diagnosis_fst", "diagnosis")
-# Attention projections of the SD UNet that LoRA may adapt (peft matches module-name suffixes).
-LORA_TARGETS = frozenset(
-    {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"}
-)
 # FairSkin's FST-balanced batches: share of each skin-type group.
 DEFAULT_FST_SHARES = {"1-3": 0.4, "4": 0.2, "5-6": 0.4}
 
@@ -68,7 +69,9 @@ class TrainConfig:
     lora_rank: int = 16
     lora_alpha: float = 32.0
     lora_dropout: float = 0.1
-    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    # Presets (cross_attention, self_attention, all_attention) or module-name suffixes such as
+    # attn2.to_q (`lora_targets`); by default the cross-attention projections, as planned.
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     # Diffusion loss: DDPM epsilon prediction with min-SNR weighting (None turns it off).
     snr_gamma: float | None = 5.0
     # FairSkin resampling
@@ -116,7 +119,7 @@ class TrainConfig:
         problems = type_problems(cls, values)
         if problems:
             raise ConfigError("; ".join(problems))
-        values["lora_targets"] = tuple(values["lora_targets"])
+        values["lora_targets"] = expand_lora_targets(values["lora_targets"])
         values["fst_shares"] = dict(values["fst_shares"])
         config = cls(**values)
         config.validate()
@@ -195,10 +198,5 @@ class TrainConfig:
             problems.append(f"diversity_form must be one of {', '.join(DIVERSITY_FORMS)}")
         if self.diversity_group not in DIVERSITY_GROUPS:
             problems.append(f"diversity_group must be one of {', '.join(DIVERSITY_GROUPS)}")
-        unknown_targets = set(self.lora_targets) - LORA_TARGETS
-        if not self.lora_targets or unknown_targets:
-            problems.append(
-                f"unknown LoRA target module(s) {sorted(unknown_targets) or '(none given)'}; "
-                f"choose from {', '.join(sorted(LORA_TARGETS))}"
-            )
+        problems += lora_target_problems(self.lora_targets)
         return problems

@@ -5,14 +5,35 @@ from __future__ import annotations
 import csv
 from collections import deque
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
+# What a UNet may be trained to predict (its scheduler config's prediction_type): the noise
+# (SD v1.5) or the velocity v = sqrt(a) eps - sqrt(1 - a) x0 (SD 2.x at 768 px, for example).
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
-def min_snr_weights(snr: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-sample weights min(SNR, gamma) / SNR for epsilon prediction (Hang et al., 2023)."""
-    return torch.clamp(snr, max=gamma) / snr
+
+def check_prediction_type(prediction_type: str) -> str:
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"prediction type {prediction_type!r} cannot be trained; FairSkin trains "
+            f"{' or '.join(PREDICTION_TYPES)} models"
+        )
+    return prediction_type
+
+
+def min_snr_weights(
+    snr: torch.Tensor, gamma: float, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """Per-sample min-SNR weights (Hang et al., 2023): min(SNR, gamma) / SNR when the UNet
+    predicts the noise, min(SNR, gamma) / (SNR + 1) when it predicts v (whose squared error is
+    (SNR + 1) times the noise's, so the same division leaves the same effective weight)."""
+    capped = torch.clamp(snr, max=gamma)
+    if check_prediction_type(prediction_type) == "v_prediction":
+        return capped / (snr + 1)
+    return capped / snr
 
 
 def denoising_loss(
@@ -21,21 +42,75 @@ def denoising_loss(
     *,
     snr: torch.Tensor | None = None,
     gamma: float | None = None,
+    prediction_type: str = "epsilon",
 ) -> torch.Tensor:
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(
         dim=tuple(range(1, pred.ndim))
     )
     if gamma is not None and snr is not None:
-        per_sample = per_sample * min_snr_weights(snr.float(), gamma)
+        per_sample = per_sample * min_snr_weights(snr.float(), gamma, prediction_type)
     return per_sample.mean()
 
 
 def predicted_clean_latents(
-    noisy: torch.Tensor, eps: torch.Tensor, alphas_cumprod_t: torch.Tensor
+    noisy: torch.Tensor,
+    pred: torch.Tensor,
+    alphas_cumprod_t: torch.Tensor,
+    prediction_type: str = "epsilon",
 ) -> torch.Tensor:
-    """x0 estimate from the noise prediction: (x_t - sqrt(1 - a) eps) / sqrt(a)."""
+    """x0 estimate from the UNet's output: (x_t - sqrt(1 - a) eps) / sqrt(a) from a noise
+    prediction, sqrt(a) x_t - sqrt(1 - a) v from a velocity prediction."""
     a = alphas_cumprod_t.float().view(-1, *([1] * (noisy.ndim - 1)))
-    return (noisy.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()
+    if check_prediction_type(prediction_type) == "v_prediction":
+        return a.sqrt() * noisy.float() - (1 - a).sqrt() * pred.float()
+    return (noisy.float() - (1 - a).sqrt() * pred.float()) / a.sqrt()
+
+
+class DenoisingObjective:
+    """What the UNet learns, read from its noise scheduler's config (prediction_type): the
+    target of its output, the min-SNR weights and the clean-latent estimate all follow it."""
+
+    def __init__(self, scheduler: Any, device: torch.device) -> None:
+        self.scheduler = scheduler
+        self.prediction_type = check_prediction_type(
+            str(getattr(scheduler.config, "prediction_type", "epsilon"))
+        )
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(device)
+
+    def target(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The noise, or diffusers' velocity sqrt(a) eps - sqrt(1 - a) x0 (get_velocity)."""
+        if self.prediction_type == "v_prediction":
+            return cast("torch.Tensor", self.scheduler.get_velocity(latents, noise, timesteps))
+        return noise
+
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """a / (1 - a) at each timestep: the signal-to-noise ratio of x_t (diffusers')."""
+        from diffusers.training_utils import compute_snr
+
+        return cast("torch.Tensor", compute_snr(self.scheduler, timesteps))
+
+    def loss(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        timesteps: torch.Tensor,
+        *,
+        gamma: float | None,
+    ) -> torch.Tensor:
+        """The mean squared error, min-SNR weighted unless ``gamma`` is None."""
+        snr = self.snr(timesteps) if gamma is not None else None
+        return denoising_loss(
+            pred, target, snr=snr, gamma=gamma, prediction_type=self.prediction_type
+        )
+
+    def clean_latents(
+        self, noisy: torch.Tensor, pred: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        return predicted_clean_latents(
+            noisy, pred, self.alphas_cumprod[timesteps], self.prediction_type
+        )
 
 
 def diversity_embedding(clean_latents: torch.Tensor, size: int = 4) -> torch.Tensor:

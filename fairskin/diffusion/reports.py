@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,6 +130,40 @@ def model_card(info: dict[str, Any], items: Sequence[Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+TRAINING_REPORT_FILE = "training_report.json"  # what trains, written when training starts
+MANIFEST_FILE = "manifest.json"  # everything about the run, written when it ends
+
+
+def write_training_report(run_dir: Path, **values: Any) -> Path:
+    """Record ``values`` (e.g. ``trainable_parameters``) in the run's training_report.json,
+    keeping what it already holds under other keys."""
+    path = Path(run_dir) / TRAINING_REPORT_FILE
+    report = _json_object(path)
+    report.update(values)
+    staging = path.with_name(path.name + ".partial")
+    staging.write_text(json.dumps(report, indent=2, sort_keys=True))
+    staging.replace(path)  # a reader never sees half a file
+    return path
+
+
+def read_training_report(run_dir: Path) -> dict[str, Any]:
+    """What a run's folder reports about its training: its training_report.json (from the
+    start: ``trainable_parameters`` = {"lora", "embeddings", "total"}) under its manifest
+    (at the end: config, tokens, final loss, ...). {} when it has neither."""
+    return {
+        **_json_object(Path(run_dir) / TRAINING_REPORT_FILE),
+        **_json_object(Path(run_dir) / MANIFEST_FILE),
+    }
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_loss_log(path: Path, *, up_to: int | None = None) -> list[tuple[int, float, float]]:

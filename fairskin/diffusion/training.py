@@ -37,7 +37,7 @@ from fairskin.diffusion.checkpoints import (
     save_checkpoint,
 )
 from fairskin.diffusion.config import TrainConfig
-from fairskin.diffusion.losses import denoising_loss, diversity_embedding, predicted_clean_latents
+from fairskin.diffusion.losses import diversity_embedding
 from fairskin.diffusion.tokens import prompt_for
 from fairskin.diffusion.training_setup import (
     Components,
@@ -239,6 +239,7 @@ def _set_up(
     progress.phase(PHASE_LOADING)
     model = load_components(base, config, dev)
     learned = prepare_trainable(model, config, items, parents)
+    reports.write_training_report(run_dir, trainable_parameters=learned.parameter_counts)
     data = prepare_data(config, items, learned.tokens)
     if config.cache_latents:
         progress.phase(PHASE_LATENTS, total=len(items))
@@ -308,6 +309,7 @@ def _write_artifacts(
         "device": str(s.dev),
         "parents": [str(p) for p in parents],
         "versions": library_versions(),
+        "trainable_parameters": learned.parameter_counts,
         **(run_info or {}),
     }
     (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
@@ -336,8 +338,6 @@ def _batch_loss(
     batch: list[int],
 ) -> torch.Tensor:
     """The denoising loss of one micro-batch, plus the weighted diversity term."""
-    from diffusers.training_utils import compute_snr
-
     dev, noise_scheduler, unet = model.device, model.scheduler, model.unet
     if data.cached_latents is not None:
         latents = data.cached_latents[batch].to(dev)
@@ -361,10 +361,10 @@ def _batch_loss(
     ).input_ids.to(dev)
     hidden = model.text_encoder(ids)[0]
     pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype)).sample
-    snr = compute_snr(noise_scheduler, timesteps) if config.snr_gamma else None
-    loss = denoising_loss(pred, noise, snr=snr, gamma=config.snr_gamma)
+    target = model.objective.target(latents, noise, timesteps)  # the noise, or v
+    loss = model.objective.loss(pred, target, timesteps, gamma=config.snr_gamma)
     if config.diversity_weight:
-        clean = predicted_clean_latents(noisy, pred, model.alphas_cumprod[timesteps])
+        clean = model.objective.clean_latents(noisy, pred, timesteps)
         groups = [optim.diversity.group_of(items[i].diagnosis, items[i].fst) for i in batch]
         loss = loss + config.diversity_weight * optim.diversity(diversity_embedding(clean), groups)
     return loss

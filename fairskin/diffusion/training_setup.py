@@ -7,6 +7,7 @@ global torch generator that `train` seeds just before.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from fairskin.diffusion import artifacts
 from fairskin.diffusion.base_models import BaseModel, BaseModelError
-from fairskin.diffusion.config import TrainConfig
-from fairskin.diffusion.losses import DiversityLoss
+from fairskin.diffusion.config import ConfigError, TrainConfig
+from fairskin.diffusion.lora_targets import unmatched_lora_targets
+from fairskin.diffusion.losses import DenoisingObjective, DiversityLoss
 from fairskin.diffusion.sampling import BatchSampler
 from fairskin.diffusion.tokens import plan_tokens, prompt_for
 from fairskin.progress import Progress
@@ -44,6 +47,7 @@ class Components:
     frozen_dtype: torch.dtype
     resolution: int
     alphas_cumprod: torch.Tensor  # the noise scheduler's, on the device
+    objective: DenoisingObjective  # the loss target and weights for what the UNet predicts
 
 
 @dataclass
@@ -58,6 +62,9 @@ class Trainable:
     embedding_table: torch.nn.Parameter
     original_table: torch.Tensor  # the table before training, to hold the old vocabulary still
     new_rows: torch.Tensor  # bool, per row of the table: does it belong to a new token?
+    # What trains, counted when training starts: {"lora", "embeddings", "total"}; the
+    # embeddings are the new tokens' rows (the rest of the table is held still).
+    parameter_counts: dict[str, int]
 
 
 @dataclass
@@ -89,14 +96,9 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    # The loss (`denoising_loss`) and the diversity term's clean-latent estimate both take the
-    # UNet's output as the noise; a v-prediction model would train on the wrong target.
-    prediction = base.prediction_type()
-    if prediction != "epsilon":
-        raise BaseModelError(
-            f"base model {base.describe()} predicts {prediction!r}; FairSkin "
-            "fine-tunes epsilon-prediction models (Stable Diffusion v1.5)"
-        )
+    # The loss target, the min-SNR weights and the diversity term's clean-latent estimate all
+    # follow what the UNet predicts (`DenoisingObjective`); any other kind is refused here.
+    base.trainable_prediction_type()
     # Frozen weights may live in half precision on a GPU; trainable ones always stay fp32.
     frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         config.mixed_precision, torch.float32
@@ -115,6 +117,10 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
     vae.to(device)
     if frozen != torch.float32:
         vae.to(dtype=frozen)
+    try:
+        objective = DenoisingObjective(scheduler, device)
+    except ValueError as exc:
+        raise BaseModelError(f"base model {base.describe()}: {exc}") from exc
     return Components(
         tokenizer,
         text_encoder,
@@ -125,6 +131,7 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
         frozen,
         resolution,
         scheduler.alphas_cumprod.to(device),
+        objective,
     )
 
 
@@ -166,13 +173,16 @@ def prepare_trainable(
     if trains_tokens:
         embedding_table.requires_grad_(True)
         parameters.append(embedding_table)
+    lora_parameters = 0
     if trains_lora:
+        check_lora_targets(unet, config.lora_targets)
         unet.add_adapter(lora_config(config))
         if config.kind == "joint":
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(unet, _parent_lora_state(parents[-1]))
-        parameters += [p for p in unet.parameters() if p.requires_grad]
+            _load_parent_lora(unet, parents[-1], config)
+        lora = [p for p in unet.parameters() if p.requires_grad]
+        parameters += lora
+        lora_parameters = sum(p.numel() for p in lora)
+    embedding_rows = len(token_ids) * embedding_table.shape[1] if trains_tokens else 0
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if trains_tokens:
@@ -188,6 +198,11 @@ def prepare_trainable(
         embedding_table,
         original_table,
         new_rows,
+        {
+            "lora": lora_parameters,
+            "embeddings": embedding_rows,
+            "total": lora_parameters + embedding_rows,
+        },
     )
 
 
@@ -225,9 +240,41 @@ def lora_config(config: TrainConfig) -> Any:
     )
 
 
-def _parent_lora_state(parent: Path) -> dict[str, torch.Tensor]:
-    state = load_file(str(parent / artifacts.LORA_FILE))
-    return {k.removeprefix("unet."): v for k, v in state.items()}
+def check_lora_targets(unet: Any, targets: Sequence[str]) -> None:
+    """Refuse (ConfigError) LoRA targets of which one names no module of ``unet``."""
+    missing = unmatched_lora_targets((name for name, _ in unet.named_modules()), targets)
+    if missing:
+        raise ConfigError(
+            f"LoRA target(s) {', '.join(repr(t) for t in missing)} match no module of the "
+            "base model's UNet (targets match module names as suffixes, e.g. attn2.to_q)"
+        )
+
+
+def _load_parent_lora(unet: Any, parent: Path, config: TrainConfig) -> None:
+    """A joint run continues its LoRA parent's adapter, which must have the same modules,
+    rank and alpha as the one this run's settings built."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict
+
+    path = parent / artifacts.LORA_FILE
+    state = {k.removeprefix("unet."): v for k, v in load_file(str(path)).items()}
+    own = get_peft_model_state_dict(unet)
+    with safe_open(str(path), "pt") as fh:
+        metadata = json.loads((fh.metadata() or {}).get("lora_adapter_metadata") or "{}")
+    alpha = metadata.get("unet.lora_alpha", config.lora_alpha)
+    if (
+        set(state) != set(own)
+        or any(state[k].shape != own[k].shape for k in own)
+        or float(alpha) != float(config.lora_alpha)
+    ):
+        raise ConfigError(
+            f"a joint run continues its LoRA parent's adapter, but {path} adapts "
+            f"{metadata.get('unet.target_modules', '?')} at rank {metadata.get('unet.r', '?')}, "
+            f"alpha {alpha}, and this run's settings {list(config.lora_targets)} at rank "
+            f"{config.lora_rank}, alpha {config.lora_alpha}: set lora_targets, lora_rank and "
+            "lora_alpha to the parent's"
+        )
+    set_peft_model_state_dict(unet, state)
 
 
 def prepare_data(

@@ -11,6 +11,7 @@ from django.core.management import call_command
 from catalog.models import Dataset
 from fairskin.diffusion.artifacts import load_token_embeddings
 from generation.models import Batch, BatchState, Sample
+from training import reports
 from training.models import Run
 
 pytestmark = pytest.mark.django_db
@@ -50,6 +51,17 @@ def test_a_joint_run_trained_by_the_command_generates(demo, capsys):
     learned = load_token_embeddings(Path(ti.artifacts_dir))
     assert set(refined) == set(learned)
     assert any(not torch.equal(refined[t], learned[t]) for t in refined)
+    # What the run page reads: the joint run trains the cross-attention LoRA (rank 16 on the
+    # tiny UNet: 16 * 1216, counted by hand in tests/fairskin/diffusion/test_lora_targets.py)
+    # and one 32-wide embedding row per token.
+    rows = len(joint.tokens) * 32
+    assert rows > 0
+    assert reports.training_report(joint)["trainable_parameters"] == {
+        "lora": 16 * 1216,
+        "embeddings": rows,
+        "total": 16 * 1216 + rows,
+    }
+    assert reports.training_report(ti)["trainable_parameters"]["lora"] == 0
 
     call_command(
         "generate",

@@ -258,8 +258,9 @@ def test_a_bad_external_file_is_refused_and_leaves_no_run(demo, tmp_path):
     assert not Job.objects.filter(kind="training.import_external").exists()
 
 
-def test_a_base_model_that_does_not_predict_noise_is_refused_at_launch(demo, tmp_path):
-    """Training's target is the noise: a v-prediction model would train on the wrong target."""
+def test_a_base_model_that_predicts_neither_noise_nor_v_is_refused_at_launch(demo, tmp_path):
+    """Training's target is the noise or v: a sample-prediction model would train on the
+    wrong target."""
     from django.conf import settings
 
     from fairskin.diffusion.base_models import resolve_base_model
@@ -272,9 +273,9 @@ def test_a_base_model_that_does_not_predict_noise_is_refused_at_launch(demo, tmp
         target.write_text(path.read_text())
     scheduler = folder / "scheduler" / "scheduler_config.json"
     scheduler.write_text(
-        json.dumps({**json.loads(scheduler.read_text()), "prediction_type": "v_prediction"})
+        json.dumps({**json.loads(scheduler.read_text()), "prediction_type": "sample"})
     )
-    with pytest.raises(RunConfigError, match="predicts 'v_prediction'"):
+    with pytest.raises(RunConfigError, match="predicts 'sample'"):
         run_create(
             kind="textual_inversion", selection={"datasets": ["demo"]}, base_model=str(folder)
         )

@@ -28,7 +28,9 @@ def test_defaults_are_the_planning_documents():
         "cosine_with_restarts",
         3,
     )
-    assert lora.lora_targets == ("to_q", "to_k", "to_v", "to_out.0") and lora.snr_gamma == 5.0
+    # The plan adapts cross-attention (attn2); docs/validation/lora-targets.md.
+    assert lora.lora_targets == ("attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0")
+    assert lora.snr_gamma == 5.0
     assert lora.fst_shares == {"1-3": 0.4, "4": 0.2, "5-6": 0.4}
     assert (lora.diversity_weight, lora.diversity_pool) == (0.1, 16)
     assert (lora.diversity_form, lora.diversity_group) == ("neg_log_distance", "diagnosis_fst")

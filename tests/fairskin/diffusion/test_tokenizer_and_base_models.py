@@ -234,12 +234,12 @@ def test_a_hub_model_is_read_from_the_local_cache_else_as_sd15(tiny, tmp_path, m
     )
 
 
-def test_training_refuses_a_model_that_does_not_predict_the_noise(tiny, tmp_path):
+def test_training_refuses_a_model_that_predicts_neither_noise_nor_v(tiny, tmp_path):
     from fairskin.diffusion.config import TrainConfig
     from fairskin.diffusion.training_setup import load_components
 
     folder = _config_only_copy(tiny, tmp_path / "model")
-    _edit(folder / "scheduler" / "scheduler_config.json", prediction_type="v_prediction")
+    _edit(folder / "scheduler" / "scheduler_config.json", prediction_type="sample")
     base = resolve_base_model(str(folder), cache_dir=tmp_path)
-    with pytest.raises(BaseModelError, match="predicts 'v_prediction'"):
+    with pytest.raises(BaseModelError, match=r"base model .+ predicts 'sample'"):
         load_components(base, TrainConfig.build("textual_inversion", {}), torch.device("cpu"))
