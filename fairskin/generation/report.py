@@ -2,8 +2,11 @@
 
 Features stream in: each skin type keeps a running Gaussian (constant memory whatever the
 number of images) plus the first ``keep`` feature rows in seed order, which is what KID and the
-equal-count FID comparison need. Every figure carries the extractor that produced it; a figure
+equal-count excess FID need. Every figure carries the extractor that produced it; a figure
 from random weights is reported as uncalibrated and never judged against a success criterion.
+
+Skin types are judged by their excess FID at equal counts, not by the FID at whatever counts
+they have; `fairskin.generation.fst_verdicts` states the rule and draws its chart.
 """
 
 from __future__ import annotations
@@ -14,14 +17,20 @@ from typing import Any, cast
 
 import numpy as np
 
+from fairskin.generation.fst_verdicts import (
+    EXCESS_REPEATS,
+    FST_RULE,
+    INTERVAL_LEVEL,
+    fid_limit,
+    fst_verdict,
+)
 from fairskin.metrics.diversity import mean_pairwise_cosine_distance
+from fairskin.metrics.excess_fid import equal_count, excess_fid
 from fairskin.metrics.fid import fid_from_features, fid_from_statistics
 from fairskin.metrics.kid import kernel_inception_distance
 from fairskin.metrics.stats import StreamingGaussian
 
-# The planning document's release criteria.
-FID_LIMIT = 20.0
-FID_LIMIT_FST6 = 25.0
+# The planning document's release criteria (the FID limits live with the skin-type verdicts).
 LPIPS_LIMIT = 0.15
 DIVERSITY_LIMIT = 0.3
 CONFIDENCE_LIMIT = 0.7
@@ -166,6 +175,46 @@ def _stream(accepted: Iterable[AcceptedImage]) -> _Streamed:
     return out
 
 
+def _fst_row(
+    fst: int,
+    acc: _Accumulator | None,
+    reference: StreamingGaussian | None,
+    real_rows: np.ndarray | None,
+    *,
+    kid_subsets: int,
+    seed: int,
+) -> dict[str, object]:
+    row: dict[str, object] = {
+        "fst": fst,
+        "n": acc.gaussian.count if acc else 0,
+        "n_real": reference.count if reference else 0,
+        "fid": None,
+        "kid": None,
+        "kid_std": None,
+        "excess": None,
+        "limit": fid_limit(fst),
+    }
+    if acc is None or reference is None or acc.gaussian.count < 2 or reference.count < 2:
+        return row
+    row["fid"] = _fid(acc.gaussian, acc.kept, reference, real_rows)
+    if real_rows is None or len(real_rows) < 2:
+        return row
+    real = np.asarray(real_rows, dtype=np.float64)
+    ours = np.stack(acc.kept)
+    if equal_count(len(ours), len(real)) >= 2:
+        row["excess"] = excess_fid(
+            ours, real, repeats=EXCESS_REPEATS, seed=[seed, fst], level=INTERVAL_LEVEL
+        ).to_dict()
+    row["kid"], row["kid_std"] = kernel_inception_distance(
+        ours,
+        real,
+        subset_size=min(100, len(ours), len(real)),
+        n_subsets=kid_subsets,
+        seed=seed,
+    )
+    return row
+
+
 def _fst_rows(
     per_fst: Mapping[int, _Accumulator],
     reference: Mapping[int, StreamingGaussian],
@@ -173,50 +222,28 @@ def _fst_rows(
     *,
     kid_subsets: int,
     seed: int,
-) -> tuple[list[dict[str, object]], int]:
-    """FID, equal-count FID and KID per skin type, and the equal count used."""
-    # Equal-count comparison: every skin type at the size of the smallest one.
-    comparable = [
-        f
-        for f in sorted(per_fst)
-        if f in reference and len(per_fst[f].kept) >= 2 and len(reference_features.get(f, ())) >= 2
-    ]
-    equal_n = min(
-        (min(len(per_fst[f].kept), len(reference_features[f])) for f in comparable), default=0
-    )
+    calibrated: bool,
+) -> list[dict[str, object]]:
+    """Per skin type: raw FID and KID (shown), excess FID at equal N and its verdict."""
     rows = []
     for fst in sorted(set(per_fst) | set(reference)):
-        acc = per_fst.get(fst)
-        row: dict[str, object] = {
-            "fst": fst,
-            "n": acc.gaussian.count if acc else 0,
-            "fid": None,
-            "fid_equal_n": None,
-            "kid": None,
-            "kid_std": None,
-        }
-        if (
-            acc is not None
-            and fst in reference
-            and acc.gaussian.count >= 2
-            and reference[fst].count >= 2
-        ):
-            row["fid"] = _fid(acc.gaussian, acc.kept, reference[fst], reference_features.get(fst))
-        if fst in comparable:
-            acc = cast(_Accumulator, acc)  # comparable holds only types in per_fst
-            ours = np.stack(acc.kept[:equal_n])
-            theirs = np.asarray(reference_features[fst])[:equal_n]
-            row["fid_equal_n"] = fid_from_features(ours, theirs)
-            kid, kid_std = kernel_inception_distance(
-                np.stack(acc.kept),
-                np.asarray(reference_features[fst]),
-                subset_size=min(100, len(acc.kept), len(reference_features[fst])),
-                n_subsets=kid_subsets,
-                seed=seed,
-            )
-            row["kid"], row["kid_std"] = kid, kid_std
+        row = _fst_row(
+            fst,
+            per_fst.get(fst),
+            reference.get(fst),
+            reference_features.get(fst),
+            kid_subsets=kid_subsets,
+            seed=seed,
+        )
+        excess = cast("dict[str, Any] | None", row["excess"])
+        if not calibrated:
+            status, why = "not measurable", "uncalibrated: the feature extractor has random weights"
+        else:
+            status, why = fst_verdict(excess, fid_limit(fst))
+        row["figure"] = excess["median"] if excess else None
+        row["status"], row["why"] = status, why
         rows.append(row)
-    return rows, equal_n
+    return rows
 
 
 def _overall_distances(
@@ -267,19 +294,21 @@ def _criteria(
 ) -> list[dict[str, object]]:
     """The planning document's success criteria, each with its status."""
     calibrated = {name: bool(p.get("calibrated")) for name, p in provenance.items()}
-    criteria = []
-    for row in fst_rows:
-        limit = FID_LIMIT_FST6 if row["fst"] == 6 else FID_LIMIT
-        criteria.append(
-            _criterion(
-                f"FID FST {row['fst']}",
-                cast("float | None", row["fid"]),
-                limit,
-                below=True,
-                calibrated=calibrated.get("inception", False),
-                what="Fréchet distance to the real images of this type",
-            )
-        )
+    criteria: list[dict[str, object]] = [
+        {
+            "name": f"FID FST {row['fst']}",
+            "what": (
+                "excess FID at equal N: FID(synthetic, real) minus FID(real, other real), "
+                "median of seeded draws, N = min(synthetic, real / 2) per subset"
+            ),
+            "value": row["figure"],
+            "limit": row["limit"],
+            "comparison": "<",
+            "status": row["status"],
+            "why": row["why"],
+        }
+        for row in fst_rows
+    ]
     criteria.append(
         _criterion(
             "LPIPS",
@@ -330,15 +359,20 @@ def batch_report(
     """The batch's metrics, per skin type and overall, with their success criteria.
 
     ``accepted`` must come in seed order within each stratum (the order acceptance used), so
-    the rows kept for KID and the equal-count FID are the same every time. ``reference`` holds
-    the real images' Gaussian per skin type, ``reference_features`` a sample of their rows.
+    the rows kept for KID and the excess FID are the same every time. ``reference`` holds the
+    real images' Gaussian per skin type, ``reference_features`` a sample of their rows.
     ``provenance`` maps "inception", "clip", "lpips", "classifier" to their extractor records
     (name, weights, calibrated, label).
     """
     streamed = _stream(accepted)
     overall = streamed.everything.gaussian if streamed.everything is not None else None
-    fst_rows, equal_n = _fst_rows(
-        streamed.per_fst, reference, reference_features, kid_subsets=kid_subsets, seed=seed
+    fst_rows = _fst_rows(
+        streamed.per_fst,
+        reference,
+        reference_features,
+        kid_subsets=kid_subsets,
+        seed=seed,
+        calibrated=bool(provenance.get("inception", {}).get("calibrated")),
     )
     overall_fid, overall_kid = _overall_distances(
         streamed, reference, reference_features, kid_subsets=kid_subsets, seed=seed
@@ -354,7 +388,7 @@ def batch_report(
 
     return {
         "fst": fst_rows,
-        "equal_n": equal_n,
+        "fst_rule": FST_RULE,
         "overall": {"n": overall.count if overall else 0, "fid": overall_fid, "kid": overall_kid},
         "diversity": diversity,
         "cell_counts": cell_counts,

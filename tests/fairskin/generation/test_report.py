@@ -1,11 +1,13 @@
-"""The batch report: per-type Fréchet/kernel distances from streamed features, equal-count
-comparison, diversity per cell, and success criteria that refuse to judge uncalibrated values."""
+"""The batch report: per-type Fréchet/kernel distances from streamed features, excess FID at
+equal counts, diversity per cell, and success criteria that refuse to judge uncalibrated values."""
 
 import numpy as np
 import pytest
 
+from fairskin.generation.fst_verdicts import EXCESS_REPEATS, MIN_EQUAL_N
 from fairskin.generation.report import KEEP_PER_FST, AcceptedImage, batch_report
 from fairskin.metrics import StreamingGaussian, fid_from_features, mean_pairwise_cosine_distance
+from fairskin.metrics.excess_fid import excess_fid
 
 CALIBRATED = {
     name: {"calibrated": True, "label": name}
@@ -36,7 +38,7 @@ def reference_for(rng, fsts, n=40, dim=8):
     return gaussians, rows
 
 
-def test_per_type_distances_equal_the_direct_computation_and_compare_at_equal_counts():
+def test_per_type_distances_equal_the_direct_computation_and_judge_at_equal_counts():
     rng = np.random.default_rng(0)
     images = accepted(rng, 5, 30, shift=0.5) + accepted(rng, 6, 12, shift=1.0)
     gaussians, rows = reference_for(rng, [5, 6])
@@ -48,11 +50,13 @@ def test_per_type_distances_equal_the_direct_computation_and_compare_at_equal_co
     ours6 = np.stack([i.inception for i in images if i.fst == 6])
     assert by_fst[5]["n"] == 30 and by_fst[6]["n"] == 12
     assert by_fst[5]["fid"] == pytest.approx(fid_from_features(ours5, rows[5]), rel=1e-6)
-    # Equal counts: every type at the smallest type's size (12), first rows in seed order.
-    assert report["equal_n"] == 12
-    assert by_fst[5]["fid_equal_n"] == pytest.approx(
-        fid_from_features(ours5[:12], rows[5][:12]), rel=1e-6
-    )
+    # Each type at its own equal count N = min(synthetic, real // 2): 20 for type 5 (40 reals),
+    # 12 for type 6, which is below the minimum and so not measurable, not failed.
+    expected5 = excess_fid(ours5, rows[5], repeats=EXCESS_REPEATS, seed=[0, 5])
+    assert by_fst[5]["excess"] == pytest.approx(expected5.to_dict())
+    assert by_fst[5]["figure"] == expected5.median and expected5.n == 20
+    assert by_fst[6]["excess"]["n"] == 12 < MIN_EQUAL_N
+    assert by_fst[6]["status"] == "not measurable" and "below 20" in by_fst[6]["why"]
     assert by_fst[6]["fid"] > by_fst[5]["fid"]  # the larger shift is farther from the reals
     assert by_fst[6]["kid"] > by_fst[5]["kid"]
     assert report["overall"]["n"] == 42
