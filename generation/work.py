@@ -25,6 +25,7 @@ from fairskin.generation.groups import micro_batches
 from fairskin.generation.plan import CandidateRange, Stratum, candidate_seed
 from fairskin.generation.reference_stats import read_statistics
 from fairskin.imaging.encode import encode_for_storage
+from fairskin.labels import FST_TYPES
 from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
 from fairskin.provenance import check_identity, write_identity
@@ -82,8 +83,10 @@ def reference_images(
 ) -> tuple[list[tuple[str, int]], list[tuple[str, str]], list[tuple[str, int, str]]]:
     """Per skin type, real images of the model's datasets (the reference); the images that
     trained it; and held-out real images in neither, for calibrated thresholds (drawn by
-    `fairskin.generation.calibration.split_held_out`)."""
-    from fairskin.generation.calibration import HELD_OUT_PER_TYPE, split_held_out
+    `fairskin.generation.calibration.split_held_out`). Besides the batch's skin types, the
+    types its scarce ones are pooled with (`calibration_pool`) get a reference and held-out
+    images too: a held-out image is measured against its own type's reference."""
+    from fairskin.generation.calibration import HELD_OUT_PER_TYPE, calibration_pool, split_held_out
 
     lineage = batch.model_run.lineage()
     datasets = sorted({name for r in lineage for name in r.selection.get("datasets", [])})
@@ -93,12 +96,20 @@ def reference_images(
         if r.selection.get("datasets"):
             for img in selection_images(selection=r.selection):
                 training.setdefault(img.pk, image_local_path(img, cache))
+    window = REFERENCE_PER_FST + HELD_OUT_PER_TYPE + len(training)
+    drawn = {}
+    for fst in FST_TYPES:
+        images = {i.pk: i for i in images_real_of_type(datasets=datasets, fst=fst, limit=window)}
+        drawn[fst] = (
+            images,
+            *split_held_out(list(images), set(training), seed=batch.seed, fst=fst),
+        )
+    counts = {fst: len(held) for fst, (_, _, held) in drawn.items()}
+    wanted = {entry.stratum.fst for entry in batch.plan()}
     real: list[tuple[str, int]] = []
     held_out: list[tuple[str, int, str]] = []
-    window = REFERENCE_PER_FST + HELD_OUT_PER_TYPE + len(training)
-    for fst in sorted({entry.stratum.fst for entry in batch.plan()}):
-        images = {i.pk: i for i in images_real_of_type(datasets=datasets, fst=fst, limit=window)}
-        kept, held = split_held_out(list(images), set(training), seed=batch.seed, fst=fst)
+    for fst in sorted(wanted.union(*(calibration_pool(f, counts) for f in wanted))):
+        images, kept, held = drawn[fst]
         real += [(image_local_path(images[pk], cache), fst) for pk in kept[:REFERENCE_PER_FST]]
         held_out += [
             (image_local_path(images[pk], cache), fst, images[pk].diagnosis) for pk in held
@@ -390,6 +401,10 @@ def batch_report_write(*, batch_id: int, progress: JobContext) -> dict[str, Any]
         return _not_needed(batch)
     progress.phase("Batch metrics")
     gaussians, features = read_statistics(reference_folder(batch))
+    # The reference may hold types the batch does not generate (pooled for calibration).
+    fsts = {entry.stratum.fst for entry in batch.plan()}
+    gaussians = {f: g for f, g in gaussians.items() if f in fsts}
+    features = {f: v for f, v in features.items() if f in fsts}
     accepted = (
         Sample.objects.filter(batch=batch, verdict=Verdict.ACCEPTED)
         .order_by("diagnosis", "fst", "index")

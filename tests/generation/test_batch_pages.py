@@ -124,6 +124,7 @@ def test_admin_launch_form_prefills_defaults_and_refuses_bad_input(client, lora_
         "shard_size": 64,
         "device_batch": 8,
         "scoring": "{}",
+        "filter_percentile": 90,
         **{f"fst_{f}": s for f, s in {1: 0.1, 2: 0.1, 3: 0.15, 4: 0.15, 5: 0.25, 6: 0.25}.items()},
     }
     bad = client.post(url, {**base, "fst_6": 0.9}).content.decode()
@@ -134,6 +135,7 @@ def test_admin_launch_form_prefills_defaults_and_refuses_bad_input(client, lora_
         "generation:batch", args=[batch.pk]
     )
     assert batch.scheduler == "dpm-solver++" and batch.quotas["MEL:5"] == 2 and batch.seed == 3
+    assert batch.filter_percentile == 90 and batch.scoring["fid"]["percentile"] == 90
 
 
 def test_dermatologists_see_no_generation_link(client, finished):

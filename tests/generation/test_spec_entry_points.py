@@ -29,6 +29,7 @@ SETTINGS = [
     "device_batch",
     "negative_prompt",
     "name",
+    "filter_percentile",
 ]
 
 
@@ -59,6 +60,8 @@ def _counts():
         ({"seed": 2**32}, "the seed must be from 0 to 4294967295, got 4294967296"),
         ({"shard_size": 0}, "the shard size must be positive and at most 10000, got 0"),
         ({"device_batch": 257}, "the device batch must be positive and at most 256, got 257"),
+        ({"filter_percentile": 40}, "the filter percentile must be from 50 to 100, got 40"),
+        ({"filter_percentile": "high"}, "the filter percentile must be a number, got 'high'"),
         # Stored in columns of 120 and 500 characters: refused here, not by the database.
         ({"name": "n" * 121}, "the name must be at most 120 characters, not 121"),
         ({"negative_prompt": "p" * 501}, "the negative prompt must be at most 500 characters"),
@@ -128,6 +131,7 @@ def test_the_form_refuses_what_the_spec_refuses(client, lora_model):
         "shard_size": 8,
         "device_batch": 2,
         "scoring": "{}",
+        "filter_percentile": 95,
         "size": 36,
         **{f"fst_{f}": s for f, s in SPEC.fst_distribution.items()},
     }
