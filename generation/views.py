@@ -9,38 +9,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from common.refusals import refused_to_messages
-from fairskin.charts import Slots, ValueAxis
-from fairskin.labels import DIAGNOSIS_CHOICES, fst_roman
+from fairskin.generation.fst_verdicts import fst_chart
+from fairskin.labels import DIAGNOSIS_CHOICES
 from fairskin.spreadsheet import safe_row
 from generation import selectors, services
 from generation.models import Batch, Sample, Verdict
 
 GALLERY_PAGE = 48
-
-
-def _fid_chart(report: dict, height: int = 150) -> dict | None:
-    """Bars of FID per skin type (at equal counts where available), limits drawn as lines."""
-    rows = [r for r in report.get("fst", []) if r.get("fid") is not None]
-    if not rows:
-        return None
-    values = [r["fid_equal_n"] if r.get("fid_equal_n") is not None else r["fid"] for r in rows]
-    axis = ValueAxis(low=0, high=max(max(values), 25.0) * 1.1, height=height)
-    slots = Slots(width=34, gap=16)
-    bars = []
-    for i, (row, value) in enumerate(zip(rows, values, strict=True)):
-        h = round(axis.length(value), 1)
-        bars.append(
-            {
-                "x": slots.x(i),
-                "y": round(height - h, 1),
-                "h": h,
-                "value": value,
-                "label": fst_roman(row["fst"]),
-                "mid": slots.mid(i),
-                "limit_y": round(axis.y(25.0 if row["fst"] == 6 else 20.0), 1),
-            }
-        )
-    return {"bars": bars, "bar": slots.width, "height": height, "width": slots.extent(len(rows))}
 
 
 def _batch_context(batch: Batch) -> dict:
@@ -62,7 +37,7 @@ def _batch_context(batch: Batch) -> dict:
         },
         "calibrated": calibrated,
         "report": batch.report,
-        "chart": _fid_chart(batch.report) if batch.report else None,
+        "chart": fst_chart(batch.report) if batch.report else None,
         "uncalibrated_fid": not calibrated.get("inception", False),
     }
 
