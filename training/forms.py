@@ -28,12 +28,22 @@ def kind_defaults() -> dict[str, dict[str, Any]]:
 
 
 def kind_mismatch(kind: str, config: dict[str, Any]) -> str | None:
-    """Why ``config`` cannot train a ``kind`` run when its unknown settings are another kind's
-    (the Kind was changed but the settings box was not); None otherwise (unknown settings of
-    no kind are left to the service, which names them)."""
+    """Why ``config`` cannot train a ``kind`` run when its unknown settings are another kind's,
+    or it is another kind's defaults untouched (the Kind was changed but the settings box was
+    not); None otherwise (unknown settings of no kind are left to the service, which names
+    them)."""
     defaults = kind_defaults()
     unknown = set(config) - set(defaults[kind])
     owners = [k for k in RunKind.values if k != kind and unknown <= set(defaults[k])]
+    same_as = [k for k in RunKind.values if k != kind and config == defaults[k]]
+    if not unknown and same_as and config != defaults[kind]:
+        # TI, LoRA and joint share their setting names: another kind's defaults, untouched,
+        # are as surely a Kind changed without its settings (steps, learning rate, schedule).
+        return (
+            f"these are the {RunKind(same_as[0]).label} defaults, not the "
+            f"{RunKind(kind).label} ones: load the {RunKind(kind).label} defaults (the kind "
+            "links above the form), or change a setting if these values are meant."
+        )
     if not unknown or not owners:
         return None
     owner_labels = [RunKind(k).label for k in owners]

@@ -81,6 +81,22 @@ def test_a_classifier_launch_with_textual_inversion_settings_names_the_mismatch(
     assert Run.objects.count() == 0
 
 
+def test_a_lora_launch_with_the_textual_inversion_defaults_untouched_is_refused(client, demo):
+    client.force_login(make_user("engineer"))
+    ti = RunFactory(kind="textual_inversion", job__state=JobState.SUCCEEDED)
+    form = {"kind": "lora", "parent": ti.pk, "datasets": ["demo"], "split": "train"}
+    response = client.post(
+        reverse(LAUNCH), {**form, "config": json.dumps(kind_defaults()["textual_inversion"])}
+    )
+    text = html.unescape(response.content.decode())
+    assert "these are the Textual inversion defaults, not the LoRA ones" in text
+    assert Run.objects.count() == 1  # the parent only
+    # One setting changed: meant, and left to the service (here it goes on to the base model).
+    edited = {**kind_defaults()["textual_inversion"], "steps": 9}
+    response = client.post(reverse(LAUNCH), {**form, "config": json.dumps(edited)})
+    assert "defaults, not the LoRA ones" not in html.unescape(response.content.decode())
+
+
 def test_settings_of_no_kind_are_left_to_the_service_which_names_them(client, demo):
     client.force_login(make_user("engineer"))
     response = client.post(
