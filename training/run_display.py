@@ -3,7 +3,6 @@ classifier's per-skin-type table and the links to the next step of the pipeline.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -20,6 +19,7 @@ ARTIFACT_NAMES = (
     "pytorch_lora_weights.safetensors",
     "classifier.pt",
     "manifest.json",
+    "training_report.json",
     "evaluation.json",
     "README.md",
     "loss.csv",
@@ -61,13 +61,20 @@ def loss_chart(run_dir: Path) -> dict[str, Any] | None:
     return line_chart(history, x_title="training step", y_title="loss")
 
 
-def manifest(run_dir: Path) -> dict[str, Any]:
-    """The run's manifest.json (the training report the run writes at the end), or {}."""
-    try:
-        data = json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+PARAMETER_ROWS = (("lora", "LoRA"), ("embeddings", "Token embeddings"), ("total", "Total"))
+
+
+def trainable_parameters(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the training report's ``trainable_parameters`` ({"lora", "embeddings",
+    "total"}), counts with thousands separators; [] when it has none."""
+    counts = report.get("trainable_parameters")
+    if not isinstance(counts, dict):
+        return []
+    return [
+        {"label": label, "count": f"{counts[key]:,}", "total": key == "total"}
+        for key, label in PARAMETER_ROWS
+        if isinstance(counts.get(key), int) and not isinstance(counts.get(key), bool)
+    ]
 
 
 def _interval(ci: Any) -> list[float] | None:

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from common.refusals import refused_to_messages
 from fairskin.charts import Slots, ValueAxis
 from fairskin.spreadsheet import safe_row
-from training import fairness_verdicts, run_display, selectors, services
+from training import fairness_verdicts, reports, run_display, selectors, services
 from training.models import Run, RunKind
 
 
@@ -32,7 +32,7 @@ def _run_context(request, run: Run) -> dict:
         "loss_chart": run_display.loss_chart(run_dir),
         "grid_step": grid.stem.removeprefix("step-").lstrip("0") if grid else None,
         "files": run_display.artifact_links(run),
-        "manifest": run_display.manifest(run_dir),
+        "trainable_parameters": run_display.trainable_parameters(reports.training_report(run)),
         "per_skin_type": run_display.per_skin_type(run.evaluation or {}),
         "next_steps": run_display.next_steps(run, request.user),
     }

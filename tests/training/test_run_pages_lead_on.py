@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from catalog.models import Dataset
 from fairskin.classifier.fairness import fairness_report_multiclass, fst_group
+from fairskin.diffusion.reports import write_training_report
 from jobs.models import JobState
 from tests.factories import DatasetFactory, RunFactory, make_user
 from training.forms import kind_defaults
@@ -351,13 +352,22 @@ def test_trainable_parameters_show_when_the_report_records_them(client, run_with
     client.force_login(make_user("engineer"))
     url = reverse("training:run", args=[run_with_files.pk])
     assert 'data-testid="trainable-parameters"' not in page(client, url)
-    manifest = Path(run_with_files.artifacts_dir, "manifest.json")
-    manifest.write_text(
-        json.dumps({"trainable_parameters": {"lora": 1234, "embeddings": 56, "total": 1290}})
+    # Recorded when training starts (the training report), before the manifest has them.
+    write_training_report(
+        Path(run_with_files.artifacts_dir),
+        trainable_parameters={"lora": 1_234_567, "embeddings": 5_376, "total": 1_239_943},
     )
     table = re.search(r'data-testid="trainable-parameters">(.*?)</table>', page(client, url), re.S)
     cells = re.findall(r"<t[dh]>([^<]+)</t[dh]>", table.group(1))
-    assert cells == ["LoRA", "1234", "Token embeddings", "56", "Total", "1290"]
+    assert cells == ["LoRA", "1,234,567", "Token embeddings", "5,376", "Total", "1,239,943"]
+    # A classifier run has no such report: nothing is shown.
+    classifier = RunFactory(
+        kind="classifier",
+        job__state=JobState.SUCCEEDED,
+        artifacts_dir=run_with_files.artifacts_dir,
+    )
+    text = page(client, reverse("training:run", args=[classifier.pk]))
+    assert 'data-testid="trainable-parameters"' not in text
 
 
 # --- classifier run: per skin type; fairness link -------------------------------------------
