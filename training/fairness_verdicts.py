@@ -100,17 +100,17 @@ def _judgement(key: str, c: dict[str, Any]) -> str:
     target = "0" if c["kind"] == "gain" else f"the {_pct(c['threshold'])} reduction target"
     why = c.get("why")
     if c["state"] == "met":
-        return f"met: the whole interval is above {target}"
+        return f"met, the whole interval is above {target}"
     if c["state"] == "not met":
-        return f"not met: the whole interval is at or below {target}"
+        return f"not met, the whole interval is at or below {target}"
     if why == "straddles":
-        return f"not shown: the interval spans {target}, so this test set cannot tell"
+        return f"not shown, the interval spans {target}, so this test set cannot tell"
     if why == "undefined_in_replicates":
         return (
-            f"not shown: the {FIGURE_NAMES[key]} is undefined in "
+            f"not shown, the {FIGURE_NAMES[key]} is undefined in "
             f"{_pct(c['undefined_share'])} of resamples"
         )
-    return f"not shown: the {FIGURE_NAMES[key]} is undefined for one of the runs"
+    return f"not shown, the {FIGURE_NAMES[key]} is undefined for one of the runs"
 
 
 def criterion_text(key: str, c: dict[str, Any]) -> str:
@@ -160,7 +160,7 @@ def _not_shown(reason: str) -> list[dict[str, Any]]:
             "name": name,
             "state": "not shown",
             "met": None,
-            "text": f"not shown: {reason}",
+            "text": f"not shown, {reason}",
             "change": None,
             "interval": None,
             "notes": [],
@@ -198,6 +198,8 @@ def _comparable(base: dict[str, Any], other: dict[str, Any]) -> str:
         return "classes not recorded (evaluated before classes were reported)"
     if a != b:
         return f"averages other classes ({', '.join(b)}) than the baseline ({', '.join(a)})"
+    if base["auroc_classes"] != other["auroc_classes"]:
+        return "its macro AUROC averages other classes than the baseline's"
     return ""
 
 

@@ -64,7 +64,7 @@ def test_a_met_reduction_reads_as_a_sentence_with_its_paired_interval():
     c = paired_criterion("reduction", 0.4, 0.12, 0.05, 0.5833, [0.31, 0.79], "met", "above")
     assert criterion_text("gap", c) == (
         "gap 0.120 → 0.050, reduced by 58 % (95 % paired interval: a 31 % to 79 % reduction): "
-        "met: the whole interval is above the 40 % reduction target"
+        "met, the whole interval is above the 40 % reduction target"
     )
 
 
@@ -75,7 +75,7 @@ def test_a_worsening_reads_increased_never_reduced_by_a_negative_share():
     text = criterion_text("eod", c)
     assert text.startswith("equalized odds 0.050 → 0.200, increased by 300 %")
     assert "(95 % paired interval: a 120 % to 450 % increase)" in text
-    assert "not met: the whole interval is at or below the 30 % reduction target" in text
+    assert "not met, the whole interval is at or below the 30 % reduction target" in text
     assert "-" not in text.replace("→", "")  # no "reduced by -300 %"
 
 
@@ -87,11 +87,11 @@ def test_an_interval_across_the_target_is_not_shown_and_says_why():
     )
     assert criterion_text("gap", mixed) == (
         "gap 0.200 → 0.150, reduced by 25 % (95 % paired interval: from a 20 % increase to a "
-        "60 % reduction): not shown: the interval spans the 40 % reduction target, so this "
+        "60 % reduction): not shown, the interval spans the 40 % reduction target, so this "
         "test set cannot tell"
     )
     gain = paired_criterion("gain", 0.0, 0.70, 0.74, 0.04, [-0.01, 0.09], "not shown", "straddles")
     assert criterion_text("dark", gain) == (
-        "AUROC V–VI 0.700 → 0.740, +0.040 (95 % paired interval -0.010 to +0.090): not shown: "
+        "AUROC V–VI 0.700 → 0.740, +0.040 (95 % paired interval -0.010 to +0.090): not shown, "
         "the interval spans 0, so this test set cannot tell"
     )
