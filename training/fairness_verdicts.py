@@ -64,7 +64,7 @@ def load_predictions(run: Run) -> tuple[Predictions, list[str]]:
             f"run {run.pk} stores no per-image test predictions (evaluated before paired "
             f"comparisons existed); retrain it to compare"
         )
-    path = Path(run.artifacts_dir) / ref["file"]
+    path = Path(run.artifacts_dir) / Path(str(ref.get("file", ""))).name  # inside the folder
     try:
         data = json.loads(path.read_text())
         groups = [fst_group(f) for f in data["fst"]]
