@@ -150,6 +150,8 @@ def interval_bar_chart(
                 if bar.low is None or bar.high is None
                 else {"y1": round(axis.y(bar.high), 1), "y2": round(axis.y(bar.low), 1)},
                 "limit_y": round(axis.y(bar.limit), 1),
+                # The value's label sits just above the bar and its whisker.
+                "value_y": round(min(top, zero, axis.y(bar.high or 0.0)) - 3, 1),
             }
         )
     return {
