@@ -31,12 +31,16 @@ ARTIFACT_GLOBS = (("embeddings", "*.safetensors"), ("validation", "step-*.png"))
 FST_NUMERALS = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"}
 
 
-def artifact_files(run_dir: Path) -> list[str]:
+def artifact_files(artifacts_dir: str) -> list[str]:
     """The run's artifact files that exist, as paths relative to its folder ('a/b' form).
 
     Only these are ever served: a name is looked up in this list, never joined onto the folder
-    as given, and a listed file that resolves outside the folder (a link) is left out.
+    as given, and a listed file that resolves outside the folder (a link) is left out. A run
+    without a folder has none (an empty path would be the server's working directory).
     """
+    if not artifacts_dir.strip():
+        return []
+    run_dir = Path(artifacts_dir)
     found = [run_dir / n for n in ARTIFACT_NAMES]
     for folder, pattern in ARTIFACT_GLOBS:
         found += sorted((run_dir / folder).glob(pattern))
@@ -51,7 +55,7 @@ def artifact_files(run_dir: Path) -> list[str]:
 def artifact_links(run: Run) -> list[dict[str, str]]:
     return [
         {"name": name, "url": reverse("training:artifact", args=[run.pk, name])}
-        for name in artifact_files(Path(run.artifacts_dir))
+        for name in artifact_files(run.artifacts_dir)
     ]
 
 

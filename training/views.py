@@ -99,10 +99,9 @@ def run_artifact(request, run_id: int, name: str):
     """One of the run's listed artifact files. The name must be one the run page lists (no
     path is built from it), so nothing outside the run's folder can be asked for."""
     run = get_object_or_404(Run, pk=run_id)
-    run_dir = Path(run.artifacts_dir)
-    if name not in run_display.artifact_files(run_dir):
+    if name not in run_display.artifact_files(run.artifacts_dir):
         raise Http404("no such artifact")
-    path = run_dir / name
+    path = Path(run.artifacts_dir) / name
     content_type = ARTIFACT_TYPES.get(path.suffix)
     response = FileResponse(
         path.open("rb"),

@@ -326,6 +326,14 @@ def test_an_artifact_outside_the_list_is_not_served(client, run_with_files, name
     assert response.status_code == 404
 
 
+def test_a_run_without_a_folder_serves_nothing_from_the_working_directory(client):
+    run = RunFactory(kind="textual_inversion", job__state=JobState.SUCCEEDED, artifacts_dir="")
+    assert Path("README.md").is_file()  # the tests run in the project folder
+    client.force_login(make_user("engineer"))
+    assert client.get(f"/training/runs/{run.pk}/files/README.md").status_code == 404
+    assert "None yet." in page(client, reverse("training:run", args=[run.pk]))
+
+
 def test_artifacts_are_for_those_who_may_see_runs(client, run_with_files):
     url = reverse("training:artifact", args=[run_with_files.pk, "loss.csv"])
     assert client.get(url).status_code == 302  # signed out: to the login page
