@@ -388,7 +388,7 @@ def batch_report(
 
     return {
         "fst": fst_rows,
-        "fst_rule": FST_RULE,
+        "fst_rule": dict(FST_RULE),
         "overall": {"n": overall.count if overall else 0, "fid": overall_fid, "kid": overall_kid},
         "diversity": diversity,
         "cell_counts": cell_counts,
