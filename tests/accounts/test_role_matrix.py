@@ -106,6 +106,11 @@ MATRIX = {
         "run",
         {"anonymous": LOGIN, "dermatologist": 403, "lead": 404, "engineer": 404},
     ),
+    "training:artifact": (  # the factory's run has no files: 404 once allowed in
+        "get",
+        "run",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 404, "engineer": 404},
+    ),
     "training:fairness": (
         "get",
         None,
@@ -392,6 +397,8 @@ def test_role_by_url(client, role, name):
         data = {"token": _seated(user).token, "score": 6, "seconds": 2.5}
     if name == "review:preparation":
         kwargs["action"] = "resume"
+    if name == "training:artifact":
+        kwargs["name"] = "manifest.json"
     url = reverse(name, kwargs=kwargs)
     if name == "jobs:worker_check":
         data = {"queue": "cpu", "steps": 1, "pause_s": 0}
