@@ -85,8 +85,10 @@ def reference_images(
     trained it; and held-out real images in neither, for calibrated thresholds (drawn by
     `fairskin.generation.calibration.split_held_out`). Besides the batch's skin types, the
     types its scarce ones are pooled with (`calibration_pool`) get a reference and held-out
-    images too: a held-out image is measured against its own type's reference."""
+    images too: a held-out image is measured against its own type's reference. A pool that
+    cannot reach the minimum even so holds nothing out."""
     from fairskin.generation.calibration import HELD_OUT_PER_TYPE, calibration_pool, split_held_out
+    from fairskin.generation.calibration import MIN_HELD_OUT_PER_TYPE as MIN_HELD_OUT
 
     lineage = batch.model_run.lineage()
     datasets = sorted({name for r in lineage for name in r.selection.get("datasets", [])})
@@ -106,11 +108,16 @@ def reference_images(
         )
     counts = {fst: len(held) for fst, (_, _, held) in drawn.items()}
     wanted = {entry.stratum.fst for entry in batch.plan()}
+    pools = [calibration_pool(f, counts) for f in wanted]
+    # A pool that cannot reach the minimum holds nothing out: its reference keeps the images.
+    useful = set().union(*(p for p in pools if sum(counts[g] for g in p) >= MIN_HELD_OUT))
     real: list[tuple[str, int]] = []
     held_out: list[tuple[str, int, str]] = []
-    for fst in sorted(wanted.union(*(calibration_pool(f, counts) for f in wanted))):
-        images, kept, held = drawn[fst]
-        real += [(image_local_path(images[pk], cache), fst) for pk in kept[:REFERENCE_PER_FST]]
+    for fst in sorted(wanted | useful):
+        images, kept, held = drawn[fst] if fst in useful else (drawn[fst][0], drawn[fst][0], [])
+        real += [
+            (image_local_path(images[pk], cache), fst) for pk in list(kept)[:REFERENCE_PER_FST]
+        ]
         held_out += [
             (image_local_path(images[pk], cache), fst, images[pk].diagnosis) for pk in held
         ]

@@ -53,6 +53,9 @@ def test_batch_page_shows_strata_gallery_metrics_and_labels(client, finished):
     assert "random weights: uncalibrated" in page
     assert "not FID/KID" in page  # a random-weight FID is never presented as an FID
     assert "not measurable" in page
+    # Two demo images per class leave too few held-out real images for a calibrated threshold,
+    # even pooled over every skin type: the page says which checks reject nothing.
+    assert 'data-testid="calibration-too-few"' in page and "reject nothing" in page
     total = Sample.objects.filter(batch=finished).count()
     assert f"{total} sample" in page
 
