@@ -71,6 +71,7 @@ class BatchAdmin(admin.ModelAdmin):
                     shard_size=d["shard_size"],
                     device_batch=d["device_batch"],
                     scoring=d["scoring"],
+                    filter_percentile=d["filter_percentile"],
                     name=d["name"],
                     user=request.user,
                 )

@@ -60,10 +60,18 @@ class BatchLaunchForm(forms.Form):
     seed = _whole(SPEC.seed)
     shard_size = _whole(SPEC.shard_size)
     device_batch = _whole(SPEC.device_batch)
+    filter_percentile = _number(
+        SPEC.filter_percentile,
+        required=False,
+        help_text="Share (%) of held-out real images each calibrated filter threshold lets "
+        "pass (the default for LPIPS, memorization and per-image FID). Empty: "
+        f"{SPEC.filter_percentile.default:g}.",
+    )
     scoring = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 16, "cols": 60}),
-        help_text="Thresholds as JSON. A threshold is a number or "
-        '{"value": v, "mode": "relative", "percentile": 95}.',
+        help_text="Thresholds as JSON. A threshold is a number (absolute), "
+        '{"mode": "calibrated"} (held-out real images; percentile: the filter percentile '
+        'unless given) or {"mode": "relative", "percentile": 95} (the reference\'s own values).',
     )
 
     def __init__(self, *args, **kwargs):
@@ -74,6 +82,10 @@ class BatchLaunchForm(forms.Form):
                 min_value=0, max_value=1, initial=share, label=f"FST {fst} share"
             )
         self.fields["scoring"].initial = json.dumps(ScoringConfig().to_dict(), indent=2)
+
+    def clean_filter_percentile(self):
+        value = self.cleaned_data.get("filter_percentile")
+        return SPEC.filter_percentile.default if value is None else value
 
     def clean_scoring(self):
         try:
