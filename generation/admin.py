@@ -52,7 +52,9 @@ class BatchAdmin(admin.ModelAdmin):
     def launch_view(self, request):
         if not request.user.has_perm("generation.launch_batch"):
             raise PermissionDenied
-        form = BatchLaunchForm(request.POST or None)
+        form = BatchLaunchForm(request.POST or None, query=request.GET)
+        for problem in form.preselect_problems:
+            messages.warning(request, problem)
         if request.method == "POST" and form.is_valid():
             d = form.cleaned_data
             try:

@@ -2,6 +2,7 @@ import json
 from typing import cast
 
 from django import forms
+from django.http import QueryDict
 
 from fairskin.generation.scoring_config import ScoringConfig
 from fairskin.generation.spec import SPEC, Number, Text, Whole
@@ -74,9 +75,22 @@ class BatchLaunchForm(forms.Form):
         'unless given) or {"mode": "relative", "percentile": 95} (the reference\'s own values).',
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, query: QueryDict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         cast(forms.ModelChoiceField, self.fields["model_run"]).queryset = model_runs_usable()
+        # A link's ?model_run=<id> preselects the model; one that is not usable is said why.
+        self.preselect_problems: list[str] = []
+        asked = query.get("model_run", "") if query is not None and not self.is_bound else ""
+        if asked:
+            is_id = asked.isascii() and asked.isdigit() and len(asked) < 19
+            run = model_runs_usable().filter(pk=int(asked)).first() if is_id else None
+            if run is None:
+                self.preselect_problems.append(
+                    f"{asked!r} is not a finished LoRA or joint run, so it is not preselected; "
+                    "choose the model run below"
+                )
+            else:
+                self.initial["model_run"] = run.pk
         for fst, share in SPEC.fst_distribution.items():
             self.fields[f"fst_{fst}"] = forms.FloatField(
                 min_value=0, max_value=1, initial=share, label=f"FST {fst} share"
