@@ -365,7 +365,9 @@ def test_trainable_parameters_show_when_the_report_records_them(client, run_with
         Path(run_with_files.artifacts_dir),
         trainable_parameters={"lora": 1_234_567, "embeddings": 5_376, "total": 1_239_943},
     )
-    table = re.search(r'data-testid="trainable-parameters">(.*?)</table>', page(client, url), re.S)
+    table = re.search(
+        r'data-testid="trainable-parameters"[^>]*>(.*?)</table>', page(client, url), re.S
+    )
     cells = re.findall(r"<t[dh]>([^<]+)</t[dh]>", table.group(1))
     assert cells == ["LoRA", "1,234,567", "Token embeddings", "5,376", "Total", "1,239,943"]
     # A classifier run has no such report: nothing is shown.
