@@ -195,6 +195,52 @@ def measure(base, run_dirs: list[Path], lpips, args) -> Result:
     )
 
 
+TIMESTEPS = (50, 250, 500, 750, 950)
+
+
+def d_by_timestep(base, run_dirs: list[Path], noises: int = 8) -> dict[int, float]:
+    """What the loss sees: D of the pooled clean-latent estimates of one training image under
+    `noises` different noises at each timestep, averaged over the groups."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from fairskin.diffusion.losses import diversity_embedding, predicted_clean_latents
+    from fairskin.diffusion.tokens import prompt_for
+    from fairskin.diffusion.training import TrainItem
+    from fairskin.diffusion.training_setup import load_images
+    from fairskin.generation.sampler import BatchGenerator
+    from fairskin.metrics.diversity import mean_pairwise_cosine_distance
+
+    scheduler = DDPMScheduler.from_pretrained(base.path, subfolder="scheduler")
+    generator = BatchGenerator(base, run_dirs, device="cpu")
+    pipe, work = generator.pipe, run_dirs[0].parent
+    found: dict[int, list[float]] = {t: [] for t in TIMESTEPS}
+    for dx, fst in GROUPS:
+        item = TrainItem(str(work / f"{dx}-{fst}-0.png"), dx, fst)
+        with torch.no_grad():
+            pixels = load_images([item], [0], 32)
+            latent = pipe.vae.encode(pixels).latent_dist.sample(torch.Generator().manual_seed(0))
+            latent = latent * pipe.vae.config.scaling_factor
+            ids = pipe.tokenizer(
+                [prompt_for(dx, fst, available=generator.tokens)],
+                padding="max_length",
+                max_length=pipe.tokenizer.model_max_length,
+                return_tensors="pt",
+            ).input_ids
+            hidden = pipe.text_encoder(ids)[0].repeat(noises, 1, 1)
+            for t in TIMESTEPS:
+                noise = torch.randn(
+                    (noises, *latent.shape[1:]), generator=torch.Generator().manual_seed(t)
+                )
+                steps = torch.full((noises,), t)
+                noisy = scheduler.add_noise(latent.repeat(noises, 1, 1, 1), noise, steps)
+                pred = pipe.unet(noisy, steps, hidden).sample
+                clean = predicted_clean_latents(noisy, pred, scheduler.alphas_cumprod[steps])
+                embedded = diversity_embedding(clean).double().numpy()
+                found[t].append(mean_pairwise_cosine_distance(embedded))
+    return {t: statistics.fmean(v) for t, v in found.items()}
+
+
 def spread(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else float("nan")
     return f"{statistics.fmean(values):.4f} ± {sd:.4f}"
@@ -341,6 +387,14 @@ def tiny_part(args) -> None:
             results[(seed, weight)] = measure(base, [ti_dir, lora_dir], lpips, args)
             print(f"seed {seed} weight {weight:g}: {asdict(results[(seed, weight)])}", flush=True)
     report(results, args)
+    seed, top = args.seeds[0], max(args.weights)
+    print(f"\nD the loss sees, by timestep (seed {seed}; one training image, 8 noises):\n")
+    print("| weight | " + " | ".join(f"t = {t}" for t in TIMESTEPS) + " |")
+    print("|---|" + "---|" * len(TIMESTEPS))
+    for weight in sorted({0.0, top}):
+        run_dirs = [work / f"ti-seed{seed}", work / f"lora-seed{seed}-w{weight:g}"]
+        by_t = d_by_timestep(base, run_dirs)
+        print(f"| {weight:g} | " + " | ".join(f"{by_t[t]:.3f}" for t in TIMESTEPS) + " |")
     print(f"\nWork folder {work}")
 
 
