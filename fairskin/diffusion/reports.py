@@ -11,6 +11,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from fairskin.charts import line_chart
 from fairskin.labels import fst_roman
 
 
@@ -42,35 +43,50 @@ def image_grid(
     return grid
 
 
-def loss_svg(history: Sequence[tuple[int, float]], width: int = 640, height: int = 240) -> str:
-    """The loss curve as a standalone SVG (no plotting library needed to read it)."""
-    if not history:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"/>'
-    steps = [s for s, _ in history]
-    losses = [v for _, v in history]
-    lo, hi = min(losses), max(losses)
-    span = (hi - lo) or 1.0
-    first, last = steps[0], steps[-1]
-    pad = 32
-
-    def x(step: int) -> float:
-        return pad + (width - 2 * pad) * ((step - first) / ((last - first) or 1))
-
-    def y(loss: float) -> float:
-        return height - pad - (height - 2 * pad) * (loss - lo) / span
-
-    points = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in history)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">'
-        f'<rect width="100%" height="100%" fill="white"/>'
-        f'<polyline fill="none" stroke="#7a4b2a" stroke-width="1.5" points="{points}"/>'
-        f'<text x="{pad}" y="{pad - 8}">loss {hi:.4f}</text>'
-        f'<text x="{pad}" y="{height - 8}">step {first}</text>'
-        f'<text x="{width - pad}" y="{height - 8}" text-anchor="end">step {last}</text>'
-        f'<text x="{width - pad}" y="{y(losses[-1]) - 6:.1f}" text-anchor="end">'
-        f"{losses[-1]:.4f}</text></svg>"
+def loss_svg(history: Sequence[tuple[int, float]]) -> str:
+    """The loss curve as a standalone SVG (no plotting library needed to read it): the same
+    geometry as the run page's chart (`fairskin.charts.line_chart`), with ticks and values
+    on both axes and the axis titles."""
+    chart = line_chart(
+        [(float(s), float(v)) for s, v in history], x_title="training step", y_title="loss"
     )
+    head = '<svg xmlns="http://www.w3.org/2000/svg" font-family="sans-serif"'
+    if chart is None:
+        return f'{head} width="480" height="270"/>'
+    c = chart
+    parts = [
+        f'{head} width="{c["width"]}" height="{c["height"]}" '
+        f'viewBox="0 0 {c["width"]} {c["height"]}">',
+        '<rect width="100%" height="100%" fill="white"/>',
+    ]
+    for t in c["y_ticks"]:
+        parts.append(
+            f'<line stroke="#e5e5e5" x1="{c["left"]}" x2="{c["right"]}" y1="{t["y"]}" '
+            f'y2="{t["y"]}"/><text font-size="13" fill="#555" x="{c["tick_label_x"]}" '
+            f'y="{t["y"]}" text-anchor="end" dominant-baseline="middle">{t["label"]}</text>'
+        )
+    for t in c["x_ticks"]:
+        parts.append(
+            f'<line stroke="#999" x1="{t["x"]}" x2="{t["x"]}" y1="{c["bottom"]}" '
+            f'y2="{c["tick_end"]}"/><text font-size="13" fill="#555" x="{t["x"]}" '
+            f'y="{c["tick_label_y"]}" text-anchor="middle">{t["label"]}</text>'
+        )
+    x_title, y_title, last = c["x_title"], c["y_title"], c["last"]
+    parts += [
+        f'<line stroke="#999" x1="{c["left"]}" x2="{c["left"]}" y1="{c["top"]}" '
+        f'y2="{c["bottom"]}"/>',
+        f'<line stroke="#999" x1="{c["left"]}" x2="{c["right"]}" y1="{c["bottom"]}" '
+        f'y2="{c["bottom"]}"/>',
+        f'<polyline fill="none" stroke="#7a4b2a" stroke-width="1.5" points="{c["points"]}"/>',
+        f'<circle cx="{last["x"]}" cy="{last["y"]}" r="3" fill="#7a4b2a"/>',
+        f'<text font-size="14" font-weight="600" x="{x_title["x"]}" y="{x_title["y"]}" '
+        f'text-anchor="middle">{x_title["text"]}</text>',
+        f'<text font-size="14" font-weight="600" transform="rotate(-90)" x="{y_title["x"]}" '
+        f'y="{y_title["y"]}" text-anchor="middle">{y_title["text"]}</text>',
+        f"<title>Training loss by step: last {last['value']:.4f} at step {int(last['at'])}</title>",
+        "</svg>",
+    ]
+    return "".join(parts)
 
 
 def model_card(info: dict[str, Any], items: Sequence[Any]) -> str:
