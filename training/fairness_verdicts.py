@@ -11,9 +11,12 @@ runs' figures average different classes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
+
+from django.core.cache import cache
 
 from fairskin.classifier.fairness import fst_group
 from fairskin.classifier.paired import CRITERIA as PAIRED_CRITERIA
@@ -24,6 +27,8 @@ GROUPS = ("I–II", "III–IV", "V–VI")
 DARK = "V–VI"
 REPLICATES = 2000
 SEED = 0
+PAIRED_VERSION = 1  # bump when paired_comparison's output changes: cached results go stale
+PAIRED_CACHE_SECONDS = 7 * 24 * 3600
 GAP_REDUCTION_EXPECTED_MAX = 0.60  # the planning document expected 40-60 %
 THRESHOLDS = {c.key: c.threshold for c in PAIRED_CRITERIA}  # gap 0.40, eod 0.30, dark 0
 CRITERIA = {
@@ -54,6 +59,16 @@ DEFINITIONS = {
 
 class PredictionsUnavailable(ValueError):
     """A run's per-image test predictions are not there to compare."""
+
+
+def predictions_digest(run: Run) -> str:
+    """The sha256 of a run's predictions file ("" when it has none or it cannot be read)."""
+    ref = run.evaluation.get("test_predictions") or {}
+    path = Path(run.artifacts_dir) / Path(str(ref.get("file", ""))).name
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if ref else ""
+    except OSError:
+        return ""
 
 
 def load_predictions(run: Run) -> tuple[Predictions, list[str]]:
@@ -215,7 +230,7 @@ def _paired_row(
         cand, cand_classes = load_predictions(run)
         if cand_classes != base_pred[1]:
             raise MismatchedTestSets("the runs name different classes")
-        paired = paired_comparison(base_pred[0], cand, dark=DARK, replicates=REPLICATES, seed=SEED)
+        paired = _cached_paired(baseline, run, base_pred[0], cand)
     except PredictionsUnavailable as exc:
         return {"criteria": _not_shown(str(exc)), "refusal": "", "paired": None}
     except MismatchedTestSets as exc:
@@ -230,6 +245,25 @@ def _paired_row(
         }
     paired["common_class_names"] = [base_pred[1][c] for c in paired["common_classes"]]
     return {"criteria": criterion_rows(paired), "refusal": "", "paired": paired}
+
+
+def _cached_paired(baseline: Run, run: Run, base: Predictions, cand: Predictions) -> dict[str, Any]:
+    """The paired comparison, computed once per pair of predictions files: it is a pure
+    function of the two files and the settings (seconds per candidate at a few thousand test
+    images), and a finished run's predictions never change. The key is both files' sha256,
+    so a retrained run (a new file) is compared afresh."""
+    digests = (predictions_digest(baseline), predictions_digest(run))
+    key = None
+    if all(digests):
+        settings = f"{PAIRED_VERSION}:{REPLICATES}:{SEED}:{DARK}"
+        key = "fairness-paired:" + hashlib.sha256(f"{settings}:{digests}".encode()).hexdigest()
+        found = cache.get(key)
+        if found is not None:
+            return dict(found)
+    paired = paired_comparison(base, cand, dark=DARK, replicates=REPLICATES, seed=SEED)
+    if key is not None:
+        cache.set(key, paired, timeout=PAIRED_CACHE_SECONDS)
+    return paired
 
 
 def fairness_comparison(*, baseline: Run, others: list[Run]) -> dict[str, Any]:

@@ -116,3 +116,33 @@ def test_runs_on_other_images_are_refused_and_other_classes_are_marked(client, t
     assert rows[narrower.pk]["incomparable"].startswith("averages other classes")
     assert "not comparable with the baseline" in html
     assert "per-group AUROCs and the gap average " + ", ".join(CLASS_NAMES) in html
+
+
+def test_a_pair_is_compared_once_and_again_when_a_run_is_retrained(client, tmp_path, monkeypatch):
+    from django.core.cache import cache
+
+    from training import fairness_verdicts
+
+    cache.clear()
+    calls = []
+    real = fairness_verdicts.paired_comparison
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fairness_verdicts, "paired_comparison", counting)
+    baseline = classifier_run(tmp_path, "base", *scored((3.0, 3.0, 2.5, 2.5, 1.0, 1.0), seed=1))
+    better = classifier_run(tmp_path, "fair", *scored((3.0,) * 6, seed=2), synthetic=True)
+    first = fairness_page(client, baseline, better)[0].context["comparison"]["runs"][0]
+    again = fairness_page(client, baseline, better)[0].context["comparison"]["runs"][0]
+    assert len(calls) == 1
+    assert again["criteria"] == first["criteria"] and again["paired"] == first["paired"]
+    # A retrained candidate has a new predictions file: compared afresh, with its own result.
+    fst, labels, proba = scored((1.0,) * 6, seed=3)
+    retrained = Path(better.artifacts_dir, "test_predictions.json")
+    data = json.loads(retrained.read_text()) | {"proba": proba.tolist()}
+    retrained.write_text(json.dumps(data))
+    fresh = fairness_page(client, baseline, better)[0].context["comparison"]["runs"][0]
+    assert len(calls) == 2
+    assert [c["state"] for c in fresh["criteria"]] != [c["state"] for c in first["criteria"]]
