@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 
@@ -55,6 +55,7 @@ class BatchGenerator:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.scheduler = scheduler
+        self._img2img: Any = None  # built from the same components on first use, never loaded
 
     def environment(self) -> dict[str, object]:
         """The device, dtype, library versions and threads this generator's pixels depend on."""
@@ -74,13 +75,30 @@ class BatchGenerator:
         guidance: float = SPEC.guidance.default,
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
         size: int | None = None,
+        init_images: torch.Tensor | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
         """Images as a float tensor (N, 3, H, W) in [0, 1] on the device, before any encoding:
-        scoring runs on these, PNG encoding comes after."""
+        scoring runs on these, PNG encoding comes after.
+
+        With ``init_images`` ((N, 3, size, size) floats in [0, 1]: one reference per prompt),
+        each image is generated img2img from its reference: noised to ``strength`` of the
+        schedule (`check_strength`) and denoised from there, with the same seeds."""
         if len(prompts) != len(seeds) or not prompts:
             raise ValueError("give one seed per prompt")
         size = size or self.native_size
         generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+        if init_images is not None:
+            return self._from_references(
+                prompts,
+                generators,
+                init_images,
+                strength=strength,
+                steps=steps,
+                guidance=guidance,
+                negative_prompt=negative_prompt,
+                size=size,
+            )
         out = self.pipe(
             prompt=list(prompts),
             negative_prompt=[negative_prompt] * len(prompts),
@@ -92,3 +110,58 @@ class BatchGenerator:
             output_type="pt",
         )
         return cast("torch.Tensor", out.images.float().clamp(0, 1))
+
+    def _from_references(
+        self,
+        prompts: Sequence[str],
+        generators: list[torch.Generator],
+        init_images: torch.Tensor,
+        *,
+        strength: float,
+        steps: int,
+        guidance: float,
+        negative_prompt: str,
+        size: int,
+    ) -> torch.Tensor:
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        problem = check_strength(strength, steps)
+        if problem:
+            raise ValueError(problem)
+        expected = (len(prompts), 3, size, size)
+        if tuple(init_images.shape) != expected or not init_images.is_floating_point():
+            raise ValueError(
+                f"reference images must be floats of shape {expected}, got "
+                f"{init_images.dtype} {tuple(init_images.shape)}"
+            )
+        if self._img2img is None:
+            self._img2img = StableDiffusionImg2ImgPipeline(**self.pipe.components)
+            self._img2img.set_progress_bar_config(disable=True)
+        out = self._img2img(
+            prompt=list(prompts),
+            image=init_images.to(self.device, self.pipe.unet.dtype).clamp(0, 1),
+            strength=strength,
+            negative_prompt=[negative_prompt] * len(prompts),
+            generator=generators,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            output_type="pt",
+        )
+        return cast("torch.Tensor", out.images.float().clamp(0, 1))
+
+
+def check_strength(strength: object, steps: int) -> str | None:
+    """Why ``strength`` cannot drive an img2img generation of ``steps`` steps, or None.
+
+    diffusers runs int(steps * strength) denoising steps from the reference noised that far:
+    a strength in (0, 1] that leaves at least one step."""
+    if isinstance(strength, bool) or not isinstance(strength, int | float):
+        return f"the reference strength must be a number, got {strength!r}"
+    if not 0 < strength <= 1:
+        return f"the reference strength must be in (0, 1], got {strength!r}"
+    if int(steps * strength) < 1:
+        return (
+            f"a reference strength of {strength:g} with {steps} steps runs no denoising step; "
+            f"use at least {1 / steps:.3g} or more steps"
+        )
+    return None
