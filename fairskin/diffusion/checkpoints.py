@@ -144,6 +144,10 @@ def restore_checkpoint(
             model.unet,
             {k.removeprefix("lora."): v for k, v in saved.items() if k.startswith("lora.")},
         )
+    if learned.labels is not None:
+        with torch.no_grad():
+            learned.labels.dx.copy_(saved["labels.dx"])
+            learned.labels.fst.copy_(saved["labels.fst"])
     optim.optimizer.load_state_dict(state["optimizer"])
     optim.lr_scheduler.load_state_dict(state["lr_scheduler"])
     optim.scaler.load_state_dict(state["scaler"])
@@ -162,6 +166,8 @@ def _trainable_state(model: Components, learned: Trainable) -> dict[str, torch.T
         from peft import get_peft_model_state_dict
 
         state.update({f"lora.{k}": v for k, v in get_peft_model_state_dict(model.unet).items()})
+    if learned.labels is not None:
+        state.update({"labels.dx": learned.labels.dx, "labels.fst": learned.labels.fst})
     return state
 
 

@@ -84,6 +84,10 @@ class TrainConfig:
     diversity_form: str = "neg_log_distance"
     diversity_eps: float = 1e-3
     diversity_group: str = "diagnosis_fst"
+    # Class-label conditioning (LoRA and joint runs; labels_conditioning): learned diagnosis +
+    # skin-type vectors added to the UNet's time embedding, dropped to the null label at a rate.
+    label_conditioning: bool = False
+    label_dropout: float = 0.1
     # Systems
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -175,6 +179,8 @@ class TrainConfig:
             problems.append("diversity_weight must not be negative")
         if not 0 < self.diversity_eps <= 0.1:
             problems.append(f"diversity_eps must be in (0, 0.1], got {self.diversity_eps!r}")
+        if not 0 <= self.label_dropout < 1:
+            problems.append(f"label_dropout must be in [0, 1), got {self.label_dropout!r}")
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             problems.append("resolution must be a multiple of 8")
         shares = self.fst_shares
@@ -198,5 +204,7 @@ class TrainConfig:
             problems.append(f"diversity_form must be one of {', '.join(DIVERSITY_FORMS)}")
         if self.diversity_group not in DIVERSITY_GROUPS:
             problems.append(f"diversity_group must be one of {', '.join(DIVERSITY_GROUPS)}")
+        if self.label_conditioning and self.kind == "textual_inversion":
+            problems.append("label_conditioning needs a LoRA or joint run (it trains the UNet)")
         problems += lora_target_problems(self.lora_targets)
         return problems

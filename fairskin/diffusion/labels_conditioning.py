@@ -22,7 +22,8 @@ fst_slot 0..5 for types I..VI, 6 for no skin type), 8 x 7 = 56 indices, 55 the f
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,24 @@ def null_labels(count: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return torch.full((count,), NULL_INDEX, dtype=torch.long, device=device)
 
 
-def drop_labels(indices: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
-    """Each label replaced by the full null label with probability ``rate`` (seeded)."""
+def drop_labels(
+    indices: torch.Tensor, rate: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Each label replaced by the full null label with probability ``rate``: seeded by
+    ``generator``, or by torch's global generator (whose state a training checkpoint keeps)."""
     if not 0 <= rate < 1:
         raise LabelError(f"label dropout must be in [0, 1), got {rate!r}")
-    draws = torch.rand(indices.shape, generator=generator, device=generator.device)
+    if generator is None:
+        draws = torch.rand(indices.shape, device=indices.device)
+    else:
+        draws = torch.rand(indices.shape, generator=generator, device=generator.device)
     return torch.where(draws.to(indices.device) < rate, NULL_INDEX, indices)
+
+
+def item_label(diagnosis: str, fst: int | None) -> int:
+    """A training image's label: an image of none of the seven classes (OTHER) or of no
+    recorded skin type gets the null part there, and still teaches the other part."""
+    return label_index(diagnosis if diagnosis != "OTHER" else None, fst)
 
 
 class LabelEmbedding(nn.Module):
@@ -191,3 +204,46 @@ def load_labels(path: Path) -> LabelEmbedding:
         module.dx.copy_(tensors["dx"])
         module.fst.copy_(tensors["fst"])
     return module
+
+
+def batch_labels(
+    unet: Any, items: Sequence[Any], batch: Sequence[int], rate: float
+) -> dict[str, Any]:
+    """The UNet's extra keyword for a training micro-batch: {} without labels attached, else
+    ``class_labels`` from each item's diagnosis and skin type, dropped to null at ``rate``."""
+    if attached_labels(unet) is None:
+        return {}
+    indices = torch.tensor([item_label(items[i].diagnosis, items[i].fst) for i in batch])
+    return {"class_labels": drop_labels(indices.to(unet.device), rate)}
+
+
+@contextmanager
+def labels_detached(unet: Any) -> Iterator[None]:
+    """The UNet without its label module for a while: exactly the null label, and what a
+    plain ``StableDiffusionPipeline`` (which passes no ``class_labels``) can call."""
+    module = attached_labels(unet)
+    if module is None:
+        yield
+        return
+    unet.class_embedding = None
+    try:
+        yield
+    finally:
+        unet.class_embedding = module
+
+
+def prepare_labels(unet: Any, enabled: bool, parent_run: Path | None) -> LabelEmbedding | None:
+    """A training run's label module, attached and trainable: zero, or the parent run's
+    (a joint run continues the labels its LoRA parent learned, when it has them)."""
+    if not enabled:
+        return None
+    saved = parent_run / FILENAME if parent_run is not None else None
+    module = attach_labels(unet, load_labels(saved) if saved and saved.is_file() else None)
+    module.requires_grad_(True)
+    return module
+
+
+def save_run_labels(run_dir: Path, unet: Any) -> Path | None:
+    """``labels.safetensors`` in the run folder when the UNet has labels attached."""
+    module = attached_labels(unet)
+    return save_labels(run_dir / FILENAME, module) if module is not None else None

@@ -13,7 +13,6 @@ carry the step and loss only: how long is left is the caller's to estimate, per 
 from __future__ import annotations
 
 import json
-import platform
 import random
 import time
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairskin.diffusion import artifacts, reports
+from fairskin.diffusion import artifacts, labels_conditioning, reports
 from fairskin.diffusion.base_models import BaseModel
 from fairskin.diffusion.checkpoints import (
     append_loss,
@@ -52,6 +51,7 @@ from fairskin.diffusion.training_setup import (
     prepare_optimisation,
     prepare_trainable,
 )
+from fairskin.diffusion.versions import library_versions
 from fairskin.progress import JobCancelled, Progress
 
 VALIDATION_BATCH = 8  # prompts rendered per pipeline call in the validation grid
@@ -296,6 +296,7 @@ def _write_artifacts(
         )
     if learned.trains_lora:
         artifacts.save_lora(run_dir, model.unet)
+        labels_conditioning.save_run_labels(run_dir, model.unet)
     final_loss = s.history[-1][1] if s.history else float("nan")
     info = {
         "config": config.to_dict(),
@@ -360,7 +361,8 @@ def _batch_loss(
         return_tensors="pt",
     ).input_ids.to(dev)
     hidden = model.text_encoder(ids)[0]
-    pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype)).sample
+    labels = labels_conditioning.batch_labels(unet, items, batch, config.label_dropout)
+    pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype), **labels).sample
     target = model.objective.target(latents, noise, timesteps)  # the noise, or v
     loss = model.objective.loss(pred, target, timesteps, gamma=config.snr_gamma)
     if config.diversity_weight:
@@ -368,20 +370,6 @@ def _batch_loss(
         groups = [optim.diversity.group_of(items[i].diagnosis, items[i].fst) for i in batch]
         loss = loss + config.diversity_weight * optim.diversity(diversity_embedding(clean), groups)
     return loss
-
-
-def library_versions() -> dict[str, str]:
-    import diffusers
-    import peft
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-    }
 
 
 def _validation_grid(
@@ -417,7 +405,7 @@ def _validation_grid(
     )
     pipe.set_progress_bar_config(disable=True)
     images = []
-    with torch.no_grad():
+    with torch.no_grad(), labels_conditioning.labels_detached(model.unet):  # the null label
         for start in range(0, len(cells), VALIDATION_BATCH):
             chunk = cells[start : start + VALIDATION_BATCH]
             generators = [

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from fairskin.diffusion import artifacts
 from fairskin.diffusion.base_models import BaseModel, BaseModelError
 from fairskin.diffusion.config import ConfigError, TrainConfig
+from fairskin.diffusion.labels_conditioning import LabelEmbedding, prepare_labels
 from fairskin.diffusion.lora_targets import unmatched_lora_targets
 from fairskin.diffusion.losses import DenoisingObjective, DiversityLoss
 from fairskin.diffusion.sampling import BatchSampler
@@ -65,6 +66,7 @@ class Trainable:
     # What trains, counted when training starts: {"lora", "embeddings", "total"}; the
     # embeddings are the new tokens' rows (the rest of the table is held still).
     parameter_counts: dict[str, int]
+    labels: LabelEmbedding | None = None  # with config.label_conditioning (labels_conditioning)
 
 
 @dataclass
@@ -173,7 +175,7 @@ def prepare_trainable(
     if trains_tokens:
         embedding_table.requires_grad_(True)
         parameters.append(embedding_table)
-    lora_parameters = 0
+    lora_parameters, labels = 0, None
     if trains_lora:
         check_lora_targets(unet, config.lora_targets)
         unet.add_adapter(lora_config(config))
@@ -182,7 +184,12 @@ def prepare_trainable(
         lora = [p for p in unet.parameters() if p.requires_grad]
         parameters += lora
         lora_parameters = sum(p.numel() for p in lora)
+        labels = prepare_labels(
+            unet, config.label_conditioning, parents[-1] if config.kind == "joint" else None
+        )
+        parameters += list(labels.parameters()) if labels is not None else []
     embedding_rows = len(token_ids) * embedding_table.shape[1] if trains_tokens else 0
+    label_count = sum(p.numel() for p in labels.parameters()) if labels is not None else 0
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if trains_tokens:
@@ -201,8 +208,10 @@ def prepare_trainable(
         {
             "lora": lora_parameters,
             "embeddings": embedding_rows,
-            "total": lora_parameters + embedding_rows,
-        },
+            "total": lora_parameters + embedding_rows + label_count,
+        }
+        | ({"labels": label_count} if labels is not None else {}),
+        labels,
     )
 
 

@@ -1,0 +1,169 @@
+"""Label conditioning in a LoRA run on the tiny model: off by default, refused where it cannot
+train, learned from zero, saved in the run folder, resumed exactly after a kill."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from fairskin.diffusion.base_models import resolve_base_model
+from fairskin.diffusion.checkpoints import latest_checkpoint
+from fairskin.diffusion.config import ConfigError, TrainConfig
+from fairskin.diffusion.labels_conditioning import (
+    FILENAME,
+    attach_labels,
+    attached_labels,
+    label_indices,
+    load_labels,
+)
+from fairskin.diffusion.training import TrainItem, train
+from fairskin.imaging.demo import draw_lesion
+from fairskin.progress import SilentProgress
+
+torch.set_num_threads(1)
+CELLS = [("MEL", 1), ("MEL", 6), ("NV", 2), ("NV", 5), ("OTHER", 3), ("DF", 5)]
+FAST = {
+    "validation_every": 10_000,
+    "validation_inference_steps": 1,
+    "lr_warmup_steps": 0,
+    "grad_accumulation": 1,
+    "batch_size": 2,
+    "diversity_weight": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return resolve_base_model("tiny", cache_dir=tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def items(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    out = []
+    for i, (dx, fst) in enumerate(CELLS):
+        path = folder / f"{i}.png"
+        draw_lesion(dx if dx != "OTHER" else "BKL", fst, seed=i, size=64).save(path)
+        out.append(TrainItem(str(path), dx, fst))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ti(tiny, items, tmp_path_factory):
+    config = TrainConfig.build("textual_inversion", {"steps": 1, **FAST})
+    return train(
+        config=config,
+        base=tiny,
+        items=items,
+        run_dir=tmp_path_factory.mktemp("ti"),
+        progress=SilentProgress(),
+    ).run_dir
+
+
+def lora_config(**extra):
+    return TrainConfig.build(
+        "lora",
+        {"steps": 6, "learning_rate": 1e-2, "label_conditioning": True, **FAST, **extra},
+    )
+
+
+def test_label_conditioning_is_off_by_default_and_validated():
+    for kind in ("textual_inversion", "lora", "joint"):
+        config = TrainConfig.build(kind)
+        assert config.label_conditioning is False and config.label_dropout == 0.1
+    with pytest.raises(ConfigError, match="label_conditioning needs a LoRA or joint run"):
+        TrainConfig.build("textual_inversion", {"label_conditioning": True})
+    with pytest.raises(ConfigError, match=r"label_dropout must be in \[0, 1\), got 1"):
+        TrainConfig.build("lora", {"label_conditioning": True, "label_dropout": 1})
+    with pytest.raises(ConfigError, match="label_conditioning must be"):
+        TrainConfig.build("lora", {"label_conditioning": "yes"})
+
+
+def test_a_lora_run_learns_labels_from_zero_and_saves_them(tiny, items, ti, tmp_path):
+    result = train(
+        config=lora_config(),
+        base=tiny,
+        items=items,
+        run_dir=tmp_path,
+        parents=[ti],
+        progress=SilentProgress(),
+    )
+    module = attached_labels(result.unet)
+    assert module is not None
+    # Learned away from zero where there were images; no image of skin type IV, nor of BKL
+    # (the OTHER image teaches only its skin type), so their rows stay exactly zero.
+    assert module.dx.abs().max() > 0 and module.fst.abs().max() > 0
+    assert module.fst[3].abs().max() == 0
+    assert module.dx[4].abs().max() == 0  # BKL
+    saved = load_labels(tmp_path / FILENAME)
+    assert torch.equal(saved.table(), module.table().cpu())
+    # The artifact drives a fresh UNet from the base.
+    fresh = UNet2DConditionModel.from_pretrained(tiny.path, subfolder="unet").eval()
+    attach_labels(fresh, saved)
+    latents = torch.randn(1, 4, fresh.config.sample_size, fresh.config.sample_size)
+    text = torch.randn(1, 77, fresh.config.cross_attention_dim)
+    with torch.no_grad():
+        a = fresh(latents, 50, text, class_labels=label_indices([("MEL", 6)])).sample
+        b = fresh(latents, 50, text, class_labels=label_indices([(None, None)])).sample
+    assert (a - b).abs().max() > 0
+    counts = __import__("json").loads((tmp_path / "training_report.json").read_text())
+    assert counts["trainable_parameters"]["labels"] == 13 * module.width
+
+
+def test_a_run_without_labels_writes_no_label_file(tiny, items, ti, tmp_path):
+    result = train(
+        config=lora_config(label_conditioning=False, steps=1),
+        base=tiny,
+        items=items,
+        run_dir=tmp_path,
+        parents=[ti],
+        progress=SilentProgress(),
+    )
+    assert attached_labels(result.unet) is None and not (tmp_path / FILENAME).exists()
+
+
+class CrashAt(SilentProgress):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def update(self, done, total, message=""):
+        super().update(done, total, message)
+        if done == self.step:
+            raise RuntimeError("worker killed")
+
+
+def test_a_killed_labelled_run_resumes_to_the_uninterrupted_labels(tiny, items, ti, tmp_path):
+    config = lora_config(checkpoint_every=2)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="worker killed"):
+        train(
+            config=config,
+            base=tiny,
+            items=items,
+            run_dir=crashed,
+            parents=[ti],
+            progress=CrashAt(5),
+        )
+    assert latest_checkpoint(crashed).name == "step-000004"
+    resumed = train(
+        config=config,
+        base=tiny,
+        items=items,
+        run_dir=crashed,
+        parents=[ti],
+        progress=SilentProgress(),
+    )
+    straight = train(
+        config=config,
+        base=tiny,
+        items=items,
+        run_dir=tmp_path / "straight",
+        parents=[ti],
+        progress=SilentProgress(),
+    )
+    assert resumed.resumed_from == 4
+    a, b = attached_labels(resumed.unet), attached_labels(straight.unet)
+    assert a.fst.abs().max() > 0
+    assert torch.allclose(a.dx, b.dx, atol=1e-6) and torch.allclose(a.fst, b.fst, atol=1e-6)
