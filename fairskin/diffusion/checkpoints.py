@@ -48,7 +48,14 @@ def run_identity(
     selection_hash: str,
     parents: list[str],
 ) -> dict[str, Any]:
-    """The record a run's checkpoints carry and a resume must match."""
+    """The record a run's checkpoints carry and a resume must match.
+
+    The label settings (issue 17) count only when label conditioning is on, so a run without
+    labels keeps the settings hash it had before they existed and still resumes."""
+    if not config.get("label_conditioning"):
+        config = {
+            k: v for k, v in config.items() if k not in ("label_conditioning", "label_dropout")
+        }
     return {
         "identity": identity,
         "settings_hash": settings_hash(config),

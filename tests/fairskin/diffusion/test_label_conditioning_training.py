@@ -167,3 +167,24 @@ def test_a_killed_labelled_run_resumes_to_the_uninterrupted_labels(tiny, items, 
     a, b = attached_labels(resumed.unet), attached_labels(straight.unet)
     assert a.fst.abs().max() > 0
     assert torch.allclose(a.dx, b.dx, atol=1e-6) and torch.allclose(a.fst, b.fst, atol=1e-6)
+
+
+def test_runs_without_labels_keep_the_settings_hash_they_had_before_label_settings():
+    from fairskin.diffusion.checkpoints import run_identity
+    from fairskin.provenance import settings_hash
+
+    def identity(config):
+        return run_identity(
+            identity="r", config=config, base_model="tiny", selection_hash="s", parents=[]
+        )
+
+    before = TrainConfig.build("lora").to_dict()
+    assert before.pop("label_conditioning") is False and before.pop("label_dropout") == 0.1
+    # A checkpoint written before the settings existed hashed exactly `before`.
+    assert identity(TrainConfig.build("lora").to_dict())["settings_hash"] == settings_hash(before)
+    on = identity(TrainConfig.build("lora", {"label_conditioning": True}).to_dict())
+    other = {"label_conditioning": True, "label_dropout": 0.2}
+    assert on["settings_hash"] != settings_hash(before)
+    assert (
+        identity(TrainConfig.build("lora", other).to_dict())["settings_hash"] != on["settings_hash"]
+    )
