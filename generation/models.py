@@ -75,6 +75,14 @@ class Batch(models.Model):
         "of held-out real images it would reject (set when the reference is ready).",
     )
 
+    reference = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="img2img from catalog images (empty: text-to-image): the request, the image "
+        "ids it resolved to, the strength and each stratum's reference image "
+        "(fairskin.generation.reference_images).",
+    )
+
     # The plan, fixed at creation: {"MEL:6": quota} (Plan.quotas_json; read back by plan());
     # how far each stratum has been planned, and the finished ones, under the same keys.
     quotas = models.JSONField(default=dict)
@@ -139,6 +147,10 @@ class Batch(models.Model):
         return self.state in ACTIVE_STATES
 
     @property
+    def reference_strength(self) -> float | None:
+        return self.reference.get("strength") if self.reference else None
+
+    @property
     def micro_batch(self) -> int:
         """Candidates computed together in one device pass (fixed when the batch was created)."""
         return int(self.reproducibility.get("micro_batch") or self.device_batch)
@@ -168,6 +180,15 @@ class Sample(models.Model):
     guidance = models.FloatField()
     scheduler = models.CharField(max_length=16)
     model_runs = models.JSONField(default=list, help_text="Run ids, oldest first.")
+    reference_image = models.ForeignKey(
+        "catalog.Image",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The image it was generated from (img2img); empty for text-to-image.",
+    )
+    reference_strength = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict)
     checks = models.JSONField(default=list, help_text="Every check with its value and limit.")
     failed_checks = models.JSONField(default=list, help_text="Reasons from the image itself.")

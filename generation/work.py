@@ -29,7 +29,7 @@ from fairskin.labels import FST_TYPES
 from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
 from fairskin.provenance import check_identity, write_identity
-from generation import advance, selectors
+from generation import advance, selectors, services
 from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.registry import JobContext, LeaseHolder
 from jobs.threads import set_torch_threads
@@ -176,7 +176,7 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
         provenance=provenance,
         calibration=calibration,
         lease=progress.lease,
-        publish=lambda: _publish_reference(staging),
+        publish=lambda: services.publish_reference(staging),
     )
     return {
         "batch_id": batch.pk,
@@ -192,17 +192,6 @@ def _not_needed(batch: Batch) -> dict[str, Any]:
     if batch.state in (BatchState.CANCELLED, BatchState.FAILED):
         raise JobCancelled(f"batch {batch.pk} is {batch.state}")
     return {"batch_id": batch.pk, "skipped": f"batch is {batch.state}"}
-
-
-def _publish_reference(staging: Path) -> None:
-    """Move an attempt's reference into place (called inside the fenced hand-over)."""
-    folder = staging.parent
-    target = folder / "reference"
-    if target.exists():  # left by an attempt that died between publishing and committing
-        shutil.rmtree(target)
-    (staging / "reference").rename(target)
-    for leftover in folder.glob(".prepare-attempt-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def reference_identity(batch: Batch) -> dict[str, Any]:
@@ -264,6 +253,7 @@ def _store(
     prompt: str,
     pixels: np.ndarray,
     score: Any,
+    reference: int | None = None,
 ) -> bool:
     """One candidate as a catalog image and its sample; False if it was already stored.
 
@@ -289,7 +279,8 @@ def _store(
                     thumbnail_jpeg=encoded.thumbnail_jpeg,
                     width=encoded.width,
                     height=encoded.height,
-                    metadata={"batch": batch.pk, "seed": seed, "index": index},
+                    metadata={"batch": batch.pk, "seed": seed, "index": index}
+                    | ({"reference_image": reference} if reference else {}),
                 )
                 Sample.objects.create(
                     batch=batch,
@@ -304,6 +295,8 @@ def _store(
                     guidance=batch.guidance,
                     scheduler=batch.scheduler,
                     model_runs=[r.pk for r in batch.model_run.lineage()],
+                    reference_image_id=reference,
+                    reference_strength=batch.reference_strength if reference else None,
                     metrics=details["metrics"],
                     checks=details["checks"],
                     failed_checks=list(score.reasons),
@@ -360,6 +353,7 @@ def batch_shard_generate(
         dx, fst = group.stratum
         prompt = prompt_for(dx, fst, available=generator.tokens)
         seeds = [candidate_seed(batch.seed, group.stratum, i) for i in group.indices]
+        reference, init = services.reference_rows(batch, Stratum(dx, fst).key, group.size)
         images = generator.generate(
             [prompt] * group.size,
             seeds,
@@ -367,13 +361,18 @@ def batch_shard_generate(
             guidance=batch.guidance,
             negative_prompt=batch.negative_prompt,
             size=batch.size,
+            init_images=init,
+            strength=batch.reference_strength or 1.0,
         )
         # Scoring's numpy/scipy parts are small; one BLAS thread keeps OpenBLAS's spinning
         # workers from stealing the cores torch needs for the next generation call
         # (docs/benchmarks.md, "Generation": 0.24 s vs 0.14 s per image on 2 cores). The whole
         # group is scored too, so a candidate's scores do not depend on the shard either.
         with threadpool_limits(limits=1, user_api="blas"):
-            scores = scorer.score(images, diagnoses=[dx] * group.size, fsts=[fst] * group.size)
+            scores = scorer.score(
+                images, diagnoses=[dx] * group.size, fsts=[fst] * group.size, references=init,
+                reference_ids=[reference] * group.size,
+            )  # fmt: skip
         pixels = (
             images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         )
@@ -389,6 +388,7 @@ def batch_shard_generate(
                 prompt=prompt,
                 pixels=pixels[position],
                 score=scores[position],
+                reference=reference,
             )
         done += len(group.wanted)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")

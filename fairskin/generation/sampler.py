@@ -18,6 +18,7 @@ from fairskin.diffusion.artifacts import load_run_artifacts
 from fairskin.diffusion.base_models import BaseModel
 from fairskin.generation.groups import pixel_environment
 from fairskin.generation.options import SCHEDULERS
+from fairskin.generation.reference_images import check_strength
 from fairskin.generation.spec import DEFAULT_NEGATIVE_PROMPT, SPEC
 
 __all__ = ["DEFAULT_NEGATIVE_PROMPT", "SCHEDULERS", "BatchGenerator"]
@@ -148,20 +149,3 @@ class BatchGenerator:
             output_type="pt",
         )
         return cast("torch.Tensor", out.images.float().clamp(0, 1))
-
-
-def check_strength(strength: object, steps: int) -> str | None:
-    """Why ``strength`` cannot drive an img2img generation of ``steps`` steps, or None.
-
-    diffusers runs int(steps * strength) denoising steps from the reference noised that far:
-    a strength in (0, 1] that leaves at least one step."""
-    if isinstance(strength, bool) or not isinstance(strength, int | float):
-        return f"the reference strength must be a number, got {strength!r}"
-    if not 0 < strength <= 1:
-        return f"the reference strength must be in (0, 1], got {strength!r}"
-    if int(steps * strength) < 1:
-        return (
-            f"a reference strength of {strength:g} with {steps} steps runs no denoising step; "
-            f"use at least {1 / steps:.3g} or more steps"
-        )
-    return None

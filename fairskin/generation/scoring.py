@@ -159,8 +159,17 @@ class Scorer:
 
     @torch.no_grad()
     def score(
-        self, images: torch.Tensor, *, diagnoses: Sequence[str], fsts: Sequence[int]
+        self,
+        images: torch.Tensor,
+        *,
+        diagnoses: Sequence[str],
+        fsts: Sequence[int],
+        references: torch.Tensor | None = None,
+        reference_ids: Sequence[int | None] = (),
     ) -> list[CandidateScore]:
+        """Every check of each candidate. With ``references`` (img2img: each candidate's own
+        reference image, floats like ``images``) the memorization check also compares it with
+        its reference: closer than the memorization limit, it is rejected as a copy."""
         n = self._validate(images, diagnoses, fsts)
         fsts = [int(f) for f in fsts]
         x = images.to(device=self.device, dtype=torch.float32)
@@ -180,6 +189,10 @@ class Scorer:
                 "confidence": _finite_or_none(float(measured["confidence"][i])),
                 "fid": _finite_or_none(float(measured["fid"][i])),
             }
+            if references is not None:
+                copy = self._reference_copy(x[i], references[i], fsts[i], reference_ids[i])
+                checks.append(copy)
+                metrics["reference_lpips"] = _finite_or_none(copy.value)
             scores.append(
                 CandidateScore(
                     metrics=metrics,
@@ -221,6 +234,26 @@ class Scorer:
             "features": features,
             "embeddings": embeddings,
         }
+
+    def _reference_copy(
+        self, image: torch.Tensor, reference: torch.Tensor, fst: int, image_id: int | None
+    ) -> CheckResult:
+        """LPIPS from a candidate to its own reference, judged by the memorization limit."""
+        ref = reference.to(device=self.device, dtype=torch.float32)[None]
+        if ref.shape[-2:] != image.shape[-2:]:
+            raise ValueError(f"reference {tuple(ref.shape)} and image {tuple(image.shape)} differ")
+        pair = torch.zeros(1, dtype=torch.long, device=self.device)
+        value = float(pairwise_lpips(self.extractors.lpips[0], image[None], ref, pair, pair)[0])
+        judged = self._judge("memorization", value, fst)
+        reason = f"too close to its reference image {image_id}: {judged.reason}"
+        return CheckResult(
+            "reference_copy",
+            judged.value,
+            judged.passed,
+            reason if judged.rejects else judged.reason,
+            judged.calibrated,
+            judged.applied,
+        )
 
     def _validate(self, images: torch.Tensor, diagnoses: Sequence[str], fsts: Sequence[int]) -> int:
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:

@@ -127,6 +127,9 @@ class GenerationSpec:
     # The share (%) of held-out real images each calibrated filter threshold lets pass: the
     # default limit of every distance check (fairskin.generation.calibration).
     filter_percentile: Number = Number("the filter percentile", default=95.0, low=50, high=100)
+    # img2img from reference images: how far each output moves from its reference. Open at 0:
+    # a batch checks it with fairskin.generation.reference_images.check_strength.
+    reference_strength: Number = Number("the reference strength", default=0.6, low=0, high=1)
     fst_distribution: Mapping[int, float] = field(default_factory=_default_distribution)
 
     def problems(self, values: Mapping[str, Any]) -> list[str]:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fairskin.diffusion.base_models import resolve_base_model
-from fairskin.generation.sampler import BatchGenerator, check_strength
+from fairskin.generation.reference_images import check_strength
+from fairskin.generation.sampler import BatchGenerator
 from fairskin.imaging.demo import draw_lesion
 
 torch.set_num_threads(1)
