@@ -8,6 +8,7 @@ import io
 import pytest
 import torch
 from django.core.files.base import ContentFile
+from django.core.management import CommandError, call_command
 from PIL import Image as PILImage
 
 from catalog.models import Image
@@ -208,3 +209,31 @@ def test_an_output_too_close_to_its_reference_is_rejected_as_a_copy(lora_run, de
     check = next(c for c in different.checks if c.name == "reference_copy")
     assert check.passed and check.value > 0.01
     assert not any("too close to its reference" in r for r in different.reasons)
+
+
+def test_the_generate_command_takes_references(lora_run, demo, capsys):
+    common = ["--model", str(lora_run.pk), "--count", "2", "--diagnosis", "MEL"]
+    common += ["--fst-distribution", "6=1", "--steps", "4", "--size", str(SIZE), "--seed", "1"]
+    test_image = mel(demo, "test")
+    refusals = [
+        (["--reference-image", str(test_image.pk)], "would leak it into evaluation"),
+        (["--reference-selection", "[1]"], "must be a JSON object"),
+        (["--reference-selection", "{dataset"], "is not JSON"),
+        (["--reference-selection", '{"dataset": "demo"}', "--reference-image", "1"], "either"),
+        (["--reference-image", str(mel(demo, "train").pk), "--reference-strength", "0"], "(0, 1]"),
+    ]
+    for args, message in refusals:
+        with pytest.raises(CommandError) as caught:
+            call_command("generate", *common, *args)
+        assert message in str(caught.value), (args, str(caught.value))
+    assert not Batch.objects.exists()
+
+    selection = '{"dataset": "demo", "diagnosis": "MEL"}'
+    args = ["--reference-selection", selection, "--reference-strength", "0.75", "--wait"]
+    call_command("generate", *common, *args)
+    batch = Batch.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert batch.state == BatchState.FINISHED, batch.error
+    assert batch.reference["strength"] == 0.75
+    assert batch.reference["strata"] == {"MEL:6": mel(demo, "train").pk}
+    strengths = set(Sample.objects.filter(batch=batch).values_list("reference_strength", flat=True))
+    assert strengths == {0.75}

@@ -1,3 +1,5 @@
+import json
+
 from django.core.management.base import BaseCommand, CommandError
 
 from fairskin.config_types import SettingsError, field_names, parse_settings
@@ -36,6 +38,19 @@ def _scoring(items: list[str]) -> dict[str, object]:
         return parse_settings(items, known=field_names(ScoringConfig), noun="scoring setting")
     except SettingsError as exc:
         raise CommandError(f"{exc}\nNothing was queued.") from exc
+
+
+def _reference(ids: list[int], selection: str | None) -> dict[str, object] | None:
+    reference: dict[str, object] = {"image_ids": ids} if ids else {}
+    if selection:
+        try:
+            parsed = json.loads(selection)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--reference-selection is not JSON: {exc}") from exc
+        if not isinstance(parsed, dict):
+            raise CommandError(f"--reference-selection must be a JSON object, got {selection}")
+        reference |= parsed
+    return reference or None
 
 
 class Command(BaseCommand):
@@ -110,6 +125,28 @@ class Command(BaseCommand):
             help="share (%%) of held-out real images each calibrated filter threshold lets "
             "pass (default %(default)s)",
         )
+        parser.add_argument(
+            "--reference-image",
+            type=int,
+            action="append",
+            default=[],
+            dest="reference_images",
+            metavar="ID",
+            help="generate img2img from this catalog image (repeatable; each stratum draws "
+            "one of its diagnosis, see docs/validation/reference-images.md)",
+        )
+        parser.add_argument(
+            "--reference-selection",
+            metavar="JSON",
+            help='reference images as a catalog selection, e.g. \'{"dataset": "isic", '
+            '"diagnosis": "MEL", "fst": 6}\' (keys dataset, diagnosis, fst, split)',
+        )
+        parser.add_argument(
+            "--reference-strength",
+            type=float,
+            default=SPEC.reference_strength.default,
+            help="how far each output moves from its reference, in (0, 1] (default %(default)s)",
+        )
         parser.add_argument("--name", default=SPEC.name.default)
         parser.add_argument(
             "--wait", action="store_true", help="run in the foreground with a progress bar"
@@ -135,6 +172,9 @@ class Command(BaseCommand):
         filter_percentile,
         name,
         wait,
+        reference_images,
+        reference_selection,
+        reference_strength,
         **options,
     ):
         run = model_run_get(run_id=model)
@@ -158,6 +198,8 @@ class Command(BaseCommand):
                 scoring=_scoring(scoring),
                 filter_percentile=filter_percentile,
                 name=name,
+                reference=_reference(reference_images, reference_selection),
+                reference_strength=reference_strength,
                 enqueue=not wait,
             )
         except BatchConfigError as exc:
