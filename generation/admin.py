@@ -75,6 +75,8 @@ class BatchAdmin(admin.ModelAdmin):
                     scoring=d["scoring"],
                     filter_percentile=d["filter_percentile"],
                     name=d["name"],
+                    reference=d["reference"],
+                    reference_strength=d["reference_strength"],
                     user=request.user,
                 )
             except ApplicationError as exc:

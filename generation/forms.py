@@ -68,6 +68,19 @@ class BatchLaunchForm(forms.Form):
         "pass (the default for LPIPS, memorization and per-image FID). Empty: "
         f"{SPEC.filter_percentile.default:g}.",
     )
+    reference = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text="Empty: text-to-image. Else img2img from catalog images, as JSON: "
+        '{"image_ids": [12, 40]} or a selection {"dataset": "isic", "diagnosis": "MEL", '
+        '"fst": 6, "split": "train"}; each stratum draws one of its diagnosis.',
+    )
+    reference_strength = _number(
+        SPEC.reference_strength,
+        required=False,
+        help_text="How far each output moves from its reference, in (0, 1]. Empty: "
+        f"{SPEC.reference_strength.default:g}.",
+    )
     scoring = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 16, "cols": 60}),
         help_text="Thresholds as JSON. A threshold is a number (absolute), "
@@ -100,6 +113,22 @@ class BatchLaunchForm(forms.Form):
     def clean_filter_percentile(self):
         value = self.cleaned_data.get("filter_percentile")
         return SPEC.filter_percentile.default if value is None else value
+
+    def clean_reference(self):
+        text = self.cleaned_data.get("reference", "").strip()
+        if not text:
+            return None
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise forms.ValidationError("the reference must be a JSON object")
+        return value
+
+    def clean_reference_strength(self):
+        value = self.cleaned_data.get("reference_strength")
+        return SPEC.reference_strength.default if value is None else value
 
     def clean_scoring(self):
         try:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 from PIL import Image as PILImage
 
 from catalog.models import Image
@@ -25,6 +26,7 @@ from generation.services import BatchConfigError, batch_create, reference_rows
 from generation.work import _scorer
 from jobs.models import Job, JobState
 from jobs.runner import execute_job
+from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
 SIZE = 32
@@ -237,3 +239,43 @@ def test_the_generate_command_takes_references(lora_run, demo, capsys):
     assert batch.reference["strata"] == {"MEL:6": mel(demo, "train").pk}
     strengths = set(Sample.objects.filter(batch=batch).values_list("reference_strength", flat=True))
     assert strengths == {0.75}
+
+
+def test_the_admin_launch_form_takes_references(client, lora_run, demo):
+    client.force_login(make_user("engineer", username="eng-refs"))
+    url = reverse("admin:generation_batch_launch")
+    assert 'name="reference_strength"' in client.get(url).content.decode()
+    base = {
+        "model_run": lora_run.pk,
+        "target": 2,
+        "diagnoses": ["MEL"],
+        "overgeneration": 1.5,
+        "scheduler": "ddim",
+        "steps": 4,
+        "guidance": 7.5,
+        "negative_prompt": "blurry",
+        "size": SIZE,
+        "seed": 3,
+        "shard_size": 64,
+        "device_batch": 8,
+        "scoring": "{}",
+        "filter_percentile": 95,
+        **{f"fst_{f}": 1.0 if f == 6 else 0 for f in range(1, 7)},
+    }
+    test_image = mel(demo, "test")
+    bad = client.post(url, {**base, "reference": f'{{"image_ids": [{test_image.pk}]}}'})
+    assert "would leak it into evaluation" in bad.content.decode()
+    assert (
+        "the reference must be a JSON object"
+        in client.post(url, {**base, "reference": "[1]"}).content.decode()
+    )
+    assert not Batch.objects.exists()
+    plain = client.post(url, base)
+    assert plain.status_code == 302 and Batch.objects.get().reference == {}
+    chosen = client.post(
+        url,
+        {**base, "reference": '{"dataset": "demo", "diagnosis": "MEL"}', "reference_strength": 0.8},
+    )
+    batch = Batch.objects.exclude(reference={}).get()
+    assert chosen.status_code == 302 and batch.reference_strength == 0.8
+    assert batch.reference["strata"] == {"MEL:6": mel(demo, "train").pk}
