@@ -188,3 +188,31 @@ def test_runs_without_labels_keep_the_settings_hash_they_had_before_label_settin
     assert (
         identity(TrainConfig.build("lora", other).to_dict())["settings_hash"] != on["settings_hash"]
     )
+
+
+def test_a_joint_run_continues_the_labels_of_its_lora_parent(tiny, items, ti, tmp_path):
+    lora = train(
+        config=lora_config(),
+        base=tiny,
+        items=items,
+        run_dir=tmp_path / "lora",
+        parents=[ti],
+        progress=SilentProgress(),
+    )
+    parent = load_labels(lora.run_dir / FILENAME)
+    assert parent.dx.abs().max() > 1e-3
+    joint = train(
+        config=TrainConfig.build(
+            "joint",
+            {"steps": 1, "learning_rate": 1e-7, "label_conditioning": True, **FAST},
+        ),
+        base=tiny,
+        items=items,
+        run_dir=tmp_path / "joint",
+        parents=[ti, lora.run_dir],
+        progress=SilentProgress(),
+    )
+    continued = attached_labels(joint.unet)
+    assert torch.allclose(continued.dx.detach().cpu(), parent.dx, atol=1e-5)
+    assert torch.allclose(continued.fst.detach().cpu(), parent.fst, atol=1e-5)
+    assert (joint.run_dir / FILENAME).is_file()
