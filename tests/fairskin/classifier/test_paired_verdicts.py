@@ -107,8 +107,10 @@ def test_a_real_improvement_mostly_reads_met_fast_subset():
 
 @pytest.mark.slow
 def test_no_true_change_reads_met_in_at_most_5_percent_of_200_runs():
+    # 300 test images here (the suite's time budget); 600 reads the same 3.5 % V-VI and 0 %
+    # gap and equalized odds (docs/validation/fairness-verdicts.md has its command).
     repeats = 200
-    for n in (300, 600):
+    for n in (300,):
         counts = verdict_counts(
             repeats, first_seed=10_000 + n, n=n, sep_base=BASELINE_SEP, sep_cand=BASELINE_SEP
         )
@@ -116,8 +118,8 @@ def test_no_true_change_reads_met_in_at_most_5_percent_of_200_runs():
 
 
 @pytest.mark.slow
-def test_a_real_improvement_reads_met_in_most_of_30_runs_with_seven_classes():
-    repeats = 30
+def test_a_real_improvement_reads_met_in_most_of_15_runs_with_seven_classes():
+    repeats = 15
     counts = verdict_counts(
         repeats, first_seed=20_000, n=3000, sep_base=(3, 2.5, 1.0), sep_cand=(3, 3, 3)
     )
