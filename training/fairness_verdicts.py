@@ -20,14 +20,19 @@ from django.core.cache import cache
 
 from fairskin.classifier.fairness import fst_group
 from fairskin.classifier.paired import CRITERIA as PAIRED_CRITERIA
-from fairskin.classifier.paired import MismatchedTestSets, Predictions, paired_comparison
+from fairskin.classifier.paired import (
+    MIN_GROUP_IMAGES,
+    MismatchedTestSets,
+    Predictions,
+    paired_comparison,
+)
 from training.models import Run
 
 GROUPS = ("I–II", "III–IV", "V–VI")
 DARK = "V–VI"
 REPLICATES = 2000
 SEED = 0
-PAIRED_VERSION = 1  # bump when paired_comparison's output changes: cached results go stale
+PAIRED_VERSION = 2  # bump when paired_comparison's output changes: cached results go stale
 PAIRED_CACHE_SECONDS = 7 * 24 * 3600
 GAP_REDUCTION_EXPECTED_MAX = 0.60  # the planning document expected 40-60 %
 THRESHOLDS = {c.key: c.threshold for c in PAIRED_CRITERIA}  # gap 0.40, eod 0.30, dark 0
@@ -120,6 +125,11 @@ def _judgement(key: str, c: dict[str, Any]) -> str:
         return f"not met, the whole interval is at or below {target}"
     if why == "straddles":
         return f"not shown, the interval spans {target}, so this test set cannot tell"
+    if why == "too_few_images":
+        return (
+            f"not shown, a skin-type group has fewer than {MIN_GROUP_IMAGES} test images, too "
+            "few for the interval to be trusted"
+        )
     if why == "undefined_in_replicates":
         return (
             f"not shown, the {FIGURE_NAMES[key]} is undefined in "

@@ -245,6 +245,10 @@ CRITERIA = (
     Criterion("dark", "gain", 0.0),
 )
 MAX_UNDEFINED = 0.025
+# Below this many test images in a skin-type group the bootstrap's interval is not to be
+# trusted (a handful of images gives a degenerate interval, e.g. 100 % to 100 % on 6 images):
+# the verdicts read "not shown" whatever the interval says.
+MIN_GROUP_IMAGES = 20
 
 
 def verdict(point: float | None, samples: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -328,6 +332,9 @@ def _paired(
         "common_classes": plan.common,
         "criteria": {},
     }
+    names, sizes = np.unique(np.array([str(g) for g in groups]), return_counts=True)
+    out["group_images"] = {str(g): int(k) for g, k in zip(names, sizes, strict=True)}
+    too_few = int(sizes.min()) < MIN_GROUP_IMAGES
     for c in CRITERIA:
         b, k = (float(point[r][c.key][0]) for r in ("baseline", "candidate"))
         change = float(_change(c.kind, np.array([b]), np.array([k]))[0])
@@ -339,4 +346,7 @@ def _paired(
             "change": change if np.isfinite(change) else None,
             **verdict(change, np.concatenate(changes[c.key]), c.threshold),
         }
+        entry = out["criteria"][c.key]
+        if too_few and entry["state"] != "not shown":
+            entry.update(state="not shown", why="too_few_images")
     return out

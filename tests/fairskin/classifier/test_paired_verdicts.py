@@ -180,3 +180,22 @@ def test_verdict_states_follow_the_interval_against_the_threshold():
     assert inconclusive["state"] == "not shown" and inconclusive["why"] == "straddles"
     holes = np.r_[np.linspace(0.5, 0.7, 950), np.full(50, np.nan)]  # 5 % undefined
     assert verdict(0.6, holes, 0.4)["state"] == "not shown"
+
+
+def test_a_group_with_few_test_images_shows_no_verdict_however_clean_its_interval():
+    # The demo's case: a handful of test images give a degenerate interval (a 100 % to 100 %
+    # reduction); below 20 images in a group no criterion reads met or not met.
+    from fairskin.classifier.paired import MIN_GROUP_IMAGES
+
+    # A near-perfect candidate against a baseline blind in V-VI, 6 V-VI test images: the
+    # equalized-odds interval alone would read met; it is not shown, and says why.
+    base, cand = simulate(3, n=60, sep_base=(8, 8, 0.0), sep_cand=(8, 8, 8), classes=3)
+    out = paired_comparison(base, cand, dark="V–VI", replicates=200)
+    assert min(out["group_images"].values()) < MIN_GROUP_IMAGES
+    assert {c["state"] for c in out["criteria"].values()} == {"not shown"}
+    eod = out["criteria"]["eod"]
+    assert eod["why"] == "too_few_images" and eod["interval"][0] > 0.3
+    big_base, big_cand = simulate(3, n=3000, sep_base=(3, 2.5, 1.0), sep_cand=(3, 3, 3))
+    big = paired_comparison(big_base, big_cand, dark="V–VI", replicates=200)
+    assert min(big["group_images"].values()) >= MIN_GROUP_IMAGES
+    assert "met" in {c["state"] for c in big["criteria"].values()}
