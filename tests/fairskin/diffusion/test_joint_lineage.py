@@ -12,10 +12,10 @@ import torch
 from fairskin.diffusion.artifacts import load_run_artifacts, load_token_embeddings
 from fairskin.diffusion.base_models import resolve_base_model
 from fairskin.diffusion.config import TrainConfig
-from fairskin.diffusion.training import TrainItem, train
+from fairskin.diffusion.training import train
 from fairskin.generation.sampler import BatchGenerator
-from fairskin.imaging.demo import draw_lesion
 from fairskin.progress import SilentProgress
+from tests.fairskin.diffusion.drawn import drawn_items
 
 torch.set_num_threads(1)
 QUICK = {
@@ -34,13 +34,9 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    out = []
-    for i, (dx, fst) in enumerate([("MEL", 2), ("MEL", 6), ("NV", 3), ("NV", 5)]):
-        path = folder / f"{i}.png"
-        draw_lesion(dx, fst, seed=i, size=64).save(path)
-        out.append(TrainItem(str(path), dx, fst))
-    return out
+    return drawn_items(
+        tmp_path_factory.mktemp("images"), [("MEL", 2), ("MEL", 6), ("NV", 3), ("NV", 5)]
+    )
 
 
 def _train(kind, tiny, items, run_dir, parents=(), **overrides):

@@ -17,9 +17,9 @@ from fairskin.diffusion.labels_conditioning import (
     label_indices,
     load_labels,
 )
-from fairskin.diffusion.training import TrainItem, train
-from fairskin.imaging.demo import draw_lesion
+from fairskin.diffusion.training import train
 from fairskin.progress import SilentProgress
+from tests.fairskin.diffusion.drawn import drawn_items
 
 torch.set_num_threads(1)
 CELLS = [("MEL", 1), ("MEL", 6), ("NV", 2), ("NV", 5), ("OTHER", 3), ("DF", 5)]
@@ -40,13 +40,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    out = []
-    for i, (dx, fst) in enumerate(CELLS):
-        path = folder / f"{i}.png"
-        draw_lesion(dx if dx != "OTHER" else "BKL", fst, seed=i, size=64).save(path)
-        out.append(TrainItem(str(path), dx, fst))
-    return out
+    return drawn_items(tmp_path_factory.mktemp("images"), CELLS)
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from fairskin.diffusion.lora_targets import (
     unmatched_lora_targets,
 )
 from fairskin.diffusion.reports import TRAINING_REPORT_FILE, read_training_report
-from fairskin.diffusion.training import PHASE_TRAINING, TrainItem, train
+from fairskin.diffusion.training import PHASE_TRAINING, train
 from fairskin.diffusion.training_setup import check_lora_targets, lora_config
-from fairskin.imaging.demo import draw_lesion
 from fairskin.progress import JobCancelled, SilentProgress
+from tests.fairskin.diffusion.drawn import drawn_items
 
 torch.set_num_threads(1)
 QUICK = {
@@ -143,13 +143,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    out = []
-    for i, (dx, fst) in enumerate([("MEL", 2), ("NV", 5)]):
-        path = folder / f"{i}.png"
-        draw_lesion(dx, fst, seed=i, size=64).save(path)
-        out.append(TrainItem(str(path), dx, fst))
-    return out
+    return drawn_items(tmp_path_factory.mktemp("images"), [("MEL", 2), ("NV", 5)])
 
 
 def _train(kind, tiny, items, run_dir, parents=(), progress=None, **overrides):

@@ -20,8 +20,8 @@ from fairskin.diffusion.losses import (
     predicted_clean_latents,
 )
 from fairskin.diffusion.training import TrainItem, train
-from fairskin.imaging.demo import draw_lesion
 from fairskin.progress import SilentProgress
+from tests.fairskin.diffusion.drawn import drawn_items
 
 torch.set_num_threads(1)
 QUICK = {
@@ -127,13 +127,7 @@ def v_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def items(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    out = []
-    for i, (dx, fst) in enumerate([("MEL", 2), ("NV", 5)]):
-        path = folder / f"{i}.png"
-        draw_lesion(dx, fst, seed=i, size=64).save(path)
-        out.append(TrainItem(str(path), dx, fst))
-    return out
+    return drawn_items(tmp_path_factory.mktemp("images"), [("MEL", 2), ("NV", 5)])
 
 
 def test_a_training_step_on_a_v_model_learns_the_velocity(v_model, items, tmp_path, monkeypatch):
