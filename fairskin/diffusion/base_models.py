@@ -58,6 +58,20 @@ TINY_TEXT = {
     "hidden_act": "quick_gelu",
     "projection_dim": 32,
 }
+# The tiny model's image encoder (a CLIPVisionModelWithProjection) for the image-prompt adapter,
+# which reads its projected image embedding (projection_dim wide; 1024 for the ViT-H/14 that
+# the public SD v1.5 IP-Adapter ships with).
+TINY_IMAGE_ENCODER = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "image_size": 32,
+    "patch_size": 8,
+    "projection_dim": 32,
+    "hidden_act": "quick_gelu",
+}
+IMAGE_ENCODER_DIR = "image_encoder"
 
 
 class BaseModelError(ValueError):
@@ -70,6 +84,7 @@ CONFIG_FILES = {
     "vae": "vae/config.json",
     "text_encoder": "text_encoder/config.json",
     "scheduler": "scheduler/scheduler_config.json",
+    "image_encoder": f"{IMAGE_ENCODER_DIR}/config.json",
 }
 
 
@@ -116,6 +131,19 @@ class BaseModel:
                 "block_out_channels is not what a Stable Diffusion model has"
             )
         return sample_size * int(2 ** (len(blocks) - 1))
+
+    def image_encoder_config(self) -> dict[str, Any] | None:
+        """The config of the model's image encoder (``image_encoder/``, a CLIP vision model
+        with projection, what an image-prompt adapter embeds images with), or None when the
+        model has none. `tiny` has one; `sd15-random` and SD v1.5 itself do not."""
+        if self.source == "hub":
+            cached = _hub_cached_file(self.path, CONFIG_FILES["image_encoder"])
+            return _read_config(cached, self) if cached is not None else None
+        folder = Path(self.path)
+        if self.source in (TINY, SD15_RANDOM) and not (folder / "model_index.json").is_file():
+            return dict(TINY_IMAGE_ENCODER) if self.source == TINY else None
+        path = folder / CONFIG_FILES["image_encoder"]
+        return _read_config(path, self) if path.is_file() else None
 
     def text_encoder_width(self) -> int:
         """The width of the text encoder's token embeddings (768 for SD v1.5): what a textual
@@ -228,8 +256,31 @@ def _write_pipeline(
     )
     pipeline.save_pretrained(staging, safe_serialization=True)
     shutil.rmtree(staging / "_tokenizer")
+    if unet_config is TINY_UNET:
+        _write_tiny_image_encoder(staging, seed)
     # Renamed into place only when complete, so a crash never leaves a half-written model.
     staging.rename(folder)
+
+
+def _write_tiny_image_encoder(folder: Path, seed: int) -> None:
+    """``folder/image_encoder``: the tiny model's CLIP image encoder, seeded on its own so the
+    other components' weights are the same with or without it. Not listed in
+    model_index.json (plain ``from_pretrained`` leaves it out, as for SD v1.5's folder);
+    ``pipe.load_ip_adapter(..., image_encoder_folder=...)`` and FairSkin read it."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    target = folder / IMAGE_ENCODER_DIR
+    staging = folder / (IMAGE_ENCODER_DIR + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_IMAGE_ENCODER))
+    encoder.save_pretrained(staging, safe_serialization=True)
+    try:
+        staging.rename(target)
+    except OSError:  # another process wrote it first
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _strip(config: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +291,8 @@ def materialize(spec: str, *, cache_dir: Path, seed: int = 0) -> Path:
     """Write the `tiny` or `sd15-random` model folder under ``cache_dir`` unless present."""
     folder = Path(cache_dir) / spec
     if (folder / "model_index.json").exists():
+        if spec == TINY and not (folder / CONFIG_FILES["image_encoder"]).is_file():
+            _write_tiny_image_encoder(folder, seed)  # a tiny folder built before it had one
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     if spec == TINY:

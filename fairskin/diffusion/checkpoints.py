@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from fairskin.diffusion import reports
+from fairskin.diffusion import image_prompt, reports
 from fairskin.diffusion.training_setup import Components, Optimisation, Trainable, TrainingData
 from fairskin.provenance import IDENTITY_FILE, check_identity, settings_hash, write_identity
 
 KEEP_CHECKPOINTS = 2
+IMAGE_PROMPT_SETTINGS = ("image_prompt", "image_prompt_dropout", "image_prompt_tokens")
 
 
 ATTEMPTS_FILE = "attempts.json"
@@ -51,11 +52,14 @@ def run_identity(
     """The record a run's checkpoints carry and a resume must match.
 
     The label settings (issue 17) count only when label conditioning is on, so a run without
-    labels keeps the settings hash it had before they existed and still resumes."""
+    labels keeps the settings hash it had before they existed and still resumes; the same
+    holds for the image-prompt settings."""
     if not config.get("label_conditioning"):
         config = {
             k: v for k, v in config.items() if k not in ("label_conditioning", "label_dropout")
         }
+    if not config.get("image_prompt"):  # likewise the image-prompt settings
+        config = {k: v for k, v in config.items() if k not in IMAGE_PROMPT_SETTINGS}
     return {
         "identity": identity,
         "settings_hash": settings_hash(config),
@@ -151,6 +155,16 @@ def restore_checkpoint(
             model.unet,
             {k.removeprefix("lora."): v for k, v in saved.items() if k.startswith("lora.")},
         )
+    if learned.image_prompt:
+        image_prompt.load_state(
+            model.unet,
+            {
+                k.removeprefix("image_prompt."): v
+                for k, v in saved.items()
+                if k.startswith("image_prompt.")
+            },
+            name=f"{checkpoint}",
+        )
     if learned.labels is not None:
         with torch.no_grad():
             learned.labels.dx.copy_(saved["labels.dx"])
@@ -175,6 +189,10 @@ def _trainable_state(model: Components, learned: Trainable) -> dict[str, torch.T
         state.update({f"lora.{k}": v for k, v in get_peft_model_state_dict(model.unet).items()})
     if learned.labels is not None:
         state.update({"labels.dx": learned.labels.dx, "labels.fst": learned.labels.fst})
+    if learned.image_prompt:
+        state.update(
+            {f"image_prompt.{k}": v for k, v in image_prompt.adapter_state(model.unet).items()}
+        )
     return state
 
 

@@ -88,6 +88,11 @@ class TrainConfig:
     # skin-type vectors added to the UNet's time embedding, dropped to the null label at a rate.
     label_conditioning: bool = False
     label_dropout: float = 0.1
+    # Image-prompt adapter (LoRA and joint runs; image_prompt): IP-Adapter style decoupled
+    # cross-attention on the training image's CLIP embedding, dropped to zeros at a rate.
+    image_prompt: bool = False
+    image_prompt_dropout: float = 0.1
+    image_prompt_tokens: int = 4  # 4 is what plain diffusers' load_ip_adapter rebuilds
     # Systems
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -135,7 +140,7 @@ class TrainConfig:
         return data
 
     def validate(self) -> None:
-        problems = self._number_problems() + self._choice_problems()
+        problems = self._number_problems() + self._choice_problems() + self._image_prompt_problems()
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -207,4 +212,18 @@ class TrainConfig:
         if self.label_conditioning and self.kind == "textual_inversion":
             problems.append("label_conditioning needs a LoRA or joint run (it trains the UNet)")
         problems += lora_target_problems(self.lora_targets)
+        return problems
+
+    def _image_prompt_problems(self) -> list[str]:
+        problems = []
+        if self.image_prompt and self.kind == "textual_inversion":
+            problems.append("image_prompt needs a LoRA or joint run (it trains UNet layers)")
+        if not 0 <= self.image_prompt_dropout < 1:
+            problems.append(
+                f"image_prompt_dropout must be in [0, 1), got {self.image_prompt_dropout!r}"
+            )
+        if not 1 <= self.image_prompt_tokens <= 16:
+            problems.append(
+                f"image_prompt_tokens must be 1 to 16, got {self.image_prompt_tokens!r}"
+            )
         return problems

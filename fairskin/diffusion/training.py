@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fairskin.diffusion import artifacts, labels_conditioning, reports
+from fairskin.diffusion import artifacts, image_prompt, labels_conditioning, reports
 from fairskin.diffusion.base_models import BaseModel
 from fairskin.diffusion.checkpoints import (
     append_loss,
@@ -43,6 +43,7 @@ from fairskin.diffusion.training_setup import (
     Optimisation,
     Trainable,
     TrainingData,
+    embed_training_images,
     encode_latents,
     load_components,
     load_images,
@@ -241,6 +242,7 @@ def _set_up(
     learned = prepare_trainable(model, config, items, parents)
     reports.write_training_report(run_dir, trainable_parameters=learned.parameter_counts)
     data = prepare_data(config, items, learned.tokens)
+    data.image_embeds = embed_training_images(model, items)  # None without the image prompt
     if config.cache_latents:
         progress.phase(PHASE_LATENTS, total=len(items))
         data.cached_latents = encode_latents(model, items, progress)
@@ -297,6 +299,7 @@ def _write_artifacts(
     if learned.trains_lora:
         artifacts.save_lora(run_dir, model.unet)
         labels_conditioning.save_run_labels(run_dir, model.unet)
+    adapter = image_prompt.save_run_adapter(run_dir, model.unet, model.image_encoder)
     final_loss = s.history[-1][1] if s.history else float("nan")
     info = {
         "config": config.to_dict(),
@@ -311,6 +314,7 @@ def _write_artifacts(
         "parents": [str(p) for p in parents],
         "versions": library_versions(),
         "trainable_parameters": learned.parameter_counts,
+        **({"image_prompt": adapter} if adapter else {}),  # its file, encoder, token count
         **(run_info or {}),
     }
     (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
@@ -362,6 +366,9 @@ def _batch_loss(
     ).input_ids.to(dev)
     hidden = model.text_encoder(ids)[0]
     labels = labels_conditioning.batch_labels(unet, items, batch, config.label_dropout)
+    labels |= image_prompt.batch_conditioning(
+        data.image_embeds, batch, config.image_prompt_dropout, unet
+    )
     pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype), **labels).sample
     target = model.objective.target(latents, noise, timesteps)  # the noise, or v
     loss = model.objective.loss(pred, target, timesteps, gamma=config.snr_gamma)
@@ -405,7 +412,11 @@ def _validation_grid(
     )
     pipe.set_progress_bar_config(disable=True)
     images = []
-    with torch.no_grad(), labels_conditioning.labels_detached(model.unet):  # the null label
+    with (  # the null label, no image prompt
+        torch.no_grad(),
+        labels_conditioning.labels_detached(model.unet),
+        image_prompt.detached(model.unet),
+    ):
         for start in range(0, len(cells), VALIDATION_BATCH):
             chunk = cells[start : start + VALIDATION_BATCH]
             generators = [

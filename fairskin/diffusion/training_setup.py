@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from fairskin.diffusion import artifacts
+from fairskin.diffusion import artifacts, image_prompt
 from fairskin.diffusion.base_models import BaseModel, BaseModelError
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.diffusion.labels_conditioning import LabelEmbedding, prepare_labels
@@ -49,6 +49,7 @@ class Components:
     resolution: int
     alphas_cumprod: torch.Tensor  # the noise scheduler's, on the device
     objective: DenoisingObjective  # the loss target and weights for what the UNet predicts
+    image_encoder: Path | None = None  # the base's image_encoder/, with config.image_prompt
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Trainable:
     # embeddings are the new tokens' rows (the rest of the table is held still).
     parameter_counts: dict[str, int]
     labels: LabelEmbedding | None = None  # with config.label_conditioning (labels_conditioning)
+    image_prompt: bool = False  # an image-prompt adapter trains (config.image_prompt)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TrainingData:
     sampler: BatchSampler
     prompts: list[str]  # per item
     cached_latents: torch.Tensor | None = None  # per item, when config.cache_latents
+    image_embeds: torch.Tensor | None = None  # per item, CLIP image embeddings (image_prompt)
 
 
 @dataclass
@@ -101,6 +104,8 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
     # The loss target, the min-SNR weights and the diversity term's clean-latent estimate all
     # follow what the UNet predicts (`DenoisingObjective`); any other kind is refused here.
     base.trainable_prediction_type()
+    # A run with the image prompt is refused here, before any weights load, without an encoder.
+    image_encoder = image_prompt.encoder_folder(base) if config.image_prompt else None
     # Frozen weights may live in half precision on a GPU; trainable ones always stay fp32.
     frozen = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         config.mixed_precision, torch.float32
@@ -134,6 +139,7 @@ def load_components(base: BaseModel, config: TrainConfig, device: torch.device) 
         resolution,
         scheduler.alphas_cumprod.to(device),
         objective,
+        image_encoder,
     )
 
 
@@ -176,6 +182,7 @@ def prepare_trainable(
         embedding_table.requires_grad_(True)
         parameters.append(embedding_table)
     lora_parameters, labels = 0, None
+    counts: dict[str, int] = {}
     if trains_lora:
         check_lora_targets(unet, config.lora_targets)
         unet.add_adapter(lora_config(config))
@@ -188,6 +195,15 @@ def prepare_trainable(
             unet, config.label_conditioning, parents[-1] if config.kind == "joint" else None
         )
         parameters += list(labels.parameters()) if labels is not None else []
+        if model.image_encoder is not None:
+            adapter = image_prompt.prepare(
+                unet,
+                folder=model.image_encoder,
+                tokens=config.image_prompt_tokens,
+                parent_run=parents[-1] if config.kind == "joint" else None,
+            )
+            parameters += adapter
+            counts["image_prompt"] = sum(p.numel() for p in adapter)
     embedding_rows = len(token_ids) * embedding_table.shape[1] if trains_tokens else 0
     label_count = sum(p.numel() for p in labels.parameters()) if labels is not None else 0
     if config.gradient_checkpointing:
@@ -208,10 +224,12 @@ def prepare_trainable(
         {
             "lora": lora_parameters,
             "embeddings": embedding_rows,
-            "total": lora_parameters + embedding_rows + label_count,
+            "total": lora_parameters + embedding_rows + label_count + sum(counts.values()),
         }
-        | ({"labels": label_count} if labels is not None else {}),
+        | ({"labels": label_count} if labels is not None else {})
+        | counts,
         labels,
+        bool(counts),
     )
 
 
@@ -315,6 +333,13 @@ def encode_latents(
             chunks.append((dist.mean * scaling).float().cpu())
             progress.update(stop, len(items), "images")
     return torch.cat(chunks)
+
+
+def embed_training_images(model: Components, items: Sequence[TrainItem]) -> torch.Tensor | None:
+    """Every item's CLIP image embedding (the frozen encoder, once), for the image prompt."""
+    if model.image_encoder is None:
+        return None
+    return image_prompt.embed_images(model.image_encoder, [i.path for i in items], model.device)
 
 
 def load_images(items: Sequence[TrainItem], indices: list[int], resolution: int) -> torch.Tensor:
