@@ -110,6 +110,8 @@ def run_create(
         # Epsilon or v-prediction; any other (a sample model) is refused by name here and in
         # the worker, never trained on the wrong target.
         base.trainable_prediction_type()
+        if train_config.image_prompt:  # refused by name, not first in the worker
+            base.image_encoder_folder()
     except BaseModelError as exc:
         raise RunConfigError(str(exc)) from exc
 

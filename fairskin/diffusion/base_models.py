@@ -72,10 +72,18 @@ TINY_IMAGE_ENCODER = {
     "hidden_act": "quick_gelu",
 }
 IMAGE_ENCODER_DIR = "image_encoder"
+SD15_ENCODER_HINT = (
+    "for SD v1.5, the ViT-H/14 image encoder the public IP-Adapter ships with: "
+    "h94/IP-Adapter models/image_encoder, projection_dim 1024"
+)
 
 
 class BaseModelError(ValueError):
     """The base model cannot be found or opened."""
+
+
+class NoImageEncoder(BaseModelError):
+    """The base model has no image encoder (for the image-prompt adapter)."""
 
 
 # Each component's config file inside a diffusers folder.
@@ -144,6 +152,22 @@ class BaseModel:
             return dict(TINY_IMAGE_ENCODER) if self.source == TINY else None
         path = folder / CONFIG_FILES["image_encoder"]
         return _read_config(path, self) if path.is_file() else None
+
+    def image_encoder_folder(self) -> Path:
+        """Where the image encoder's files are; refused (`NoImageEncoder`, naming the folder
+        to add) when the model has none. For a hub model, its snapshot in the local cache."""
+        if self.image_encoder_config() is None:
+            where = f"{self.path}/{IMAGE_ENCODER_DIR}" if self.source != "hub" else "its"
+            raise NoImageEncoder(
+                f"image_prompt needs an image encoder, and base model {self.describe()} has "
+                f"none: add a CLIPVisionModelWithProjection folder at {where} "
+                f"{'' if self.source != 'hub' else IMAGE_ENCODER_DIR + ' '}({SD15_ENCODER_HINT})"
+            )
+        if self.source == "hub":
+            cached = _hub_cached_file(self.path, CONFIG_FILES["image_encoder"])
+            assert cached is not None  # image_encoder_config found it
+            return cached.parent
+        return Path(self.path) / IMAGE_ENCODER_DIR
 
     def text_encoder_width(self) -> int:
         """The width of the text encoder's token embeddings (768 for SD v1.5): what a textual

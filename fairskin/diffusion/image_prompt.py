@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from fairskin.diffusion.base_models import IMAGE_ENCODER_DIR, BaseModel, BaseModelError
+from fairskin.diffusion.base_models import IMAGE_ENCODER_DIR, BaseModel
 
 FILENAME = "ip_adapter.safetensors"
 PUBLIC_TOKENS = 4  # the token count diffusers' load_ip_adapter builds for this layout
@@ -49,18 +49,10 @@ PROJECTION_KEYS = {
 }
 # image_proj keys of IP-Adapter variants this module does not build (Plus, Full, FaceID).
 VARIANT_KEYS = ("latents", "proj.3.weight", "perceiver_resampler.proj_in.weight", "proj.2.weight")
-SD15_ENCODER_HINT = (
-    "for SD v1.5, the ViT-H/14 image encoder the public IP-Adapter ships with "
-    "(h94/IP-Adapter models/image_encoder, projection_dim 1024)"
-)
 
 
 class ImagePromptError(ValueError):
     """An image-prompt adapter, adapter file or image encoder that cannot be used."""
-
-
-class NoImageEncoder(ImagePromptError, BaseModelError):
-    """The base model has no image encoder for the image prompt."""
 
 
 @dataclass(frozen=True)
@@ -290,20 +282,7 @@ def read_adapter_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 def encoder_folder(base: BaseModel) -> Path:
     """The base model's image encoder folder; refused (`NoImageEncoder`) when it has none."""
-    config = base.image_encoder_config()
-    if config is None:
-        where = f"{base.path}/{IMAGE_ENCODER_DIR}" if base.source != "hub" else IMAGE_ENCODER_DIR
-        raise NoImageEncoder(
-            f"image_prompt needs an image encoder, and base model {base.describe()} has none: "
-            f"add a CLIPVisionModelWithProjection folder at {where} ({SD15_ENCODER_HINT})"
-        )
-    if base.source == "hub":
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(base.path, f"{IMAGE_ENCODER_DIR}/config.json")
-        assert isinstance(found, str)  # image_encoder_config found it in the cache
-        return Path(found).parent
-    return Path(base.path) / IMAGE_ENCODER_DIR
+    return base.image_encoder_folder()
 
 
 def projection_dim(folder: Path) -> int:

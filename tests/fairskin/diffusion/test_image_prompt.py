@@ -15,13 +15,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from fairskin.diffusion import image_prompt
-from fairskin.diffusion.base_models import BaseModel, resolve_base_model
+from fairskin.diffusion.base_models import BaseModel, NoImageEncoder, resolve_base_model
 from fairskin.diffusion.checkpoints import latest_checkpoint
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.diffusion.image_prompt import (
     FILENAME,
     ImagePromptError,
-    NoImageEncoder,
     adapter_state,
     attach,
     save_adapter,
@@ -231,6 +230,12 @@ def test_a_base_without_an_image_encoder_is_refused(tiny, items, tmp_path):
     shutil.copytree(tiny.path, folder, ignore=shutil.ignore_patterns("image_encoder"))
     base = BaseModel("no-encoder", "local", str(folder))
     assert base.image_encoder_config() is None and tiny.image_encoder_config()["image_size"] == 32
+    # What the launch form checks, without building or loading anything.
+    unbuilt = resolve_base_model("tiny", cache_dir=tmp_path / "unbuilt", build=False)
+    assert unbuilt.image_encoder_config()["projection_dim"] == 32
+    sd15 = resolve_base_model("sd15-random", cache_dir=tmp_path, build=False)
+    with pytest.raises(NoImageEncoder, match="ViT-H/14 .*projection_dim 1024"):
+        sd15.image_encoder_folder()
     config = TrainConfig.build("lora", {"steps": 1, "image_prompt": True, **FAST})
     with pytest.raises(
         NoImageEncoder,
@@ -380,3 +385,21 @@ def test_runs_without_the_image_prompt_keep_their_settings_hash():
     on = TrainConfig.build("lora", {"image_prompt": True}).to_dict()
     more = TrainConfig.build("lora", {"image_prompt": True, "image_prompt_tokens": 8}).to_dict()
     assert len({settings(off), settings(on), settings(more)}) == 3
+
+
+def test_a_joint_run_continues_the_adapter_of_its_lora_parent(tiny, items, ti, trained, tmp_path):
+    joint = train(
+        config=TrainConfig.build(
+            "joint", {"steps": 1, "learning_rate": 1e-7, "image_prompt": True, **FAST}
+        ),
+        base=tiny,
+        items=items,
+        run_dir=tmp_path,
+        parents=[ti, trained.run_dir],
+        progress=SilentProgress(),
+    )
+    parent = load_file(str(trained.run_dir / FILENAME))
+    continued = adapter_state(joint.unet)
+    assert parent["ip_adapter.7.to_v_ip.weight"].abs().max() > 1e-3
+    assert all(torch.allclose(continued[k].detach().cpu(), parent[k], atol=1e-5) for k in parent)
+    assert (tmp_path / FILENAME).is_file() and (tmp_path / "image_encoder").is_dir()
