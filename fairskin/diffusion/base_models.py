@@ -8,6 +8,7 @@ diffusers folders that `StableDiffusionPipeline.from_pretrained` opens with no p
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -92,8 +93,8 @@ CONFIG_FILES = {
     "vae": "vae/config.json",
     "text_encoder": "text_encoder/config.json",
     "scheduler": "scheduler/scheduler_config.json",
-    "image_encoder": f"{IMAGE_ENCODER_DIR}/config.json",
 }
+IMAGE_ENCODER_CONFIG = f"{IMAGE_ENCODER_DIR}/config.json"  # optional: not every model has one
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,12 @@ class BaseModel:
         with projection, what an image-prompt adapter embeds images with), or None when the
         model has none. `tiny` has one; `sd15-random` and SD v1.5 itself do not."""
         if self.source == "hub":
-            cached = _hub_cached_file(self.path, CONFIG_FILES["image_encoder"])
+            cached = _hub_cached_file(self.path, IMAGE_ENCODER_CONFIG)
             return _read_config(cached, self) if cached is not None else None
         folder = Path(self.path)
         if self.source in (TINY, SD15_RANDOM) and not (folder / "model_index.json").is_file():
             return dict(TINY_IMAGE_ENCODER) if self.source == TINY else None
-        path = folder / CONFIG_FILES["image_encoder"]
+        path = folder / IMAGE_ENCODER_CONFIG
         return _read_config(path, self) if path.is_file() else None
 
     def image_encoder_folder(self) -> Path:
@@ -164,7 +165,7 @@ class BaseModel:
                 f"{'' if self.source != 'hub' else IMAGE_ENCODER_DIR + ' '}({SD15_ENCODER_HINT})"
             )
         if self.source == "hub":
-            cached = _hub_cached_file(self.path, CONFIG_FILES["image_encoder"])
+            cached = _hub_cached_file(self.path, IMAGE_ENCODER_CONFIG)
             assert cached is not None  # image_encoder_config found it
             return cached.parent
         return Path(self.path) / IMAGE_ENCODER_DIR
@@ -295,7 +296,7 @@ def _write_tiny_image_encoder(folder: Path, seed: int) -> None:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     target = folder / IMAGE_ENCODER_DIR
-    staging = folder / (IMAGE_ENCODER_DIR + ".partial")
+    staging = folder / f"{IMAGE_ENCODER_DIR}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
@@ -315,7 +316,7 @@ def materialize(spec: str, *, cache_dir: Path, seed: int = 0) -> Path:
     """Write the `tiny` or `sd15-random` model folder under ``cache_dir`` unless present."""
     folder = Path(cache_dir) / spec
     if (folder / "model_index.json").exists():
-        if spec == TINY and not (folder / CONFIG_FILES["image_encoder"]).is_file():
+        if spec == TINY and not (folder / IMAGE_ENCODER_CONFIG).is_file():
             _write_tiny_image_encoder(folder, seed)  # a tiny folder built before it had one
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

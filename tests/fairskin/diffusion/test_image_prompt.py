@@ -403,3 +403,18 @@ def test_a_joint_run_continues_the_adapter_of_its_lora_parent(tiny, items, ti, t
     assert parent["ip_adapter.7.to_v_ip.weight"].abs().max() > 1e-3
     assert all(torch.allclose(continued[k].detach().cpu(), parent[k], atol=1e-5) for k in parent)
     assert (tmp_path / FILENAME).is_file() and (tmp_path / "image_encoder").is_dir()
+
+
+def test_a_tiny_folder_built_before_the_image_encoder_gets_the_same_one(tiny, tmp_path):
+    from fairskin.diffusion.base_models import materialize
+
+    older = tmp_path / "tiny"
+    shutil.copytree(tiny.path, older, ignore=shutil.ignore_patterns("image_encoder"))
+    unet_bytes = (older / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert materialize("tiny", cache_dir=tmp_path) == older
+    added = load_file(str(older / "image_encoder" / "model.safetensors"))
+    fresh = load_file(f"{tiny.path}/image_encoder/model.safetensors")
+    assert added.keys() == fresh.keys() and all(torch.equal(added[k], fresh[k]) for k in fresh)
+    assert (older / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == unet_bytes
+    # Not a pipeline component: plain from_pretrained leaves it out, as for SD v1.5.
+    assert json.loads((older / "model_index.json").read_text())["image_encoder"] == [None, None]
