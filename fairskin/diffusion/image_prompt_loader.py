@@ -6,13 +6,18 @@ Everything is checked before the pipeline changes: the file must be the basic IP
 for this UNet's cross-attention layers and width, and read the image encoder's embedding width.
 Then ``pipe.load_ip_adapter`` loads it (4 tokens, the public count), or, for another token count,
 which diffusers' loader cannot rebuild from this layout, the same diffusers classes are attached
-here (`image_prompt.attach`) and filled. Generate with ``pipe(..., ip_adapter_image=image)``.
+here (`image_prompt.attach`) and filled. Generate with ``pipe(..., ip_adapter_image=image)``
+or ``ip_adapter_image_embeds=reference_embeds(pipe, image, ...)``: one reference per call,
+which the pipeline repeats over the batch. Once loaded, every UNet call needs image
+embeddings: for prompts without a reference, call inside ``image_prompt.detached(pipe.unet)``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from fairskin.diffusion.base_models import IMAGE_ENCODER_DIR
 from fairskin.diffusion.image_prompt import (
@@ -104,3 +109,17 @@ def _attach_other_count(
     load_state(pipe.unet, state, name=name)
     for p in params:  # for generation, as diffusers' loader leaves them
         p.requires_grad_(False)
+
+
+def reference_embeds(pipe: Any, image: Any, *, guidance: bool) -> list[torch.Tensor]:
+    """``ip_adapter_image_embeds`` for one reference image, embedded once (as
+    ``pipe.encode_image`` does) so that several calls, or a record of what conditioned a
+    batch, can reuse it: ``[(1, 1, dim)]``, or with ``guidance`` (a guidance scale above 1)
+    ``[(2, 1, dim)]``, the zero "no image" embedding first. The pipeline repeats it over the
+    call's batch: one reference per call (it cannot give each prompt its own reference)."""
+    if getattr(pipe, "image_encoder", None) is None:
+        raise ImagePromptError("load an image prompt (load_image_prompt) first")
+    embeds = pipe.encode_image(image, pipe.device, 1)[0][:, None, :]
+    if guidance:
+        embeds = torch.cat([torch.zeros_like(embeds), embeds])
+    return [embeds]

@@ -418,3 +418,31 @@ def test_a_tiny_folder_built_before_the_image_encoder_gets_the_same_one(tiny, tm
     assert (older / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == unet_bytes
     # Not a pipeline component: plain from_pretrained leaves it out, as for SD v1.5.
     assert json.loads((older / "model_index.json").read_text())["image_encoder"] == [None, None]
+
+
+def test_a_reference_embedded_once_conditions_like_the_image(tiny, items, tmp_path):
+    from fairskin.diffusion.image_prompt_loader import reference_embeds
+
+    hand_written_adapter(tmp_path, tiny)
+    pipe = plain_pipe(tiny)
+    load_image_prompt(pipe, tmp_path)
+    refs = [Image.open(items[i].path).convert("RGB") for i in (0, 3)]
+
+    def run(on=pipe, **extra):
+        return on(
+            ["a", "a"],
+            num_inference_steps=2,
+            height=32,
+            width=32,
+            generator=[torch.Generator().manual_seed(3 + k) for k in range(2)],
+            output_type="np",
+            **extra,
+        ).images
+
+    first = run(ip_adapter_image=refs[0])
+    assert np.array_equal(
+        run(ip_adapter_image_embeds=reference_embeds(pipe, refs[0], guidance=True)), first
+    )
+    assert np.abs(run(ip_adapter_image=refs[1]) - first).max() > 1e-3  # another reference
+    with image_prompt.detached(pipe.unet):  # no reference: the plain pipeline
+        assert np.array_equal(run(), run(on=plain_pipe(tiny)))
