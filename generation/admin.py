@@ -77,6 +77,7 @@ class BatchAdmin(admin.ModelAdmin):
                     name=d["name"],
                     reference=d["reference"],
                     reference_strength=d["reference_strength"],
+                    label_scale=d["label_scale"],
                     user=request.user,
                 )
             except ApplicationError as exc:

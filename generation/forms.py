@@ -81,6 +81,14 @@ class BatchLaunchForm(forms.Form):
         help_text="How far each output moves from its reference, in (0, 1]. Empty: "
         f"{SPEC.reference_strength.default:g}.",
     )
+    label_scale = _number(
+        SPEC.label_scale,
+        required=False,
+        help_text="Class-label guidance beside the text's, for a model trained with label "
+        "conditioning: 0 leaves the labels out; above 0 each image is guided towards its "
+        "diagnosis and skin type, at a third UNet pass per step. Not with reference images. "
+        f"Empty: {SPEC.label_scale.default:g}.",
+    )
     scoring = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 16, "cols": 60}),
         help_text="Thresholds as JSON. A threshold is a number (absolute), "
@@ -129,6 +137,10 @@ class BatchLaunchForm(forms.Form):
     def clean_reference_strength(self):
         value = self.cleaned_data.get("reference_strength")
         return SPEC.reference_strength.default if value is None else value
+
+    def clean_label_scale(self):
+        value = self.cleaned_data.get("label_scale")
+        return SPEC.label_scale.default if value is None else value
 
     def clean_scoring(self):
         try:

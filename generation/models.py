@@ -82,6 +82,11 @@ class Batch(models.Model):
         "ids it resolved to, the strength and each stratum's reference image "
         "(fairskin.generation.reference_images).",
     )
+    label_scale = models.FloatField(
+        default=SPEC.label_scale.default,
+        help_text="Class-label guidance beside the text's (fairskin.diffusion.label_guidance): "
+        "0 samples with the null label; above 0 needs a model trained with label conditioning.",
+    )
 
     # The plan, fixed at creation: {"MEL:6": quota} (Plan.quotas_json; read back by plan());
     # how far each stratum has been planned, and the finished ones, under the same keys.
@@ -189,6 +194,13 @@ class Sample(models.Model):
         help_text="The image it was generated from (img2img); empty for text-to-image.",
     )
     reference_strength = models.FloatField(null=True, blank=True)
+    class_label = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="The packed label index it was guided towards "
+        "(fairskin.diffusion.labels_conditioning); empty without label guidance.",
+    )
+    label_scale = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict)
     checks = models.JSONField(default=list, help_text="Every check with its value and limit.")
     failed_checks = models.JSONField(default=list, help_text="Reasons from the image itself.")

@@ -30,6 +30,10 @@ EXPORT_FIELDS = [
     "guidance",
     "scheduler",
     "model_runs",
+    "reference_image",
+    "reference_strength",
+    "class_label",
+    "label_scale",
     "brightness",
     "lpips_real",
     "memorization_lpips",
@@ -167,6 +171,10 @@ def _export_row(s: Sample) -> dict[str, Any]:
         "guidance": s.guidance,
         "scheduler": s.scheduler,
         "model_runs": " ".join(str(r) for r in s.model_runs),
+        "reference_image": s.reference_image_id,
+        "reference_strength": s.reference_strength,
+        "class_label": s.class_label,
+        "label_scale": s.label_scale,
         **{
             k: s.metrics.get(k)
             for k in ("brightness", "lpips_real", "memorization_lpips", "confidence", "fid")

@@ -16,34 +16,22 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.files import image_cache_dir, image_local_path
-from catalog.models import Image, Split
 from catalog.services import dataset_synthetic_create
 from fairskin.diffusion.base_models import BaseModel, BaseModelError, resolve_base_model
-from fairskin.errors import ApplicationError
 from fairskin.generation.plan import PlanError, plan_batch
-from fairskin.generation.reference_images import (
-    ReferenceCandidate,
-    ReferenceImageError,
-    assign_references,
-    check_strength,
-    load_reference,
-)
 from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
 from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
 from fairskin.provenance import new_identity
 from generation.advance import batch_advance
+from generation.conditioning import check_label_guidance, resolve_reference
+from generation.errors import BatchConfigError as BatchConfigError
 from generation.models import Batch, BatchState
 from generation.selectors import batch_failed_jobs
 from jobs.models import TERMINAL_STATES, Job, JobState
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import Run, RunKind
 from training.selectors import run_is_finished
-
-
-class BatchConfigError(ApplicationError, ValueError):
-    """The batch cannot be launched as configured; nothing was created or queued."""
 
 
 def batch_artifacts_dir(batch: Batch) -> Path:
@@ -122,6 +110,7 @@ def batch_create(
     name: str = SPEC.name.default,
     reference: dict[str, Any] | None = None,
     reference_strength: float = SPEC.reference_strength.default,
+    label_scale: float = SPEC.label_scale.default,
     user: Any = None,
     enqueue: bool = True,
 ) -> Batch:
@@ -133,6 +122,8 @@ def batch_create(
     ``negative_prompt`` None is the spec's default, ``size`` None
     (or 0) the model's native size. ``reference`` (`resolve_reference`) makes every candidate
     img2img from its stratum's catalog image at ``reference_strength``; None is text-to-image.
+    ``label_scale`` above 0 guides a model trained with label conditioning towards each
+    candidate's diagnosis and skin type (`check_label_guidance`).
     Raises BatchConfigError (or BrokerUnavailable) with every
     reason; then nothing is created.
     """
@@ -153,6 +144,7 @@ def batch_create(
         "negative_prompt": negative_prompt,
         "name": name,
         "filter_percentile": filter_percentile,
+        "label_scale": label_scale,
     }
     if size:
         values["size"] = size
@@ -190,6 +182,7 @@ def batch_create(
         if reference
         else {}
     )
+    check_label_guidance(model_run, label_scale, references=bool(references), base=base)
 
     with transaction.atomic():
         batch = Batch.objects.create(
@@ -211,6 +204,7 @@ def batch_create(
             scoring=scoring_config.to_dict(),
             filter_percentile=filter_percentile,
             reference=references,
+            label_scale=label_scale,
             quotas=plan.quotas_json(),
             planned={},
             reproducibility=pixel_dependence(device_batch),
@@ -238,124 +232,6 @@ def batch_create(
         )
         batch.save(update_fields=["identity", "artifacts_dir", "dataset", "job"])
     return batch
-
-
-MAX_REFERENCES = 500
-SELECTION_KEYS = ("dataset", "diagnosis", "fst", "split")
-
-
-def _reference_images(reference: dict[str, Any]) -> list[Image]:
-    """The catalog images a batch's reference request names: {"image_ids": [...]}, or a
-    selection of real images by dataset, diagnosis, FST (one type, fst_low = fst_high) and
-    split; a selection without a split leaves the test split out."""
-    unknown = sorted(set(reference) - {"image_ids", *SELECTION_KEYS})
-    if unknown or ("image_ids" in reference) == bool(set(reference) & set(SELECTION_KEYS)):
-        raise BatchConfigError(
-            'reference: give either {"image_ids": [...]} or a catalog selection with keys '
-            f"{', '.join(SELECTION_KEYS)}" + (f"; unknown keys {unknown}" if unknown else "")
-        )
-    if "image_ids" in reference:
-        ids = reference["image_ids"]
-        if not isinstance(ids, list) or not ids or not all(is_whole_id(i) for i in ids):
-            raise BatchConfigError(f"reference image_ids must be a list of image ids, got {ids!r}")
-        found = {i.pk: i for i in Image.objects.filter(pk__in=ids)}
-        absent = [i for i in ids if i not in found]
-        if absent:
-            raise BatchConfigError(f"reference images not found: {absent}")
-        return [found[i] for i in dict.fromkeys(ids)]
-    images = Image.objects.filter(origin="real")
-    as_list = {k: v if isinstance(v, list) else [v] for k, v in reference.items()}
-    if "dataset" in as_list:
-        images = images.filter(dataset__name__in=as_list["dataset"])
-    if "diagnosis" in as_list:
-        images = images.filter(diagnosis__in=as_list["diagnosis"])
-    if "fst" in as_list:
-        images = images.filter(fst_low__in=as_list["fst"], fst_high__in=as_list["fst"])
-    if "split" in as_list:
-        images = images.filter(split__in=as_list["split"])
-    else:
-        images = images.exclude(split=Split.TEST)
-    chosen = list(images.order_by("pk")[: MAX_REFERENCES + 1])
-    if not chosen:
-        raise BatchConfigError(f"the reference selection {reference} matches no real image")
-    if len(chosen) > MAX_REFERENCES:
-        raise BatchConfigError(
-            f"the reference selection {reference} matches more than {MAX_REFERENCES} images; "
-            "narrow it"
-        )
-    return chosen
-
-
-def is_whole_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def resolve_reference(
-    reference: dict[str, Any],
-    *,
-    strength: float,
-    strata: list[tuple[str, int]],
-    size: int,
-    steps: int,
-    seed: int,
-) -> dict[str, Any]:
-    """A batch's ``reference`` record: the request, the image ids it resolved to, the strength
-    and each stratum's image (`assign_references`). Refused with every bad image named: not
-    found, of a test split (a leak into evaluation), without a readable square preprocessed
-    file at least ``size`` wide, or no reference of a stratum's diagnosis."""
-    if not isinstance(reference, dict):
-        raise BatchConfigError(f"reference must be a mapping, got {reference!r}")
-    problem = check_strength(strength, steps)
-    if problem:
-        raise BatchConfigError(problem)
-    images = _reference_images(reference)
-    problems = []
-    cache = image_cache_dir()
-    for image in images:
-        if image.split == Split.TEST:
-            problems.append(
-                f"reference image {image.pk} is in the test split of {image.dataset.name}: "
-                "generating from it would leak it into evaluation"
-            )
-        elif not image.preprocessed or image.missing_file:
-            problems.append(f"reference image {image.pk} has no preprocessed file")
-        else:
-            try:
-                load_reference(image_local_path(image, cache), size, image_id=image.pk)
-            except (ReferenceImageError, OSError) as exc:
-                problems.append(str(exc))
-    if problems:
-        raise BatchConfigError("; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
-    known = [
-        ReferenceCandidate(i.pk, i.diagnosis, i.fst_low if i.fst_low == i.fst_high else None)
-        for i in images
-    ]
-    try:
-        by_stratum = assign_references(strata, known, seed)
-    except ReferenceImageError as exc:
-        raise BatchConfigError(str(exc)) from exc
-    return {
-        "request": reference,
-        "image_ids": [i.pk for i in images],
-        "strength": strength,
-        "strata": by_stratum,
-    }
-
-
-def reference_rows(batch: Batch, stratum_key: str, n: int) -> tuple[int | None, Any]:
-    """The stratum's reference image id and its pixels as ``n`` identical float rows
-    (n, 3, size, size) in [0, 1] for img2img; (None, None) for a text-to-image batch."""
-    if not batch.reference:
-        return None, None
-    import torch
-
-    image_id = int(batch.reference["strata"][stratum_key])
-    image = Image.objects.select_related("dataset").get(pk=image_id)
-    pixels = load_reference(
-        image_local_path(image, image_cache_dir()), batch.size, image_id=image_id
-    )
-    rows = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255)
-    return image_id, rows[None].repeat(n, 1, 1, 1)
 
 
 def publish_reference(staging: Path) -> None:

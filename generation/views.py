@@ -13,6 +13,7 @@ from fairskin.generation.fst_verdicts import fst_chart
 from fairskin.labels import DIAGNOSIS_CHOICES
 from fairskin.spreadsheet import safe_row
 from generation import selectors, services
+from generation.conditioning import batch_conditioning
 from generation.models import Batch, Sample, Verdict
 
 GALLERY_PAGE = 48
@@ -75,6 +76,7 @@ def batch_detail(request, batch_id: int):
             "verdicts": Verdict.choices,
             "fsts": range(1, 7),
             "reason_counts": selectors.batch_rejection_counts(batch=batch),
+            "conditioning": batch_conditioning(batch),
         },
     )
 

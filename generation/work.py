@@ -30,6 +30,7 @@ from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
 from fairskin.provenance import check_identity, write_identity
 from generation import advance, selectors, services
+from generation.conditioning import image_metadata, label_pair, reference_rows, sample_conditioning
 from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.registry import JobContext, LeaseHolder
 from jobs.threads import set_torch_threads
@@ -253,9 +254,10 @@ def _store(
     prompt: str,
     pixels: np.ndarray,
     score: Any,
-    reference: int | None = None,
+    conditioning: dict[str, Any],
 ) -> bool:
-    """One candidate as a catalog image and its sample; False if it was already stored.
+    """One candidate as a catalog image and its sample (conditioning: `sample_conditioning`);
+    False if it was already stored.
 
     Fenced by the shard's lease: the files are written and the rows created only while this
     attempt holds the shard, so a stalled attempt that wakes cannot replace stored files.
@@ -280,7 +282,7 @@ def _store(
                     width=encoded.width,
                     height=encoded.height,
                     metadata={"batch": batch.pk, "seed": seed, "index": index}
-                    | ({"reference_image": reference} if reference else {}),
+                    | image_metadata(conditioning),
                 )
                 Sample.objects.create(
                     batch=batch,
@@ -295,8 +297,7 @@ def _store(
                     guidance=batch.guidance,
                     scheduler=batch.scheduler,
                     model_runs=[r.pk for r in batch.model_run.lineage()],
-                    reference_image_id=reference,
-                    reference_strength=batch.reference_strength if reference else None,
+                    **conditioning,
                     metrics=details["metrics"],
                     checks=details["checks"],
                     failed_checks=list(score.reasons),
@@ -353,7 +354,8 @@ def batch_shard_generate(
         dx, fst = group.stratum
         prompt = prompt_for(dx, fst, available=generator.tokens)
         seeds = [candidate_seed(batch.seed, group.stratum, i) for i in group.indices]
-        reference, init = services.reference_rows(batch, Stratum(dx, fst).key, group.size)
+        reference, init = reference_rows(batch, Stratum(dx, fst).key, group.size)
+        conditioning = sample_conditioning(batch, dx, fst, reference)
         images = generator.generate(
             [prompt] * group.size,
             seeds,
@@ -363,11 +365,12 @@ def batch_shard_generate(
             size=batch.size,
             init_images=init,
             strength=batch.reference_strength or 1.0,
+            labels=[label_pair(dx, fst)] * group.size,
+            label_scale=batch.label_scale,
         )
         # Scoring's numpy/scipy parts are small; one BLAS thread keeps OpenBLAS's spinning
-        # workers from stealing the cores torch needs for the next generation call
-        # (docs/benchmarks.md, "Generation": 0.24 s vs 0.14 s per image on 2 cores). The whole
-        # group is scored too, so a candidate's scores do not depend on the shard either.
+        # workers from stealing the cores torch needs for generation (docs/benchmarks.md,
+        # "Generation"). The whole group is scored, so scores do not depend on the shard.
         with threadpool_limits(limits=1, user_api="blas"):
             scores = scorer.score(
                 images, diagnoses=[dx] * group.size, fsts=[fst] * group.size, references=init,
@@ -388,7 +391,7 @@ def batch_shard_generate(
                 prompt=prompt,
                 pixels=pixels[position],
                 score=scores[position],
-                reference=reference,
+                conditioning=conditioning,
             )
         done += len(group.wanted)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")

@@ -81,6 +81,20 @@ def _encode(pipe: Any, prompts: Sequence[str]) -> torch.Tensor:
     return hidden.to(pipe.unet.dtype)
 
 
+def _step_kwargs(scheduler: Any, generators: list[torch.Generator]) -> dict[str, Any]:
+    """What the pipeline passes a scheduler's step: the candidates' generators to a stochastic
+    scheduler (DDPM draws its step noise from them), eta 0 to DDIM."""
+    import inspect
+
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kwargs: dict[str, Any] = {}
+    if "generator" in accepted:
+        kwargs["generator"] = generators
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    return kwargs
+
+
 @torch.no_grad()
 def sample_with_labels(
     pipe: Any,
@@ -91,33 +105,43 @@ def sample_with_labels(
     label_scale: float = 0.0,
     steps: int = 20,
     seed: int = 0,
+    generators: Sequence[torch.Generator] | None = None,
+    negative_prompt: str = "",
     size: int | None = None,
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1] from a pipeline's parts with the nested guidance above.
 
     ``pipe`` is any object with ``unet``, ``vae``, ``text_encoder``, ``tokenizer`` and
-    ``scheduler`` (a diffusers StableDiffusionPipeline); the scheduler is used as given, so
-    pass a DDIM or DPM-Solver one. Sample ``k`` starts from ``seed + k``: reproducible, and
-    an image does not depend on what else is in the batch."""
+    ``scheduler`` (a diffusers StableDiffusionPipeline); the scheduler is used as given. Sample
+    ``k`` starts from noise drawn with ``generators[k]`` when given (as the pipeline draws it:
+    then label scale 0 reproduces ``pipe(..., generator=generators)``), else from a CPU
+    generator seeded ``seed + k``: reproducible either way, and an image does not depend on
+    what else is in the batch. ``negative_prompt`` is the unconditional text."""
     if labels is not None and len(labels) != len(prompts):
         raise LabelError(f"{len(prompts)} prompts but {len(labels)} labels")
+    if generators is not None and len(generators) != len(prompts):
+        raise LabelError(f"{len(prompts)} prompts but {len(generators)} generators")
     if steps < 1:
         raise LabelError("steps must be a positive whole number")
     unet, vae, scheduler = pipe.unet, pipe.vae, pipe.scheduler
     device = unet.device
     indices = label_indices(labels, device) if labels is not None else None
     text = _encode(pipe, prompts)
-    uncond = _encode(pipe, [""] * len(prompts))
+    uncond = _encode(pipe, [negative_prompt] * len(prompts))
     size = size or int(unet.config.sample_size) * pipe.vae_scale_factor
-    shape = (unet.config.in_channels, size // pipe.vae_scale_factor, size // pipe.vae_scale_factor)
-    latents = torch.stack(
+    side = size // pipe.vae_scale_factor
+    shape = (1, unet.config.in_channels, side, side)
+    if generators is None:
+        generators = [torch.Generator("cpu").manual_seed(seed + k) for k in range(len(prompts))]
+    latents = torch.cat(
         [
-            torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed + k))
-            for k in range(len(prompts))
+            torch.randn(shape, generator=g, device=g.device, dtype=unet.dtype).to(device)
+            for g in generators
         ]
-    ).to(device, unet.dtype)
+    )
     scheduler.set_timesteps(steps, device=device)
     latents = latents * scheduler.init_noise_sigma
+    step_kwargs = _step_kwargs(scheduler, list(generators))
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(latents, t)
         eps = guided_noise(
@@ -130,6 +154,6 @@ def sample_with_labels(
             text_scale=text_scale,
             label_scale=label_scale,
         )
-        latents = scheduler.step(eps, t, latents).prev_sample
+        latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
     images: torch.Tensor = vae.decode(latents / vae.config.scaling_factor).sample
     return (images.float() / 2 + 0.5).clamp(0, 1).cpu()

@@ -128,6 +128,15 @@ def time_embedding_width(unet: Any) -> int:
     return int(unet.time_embedding.linear_2.out_features)
 
 
+def config_time_embedding_width(unet_config: dict[str, Any]) -> int:
+    """The time-embedding width a UNet config gives (diffusers: ``time_embedding_dim``, else
+    4 x the first block's channels; 1280 for SD v1.5), read without building the UNet."""
+    explicit = unet_config.get("time_embedding_dim")
+    if explicit:
+        return int(explicit)
+    return 4 * int(unet_config["block_out_channels"][0])
+
+
 def attach_labels(unet: Any, module: LabelEmbedding | None = None) -> LabelEmbedding:
     """Put a label module (a fresh zero one by default) into ``unet.class_embedding``.
 
@@ -183,13 +192,16 @@ def save_labels(path: Path, module: LabelEmbedding) -> Path:
 
 def load_labels(path: Path) -> LabelEmbedding:
     """A saved label module; a file of another scheme or label set is refused."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     if not path.is_file():
         raise LabelError(f"no label file at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        meta = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise LabelError(f"{path.name} is not a readable safetensors file: {exc}") from exc
     if meta.get("scheme") != SCHEME or meta.get("format") != "fairskin-labels":
         raise LabelError(f"{path.name}: not a FairSkin label file of scheme {SCHEME}")
     if json.loads(meta.get("diagnoses", "[]")) != list(DX_CLASSES) or json.loads(
@@ -215,6 +227,32 @@ def batch_labels(
         return {}
     indices = torch.tensor([item_label(items[i].diagnosis, items[i].fst) for i in batch])
     return {"class_labels": drop_labels(indices.to(unet.device), rate)}
+
+
+@contextmanager
+def labels_attached(unet: Any, module: LabelEmbedding) -> Iterator[None]:
+    """``module`` in the UNet's class embedding for a while, then the UNet as it was: a
+    generator keeps a label table aside and lends it to the UNet only for labelled sampling,
+    so the plain pipeline (which passes no ``class_labels``) keeps working in between."""
+    previous = getattr(unet, "class_embedding", None)
+    attach_labels(unet, module)
+    try:
+        yield
+    finally:
+        unet.class_embedding = previous
+
+
+def lineage_label_file(run_dirs: Sequence[Path]) -> Path | None:
+    """The label table a model's lineage (oldest first) samples with: the one saved beside the
+    LoRA that is loaded, the last run's that has a LoRA (`artifacts.load_run_artifacts`).
+    Labels are learned together with that LoRA; another run's would not match it."""
+    from fairskin.diffusion.artifacts import LORA_FILE
+
+    with_lora = [Path(d) for d in run_dirs if (Path(d) / LORA_FILE).is_file()]
+    if not with_lora:
+        return None
+    path = with_lora[-1] / FILENAME
+    return path if path.is_file() else None
 
 
 @contextmanager

@@ -16,6 +16,15 @@ import torch
 
 from fairskin.diffusion.artifacts import load_run_artifacts
 from fairskin.diffusion.base_models import BaseModel
+from fairskin.diffusion.label_guidance import sample_with_labels
+from fairskin.diffusion.labels_conditioning import (
+    LabelEmbedding,
+    LabelError,
+    labels_attached,
+    lineage_label_file,
+    load_labels,
+    time_embedding_width,
+)
 from fairskin.generation.groups import pixel_environment
 from fairskin.generation.options import SCHEDULERS
 from fairskin.generation.reference_images import check_strength
@@ -51,6 +60,15 @@ class BatchGenerator:
             requires_safety_checker=False,
         )
         self.tokens = load_run_artifacts(pipe, [Path(d) for d in run_dirs])
+        # The label table trained with the loaded LoRA, kept aside: it is lent to the UNet only
+        # for label-guided sampling, so the plain pipeline below never meets class labels.
+        label_file = lineage_label_file([Path(d) for d in run_dirs])
+        self.labels: LabelEmbedding | None = load_labels(label_file) if label_file else None
+        if self.labels is not None and self.labels.width != time_embedding_width(pipe.unet):
+            raise LabelError(
+                f"{label_file}: label vectors are {self.labels.width} wide but this UNet's "
+                f"time embedding is {time_embedding_width(pipe.unet)}"
+            )
         scheduler_class = getattr(diffusers, SCHEDULERS[scheduler])
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
@@ -78,17 +96,41 @@ class BatchGenerator:
         size: int | None = None,
         init_images: torch.Tensor | None = None,
         strength: float = 1.0,
+        labels: Sequence[tuple[str | None, int | None]] | None = None,
+        label_scale: float = 0.0,
     ) -> torch.Tensor:
         """Images as a float tensor (N, 3, H, W) in [0, 1] on the device, before any encoding:
         scoring runs on these, PNG encoding comes after.
 
         With ``init_images`` ((N, 3, size, size) floats in [0, 1]: one reference per prompt),
         each image is generated img2img from its reference: noised to ``strength`` of the
-        schedule (`check_strength`) and denoised from there, with the same seeds."""
+        schedule (`check_strength`) and denoised from there, with the same seeds.
+
+        ``label_scale`` above 0 guides each image towards its (diagnosis, skin type) in
+        ``labels`` as well (`label_guidance`: a third UNet pass per step), with the model's
+        label table; at 0 labels are not used and the output is the plain pipeline's."""
         if len(prompts) != len(seeds) or not prompts:
             raise ValueError("give one seed per prompt")
         size = size or self.native_size
         generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+        if label_scale:
+            if self.labels is None:
+                raise ValueError("this model was not trained with label conditioning")
+            if init_images is not None or labels is None:
+                raise ValueError("label guidance needs labels and no reference images")
+            with labels_attached(self.pipe.unet, self.labels):
+                images = sample_with_labels(
+                    self.pipe,
+                    prompts,
+                    labels,
+                    text_scale=guidance,
+                    label_scale=label_scale,
+                    steps=steps,
+                    generators=generators,
+                    negative_prompt=negative_prompt,
+                    size=size,
+                )
+            return images.to(self.device)
         if init_images is not None:
             return self._from_references(
                 prompts,

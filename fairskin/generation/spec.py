@@ -130,6 +130,9 @@ class GenerationSpec:
     # img2img from reference images: how far each output moves from its reference. Open at 0:
     # a batch checks it with fairskin.generation.reference_images.check_strength.
     reference_strength: Number = Number("the reference strength", default=0.6, low=0, high=1)
+    # Class-label guidance (fairskin.diffusion.label_guidance): 0 samples with the null label,
+    # i.e. exactly the model without labels; above 0 a third UNet pass per step.
+    label_scale: Number = Number("the label guidance scale", default=0.0, low=0, high=20)
     fst_distribution: Mapping[int, float] = field(default_factory=_default_distribution)
 
     def problems(self, values: Mapping[str, Any]) -> list[str]:

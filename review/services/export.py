@@ -31,6 +31,8 @@ METADATA_FIELDS = [
     "sha256",
     "batch",
     "release",
+    "reference_image",
+    "class_label",
 ]
 
 
@@ -156,7 +158,15 @@ def _datasheet(release: Release, counts: dict[tuple[str, int], int]) -> str:
             for r in lineage
         ),
         f"- Sampling: {batch.scheduler}, {batch.steps} steps, guidance {batch.guidance}, "
-        f"{batch.size} px, batch seed {batch.seed}, negative prompt “{batch.negative_prompt}”.",
+        f"{batch.size} px, batch seed {batch.seed}, negative prompt “{batch.negative_prompt}”"
+        + (f"; class-label guidance {batch.label_scale:g}" if batch.label_scale else "")
+        + (
+            f"; img2img from {len(batch.reference['image_ids'])} reference image(s) at strength "
+            f"{batch.reference_strength:g} (metadata.csv names each image's reference)"
+            if batch.reference
+            else ""
+        )
+        + ".",
         "- Training data and licences: "
         + "; ".join(
             sorted({f"{name}" for r in lineage for name in r.selection.get("datasets", [])})
@@ -259,6 +269,8 @@ def release_export_write(*, release_id: int, attempt: int, progress: JobContext)
                 "sha256": entry["sha256"],
                 "batch": release.batch_id,
                 "release": release.pk,
+                "reference_image": entry.get("reference_image", ""),
+                "class_label": entry.get("class_label", ""),
             }
         )
     with (staging / "metadata.csv").open("w", newline="") as fh:

@@ -50,7 +50,18 @@ def release_manifest(*, batch: Batch, study: Study) -> dict[str, Any]:
             "negative_prompt": batch.negative_prompt,
             "size": batch.size,
             "seed": batch.seed,
-        },
+        }
+        # Conditioning beyond the prompt, only where the batch used it (older manifests and
+        # text-to-image batches read as before).
+        | ({"label_scale": batch.label_scale} if batch.label_scale else {})
+        | (
+            {
+                "reference_strength": batch.reference_strength,
+                "reference_images": batch.reference["image_ids"],
+            }
+            if batch.reference
+            else {}
+        ),
         # What the pixels (and so the sha256s below) depend on beyond the settings above.
         "reproducibility": batch.reproducibility,
         "criteria_version": study.criteria.get("version"),
@@ -65,6 +76,8 @@ def release_manifest(*, batch: Batch, study: Study) -> dict[str, Any]:
                 "sample_id": s.pk,
                 "image_id": s.image_id,
             }
+            | ({"reference_image": s.reference_image_id} if s.reference_image_id else {})
+            | ({"class_label": s.class_label} if s.class_label is not None else {})
             for s in samples
         ],
     }

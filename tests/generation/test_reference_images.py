@@ -21,8 +21,9 @@ from fairskin.generation.reference_images import (
 )
 from fairskin.generation.scoring import Scorer
 from fairskin.generation.scoring_config import ScoringConfig
+from generation.conditioning import reference_rows
 from generation.models import Batch, BatchState, Sample
-from generation.services import BatchConfigError, batch_create, reference_rows
+from generation.services import BatchConfigError, batch_create
 from generation.work import _scorer
 from jobs.models import Job, JobState
 from jobs.runner import execute_job
@@ -51,7 +52,10 @@ def run_queued(batch: Batch) -> Batch:
         job := Job.objects.filter(pk=batch.job_id, state=JobState.QUEUED).first()
         or Job.objects.filter(parent_id=batch.job_id, state=JobState.QUEUED).order_by("id").first()
     ) is not None:
-        assert execute_job(job_id=job.pk) == "succeeded", job.title
+        assert execute_job(job_id=job.pk) == "succeeded", (
+            job.title,
+            Job.objects.get(pk=job.pk).error,
+        )
     batch.refresh_from_db()
     assert batch.state == BatchState.FINISHED, batch.error
     return batch
@@ -174,6 +178,10 @@ def test_every_sample_records_its_reference_and_shows_it(lora_run, demo, client,
     page = client.get(f"/generation/samples/{samples[0].pk}/").content.decode()
     assert "Reference image" in page and f"/catalog/images/{train.pk}/thumbnail/" in page
     assert "strength 0.5" in page
+    batch_page = client.get(reverse("generation:batch", args=[batch.pk])).content.decode()
+    assert "img2img from 1 reference image at strength 0.5" in batch_page
+    own = f"FST {train.fst_low}" + (" (nearest with one)" if train.fst_low != 6 else "")
+    assert f"catalog image {train.pk}</a></td><td>demo</td><td>{own}</td>" in batch_page
 
 
 def test_an_output_too_close_to_its_reference_is_rejected_as_a_copy(lora_run, demo):

@@ -67,7 +67,7 @@ def runs(datasets, capsys):
     return baseline, last_run(capsys)
 
 
-def test_classifier_runs_store_their_fairness_evaluation(runs):
+def check_runs_store_their_fairness_evaluation(runs):
     baseline, fairskin = runs
     for run in runs:
         groups = run.evaluation["by_fst_group"]
@@ -95,7 +95,7 @@ def test_classifier_runs_store_their_fairness_evaluation(runs):
     assert fairskin.uses_synthetic and not baseline.uses_synthetic
 
 
-def test_fairness_report_compares_runs_with_paired_verdicts_and_exports(client, runs):
+def check_fairness_report_compares_runs_with_paired_verdicts_and_exports(client, runs):
     baseline, fairskin = runs
     client.force_login(make_user("lead"))
     query = {"baseline": baseline.pk, "runs": [fairskin.pk]}
@@ -122,7 +122,7 @@ def test_fairness_report_compares_runs_with_paired_verdicts_and_exports(client, 
     assert "fairlearn" in as_json.json()["definitions"]["equalized_odds_difference"]
 
 
-def test_runs_tested_on_different_images_are_refused_on_the_page(client, runs):
+def check_runs_tested_on_different_images_are_refused_on_the_page(client, runs):
     baseline, fairskin = runs
     client.force_login(make_user("lead"))
     query = {"baseline": baseline.pk, "runs": [fairskin.pk]}
@@ -147,7 +147,7 @@ def test_runs_tested_on_different_images_are_refused_on_the_page(client, runs):
     assert page.context["comparison"]["runs"][0]["refusal"] == ""
 
 
-def test_only_a_finished_real_only_classifier_can_be_the_confidence_model(runs):
+def check_only_a_finished_real_only_classifier_can_be_the_confidence_model(runs):
     baseline, fairskin = runs
     with pytest.raises(RunConfigError, match="baseline trained on real images only"):
         run_mark_confidence_model(run=fairskin)
@@ -156,6 +156,18 @@ def test_only_a_finished_real_only_classifier_can_be_the_confidence_model(runs):
     assert list(Run.objects.filter(is_confidence_model=True)) == [baseline]
     with pytest.raises(RunConfigError, match="not a classifier"):
         run_mark_confidence_model(run=Run.objects.create(kind="lora", base_model="tiny"))
+
+
+# Training the two classifiers is most of this module's time, so each test below checks
+# several behaviours of one pair of runs (each check on its own reads as a test).
+def test_classifier_runs_store_their_evaluation_and_one_can_be_the_confidence_model(runs):
+    check_runs_store_their_fairness_evaluation(runs)
+    check_only_a_finished_real_only_classifier_can_be_the_confidence_model(runs)
+
+
+def test_the_fairness_report_compares_runs_and_refuses_what_cannot_be_compared(client, runs):
+    check_fairness_report_compares_runs_with_paired_verdicts_and_exports(client, runs)
+    check_runs_tested_on_different_images_are_refused_on_the_page(client, runs)
 
 
 def test_bad_classifier_runs_are_refused(datasets):

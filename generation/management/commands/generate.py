@@ -147,6 +147,14 @@ class Command(BaseCommand):
             default=SPEC.reference_strength.default,
             help="how far each output moves from its reference, in (0, 1] (default %(default)s)",
         )
+        parser.add_argument(
+            "--label-scale",
+            type=float,
+            default=SPEC.label_scale.default,
+            help="class-label guidance for a model trained with label conditioning: 0 leaves "
+            "the labels out, above 0 guides each image to its diagnosis and skin type "
+            "(a third UNet pass per step; default %(default)s)",
+        )
         parser.add_argument("--name", default=SPEC.name.default)
         parser.add_argument(
             "--wait", action="store_true", help="run in the foreground with a progress bar"
@@ -175,6 +183,7 @@ class Command(BaseCommand):
         reference_images,
         reference_selection,
         reference_strength,
+        label_scale,
         **options,
     ):
         run = model_run_get(run_id=model)
@@ -200,6 +209,7 @@ class Command(BaseCommand):
                 name=name,
                 reference=_reference(reference_images, reference_selection),
                 reference_strength=reference_strength,
+                label_scale=label_scale,
                 enqueue=not wait,
             )
         except BatchConfigError as exc:
