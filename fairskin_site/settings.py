@@ -134,6 +134,10 @@ FAIRSKIN_MODEL_CACHE = Path(env.str("FAIRSKIN_MODEL_CACHE", default=str(VAR_DIR 
 FAIRSKIN_INCEPTION_WEIGHTS = env.str("FAIRSKIN_INCEPTION_WEIGHTS", default="")
 FAIRSKIN_LPIPS_WEIGHTS = env.str("FAIRSKIN_LPIPS_WEIGHTS", default="")
 # An open_clip model name, or a path to an open_clip model config JSON.
+# A public IP-Adapter for SD v1.5 (a folder with ip_adapter.safetensors, or the weight name
+# below, and image_encoder/), used by image-prompt batches whose model trained none of its own.
+FAIRSKIN_IP_ADAPTER_DIR = env.str("FAIRSKIN_IP_ADAPTER_DIR", default="")
+FAIRSKIN_IP_ADAPTER_WEIGHT = env.str("FAIRSKIN_IP_ADAPTER_WEIGHT", default="ip_adapter.safetensors")
 FAIRSKIN_CLIP_MODEL = env.str("FAIRSKIN_CLIP_MODEL", default="ViT-B-32")
 FAIRSKIN_CLIP_WEIGHTS = env.str("FAIRSKIN_CLIP_WEIGHTS", default="")
 # Threads torch may use in a worker (0: torch's default). Tests and small machines use 1.

@@ -77,6 +77,8 @@ class BatchAdmin(admin.ModelAdmin):
                     name=d["name"],
                     reference=d["reference"],
                     reference_strength=d["reference_strength"],
+                    reference_mode=d["reference_mode"],
+                    image_prompt_scale=d["image_prompt_scale"],
                     label_scale=d["label_scale"],
                     user=request.user,
                 )

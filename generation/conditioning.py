@@ -6,20 +6,16 @@ refused before anything is created; read back by the shards (`reference_rows`).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from catalog.files import image_cache_dir, image_local_path
 from catalog.models import Image, Split
 from fairskin.diffusion.base_models import BaseModel, BaseModelError
-from fairskin.diffusion.labels_conditioning import (
-    DX_CLASSES,
-    LabelError,
-    config_time_embedding_width,
-    label_index,
-    lineage_label_file,
-    load_labels,
-)
 from fairskin.generation.reference_images import (
     ReferenceCandidate,
     ReferenceImageError,
@@ -27,9 +23,13 @@ from fairskin.generation.reference_images import (
     check_strength,
     load_reference,
 )
+from fairskin.labels import SEVEN_CLASSES
 from generation.errors import BatchConfigError
 from generation.models import Batch
 from training.models import Run
+
+# The diagnoses with a label vector of their own (labels_conditioning.DX_CLASSES); OTHER has none.
+LABEL_DIAGNOSES = frozenset(d.value for d in SEVEN_CLASSES)
 
 MAX_REFERENCES = 500
 SELECTION_KEYS = ("dataset", "diagnosis", "fst", "split")
@@ -85,6 +85,7 @@ def resolve_reference(
     reference: dict[str, Any],
     *,
     strength: float,
+    mode: str = "img2img",
     strata: list[tuple[str, int]],
     size: int,
     steps: int,
@@ -93,10 +94,12 @@ def resolve_reference(
     """A batch's ``reference`` record: the request, the image ids it resolved to, the strength
     and each stratum's image (`assign_references`). Refused with every bad image named: not
     found, of a test split (a leak into evaluation), without a readable square preprocessed
-    file at least ``size`` wide, or no reference of a stratum's diagnosis."""
+    file at least ``size`` wide, or no reference of a stratum's diagnosis. ``mode`` is how the
+    references condition the batch: "img2img" at ``strength``, or "image_prompt" (the strength
+    is not used; `check_image_prompt` adds the adapter)."""
     if not isinstance(reference, dict):
         raise BatchConfigError(f"reference must be a mapping, got {reference!r}")
-    problem = check_strength(strength, steps)
+    problem = check_strength(strength, steps) if mode == "img2img" else None
     if problem:
         raise BatchConfigError(problem)
     images = reference_images_named(reference)
@@ -128,7 +131,8 @@ def resolve_reference(
     return {
         "request": reference,
         "image_ids": [i.pk for i in images],
-        "strength": strength,
+        "mode": mode,
+        "strength": strength if mode == "img2img" else None,
         "strata": by_stratum,
     }
 
@@ -151,6 +155,8 @@ def reference_rows(batch: Batch, stratum_key: str, n: int) -> tuple[int | None, 
 
 def model_label_file(run: Run) -> Path | None:
     """The label table the model's LoRA was trained with (`lineage_label_file`), or None."""
+    from fairskin.diffusion.labels_conditioning import lineage_label_file
+
     return lineage_label_file([Path(r.artifacts_dir) for r in run.lineage()])
 
 
@@ -162,6 +168,12 @@ def check_label_guidance(
     reference images takes no label guidance (the two are not combined)."""
     if not label_scale:
         return
+    from fairskin.diffusion.labels_conditioning import (
+        LabelError,
+        config_time_embedding_width,
+        load_labels,
+    )
+
     if references:
         raise BatchConfigError(
             "label guidance and reference images cannot be combined in one batch: set the "
@@ -188,13 +200,15 @@ def check_label_guidance(
 
 def label_pair(diagnosis: str, fst: int) -> tuple[str | None, int]:
     """A candidate's (diagnosis, skin type) label: OTHER has no diagnosis vector of its own."""
-    return (diagnosis if diagnosis in DX_CLASSES else None, fst)
+    return (diagnosis if diagnosis in LABEL_DIAGNOSES else None, fst)
 
 
 def sample_conditioning(
     batch: Batch, diagnosis: str, fst: int, reference: int | None
 ) -> dict[str, Any]:
     """The Sample fields that record how a candidate was conditioned beyond its prompt."""
+    from fairskin.diffusion.labels_conditioning import label_index
+
     guided = bool(batch.label_scale)
     return {
         "reference_image_id": reference,
@@ -241,4 +255,102 @@ def batch_conditioning(batch: Batch) -> dict[str, Any]:
         "references": rows,
         "reference_strength": batch.reference_strength,
         "reference_request": (batch.reference or {}).get("request"),
+        "image_prompt": (batch.reference or {}).get("image_prompt"),
+    }
+
+
+def model_adapter_folder(run: Run) -> Path | None:
+    """The image-prompt adapter the model's LoRA was trained with: the folder of the last run
+    of its lineage that has a LoRA, when it holds ``ip_adapter.safetensors``."""
+    from fairskin.diffusion.artifacts import LORA_FILE
+    from fairskin.diffusion.image_prompt import FILENAME as ADAPTER_FILE
+
+    with_lora = [
+        Path(r.artifacts_dir) for r in run.lineage() if Path(r.artifacts_dir, LORA_FILE).is_file()
+    ]
+    if with_lora and (with_lora[-1] / ADAPTER_FILE).is_file():
+        return with_lora[-1]
+    return None
+
+
+def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, Any]:
+    """The adapter an image-prompt batch conditions on, checked against the base model before
+    anything runs: the model's own (`model_adapter_folder`), else the public IP-Adapter of
+    ``FAIRSKIN_IP_ADAPTER_DIR``; refused when there is none, or it is not the basic IP-Adapter
+    layout for this UNet and its image encoder. Returns its record (folder, file, sha256,
+    tokens, scale) for the batch."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from fairskin.diffusion.image_prompt import FILENAME as ADAPTER_FILE
+    from fairskin.diffusion.image_prompt import (
+        ImagePromptError,
+        check_state,
+        projection_dim,
+        read_adapter_file,
+    )
+
+    own = model_adapter_folder(run)
+    if own is not None:
+        folder, weight, source = own, ADAPTER_FILE, f"run {own.name}"
+    elif settings.FAIRSKIN_IP_ADAPTER_DIR:
+        folder = Path(settings.FAIRSKIN_IP_ADAPTER_DIR)
+        weight, source = settings.FAIRSKIN_IP_ADAPTER_WEIGHT, "FAIRSKIN_IP_ADAPTER_DIR"
+    else:
+        raise BatchConfigError(
+            f"run {run.pk} trained no image-prompt adapter (image_prompt on a LoRA or joint "
+            "run) and no public IP-Adapter is configured (FAIRSKIN_IP_ADAPTER_DIR: a folder with "
+            "the SD v1.5 ip_adapter.safetensors and its image_encoder/), so the references "
+            "cannot be image prompts; use img2img instead"
+        )
+    path = folder / weight
+    try:
+        state, _ = read_adapter_file(path)
+        embed_dim = projection_dim(folder / "image_encoder")
+        with torch.device("meta"):  # the UNet's layout from its config, no weights
+            unet = UNet2DConditionModel.from_config(base.config("unet"))
+        tokens, _ = check_state(state, unet, embed_dim, name=str(path))
+    except (ImagePromptError, BaseModelError) as exc:
+        raise BatchConfigError(f"the image-prompt adapter cannot be used: {exc}") from exc
+    return {
+        "folder": str(folder),
+        "weight_name": weight,
+        "source": source,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "tokens": tokens,
+        "scale": scale,
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def generation_inputs(batch: Batch, diagnosis: str, fst: int, init: Any, n: int) -> dict[str, Any]:
+    """The sampler's conditioning keywords for ``n`` candidates of one stratum whose reference
+    pixels are ``init`` (`reference_rows`; None without references): an image prompt, or
+    img2img rows at the batch's strength, and the labels with the batch's label scale. An
+    image-prompt adapter whose file changed since the batch was created is refused."""
+    prompt = (batch.reference or {}).get("image_prompt")
+    if not prompt:
+        return {
+            "init_images": init,
+            "strength": batch.reference_strength or 1.0,
+            "labels": [label_pair(diagnosis, fst)] * n,
+            "label_scale": batch.label_scale,
+        }
+    from fairskin.generation.sampler import ImagePrompt
+
+    path = Path(prompt["folder"]) / prompt["weight_name"]
+    stat = path.stat()
+    if _file_sha256(str(path), stat.st_mtime_ns, stat.st_size) != prompt["sha256"]:
+        raise ValueError(
+            f"the image-prompt adapter {path} changed since batch {batch.pk} was created "
+            "(its sha256 differs from the one recorded): launch a new batch"
+        )
+    return {
+        "image_prompt": ImagePrompt(
+            Path(prompt["folder"]), float(prompt["scale"]), init[0], prompt["weight_name"]
+        )
     }

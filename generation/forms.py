@@ -81,6 +81,22 @@ class BatchLaunchForm(forms.Form):
         help_text="How far each output moves from its reference, in (0, 1]. Empty: "
         f"{SPEC.reference_strength.default:g}.",
     )
+    reference_mode = forms.ChoiceField(
+        choices=[
+            ("img2img", "img2img: start from the reference's pixels, at the strength"),
+            ("image_prompt", "image prompt: the reference's CLIP embedding through an adapter"),
+        ],
+        initial=SPEC.reference_mode.default,
+        required=False,
+        help_text="How the reference images condition the batch. An image prompt needs an "
+        "adapter: the model's own (image_prompt on its run) or FAIRSKIN_IP_ADAPTER_DIR.",
+    )
+    image_prompt_scale = _number(
+        SPEC.image_prompt_scale,
+        required=False,
+        help_text="The image prompt's weight (0 to 2) beside the text. Empty: "
+        f"{SPEC.image_prompt_scale.default:g}.",
+    )
     label_scale = _number(
         SPEC.label_scale,
         required=False,
@@ -137,6 +153,13 @@ class BatchLaunchForm(forms.Form):
     def clean_reference_strength(self):
         value = self.cleaned_data.get("reference_strength")
         return SPEC.reference_strength.default if value is None else value
+
+    def clean_reference_mode(self):
+        return self.cleaned_data.get("reference_mode") or SPEC.reference_mode.default
+
+    def clean_image_prompt_scale(self):
+        value = self.cleaned_data.get("image_prompt_scale")
+        return SPEC.image_prompt_scale.default if value is None else value
 
     def clean_label_scale(self):
         value = self.cleaned_data.get("label_scale")

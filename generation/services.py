@@ -24,7 +24,7 @@ from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
 from fairskin.provenance import new_identity
 from generation.advance import batch_advance
-from generation.conditioning import check_label_guidance, resolve_reference
+from generation.conditioning import check_image_prompt, check_label_guidance, resolve_reference
 from generation.errors import BatchConfigError as BatchConfigError
 from generation.models import Batch, BatchState
 from generation.selectors import batch_failed_jobs
@@ -110,6 +110,8 @@ def batch_create(
     name: str = SPEC.name.default,
     reference: dict[str, Any] | None = None,
     reference_strength: float = SPEC.reference_strength.default,
+    reference_mode: str = SPEC.reference_mode.default,
+    image_prompt_scale: float = SPEC.image_prompt_scale.default,
     label_scale: float = SPEC.label_scale.default,
     user: Any = None,
     enqueue: bool = True,
@@ -121,7 +123,9 @@ def batch_create(
     threshold the scoring settings do not give one (fairskin.generation.calibration).
     ``negative_prompt`` None is the spec's default, ``size`` None
     (or 0) the model's native size. ``reference`` (`resolve_reference`) makes every candidate
-    img2img from its stratum's catalog image at ``reference_strength``; None is text-to-image.
+    img2img from its stratum's catalog image at ``reference_strength``, or with
+    ``reference_mode`` "image_prompt" conditions on it through an image-prompt adapter at
+    ``image_prompt_scale`` (`check_image_prompt`); None is text-to-image.
     ``label_scale`` above 0 guides a model trained with label conditioning towards each
     candidate's diagnosis and skin type (`check_label_guidance`).
     Raises BatchConfigError (or BrokerUnavailable) with every
@@ -145,6 +149,8 @@ def batch_create(
         "name": name,
         "filter_percentile": filter_percentile,
         "label_scale": label_scale,
+        "reference_mode": reference_mode,
+        "image_prompt_scale": image_prompt_scale,
     }
     if size:
         values["size"] = size
@@ -174,6 +180,7 @@ def batch_create(
         resolve_reference(
             reference,
             strength=reference_strength,
+            mode=reference_mode,
             strata=[(e.stratum.diagnosis, e.stratum.fst) for e in plan],
             size=size,
             steps=steps,
@@ -182,6 +189,10 @@ def batch_create(
         if reference
         else {}
     )
+    if reference_mode == "image_prompt":
+        if not references:
+            raise BatchConfigError("the image_prompt reference mode needs reference images")
+        references["image_prompt"] = check_image_prompt(model_run, base, scale=image_prompt_scale)
     check_label_guidance(model_run, label_scale, references=bool(references), base=base)
 
     with transaction.atomic():

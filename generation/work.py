@@ -29,8 +29,7 @@ from fairskin.labels import FST_TYPES
 from fairskin.live_objects import LiveObjects
 from fairskin.progress import JobCancelled
 from fairskin.provenance import check_identity, write_identity
-from generation import advance, selectors, services
-from generation.conditioning import image_metadata, label_pair, reference_rows, sample_conditioning
+from generation import advance, conditioning, selectors, services
 from generation.models import Batch, BatchState, Sample, Verdict
 from jobs.registry import JobContext, LeaseHolder
 from jobs.threads import set_torch_threads
@@ -254,9 +253,9 @@ def _store(
     prompt: str,
     pixels: np.ndarray,
     score: Any,
-    conditioning: dict[str, Any],
+    candidate: dict[str, Any],
 ) -> bool:
-    """One candidate as a catalog image and its sample (conditioning: `sample_conditioning`);
+    """One candidate as a catalog image and its sample (``candidate``: its conditioning);
     False if it was already stored.
 
     Fenced by the shard's lease: the files are written and the rows created only while this
@@ -282,7 +281,7 @@ def _store(
                     width=encoded.width,
                     height=encoded.height,
                     metadata={"batch": batch.pk, "seed": seed, "index": index}
-                    | image_metadata(conditioning),
+                    | conditioning.image_metadata(candidate),
                 )
                 Sample.objects.create(
                     batch=batch,
@@ -297,7 +296,7 @@ def _store(
                     guidance=batch.guidance,
                     scheduler=batch.scheduler,
                     model_runs=[r.pk for r in batch.model_run.lineage()],
-                    **conditioning,
+                    **candidate,
                     metrics=details["metrics"],
                     checks=details["checks"],
                     failed_checks=list(score.reasons),
@@ -354,8 +353,8 @@ def batch_shard_generate(
         dx, fst = group.stratum
         prompt = prompt_for(dx, fst, available=generator.tokens)
         seeds = [candidate_seed(batch.seed, group.stratum, i) for i in group.indices]
-        reference, init = reference_rows(batch, Stratum(dx, fst).key, group.size)
-        conditioning = sample_conditioning(batch, dx, fst, reference)
+        reference, init = conditioning.reference_rows(batch, Stratum(dx, fst).key, group.size)
+        candidate = conditioning.sample_conditioning(batch, dx, fst, reference)
         images = generator.generate(
             [prompt] * group.size,
             seeds,
@@ -363,10 +362,7 @@ def batch_shard_generate(
             guidance=batch.guidance,
             negative_prompt=batch.negative_prompt,
             size=batch.size,
-            init_images=init,
-            strength=batch.reference_strength or 1.0,
-            labels=[label_pair(dx, fst)] * group.size,
-            label_scale=batch.label_scale,
+            **conditioning.generation_inputs(batch, dx, fst, init, group.size),
         )
         # Scoring's numpy/scipy parts are small; one BLAS thread keeps OpenBLAS's spinning
         # workers from stealing the cores torch needs for generation (docs/benchmarks.md,
@@ -391,7 +387,7 @@ def batch_shard_generate(
                 prompt=prompt,
                 pixels=pixels[position],
                 score=scores[position],
-                conditioning=conditioning,
+                candidate=candidate,
             )
         done += len(group.wanted)
     progress.update(len(todo), len(todo), f"{stored} candidates stored")

@@ -9,6 +9,8 @@ one call computes and on the machine: callers pass fixed micro-batches
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,7 +32,18 @@ from fairskin.generation.options import SCHEDULERS
 from fairskin.generation.reference_images import check_strength
 from fairskin.generation.spec import DEFAULT_NEGATIVE_PROMPT, SPEC
 
-__all__ = ["DEFAULT_NEGATIVE_PROMPT", "SCHEDULERS", "BatchGenerator"]
+__all__ = ["DEFAULT_NEGATIVE_PROMPT", "SCHEDULERS", "BatchGenerator", "ImagePrompt"]
+
+
+@dataclass(frozen=True)
+class ImagePrompt:
+    """One reference image as an image prompt: the adapter folder (a run's, or a public
+    IP-Adapter's with its ``image_encoder/``), its scale, and the image, (3, H, W) in [0, 1]."""
+
+    folder: Path
+    scale: float
+    image: torch.Tensor
+    weight_name: str = "ip_adapter.safetensors"
 
 
 class BatchGenerator:
@@ -75,6 +88,7 @@ class BatchGenerator:
         self.pipe = pipe.to(self.device)
         self.scheduler = scheduler
         self._img2img: Any = None  # built from the same components on first use, never loaded
+        self._image_prompt: Path | None = None  # the adapter folder loaded, on first use
 
     def environment(self) -> dict[str, object]:
         """The device, dtype, library versions and threads this generator's pixels depend on."""
@@ -98,6 +112,7 @@ class BatchGenerator:
         strength: float = 1.0,
         labels: Sequence[tuple[str | None, int | None]] | None = None,
         label_scale: float = 0.0,
+        image_prompt: ImagePrompt | None = None,
     ) -> torch.Tensor:
         """Images as a float tensor (N, 3, H, W) in [0, 1] on the device, before any encoding:
         scoring runs on these, PNG encoding comes after.
@@ -108,11 +123,85 @@ class BatchGenerator:
 
         ``label_scale`` above 0 guides each image towards its (diagnosis, skin type) in
         ``labels`` as well (`label_guidance`: a third UNet pass per step), with the model's
-        label table; at 0 labels are not used and the output is the plain pipeline's."""
+        label table; at 0 labels are not used and the output is the plain pipeline's.
+
+        ``image_prompt`` conditions every image of the call on one reference image through an
+        IP-Adapter (`fairskin.diffusion.image_prompt_loader`), text-to-image from noise. Once
+        an adapter is loaded, calls without one run with it detached: the plain pipeline."""
         if len(prompts) != len(seeds) or not prompts:
             raise ValueError("give one seed per prompt")
         size = size or self.native_size
         generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+        if image_prompt is not None:
+            if init_images is not None or label_scale:
+                raise ValueError("an image prompt takes no img2img references or label guidance")
+            return self._from_image_prompt(
+                prompts, generators, image_prompt, steps=steps, guidance=guidance,
+                negative_prompt=negative_prompt, size=size,
+            )  # fmt: skip
+        with self._without_image_prompt():
+            return self._generate(
+                prompts, generators, steps=steps, guidance=guidance,
+                negative_prompt=negative_prompt, size=size, init_images=init_images,
+                strength=strength, labels=labels, label_scale=label_scale,
+            )  # fmt: skip
+
+    def _without_image_prompt(self) -> AbstractContextManager[None]:
+        from fairskin.diffusion.image_prompt import detached
+
+        return detached(self.pipe.unet)
+
+    def _from_image_prompt(
+        self,
+        prompts: Sequence[str],
+        generators: list[torch.Generator],
+        prompt: ImagePrompt,
+        *,
+        steps: int,
+        guidance: float,
+        negative_prompt: str,
+        size: int,
+    ) -> torch.Tensor:
+        from PIL import Image
+
+        from fairskin.diffusion.image_prompt_loader import load_image_prompt, reference_embeds
+
+        if self._image_prompt != prompt.folder / prompt.weight_name:
+            load_image_prompt(
+                self.pipe, prompt.folder, weight_name=prompt.weight_name, scale=prompt.scale
+            )
+            self._image_prompt = prompt.folder / prompt.weight_name
+        self.pipe.set_ip_adapter_scale(prompt.scale)
+        pixels = prompt.image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+        image = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
+        embeds = reference_embeds(self.pipe, image, guidance=guidance > 1)
+        out = self.pipe(
+            prompt=list(prompts),
+            negative_prompt=[negative_prompt] * len(prompts),
+            ip_adapter_image_embeds=[e.to(self.device, self.pipe.unet.dtype) for e in embeds],
+            generator=generators,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=size,
+            width=size,
+            output_type="pt",
+        )
+        return cast("torch.Tensor", out.images.float().clamp(0, 1))
+
+    def _generate(
+        self,
+        prompts: Sequence[str],
+        generators: list[torch.Generator],
+        *,
+        steps: int,
+        guidance: float,
+        negative_prompt: str,
+        size: int,
+        init_images: torch.Tensor | None,
+        strength: float,
+        labels: Sequence[tuple[str | None, int | None]] | None,
+        label_scale: float,
+    ) -> torch.Tensor:
         if label_scale:
             if self.labels is None:
                 raise ValueError("this model was not trained with label conditioning")

@@ -130,6 +130,13 @@ class GenerationSpec:
     # img2img from reference images: how far each output moves from its reference. Open at 0:
     # a batch checks it with fairskin.generation.reference_images.check_strength.
     reference_strength: Number = Number("the reference strength", default=0.6, low=0, high=1)
+    # How reference images condition a batch: img2img from the reference's pixels, or an
+    # image prompt (IP-Adapter: the reference's CLIP image embedding as extra attention tokens)
+    # at its own scale (fairskin.diffusion.image_prompt_loader).
+    reference_mode: Choice = Choice(
+        "reference mode", default="img2img", choices=("img2img", "image_prompt")
+    )
+    image_prompt_scale: Number = Number("the image prompt scale", default=0.6, low=0, high=2)
     # Class-label guidance (fairskin.diffusion.label_guidance): 0 samples with the null label,
     # i.e. exactly the model without labels; above 0 a third UNet pass per step.
     label_scale: Number = Number("the label guidance scale", default=0.0, low=0, high=20)

@@ -148,6 +148,20 @@ class Command(BaseCommand):
             help="how far each output moves from its reference, in (0, 1] (default %(default)s)",
         )
         parser.add_argument(
+            "--reference-mode",
+            default=SPEC.reference_mode.default,
+            choices=list(SPEC.reference_mode.choices),
+            help="img2img from the reference's pixels, or image_prompt: its CLIP embedding "
+            "through the model's image-prompt adapter or FAIRSKIN_IP_ADAPTER_DIR's "
+            "(default %(default)s)",
+        )
+        parser.add_argument(
+            "--image-prompt-scale",
+            type=float,
+            default=SPEC.image_prompt_scale.default,
+            help="the image prompt's weight beside the text (default %(default)s)",
+        )
+        parser.add_argument(
             "--label-scale",
             type=float,
             default=SPEC.label_scale.default,
@@ -184,6 +198,8 @@ class Command(BaseCommand):
         reference_selection,
         reference_strength,
         label_scale,
+        reference_mode,
+        image_prompt_scale,
         **options,
     ):
         run = model_run_get(run_id=model)
@@ -210,6 +226,8 @@ class Command(BaseCommand):
                 reference=_reference(reference_images, reference_selection),
                 reference_strength=reference_strength,
                 label_scale=label_scale,
+                reference_mode=reference_mode,
+                image_prompt_scale=image_prompt_scale,
                 enqueue=not wait,
             )
         except BatchConfigError as exc:
