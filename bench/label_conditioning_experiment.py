@@ -9,6 +9,9 @@ each image is measured (fairskin.imaging.ita). Reported: mean ITA per requested 
 gap I - VI, for the run without labels, and with labels at label scales 0 (null label), 1, 3.
 
     .venv/bin/python bench/label_conditioning_experiment.py --steps 150 --seeds 8
+
+``--label-lr`` (repeatable) trains one labelled run per label-table learning rate
+(TrainConfig.label_learning_rate); ``--lr`` is the LoRA's; ``--train-seed`` the runs' seed.
 """
 
 from __future__ import annotations
@@ -52,7 +55,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--per-cell", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--label-lr", type=float, action="append")
+    parser.add_argument("--train-seed", type=int, default=0)
+    parser.add_argument("--scales", default="0,1,3")
     args = parser.parse_args()
+    label_lrs = args.label_lr or [1e-3]
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="labels-exp-"))
     base = resolve_base_model("tiny", cache_dir=work / "models")
@@ -70,6 +78,8 @@ def main() -> None:
         "grad_accumulation": 1,
         "batch_size": 4,
         "diversity_weight": 0.0,
+        "cache_latents": True,
+        "seed": args.train_seed,
     }
     ti = train(
         config=TrainConfig.build("textual_inversion", {"steps": 1, **fast}),
@@ -80,10 +90,13 @@ def main() -> None:
     )
     runs = {}
     started = time.monotonic()
-    for name, labels_on in (("without labels", False), ("with labels", True)):
+    plan = [("without labels", {})] + [
+        (f"labels lr {lr:g}", {"label_conditioning": True, "label_learning_rate": lr})
+        for lr in label_lrs
+    ]
+    for name, extra in plan:
         config = TrainConfig.build(
-            "lora",
-            {"steps": args.steps, "learning_rate": 5e-3, "label_conditioning": labels_on, **fast},
+            "lora", {"steps": args.steps, "learning_rate": args.lr, **extra, **fast}
         )
         runs[name] = train(
             config=config,
@@ -93,12 +106,22 @@ def main() -> None:
             parents=[ti.run_dir],
             progress=SilentProgress(),
         )
-    print(f"training both runs: {time.monotonic() - started:.0f} s")
+    print(f"training {len(runs)} runs: {time.monotonic() - started:.0f} s ({work})")
     print(f"tiny model, {len(items)} drawn images (MEL/NV x FST I/VI), {args.steps} LoRA steps")
+    print(f"LoRA lr {args.lr:g}, training seed {args.train_seed}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
     print("run | label scale | mean ITA asked I | mean ITA asked VI | gap I - VI")
-    settings = [("without labels", 0.0), ("with labels", 0.0), ("with labels", 1.0)]
-    settings.append(("with labels", 3.0))
+    from fairskin.diffusion.labels_conditioning import attached_labels
+
+    for name, _ in plan[1:]:
+        table = attached_labels(runs[name].unet)
+        if table is not None:
+            gap = (table.fst[0] - table.fst[5]).norm().item()
+            print(
+                f"{name}: |fst I - fst VI| {gap:.3f}, |dx| mean {table.dx.norm(dim=1).mean():.3f}"
+            )
+    scales = [float(v) for v in args.scales.split(",")]
+    settings = [("without labels", 0.0)] + [(n, sc) for n, _ in plan[1:] for sc in scales]
     for name, scale in settings:
         result = runs[name]
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -115,7 +138,7 @@ def main() -> None:
             values = []
             for dx in ("MEL", "NV"):
                 prompts = [prompt_for(dx, fst, available=result.tokens)] * args.seeds
-                labels = [(dx, fst)] * args.seeds if name == "with labels" else None
+                labels = [(dx, fst)] * args.seeds if name != "without labels" else None
                 images = sample_with_labels(
                     pipe, prompts, labels, text_scale=3.0, label_scale=scale, steps=10, seed=100
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -254,28 +255,27 @@ def batch_conditioning(batch: Batch) -> dict[str, Any]:
         "label_scale": batch.label_scale,
         "references": rows,
         "reference_strength": batch.reference_strength,
-        "reference_request": (batch.reference or {}).get("request"),
+        "reference_request": json.dumps((batch.reference or {}).get("request")),
+        "distinct_references": len({r["image_id"] for r in rows}),
         "image_prompt": (batch.reference or {}).get("image_prompt"),
     }
 
 
-def model_adapter_folder(run: Run) -> Path | None:
-    """The image-prompt adapter the model's LoRA was trained with: the folder of the last run
-    of its lineage that has a LoRA, when it holds ``ip_adapter.safetensors``."""
+def model_adapter_run(run: Run) -> Run | None:
+    """The run whose image-prompt adapter the model's LoRA was trained with: the last run of
+    its lineage that has a LoRA, when its folder holds ``ip_adapter.safetensors``."""
     from fairskin.diffusion.artifacts import LORA_FILE
     from fairskin.diffusion.image_prompt import FILENAME as ADAPTER_FILE
 
-    with_lora = [
-        Path(r.artifacts_dir) for r in run.lineage() if Path(r.artifacts_dir, LORA_FILE).is_file()
-    ]
-    if with_lora and (with_lora[-1] / ADAPTER_FILE).is_file():
+    with_lora = [r for r in run.lineage() if Path(r.artifacts_dir, LORA_FILE).is_file()]
+    if with_lora and Path(with_lora[-1].artifacts_dir, ADAPTER_FILE).is_file():
         return with_lora[-1]
     return None
 
 
 def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, Any]:
     """The adapter an image-prompt batch conditions on, checked against the base model before
-    anything runs: the model's own (`model_adapter_folder`), else the public IP-Adapter of
+    anything runs: the model's own (`model_adapter_run`), else the public IP-Adapter of
     ``FAIRSKIN_IP_ADAPTER_DIR``; refused when there is none, or it is not the basic IP-Adapter
     layout for this UNet and its image encoder. Returns its record (folder, file, sha256,
     tokens, scale) for the batch."""
@@ -290,9 +290,9 @@ def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, 
         read_adapter_file,
     )
 
-    own = model_adapter_folder(run)
+    own = model_adapter_run(run)
     if own is not None:
-        folder, weight, source = own, ADAPTER_FILE, f"run {own.name}"
+        folder, weight, source = Path(own.artifacts_dir), ADAPTER_FILE, f"run {own.pk}"
     elif settings.FAIRSKIN_IP_ADAPTER_DIR:
         folder = Path(settings.FAIRSKIN_IP_ADAPTER_DIR)
         weight, source = settings.FAIRSKIN_IP_ADAPTER_WEIGHT, "FAIRSKIN_IP_ADAPTER_DIR"

@@ -31,6 +31,7 @@ from fairskin.provenance import IDENTITY_FILE, check_identity, settings_hash, wr
 
 KEEP_CHECKPOINTS = 2
 IMAGE_PROMPT_SETTINGS = ("image_prompt", "image_prompt_dropout", "image_prompt_tokens")
+LABEL_SETTINGS = ("label_conditioning", "label_dropout", "label_learning_rate")
 
 
 ATTEMPTS_FILE = "attempts.json"
@@ -55,9 +56,7 @@ def run_identity(
     labels keeps the settings hash it had before they existed and still resumes; the same
     holds for the image-prompt settings."""
     if not config.get("label_conditioning"):
-        config = {
-            k: v for k, v in config.items() if k not in ("label_conditioning", "label_dropout")
-        }
+        config = {k: v for k, v in config.items() if k not in LABEL_SETTINGS}
     if not config.get("image_prompt"):  # likewise the image-prompt settings
         config = {k: v for k, v in config.items() if k not in IMAGE_PROMPT_SETTINGS}
     return {

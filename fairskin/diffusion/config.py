@@ -88,6 +88,9 @@ class TrainConfig:
     # skin-type vectors added to the UNet's time embedding, dropped to the null label at a rate.
     label_conditioning: bool = False
     label_dropout: float = 0.1
+    # The label tables' own AdamW learning rate (a parameter group of their own): they start at
+    # zero and must grow to the time embedding's scale (docs/validation/label-conditioning.md).
+    label_learning_rate: float = 1e-3
     # Image-prompt adapter (LoRA and joint runs; image_prompt): IP-Adapter style decoupled
     # cross-attention on the training image's CLIP embedding, dropped to zeros at a rate.
     image_prompt: bool = False
@@ -170,6 +173,7 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 problems.append(f"{name} must be a positive whole number, got {value!r}")
         positive("learning_rate", self.learning_rate)
+        positive("label_learning_rate", self.label_learning_rate)
         positive("lora_alpha", self.lora_alpha)
         positive("max_grad_norm", self.max_grad_norm)
         if not 0 <= self.lora_dropout < 1:

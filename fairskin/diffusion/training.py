@@ -246,7 +246,7 @@ def _set_up(
     if config.cache_latents:
         progress.phase(PHASE_LATENTS, total=len(items))
         data.cached_latents = encode_latents(model, items, progress)
-    optim = prepare_optimisation(learned.parameters, config, dev)
+    optim = prepare_optimisation(learned.parameters, config, dev, learned.labels)
 
     start_step, resumed_from = 0, None
     checkpoint = latest_checkpoint(run_dir)

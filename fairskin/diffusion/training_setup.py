@@ -355,13 +355,33 @@ def load_images(items: Sequence[TrainItem], indices: list[int], resolution: int)
     return batch / 127.5 - 1.0
 
 
+def parameter_groups(
+    parameters: list[torch.nn.Parameter], config: TrainConfig, labels: LabelEmbedding | None
+) -> list[dict[str, Any]]:
+    """The optimiser's groups: everything at ``learning_rate``, and the label tables (when the
+    run has them) in a second group at ``label_learning_rate``. The schedule scales both."""
+    label_ids = {id(p) for p in labels.parameters()} if labels is not None else set()
+    groups = [
+        {"params": [p for p in parameters if id(p) not in label_ids], "lr": config.learning_rate}
+    ]
+    if label_ids:
+        own = [p for p in parameters if id(p) in label_ids]
+        groups.append({"params": own, "lr": config.label_learning_rate})
+    return groups
+
+
 def prepare_optimisation(
-    parameters: list[torch.nn.Parameter], config: TrainConfig, device: torch.device
+    parameters: list[torch.nn.Parameter],
+    config: TrainConfig,
+    device: torch.device,
+    labels: LabelEmbedding | None = None,
 ) -> Optimisation:
     from diffusers.optimization import get_scheduler
 
     optimizer = torch.optim.AdamW(
-        parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+        parameter_groups(parameters, config, labels),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     lr_scheduler = get_scheduler(
         config.lr_scheduler,

@@ -78,7 +78,7 @@ def test_a_batch_conditions_on_its_references_through_the_models_adapter(
     batch = run_queued(create(prompted_run, reference=SELECTION, reference_mode="image_prompt"))
     prompt = batch.reference["image_prompt"]
     assert batch.reference["mode"] == "image_prompt" and batch.reference_strength is None
-    assert prompt["source"] == f"run {Path(prompted_run.artifacts_dir).name}"
+    assert prompt["source"] == f"run {prompted_run.pk}"
     assert (prompt["tokens"], prompt["scale"]) == (4, 0.6)
     samples = list(Sample.objects.filter(batch=batch))
     assert samples and all(
@@ -87,7 +87,10 @@ def test_a_batch_conditions_on_its_references_through_the_models_adapter(
     assert all(any(c["name"] == "reference_copy" for c in s.checks) for s in samples)
     client.force_login(make_user("engineer", username="eng-ip"))
     page = client.get(reverse("generation:batch", args=[batch.pk])).content.decode()
-    assert "Image prompts from 1 reference image at scale 0.6 through the image-prompt" in page
+    assert (
+        f"Image prompts from 1 reference image at scale 0.6 through the image-prompt adapter "
+        f"trained with run {prompted_run.pk} (4 tokens"
+    ) in page
     assert prompt["sha256"][:12] in page
     sample_page = client.get(f"/generation/samples/{samples[0].pk}/").content.decode()
     assert "(image prompt, scale 0.6" in sample_page

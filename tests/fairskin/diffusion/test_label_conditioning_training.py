@@ -66,12 +66,16 @@ def test_label_conditioning_is_off_by_default_and_validated():
     for kind in ("textual_inversion", "lora", "joint"):
         config = TrainConfig.build(kind)
         assert config.label_conditioning is False and config.label_dropout == 0.1
+        assert config.label_learning_rate == 1e-3
     with pytest.raises(ConfigError, match="label_conditioning needs a LoRA or joint run"):
         TrainConfig.build("textual_inversion", {"label_conditioning": True})
     with pytest.raises(ConfigError, match=r"label_dropout must be in \[0, 1\), got 1"):
         TrainConfig.build("lora", {"label_conditioning": True, "label_dropout": 1})
     with pytest.raises(ConfigError, match="label_conditioning must be"):
         TrainConfig.build("lora", {"label_conditioning": "yes"})
+    for bad in (0, -1e-3, float("inf"), True):
+        with pytest.raises(ConfigError, match="label_learning_rate must be a (positive )?number"):
+            TrainConfig.build("lora", {"label_conditioning": True, "label_learning_rate": bad})
 
 
 def test_a_lora_run_learns_labels_from_zero_and_saves_them(tiny, items, ti, tmp_path):
@@ -174,6 +178,7 @@ def test_runs_without_labels_keep_the_settings_hash_they_had_before_label_settin
 
     before = TrainConfig.build("lora").to_dict()
     assert before.pop("label_conditioning") is False and before.pop("label_dropout") == 0.1
+    assert before.pop("label_learning_rate") == 1e-3  # added later still, left out the same way
     # The image-prompt settings (added later) are left out the same way when off.
     assert before.pop("image_prompt") is False
     before = {k: v for k, v in before.items() if not k.startswith("image_prompt")}
@@ -185,6 +190,46 @@ def test_runs_without_labels_keep_the_settings_hash_they_had_before_label_settin
     assert (
         identity(TrainConfig.build("lora", other).to_dict())["settings_hash"] != on["settings_hash"]
     )
+    faster = {"label_conditioning": True, "label_learning_rate": 1e-2}
+    assert (
+        identity(TrainConfig.build("lora", faster).to_dict())["settings_hash"]
+        != on["settings_hash"]
+    )
+    # Off, the label learning rate changes nothing: it trains nothing then.
+    assert identity(TrainConfig.build("lora", {"label_learning_rate": 1e-2}).to_dict())[
+        "settings_hash"
+    ] == settings_hash(before)
+
+
+def test_the_label_tables_train_at_their_own_learning_rate(tiny, items, ti, tmp_path):
+    """Two runs that differ only in label_learning_rate: the LoRA's first step is the same,
+    the label tables' first step scales with their rate (Adam's first step is lr * sign)."""
+    from fairskin.diffusion.training_setup import parameter_groups
+
+    rows = {}
+    for rate in (1e-3, 1e-2):
+        config = lora_config(steps=1, label_learning_rate=rate, label_dropout=0.0)
+        result = train(
+            config=config,
+            base=tiny,
+            items=items,
+            run_dir=tmp_path / f"r{rate}",
+            parents=[ti],
+            progress=SilentProgress(),
+        )
+        labels = attached_labels(result.unet)
+        groups = parameter_groups(list(result.unet.parameters()), config, labels)
+        assert [g["lr"] for g in groups] == [1e-2, rate]
+        assert {id(p) for p in groups[1]["params"]} == {id(labels.dx), id(labels.fst)}
+        lora = {n: p.detach().clone() for n, p in result.unet.named_parameters() if "lora" in n}
+        rows[rate] = (labels.fst.detach().clone(), lora)
+    slow, fast = rows[1e-3], rows[1e-2]
+    moved = slow[0].abs() > 0  # the rows of the types in the first batch took a step
+    assert moved.any()
+    assert torch.allclose(fast[0][moved], 10 * slow[0][moved], rtol=1e-3)
+    assert all(torch.equal(slow[1][n], fast[1][n]) for n in slow[1])
+    without = parameter_groups(list(result.unet.parameters()), lora_config(), None)
+    assert len(without) == 1 and without[0]["lr"] == 1e-2
 
 
 def test_a_joint_run_continues_the_labels_of_its_lora_parent(tiny, items, ti, tmp_path):
