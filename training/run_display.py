@@ -17,6 +17,8 @@ from training.selectors import run_is_finished
 # Files a run writes at the top of its folder, listed (and served) when present.
 ARTIFACT_NAMES = (
     "pytorch_lora_weights.safetensors",
+    "labels.safetensors",  # label conditioning: the label table (labels_conditioning)
+    "ip_adapter.safetensors",  # the image-prompt adapter, public IP-Adapter layout
     "classifier.pt",
     "manifest.json",
     "training_report.json",
@@ -27,7 +29,11 @@ ARTIFACT_NAMES = (
     "loss.svg",
 )
 # ...and the files under these folders matching these patterns.
-ARTIFACT_GLOBS = (("embeddings", "*.safetensors"), ("validation", "step-*.png"))
+ARTIFACT_GLOBS = (
+    ("embeddings", "*.safetensors"),
+    ("validation", "step-*.png"),
+    ("image_encoder", "*.json"),  # the image prompt's encoder config (its weights stay unlisted)
+)
 FST_NUMERALS = {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"}
 
 

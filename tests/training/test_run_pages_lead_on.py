@@ -279,6 +279,11 @@ def run_with_files(tmp_path):
     (folder / "manifest.json").write_text(json.dumps({"steps": 40}))
     (folder / "embeddings" / "dx-mel.safetensors").write_bytes(b"\x00weights")
     (folder / "validation" / "step-000040.png").write_bytes(b"\x89PNG fake")
+    (folder / "labels.safetensors").write_bytes(b"\x00labels")
+    (folder / "ip_adapter.safetensors").write_bytes(b"\x00adapter")
+    (folder / "image_encoder").mkdir()
+    (folder / "image_encoder" / "config.json").write_text("{}")
+    (folder / "image_encoder" / "model.safetensors").write_bytes(b"\x00big")
     (tmp_path / "runs" / "secret.txt").write_text("not a run's file")
     (folder / "loss.svg").symlink_to(tmp_path / "runs" / "secret.txt")  # points outside
     return RunFactory(
@@ -298,7 +303,10 @@ def test_artifacts_are_links_that_serve_the_files(client, run_with_files):
         f"{base}loss.csv": "loss.csv",
         f"{base}embeddings/dx-mel.safetensors": "embeddings/dx-mel.safetensors",
         f"{base}validation/step-000040.png": "validation/step-000040.png",
-    }  # loss.svg is a link out of the folder: not listed
+        f"{base}labels.safetensors": "labels.safetensors",
+        f"{base}ip_adapter.safetensors": "ip_adapter.safetensors",
+        f"{base}image_encoder/config.json": "image_encoder/config.json",
+    }  # loss.svg is a link out of the folder: not listed; nor the encoder's weights
     response = client.get(f"{base}loss.csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
     assert b"".join(response.streaming_content).startswith(b"step,loss,grad_norm\n1,0.5")
