@@ -73,6 +73,38 @@ def plan_quotas(
     return quotas
 
 
+def check_quotas(quotas: Mapping[str, object], target: int) -> dict[Stratum, int]:
+    """Explicit quotas ({"MEL:6": 14}, e.g. a hard-example plan's) checked and read: keys are
+    DIAGNOSIS:FST of the seven classes and types 1-6, values whole numbers of 0 or more that
+    add up to ``target``. Strata at 0 are dropped; the rest keep the order given."""
+    if not quotas:
+        raise PlanError("explicit quotas are empty")
+    out: dict[Stratum, int] = {}
+    problems = []
+    generable = {d.value for d in Diagnosis if d is not Diagnosis.OTHER}
+    for key, value in quotas.items():
+        try:
+            stratum = Stratum.from_key(str(key))
+        except ValueError:
+            problems.append(f"{key!r} is not a DIAGNOSIS:FST stratum such as 'MEL:6'")
+            continue
+        if stratum.diagnosis not in generable:
+            problems.append(f"{key!r}: {stratum.diagnosis} is not a diagnosis images are made for")
+        elif stratum.fst not in FST_TYPES:
+            problems.append(f"{key!r}: skin types are 1-6")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            problems.append(f"{key!r}: a quota is a whole number of 0 or more, not {value!r}")
+        elif stratum in out:
+            problems.append(f"{key!r} is given twice")
+        else:
+            out[stratum] = value
+    if problems:
+        raise PlanError("; ".join(problems))
+    if sum(out.values()) != target:
+        raise PlanError(f"the quotas add up to {sum(out.values())}, not the target of {target}")
+    return {s: n for s, n in out.items() if n}
+
+
 def candidate_cap(quota: int, overgeneration: float) -> int:
     """How many candidates a stratum may draw before its shortfall is reported."""
     if not overgeneration >= 1 or not math.isfinite(overgeneration):
