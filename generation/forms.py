@@ -4,6 +4,7 @@ from typing import cast
 from django import forms
 from django.http import QueryDict
 
+from fairskin.generation.hard_example import HardExampleSettings
 from fairskin.generation.scoring_config import ScoringConfig
 from fairskin.generation.spec import SPEC, Number, Text, Whole
 from fairskin.labels import DIAGNOSIS_CHOICES
@@ -176,3 +177,59 @@ class BatchLaunchForm(forms.Form):
 
     def distribution(self) -> dict[int, float]:
         return {fst: self.cleaned_data[f"fst_{fst}"] for fst in SPEC.fst_distribution}
+
+
+HARD_DEFAULTS = HardExampleSettings()
+
+
+class HardExampleForm(forms.Form):
+    """The hard-example plan's settings and launch: model, target, bounds. The page posts the
+    quotas it showed beside them (`sent_quotas`); the service plans again and refuses a launch
+    whose quotas differ."""
+
+    model_run = forms.ModelChoiceField(
+        queryset=model_runs_usable().none(),
+        label="Model run",
+        help_text="A finished LoRA or joint run of diagnoses the classifier was validated on.",
+    )
+    target = _whole(SPEC.target, help_text="Accepted images wanted over all strata.")
+    floor = forms.IntegerField(
+        min_value=0,
+        max_value=SPEC.target.high,
+        initial=HARD_DEFAULTS.floor,
+        help_text="Images every stratum gets, however few its errors.",
+    )
+    cap_share = forms.FloatField(
+        min_value=0.01,
+        max_value=1,
+        initial=HARD_DEFAULTS.cap_share,
+        label="Cap share",
+        help_text="The most one stratum may get, as a share of the target.",
+    )
+    min_images = forms.IntegerField(
+        min_value=1,
+        max_value=100_000,
+        initial=HARD_DEFAULTS.min_images,
+        label="Minimum validation images",
+        help_text="A stratum with fewer is not judged: its quota stays at the floor.",
+    )
+    name = _text(SPEC.name)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        cast(forms.ModelChoiceField, self.fields["model_run"]).queryset = model_runs_usable()
+
+    def settings(self) -> HardExampleSettings:
+        d = self.cleaned_data
+        return HardExampleSettings(
+            floor=d["floor"], cap_share=d["cap_share"], min_images=d["min_images"]
+        )
+
+
+def sent_quotas(text: str) -> dict[str, object]:
+    """The quotas a plan page posted back ({} when absent or unreadable: never the plan)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -91,6 +91,13 @@ class Batch(models.Model):
     # The plan, fixed at creation: {"MEL:6": quota} (Plan.quotas_json; read back by plan());
     # how far each stratum has been planned, and the finished ones, under the same keys.
     quotas = models.JSONField(default=dict)
+    origin = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Where explicit quotas came from (empty: planned from the target and the "
+        'FST distribution): {"kind": "hard_example", "classifier_run": id, "table": [...]} '
+        "with each stratum's validation error and the reason for its quota.",
+    )
     planned = models.JSONField(default=dict, help_text="Next candidate index per stratum.")
     outcomes = models.JSONField(
         default=dict, blank=True, help_text="Finished strata: accepted and shortfall."

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from catalog.services import dataset_synthetic_create
 from fairskin.diffusion.base_models import BaseModel, BaseModelError, resolve_base_model
-from fairskin.generation.plan import PlanError, plan_batch
+from fairskin.generation.plan import Plan, PlanError, check_quotas, plan_batch
 from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
 from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
@@ -50,7 +50,9 @@ def native_size(base_path: str) -> int | None:
         return None
 
 
-def _model_diagnoses(run: Run) -> list[str]:
+def model_diagnoses(run: Run) -> list[str]:
+    """The diagnoses a model run was trained on (its own selection or its lineage's); all
+    seven classes when none names them."""
     for r in reversed(run.lineage()):
         chosen = r.selection.get("diagnoses") if r.selection else None
         if chosen:
@@ -113,6 +115,8 @@ def batch_create(
     reference_mode: str = SPEC.reference_mode.default,
     image_prompt_scale: float = SPEC.image_prompt_scale.default,
     label_scale: float = SPEC.label_scale.default,
+    quotas: dict[str, Any] | None = None,
+    origin: dict[str, Any] | None = None,
     user: Any = None,
     enqueue: bool = True,
 ) -> Batch:
@@ -128,11 +132,15 @@ def batch_create(
     ``image_prompt_scale`` (`check_image_prompt`); None is text-to-image.
     ``label_scale`` above 0 guides a model trained with label conditioning towards each
     candidate's diagnosis and skin type (`check_label_guidance`).
-    Raises BatchConfigError (or BrokerUnavailable) with every
+    ``quotas`` ({"MEL:6": 14}, summing to ``target``) replace the plan from diagnoses and
+    the FST distribution (give neither with them); ``origin`` records where they came from
+    (generation.hard_examples). Raises BatchConfigError (or BrokerUnavailable) with every
     reason; then nothing is created.
     """
     _check_model(model_run)
-    diagnoses = list(diagnoses or _model_diagnoses(model_run))
+    if quotas is not None and (diagnoses or fst_distribution):
+        raise BatchConfigError("explicit quotas come without diagnoses or an FST distribution")
+    diagnoses = list(diagnoses or model_diagnoses(model_run))
     distribution = _parse_distribution(fst_distribution)
     if negative_prompt is None:
         negative_prompt = SPEC.negative_prompt.default
@@ -158,7 +166,11 @@ def batch_create(
     if problems:
         raise BatchConfigError("; ".join(problems))
     try:
-        plan = plan_batch(target, diagnoses, distribution or None, overgeneration)
+        if quotas is not None:
+            plan = Plan.build(check_quotas(quotas, target), overgeneration)
+            diagnoses = list(dict.fromkeys(e.stratum.diagnosis for e in plan))
+        else:
+            plan = plan_batch(target, diagnoses, distribution or None, overgeneration)
     except (PlanError, ValueError) as exc:
         raise BatchConfigError(str(exc)) from exc
     try:
@@ -217,6 +229,7 @@ def batch_create(
             reference=references,
             label_scale=label_scale,
             quotas=plan.quotas_json(),
+            origin=origin or {},
             planned={},
             reproducibility=pixel_dependence(device_batch),
             created_by=user if getattr(user, "pk", None) else None,

@@ -10,6 +10,7 @@ urlpatterns = [
     path("batches/<int:batch_id>/export/", views.batch_export, name="export"),
     path("batches/<int:batch_id>/cancel/", views.batch_cancel, name="cancel"),
     path("batches/<int:batch_id>/resume/", views.batch_resume, name="resume"),
+    path("hard-examples/<int:run_id>/", views.hard_examples, name="hard_examples"),
     path("samples/<int:sample_id>/", views.sample_detail, name="sample"),
     path(
         "samples/<int:sample_id>/image.png", views.sample_image, {"variant": "full"}, name="image"

@@ -6,15 +6,19 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from common.refusals import refused_to_messages
+from fairskin.errors import ApplicationError
 from fairskin.generation.fst_verdicts import fst_chart
 from fairskin.labels import DIAGNOSIS_CHOICES
 from fairskin.spreadsheet import safe_row
 from generation import selectors, services
 from generation.conditioning import batch_conditioning
+from generation.forms import HardExampleForm, sent_quotas
+from generation.hard_examples import default_model_run, hard_example_batch_create, hard_example_plan
 from generation.models import Batch, Sample, Verdict
+from training.models import Run
 
 GALLERY_PAGE = 48
 
@@ -179,3 +183,74 @@ def batch_resume(request, batch_id: int):
         services.batch_resume(batch=batch, user=request.user)
         messages.success(request, f"Batch {batch.pk} resumed; stored candidates are skipped.")
     return redirect("generation:batch", batch_id=batch.pk)
+
+
+def _hard_example_data(query, classifier: Run) -> dict:
+    """The plan page's form values: the query's, else the defaults (the newest model run
+    the classifier's diagnoses cover)."""
+    model = query.get("model_run") or ""
+    if not model:
+        default = default_model_run(classifier)
+        model = str(default.pk) if default else ""
+    defaults = HardExampleForm.base_fields
+    return {
+        "model_run": model,
+        "target": query.get("target") or defaults["target"].initial,
+        "floor": query.get("floor") or defaults["floor"].initial,
+        "cap_share": query.get("cap_share") or defaults["cap_share"].initial,
+        "min_images": query.get("min_images") or defaults["min_images"].initial,
+        "name": query.get("name") or f"hard examples from classifier run {classifier.pk}",
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@permission_required("generation.launch_batch", raise_exception=True)
+def hard_examples(request, run_id: int):
+    """A classifier run's validation errors per stratum and the batch they plan, shown before
+    launch (GET, or POST with action=plan for other settings); POST with action=launch
+    launches that plan with the chosen model and target."""
+    classifier = get_object_or_404(Run.objects.select_related("job"), pk=run_id)
+    posted = request.method == "POST"
+    form = HardExampleForm(request.POST if posted else _hard_example_data(request.GET, classifier))
+    launch = posted and request.POST.get("action") == "launch"
+    plan, refusal = None, ""
+    if form.is_valid():
+        d = form.cleaned_data
+        try:
+            plan = hard_example_plan(
+                classifier_run=classifier,
+                model_run=d["model_run"],
+                target=d["target"],
+                settings=form.settings(),
+            )
+            if launch:
+                batch = hard_example_batch_create(
+                    classifier_run=classifier,
+                    model_run=d["model_run"],
+                    target=d["target"],
+                    settings=form.settings(),
+                    expected_quotas=sent_quotas(request.POST.get("quotas", "")),
+                    name=d["name"],
+                    user=request.user,
+                )
+                messages.success(
+                    request,
+                    f"Batch {batch.pk} of hard examples from classifier run {classifier.pk} "
+                    "queued on the gpu queue.",
+                )
+                return redirect("generation:batch", batch_id=batch.pk)
+        except ApplicationError as exc:
+            refusal = str(exc)
+    return render(
+        request,
+        "generation/hard_examples.html",
+        {
+            "classifier": classifier,
+            "form": form,
+            "plan": plan,
+            "quotas_json": json.dumps(plan.quotas()) if plan else "",
+            "refusal": refusal,
+        },
+        status=400 if posted and (launch or not form.is_valid()) else 200,
+    )

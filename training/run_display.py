@@ -132,7 +132,8 @@ def per_skin_type(evaluation: dict[str, Any]) -> dict[str, Any] | None:
 
 def next_steps(run: Run, user: Any) -> list[dict[str, str]]:
     """Links to what a finished run leads on to, for a user allowed to launch it: a LoRA run
-    on a textual inversion, a batch with a LoRA or joint model (and a joint run on a LoRA)."""
+    on a textual inversion, a batch with a LoRA or joint model (and a joint run on a LoRA),
+    a hard-example batch planned from a classifier's validation errors."""
     if not run_is_finished(run=run):
         return []
     steps = []
@@ -150,6 +151,13 @@ def next_steps(run: Run, user: Any) -> list[dict[str, str]]:
             {
                 "label": "Generate a batch with this model",
                 "url": f"{batch}?{urlencode({'model_run': run.pk})}",
+            }
+        )
+    if run.kind == RunKind.CLASSIFIER and user.has_perm("generation.launch_batch"):
+        steps.append(
+            {
+                "label": "Generate hard examples",
+                "url": reverse("generation:hard_examples", args=[run.pk]),
             }
         )
     if run.kind == RunKind.LORA and user.has_perm("training.launch_run"):

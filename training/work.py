@@ -153,14 +153,18 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
     real = items(classifier_images(selection=run.selection), synthetic=False)
     synthetic = items(classifier_images(selection=run.selection, synthetic=True), synthetic=True)
     test = items(classifier_images(selection=run.selection, split="test"), synthetic=False)
+    # Predicted after training and stored per image, for hard-example planning; never trained on.
+    val = items(classifier_images(selection=run.selection, split="val"), synthetic=False)
     progress.log(
-        f"{len(real)} real + {len(synthetic)} synthetic training images, {len(test)} test images"
+        f"{len(real)} real + {len(synthetic)} synthetic training images, {len(test)} test "
+        f"images, {len(val)} validation images"
     )
     config = ClassifierConfig.build({k: v for k, v in run.config.items()})
     result = train_classifier(
         config=config,
         train_items=real + synthetic,
         test_items=test,
+        val_items=val,
         run_dir=Path(run.artifacts_dir),
         progress=progress,
         run_info={

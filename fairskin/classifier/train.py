@@ -43,6 +43,9 @@ from fairskin.provenance import check_record, settings_hash
 
 MODEL_FILE = "classifier.pt"
 PREDICTIONS_FILE = "test_predictions.json"
+# Per-image predictions on the validation split, never used to train or pick a checkpoint:
+# hard-example planning reads the errors here so the test split stays an honest evaluation.
+VAL_PREDICTIONS_FILE = "val_predictions.json"
 
 
 @dataclass
@@ -144,10 +147,13 @@ def train_classifier(
     device: str | None = None,
     run_info: dict[str, Any] | None = None,
     identity: dict[str, Any] | None = None,
+    val_items: Sequence[ClassifierItem] = (),
 ) -> ClassifierResult:
     """Train (or resume from ``run_dir``'s checkpoint) and evaluate. ``identity``: the record
     the checkpoint must carry to be resumed from (by default the folder's name, the settings
-    and the images); a checkpoint of anything else is refused (`IdentityMismatch`)."""
+    and the images); a checkpoint of anything else is refused (`IdentityMismatch`).
+    ``val_items``: validation images whose per-image predictions are stored
+    (``val_predictions.json``) for hard-example planning; they do not affect training."""
     if not train_items:
         raise ValueError("no training images")
     if config.pretrain_epochs and not any(i.synthetic for i in train_items):
@@ -263,6 +269,9 @@ def train_classifier(
 
     torch.save(model.state_dict(), run_dir / MODEL_FILE)
     evaluation = evaluate(model, test_items, config, dev, progress=progress)
+    val_images = _predict_validation(
+        model, val_items, config, dev, evaluation=evaluation, progress=progress
+    )
     info = {
         "config": config.to_dict(),
         "weights_source": weights_source,
@@ -270,6 +279,7 @@ def train_classifier(
         "train_images": len(train_items),
         "synthetic_train_images": sum(i.synthetic for i in train_items),
         "test_images": len(test_items),
+        "val_images": val_images,
         **(run_info or {}),
     }
     _write_outputs(run_dir, info, evaluation)
@@ -277,16 +287,36 @@ def train_classifier(
     return ClassifierResult(run_dir, weights_source, evaluation, start, model)
 
 
+def _predict_validation(
+    model: SkinClassifier,
+    items: Sequence[ClassifierItem],
+    config: ClassifierConfig,
+    device: torch.device,
+    *,
+    evaluation: dict[str, Any],
+    progress: Progress,
+) -> int:
+    """Per-image predictions on the validation images with a skin type, added to
+    ``evaluation`` (written to their own file); how many there were."""
+    labelled = [i for i in items if i.fst is not None]
+    if labelled:
+        proba = predict_proba(model, labelled, config.image_size, device)
+        evaluation["val_predictions"] = _predictions(labelled, proba)
+        progress.log(f"validation predictions stored for {len(labelled)} images")
+    return len(labelled)
+
+
 def _write_outputs(run_dir: Path, info: dict[str, Any], evaluation: dict[str, Any]) -> None:
     """The manifest and the evaluation. Per-image test predictions go to their own file
     (paired comparisons between runs read it); the evaluation keeps its name and size."""
-    predictions = evaluation.pop("test_predictions", None)
-    if predictions is not None:
-        (run_dir / PREDICTIONS_FILE).write_text(json.dumps(predictions))
-        evaluation["test_predictions"] = {
-            "file": PREDICTIONS_FILE,
-            "images": len(predictions["ids"]),
-        }
+    for key, name in (
+        ("test_predictions", PREDICTIONS_FILE),
+        ("val_predictions", VAL_PREDICTIONS_FILE),
+    ):
+        predictions = evaluation.pop(key, None)
+        if predictions is not None:
+            (run_dir / name).write_text(json.dumps(predictions))
+            evaluation[key] = {"file": name, "images": len(predictions["ids"])}
     (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
     (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
 
@@ -310,6 +340,17 @@ def predict_proba(
             done = sum(len(c) for c in chunks)
             progress.update(done, len(items), "images")
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, len(CLASS_NAMES)))
+
+
+def _predictions(items: Sequence[ClassifierItem], proba: np.ndarray) -> dict[str, Any]:
+    """Per-image predictions as stored: image ids, labels, skin types, class probabilities."""
+    return {
+        "classes": CLASS_NAMES,
+        "ids": [i.key or i.path for i in items],
+        "labels": [i.label for i in items],
+        "fst": [i.fst for i in items],
+        "proba": np.round(proba, 6).tolist(),
+    }
 
 
 def _keyed(report: dict[str, Any]) -> dict[str, Any]:
@@ -354,13 +395,7 @@ def evaluate(
             )
         ),
     }
-    out["test_predictions"] = {
-        "classes": CLASS_NAMES,
-        "ids": [i.key or i.path for i in labelled],
-        "labels": y,
-        "fst": [i.fst for i in labelled],
-        "proba": np.round(proba, 6).tolist(),
-    }
+    out["test_predictions"] = _predictions(labelled, proba)
     with_flag = [k for k, i in enumerate(labelled) if i.malignant is not None]
     if with_flag:
         malignant = [CLASS_NAMES.index(c) for c in MALIGNANT_CLASSES]

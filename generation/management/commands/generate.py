@@ -3,9 +3,11 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from fairskin.config_types import SettingsError, field_names, parse_settings
+from fairskin.generation.hard_example import HardExampleSettings
 from fairskin.generation.scoring_config import ScoringConfig
 from fairskin.generation.spec import SPEC
 from fairskin.progress import ConsoleProgress
+from generation.hard_examples import hard_example_batch_create, hard_example_plan
 from generation.models import Batch, BatchState
 from generation.selectors import batch_strata, model_run_get
 from generation.services import BatchConfigError, batch_create
@@ -173,6 +175,38 @@ class Command(BaseCommand):
         parser.add_argument(
             "--wait", action="store_true", help="run in the foreground with a progress bar"
         )
+        hard = parser.add_argument_group(
+            "hard examples", "quotas from a classifier run's validation errors per stratum"
+        )
+        defaults = HardExampleSettings()
+        hard.add_argument(
+            "--hard-examples-from",
+            type=int,
+            metavar="RUN",
+            help="plan the quotas from this classifier run's validation errors (not with "
+            "--diagnosis or --fst-distribution; see docs/validation/hard-examples.md)",
+        )
+        hard.add_argument(
+            "--floor",
+            type=int,
+            default=defaults.floor,
+            help="images every stratum gets (default %(default)s)",
+        )
+        hard.add_argument(
+            "--cap-share",
+            type=float,
+            default=defaults.cap_share,
+            help="the most one stratum may get, as a share of --count (default %(default)s)",
+        )
+        hard.add_argument(
+            "--min-images",
+            type=int,
+            default=defaults.min_images,
+            help="validation images a stratum needs to be judged (default %(default)s)",
+        )
+        hard.add_argument(
+            "--dry-run", action="store_true", help="print the plan and its reasons only"
+        )
 
     def handle(
         self,
@@ -205,12 +239,28 @@ class Command(BaseCommand):
         run = model_run_get(run_id=model)
         if run is None:
             raise CommandError(f"no run {model}")
+        if options["hard_examples_from"] is not None:
+            if diagnoses or fst_distribution:
+                raise CommandError(
+                    "--hard-examples-from sets the strata: drop --diagnosis and --fst-distribution"
+                )
+            create, strata = self._hard_examples(options, run, count), {}
+            if options["dry_run"]:
+                self.stdout.write("dry run: nothing was queued")
+                return
+        elif options["dry_run"]:
+            raise CommandError("--dry-run goes with --hard-examples-from")
+        else:
+            create = batch_create
+            strata = {
+                "diagnoses": diagnoses or None,
+                "fst_distribution": _distribution(fst_distribution) or None,
+            }
         try:
-            batch = batch_create(
+            batch = create(
                 model_run=run,
                 target=count,
-                diagnoses=diagnoses or None,
-                fst_distribution=_distribution(fst_distribution) or None,
+                **strata,
                 overgeneration=overgeneration,
                 scheduler=scheduler,
                 steps=steps,
@@ -270,3 +320,34 @@ class Command(BaseCommand):
             f"accepted {batch.report.get('accepted')}, shortfall {batch.report.get('shortfall')}"
         )
         self.stdout.write(str(batch.pk))
+
+    def _hard_examples(self, options, model_run, count):
+        """Print the plan of --hard-examples-from and return the launcher of that plan."""
+        run_id = options["hard_examples_from"]
+        classifier = model_run_get(run_id=run_id)
+        if classifier is None:
+            raise CommandError(f"no run {run_id}")
+        settings = HardExampleSettings(
+            floor=options["floor"],
+            cap_share=options["cap_share"],
+            min_images=options["min_images"],
+        )
+        try:
+            plan = hard_example_plan(
+                classifier_run=classifier, model_run=model_run, target=count, settings=settings
+            )
+        except BatchConfigError as exc:
+            raise CommandError(f"{exc}\nNothing was queued.") from exc
+        self.stdout.write(f"hard examples from classifier run {classifier.pk}: {plan.summary}")
+        for row in plan.rows:
+            self.stdout.write(f"  {row.reason}")
+
+        def launch(**kwargs):
+            return hard_example_batch_create(
+                classifier_run=classifier,
+                settings=settings,
+                expected_quotas=plan.quotas(),
+                **kwargs,
+            )
+
+        return launch
