@@ -175,11 +175,12 @@ class HardExamplePlan:
     @property
     def summary(self) -> str:
         judged = sum(r.judged for r in self.rows)
+        share = _percent(self.settings.cap_share)
         return (
             f"{self.target} images over {len(self.rows)} strata: each gets at least "
-            f"{self.settings.floor}, at most {self.cap} ({self.settings.cap_share:.0%} of the "
-            f"target); the {judged} strata with at least {self.settings.min_images} validation "
-            f"images share the rest in proportion to their Laplace error (errors + 1) / (n + 2)"
+            f"{self.settings.floor}, at most {self.cap} ({share} of the target); the "
+            f"{judged} strata with at least {self.settings.min_images} validation images "
+            "share the rest in proportion to their Laplace error (errors + 1) / (n + 2)"
         )
 
     def to_json(self) -> dict[str, Any]:
