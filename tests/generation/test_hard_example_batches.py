@@ -101,7 +101,8 @@ def test_a_real_classifier_run_plans_hard_examples_shown_before_launch(client, c
     run_page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     url = reverse("generation:hard_examples", args=[run.pk])
     assert url in run_page and "Generate hard examples" in run_page
-    assert url in client.get(reverse("training:fairness")).content.decode()
+    fairness = unescape(client.get(reverse("training:fairness")).content.decode())
+    assert url in fairness and "is an ordinary classifier run" in fairness
 
     page = client.get(url, {"target": 24, "min_images": 1, "cap_share": 1})
     assert page.status_code == 200
