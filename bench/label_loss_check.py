@@ -8,6 +8,7 @@ noise and timesteps with: its own label, the same diagnosis on the opposite skin
 lowest loss.
 
     .venv/bin/python bench/label_loss_check.py /tmp/labels-exp-XXXX --draws 32
+    .venv/bin/python bench/label_loss_check.py /tmp/labels-exp-XXXX --run labels-lr-0.01
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("work", type=Path)
     parser.add_argument("--draws", type=int, default=32)
+    parser.add_argument("--run", default="with-labels", help="the labelled run's folder name")
     args = parser.parse_args()
     torch.set_num_threads(2)
     work: Path = args.work
@@ -46,8 +48,8 @@ def main() -> None:
     pipe = StableDiffusionPipeline.from_pretrained(
         base, safety_checker=None, requires_safety_checker=False
     )
-    tokens = load_run_artifacts(pipe, [work / "ti", work / "with-labels"])
-    attach_labels(pipe.unet, load_labels(work / "with-labels" / FILENAME))
+    tokens = load_run_artifacts(pipe, [work / "ti", work / args.run])
+    attach_labels(pipe.unet, load_labels(work / args.run / FILENAME))
     pipe.unet.eval()
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     items = []
