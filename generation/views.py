@@ -18,7 +18,6 @@ from generation.conditioning import batch_conditioning
 from generation.forms import HardExampleForm, sent_quotas
 from generation.hard_examples import default_model_run, hard_example_batch_create, hard_example_plan
 from generation.models import Batch, Sample, Verdict
-from training.models import Run
 
 GALLERY_PAGE = 48
 
@@ -185,7 +184,7 @@ def batch_resume(request, batch_id: int):
     return redirect("generation:batch", batch_id=batch.pk)
 
 
-def _hard_example_data(query, classifier: Run) -> dict:
+def _hard_example_data(query, classifier) -> dict:
     """The plan page's form values: the query's, else the defaults (the newest model run
     the classifier's diagnoses cover)."""
     model = query.get("model_run") or ""
@@ -210,7 +209,9 @@ def hard_examples(request, run_id: int):
     """A classifier run's validation errors per stratum and the batch they plan, shown before
     launch (GET, or POST with action=plan for other settings); POST with action=launch
     launches that plan with the chosen model and target."""
-    classifier = get_object_or_404(Run.objects.select_related("job"), pk=run_id)
+    classifier = selectors.model_run_get(run_id=run_id)
+    if classifier is None:
+        raise Http404(f"no run {run_id}")
     posted = request.method == "POST"
     form = HardExampleForm(request.POST if posted else _hard_example_data(request.GET, classifier))
     launch = posted and request.POST.get("action") == "launch"

@@ -157,6 +157,12 @@ MATRIX = {
         "batch",
         {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 302},
     ),
+    # Launching batches is the engineer's; the factory's run is no classifier: the page says so.
+    "generation:hard_examples": (
+        "get",
+        "run",
+        {"anonymous": LOGIN, "dermatologist": 403, "lead": 403, "engineer": 200},
+    ),
     "generation:sample": (
         "get",
         "sample",
