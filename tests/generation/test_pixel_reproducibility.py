@@ -64,12 +64,12 @@ def this_machine() -> dict:
 
 
 def test_shard_size_and_resumed_shards_leave_every_sha256_unchanged(lora_run):
-    batches = {size: generate(lora_run, device_batch=3, shard_size=size) for size in (3, 5, 64)}
+    # 5 cuts the device groups of 3 at shard boundaries; 64 is the whole batch in one shard.
+    batches = {size: generate(lora_run, device_batch=3, shard_size=size) for size in (5, 64)}
     reference = hashes(batches[64])
     assert len(reference) >= 7
-    for size in (3, 5):
-        assert hashes(batches[size]) == reference, f"shard size {size}"
-    assert Job.objects.filter(parent=batches[3].job, kind="generation.shard").count() >= 3
+    assert hashes(batches[5]) == reference, "shard size 5"
+    assert Job.objects.filter(parent=batches[5].job, kind="generation.shard").count() >= 2
     for batch in batches.values():
         record = batch.reproducibility
         assert batch.micro_batch == record["micro_batch"] == 3

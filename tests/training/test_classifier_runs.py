@@ -170,7 +170,13 @@ def test_the_fairness_report_compares_runs_and_refuses_what_cannot_be_compared(c
     check_runs_tested_on_different_images_are_refused_on_the_page(client, runs)
 
 
-def test_bad_classifier_runs_are_refused(datasets):
+@pytest.fixture
+def small_demo(capsys):
+    call_command("seed_demo", "--per-class", "2", "--seed", "1")
+    capsys.readouterr()
+
+
+def test_bad_classifier_runs_are_refused(small_demo):
     with pytest.raises(RunConfigError, match="epochs"):
         run_create(kind="classifier", selection={"datasets": ["demo"]}, config={"epochs": 0})
     Image.objects.filter(dataset__name="demo", split="test").update(split="val")
