@@ -49,9 +49,13 @@ def write_run(folder, tiny, *, labels: bool, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def labelled(tiny, tmp_path_factory):
-    run = write_run(tmp_path_factory.mktemp("runs") / "labelled", tiny, labels=True)
-    return BatchGenerator(tiny, [run], scheduler="ddim")
+def labelled_run(tiny, tmp_path_factory):
+    return write_run(tmp_path_factory.mktemp("runs") / "labelled", tiny, labels=True)
+
+
+@pytest.fixture(scope="module")
+def labelled(tiny, labelled_run):
+    return BatchGenerator(tiny, [labelled_run], scheduler="ddim")
 
 
 def test_the_label_table_is_the_one_beside_the_loaded_lora(tiny, tmp_path):
@@ -66,9 +70,15 @@ def test_the_label_table_is_the_one_beside_the_loaded_lora(tiny, tmp_path):
     assert lineage_label_file([no_lora]) is None
 
 
-def test_label_scale_zero_through_the_guided_loop_is_the_plain_pipeline(labelled):
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "dpm-solver++"])
+def test_label_scale_zero_through_the_guided_loop_is_the_plain_pipeline(
+    tiny, labelled, labelled_run, scheduler
+):
     """The guided sampler draws each candidate's noise from its own generator as the pipeline
-    does, so at label scale 0 it reproduces the batch pipeline's pixels."""
+    does (DDPM's step noise too; DPM-Solver keeps state between steps), so at label scale 0 it
+    reproduces the batch pipeline's pixels."""
+    if scheduler != "ddim":
+        labelled = BatchGenerator(tiny, [labelled_run], scheduler=scheduler)
     prompts, seeds = ["skin"] * 2, [3, 4]
     plain = labelled.generate(prompts, seeds, steps=STEPS, size=SIZE, guidance=5.0)
     labelled.pipe.unet.class_embedding = labelled.labels  # the null label adds zero
