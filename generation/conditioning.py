@@ -264,13 +264,14 @@ def batch_conditioning(batch: Batch) -> dict[str, Any]:
 def model_adapter_run(run: Run) -> Run | None:
     """The run whose image-prompt adapter the model's LoRA was trained with: the last run of
     its lineage that has a LoRA, when its folder holds ``ip_adapter.safetensors``."""
-    from fairskin.diffusion.artifacts import LORA_FILE
+    from fairskin.diffusion.artifacts import lora_run_dir
     from fairskin.diffusion.image_prompt import FILENAME as ADAPTER_FILE
 
-    with_lora = [r for r in run.lineage() if Path(r.artifacts_dir, LORA_FILE).is_file()]
-    if with_lora and Path(with_lora[-1].artifacts_dir, ADAPTER_FILE).is_file():
-        return with_lora[-1]
-    return None
+    lineage = run.lineage()
+    folder = lora_run_dir([Path(r.artifacts_dir) for r in lineage])
+    if folder is None or not (folder / ADAPTER_FILE).is_file():
+        return None
+    return next(r for r in reversed(lineage) if Path(r.artifacts_dir) == folder)
 
 
 def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, Any]:

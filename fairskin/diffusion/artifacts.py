@@ -199,6 +199,14 @@ def save_lora(run_dir: Path, unet: UNet2DConditionModel, *, adapter_name: str = 
     return target
 
 
+def lora_run_dir(run_dirs: Sequence[Path]) -> Path | None:
+    """The run of a lineage (oldest first) whose LoRA `load_run_artifacts` loads: the last one
+    that has a LoRA file. What was trained with that LoRA (labels, an image-prompt adapter)
+    is read from the same folder."""
+    with_lora = [Path(d) for d in run_dirs if (Path(d) / LORA_FILE).is_file()]
+    return with_lora[-1] if with_lora else None
+
+
 def load_run_artifacts(pipe: StableDiffusionPipeline, run_dirs: Sequence[Path]) -> list[str]:
     """Load the tokens of every run in ``run_dirs`` and the LoRA of the last run that has one.
 
@@ -244,9 +252,9 @@ def load_run_artifacts(pipe: StableDiffusionPipeline, run_dirs: Sequence[Path]) 
                 "with a different embedding"
             )
 
-    lora_files = [Path(d) / LORA_FILE for d in run_dirs if (Path(d) / LORA_FILE).is_file()]
-    if lora_files:
-        _activate_lora(pipe, lora_files[-1])
+    lora_dir = lora_run_dir(run_dirs)
+    if lora_dir is not None:
+        _activate_lora(pipe, lora_dir / LORA_FILE)
     if to_load:
         pipe.load_textual_inversion([str(path) for path in to_load])
     return list(chosen)

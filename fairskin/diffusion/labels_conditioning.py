@@ -246,13 +246,11 @@ def lineage_label_file(run_dirs: Sequence[Path]) -> Path | None:
     """The label table a model's lineage (oldest first) samples with: the one saved beside the
     LoRA that is loaded, the last run's that has a LoRA (`artifacts.load_run_artifacts`).
     Labels are learned together with that LoRA; another run's would not match it."""
-    from fairskin.diffusion.artifacts import LORA_FILE
+    from fairskin.diffusion.artifacts import lora_run_dir
 
-    with_lora = [Path(d) for d in run_dirs if (Path(d) / LORA_FILE).is_file()]
-    if not with_lora:
-        return None
-    path = with_lora[-1] / FILENAME
-    return path if path.is_file() else None
+    folder = lora_run_dir(run_dirs)
+    path = folder / FILENAME if folder is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 @contextmanager

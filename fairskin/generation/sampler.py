@@ -175,16 +175,34 @@ class BatchGenerator:
         pixels = prompt.image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
         image = Image.fromarray(pixels.permute(1, 2, 0).cpu().numpy())
         embeds = reference_embeds(self.pipe, image, guidance=guidance > 1)
+        return self._text_to_image(
+            prompts, generators, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+            size=size,
+            ip_adapter_image_embeds=[e.to(self.device, self.pipe.unet.dtype) for e in embeds],
+        )  # fmt: skip
+
+    def _text_to_image(
+        self,
+        prompts: Sequence[str],
+        generators: list[torch.Generator],
+        *,
+        steps: int,
+        guidance: float,
+        negative_prompt: str,
+        size: int,
+        **extra: Any,
+    ) -> torch.Tensor:
+        """One call of the text-to-image pipeline (``extra``: an image prompt's embeddings)."""
         out = self.pipe(
             prompt=list(prompts),
             negative_prompt=[negative_prompt] * len(prompts),
-            ip_adapter_image_embeds=[e.to(self.device, self.pipe.unet.dtype) for e in embeds],
             generator=generators,
             num_inference_steps=steps,
             guidance_scale=guidance,
             height=size,
             width=size,
             output_type="pt",
+            **extra,
         )
         return cast("torch.Tensor", out.images.float().clamp(0, 1))
 
@@ -231,17 +249,10 @@ class BatchGenerator:
                 negative_prompt=negative_prompt,
                 size=size,
             )
-        out = self.pipe(
-            prompt=list(prompts),
-            negative_prompt=[negative_prompt] * len(prompts),
-            generator=generators,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            height=size,
-            width=size,
-            output_type="pt",
-        )
-        return cast("torch.Tensor", out.images.float().clamp(0, 1))
+        return self._text_to_image(
+            prompts, generators, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+            size=size,
+        )  # fmt: skip
 
     def _from_references(
         self,
