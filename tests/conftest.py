@@ -211,6 +211,50 @@ def screenshot():
     return take
 
 
+def settle_other_sessions(*, wait: float = 10.0) -> list[int]:
+    """Let the live server's request threads finish their queries; end any other session on
+    the test database still busy after ``wait`` seconds (idle ones hold no lock and may be a
+    connection the test itself goes on using); the pids ended.
+
+    The flush that ends a live-server test truncates every table in one statement. A request
+    the page still had in flight (a progress poll, a thumbnail) takes its table locks in
+    another order, and PostgreSQL breaks the deadlock by failing the flush, which leaves rows
+    behind for the next test (CI saw exactly this).
+    """
+    query = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'"
+    )
+    if connection.vendor != "postgresql":  # SQLite's fallback: one process, no such locks
+        return []
+    deadline = time.monotonic() + wait
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute(query)
+            if not cursor.fetchall() or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        cursor.execute(query.replace("SELECT pid", "SELECT pid, pg_terminate_backend(pid)", 1))
+        return [pid for pid, _ in cursor.fetchall()]
+
+
+@pytest.fixture(autouse=True)
+def _live_server_settles_before_flush(request):
+    """For a live-server test: after it (its browser contexts closed, so no page polls on),
+    the server's requests settle before pytest-django's flush runs (see
+    ``settle_other_sessions``). Requesting transactional_db here orders this teardown first."""
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    chromium = request.getfixturevalue("browser") if "browser" in request.fixturenames else None
+    yield
+    if chromium is not None:
+        for context in chromium.contexts:
+            context.close()
+    settle_other_sessions()
+
+
 def _plain_flush(item) -> bool:
     """Whether the test ends with a plain flush (transactional, no serialized rollback).
 
