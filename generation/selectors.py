@@ -10,7 +10,7 @@ from django.db.models import Count, Q, QuerySet
 
 from generation.models import Batch, Sample, Verdict
 from jobs.models import Job, JobState
-from training.models import Run, RunKind
+from training.models import GENERATING_KINDS, Run
 from training.selectors import runs_finished
 
 LIVE_JOBS_SHOWN = 8  # running shard/report jobs listed with their progress on the batch page
@@ -203,7 +203,7 @@ def batch_of_job(*, job: Job) -> Batch | None:
 def model_runs_usable() -> QuerySet[Run]:
     """The runs a batch can be launched with: finished LoRA and joint runs (the service checks
     their lineage too)."""
-    return runs_finished().filter(kind__in=[RunKind.LORA, RunKind.JOINT])
+    return runs_finished().filter(kind__in=GENERATING_KINDS)
 
 
 def model_run_get(*, run_id: int) -> Run | None:

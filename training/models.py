@@ -13,6 +13,9 @@ class RunKind(models.TextChoices):
     CLASSIFIER = "classifier", "Classifier"
 
 
+# The kinds whose model generates images: a generation batch's, an on-the-fly classifier's.
+GENERATING_KINDS = (RunKind.LORA, RunKind.JOINT)
+
 # The kind each kind's parent must be: TI -> LoRA -> joint.
 PARENT_KIND: dict[str, RunKind] = {
     RunKind.LORA: RunKind.TEXTUAL_INVERSION,
@@ -71,7 +74,12 @@ class Run(models.Model):
 
     @property
     def uses_synthetic(self) -> bool:
-        return bool(self.selection.get("synthetic_datasets"))
+        return bool(self.selection.get("synthetic_datasets")) or self.uses_on_the_fly
+
+    @property
+    def uses_on_the_fly(self) -> bool:
+        """A classifier that trained on images generated as it ran (never studied)."""
+        return (self.config or {}).get("on_the_fly_share", 0) > 0
 
     def lineage(self) -> list[Run]:
         """This run and its ancestors, oldest first: TI -> LoRA -> joint."""

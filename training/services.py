@@ -17,7 +17,7 @@ from fairskin.provenance import new_identity
 from jobs.models import Job
 from jobs.registry import LeaseHolder
 from jobs.services import job_cancel, job_create, job_resume
-from training.models import PARENT_KIND, Run, RunKind
+from training.models import GENERATING_KINDS, PARENT_KIND, Run, RunKind
 from training.selectors import (
     classifier_images,
     run_is_finished,
@@ -219,7 +219,9 @@ def _classifier_run_create(
         )
     if selection["synthetic_datasets"] and not synthetic.exists():
         raise RunConfigError("the synthetic datasets hold no usable image")
-    if classifier_config.pretrain_epochs and not synthetic.exists():
+    if classifier_config.on_the_fly:
+        _check_on_the_fly(classifier_config, released=synthetic.exists())
+    elif classifier_config.pretrain_epochs and not synthetic.exists():
         raise RunConfigError("synthetic pre-training needs synthetic images in the selection")
     with transaction.atomic():
         run = Run.objects.create(
@@ -249,6 +251,23 @@ def _classifier_run_create(
         )
         run.save(update_fields=["identity", "artifacts_dir", "job"])
     return run
+
+
+def _check_on_the_fly(config: Any, *, released: bool) -> None:
+    """An on-the-fly classifier's generating model is a finished LoRA or joint run, and with
+    no released synthetic images its whole synthetic share is generated."""
+    model = Run.objects.filter(pk=config.on_the_fly_model).first()
+    if model is None or model.kind not in GENERATING_KINDS or not run_is_finished(run=model):
+        raise RunConfigError(
+            f"on_the_fly_model: run {config.on_the_fly_model} is not a finished LoRA or joint "
+            "run, so it cannot generate the on-the-fly images"
+        )
+    if not released and config.on_the_fly_share != 1:
+        raise RunConfigError(
+            "with no synthetic dataset selected every synthetic draw is an on-the-fly image: "
+            f"set on_the_fly_share to 1 (it is {config.on_the_fly_share}) or select a "
+            "released synthetic dataset"
+        )
 
 
 def run_mark_confidence_model(*, run: Run) -> Run:

@@ -16,8 +16,8 @@ from fairskin.diffusion.config import TrainConfig
 from jobs.registry import JobContext
 from jobs.threads import set_torch_threads
 from training import services
-from training.models import Run
-from training.selectors import classifier_images, selection_images
+from training.models import GENERATING_KINDS, Run
+from training.selectors import classifier_images, run_is_finished, selection_images
 
 
 def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
@@ -160,6 +160,7 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
         f"images, {len(val)} validation images"
     )
     config = ClassifierConfig.build({k: v for k, v in run.config.items()})
+    on_the_fly = _on_the_fly_cache(run, config, real, progress) if config.on_the_fly else None
     result = train_classifier(
         config=config,
         train_items=real + synthetic,
@@ -171,7 +172,9 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
             "run_id": run.pk,
             "selection": run.selection,
             "selection_hash": run.selection_hash,
+            "on_the_fly_model": _model_record(config.on_the_fly_model) if on_the_fly else None,
         },
+        on_the_fly=on_the_fly,
         identity={
             "identity": run.identity,
             "settings_hash": settings_hash(config.to_dict()),
@@ -192,3 +195,62 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
         "auroc": round(by_fst.get("auroc") or 0, 4),
         "weights": result.weights_source,
     }
+
+
+def _model_run(run_id: int | None) -> Run:
+    model = Run.objects.filter(pk=run_id).first() if run_id else None
+    if model is None or not run_is_finished(run=model) or model.kind not in GENERATING_KINDS:
+        raise services.RunConfigError(
+            f"on_the_fly_model {run_id} is not a finished LoRA or joint run"
+        )
+    return model
+
+
+def _model_record(run_id: int | None) -> dict[str, Any]:
+    model = _model_run(run_id)
+    return {
+        "run_id": model.pk,
+        "identity": model.identity,
+        "base_model": model.base_model_resolved or model.base_model,
+        "lineage": [r.pk for r in model.lineage()],
+    }
+
+
+def _on_the_fly_cache(run: Run, config: Any, real: list[Any], progress: JobContext) -> Any:
+    """The run's cache of images generated as it trains, with the model of run
+    ``on_the_fly_model`` (loaded only when an image is missing), balanced over the
+    diagnoses of its real training images and the skin types it mixes synthetic images into."""
+    from fairskin.classifier.model import CLASS_NAMES
+    from fairskin.classifier.on_the_fly import OnTheFlyCache, OnTheFlyPlan, generator_draw
+
+    model = _model_run(config.on_the_fly_model)
+    diagnoses = sorted({CLASS_NAMES[i.label] for i in real})
+    fsts = sorted({i.fst for i in real if i.fst and config.synthetic_shares.get(i.fst, 0) > 0})
+    plan = OnTheFlyPlan(
+        seed=config.seed,
+        per_epoch=config.on_the_fly_per_epoch,
+        cache=config.on_the_fly_cache,
+        strata=tuple((dx, fst) for dx in diagnoses for fst in fsts),
+        micro_batch=config.on_the_fly_micro_batch,
+    )
+
+    def draw_factory():
+        base = resolve_base_model(model.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
+        return generator_draw(
+            base,
+            [Path(r.artifacts_dir) for r in model.lineage()],
+            steps=config.on_the_fly_steps,
+            guidance=config.on_the_fly_guidance,
+        )
+
+    progress.log(
+        f"on-the-fly images from run {model.pk}: {plan.per_epoch} per epoch, at most "
+        f"{plan.cache} held, over {len(plan.strata)} diagnosis x skin type strata"
+    )
+    return OnTheFlyCache(
+        Path(run.artifacts_dir),
+        plan,
+        draw_factory,
+        label_of=CLASS_NAMES.index,
+        log=progress.log,
+    )

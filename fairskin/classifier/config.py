@@ -35,6 +35,16 @@ class ClassifierConfig:
     mixed_precision: str = "no"
     bootstrap: int = 500
     seed: int = 0
+    # On-the-fly generation (fairskin.classifier.on_the_fly): the share of each skin type's
+    # synthetic draws taken from images the run generates as it trains, with the model of
+    # run ``on_the_fly_model`` (a LoRA or joint run).
+    on_the_fly_share: float = 0.0
+    on_the_fly_model: int | None = None
+    on_the_fly_per_epoch: int = 32  # new images before each epoch
+    on_the_fly_cache: int = 128  # most images held; the oldest leave first
+    on_the_fly_steps: int = 25
+    on_the_fly_guidance: float = 7.5
+    on_the_fly_micro_batch: int = 4  # images per device pass (their pixels depend on it)
 
     @classmethod
     def build(cls, overrides: dict[str, Any] | None = None) -> ClassifierConfig:
@@ -82,5 +92,38 @@ class ClassifierConfig:
         shares = self.synthetic_shares
         if set(shares) - set(range(1, 7)) or any(not 0 <= v <= 1 for v in shares.values()):
             problems.append("synthetic_shares maps skin types 1-6 to shares in [0, 1]")
+        problems += self._on_the_fly_problems()
         if problems:
             raise ClassifierConfigError("; ".join(problems))
+
+    @property
+    def on_the_fly(self) -> bool:
+        return self.on_the_fly_share > 0
+
+    def _on_the_fly_problems(self) -> list[str]:
+        if not 0 <= self.on_the_fly_share <= 1:
+            return ["on_the_fly_share is a share of the synthetic draws, in [0, 1]"]
+        if not self.on_the_fly:
+            return []
+        problems = []
+        if not isinstance(self.on_the_fly_model, int) or self.on_the_fly_model <= 0:
+            problems.append("on_the_fly_share > 0 needs on_the_fly_model: the run to generate with")
+        for name, high in (
+            ("on_the_fly_per_epoch", 10_000),
+            ("on_the_fly_cache", 100_000),
+            ("on_the_fly_steps", 1000),
+            ("on_the_fly_micro_batch", 64),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 1 <= value <= high:
+                problems.append(f"{name} must be a whole number from 1 to {high:,}")
+        if self.on_the_fly_cache < self.on_the_fly_per_epoch:
+            problems.append(
+                "on_the_fly_cache must hold at least on_the_fly_per_epoch images, or new "
+                "images would leave before any epoch drew them"
+            )
+        if not 0 <= self.on_the_fly_guidance <= 50:
+            problems.append("on_the_fly_guidance must be from 0 to 50")
+        if not any(v > 0 for v in self.synthetic_shares.values()):
+            problems.append("every synthetic share is 0, so no on-the-fly image would be drawn")
+        return problems

@@ -22,6 +22,7 @@ class ClassifierItem:
     synthetic: bool = False
     malignant: bool | None = None  # where the dataset records it (DDI)
     key: str | None = None  # a stable image id; paired comparisons match test images by it
+    on_the_fly: bool = False  # generated during the run (fairskin.classifier.on_the_fly)
 
 
 def transforms_for(size: int, *, augment: bool) -> Callable[[Image.Image], torch.Tensor]:
@@ -74,27 +75,37 @@ def mixture_weights(
     *,
     epoch: int = 0,
     ramp_epochs: int = 0,
+    on_the_fly_share: float = 0.0,
 ) -> torch.Tensor:
     """Sampling weights that make synthetic images a fraction ``share(fst)`` of each skin
     type's draws, keeping each type's overall weight in proportion to its image count.
 
-    Where a type has no synthetic image (or no real one) its draws are all of the other kind.
+    Of a type's synthetic draws, ``on_the_fly_share`` go to images generated during the run
+    and the rest to released ones. On-the-fly images do not count towards a type's weight
+    (the cache's size is a setting, not data), so they change the mixture within a type only.
+    Where a type has no synthetic image (or no real one) its draws are all of the other kind;
+    likewise between released and on-the-fly images.
     """
     by_fst: dict[int | None, list[int]] = {}
     for i, item in enumerate(items):
         by_fst.setdefault(item.fst, []).append(i)
     weights = torch.zeros(len(items), dtype=torch.float64)
     for fst, indices in by_fst.items():
-        synthetic = [i for i in indices if items[i].synthetic]
+        fly = [i for i in indices if items[i].on_the_fly]
+        released = [i for i in indices if items[i].synthetic and not items[i].on_the_fly]
         real = [i for i in indices if not items[i].synthetic]
         share = synthetic_share(shares, fst, epoch=epoch, ramp_epochs=ramp_epochs)
-        if not synthetic:
+        if not (fly or released):
             share = 0.0
         elif not real:
             share = 1.0
-        mass = len(indices)
-        for i in synthetic:
-            weights[i] = mass * share / len(synthetic)
-        for i in real:
-            weights[i] = mass * (1 - share) / len(real)
+        fly_share = on_the_fly_share if fly and released else float(bool(fly))
+        mass = len(real) + len(released) or len(fly)
+        for pool, part in (
+            (real, 1 - share),
+            (released, share * (1 - fly_share)),
+            (fly, share * fly_share),
+        ):
+            for i in pool:
+                weights[i] = mass * part / len(pool)
     return weights

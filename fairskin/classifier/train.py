@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,18 +27,14 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from fairskin.classifier.config import ClassifierConfig
 from fairskin.classifier.data import ClassifierItem, ImageSet, mixture_weights
-from fairskin.classifier.fairness import (
-    fairness_report,
-    fairness_report_multiclass,
-    fst_group,
-)
+from fairskin.classifier.evaluation import evaluate, predict_validation
 from fairskin.classifier.model import (
     CLASS_NAMES,
-    MALIGNANT_CLASSES,
     SkinClassifier,
     build_classifier,
     reverse_gradient,
 )
+from fairskin.classifier.on_the_fly import OnTheFlyCache
 from fairskin.progress import JobCancelled, Progress
 from fairskin.provenance import check_record, settings_hash
 
@@ -64,7 +61,6 @@ PHASE_NAMES = {
     "dann": "Domain-adversarial training",
 }
 PHASE_LOADING = "Loading the classifier network"
-PHASE_EVALUATING = "Evaluating on the test split"
 
 
 def _phase_epochs(config: ClassifierConfig) -> list[tuple[str, int]]:
@@ -77,11 +73,24 @@ def _phase_epochs(config: ClassifierConfig) -> list[tuple[str, int]]:
     ]
 
 
-def _batches_per_epoch(
-    items: Sequence[ClassifierItem], config: ClassifierConfig, phase: str
+def _epoch_size(
+    items: Sequence[ClassifierItem], phase: str, on_the_fly: OnTheFlyCache | None
 ) -> int:
+    """Draws per epoch: the run's own images (the phase's), or where pre-training has only
+    on-the-fly images, the cache's size. On-the-fly images never lengthen an epoch."""
     used = sum(1 for i in items if phase != "pretrain" or i.synthetic)
-    return -(-used // config.batch_size)
+    if not used and on_the_fly is not None:
+        return on_the_fly.plan.cache
+    return used
+
+
+def _batches_per_epoch(
+    items: Sequence[ClassifierItem],
+    config: ClassifierConfig,
+    phase: str,
+    on_the_fly: OnTheFlyCache | None = None,
+) -> int:
+    return -(-_epoch_size(items, phase, on_the_fly) // config.batch_size)
 
 
 def _loader(
@@ -91,25 +100,45 @@ def _loader(
     phase: str,
     epoch: int,
     generator: torch.Generator,
+    on_the_fly: OnTheFlyCache | None = None,
+    run_epoch: int = 0,
 ) -> DataLoader[Any]:
+    """One epoch's loader. With on-the-fly generation, the cache as this epoch (``run_epoch``,
+    counted over all phases) sees it joins the items, and its draws are recorded."""
+    size = _epoch_size(items, phase, on_the_fly)
+    if on_the_fly is not None:
+        items = [*items, *on_the_fly.items_for_epoch(run_epoch)]
+    share = config.on_the_fly_share if on_the_fly is not None else 0.0
     if phase == "pretrain":
         items = [i for i in items if i.synthetic]
-        weights = torch.ones(len(items), dtype=torch.float64)
+        # Synthetic images only (no real image: each type's draws are all synthetic).
+        weights = (
+            torch.ones(len(items), dtype=torch.float64)
+            if on_the_fly is None
+            else mixture_weights(items, {}, on_the_fly_share=share)
+        )
     else:
         weights = mixture_weights(
-            items, config.synthetic_shares, epoch=epoch, ramp_epochs=config.ramp_epochs
+            items,
+            config.synthetic_shares,
+            epoch=epoch,
+            ramp_epochs=config.ramp_epochs,
+            on_the_fly_share=share,
         )
     # torch annotates weights as Sequence[float]; it takes (and documents) a Tensor too.
     sampler = WeightedRandomSampler(
         weights,  # type: ignore[arg-type]
-        num_samples=len(items),
+        num_samples=size,
         replacement=True,
         generator=generator,
     )
+    order = list(sampler)  # the same draws the loader would make; counted before use
+    if on_the_fly is not None:
+        on_the_fly.count_draws(run_epoch, items, order)
     return DataLoader(
         ImageSet(items, config.image_size, train=True),
         batch_size=config.batch_size,
-        sampler=sampler,
+        sampler=order,
         num_workers=0,
     )
 
@@ -148,16 +177,16 @@ def train_classifier(
     run_info: dict[str, Any] | None = None,
     identity: dict[str, Any] | None = None,
     val_items: Sequence[ClassifierItem] = (),
+    on_the_fly: OnTheFlyCache | None = None,
 ) -> ClassifierResult:
     """Train (or resume from ``run_dir``'s checkpoint) and evaluate. ``identity``: the record
     the checkpoint must carry to be resumed from (by default the folder's name, the settings
     and the images); a checkpoint of anything else is refused (`IdentityMismatch`).
     ``val_items``: validation images whose per-image predictions are stored
-    (``val_predictions.json``) for hard-example planning; they do not affect training."""
-    if not train_items:
-        raise ValueError("no training images")
-    if config.pretrain_epochs and not any(i.synthetic for i in train_items):
-        raise ValueError("synthetic pre-training was asked for but the run has no synthetic images")
+    (``val_predictions.json``) for hard-example planning; they do not affect training.
+    ``on_the_fly``: the cache of images generated as the run trains, when its settings ask
+    for them (``on_the_fly_share``)."""
+    _check_inputs(config, train_items, on_the_fly)
     run_dir.mkdir(parents=True, exist_ok=True)
     identity, lenient = _identity(identity, config, run_dir, train_items)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -174,30 +203,17 @@ def train_classifier(
     scaler = torch.amp.GradScaler(dev.type, enabled=config.mixed_precision == "fp16")
     plan = _phase_epochs(config)
 
-    start: tuple[str, int] | None = None
-    state: dict[str, Any] = {}
-    checkpoint = run_dir / "checkpoint.pt"
-    if checkpoint.exists():
-        # Our own file (optimizer state needs full unpickling); never a user upload.
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # noqa: S614
-        check_record(
-            state.get("identity"),
-            identity,
-            what=f"the checkpoint {checkpoint}",
-            accept_unrecorded=lenient,
-        )
-        model.load_state_dict(state["model"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start = (state["phase"], state["epoch"])
-        progress.log(f"resumed after {state['phase']} epoch {state['epoch'] + 1}")
+    state = _resume(run_dir, model, generator, identity, lenient=lenient, progress=progress)
+    start: tuple[str, int] | None = (state["phase"], state["epoch"]) if state else None
 
     def begins_after_checkpoint(phase: str, epoch: int) -> bool:
         if start is None:
             return True
         return (PHASES.index(phase), epoch) > (PHASES.index(start[0]), start[1])
 
-    for phase, epochs in plan:
+    started = time.perf_counter()
+    for number, (phase, epochs) in enumerate(plan):
+        offset = sum(n for _, n in plan[:number])  # epochs of the phases before this one
         params = [
             p
             for n, p in model.named_parameters()
@@ -213,7 +229,7 @@ def train_classifier(
         if start is not None and state.get("phase") == phase:
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-        per_epoch = _batches_per_epoch(train_items, config, phase)
+        per_epoch = _batches_per_epoch(train_items, config, phase, on_the_fly)
         to_run = [e for e in range(epochs) if begins_after_checkpoint(phase, e)]
         if not to_run:
             continue  # finished before the checkpoint this run resumed from
@@ -223,7 +239,13 @@ def train_classifier(
         for epoch in to_run:
             model.train()
             for pixels, labels, synthetic in _loader(
-                train_items, config, phase=phase, epoch=epoch, generator=generator
+                train_items,
+                config,
+                phase=phase,
+                epoch=epoch,
+                generator=generator,
+                on_the_fly=on_the_fly,
+                run_epoch=offset + epoch,
             ):
                 pixels, labels = pixels.to(dev), labels.to(dev)
                 with torch.autocast(
@@ -268,8 +290,11 @@ def train_classifier(
             )
 
     torch.save(model.state_dict(), run_dir / MODEL_FILE)
+    fly_summary = on_the_fly.finish(time.perf_counter() - started) if on_the_fly else None
     evaluation = evaluate(model, test_items, config, dev, progress=progress)
-    val_images = _predict_validation(
+    if fly_summary is not None:
+        evaluation["on_the_fly"] = fly_summary
+    val_images = predict_validation(
         model, val_items, config, dev, evaluation=evaluation, progress=progress
     )
     info = {
@@ -280,6 +305,7 @@ def train_classifier(
         "synthetic_train_images": sum(i.synthetic for i in train_items),
         "test_images": len(test_items),
         "val_images": val_images,
+        "on_the_fly": fly_summary,
         **(run_info or {}),
     }
     _write_outputs(run_dir, info, evaluation)
@@ -287,23 +313,53 @@ def train_classifier(
     return ClassifierResult(run_dir, weights_source, evaluation, start, model)
 
 
-def _predict_validation(
+def _resume(
+    run_dir: Path,
     model: SkinClassifier,
-    items: Sequence[ClassifierItem],
-    config: ClassifierConfig,
-    device: torch.device,
+    generator: torch.Generator,
+    identity: dict[str, Any],
     *,
-    evaluation: dict[str, Any],
+    lenient: bool,
     progress: Progress,
-) -> int:
-    """Per-image predictions on the validation images with a skin type, added to
-    ``evaluation`` (written to their own file); how many there were."""
-    labelled = [i for i in items if i.fst is not None]
-    if labelled:
-        proba = predict_proba(model, labelled, config.image_size, device)
-        evaluation["val_predictions"] = _predictions(labelled, proba)
-        progress.log(f"validation predictions stored for {len(labelled)} images")
-    return len(labelled)
+) -> dict[str, Any]:
+    """The run's checkpoint, its model and random states restored; {} when there is none."""
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.exists():
+        return {}
+    # Our own file (optimizer state needs full unpickling); never a user upload.
+    state: dict[str, Any] = torch.load(checkpoint, map_location="cpu", weights_only=False)  # noqa: S614
+    check_record(
+        state.get("identity"),
+        identity,
+        what=f"the checkpoint {checkpoint}",
+        accept_unrecorded=lenient,
+    )
+    model.load_state_dict(state["model"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    progress.log(f"resumed after {state['phase']} epoch {state['epoch'] + 1}")
+    return state
+
+
+def _check_inputs(
+    config: ClassifierConfig,
+    train_items: Sequence[ClassifierItem],
+    on_the_fly: OnTheFlyCache | None,
+) -> None:
+    if not train_items:
+        raise ValueError("no training images")
+    if config.on_the_fly != (on_the_fly is not None):
+        raise ValueError(
+            "on_the_fly_share > 0 needs an on-the-fly cache, and a cache needs the share"
+        )
+    released = any(i.synthetic for i in train_items)
+    if config.pretrain_epochs and not released and on_the_fly is None:
+        raise ValueError("synthetic pre-training was asked for but the run has no synthetic images")
+    if on_the_fly is not None and not released and config.on_the_fly_share != 1:
+        raise ValueError(
+            "with no released synthetic images every synthetic draw is an on-the-fly image: "
+            f"set on_the_fly_share to 1 (it is {config.on_the_fly_share})"
+        )
 
 
 def _write_outputs(run_dir: Path, info: dict[str, Any], evaluation: dict[str, Any]) -> None:
@@ -319,96 +375,6 @@ def _write_outputs(run_dir: Path, info: dict[str, Any], evaluation: dict[str, An
             evaluation[key] = {"file": name, "images": len(predictions["ids"])}
     (run_dir / "manifest.json").write_text(json.dumps(info, indent=2, default=str))
     (run_dir / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
-
-
-@torch.no_grad()
-def predict_proba(
-    model: SkinClassifier,
-    items: Sequence[ClassifierItem],
-    image_size: int,
-    device: torch.device,
-    *,
-    batch_size: int = 64,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    model.eval()
-    loader = DataLoader(ImageSet(items, image_size, train=False), batch_size=batch_size)
-    chunks = []
-    for pixels, _, _ in loader:
-        chunks.append(torch.softmax(model(pixels.to(device)).float(), dim=1).cpu())
-        if progress is not None:
-            done = sum(len(c) for c in chunks)
-            progress.update(done, len(items), "images")
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, len(CLASS_NAMES)))
-
-
-def _predictions(items: Sequence[ClassifierItem], proba: np.ndarray) -> dict[str, Any]:
-    """Per-image predictions as stored: image ids, labels, skin types, class probabilities."""
-    return {
-        "classes": CLASS_NAMES,
-        "ids": [i.key or i.path for i in items],
-        "labels": [i.label for i in items],
-        "fst": [i.fst for i in items],
-        "proba": np.round(proba, 6).tolist(),
-    }
-
-
-def _keyed(report: dict[str, Any]) -> dict[str, Any]:
-    """JSON-friendly: group keys become strings."""
-    return cast("dict[str, Any]", json.loads(json.dumps(report, default=str)))
-
-
-def evaluate(
-    model: SkinClassifier,
-    items: Sequence[ClassifierItem],
-    config: ClassifierConfig,
-    device: torch.device,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Seven-class report per FST and per FST group; binary malignancy view where known."""
-    labelled = [i for i in items if i.fst is not None]
-    if progress is not None:  # images without a skin type are not scored: count what is
-        progress.phase(PHASE_EVALUATING, total=len(labelled))
-    if not labelled:
-        return {"error": "no test image with a known skin type"}
-    proba = predict_proba(model, labelled, config.image_size, device, progress=progress)
-    y = [i.label for i in labelled]
-    out: dict[str, Any] = {
-        "by_fst": _keyed(
-            fairness_report_multiclass(
-                y,
-                proba,
-                [i.fst for i in labelled],
-                class_names=CLASS_NAMES,
-                n_bootstrap=config.bootstrap,
-                seed=config.seed,
-            )
-        ),
-        "by_fst_group": _keyed(
-            fairness_report_multiclass(
-                y,
-                proba,
-                [fst_group(cast(int, i.fst)) for i in labelled],
-                class_names=CLASS_NAMES,
-                n_bootstrap=config.bootstrap,
-                seed=config.seed,
-            )
-        ),
-    }
-    out["test_predictions"] = _predictions(labelled, proba)
-    with_flag = [k for k, i in enumerate(labelled) if i.malignant is not None]
-    if with_flag:
-        malignant = [CLASS_NAMES.index(c) for c in MALIGNANT_CLASSES]
-        out["malignant_vs_benign"] = _keyed(
-            fairness_report(
-                [int(cast(bool, labelled[k].malignant)) for k in with_flag],
-                proba[with_flag][:, malignant].sum(axis=1),
-                [fst_group(cast(int, labelled[k].fst)) for k in with_flag],
-                n_bootstrap=config.bootstrap,
-                seed=config.seed,
-            )
-        )
-    return out
 
 
 def load_classifier(run_dir: Path, device: str = "cpu") -> tuple[SkinClassifier, dict[str, Any]]:

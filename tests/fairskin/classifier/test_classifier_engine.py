@@ -7,9 +7,9 @@ import torch
 
 from fairskin.classifier.config import ClassifierConfig, ClassifierConfigError
 from fairskin.classifier.data import ClassifierItem, mixture_weights
+from fairskin.classifier.evaluation import PHASE_EVALUATING
 from fairskin.classifier.model import CLASS_NAMES, build_classifier, reverse_gradient
 from fairskin.classifier.train import (
-    PHASE_EVALUATING,
     PHASE_LOADING,
     PHASE_NAMES,
     load_classifier,
