@@ -314,6 +314,10 @@ def comparison_rows(comparison: dict[str, Any]) -> list[dict[str, Any]]:
             "run_id": summary["run"].pk,
             "name": summary["run"].name,
             "uses_synthetic": summary["run"].uses_synthetic,
+            "training_data": summary["run"].training_data,
+            "on_the_fly_images": (summary["run"].evaluation or {})
+            .get("on_the_fly", {})
+            .get("images_generated", 0),
             "accuracy": summary["accuracy"],
             "macro_auroc": summary["auroc"],
             "auroc_gap": summary["auroc_gap"],

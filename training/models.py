@@ -81,6 +81,13 @@ class Run(models.Model):
         """A classifier that trained on images generated as it ran (never studied)."""
         return (self.config or {}).get("on_the_fly_share", 0) > 0
 
+    @property
+    def training_data(self) -> str:
+        """What a classifier trained on, in the words the fairness report and exports use."""
+        if self.uses_on_the_fly:
+            return "with unstudied on-the-fly images"
+        return "with synthetic" if self.uses_synthetic else "real only"
+
     def lineage(self) -> list[Run]:
         """This run and its ancestors, oldest first: TI -> LoRA -> joint."""
         chain: list[Run] = []

@@ -3,6 +3,7 @@ classifier's per-skin-type table and the links to the next step of the pipeline.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ ARTIFACT_NAMES = (
     "manifest.json",
     "training_report.json",
     "evaluation.json",
+    "on_the_fly.json",  # a classifier's on-the-fly images: seeds, prompts, epochs, draws
     "README.md",
     "loss.csv",
     "diversity.csv",
@@ -168,3 +170,38 @@ def next_steps(run: Run, user: Any) -> list[dict[str, str]]:
             }
         )
     return steps
+
+
+def on_the_fly(run: Run) -> dict[str, Any] | None:
+    """What a classifier's page says about its on-the-fly images: the summary once it has
+    finished, the count so far while it trains; None for a run without them."""
+    if run.kind != RunKind.CLASSIFIER or not run.uses_on_the_fly:
+        return None
+    config = run.config
+    out: dict[str, Any] = {
+        "model_run": config.get("on_the_fly_model"),
+        "share_percent": round(100 * float(config.get("on_the_fly_share", 0))),
+        "per_epoch": config.get("on_the_fly_per_epoch"),
+        "cache": config.get("on_the_fly_cache"),
+        "summary": (run.evaluation or {}).get("on_the_fly"),
+        "so_far": 0,
+    }
+    if out["summary"]:
+        out["strata"] = [
+            {
+                "diagnosis": key.split("|")[0],
+                "fst": FST_NUMERALS.get(key.split("|")[1], key.split("|")[1]),
+                **counts,
+            }
+            for key, counts in out["summary"].get("by_stratum", {}).items()
+        ]
+    else:
+        out["so_far"] = _records_so_far(Path(run.artifacts_dir) / "on_the_fly.json")
+    return out
+
+
+def _records_so_far(path: Path) -> int:
+    try:
+        return len(json.loads(path.read_text()).get("images", []))
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return 0

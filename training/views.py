@@ -34,6 +34,7 @@ def _run_context(request, run: Run) -> dict:
         "files": run_display.artifact_links(run),
         "trainable_parameters": run_display.trainable_parameters(reports.training_report(run)),
         "per_skin_type": run_display.per_skin_type(run.evaluation or {}),
+        "on_the_fly": run_display.on_the_fly(run),
         "next_steps": run_display.next_steps(run, request.user),
     }
 

@@ -221,7 +221,12 @@ def _on_the_fly_cache(run: Run, config: Any, real: list[Any], progress: JobConte
     ``on_the_fly_model`` (loaded only when an image is missing), balanced over the
     diagnoses of its real training images and the skin types it mixes synthetic images into."""
     from fairskin.classifier.model import CLASS_NAMES
-    from fairskin.classifier.on_the_fly import OnTheFlyCache, OnTheFlyPlan, generator_draw
+    from fairskin.classifier.on_the_fly import (
+        OnTheFlyCache,
+        OnTheFlyPlan,
+        generator_draw,
+        interleaved_strata,
+    )
 
     model = _model_run(config.on_the_fly_model)
     diagnoses = sorted({CLASS_NAMES[i.label] for i in real})
@@ -230,7 +235,7 @@ def _on_the_fly_cache(run: Run, config: Any, real: list[Any], progress: JobConte
         seed=config.seed,
         per_epoch=config.on_the_fly_per_epoch,
         cache=config.on_the_fly_cache,
-        strata=tuple((dx, fst) for dx in diagnoses for fst in fsts),
+        strata=interleaved_strata(diagnoses, fsts),
         micro_batch=config.on_the_fly_micro_batch,
     )
 

@@ -77,6 +77,17 @@ class OnTheFlyPlan:
         return range(max(0, end - self.cache), end)
 
 
+def interleaved_strata(
+    diagnoses: Sequence[str], fsts: Sequence[int]
+) -> tuple[tuple[str, int], ...]:
+    """Every (diagnosis, skin type) once, ordered so that consecutive images change both:
+    image ``k`` has diagnosis ``k mod D`` and skin type ``(k mod D + k div D) mod F``. Any run
+    of D images holds every diagnosis, and (with D > F) every skin type, so even a small
+    per-epoch count is balanced, where a diagnosis-major order would spend it on one class."""
+    d, f = len(diagnoses), len(fsts)
+    return tuple((diagnoses[k % d], fsts[(k % d + k // d) % f]) for k in range(d * f))
+
+
 @dataclass
 class ImageRecord:
     index: int

@@ -17,6 +17,7 @@ from fairskin.classifier.on_the_fly import (
     OnTheFlyError,
     OnTheFlyPlan,
     generator_draw,
+    interleaved_strata,
 )
 from fairskin.classifier.train import PHASE_NAMES, train_classifier
 from fairskin.diffusion.base_models import resolve_base_model
@@ -112,6 +113,17 @@ def test_the_plan_gives_each_image_its_own_seed_stratum_and_epochs():
         OnTheFlyPlan(seed=0, per_epoch=8, cache=4, strata=STRATA)
     with pytest.raises(OnTheFlyError, match="diagnosis x skin type"):
         OnTheFlyPlan(seed=0, per_epoch=4, cache=8, strata=())
+
+
+def test_strata_are_interleaved_so_any_few_images_span_diagnoses_and_skin_types():
+    diagnoses, fsts = list(CLASS_NAMES), [1, 2, 3, 4, 5, 6]
+    strata = interleaved_strata(diagnoses, fsts)
+    assert sorted(strata) == sorted((d, f) for d in diagnoses for f in fsts)  # each once
+    cycled = strata * 2
+    for start in range(len(strata)):  # any 7 consecutive images, across the cycle too
+        window = cycled[start : start + 7]
+        assert {d for d, _ in window} == set(diagnoses) and {f for _, f in window} == set(fsts)
+    assert interleaved_strata(["MEL"], [6]) == (("MEL", 6),)
 
 
 def test_a_run_trains_on_its_cache_and_a_rerun_with_its_seed_makes_the_same_images(
