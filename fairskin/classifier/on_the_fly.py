@@ -295,9 +295,11 @@ def generator_draw(
     steps: int,
     guidance: float,
     device: str | None = None,
+    size: int | None = None,
 ) -> Draw:
     """A device pass with a fine-tuned model (``fairskin.generation.sampler``): the prompt of
-    each (diagnosis, skin type) from the model's own tokens, each image its own seed."""
+    each (diagnosis, skin type) from the model's own tokens, each image its own seed, at the
+    model's native size unless ``size`` is given (benchmarks on CPU)."""
     from fairskin.diffusion.tokens import prompt_for
     from fairskin.generation.sampler import BatchGenerator
 
@@ -307,7 +309,7 @@ def generator_draw(
         strata: Sequence[tuple[str, int]], seeds: Sequence[int]
     ) -> tuple[torch.Tensor, list[str]]:
         prompts = [prompt_for(dx, fst, available=generator.tokens) for dx, fst in strata]
-        images = generator.generate(prompts, seeds, steps=steps, guidance=guidance)
+        images = generator.generate(prompts, seeds, steps=steps, guidance=guidance, size=size)
         return images, prompts
 
     return draw

@@ -303,6 +303,9 @@ def train_classifier(
         "classes": CLASS_NAMES,
         "train_images": len(train_items),
         "synthetic_train_images": sum(i.synthetic for i in train_items),
+        # Every released synthetic image the run could draw (its on-the-fly images are
+        # listed in their own record, RECORD_FILE of fairskin.classifier.on_the_fly).
+        "synthetic_image_ids": [i.key or i.path for i in train_items if i.synthetic],
         "test_images": len(test_items),
         "val_images": val_images,
         "on_the_fly": fly_summary,

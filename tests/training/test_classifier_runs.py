@@ -12,6 +12,7 @@ from catalog.models import Dataset, Image
 from tests.factories import make_user
 from training.fairness_verdicts import CRITERIA
 from training.models import Run
+from training.selectors import classifier_images
 from training.services import RunConfigError, run_create, run_mark_confidence_model
 
 pytestmark = pytest.mark.django_db
@@ -92,6 +93,11 @@ def check_runs_store_their_fairness_evaluation(runs):
         assert set(groups["auroc_by_group_classes"]) <= set(groups["auroc_classes"] or [None])
     assert manifest(baseline)["synthetic_train_images"] == 0
     assert manifest(fairskin)["synthetic_train_images"] == 42
+    synth_ids = classifier_images(selection=fairskin.selection, synthetic=True)
+    assert manifest(baseline)["synthetic_image_ids"] == []
+    assert sorted(map(int, manifest(fairskin)["synthetic_image_ids"])) == sorted(
+        synth_ids.values_list("pk", flat=True)
+    )
     assert fairskin.uses_synthetic and not baseline.uses_synthetic
 
 
