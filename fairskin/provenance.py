@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,11 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 def write_identity(folder: Path, record: dict[str, Any]) -> None:
+    """Written whole or not at all (a temporary file renamed), so a reader never sees half."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / IDENTITY_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+    partial = folder / f".{IDENTITY_FILE}.{os.getpid()}.partial"
+    partial.write_text(json.dumps(record, indent=2, sort_keys=True))
+    os.replace(partial, folder / IDENTITY_FILE)
 
 
 def read_identity(folder: Path) -> dict[str, Any] | None:

@@ -32,6 +32,8 @@ from fairskin.provenance import IDENTITY_FILE, check_identity, settings_hash, wr
 KEEP_CHECKPOINTS = 2
 IMAGE_PROMPT_SETTINGS = ("image_prompt", "image_prompt_dropout", "image_prompt_tokens")
 LABEL_SETTINGS = ("label_conditioning", "label_dropout", "label_learning_rate")
+# Where a run trains, not what it learns: a run may resume on another number of processes.
+PLACEMENT_SETTINGS = ("processes",)
 
 
 ATTEMPTS_FILE = "attempts.json"
@@ -54,7 +56,8 @@ def run_identity(
 
     The label settings (issue 17) count only when label conditioning is on, so a run without
     labels keeps the settings hash it had before they existed and still resumes; the same
-    holds for the image-prompt settings."""
+    holds for the image-prompt settings. The placement settings never count."""
+    config = {k: v for k, v in config.items() if k not in PLACEMENT_SETTINGS}
     if not config.get("label_conditioning"):
         config = {k: v for k, v in config.items() if k not in LABEL_SETTINGS}
     if not config.get("image_prompt"):  # likewise the image-prompt settings

@@ -46,6 +46,9 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+MAX_PROCESSES = 8  # data-parallel ranks of one run: the plan's largest machine
+
+
 class ConfigError(ValueError):
     """A run configuration that cannot be trained; the message lists every problem."""
 
@@ -102,6 +105,10 @@ class TrainConfig:
     cache_latents: bool = False
     resolution: int | None = None  # None: the base model's native size
     checkpoint_every: int = 500
+    # Data-parallel ranks (`parallel`, `launch`): the global batch (batch_size) is split evenly
+    # over them and the loss curve is the one-process curve. Not part of the settings hash: a
+    # run may resume on another number of processes.
+    processes: int = 1
     validation_every: int = 500
     validation_inference_steps: int = 20
     seed: int = 0
@@ -144,6 +151,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         problems = self._number_problems() + self._choice_problems() + self._image_prompt_problems()
+        problems += self._process_problems()
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -217,6 +225,17 @@ class TrainConfig:
             problems.append("label_conditioning needs a LoRA or joint run (it trains the UNet)")
         problems += lora_target_problems(self.lora_targets)
         return problems
+
+    def _process_problems(self) -> list[str]:
+        n = self.processes
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PROCESSES:
+            return [f"processes must be a whole number from 1 to {MAX_PROCESSES}, got {n!r}"]
+        if isinstance(self.batch_size, int) and self.batch_size % n:
+            return [
+                f"batch_size {self.batch_size} does not split over {n} processes: each takes an "
+                f"equal share of the global batch (use a multiple of {n})"
+            ]
+        return []
 
     def _image_prompt_problems(self) -> list[str]:
         problems = []

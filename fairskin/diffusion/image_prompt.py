@@ -327,15 +327,22 @@ def embed_images(folder: Path, paths: Sequence[str], device: torch.device) -> to
 
 
 def batch_conditioning(
-    embeds: torch.Tensor | None, batch: Sequence[int], rate: float, unet: Any
+    embeds: torch.Tensor | None,
+    batch: Sequence[int],
+    rate: float,
+    unet: Any,
+    *,
+    draws: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The UNet's extra keyword for a training micro-batch: {} without image embeddings, else
-    each image's embedding, zeroed with probability ``rate`` (torch's global generator, whose
-    state a checkpoint keeps), as ``added_cond_kwargs={"image_embeds": [(B, 1, dim)]}``."""
+    each image's embedding, zeroed with probability ``rate`` (by each sample's uniform draw in
+    ``draws`` when given, else torch's global generator), as
+    ``added_cond_kwargs={"image_embeds": [(B, 1, dim)]}``."""
     if embeds is None:
         return {}
     chosen = embeds[list(batch)]
-    keep = (torch.rand(len(batch)) >= rate).to(chosen.dtype)
+    uniform = torch.rand(len(batch)) if draws is None else draws
+    keep = (uniform >= rate).to(chosen.dtype)
     chosen = (chosen * keep[:, None]).to(unet.device, unet.dtype)
     return {"added_cond_kwargs": {"image_embeds": [chosen[:, None, :]]}}
 

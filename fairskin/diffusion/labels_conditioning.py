@@ -78,13 +78,21 @@ def null_labels(count: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 
 def drop_labels(
-    indices: torch.Tensor, rate: float, generator: torch.Generator | None = None
+    indices: torch.Tensor,
+    rate: float,
+    generator: torch.Generator | None = None,
+    *,
+    draws: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Each label replaced by the full null label with probability ``rate``: seeded by
-    ``generator``, or by torch's global generator (whose state a training checkpoint keeps)."""
+    """Each label replaced by the full null label with probability ``rate``: by the given
+    uniform ``draws`` (one per label; training draws them per sample, `parallel`), else seeded
+    by ``generator``, else by torch's global generator."""
     if not 0 <= rate < 1:
         raise LabelError(f"label dropout must be in [0, 1), got {rate!r}")
-    if generator is None:
+    if draws is not None:
+        if draws.shape != indices.shape:
+            raise LabelError(f"{draws.numel()} dropout draws for {indices.numel()} labels")
+    elif generator is None:
         draws = torch.rand(indices.shape, device=indices.device)
     else:
         draws = torch.rand(indices.shape, generator=generator, device=generator.device)
@@ -219,14 +227,20 @@ def load_labels(path: Path) -> LabelEmbedding:
 
 
 def batch_labels(
-    unet: Any, items: Sequence[Any], batch: Sequence[int], rate: float
+    unet: Any,
+    items: Sequence[Any],
+    batch: Sequence[int],
+    rate: float,
+    *,
+    draws: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """The UNet's extra keyword for a training micro-batch: {} without labels attached, else
-    ``class_labels`` from each item's diagnosis and skin type, dropped to null at ``rate``."""
+    ``class_labels`` from each item's diagnosis and skin type, dropped to null at ``rate``
+    (by each sample's uniform draw in ``draws`` when given)."""
     if attached_labels(unet) is None:
         return {}
     indices = torch.tensor([item_label(items[i].diagnosis, items[i].fst) for i in batch])
-    return {"class_labels": drop_labels(indices.to(unet.device), rate)}
+    return {"class_labels": drop_labels(indices, rate, draws=draws).to(unet.device)}
 
 
 @contextmanager

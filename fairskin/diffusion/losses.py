@@ -210,13 +210,14 @@ class DiversityLoss:
         self.records.append((loss.item(), mean_d, len(group_d)))
         return loss
 
-    def end_step(self, step: int, path: Path) -> None:
+    def end_step(self, step: int, path: Path | None) -> None:
         """Append this optimizer step's diversity row (the mean over its micro-batches of the
         unweighted term, of D and of the groups with a term) to the CSV at ``path``, and start
         the next step afresh. The first call of a process drops rows from ``step`` on (steps a
-        resumed run trains again). Nothing is written when the loss was not called."""
+        resumed run trains again). Nothing is written when the loss was not called, nor with
+        no ``path`` (a data-parallel rank other than 0: rank 0 writes the same row)."""
         records, self.records = self.records, []
-        if not records:
+        if not records or path is None:
             return
         if not self._log_cut:
             self._log_cut = True

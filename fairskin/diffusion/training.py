@@ -37,7 +37,7 @@ from fairskin.diffusion.checkpoints import (
 )
 from fairskin.diffusion.config import TrainConfig
 from fairskin.diffusion.losses import diversity_embedding
-from fairskin.diffusion.tokens import prompt_for
+from fairskin.diffusion.parallel import ONE_PROCESS, Ranks, reseed_global, sample_generator
 from fairskin.diffusion.training_setup import (
     Components,
     Optimisation,
@@ -52,20 +52,15 @@ from fairskin.diffusion.training_setup import (
     prepare_optimisation,
     prepare_trainable,
 )
+from fairskin.diffusion.validation_grid import render_validation_grid
 from fairskin.diffusion.versions import library_versions
 from fairskin.progress import JobCancelled, Progress
-
-VALIDATION_BATCH = 8  # prompts rendered per pipeline call in the validation grid
 
 PHASE_LOADING = "Loading the base model"
 PHASE_LATENTS = "Encoding the training images"
 PHASE_RESUMING = "Resuming from the checkpoint"
 PHASE_TRAINING = "Training"
 PHASE_ARTIFACTS = "Saving artifacts"
-
-
-def validation_phase(step: int) -> str:
-    return f"Rendering the validation grid (step {step})"
 
 
 @dataclass(frozen=True)
@@ -134,6 +129,7 @@ def train(
     run_info: dict[str, Any] | None = None,
     identity: dict[str, Any] | None = None,
     device: str | None = None,
+    ranks: Ranks = ONE_PROCESS,
 ) -> TrainResult:
     """Train (or resume) one run into ``run_dir``.
 
@@ -141,35 +137,52 @@ def train(
     and the LoRA run, in that order. ``run_info`` (ids, data selection, licences) goes into
     the manifest and model card; ``identity`` is the record a checkpoint must carry to be
     resumed from (by default `checkpoints.default_identity`; a foreign one is refused).
+    ``ranks``: this process's place in a data-parallel run (`parallel`; started by
+    `launch.train_on_ranks`), where rank 0 alone writes and reports.
     """
     if not items:
         raise ValueError("the run has no training images")
     run_dir.mkdir(parents=True, exist_ok=True)
     identity = identity or default_identity(run_dir, config, base.describe(), items, parents)
-    resume_point(run_dir, identity)  # a foreign checkpoint is refused before anything loads
-    s = _set_up(config, base, items, run_dir, progress=progress, parents=parents, device=device)
+    if ranks.is_main:  # rank 0 checks and records; its refusal ends every rank
+        resume_point(run_dir, identity)  # a foreign checkpoint is refused before anything loads
+    s = _set_up(
+        config, base, items, run_dir, progress=progress, parents=parents, device=device, ranks=ranks
+    )
     model, learned, data, optim = s.model, s.learned, s.data, s.optim
     table, new_rows = learned.embedding_table, learned.new_rows
 
     started = time.monotonic()
     step = s.start_step
+    main = ranks.is_main
     try:
         # Checkpoints stay inside this phase: they take seconds, and the caller's estimate of
         # the time left should include them rather than restart its rate after each one.
         progress.phase(PHASE_TRAINING, total=config.steps, done=step)
         while step < config.steps:
             step_loss = 0.0
-            for _ in range(config.grad_accumulation):
-                batch = data.sampler.next_batch()
+            for micro in range(config.grad_accumulation):
+                batch = data.sampler.next_batch()  # the global batch; this rank trains a share
+                reseed_global(config.seed, step, micro, ranks.rank)
                 with torch.autocast(
                     s.dev.type,
                     dtype=optim.autocast_dtype or torch.float32,
                     enabled=optim.autocast_dtype is not None,
                 ):
-                    loss = _batch_loss(model, data, optim, config, items=items, batch=batch)
+                    loss = _batch_loss(
+                        model,
+                        data,
+                        optim,
+                        config,
+                        items=items,
+                        batch=batch,
+                        draw=(step, micro),
+                        ranks=ranks,
+                    )
                 optim.scaler.scale(loss / config.grad_accumulation).backward()
                 step_loss += loss.item() / config.grad_accumulation
 
+            step_loss = ranks.average(learned, step_loss)  # one all-reduce; none alone
             optim.scaler.unscale_(optim.optimizer)
             if learned.trains_tokens and table.grad is not None:
                 table.grad[~new_rows] = 0  # only the new tokens learn
@@ -183,16 +196,18 @@ def train(
                     table[~new_rows] = learned.original_table[~new_rows]
             step += 1
             s.history.append((step, step_loss))
-            append_loss(s.loss_path, step, step_loss, grad_norm)
-            optim.diversity.end_step(step, run_dir / "diversity.csv")  # the unweighted term
+            # The unweighted diversity term, logged by rank 0 (every rank computed the same).
+            optim.diversity.end_step(step, run_dir / "diversity.csv" if main else None)
+            if main:
+                append_loss(s.loss_path, step, step_loss, grad_norm)
             # The step is done before anything slow starts, so the count never lags behind.
             progress.update(
                 step, config.steps, f"step {step}/{config.steps} · loss {step_loss:.4f}"
             )
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if main and (step % config.checkpoint_every == 0 or step == config.steps):
                 save_checkpoint(run_dir, step, model=model, learned=learned, data=data, optim=optim)
-            if step % config.validation_every == 0 or step == config.steps:
-                _validation_grid(
+            if main and (step % config.validation_every == 0 or step == config.steps):
+                render_validation_grid(
                     model,
                     items,
                     learned.tokens,
@@ -204,10 +219,13 @@ def train(
                 if step < config.steps:
                     progress.phase(PHASE_TRAINING, total=config.steps, done=step)
     except JobCancelled:
-        if step > s.start_step:
+        if main and step > s.start_step:
             save_checkpoint(run_dir, step, model=model, learned=learned, data=data, optim=optim)
             progress.log(f"cancelled at step {step}; checkpoint saved")
         raise
+    if not main:  # rank 0 writes what the run learned; the others' modules are the same
+        final = s.history[-1][1] if s.history else float("nan")
+        return TrainResult(run_dir, config.steps, final, learned.tokens, s.resumed_from, s.history)
     return _write_artifacts(
         s,
         config,
@@ -230,9 +248,11 @@ def _set_up(
     progress: Progress,
     parents: Sequence[Path],
     device: str | None,
+    ranks: Ranks,
 ) -> _Session:
     """Components, tokens, adapters, data and optimisation (``training_setup``), then the
-    latest checkpoint restored if the run directory has one (`train` checked its identity)."""
+    latest checkpoint restored if the run directory has one (`train` checked its identity).
+    Every rank sets up the same; only rank 0 writes the run's files."""
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -240,7 +260,8 @@ def _set_up(
     progress.phase(PHASE_LOADING)
     model = load_components(base, config, dev)
     learned = prepare_trainable(model, config, items, parents)
-    reports.write_training_report(run_dir, trainable_parameters=learned.parameter_counts)
+    if ranks.is_main:
+        reports.write_training_report(run_dir, trainable_parameters=learned.parameter_counts)
     data = prepare_data(config, items, learned.tokens)
     data.image_embeds = embed_training_images(model, items)  # None without the image prompt
     if config.cache_latents:
@@ -264,8 +285,8 @@ def _set_up(
         start_step=start_step,
         resumed_from=resumed_from,
         loss_path=loss_path,
-        history=cut_loss_log(loss_path, start_step),
-        attempts=record_attempt(run_dir, resumed_from),
+        history=cut_loss_log(loss_path, start_step) if ranks.is_main else [],
+        attempts=record_attempt(run_dir, resumed_from) if ranks.is_main else [],
     )
 
 
@@ -314,6 +335,20 @@ def _write_artifacts(
         "parents": [str(p) for p in parents],
         "versions": library_versions(),
         "trainable_parameters": learned.parameter_counts,
+        # The textual-inversion guarantee, checked on the trained table (on rank 0 of a
+        # data-parallel run; every rank holds the same table).
+        **(
+            {
+                "vocabulary_unchanged": bool(
+                    torch.equal(
+                        learned.embedding_table.detach()[~learned.new_rows],
+                        learned.original_table[~learned.new_rows],
+                    )
+                )
+            }
+            if learned.trains_tokens
+            else {}
+        ),
         **({"image_prompt": adapter} if adapter else {}),  # its file, encoder, token count
         **(run_info or {}),
     }
@@ -341,108 +376,58 @@ def _batch_loss(
     *,
     items: Sequence[TrainItem],
     batch: list[int],
+    draw: tuple[int, int],
+    ranks: Ranks,
 ) -> torch.Tensor:
-    """The denoising loss of one micro-batch, plus the weighted diversity term."""
+    """The denoising loss of this rank's share of one global micro-batch, plus the weighted
+    diversity term over the whole global batch.
+
+    ``draw`` is (step, micro-batch): with the run's seed and a sample's position in the global
+    batch it seeds everything random about the sample (`parallel.sample_generator`), drawn in
+    a fixed order: timestep, noise, label dropout, image-prompt dropout, VAE posterior."""
     dev, noise_scheduler, unet = model.device, model.scheduler, model.unet
+    positions = ranks.positions(len(batch))
+    local = [batch[p] for p in positions]
+    gens = [sample_generator(config.seed, *draw, p) for p in positions]
+    horizon = noise_scheduler.config.num_train_timesteps
+    timesteps = torch.cat([torch.randint(0, horizon, (1,), generator=g) for g in gens]).to(dev)
     if data.cached_latents is not None:
-        latents = data.cached_latents[batch].to(dev)
+        latents = data.cached_latents[local].to(dev)
+        posterior = None
     else:
         with torch.no_grad():
-            pixels = load_images(items, batch, model.resolution)
-            latents = model.vae.encode(pixels.to(dev, model.frozen_dtype)).latent_dist.sample()
-            latents = latents.float() * model.vae.config.scaling_factor
-    noise = torch.randn_like(latents)
-    timesteps = torch.randint(
-        0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=dev
-    )
+            pixels = load_images(items, local, model.resolution)
+            posterior = model.vae.encode(pixels.to(dev, model.frozen_dtype)).latent_dist
+            latents = posterior.mean.float()
+    shape = latents.shape[1:]
+    noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(dev)
+    label_draws = torch.cat([torch.rand(1, generator=g) for g in gens])
+    prompt_draws = torch.cat([torch.rand(1, generator=g) for g in gens])
+    if posterior is not None:  # the VAE's sample, from the sample's own generator
+        eps = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(dev)
+        latents = (latents + posterior.std.float() * eps) * model.vae.config.scaling_factor
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     tokenizer = model.tokenizer
     ids = tokenizer(
-        [data.prompts[i] for i in batch],
+        [data.prompts[i] for i in local],
         padding="max_length",
         max_length=tokenizer.model_max_length,
         truncation=True,
         return_tensors="pt",
     ).input_ids.to(dev)
     hidden = model.text_encoder(ids)[0]
-    labels = labels_conditioning.batch_labels(unet, items, batch, config.label_dropout)
+    labels = labels_conditioning.batch_labels(
+        unet, items, local, config.label_dropout, draws=label_draws
+    )
     labels |= image_prompt.batch_conditioning(
-        data.image_embeds, batch, config.image_prompt_dropout, unet
+        data.image_embeds, local, config.image_prompt_dropout, unet, draws=prompt_draws
     )
     pred = unet(noisy.to(unet.dtype), timesteps, hidden.to(unet.dtype), **labels).sample
     target = model.objective.target(latents, noise, timesteps)  # the noise, or v
     loss = model.objective.loss(pred, target, timesteps, gamma=config.snr_gamma)
     if config.diversity_weight:
         clean = model.objective.clean_latents(noisy, pred, timesteps)
+        embeddings = ranks.gather_rows(diversity_embedding(clean))  # the global batch's
         groups = [optim.diversity.group_of(items[i].diagnosis, items[i].fst) for i in batch]
-        loss = loss + config.diversity_weight * optim.diversity(diversity_embedding(clean), groups)
+        loss = loss + config.diversity_weight * optim.diversity(embeddings, groups)
     return loss
-
-
-def _validation_grid(
-    model: Components,
-    items: Sequence[TrainItem],
-    tokens: list[str],
-    config: TrainConfig,
-    *,
-    step: int,
-    run_dir: Path,
-    progress: Progress,
-) -> Path:
-    """Diagnosis x FST prompts at fixed seeds, one image each, saved as one PNG grid.
-
-    Reported as a phase of its own, counted in images: on a real model it takes minutes."""
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
-
-    diagnoses = sorted({i.diagnosis for i in items})
-    cells = [(dx, fst) for dx in diagnoses for fst in range(1, 7)]
-    progress.phase(validation_phase(step), total=len(cells))
-    was_training = model.unet.training, model.text_encoder.training
-    model.unet.eval()
-    model.text_encoder.eval()
-    pipe = StableDiffusionPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
-        scheduler=DPMSolverMultistepScheduler.from_config(model.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    images = []
-    with (  # the null label, no image prompt
-        torch.no_grad(),
-        labels_conditioning.labels_detached(model.unet),
-        image_prompt.detached(model.unet),
-    ):
-        for start in range(0, len(cells), VALIDATION_BATCH):
-            chunk = cells[start : start + VALIDATION_BATCH]
-            generators = [
-                torch.Generator(model.device).manual_seed(config.seed + start + k)
-                for k in range(len(chunk))
-            ]
-            out = pipe(
-                [prompt_for(dx, fst, available=tokens) for dx, fst in chunk],
-                num_inference_steps=config.validation_inference_steps,
-                guidance_scale=7.5,
-                generator=generators,
-                height=model.resolution,
-                width=model.resolution,
-                output_type="pil",
-            )
-            images += out.images
-            progress.update(len(images), len(cells), "images")
-    model.unet.train(was_training[0])
-    model.text_encoder.train(was_training[1])
-    path = run_dir / "validation" / f"step-{step:06d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    reports.image_grid(
-        images,
-        rows=len(diagnoses),
-        cols=6,
-        row_labels=diagnoses,
-        col_labels=["I", "II", "III", "IV", "V", "VI"],
-    ).save(path)
-    return path

@@ -182,6 +182,7 @@ def test_runs_without_labels_keep_the_settings_hash_they_had_before_label_settin
     # The image-prompt settings (added later) are left out the same way when off.
     assert before.pop("image_prompt") is False
     before = {k: v for k, v in before.items() if not k.startswith("image_prompt")}
+    assert before.pop("processes") == 1  # where a run trains (issue 19) never counts
     # A checkpoint written before the settings existed hashed exactly `before`.
     assert identity(TrainConfig.build("lora").to_dict())["settings_hash"] == settings_hash(before)
     on = identity(TrainConfig.build("lora", {"label_conditioning": True}).to_dict())

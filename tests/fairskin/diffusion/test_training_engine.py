@@ -18,8 +18,8 @@ from fairskin.diffusion.training import (
     TrainItem,
     clip_gradients,
     train,
-    validation_phase,
 )
+from fairskin.diffusion.validation_grid import validation_phase
 from fairskin.imaging.demo import draw_lesion
 from fairskin.progress import JobCancelled, SilentProgress
 from tests.fairskin.recording import RecordingProgress
