@@ -6,11 +6,12 @@ class JobsConfig(AppConfig):
     name = "jobs"
 
     def ready(self) -> None:
-        from celery.signals import beat_init
+        from celery.signals import beat_init, worker_ready
 
         from accounts.panels import register_panel
         from accounts.roles import Role
         from jobs import job_kinds  # noqa: F401  (registers the job kinds)
+        from jobs.hosts import on_worker_ready
         from jobs.selectors import job_list_recent
         from jobs.sweeper import start_sweeper
 
@@ -30,3 +31,5 @@ class JobsConfig(AppConfig):
 
         # The sweep lives in the beat process, outside every queue (jobs.sweeper).
         beat_init.connect(start_sweeper, weak=False, dispatch_uid="fairskin-job-sweep")
+        # Each worker records its queues and devices as it starts (jobs.hosts).
+        worker_ready.connect(on_worker_ready, weak=False, dispatch_uid="fairskin-worker-host")

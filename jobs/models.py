@@ -38,6 +38,15 @@ def default_attempt_limit() -> int:
 class Queue(models.TextChoices):
     GPU = "gpu", "GPU"
     CPU = "cpu", "CPU"
+    # A training run on N data-parallel processes (issue 19) waits on gpu-xN, which only a
+    # worker showing at least N devices takes (README: multi-GPU workers).
+    GPU_X2 = "gpu-x2", "GPU x2"
+    GPU_X3 = "gpu-x3", "GPU x3"
+    GPU_X4 = "gpu-x4", "GPU x4"
+    GPU_X5 = "gpu-x5", "GPU x5"
+    GPU_X6 = "gpu-x6", "GPU x6"
+    GPU_X7 = "gpu-x7", "GPU x7"
+    GPU_X8 = "gpu-x8", "GPU x8"
 
 
 class Job(models.Model):
@@ -188,3 +197,22 @@ class JobLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"Job {self.job_id} log {self.pk}"
+
+
+class WorkerHost(models.Model):
+    """A Celery worker as it last started: the queues it takes and the devices it shows.
+
+    Written by the worker itself (`jobs.hosts`), read at launch: a run on N processes is
+    refused unless some worker took gpu-xN showing at least N devices."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="Celery's worker name.")
+    queues = models.JSONField(default=list)
+    devices = models.PositiveIntegerField(default=0, help_text="CUDA devices, else CPU cores.")
+    device_kind = models.CharField(max_length=8, blank=True)  # cuda or cpu; empty: no GPU queue
+    started_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.devices} {self.device_kind or 'devices'})"

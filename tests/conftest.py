@@ -41,10 +41,10 @@ def _needs_real_services() -> None:
 
 
 def _purge_broker() -> None:
-    from fairskin_site.celery import app
+    from fairskin_site.celery import QUEUES, app
 
     with app.connection_for_write() as conn:
-        for queue in ("gpu", "cpu"):
+        for queue in QUEUES:
             conn.default_channel.queue_purge(queue)
 
 

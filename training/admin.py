@@ -83,7 +83,8 @@ class RunAdmin(admin.ModelAdmin):
             except ApplicationError as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Run {run.pk} queued on the gpu queue.")
+                queue = run.job.queue if run.job else "gpu"  # gpu-xN on N processes
+                messages.success(request, f"Run {run.pk} queued on the {queue} queue.")
                 return redirect("training:run", run_id=run.pk)
         context = {
             **self.admin_site.each_context(request),

@@ -14,8 +14,10 @@ from fairskin.diffusion.base_models import BaseModelError, check_loadable, resol
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.errors import ApplicationError
 from fairskin.provenance import new_identity
+from jobs.hosts import gpu_queue
 from jobs.models import Job
 from jobs.registry import LeaseHolder
+from jobs.selectors import worker_hosts_for, worker_most_devices
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import GENERATING_KINDS, PARENT_KIND, Run, RunKind
 from training.selectors import (
@@ -44,6 +46,27 @@ def _assign_folder(run: Run) -> None:
         run.artifacts_dir = str(run_artifacts_dir(run))
         if not Path(run.artifacts_dir).exists():
             return
+
+
+def _check_placement(processes: int) -> None:
+    """A run on N processes waits on gpu-xN: refused unless some worker took that queue
+    showing at least N devices when it last started (jobs.hosts)."""
+    if processes == 1:
+        return
+    queue = gpu_queue(processes)
+    if worker_hosts_for(queue=queue, devices=processes):
+        return
+    most = worker_most_devices()
+    seen = (
+        f"the most any worker showed is {most.devices} ({most.device_kind}, {most.name})"
+        if most
+        else "no GPU worker has started yet"
+    )
+    raise RunConfigError(
+        f"the run asks for {processes} processes, but no worker has taken the {queue} queue "
+        f"with {processes} devices: {seen}. Start a worker on a machine with at least "
+        f"{processes} devices (README: multi-GPU workers), or train on fewer processes"
+    )
 
 
 def _check_parent(kind: str, parent: Run | None) -> None:
@@ -81,7 +104,8 @@ def run_create(
     user: Any = None,
     enqueue: bool = True,
 ) -> Run:
-    """Validate a run (config, parent, base model, images) and queue it on the gpu queue.
+    """Validate a run (config, parent, base model, images) and queue it on the gpu queue
+    (gpu-xN for a run on N data-parallel processes, refused unless a worker takes it).
 
     Raises RunConfigError (or BrokerUnavailable) with the reason; then nothing is created.
     """
@@ -96,6 +120,8 @@ def run_create(
     except ConfigError as exc:
         raise RunConfigError(str(exc)) from exc
     _check_parent(kind, parent)
+    if enqueue:  # a command's --wait checks its own machine (fairskin.diffusion.launch)
+        _check_placement(train_config.processes)
     base_model = (
         base_model or (parent.base_model if parent else "") or settings.FAIRSKIN_BASE_MODEL
     ).strip()
@@ -159,7 +185,7 @@ def run_create(
         _assign_folder(run)
         run.job = job_create(
             kind="training.run",
-            queue="gpu",
+            queue=gpu_queue(train_config.processes),
             params={"run_id": run.pk},
             title=f"{RunKind(kind).label} run {run.pk}" + (f" ({name})" if name else ""),
             launched_by=user,

@@ -24,6 +24,7 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
     """Train a run (its lineage's artifacts first), resuming from its last checkpoint."""
     # Imported here: web processes never need torch and diffusers.
     from fairskin.diffusion.checkpoints import run_identity
+    from fairskin.diffusion.launch import train_on_ranks
     from fairskin.diffusion.training import TrainItem, train
 
     run = Run.objects.select_related("parent__parent").get(pk=run_id)
@@ -61,8 +62,9 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
     progress.log(
         f"{len(items)} images, base model {base.describe()}, "
         f"{'resuming' if (run_dir / 'checkpoints').exists() else 'starting'}"
+        + (f", on {config.processes} processes" if config.processes > 1 else "")
     )
-    result = train(
+    arguments: dict[str, Any] = dict(
         config=config,
         base=base,
         items=items,
@@ -80,6 +82,14 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
             ],
         },
     )
+    if config.processes > 1:
+        # The ranks run as a subprocess (launch); this process keeps the job's lease and
+        # heartbeat and passes rank 0's progress on. A stalled worker's ranks end well before
+        # its lease runs out and another worker takes the job over.
+        stale_after = settings.FAIRSKIN_JOB_LEASE_SECONDS / 2
+        result = train_on_ranks(**arguments, stale_after=stale_after)
+    else:
+        result = train(**arguments)
     services.run_record_result(
         run=run, tokens=result.tokens, final_loss=result.final_loss, lease=progress.lease
     )

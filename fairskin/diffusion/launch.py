@@ -11,7 +11,11 @@ keeps the job's lease and heartbeat, forwards rank 0's progress to its own `Prog
   report); rank 0 saves a checkpoint at the step every rank finished and exits, torchrun ends
   the rest; after a grace period the whole process group is killed;
 - on a dead rank (torchrun exits non-zero), raises `RanksFailed` with the end of the ranks' log;
-- if it dies itself, the ranks notice (each watches the launcher's pid) and end.
+- if it dies itself, the ranks notice (each watches the launcher's pid) and end; if it stalls
+  (stopped, swapped out: its heartbeat file, touched every second by a thread of its own so a
+  database outage does not count, grows older than ``stale_after`` seconds) they end too, so
+  a stalled worker's ranks never train beside the ranks of the worker that took its job over
+  (the job runner passes half the job's lease).
 
 Everything a rank needs is in ``<run>/parallel/spec.json``; the ranks' output goes to
 ``<run>/parallel/ranks.log``, rank 0's progress to ``events.jsonl`` and its result to
@@ -26,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +44,7 @@ PARALLEL_DIR = "parallel"
 CANCELLED_EXIT = 3  # a rank's exit code after a requested stop
 STOP_GRACE_SECONDS = 120.0  # for rank 0 to save its checkpoint after a cancel
 LOG_TAIL_LINES = 12
+HEARTBEAT_FILE = "launcher.alive"
 
 
 class RanksFailed(RuntimeError):
@@ -75,6 +81,7 @@ def write_spec(
     run_info: dict[str, Any] | None,
     identity: dict[str, Any] | None,
     device: str | None,
+    stale_after: float = 60.0,
 ) -> Path:
     spec = {
         "config": config.to_dict(),
@@ -86,6 +93,7 @@ def write_spec(
         "identity": identity,
         "device": device,
         "launcher_pid": os.getpid(),
+        "launcher_stale_after": stale_after,
     }
     path = folder / "spec.json"
     path.write_text(json.dumps(spec, default=str))
@@ -104,6 +112,7 @@ def train_on_ranks(
     identity: dict[str, Any] | None = None,
     device: str | None = None,
     poll_seconds: float = 0.2,
+    stale_after: float = 60.0,
 ) -> Any:
     """`training.train` on ``config.processes`` ranks; returns rank 0's `TrainResult`."""
     from fairskin.diffusion.training import TrainResult
@@ -123,7 +132,10 @@ def train_on_ranks(
         run_info=run_info,
         identity=identity,
         device=device,
+        stale_after=stale_after,
     )
+    heartbeat = _Heartbeat(folder / HEARTBEAT_FILE)
+    heartbeat.start()
     proc = _start(spec, config.processes, folder)
     events = _Events(folder / "events.jsonl", progress)
     try:
@@ -134,8 +146,10 @@ def train_on_ranks(
     except JobCancelled:
         (folder / "cancel").touch()
         _stop(proc)
+        events.forward_logs()  # rank 0's last words: the step its checkpoint was saved at
         raise
     finally:
+        heartbeat.stop.set()
         if proc.poll() is None:  # the launcher is unwinding for another reason: end the ranks
             _kill_group(proc)
     if proc.returncode != 0:
@@ -214,6 +228,20 @@ def _log_tail(path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+class _Heartbeat(threading.Thread):
+    """Touches the launcher's heartbeat file every second while the launcher lives."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True, name="ranks-heartbeat")
+        self.path = path
+        self.stop = threading.Event()
+        path.touch()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            self.path.touch()
+
+
 class _Events:
     """Rank 0's progress, one JSON object per line, passed on to the launcher's Progress."""
 
@@ -227,6 +255,18 @@ class _Events:
         if time.monotonic() - self.checked >= self.CHECK_SECONDS:
             self.checked = time.monotonic()
             self.progress.check_cancelled()
+
+    def forward_logs(self) -> None:
+        """Only the log lines left (after a cancel, when progress may no longer be reported)."""
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            rest = fh.read()
+        for line in rest.splitlines():
+            event = json.loads(line) if line.endswith(b"}") else {}
+            if event.get("event") == "log":
+                self.progress.log(event["message"])
 
     def forward(self) -> None:
         if not self.path.is_file():

@@ -19,10 +19,14 @@ from datetime import timedelta
 from pathlib import Path
 
 LAUNCHER_GONE_EXIT = 70
+LAUNCHER_STALLED_EXIT = 71
 GROUP_TIMEOUT = timedelta(hours=2)  # rank 0 may render a validation grid while others wait
 
 
-def _watch_launcher(pid: int) -> None:
+def _watch_launcher(pid: int, heartbeat: Path, stale_after: float) -> None:
+    """End this rank when the launcher is gone, or stalled (its heartbeat file older than
+    ``stale_after`` seconds); torchrun then ends the others."""
+
     def watch() -> None:
         while True:
             time.sleep(1.0)
@@ -32,6 +36,13 @@ def _watch_launcher(pid: int) -> None:
                 os._exit(LAUNCHER_GONE_EXIT)
             except PermissionError:  # alive, another user's: not ours to judge
                 pass
+            try:
+                age = time.time() - heartbeat.stat().st_mtime
+            except OSError:
+                continue
+            if age > stale_after:
+                sys.stderr.write(f"the launcher stalled ({age:.0f} s without a heartbeat)\n")
+                os._exit(LAUNCHER_STALLED_EXIT)
 
     threading.Thread(target=watch, daemon=True, name="launcher-watch").start()
 
@@ -42,20 +53,22 @@ def main(argv: list[str]) -> int:
 
     from fairskin.diffusion.base_models import BaseModel
     from fairskin.diffusion.config import TrainConfig
-    from fairskin.diffusion.launch import CANCELLED_EXIT, FileProgress
+    from fairskin.diffusion.launch import CANCELLED_EXIT, HEARTBEAT_FILE, FileProgress
     from fairskin.diffusion.parallel import Ranks
     from fairskin.diffusion.training import TrainItem, train
     from fairskin.progress import JobCancelled, Progress, SilentProgress
 
     spec = json.loads(Path(argv[1]).read_text())
-    _watch_launcher(int(spec["launcher_pid"]))
+    folder = Path(argv[1]).parent
+    _watch_launcher(
+        int(spec["launcher_pid"]), folder / HEARTBEAT_FILE, float(spec["launcher_stale_after"])
+    )
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     cuda = torch.cuda.is_available() and spec["device"] in (None, "cuda")
     if cuda:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=GROUP_TIMEOUT)
-    folder = Path(argv[1]).parent
     (folder / f"rank-{rank}.pid").write_text(str(os.getpid()))
     config = dict(spec["config"])
     progress: Progress = FileProgress(folder) if rank == 0 else SilentProgress()

@@ -239,3 +239,61 @@ def test_more_processes_than_the_machine_shows_are_refused_before_anything_start
             progress=SilentProgress(),
         )
     assert not (tmp_path / "run").exists()
+
+
+LAUNCHER = """
+import json, sys
+from pathlib import Path
+from fairskin.diffusion.base_models import BaseModel
+from fairskin.diffusion.config import TrainConfig
+from fairskin.diffusion.launch import train_on_ranks
+from fairskin.diffusion.training import TrainItem
+from fairskin.progress import SilentProgress
+
+a = json.loads(sys.argv[1])
+config = a["config"]
+train_on_ranks(
+    config=TrainConfig.build(config.pop("kind"), config),
+    base=BaseModel(**a["base"]),
+    items=[TrainItem(*i) for i in a["items"]],
+    run_dir=Path(a["run_dir"]),
+    parents=[Path(p) for p in a["parents"]],
+    progress=SilentProgress(),
+    stale_after=3.0,
+)
+"""
+
+
+def test_a_stalled_launcher_s_ranks_end_on_their_own(setup, tmp_path):
+    # The worker holding the job is stopped (SIGSTOP): its ranks must not train on beside the
+    # ranks of whichever worker takes the job over once the lease runs out.
+    import dataclasses
+    import subprocess
+    import sys
+
+    tiny, items, parents, settings = setup
+    config = TrainConfig.build("joint", {**settings, "processes": 2, "steps": 100_000})
+    run_dir = tmp_path / "run"
+    args = {
+        "config": config.to_dict(),
+        "base": dataclasses.asdict(tiny),
+        "items": [[i.path, i.diagnosis, i.fst] for i in items],
+        "run_dir": str(run_dir),
+        "parents": [str(p) for p in parents],
+    }
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, json.dumps(args)])
+    try:
+        deadline = time.monotonic() + 120
+        while len(_rank_pids(run_dir)) < 2 or not (run_dir / "loss.csv").is_file():
+            assert time.monotonic() < deadline, "the ranks never started training"
+            time.sleep(0.1)
+        ranks = _rank_pids(run_dir)
+        launcher.send_signal(19)  # SIGSTOP
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in ranks):
+            assert time.monotonic() < deadline, "the ranks outlived their stalled launcher"
+            time.sleep(0.2)
+        assert "the launcher stalled" in (run_dir / PARALLEL_DIR / "ranks.log").read_text()
+    finally:
+        launcher.kill()
+        launcher.wait(timeout=10)

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from fairskin.classifier.config import ClassifierConfig
 from fairskin.config_types import SettingsError, field_names, parse_settings
-from fairskin.diffusion.config import TrainConfig
+from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.progress import ConsoleProgress
 from jobs.broker import BrokerUnavailable
 from jobs.runner import run_here
@@ -21,6 +21,16 @@ def _settings(kind: str, items: list[str]) -> dict[str, object]:
     try:
         return parse_settings(items, known=known)
     except SettingsError as exc:
+        raise CommandError(f"{exc}\nNothing was queued.") from exc
+
+
+def _check_devices_here(processes: int) -> None:
+    """--wait trains in this process: its own machine must show the devices."""
+    from fairskin.diffusion.launch import NotEnoughDevices, check_devices
+
+    try:
+        check_devices(processes)
+    except NotEnoughDevices as exc:
         raise CommandError(f"{exc}\nNothing was queued.") from exc
 
 
@@ -69,6 +79,12 @@ class Command(BaseCommand):
             "(repeatable; a JSON value or plain text: mixed_precision=bf16, "
             'lora_targets=\'["to_q", "to_v"]\')',
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            help="train on N data-parallel processes (GPUs; gloo ranks on a CPU machine): the "
+            "run waits on the gpu-xN queue, or with --wait needs N devices here",
+        )
         parser.add_argument("--name", default="")
         parser.add_argument(
             "--wait", action="store_true", help="run in the foreground with a progress bar"
@@ -89,6 +105,7 @@ class Command(BaseCommand):
         name,
         wait,
         synthetic_datasets,
+        processes=None,
         **options,
     ):
         config = _settings(kind, overrides)
@@ -96,6 +113,16 @@ class Command(BaseCommand):
             if kind == RunKind.CLASSIFIER:
                 raise CommandError("classifier runs count epochs: use --set epochs=N")
             config["steps"] = steps
+        if processes is not None:
+            if kind == RunKind.CLASSIFIER:
+                raise CommandError("classifier runs train on one process\nNothing was queued.")
+            config["processes"] = processes
+            if wait and processes > 1:  # the settings first, then this machine's devices
+                try:
+                    TrainConfig.build(kind, config)
+                except ConfigError as exc:
+                    raise CommandError(f"{exc}\nNothing was queued.") from exc
+                _check_devices_here(processes)
         parent_run = None
         if parent is not None:
             parent_run = Run.objects.select_related("job").filter(pk=parent).first()
@@ -127,7 +154,8 @@ class Command(BaseCommand):
             f"base model {run.base_model}"
         )
         if not wait:
-            self.stdout.write(f"queued as job {run.job_id} on the gpu queue")
+            queue = run.job.queue if run.job else "gpu"
+            self.stdout.write(f"queued as job {run.job_id} on the {queue} queue")
             self.stdout.write(str(run.pk))
             self.stdout.write(run.artifacts_dir)
             return
