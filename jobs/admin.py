@@ -4,7 +4,7 @@ from django.utils.html import format_html
 
 from common.refusals import refused_to_messages
 from jobs import services
-from jobs.models import Job, JobAttempt, JobLogEntry
+from jobs.models import Job, JobAttempt, JobLogEntry, WorkerHost
 
 
 class JobAttemptInline(admin.TabularInline):
@@ -83,4 +83,23 @@ class JobLogEntryAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(WorkerHost)
+class WorkerHostAdmin(admin.ModelAdmin):
+    """What each worker said when it last started: its queues and devices (issue 19). Written
+    by the workers themselves; a row for a machine that is gone can be deleted."""
+
+    list_display = ["name", "devices", "device_kind", "queue_list", "started_at"]
+    readonly_fields = ["name", "queues", "devices", "device_kind", "started_at"]
+
+    @admin.display(description="queues")
+    def queue_list(self, obj: WorkerHost) -> str:
+        return ", ".join(obj.queues)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

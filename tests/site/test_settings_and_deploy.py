@@ -109,6 +109,13 @@ def test_docker_compose_matches_the_settings_names():
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "--queues cpu" in services["cpu-worker"]["command"]
     assert "beat" in services["beat"]["command"]
+    # Issue 19: the multi-GPU worker takes the queues worker_queues prints for its GPUs.
+    multi = services["gpu-multi-worker"]
+    assert multi["profiles"] == ["multi-gpu"]
+    assert '--queues "$$(python manage.py worker_queues)"' in multi["command"]
+    assert multi["deploy"]["resources"]["reservations"]["devices"][0]["count"] == (
+        "${FAIRSKIN_GPUS:-2}"
+    )
     for service in ("web", "cpu-worker", "gpu-worker"):
         assert {"media:/srv/media", "artifacts:/srv/artifacts"} <= set(services[service]["volumes"])
     assert services["web"]["environment"]["CELERY_BROKER_URL"].startswith("redis://redis")

@@ -167,3 +167,17 @@ def test_a_worker_trains_on_two_processes_is_cancelled_and_resumes_every_rank(st
     losses = Path(run.artifacts_dir, "loss.csv").read_text().splitlines()[1:]
     assert [int(line.split(",")[0]) for line in losses] == list(range(1, 41))
     assert not _ranks_alive(run)
+
+
+@pytest.mark.django_db
+def test_engineers_see_the_worker_hosts_in_the_admin(client):
+    from tests.factories import make_user
+
+    register_worker(name="gpus@rack1", queues=worker_queues(2))
+    client.force_login(make_user("engineer"))
+    page = client.get("/admin/jobs/workerhost/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "gpus@rack1" in text and "gpu, gpu-x2" in text
+    client.force_login(make_user("dermatologist"))
+    assert client.get("/admin/jobs/workerhost/").status_code in (302, 403)
