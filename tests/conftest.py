@@ -231,7 +231,9 @@ def settle_other_sessions(*, wait: float = 10.0) -> list[int]:
     with connection.cursor() as cursor:
         while True:
             cursor.execute(query)
-            if not cursor.fetchall() or time.monotonic() > deadline:
+            if not cursor.fetchall():
+                return []  # settled: end nothing (a query starting now is not stuck)
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         cursor.execute(query.replace("SELECT pid", "SELECT pid, pg_terminate_backend(pid)", 1))

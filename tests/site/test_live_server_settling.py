@@ -2,6 +2,7 @@
 flush; a session stuck holding locks is ended; an idle one is left alone."""
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -32,14 +33,26 @@ def test_a_query_in_flight_finishes_and_is_not_ended():
     def query():
         result.append(busy.execute("SELECT pg_sleep(0.4), 1").fetchone())
 
+    pid = busy.info.backend_pid
     thread = threading.Thread(target=query)
     thread.start()
     try:
+        # Only once the query is running (else the helper would find nothing to wait for).
+        with connection.cursor() as cursor:
+            for _ in range(200):
+                cursor.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid])
+                if cursor.fetchone() == ("active",):
+                    break
+                time.sleep(0.005)
+        started = time.monotonic()
         ended = settle_other_sessions(wait=10)
+        waited = time.monotonic() - started
     finally:
         thread.join()
     assert ended == []
     assert result and result[0][1] == 1
+    # It waited for the running query (0.4 s, just started) instead of returning at once.
+    assert waited > 0.2
     busy.close()
 
 
