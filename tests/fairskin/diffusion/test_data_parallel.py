@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow  # three launches of two ranks: about 40 s on 2 co
 
 CELLS = [("MEL", 1), ("MEL", 6), ("NV", 2), ("NV", 5), ("DF", 3), ("DF", 4)]
 FAST = {"validation_every": 10_000, "validation_inference_steps": 1, "lr_warmup_steps": 0}
-STEPS = 24
+STEPS = 16
 
 
 def _alive(pid: int) -> bool:
