@@ -108,6 +108,7 @@ def sample_with_labels(
     generators: Sequence[torch.Generator] | None = None,
     negative_prompt: str = "",
     size: int | None = None,
+    decode: bool = True,
 ) -> torch.Tensor:
     """Images (B, 3, H, W) in [0, 1] from a pipeline's parts with the nested guidance above.
 
@@ -116,7 +117,8 @@ def sample_with_labels(
     ``k`` starts from noise drawn with ``generators[k]`` when given (as the pipeline draws it:
     then label scale 0 reproduces ``pipe(..., generator=generators)``), else from a CPU
     generator seeded ``seed + k``: reproducible either way, and an image does not depend on
-    what else is in the batch. ``negative_prompt`` is the unconditional text."""
+    what else is in the batch. ``negative_prompt`` is the unconditional text. ``decode=False``
+    returns the final latents (B, C, h, w), scaled as the UNet sees them, instead of images."""
     if labels is not None and len(labels) != len(prompts):
         raise LabelError(f"{len(prompts)} prompts but {len(labels)} labels")
     if generators is not None and len(generators) != len(prompts):
@@ -155,5 +157,8 @@ def sample_with_labels(
             label_scale=label_scale,
         )
         latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample
+    if not decode:
+        final: torch.Tensor = latents.float().cpu()
+        return final
     images: torch.Tensor = vae.decode(latents / vae.config.scaling_factor).sample
     return (images.float() / 2 + 0.5).clamp(0, 1).cpu()

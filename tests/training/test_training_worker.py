@@ -62,5 +62,3 @@ def test_a_worker_trains_on_two_processes_is_cancelled_and_resumes_every_rank(st
     losses = Path(run.artifacts_dir, "loss.csv").read_text().splitlines()[1:]
     assert [int(line.split(",")[0]) for line in losses] == list(range(1, 41))
     assert not _ranks_alive(run)
-
-
