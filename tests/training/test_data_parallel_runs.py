@@ -98,7 +98,7 @@ def test_worker_queues_prints_the_queues_for_the_devices(capsys):
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.django_db
-def test_the_train_command_trains_on_two_processes_here_with_wait(capsys, settings, tmp_path):
+def test_the_train_command_trains_on_two_processes_here_with_wait(capsys, client):
     if CORES < 2:
         pytest.skip("needs 2 cores")
     seed(capsys)
@@ -117,6 +117,12 @@ def test_the_train_command_trains_on_two_processes_here_with_wait(capsys, settin
         JobLogEntry.objects.filter(job=run.job).values_list("message", flat=True)
     )
     assert not _ranks_alive(run)
+    # The run page says where it trained.
+    from tests.factories import make_user
+
+    client.force_login(make_user("engineer"))
+    page = client.get(f"/training/runs/{run.pk}/").content.decode()
+    assert "2 data-parallel processes" in page
 
 
 @pytest.mark.django_db
