@@ -3,8 +3,12 @@ devices they show, so a launch can refuse a run that no worker could train."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.utils import timezone
@@ -32,12 +36,23 @@ def queue_processes(queue: str) -> int:
 
 
 def count_devices() -> tuple[int, str]:
-    """(devices, kind) of this machine as the training ranks see them."""
-    import torch
+    """(devices, kind) of this machine as the training ranks see them.
 
-    from fairskin.diffusion.parallel import visible_devices
-
-    return visible_devices(), "cuda" if torch.cuda.is_available() else "cpu"
+    Counted in a short-lived subprocess: a Celery worker's main process forks its pool
+    children, and CUDA initialised before a fork (which ``torch.cuda.is_available`` does)
+    breaks CUDA in every child."""
+    script = (
+        "import json, torch; from fairskin.diffusion.parallel import visible_devices; "
+        "print(json.dumps([visible_devices(), 'cuda' if torch.cuda.is_available() else 'cpu']))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"could not count this machine's devices: {done.stderr[-500:]}")
+    devices, kind = json.loads(done.stdout.strip().splitlines()[-1])
+    return int(devices), str(kind)
 
 
 def register_worker(*, name: str, queues: list[str]) -> WorkerHost:
