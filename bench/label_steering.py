@@ -68,22 +68,6 @@ def _prompts(tokens: list[str], without_type: bool) -> Callable[[str, int], str]
     return prompt
 
 
-def _pipe(base_path: str, result: Any) -> Any:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        base_path, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.unet, pipe.text_encoder, pipe.tokenizer = (
-        result.unet.eval(),
-        result.text_encoder.eval(),
-        result.tokenizer,
-    )
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def _arm(args: argparse.Namespace, arm: str, work: Path, tiny: Any, items: list[Any]) -> None:
     from diffusers import AutoencoderKL
 
@@ -92,6 +76,7 @@ def _arm(args: argparse.Namespace, arm: str, work: Path, tiny: Any, items: list[
     from fairskin.diffusion.label_steering import (
         asked_latents,
         gap_along,
+        trained_pipeline,
         tuned_model,
         type_direction,
     )
@@ -164,7 +149,7 @@ def _arm(args: argparse.Namespace, arm: str, work: Path, tiny: Any, items: list[
     settings += [("no type", "with labels", s) for s in args.scales]
     for text, name, scale in settings:
         result = runs[name]
-        pipe = _pipe(base.path, result)
+        pipe = trained_pipeline(base.path, result)
         asked = asked_latents(
             pipe,
             diagnoses=DIAGNOSES,

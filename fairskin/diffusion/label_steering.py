@@ -75,6 +75,24 @@ def tuned_model(
     return dest
 
 
+def trained_pipeline(base_path: str, result: Any) -> Any:
+    """A DDIM text-to-image pipeline on the base model's folder with a trained run's UNet,
+    text encoder and tokenizer (``training.TrainResult``), in eval mode."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        base_path, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.unet, pipe.text_encoder, pipe.tokenizer = (
+        result.unet.eval(),
+        result.text_encoder.eval(),
+        result.tokenizer,
+    )
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def type_direction(latents: torch.Tensor, fsts: Sequence[int], low: int, high: int) -> torch.Tensor:
     """The unit vector (flattened latent) from the mean ``low``-type latent to the mean
     ``high``-type latent."""

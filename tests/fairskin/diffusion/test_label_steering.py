@@ -19,6 +19,7 @@ from fairskin.diffusion.label_guidance import sample_with_labels
 from fairskin.diffusion.label_steering import (
     gap_along,
     steering_gap,
+    trained_pipeline,
     tuned_model,
     type_direction,
 )
@@ -78,20 +79,6 @@ def test_undecoded_samples_are_the_latents_the_images_decode_from(tmp_path):
     assert torch.allclose((decoded / 2 + 0.5).clamp(0, 1), images, atol=1e-6)
 
 
-def _pipe(base_path: str, result) -> StableDiffusionPipeline:
-    pipe = StableDiffusionPipeline.from_pretrained(
-        base_path, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.unet, pipe.text_encoder, pipe.tokenizer = (
-        result.unet.eval(),
-        result.text_encoder.eval(),
-        result.tokenizer,
-    )
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.fixture(scope="module")
 def gaps(tmp_path_factory):
     folder = tmp_path_factory.mktemp("steering")
@@ -135,7 +122,10 @@ def gaps(tmp_path_factory):
             parents=[ti.run_dir],
             progress=SilentProgress(),
         )
-    off, on = _pipe(base.path, runs["without"]), _pipe(base.path, runs["with"])
+    off, on = (
+        trained_pipeline(base.path, runs["without"]),
+        trained_pipeline(base.path, runs["with"]),
+    )
 
     def named(tokens):  # the training prompt: it names the skin type
         return lambda dx, fst: prompt_for(dx, fst, available=tokens)
