@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "training",
     "generation",
     "review",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -241,9 +242,17 @@ CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# No periodic tasks: the job sweep is a thread of the beat process (jobs.sweeper), so it
-# never waits in a queue behind ordinary work.
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+# The job sweep is not a periodic task but a thread of the beat process (jobs.sweeper), so
+# it never waits in a queue behind ordinary work. The notifications' check (reminders to idle
+# raters, mails whose message was lost) can wait: it is a task on the cpu queue.
+FAIRSKIN_NOTIFY_CHECK_SECONDS = env.float("FAIRSKIN_NOTIFY_CHECK_SECONDS", default=900.0)
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "notifications-periodic": {
+        "task": "notifications.periodic",
+        "schedule": FAIRSKIN_NOTIFY_CHECK_SECONDS,
+        "options": {"queue": "cpu"},
+    },
+}
 FAIRSKIN_SWEEP_SECONDS = env.float("FAIRSKIN_SWEEP_SECONDS", default=30.0)
 
 # Jobs: a worker holds a job while its lease is fresh and extends it on every progress report.
@@ -251,6 +260,29 @@ FAIRSKIN_JOB_LEASE_SECONDS = env.int("FAIRSKIN_JOB_LEASE_SECONDS", default=120)
 FAIRSKIN_JOB_MAX_ATTEMPTS = env.int("FAIRSKIN_JOB_MAX_ATTEMPTS", default=5)
 # A queued job nobody claimed for this long had its broker message lost: send it again.
 FAIRSKIN_JOB_REQUEUE_STALE_SECONDS = env.int("FAIRSKIN_JOB_REQUEUE_STALE_SECONDS", default=300)
+
+# --- Notifications and email (issue 23) ------------------------------------------------------
+# EMAIL_URL (smtp+tls://user:password@host:587, consolemail://, ...) sets the mail backend and
+# server in one; without it mail is printed to the console (make run). A mail server's failure
+# never fails the work: the mail is retried by its task and stays visible as not sent.
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="FairSkin <fairskin@localhost>")
+# The site's address, for the links in mails.
+FAIRSKIN_SITE_URL = env.str("FAIRSKIN_SITE_URL", default="http://localhost:8000")
+# A rater with unrated items and no rating for this long is reminded, at most this many
+# times per study (the next reminder waits as long again).
+FAIRSKIN_NOTIFY_REMINDER_IDLE_HOURS = env.float("FAIRSKIN_NOTIFY_REMINDER_IDLE_HOURS", default=48.0)
+FAIRSKIN_NOTIFY_REMINDER_MAX = env.int("FAIRSKIN_NOTIFY_REMINDER_MAX", default=3)
+# Retries of a mail the server refused (backoff from 1 minute to 1 hour between them).
+FAIRSKIN_NOTIFY_EMAIL_RETRIES = env.int("FAIRSKIN_NOTIFY_EMAIL_RETRIES", default=6)
 
 LOGGING = {
     "version": 1,

@@ -11,6 +11,7 @@ urlpatterns = [
     path("generation/", include("generation.urls")),
     path("review/", include("review.urls")),
     path("api/", include("review.api_urls")),
+    path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),
 ]

@@ -23,6 +23,7 @@ from django.utils import timezone
 from fairskin.errors import ApplicationError
 from jobs import registry
 from jobs.models import ALLOWED_TRANSITIONS, Job, JobAttempt, JobLogEntry, JobState
+from jobs.signals import job_finished
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ def _fail_if_spent(*, job_id: int, now: Any) -> None:
         close_open_attempts(job_id=job_id, outcome="lost", error="worker stopped renewing")
         job_log(job_id=job_id, level="error", message=error)
         owner_failed(job=job, error=error)
+        job_finished.send(sender=Job, job=Job.objects.get(pk=job_id), state=JobState.FAILED)
 
 
 def owner_failed(*, job: Job, error: str) -> None:
@@ -198,8 +200,10 @@ def _finish(*, job_id: int, worker: str, to_state: str, **fields: Any) -> None:
         if updated != 1:
             raise LeaseLost(f"job {job_id} is no longer held by {worker}")
         close_open_attempts(job_id=job_id, outcome=to_state, error=fields.get("error", ""))
+        job = Job.objects.get(pk=job_id)
         if to_state == JobState.FAILED:
-            owner_failed(job=Job.objects.get(pk=job_id), error=fields["error"])
+            owner_failed(job=job, error=fields["error"])
+        job_finished.send(sender=Job, job=job, state=to_state)
 
 
 def job_succeed(

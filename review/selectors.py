@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
 
 from generation.models import Batch, BatchState, Sample, Verdict
 from review.models import (
@@ -48,6 +48,41 @@ def rater_progress(*, study_id: int, rater: Any) -> dict[str, int]:
     """The rater's item count and how many of them are rated, in one query."""
     return Assignment.objects.filter(study_id=study_id, rater=rater).aggregate(
         total=Count("id"), done=Count("rating")
+    )
+
+
+def open_study_raters_waiting() -> list[dict[str, Any]]:
+    """Each rater of an open study with items still unrated: ``study`` (the row), ``rater_id``,
+    ``waiting`` (unrated items) and ``last_rated_at`` (None before their first rating)."""
+    rows = list(
+        Assignment.objects.filter(study__state=StudyState.OPEN)
+        .values("study", "rater")
+        .annotate(
+            total=Count("id"),
+            done=Count("rating"),
+            last_rated_at=Max("rating__created_at"),
+        )
+        .filter(done__lt=F("total"))
+    )
+    studies = Study.objects.in_bulk({r["study"] for r in rows})
+    return [
+        {
+            "study": studies[r["study"]],
+            "rater_id": r["rater"],
+            "waiting": r["total"] - r["done"],
+            "last_rated_at": r["last_rated_at"],
+        }
+        for r in rows
+    ]
+
+
+def open_studies_fully_rated() -> QuerySet[Study]:
+    """Open studies with assignments, every one of them rated."""
+    unrated = Assignment.objects.filter(study=OuterRef("pk"), rating__isnull=True)
+    return (
+        Study.objects.filter(state=StudyState.OPEN, assignments__isnull=False)
+        .exclude(Exists(unrated))
+        .distinct()
     )
 
 

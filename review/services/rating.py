@@ -11,6 +11,7 @@ from django.utils import timezone
 from review.models import Assignment, Rating, RatingAudit, Study, StudyRater, StudyState
 from review.selectors import rater_progress
 from review.services.errors import InvalidRating, RatingRefused
+from review.signals import study_fully_rated
 
 MAX_SECONDS = 3600.0  # a rating left open overnight is recorded as an hour
 
@@ -161,4 +162,8 @@ def _rating_write(
             seconds=seconds,
         )
         _audit(study.pk, rater, assignment, "created", score=score)
+        # Two raters finishing at once may each still see the other's last item unrated;
+        # the notifications' periodic check catches a study both missed.
+        if not Assignment.objects.filter(study=study, rating__isnull=True).exists():
+            study_fully_rated.send(sender=Study, study=study)
         return rating, True

@@ -33,6 +33,7 @@ from review.models import (
     StudyState,
 )
 from review.services.errors import StudyError
+from review.signals import study_opened
 
 MAX_SAMPLE = 20_000
 
@@ -372,6 +373,10 @@ def _study_open(
     study.state = StudyState.OPEN
     study.opened_at = timezone.now()
     study.save(update_fields=["plan", "instructions", "state", "opened_at"])
+    waiting: dict[int, int] = {}
+    for assignment in assignments:
+        waiting[assignment.rater_id] = waiting.get(assignment.rater_id, 0) + 1
+    study_opened.send(sender=Study, study=study, waiting=waiting)
     return {"study_id": study.pk, "items": len(items), "assignments": len(assignments)}
 
 

@@ -18,8 +18,9 @@ REQUEST = 4
 # total and done in one aggregate.
 QUEUE = REQUEST + 4
 # Savepoint and release (the test's transaction); lock the assignment; read the study; an
-# existing rating; the current item; insert the rating; insert the audit row; total and done.
-RATING = REQUEST + 2 + 7
+# existing rating; the current item; insert the rating; insert the audit row; whether the
+# study has an unrated item left (issue 23: its lead is told when none is); total and done.
+RATING = REQUEST + 2 + 8
 # The assignment with its item and study.
 IMAGE = REQUEST + 1
 
@@ -83,8 +84,9 @@ def test_a_repeated_rating_runs_no_more_queries_than_the_first(client, study, ra
     repeat, response_repeat = _post_rating(client, token)
     assert (response.status_code, response_repeat.status_code) == (201, 200)
     assert response_repeat.json()["done"] == 1
-    # The repeat is audited instead of inserted and skips the order check.
-    assert first == RATING and repeat == RATING - 2
+    # The repeat is audited instead of inserted and skips the order check and the check
+    # for the study's last unrated item.
+    assert first == RATING and repeat == RATING - 3
 
 
 def test_the_blinded_image_runs_a_fixed_number_of_queries(client, study, raters):
