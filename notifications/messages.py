@@ -14,7 +14,7 @@ from django.urls import reverse
 class Message:
     subject: str
     body: str
-    link: str
+    link: str  # the page's path on this site (the mail's body has the full address)
 
 
 def absolute(path: str) -> str:
@@ -31,12 +31,12 @@ def _items(n: int) -> str:
 
 def rater_assigned(*, study_id: int, study_name: str, waiting: int) -> Message:
     title = _study_title(study_id=study_id, study_name=study_name)
-    link = absolute(reverse("review:rate", args=[study_id]))
+    link = reverse("review:rate", args=[study_id])
     return Message(
         subject=f"FairSkin: {title} has {_items(waiting)} for you to rate",
         body=(
             f"You have been asked to rate {_items(waiting)} in {title}.\n\n"
-            f"Start rating here: {link}\n"
+            f"Start rating here: {absolute(link)}\n"
         ),
         link=link,
     )
@@ -44,12 +44,12 @@ def rater_assigned(*, study_id: int, study_name: str, waiting: int) -> Message:
 
 def rater_reminder(*, study_id: int, study_name: str, waiting: int) -> Message:
     title = _study_title(study_id=study_id, study_name=study_name)
-    link = absolute(reverse("review:rate", args=[study_id]))
+    link = reverse("review:rate", args=[study_id])
     return Message(
         subject=f"FairSkin reminder: {_items(waiting)} still wait in {title}",
         body=(
             f"{_items(waiting).capitalize()} in {title} still wait for your ratings.\n\n"
-            f"Continue where you stopped: {link}\n"
+            f"Continue where you stopped: {absolute(link)}\n"
         ),
         link=link,
     )
@@ -57,30 +57,29 @@ def rater_reminder(*, study_id: int, study_name: str, waiting: int) -> Message:
 
 def lead_study_rated(*, study_id: int, study_name: str, raters: int) -> Message:
     title = _study_title(study_id=study_id, study_name=study_name)
-    link = absolute(reverse("review:study", args=[study_id]))
+    link = reverse("review:study", args=[study_id])
     return Message(
         subject=f"FairSkin: every rater finished {title}; its gate is ready",
         body=(
             f"All {raters} raters of {title} have rated every image assigned to them. "
-            f"The gate can be read and the study closed: {link}\n"
+            f"The gate can be read and the study closed: {absolute(link)}\n"
         ),
         link=link,
     )
 
 
 def job_outcome(*, what: str, succeeded: bool, attempt: int, error: str, path: str) -> Message:
-    link = absolute(path)
     if succeeded:
         return Message(
             subject=f"FairSkin: {what} succeeded",
-            body=f"{what.capitalize()} finished successfully.\n\nSee it here: {link}\n",
-            link=link,
+            body=f"{what.capitalize()} finished successfully.\n\nSee it here: {absolute(path)}\n",
+            link=path,
         )
     return Message(
         subject=f"FairSkin: {what} failed (attempt {attempt})",
         body=(
             f"{what.capitalize()} failed on attempt {attempt}:\n\n{error}\n\n"
-            f"Its page, where you can resume it: {link}\n"
+            f"Its page, where you can resume it: {absolute(path)}\n"
         ),
-        link=link,
+        link=path,
     )
