@@ -140,13 +140,15 @@ def _fail_if_spent(*, job_id: int, now: Any) -> None:
         close_open_attempts(job_id=job_id, outcome="lost", error="worker stopped renewing")
         job_log(job_id=job_id, level="error", message=error)
         owner_failed(job=job, error=error)
-        job_finished.send(sender=Job, job=Job.objects.get(pk=job_id), state=JobState.FAILED)
 
 
 def owner_failed(*, job: Job, error: str) -> None:
+    """In the transaction that failed the job (its worker, or the sweep giving up): the
+    owner's hook, then whoever listens to job_finished."""
     hook = registry.get_kind(job.kind).on_failed
     if hook is not None:
         hook(job, error)
+    job_finished.send(sender=Job, job=job, state=JobState.FAILED)
 
 
 def close_open_attempts(*, job_id: int, outcome: str, error: str = "") -> None:
@@ -200,10 +202,10 @@ def _finish(*, job_id: int, worker: str, to_state: str, **fields: Any) -> None:
         if updated != 1:
             raise LeaseLost(f"job {job_id} is no longer held by {worker}")
         close_open_attempts(job_id=job_id, outcome=to_state, error=fields.get("error", ""))
-        job = Job.objects.get(pk=job_id)
         if to_state == JobState.FAILED:
-            owner_failed(job=job, error=fields["error"])
-        job_finished.send(sender=Job, job=job, state=to_state)
+            owner_failed(job=Job.objects.get(pk=job_id), error=fields["error"])
+        else:
+            job_finished.send(sender=Job, job=Job.objects.get(pk=job_id), state=to_state)
 
 
 def job_succeed(

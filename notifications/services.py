@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from accounts.roles import Role
 from jobs.registry import job_owner
+from jobs.selectors import job_get
 from notifications import messages
 from notifications.messages import Message
 from notifications.models import EmailState, Notification, NotificationKind, NotificationOptOut
@@ -44,7 +45,8 @@ def notify(
 ) -> list[Notification]:
     """Record the event for each recipient who has not turned ``kind`` off and was not told
     of this occurrence yet. Returns the rows written now (their mail is still to send)."""
-    wanted = set(recipient_ids) - opted_out(kind=kind, user_ids=recipient_ids)
+    recipients = set(recipient_ids)
+    wanted = recipients - opted_out(kind=kind, user_ids=recipients)
     known = set(
         Notification.objects.filter(
             kind=kind, object_key=object_key, occurrence=occurrence, recipient_id__in=wanted
@@ -115,6 +117,7 @@ def notify_study_fully_rated(*, study: Any) -> list[Notification]:
 def notify_job_finished(*, job: Any, state: str) -> list[Notification]:
     """Tell whoever launched a run's or a batch's job how it ended (cancelled: not told, they
     or a colleague asked for it)."""
+    job = job_get(job_id=job.pk)  # the sender's row may be partial or read before the change
     succeeded = state == "succeeded"
     if succeeded and job.kind not in SUCCESS_KINDS:
         return []
@@ -156,8 +159,8 @@ def _reminders(*, now: Any) -> list[Notification]:
     for row in rows:
         study = row["study"]
         count, last_reminder = sent.get((study.pk, row["rater_id"]), (0, None))
-        active_at = max(t for t in (study.opened_at, row["last_rated_at"], last_reminder) if t)
-        if count >= limit or now - active_at < idle:
+        moments = [t for t in (study.opened_at, row["last_rated_at"], last_reminder) if t]
+        if count >= limit or not moments or now - max(moments) < idle:
             continue
         created += notify(
             kind=NotificationKind.RATING_REMINDER,

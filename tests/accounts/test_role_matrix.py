@@ -315,6 +315,22 @@ MATRIX = {
         "rating",
         {"anonymous": 403, "dermatologist": 201, "lead": 403, "engineer": 403},
     ),
+    # Every signed-in user has notifications and their settings; mark read touches one's own.
+    "notifications:preferences": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 200, "lead": 200, "engineer": 200},
+    ),
+    "notifications:read": (
+        "post",
+        "notification",
+        {"anonymous": LOGIN, "dermatologist": 302, "lead": 302, "engineer": 302},
+    ),
+    "notifications:read_all": (
+        "post",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 302, "lead": 302, "engineer": 302},
+    ),
 }
 
 
@@ -371,6 +387,14 @@ def _release() -> Release:
     )
 
 
+def _notification(user):
+    from notifications.models import Notification
+
+    return Notification.objects.create(
+        recipient=user, kind="job_failed", object_key="job:1", occurrence="attempt:1"
+    )
+
+
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("name", sorted(MATRIX))
 def test_role_by_url(client, role, name):
@@ -401,6 +425,9 @@ def test_role_by_url(client, role, name):
         kwargs = {"token": _seated(user).token}
     elif kwargs_key == "rating":
         data = {"token": _seated(user).token, "score": 6, "seconds": 2.5}
+    elif kwargs_key == "notification":
+        recipient = user or make_user("engineer")
+        kwargs = {"notification_id": _notification(recipient).pk}
     if name == "review:preparation":
         kwargs["action"] = "resume"
     if name == "training:artifact":

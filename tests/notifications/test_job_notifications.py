@@ -7,7 +7,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from jobs import lease
+from jobs import lease, sweeper
 from jobs.models import Job, JobState
 from jobs.services import job_resume
 from jobs.signals import job_finished
@@ -90,6 +90,16 @@ def test_the_sweep_giving_up_is_a_failure_told_once(run, launcher):
     assert lease.job_claim(job_id=run.job_id, worker="w") is None
     assert told() == [(launcher.pk, "job_failed", "attempt:5")]
     assert "gave up" in Notification.objects.get().body
+
+
+def test_the_sweep_giving_up_on_a_dead_workers_last_attempt_is_a_failure_told_once(run, launcher):
+    lease.job_claim(job_id=run.job_id, worker="dead")
+    expired = timezone.now() - timedelta(seconds=1)
+    Job.objects.filter(pk=run.job_id).update(attempt_limit=1, lease_expires_at=expired)
+    assert sweeper.job_sweep()["gave_up"] == 1
+    assert sweeper.job_sweep()["gave_up"] == 0
+    assert told() == [(launcher.pk, "job_failed", "attempt:1")]
+    assert "workers stopped responding" in Notification.objects.get().body
 
 
 def test_jobs_that_are_no_run_or_batch_and_cancellations_tell_nobody(run, launcher):
