@@ -162,3 +162,19 @@ def test_a_launcher_who_turned_failures_off_is_told_only_of_successes(run, launc
     job = lease.job_claim(job_id=run.job_id, worker="w2")
     lease.job_succeed(job_id=job.pk, worker="w2")
     assert told() == [(launcher.pk, "job_succeeded", "attempt:2")]
+
+
+def test_the_database_refuses_a_second_row_for_one_occurrence(run, launcher):
+    from django.db import IntegrityError, transaction
+
+    fail(run.job_id, "w1")
+    n = Notification.objects.get()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Notification.objects.create(
+            recipient=launcher, kind=n.kind, object_key=n.object_key, occurrence=n.occurrence
+        )
+    # Another recipient of the same occurrence is a row of its own.
+    colleague = make_user("engineer")
+    Notification.objects.create(
+        recipient=colleague, kind=n.kind, object_key=n.object_key, occurrence=n.occurrence
+    )
