@@ -122,6 +122,8 @@ def train_on_ranks(
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("events.jsonl", "result.json", "cancel", "ranks.log"):
         (folder / stale).unlink(missing_ok=True)
+    for stale_pid in folder.glob("rank-*.pid"):  # the last attempt's ranks
+        stale_pid.unlink()
     spec = write_spec(
         folder,
         config=config,

@@ -38,6 +38,7 @@ def test_each_roles_home_lists_its_own_notifications_newest_first(client, role):
     page = client.get("/").content.decode()
     assert page.index("Newer news") < page.index("Older news")
     assert "Someone else" not in page and "2 new" in page
+    assert "just now" in page and "2\xa0hours ago" in page  # never "0 minutes ago"
 
 
 def test_mark_read_needs_a_post_with_csrf_and_touches_only_the_users_own():
