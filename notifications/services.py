@@ -117,13 +117,17 @@ def notify_study_fully_rated(*, study: Any) -> list[Notification]:
 def notify_job_finished(*, job: Any, state: str) -> list[Notification]:
     """Tell whoever launched a run's or a batch's job how it ended (cancelled: not told, they
     or a colleague asked for it)."""
-    job = job_get(job_id=job.pk)  # the sender's row may be partial or read before the change
+    # Decided from the state and kind first: most jobs that end (shards, thumbnails, reports
+    # nobody is told of) need no read at all.
     succeeded = state == "succeeded"
-    if succeeded and job.kind not in SUCCESS_KINDS:
+    if succeeded:
+        told = job.kind in SUCCESS_KINDS
+    else:
+        told = state == "failed" and job.kind.startswith(FAILURE_PREFIXES)
+    if not told:
         return []
-    if state == "failed" and not job.kind.startswith(FAILURE_PREFIXES):
-        return []
-    if state not in ("succeeded", "failed") or job.launched_by_id is None:
+    job = job_get(job_id=job.pk)  # the sender's row may be partial or read before the change
+    if job.launched_by_id is None:
         return []
     owner = job_owner(job)
     what = owner.label if owner is not None else f"job {job.pk}"

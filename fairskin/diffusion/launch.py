@@ -206,20 +206,16 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 15.0)):
+    """SIGTERM the group (torchrun ends its ranks), then SIGKILL whatever is left in it."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            return  # the group is empty
         try:
-            proc.wait(timeout=wait)
+            proc.wait(timeout=15.0)
         except subprocess.TimeoutExpired:
-            continue
-        # torchrun is gone; any rank it left in the group goes with the next signal
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+            pass
 
 
 def _log_tail(path: Path) -> str:
@@ -258,28 +254,27 @@ class _Events:
             self.checked = time.monotonic()
             self.progress.check_cancelled()
 
-    def forward_logs(self) -> None:
-        """Only the log lines left (after a cancel, when progress may no longer be reported)."""
+    def _new_lines(self) -> list[bytes]:
+        """The complete lines written since the last read (a line still being written waits)."""
         if not self.path.is_file():
-            return
-        with self.path.open("rb") as fh:
-            fh.seek(self.offset)
-            rest = fh.read()
-        for line in rest.splitlines():
-            event = json.loads(line) if line.endswith(b"}") else {}
-            if event.get("event") == "log":
-                self.progress.log(event["message"])
-
-    def forward(self) -> None:
-        if not self.path.is_file():
-            self._quiet()
-            return
+            return []
         with self.path.open("rb") as fh:
             fh.seek(self.offset)
             chunk = fh.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]
         self.offset += len(complete)
-        for line in complete.splitlines():
+        return complete.splitlines()
+
+    def forward_logs(self) -> None:
+        """Only the log lines left (after a cancel, when progress may no longer be reported)."""
+        for line in self._new_lines():
+            event = json.loads(line)
+            if event["event"] == "log":
+                self.progress.log(event["message"])
+
+    def forward(self) -> None:
+        lines = self._new_lines()
+        for line in lines:
             event = json.loads(line)
             kind = event.pop("event")
             if kind == "phase":
@@ -288,7 +283,7 @@ class _Events:
                 self.progress.update(**event)
             else:
                 self.progress.log(event["message"])
-        if not complete:
+        if not lines:
             self._quiet()
 
 
