@@ -123,10 +123,17 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
-# Training artifacts (checkpoints, LoRA weights) are large local files read by GPU workers.
+# Artifacts (runs' weights and checkpoints, batch references, release archives) are stored
+# under keys (jobs.artifacts). Without a bucket this folder is the store; with
+# AWS_STORAGE_BUCKET_NAME set the bucket is, and this folder is the host's working folder and
+# its hash-keyed cache (FAIRSKIN_ARTIFACTS_CACHE_BYTES, least recently used out first).
 FAIRSKIN_ARTIFACTS_ROOT = Path(
     env.str("FAIRSKIN_ARTIFACTS_ROOT", default=str(VAR_DIR / "artifacts"))
 )
+FAIRSKIN_ARTIFACTS_CACHE_BYTES = env.int("FAIRSKIN_ARTIFACTS_CACHE_BYTES", default=50 << 30)
+# How often a running job's working folder is published (only when it changed): a checkpoint
+# reaches the bucket within this many seconds of being written.
+FAIRSKIN_ARTIFACTS_SYNC_SECONDS = env.float("FAIRSKIN_ARTIFACTS_SYNC_SECONDS", default=10.0)
 FAIRSKIN_BASE_MODEL = env.str("FAIRSKIN_BASE_MODEL", default="tiny")
 # Where `tiny` and `sd15-random` are written once as diffusers folders.
 FAIRSKIN_MODEL_CACHE = Path(env.str("FAIRSKIN_MODEL_CACHE", default=str(VAR_DIR / "models")))
@@ -152,15 +159,21 @@ FAIRSKIN_MAX_UPLOAD_BYTES = env.int("FAIRSKIN_MAX_UPLOAD_BYTES", default=4 << 30
 # A metadata CSV is parsed in memory on the upload form: Fitzpatrick17k's is ~3 MB.
 FAIRSKIN_MAX_METADATA_BYTES = env.int("FAIRSKIN_MAX_METADATA_BYTES", default=32 << 20)
 
-# Images live in local files unless an S3-compatible bucket is configured (django-storages).
+# Images (and artifacts, above) live in local files unless an S3-compatible bucket is
+# configured (django-storages for images; jobs.artifacts for artifacts).
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+# Empty: boto3's own chain (environment, instance role).
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
 if AWS_STORAGE_BUCKET_NAME:
     _media_storage = {
         "BACKEND": "storages.backends.s3.S3Storage",
         "OPTIONS": {
             "bucket_name": AWS_STORAGE_BUCKET_NAME,
-            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
-            "region_name": env.str("AWS_S3_REGION_NAME", default="") or None,
+            "endpoint_url": AWS_S3_ENDPOINT_URL or None,
+            "region_name": AWS_S3_REGION_NAME or None,
             "default_acl": None,
             "querystring_auth": True,
             "file_overwrite": False,
@@ -201,6 +214,9 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
+        # Personal API tokens of engineers and leads (accounts.tokens); session stays first,
+        # so a request with no credentials is still a 403, and a bad token is a 401.
+        "accounts.api_auth.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -209,7 +225,9 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "FairSkin API",
-    "DESCRIPTION": "Review studies, a rater's queue, ratings, gate results and releases.",
+    "DESCRIPTION": "FairSkin's API: datasets, training runs, generation batches, jobs, review "
+    "studies, a rater's queue and ratings, gate results, releases and fairness reports. Scripts "
+    "authenticate with a personal API token (engineers and leads, made on the account page).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI from the drf-spectacular-sidecar package: no CDN.

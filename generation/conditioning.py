@@ -28,6 +28,7 @@ from fairskin.labels import SEVEN_CLASSES
 from generation.errors import BatchConfigError
 from generation.models import Batch
 from training.models import Run
+from training.selectors import run_model_folder
 
 # The diagnoses with a label vector of their own (labels_conditioning.DX_CLASSES); OTHER has none.
 LABEL_DIAGNOSES = frozenset(d.value for d in SEVEN_CLASSES)
@@ -158,7 +159,7 @@ def model_label_file(run: Run) -> Path | None:
     """The label table the model's LoRA was trained with (`lineage_label_file`), or None."""
     from fairskin.diffusion.labels_conditioning import lineage_label_file
 
-    return lineage_label_file([Path(r.artifacts_dir) for r in run.lineage()])
+    return lineage_label_file([run_model_folder(r) for r in run.lineage()])
 
 
 def check_label_guidance(
@@ -268,10 +269,11 @@ def model_adapter_run(run: Run) -> Run | None:
     from fairskin.diffusion.image_prompt import FILENAME as ADAPTER_FILE
 
     lineage = run.lineage()
-    folder = lora_run_dir([Path(r.artifacts_dir) for r in lineage])
+    folders = [run_model_folder(r) for r in lineage]
+    folder = lora_run_dir(folders)
     if folder is None or not (folder / ADAPTER_FILE).is_file():
         return None
-    return next(r for r in reversed(lineage) if Path(r.artifacts_dir) == folder)
+    return next(r for r, f in reversed(list(zip(lineage, folders, strict=True))) if f == folder)
 
 
 def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, Any]:
@@ -293,7 +295,7 @@ def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, 
 
     own = model_adapter_run(run)
     if own is not None:
-        folder, weight, source = Path(own.artifacts_dir), ADAPTER_FILE, f"run {own.pk}"
+        folder, weight, source = run_model_folder(own), ADAPTER_FILE, f"run {own.pk}"
     elif settings.FAIRSKIN_IP_ADAPTER_DIR:
         folder = Path(settings.FAIRSKIN_IP_ADAPTER_DIR)
         weight, source = settings.FAIRSKIN_IP_ADAPTER_WEIGHT, "FAIRSKIN_IP_ADAPTER_DIR"

@@ -23,6 +23,7 @@ from generation.errors import BatchConfigError
 from generation.models import Batch
 from generation.selectors import model_runs_usable
 from generation.services import batch_create, model_diagnoses
+from jobs.artifacts import read_folder
 from training.models import Run, RunKind
 from training.selectors import run_is_finished, selection_normalise
 
@@ -53,7 +54,8 @@ def validation_predictions(run: Run) -> dict[str, Any]:
             "holds or may hold the validation images: its validation errors are not "
             "out-of-sample"
         )
-    path = Path(run.artifacts_dir or "/nonexistent") / "val_predictions.json"
+    folder = read_folder(run.artifacts_dir, lambda rel: rel == "val_predictions.json")
+    path = (folder or Path("/nonexistent")) / "val_predictions.json"
     if not path.is_file():
         raise BatchConfigError(
             f"classifier run {run.pk} stored no validation predictions (val_predictions.json; "

@@ -7,6 +7,8 @@ synthetic) with exactly one Sample holding how it was made, every score and the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -166,6 +168,14 @@ class Batch(models.Model):
     def micro_batch(self) -> int:
         """Candidates computed together in one device pass (fixed when the batch was created)."""
         return int(self.reproducibility.get("micro_batch") or self.device_batch)
+
+    @property
+    def folder(self) -> Path:
+        """This host's working folder for the artifacts (`jobs.artifacts.local_folder`): what
+        a job writes into, and what it reads after fetching from the store."""
+        from jobs.artifacts import local_folder
+
+        return local_folder(self.artifacts_dir)
 
     def plan(self) -> Plan:
         """Every stratum with its quota and candidate cap, in the order of ``quotas``."""

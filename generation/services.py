@@ -9,6 +9,7 @@ finishing), is generation.advance; a resume without failed shards hands over to 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,17 @@ from generation.conditioning import check_image_prompt, check_label_guidance, re
 from generation.errors import BatchConfigError as BatchConfigError
 from generation.models import Batch, BatchState
 from generation.selectors import batch_failed_jobs
+from jobs import artifacts
 from jobs.models import TERMINAL_STATES, Job, JobState
 from jobs.services import job_cancel, job_create, job_resume
 from training.models import Run, RunKind
 from training.selectors import run_is_finished
 
 
-def batch_artifacts_dir(batch: Batch) -> Path:
-    """The batch's own folder, named by its identity (batch-<id>-<token>): a batch that re-uses
-    an earlier batch's id never finds that batch's reference."""
-    root = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "batches"
-    return root / (batch.identity or f"batch-{batch.pk}")
+def batch_artifacts_key(batch: Batch) -> str:
+    """The batch's store key, named by its identity (batches/batch-<id>-<token>): a batch that
+    re-uses an earlier batch's id never finds that batch's reference."""
+    return f"batches/{batch.identity or f'batch-{batch.pk}'}"
 
 
 def native_size(base_path: str) -> int | None:
@@ -88,8 +89,11 @@ def _check_model(run: Run) -> None:
             raise BatchConfigError(
                 f"run {r.pk} in the model's lineage has not succeeded; its artifacts are not ready"
             )
-        if not r.artifacts_dir or not Path(r.artifacts_dir).is_dir():
-            raise BatchConfigError(f"run {r.pk}'s artifacts folder {r.artifacts_dir!r} is missing")
+        if not artifacts.published(r.artifacts_dir):
+            raise BatchConfigError(
+                f"run {r.pk}'s artifacts ({r.artifacts_dir or 'none recorded'}) are missing"
+                " from the artifact store"
+            )
 
 
 def batch_create(
@@ -236,8 +240,8 @@ def batch_create(
         )
         while True:  # a folder no earlier batch left behind
             batch.identity = new_identity("batch", batch.pk)
-            batch.artifacts_dir = str(batch_artifacts_dir(batch))
-            if not Path(batch.artifacts_dir).exists():
+            batch.artifacts_dir = batch_artifacts_key(batch)
+            if not batch.folder.exists():
                 break
         batch.dataset = dataset_synthetic_create(
             name=f"synthetic-batch-{batch.pk}",
@@ -258,8 +262,9 @@ def batch_create(
     return batch
 
 
-def publish_reference(staging: Path) -> None:
-    """Move a preparing attempt's scoring reference into place (inside the fenced hand-over)."""
+def publish_reference(batch: Batch, staging: Path) -> None:
+    """Move a preparing attempt's scoring reference into place and publish it to the store,
+    manifest last (inside the fenced hand-over, so a stalled attempt never overwrites it)."""
     folder = staging.parent
     target = folder / "reference"
     if target.exists():  # left by an attempt that died between publishing and committing
@@ -267,6 +272,7 @@ def publish_reference(staging: Path) -> None:
     (staging / "reference").rename(target)
     for leftover in folder.glob(".prepare-attempt-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    artifacts.publish(batch.artifacts_dir)
 
 
 def pixel_dependence(micro_batch: int) -> dict[str, Any]:
@@ -345,3 +351,14 @@ def batch_resume(*, batch: Batch, user: Any = None) -> Batch:
     if not failed:
         batch_advance(batch_id=batch.pk)
     return batch
+
+
+def batches_artifacts_upload(*, dry_run: bool = False) -> Iterator[tuple[str, bool]]:
+    """Upload every batch's folder (its scoring reference) into the artifact store and record
+    its key (`manage.py upload_artifacts`)."""
+    for batch in Batch.objects.exclude(artifacts_dir="").order_by("pk"):
+        key, message = artifacts.upload_reference(batch.artifacts_dir, "batches", dry_run=dry_run)
+        moved = message.startswith(("published", "would"))
+        if moved and not dry_run and key != batch.artifacts_dir:
+            Batch.objects.filter(pk=batch.pk).update(artifacts_dir=key)
+        yield f"batch {batch.pk}: {message}", moved

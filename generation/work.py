@@ -31,10 +31,11 @@ from fairskin.progress import JobCancelled
 from fairskin.provenance import check_identity, write_identity
 from generation import advance, conditioning, selectors, services
 from generation.models import Batch, BatchState, Sample, Verdict
+from jobs import artifacts
 from jobs.registry import JobContext, LeaseHolder
 from jobs.threads import set_torch_threads
 from training.models import Run
-from training.selectors import runs_finished, selection_images
+from training.selectors import run_model_folder, runs_finished, selection_images
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _extractors():
             lpips_weights=settings.FAIRSKIN_LPIPS_WEIGHTS or None,
             clip_model=settings.FAIRSKIN_CLIP_MODEL,
             clip_weights=settings.FAIRSKIN_CLIP_WEIGHTS or None,
-            classifier_dir=Path(classifier.artifacts_dir) if classifier else None,
+            classifier_dir=run_model_folder(classifier) if classifier else None,
         ),
     ), classifier
 
@@ -137,7 +138,7 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
     set_torch_threads()
     # Each attempt builds into a folder of its own; the fenced hand-over publishes it, so an
     # attempt that stalled past its lease can never overwrite what shards are reading.
-    staging = Path(batch.artifacts_dir) / f".prepare-attempt-{attempt}"
+    staging = batch.folder / f".prepare-attempt-{attempt}"
     shutil.rmtree(staging, ignore_errors=True)
     progress.phase("Loading feature extractors")
     extractors, classifier = _extractors()
@@ -176,7 +177,7 @@ def batch_prepare(*, batch_id: int, attempt: int, progress: JobContext) -> dict[
         provenance=provenance,
         calibration=calibration,
         lease=progress.lease,
-        publish=lambda: services.publish_reference(staging),
+        publish=lambda: services.publish_reference(batch, staging),
     )
     return {
         "batch_id": batch.pk,
@@ -202,7 +203,9 @@ def reference_folder(batch: Batch) -> Path:
     """The batch's published scoring reference, refused (`IdentityMismatch`) unless it records
     this batch's identity. References published before records existed are accepted only in a
     folder named the old way (batch-<id>), which the issue-15 migration kept on its own row."""
-    folder = Path(batch.artifacts_dir) / "reference"
+    # Fetched from the store once per host (checked against its manifest's hashes).
+    folder = artifacts.fetch(batch.artifacts_dir, include=lambda rel: rel.startswith("reference/"))
+    folder = folder / "reference"
     legacy = batch.identity == f"batch-{batch.pk}"
     check_identity(
         folder, reference_identity(batch), what="the scoring reference", accept_unrecorded=legacy
@@ -211,19 +214,15 @@ def reference_folder(batch: Batch) -> Path:
 
 
 def _generator(batch: Batch):
-    from fairskin.diffusion.base_models import resolve_base_model
     from fairskin.generation.sampler import BatchGenerator
 
-    run_dirs = [r.artifacts_dir for r in batch.model_run.lineage()]
-    key = (batch.model_run.base_model, tuple(run_dirs), batch.scheduler)
+    lineage = batch.model_run.lineage()
+    key = (batch.model_run.base_model, tuple(r.artifacts_dir for r in lineage), batch.scheduler)
 
     def build():
-        base = resolve_base_model(
-            batch.model_run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE
-        )
-        return BatchGenerator(
-            base, [Path(d) for d in run_dirs], scheduler=batch.scheduler, device=_device()
-        )
+        base = artifacts.base_model(batch.model_run.base_model)
+        folders = [run_model_folder(r) for r in lineage]  # from the store, once per host
+        return BatchGenerator(base, folders, scheduler=batch.scheduler, device=_device())
 
     return LIVE.get("generator", key, build)
 

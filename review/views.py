@@ -1,14 +1,17 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from common.refusals import refused_to_messages
 from fairskin.errors import ApplicationError
 from fairskin.review.blinding import SERVED_CONTENT_TYPE
+from fairskin.store.errors import StoreError
+from jobs import artifacts
 from review import selectors
 from review.forms import StudyForm
 from review.gate_display import gate_display
@@ -245,11 +248,15 @@ def release_download(request, release_id: int):
     release = get_object_or_404(Release, pk=release_id)
     if not release.export_path:
         raise Http404("the export is not written yet")
-    return FileResponse(
-        open(release.export_path, "rb"),
-        as_attachment=True,
-        filename=f"fairskin-release-{release.pk}.zip",
+    try:  # streamed from the store with this view's permission check, never a bucket URL
+        chunks = artifacts.open_object(release.export_path)
+    except StoreError as exc:
+        raise Http404(f"the export is not in the store: {exc}") from exc
+    response = StreamingHttpResponse(chunks, content_type="application/zip")
+    response["Content-Disposition"] = content_disposition_header(
+        True, f"fairskin-release-{release.pk}.zip"
     )
+    return response
 
 
 # --- rating (dermatologists) -----------------------------------------------------------------

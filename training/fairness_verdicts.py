@@ -27,6 +27,7 @@ from fairskin.classifier.paired import (
     paired_comparison,
 )
 from training.models import Run
+from training.reports import run_file
 
 GROUPS = ("I–II", "III–IV", "V–VI")
 DARK = "V–VI"
@@ -69,7 +70,7 @@ class PredictionsUnavailable(ValueError):
 def predictions_digest(run: Run) -> str:
     """The sha256 of a run's predictions file ("" when it has none or it cannot be read)."""
     ref = run.evaluation.get("test_predictions") or {}
-    path = Path(run.artifacts_dir) / Path(str(ref.get("file", ""))).name
+    path = run_file(run, Path(str(ref.get("file", ""))).name) or Path("/nonexistent")
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest() if ref else ""
     except OSError:
@@ -84,7 +85,8 @@ def load_predictions(run: Run) -> tuple[Predictions, list[str]]:
             f"run {run.pk} stores no per-image test predictions (evaluated before paired "
             f"comparisons existed); retrain it to compare"
         )
-    path = Path(run.artifacts_dir) / Path(str(ref.get("file", ""))).name  # inside the folder
+    name = Path(str(ref.get("file", ""))).name  # inside the folder
+    path = run_file(run, name) or Path("/nonexistent") / name
     try:
         data = json.loads(path.read_text())
         groups = [fst_group(f) for f in data["fst"]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django.urls import reverse
@@ -35,5 +34,5 @@ def run_training(job: Job, progress: JobContext) -> dict[str, Any]:
 )
 def import_external_artifacts(job: Job, progress: JobContext) -> dict[str, Any]:
     return work.run_artifacts_import(
-        run_id=job.params["run_id"], source=Path(job.params["source"]), progress=progress
+        run_id=job.params["run_id"], source=job.params["source"], progress=progress
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 
@@ -87,6 +89,14 @@ class Run(models.Model):
         if self.uses_on_the_fly:
             return "with unstudied on-the-fly images"
         return "with synthetic" if self.uses_synthetic else "real only"
+
+    @property
+    def folder(self) -> Path:
+        """This host's working folder for the artifacts (`jobs.artifacts.local_folder`): what
+        a job writes into, and what it reads after fetching from the store."""
+        from jobs.artifacts import local_folder
+
+        return local_folder(self.artifacts_dir)
 
     def lineage(self) -> list[Run]:
         """This run and its ancestors, oldest first: TI -> LoRA -> joint."""

@@ -3,6 +3,7 @@ classifier's per-skin-type table and the links to the next step of the pipeline.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ from django.urls import reverse
 
 from fairskin.charts import line_chart
 from fairskin.diffusion.reports import read_loss_log
+from jobs import artifacts
 from training.models import Run, RunKind
+from training.reports import run_file
 from training.selectors import run_is_finished
 
 # Files a run writes at the top of its folder, listed (and served) when present.
@@ -48,7 +51,9 @@ def artifact_files(artifacts_dir: str) -> list[str]:
     """
     if not artifacts_dir.strip():
         return []
-    run_dir = Path(artifacts_dir)
+    if artifacts.is_remote():  # what the run's manifest lists; nothing is fetched to list it
+        return [rel for rel in artifacts.manifest_files(artifacts_dir) or [] if _listed(rel)]
+    run_dir = artifacts.local_folder(artifacts_dir)
     found = [run_dir / n for n in ARTIFACT_NAMES]
     for folder, pattern in ARTIFACT_GLOBS:
         found += sorted((run_dir / folder).glob(pattern))
@@ -58,6 +63,16 @@ def artifact_files(artifacts_dir: str) -> list[str]:
         for p in found
         if p.is_file() and p.resolve().is_relative_to(root)
     ]
+
+
+def _listed(rel: str) -> bool:
+    if rel in ARTIFACT_NAMES:
+        return True
+    folder, _, name = rel.partition("/")
+    return any(
+        folder == f and "/" not in name and fnmatch.fnmatchcase(name, pattern)
+        for f, pattern in ARTIFACT_GLOBS
+    )
 
 
 def artifact_links(run: Run) -> list[dict[str, str]]:
@@ -196,7 +211,8 @@ def on_the_fly(run: Run) -> dict[str, Any] | None:
             for key, counts in out["summary"].get("by_stratum", {}).items()
         ]
     else:
-        out["so_far"] = _records_so_far(Path(run.artifacts_dir) / "on_the_fly.json")
+        path = run_file(run, "on_the_fly.json")
+        out["so_far"] = _records_so_far(path) if path is not None else 0
     return out
 
 

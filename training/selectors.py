@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from django.db.models import F, Q, QuerySet
 
 from catalog.models import Image
+from jobs import artifacts
 from jobs.models import JobState
 from training.models import Run, RunKind
 
@@ -125,3 +127,11 @@ def selection_hash(*, selection: dict[str, Any], images: QuerySet[Image]) -> str
     for sha in images.values_list("sha256", flat=True):
         digest.update(sha.encode())
     return digest.hexdigest()
+
+
+def run_model_folder(run: Run) -> Path:
+    """A finished run's folder on this host without its checkpoints: what a child run, a
+    generator or a check before a batch reads (fetched from the store once per host)."""
+    return artifacts.fetch(
+        run.artifacts_dir, include=lambda rel: not rel.startswith("checkpoints/")
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from fairskin.diffusion.base_models import BaseModelError, check_loadable, resol
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.errors import ApplicationError
 from fairskin.provenance import new_identity
+from jobs import artifacts
 from jobs.hosts import gpu_queue
 from jobs.models import Job
 from jobs.registry import LeaseHolder
@@ -33,18 +35,18 @@ class RunConfigError(ApplicationError, ValueError):
     """The run cannot be launched as configured; nothing was created or queued."""
 
 
-def run_artifacts_dir(run: Run) -> Path:
-    """The run's own folder, named by its identity (run-<id>-<token>): a run that re-uses an
-    earlier run's id (a database reset that kept the artifacts) never finds its files."""
-    return Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "runs" / (run.identity or f"run-{run.pk}")
+def run_artifacts_key(run: Run) -> str:
+    """The run's store key, named by its identity (runs/run-<id>-<token>): a run that re-uses
+    an earlier run's id (a database reset that kept the artifacts) never finds its files."""
+    return f"runs/{run.identity or f'run-{run.pk}'}"
 
 
 def _assign_folder(run: Run) -> None:
-    """Give a new run its identity and folder, one that no earlier run has left behind."""
+    """Give a new run its identity and key, one that no earlier run has left behind."""
     while True:
         run.identity = new_identity("run", run.pk)
-        run.artifacts_dir = str(run_artifacts_dir(run))
-        if not Path(run.artifacts_dir).exists():
+        run.artifacts_dir = run_artifacts_key(run)
+        if not artifacts.local_folder(run.artifacts_dir).exists():
             return
 
 
@@ -361,11 +363,10 @@ def run_import_external(
 ) -> Run:
     """Import externally trained embeddings or LoRA weights as a run (converted by a job).
 
-    The file is copied next to the artifacts first, so a worker on another machine reads the
+    The file is put into the artifact store first, so a worker on another machine reads the
     same bytes; the job detects the layout (diffusers, A1111, kohya, merged token dictionary)
     and converts it, or fails with the reason.
     """
-    import shutil
     import uuid
 
     source = Path(source)
@@ -380,9 +381,8 @@ def run_import_external(
         base = resolve_base_model(base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE, build=False)
     except BaseModelError as exc:
         raise RunConfigError(str(exc)) from exc
-    staged = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "imports" / uuid.uuid4().hex / source.name
-    staged.parent.mkdir(parents=True)
-    shutil.copyfile(source, staged)
+    # Into the store: the job may run on a host that never sees this one's disk.
+    staged = artifacts.put_file(f"imports/{uuid.uuid4().hex}/{source.name}", source)
     with transaction.atomic():
         # The kind is provisional until the job has looked inside the file.
         run = Run.objects.create(
@@ -400,10 +400,24 @@ def run_import_external(
         run.job = job_create(
             kind="training.import_external",
             queue="cpu",
-            params={"run_id": run.pk, "source": str(staged)},
+            params={"run_id": run.pk, "source": staged},
             title=f"Import {source.name} as run {run.pk}",
             launched_by=user,
             enqueue=enqueue,
         )
         run.save(update_fields=["identity", "artifacts_dir", "job"])
     return run
+
+
+def runs_artifacts_upload(*, dry_run: bool = False) -> Iterator[tuple[str, bool]]:
+    """Upload every finished run's folder into the artifact store and record its key
+    (`manage.py upload_artifacts`). Runs still training are left alone: their job publishes
+    them when it ends."""
+    for run in Run.objects.select_related("job").order_by("pk"):
+        if not run.artifacts_dir or (run.job is not None and not run.job.is_terminal):
+            continue
+        key, message = artifacts.upload_reference(run.artifacts_dir, "runs", dry_run=dry_run)
+        moved = message.startswith(("published", "would"))
+        if moved and not dry_run and key != run.artifacts_dir:
+            Run.objects.filter(pk=run.pk).update(artifacts_dir=key)
+        yield f"run {run.pk}: {message}", moved

@@ -1,35 +1,38 @@
 import csv
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
 from common.refusals import refused_to_messages
 from fairskin.charts import Slots, ValueAxis
 from fairskin.spreadsheet import safe_row
+from fairskin.store.errors import StoreError
+from jobs import artifacts
 from training import fairness_verdicts, reports, run_display, selectors, services
 from training.models import Run, RunKind
 
 
-def _latest_grid(run_dir: Path) -> Path | None:
-    grids = sorted((run_dir / "validation").glob("step-*.png"))
+def _latest_grid(run_dir: Path | None) -> Path | None:
+    grids = sorted((run_dir / "validation").glob("step-*.png")) if run_dir else []
     return grids[-1] if grids else None
 
 
 def _run_context(request, run: Run) -> dict:
-    run_dir = Path(run.artifacts_dir)
+    run_dir = reports.page_folder(run)  # from the store on a host that did not train it
     grid = _latest_grid(run_dir)
     return {
         "run": run,
         "job": run.job,
         "lineage": run.lineage(),
         "children": run.children.all(),
-        "loss_chart": run_display.loss_chart(run_dir),
+        "loss_chart": run_display.loss_chart(run_dir) if run_dir else None,
         "grid_step": grid.stem.removeprefix("step-").lstrip("0") if grid else None,
         "files": run_display.artifact_links(run),
         "trainable_parameters": run_display.trainable_parameters(reports.training_report(run)),
@@ -75,7 +78,7 @@ def run_live(request, run_id: int):
 @permission_required("training.view_run", raise_exception=True)
 def run_grid(request, run_id: int):
     run = get_object_or_404(Run, pk=run_id)
-    grid = _latest_grid(Path(run.artifacts_dir))
+    grid = _latest_grid(reports.page_folder(run))
     if grid is None:
         raise Http404("no validation grid yet")
     response = FileResponse(grid.open("rb"), content_type="image/png")
@@ -102,13 +105,16 @@ def run_artifact(request, run_id: int, name: str):
     run = get_object_or_404(Run, pk=run_id)
     if name not in run_display.artifact_files(run.artifacts_dir):
         raise Http404("no such artifact")
-    path = Path(run.artifacts_dir) / name
-    content_type = ARTIFACT_TYPES.get(path.suffix)
-    response = FileResponse(
-        path.open("rb"),
-        as_attachment=content_type is None,
-        filename=path.name,
-        content_type=content_type or "application/octet-stream",
+    content_type = ARTIFACT_TYPES.get(PurePosixPath(name).suffix)
+    try:  # streamed from the store (or this host's folder), never a redirect to the bucket
+        chunks = artifacts.open_member(run.artifacts_dir, name)
+    except StoreError as exc:
+        raise Http404(f"the artifact is not in the store: {exc}") from exc
+    response = StreamingHttpResponse(
+        chunks, content_type=content_type or "application/octet-stream"
+    )
+    response["Content-Disposition"] = content_disposition_header(
+        content_type is None, PurePosixPath(name).name
     )
     # A served SVG or text file runs no script and loads nothing, whatever it holds.
     response["Content-Security-Policy"] = "sandbox; default-src 'none'; style-src 'unsafe-inline'"

@@ -3,21 +3,24 @@ of external artifacts, each turning a Run into an engine call (called by trainin
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
-from pathlib import Path
 from typing import Any, cast
 
 from django.conf import settings
 
 from catalog.files import image_cache_dir, image_local_path
-from fairskin.diffusion.base_models import resolve_base_model
 from fairskin.diffusion.config import TrainConfig
+from jobs import artifacts
 from jobs.registry import JobContext
 from jobs.threads import set_torch_threads
 from training import services
 from training.models import GENERATING_KINDS, Run
-from training.selectors import classifier_images, run_is_finished, selection_images
+from training.selectors import (
+    classifier_images,
+    run_is_finished,
+    run_model_folder,
+    selection_images,
+)
 
 
 def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
@@ -33,7 +36,11 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
     progress.phase("Gathering the training images")
     if run.kind == "classifier":
         return _train_classifier(run, progress)
-    run_dir = Path(run.artifacts_dir)
+    run_dir = artifacts.local_folder(run.artifacts_dir)
+    # Another host may have trained this run before it was killed: its last uploaded
+    # checkpoint comes here first. What the lineage trained is fetched (once per host).
+    uploaded = artifacts.fetch_for_resume(run.artifacts_dir)
+    parents = [run_model_folder(r) for r in run.lineage()[:-1]]
     cache = image_cache_dir()
     images = list(selection_images(selection=run.selection))
     # selection_images holds only images with an exact skin type: fst_low is never None.
@@ -44,8 +51,7 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
         for img in images
     ]
     datasets = Counter(img.dataset for img in images)
-    base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
-    parents = [Path(r.artifacts_dir) for r in run.lineage()[:-1]]
+    base = artifacts.base_model(run.base_model)
     config = TrainConfig.build(run.kind, {k: v for k, v in run.config.items() if k != "kind"})
     # What a checkpoint must carry to be resumed from; a folder named the old way (run-<id>,
     # kept by the issue-15 migration) may hold checkpoints written before records existed.
@@ -63,6 +69,7 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
         f"{len(items)} images, base model {base.describe()}, "
         f"{'resuming' if (run_dir / 'checkpoints').exists() else 'starting'}"
         + (f", on {config.processes} processes" if config.processes > 1 else "")
+        + (f", the store's last checkpoint is step {uploaded}" if uploaded is not None else "")
     )
     arguments: dict[str, Any] = dict(
         config=config,
@@ -82,51 +89,55 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
             ],
         },
     )
-    if config.processes > 1:
-        # The ranks run as a subprocess (launch); this process keeps the job's lease and
-        # heartbeat and passes rank 0's progress on. A stalled worker's ranks end well before
-        # its lease runs out and another worker takes the job over.
-        stale_after = settings.FAIRSKIN_JOB_LEASE_SECONDS / 2
-        result = train_on_ranks(**arguments, stale_after=stale_after)
-    else:
-        result = train(**arguments)
+    # Checkpoints and logs reach the store while the run trains (a bucket only).
+    with artifacts.ArtifactSync(run.artifacts_dir, every=settings.FAIRSKIN_ARTIFACTS_SYNC_SECONDS):
+        if config.processes > 1:
+            # The ranks run as a subprocess (launch); this process keeps the job's lease and
+            # heartbeat and passes rank 0's progress on. A stalled worker's ranks end well
+            # before its lease runs out and another worker takes the job over.
+            stale_after = settings.FAIRSKIN_JOB_LEASE_SECONDS / 2
+            result = train_on_ranks(**arguments, stale_after=stale_after)
+        else:
+            result = train(**arguments)
+    progress.phase("Publishing the artifacts")
+    artifacts.publish(run.artifacts_dir)  # complete: the manifest goes last
     services.run_record_result(
         run=run, tokens=result.tokens, final_loss=result.final_loss, lease=progress.lease
     )
     return {
         "run_id": run.pk,
-        "artifacts": str(run_dir),
+        "artifacts": artifacts.uri(run.artifacts_dir),
         "final_loss": round(result.final_loss, 5),
         "tokens": len(result.tokens),
         "resumed_from": result.resumed_from,
     }
 
 
-def run_artifacts_import(*, run_id: int, source: Path, progress: JobContext) -> dict[str, Any]:
+def run_artifacts_import(*, run_id: int, source: str, progress: JobContext) -> dict[str, Any]:
     """Check and copy artifacts trained elsewhere into an imported run (the upload saved by
-    run_import_external is removed afterwards)."""
+    run_import_external, a store key, is removed afterwards)."""
     from fairskin.diffusion.external import import_external
 
     run = Run.objects.get(pk=run_id)
-    base = resolve_base_model(run.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
-    try:
-        result = import_external(
-            source,
-            dest=Path(run.artifacts_dir),
-            expected_dim=base.text_encoder_width(),
-            base_path=base.path,
-        )
-    finally:
-        shutil.rmtree(source.parent, ignore_errors=True)
+    base = artifacts.base_model(run.base_model)
+    path = artifacts.fetch_file(source)
+    result = import_external(
+        path,
+        dest=artifacts.local_folder(run.artifacts_dir),
+        expected_dim=base.text_encoder_width(),
+        base_path=base.path,
+    )
+    artifacts.publish(run.artifacts_dir)
+    artifacts.remove(source)  # kept after a failure: a retry reads it again
     services.run_record_import(
         run=run,
         lora=result.has_lora,
         tokens=result.tokens,
-        config={"imported_from": source.name, "layout": result.layout},
+        config={"imported_from": path.name, "layout": result.layout},
         lease=progress.lease,
     )
     progress.log(
-        f"{source.name}: {result.layout}, {len(result.tokens)} token(s), "
+        f"{path.name}: {result.layout}, {len(result.tokens)} token(s), "
         f"LoRA: {'yes' if result.has_lora else 'no'}"
     )
     return {
@@ -134,7 +145,7 @@ def run_artifacts_import(*, run_id: int, source: Path, progress: JobContext) -> 
         "layout": result.layout,
         "tokens": result.tokens,
         "lora": result.has_lora,
-        "artifacts": run.artifacts_dir,
+        "artifacts": artifacts.uri(run.artifacts_dir),
     }
 
 
@@ -171,27 +182,30 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
     )
     config = ClassifierConfig.build({k: v for k, v in run.config.items()})
     on_the_fly = _on_the_fly_cache(run, config, real, progress) if config.on_the_fly else None
-    result = train_classifier(
-        config=config,
-        train_items=real + synthetic,
-        test_items=test,
-        val_items=val,
-        run_dir=Path(run.artifacts_dir),
-        progress=progress,
-        run_info={
-            "run_id": run.pk,
-            "selection": run.selection,
-            "selection_hash": run.selection_hash,
-            "on_the_fly_model": _model_record(config.on_the_fly_model) if on_the_fly else None,
-        },
-        on_the_fly=on_the_fly,
-        identity={
-            "identity": run.identity,
-            "settings_hash": settings_hash(config.to_dict()),
-            "selection_hash": run.selection_hash,
-            "accept_unrecorded": run.identity == f"run-{run.pk}",  # a pre-issue-15 folder
-        },
-    )
+    artifacts.fetch_for_resume(run.artifacts_dir)  # a checkpoint uploaded by another host
+    with artifacts.ArtifactSync(run.artifacts_dir, every=settings.FAIRSKIN_ARTIFACTS_SYNC_SECONDS):
+        result = train_classifier(
+            config=config,
+            train_items=real + synthetic,
+            test_items=test,
+            val_items=val,
+            run_dir=artifacts.local_folder(run.artifacts_dir),
+            progress=progress,
+            run_info={
+                "run_id": run.pk,
+                "selection": run.selection,
+                "selection_hash": run.selection_hash,
+                "on_the_fly_model": _model_record(config.on_the_fly_model) if on_the_fly else None,
+            },
+            on_the_fly=on_the_fly,
+            identity={
+                "identity": run.identity,
+                "settings_hash": settings_hash(config.to_dict()),
+                "selection_hash": run.selection_hash,
+                "accept_unrecorded": run.identity == f"run-{run.pk}",  # a pre-issue-15 folder
+            },
+        )
+    artifacts.publish(run.artifacts_dir)
     services.run_record_evaluation(
         run=run,
         lease=progress.lease,
@@ -200,7 +214,7 @@ def _train_classifier(run: Run, progress: JobContext) -> dict[str, Any]:
     by_fst = result.evaluation.get("by_fst", {})
     return {
         "run_id": run.pk,
-        "artifacts": run.artifacts_dir,
+        "artifacts": artifacts.uri(run.artifacts_dir),
         "accuracy": round(by_fst.get("accuracy") or 0, 4),
         "auroc": round(by_fst.get("auroc") or 0, 4),
         "weights": result.weights_source,
@@ -250,10 +264,10 @@ def _on_the_fly_cache(run: Run, config: Any, real: list[Any], progress: JobConte
     )
 
     def draw_factory():
-        base = resolve_base_model(model.base_model, cache_dir=settings.FAIRSKIN_MODEL_CACHE)
+        base = artifacts.base_model(model.base_model)
         return generator_draw(
             base,
-            [Path(r.artifacts_dir) for r in model.lineage()],
+            [run_model_folder(r) for r in model.lineage()],
             steps=config.on_the_fly_steps,
             guidance=config.on_the_fly_guidance,
         )
@@ -263,7 +277,7 @@ def _on_the_fly_cache(run: Run, config: Any, real: list[Any], progress: JobConte
         f"{plan.cache} held, over {len(plan.strata)} diagnosis x skin type strata"
     )
     return OnTheFlyCache(
-        Path(run.artifacts_dir),
+        artifacts.local_folder(run.artifacts_dir),
         plan,
         draw_factory,
         label_of=CLASS_NAMES.index,

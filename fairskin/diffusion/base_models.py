@@ -378,3 +378,38 @@ def check_loadable(base: BaseModel) -> None:
             f"hub model {base.path!r} is not in the local Hugging Face cache; download it "
             "first (huggingface-cli download) or give a local folder"
         )
+
+
+FINGERPRINT_FILE = ".fingerprint.json"
+
+
+def fingerprint(folder: Path) -> str:
+    """The sha256 of a built model folder's files (names and contents), remembered in the
+    folder by each file's size and mtime so that it is hashed once per host. Two hosts that
+    built `tiny` or `sd15-random` differently (another library version drawing other random
+    weights) get different fingerprints."""
+    import hashlib
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.name != FINGERPRINT_FILE)
+    stamp = [
+        [p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files
+    ]
+    memo = Path(folder) / FINGERPRINT_FILE
+    try:
+        known = json.loads(memo.read_text())
+        if known.get("files") == stamp:
+            return str(known["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    total = hashlib.sha256()
+    for p, (rel, _, _) in zip(files, stamp, strict=True):
+        digest = hashlib.sha256()
+        with p.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        total.update(f"{rel}\0{digest.hexdigest()}\n".encode())
+    sha = total.hexdigest()
+    tmp = memo.with_name(memo.name + ".tmp")
+    tmp.write_text(json.dumps({"sha256": sha, "files": stamp}))
+    os.replace(tmp, memo)
+    return sha

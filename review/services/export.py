@@ -16,9 +16,11 @@ from django.conf import settings
 
 from fairskin.labels import Diagnosis
 from generation.models import Sample
+from jobs import artifacts
 from jobs.registry import JobContext
 from review.models import Release
 from training.models import Run
+from training.reports import run_file
 
 METADATA_FIELDS = [
     "file_name",
@@ -72,7 +74,7 @@ def _run_history(run: Run) -> str:
         else "no job attempt recorded"
     )
     try:
-        manifest = json.loads((Path(run.artifacts_dir) / "manifest.json").read_text())
+        manifest = json.loads((run_file(run, "manifest.json") or Path("/nonexistent")).read_text())
     except (OSError, ValueError):
         return f"{jobs}; no training manifest in its folder"
     recorded = (manifest.get("identity") or {}).get("identity")
@@ -295,11 +297,15 @@ def release_export_write(*, release_id: int, attempt: int, progress: JobContext)
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
         staged_zip.replace(archive)
-        Release.objects.filter(pk=release.pk).update(export_path=str(archive))
+    # Into the store before the row names it (locally it is there already): any web host
+    # streams it from there.
+    key = artifacts.put_file(f"releases/{archive.name}", archive)
+    with progress.lease.hold():
+        Release.objects.filter(pk=release.pk).update(export_path=key)
     for leftover in folder.parent.glob(f"{folder.name}.attempt-*"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
         else:
             leftover.unlink(missing_ok=True)
     progress.update(total, total, "exported")
-    return {"release_id": release.pk, "images": total, "folder": str(folder), "zip": str(archive)}
+    return {"release_id": release.pk, "images": total, "zip": artifacts.uri(key)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from django.db import transaction
 
 from fairskin.provenance import new_identity
 from generation.models import Batch, Sample, Verdict
+from jobs import artifacts
 from jobs.services import job_cancel, job_create, job_resume
 from review.models import BatchRejection, Release, Study, StudyState
 from review.services.errors import ReleaseRefused
@@ -176,3 +178,15 @@ def release_reject(
         return BatchRejection.objects.create(
             batch=batch, study=study, reason=reason, rejected_by=user
         )
+
+
+def releases_artifacts_upload(*, dry_run: bool = False) -> Iterator[tuple[str, bool]]:
+    """Upload every exported release archive into the artifact store and record its key
+    (`manage.py upload_artifacts`). The release row is otherwise immutable; its export
+    location is not part of what was approved."""
+    for release in Release.objects.exclude(export_path="").order_by("pk"):
+        key, message = artifacts.upload_reference(release.export_path, "releases", dry_run=dry_run)
+        moved = message.startswith(("uploaded", "would"))
+        if moved and not dry_run and key != release.export_path:
+            Release.objects.filter(pk=release.pk).update(export_path=key)
+        yield f"release {release.pk}: {message}", moved

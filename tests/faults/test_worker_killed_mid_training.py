@@ -46,7 +46,7 @@ def test_worker_killed_mid_training_resumes_from_its_last_checkpoint(start_worke
             "grad_accumulation": 1,
         },
     )
-    run_dir = Path(run.artifacts_dir)
+    run_dir = Path(run.folder)
 
     def job() -> Job:
         return Job.objects.get(pk=run.job_id)

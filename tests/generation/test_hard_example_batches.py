@@ -69,7 +69,7 @@ def classifier(tmp_path) -> Run:
     run = finished_run(
         RunKind.CLASSIFIER, tmp_path / "clf", selection={"datasets": ["demo"], "split": "train"}
     )
-    Path(run.artifacts_dir, "val_predictions.json").write_text(json.dumps(predictions(CELLS)))
+    Path(run.folder, "val_predictions.json").write_text(json.dumps(predictions(CELLS)))
     return run
 
 
@@ -81,7 +81,7 @@ def test_a_real_classifier_run_plans_hard_examples_shown_before_launch(client, c
     call_command("seed_demo", "--per-class", "8", "--seed", "1")
     call_command("train", "--kind", "classifier", "--dataset", "demo", "--wait", *QUICK)
     run = Run.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-2]))
-    stored = json.loads(Path(run.artifacts_dir, "val_predictions.json").read_text())
+    stored = json.loads(Path(run.folder, "val_predictions.json").read_text())
     val = Image.objects.filter(dataset__name="demo", split="val", fst_low__isnull=False)
     assert set(stored["ids"]) == {str(pk) for pk in val.values_list("pk", flat=True)}
     assert run.evaluation["val_predictions"]["images"] == val.count() > 0

@@ -36,7 +36,7 @@ def tiny():
 def prompted_run(lora_run, tmp_path):
     """The tiny LoRA run with an image-prompt adapter of its own beside its LoRA."""
     folder = tmp_path / "prompted"
-    shutil.copytree(lora_run.artifacts_dir, folder)
+    shutil.copytree(lora_run.folder, folder)
     hand_written_adapter(folder, tiny())
     return _finished_run(RunKind.LORA, folder, parent=lora_run.parent)
 

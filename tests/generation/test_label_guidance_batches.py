@@ -34,7 +34,7 @@ def labelled_run(lora_run, tmp_path):
     """The tiny LoRA run's artifacts with a label table beside its LoRA (random vectors of the
     UNet's time-embedding width, 128 on the tiny model)."""
     folder = tmp_path / "labelled"
-    shutil.copytree(lora_run.artifacts_dir, folder)
+    shutil.copytree(lora_run.folder, folder)
     module = LabelEmbedding(128)
     with torch.no_grad():
         module.dx.normal_(0, 2.0)
@@ -44,8 +44,8 @@ def labelled_run(lora_run, tmp_path):
 
 
 def test_label_guidance_is_refused_before_anything_is_created(lora_run, labelled_run, demo):
-    narrow = labelled_run.artifacts_dir + "-narrow"
-    shutil.copytree(labelled_run.artifacts_dir, narrow)
+    narrow = str(labelled_run.folder) + "-narrow"
+    shutil.copytree(labelled_run.folder, narrow)
     save_labels(Path(narrow) / FILENAME, LabelEmbedding(64))
     narrow_run = _finished_run(RunKind.LORA, narrow, parent=lora_run.parent)
     before = (Batch.objects.count(), Job.objects.count())
@@ -59,7 +59,7 @@ def test_label_guidance_is_refused_before_anything_is_created(lora_run, labelled
         create(labelled_run, label_scale=2.0, reference={"image_ids": [mel(demo, "train").pk]})
     with pytest.raises(BatchConfigError, match="its vectors are 64 wide but the base model tiny"):
         create(narrow_run, label_scale=2.0)
-    broken = f"{labelled_run.artifacts_dir}/{FILENAME}"
+    broken = f"{labelled_run.folder}/{FILENAME}"
     with open(broken, "r+b") as fh:
         fh.write(b"\x00" * 16)  # the safetensors header length is now nonsense
     with pytest.raises(BatchConfigError, match=f"run {labelled_run.pk}'s label table cannot"):

@@ -32,22 +32,22 @@ def test_a_shard_refuses_a_reference_that_is_not_its_batchs(capsys, lora_run):
     )
     first = Batch.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-1]))
     assert first.identity.startswith(f"batch-{first.pk}-")
-    assert Path(first.artifacts_dir).name == first.identity
-    assert read_identity(Path(first.artifacts_dir) / "reference") == {"batch": first.identity}
-    assert reference_folder(first) == Path(first.artifacts_dir) / "reference"
+    assert Path(first.folder).name == first.identity
+    assert read_identity(Path(first.folder) / "reference") == {"batch": first.identity}
+    assert reference_folder(first) == Path(first.folder) / "reference"
 
     # An earlier database's batch with the next id left its folder under the old name.
     left = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "batches" / f"batch-{first.pk + 1}"
-    shutil.copytree(Path(first.artifacts_dir) / "reference", left / "reference")
+    shutil.copytree(Path(first.folder) / "reference", left / "reference")
     second = batch_create(model_run=lora_run, target=4, diagnoses=["MEL"], enqueue=False)
-    assert second.pk == first.pk + 1 and Path(second.artifacts_dir) != left
-    assert not Path(second.artifacts_dir).exists()
+    assert second.pk == first.pk + 1 and Path(second.folder) != left
+    assert not Path(second.folder).exists()
 
     # Another batch's reference put into this batch's folder is refused by name.
-    shutil.copytree(left / "reference", Path(second.artifacts_dir) / "reference")
+    shutil.copytree(left / "reference", Path(second.folder) / "reference")
     with pytest.raises(IdentityMismatch, match=f"recorded '{first.identity}'"):
         _scorer(second)
     # A reference with no record is refused too, in a folder named the new way.
-    (Path(second.artifacts_dir) / "reference" / "identity.json").unlink()
+    (Path(second.folder) / "reference" / "identity.json").unlink()
     with pytest.raises(IdentityMismatch, match="no identity record"):
         reference_folder(second)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from jobs import artifacts
 from jobs.models import Job
 from jobs.runner import execute_job
 from review.models import (
@@ -244,7 +245,7 @@ def test_approval_creates_an_immutable_release_whose_export_verifies(batch, rate
         assert f"- {criterion}: passed" in sheet
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["manifest_sha256"] == release.manifest_sha256
-    with zipfile.ZipFile(release.export_path) as zf:
+    with zipfile.ZipFile(artifacts.local_folder(release.export_path)) as zf:
         assert f"release-{release.pk}/metadata.csv" in zf.namelist()
         assert len([n for n in zf.namelist() if n.endswith(".png")]) == 12
     # Tampering with an exported image is caught.

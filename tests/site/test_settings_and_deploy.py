@@ -116,8 +116,19 @@ def test_docker_compose_matches_the_settings_names():
     assert multi["deploy"]["resources"]["reservations"]["devices"][0]["count"] == (
         "${FAIRSKIN_GPUS:-2}"
     )
-    for service in ("web", "cpu-worker", "gpu-worker"):
-        assert {"media:/srv/media", "artifacts:/srv/artifacts"} <= set(services[service]["volumes"])
+    # Issue 20: images and artifacts in MinIO's bucket, created before any app service starts;
+    # each service's only volume is its own working folder and cache.
+    assert services["minio"]["command"].startswith("server /data")
+    assert "mc mb --ignore-existing" in services["minio-bucket"]["entrypoint"]
+    for service in ("web", "cpu-worker", "gpu-worker", "beat"):
+        assert services[service]["volumes"] == ["artifacts:/srv/artifacts"]
+        assert services[service]["depends_on"]["minio-bucket"] == {
+            "condition": "service_completed_successfully"
+        }
+        env = services[service]["environment"]
+        assert env["AWS_STORAGE_BUCKET_NAME"] == "${AWS_STORAGE_BUCKET_NAME:-fairskin}"
+        assert env["AWS_S3_ENDPOINT_URL"] == "${AWS_S3_ENDPOINT_URL:-http://minio:9000}"
+        assert "FAIRSKIN_ARTIFACTS_CACHE_BYTES" in env and "MEDIA_ROOT" not in env
     assert services["web"]["environment"]["CELERY_BROKER_URL"].startswith("redis://redis")
     assert "@postgres:5432/" in services["web"]["environment"]["DATABASE_URL"]
 
@@ -142,7 +153,10 @@ def test_extra_gpu_worker_compose_joins_the_main_deployment():
         assert env[name].startswith(f"${{{name}:?"), name  # required, never a local default
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["capabilities"] == ["gpu"] and device["device_ids"] == ["${GPU_ID:-0}"]
-    assert {v.split(":")[-1] for v in gpu["volumes"]} == {"/srv/media", "/srv/artifacts"}
+    # Issue 20: no shared mount; a volume of its own, and the bucket's settings required.
+    assert gpu["volumes"] == ["worker-artifacts:/srv/artifacts"]
+    for name in ("AWS_STORAGE_BUCKET_NAME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[name].startswith(f"${{{name}:?"), name
 
 
 def test_models_and_migrations_agree():

@@ -76,7 +76,7 @@ def check_runs_store_their_fairness_evaluation(runs):
         assert "ci" in groups and run.evaluation["weights_source"].startswith("random")
 
     def manifest(run):
-        return json.loads(Path(run.artifacts_dir, "manifest.json").read_text())
+        return json.loads(Path(run.folder, "manifest.json").read_text())
 
     # Per-image test predictions, keyed by catalogue image id, for paired comparisons.
     test_ids = {
@@ -86,7 +86,7 @@ def check_runs_store_their_fairness_evaluation(runs):
         ).values_list("pk", flat=True)
     }
     for run in runs:
-        stored = json.loads(Path(run.artifacts_dir, "test_predictions.json").read_text())
+        stored = json.loads(Path(run.folder, "test_predictions.json").read_text())
         assert set(stored["ids"]) == test_ids and len(stored["proba"]) == len(test_ids)
         assert run.evaluation["test_predictions"]["images"] == len(test_ids)
         groups = run.evaluation["by_fst_group"]
@@ -133,7 +133,7 @@ def check_runs_tested_on_different_images_are_refused_on_the_page(client, runs):
     client.force_login(make_user("lead"))
     query = {"baseline": baseline.pk, "runs": [fairskin.pk]}
     # The candidate's evaluation covered two test images fewer than the baseline's.
-    path = Path(fairskin.artifacts_dir, "test_predictions.json")
+    path = Path(fairskin.folder, "test_predictions.json")
     stored = json.loads(path.read_text())
     path.write_text(json.dumps({k: v[:-2] if k != "classes" else v for k, v in stored.items()}))
     page = client.get(reverse("training:fairness"), query)

@@ -38,7 +38,7 @@ def _alive(pid: int) -> bool:
 
 
 def _ranks_alive(run: Run) -> list[int]:
-    folder = Path(run.artifacts_dir, "parallel")
+    folder = Path(run.folder, "parallel")
     return [pid for p in folder.glob("rank-*.pid") if _alive(pid := int(p.read_text()))]
 
 
@@ -109,9 +109,9 @@ def test_the_train_command_trains_on_two_processes_here_with_wait(capsys, client
     )  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
     run = Run.objects.get(pk=int(lines[-2]))
-    assert lines[-1] == run.artifacts_dir
+    assert lines[-1] == str(run.folder)
     assert run.job.state == JobState.SUCCEEDED and run.tokens
-    manifest = json.loads(Path(run.artifacts_dir, "manifest.json").read_text())
+    manifest = json.loads(Path(run.folder, "manifest.json").read_text())
     assert manifest["config"]["processes"] == 2 and manifest["vocabulary_unchanged"] is True
     assert "on 2 processes" in " ".join(
         JobLogEntry.objects.filter(job=run.job).values_list("message", flat=True)

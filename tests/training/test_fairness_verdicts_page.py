@@ -140,7 +140,7 @@ def test_a_pair_is_compared_once_and_again_when_a_run_is_retrained(client, tmp_p
     assert again["criteria"] == first["criteria"] and again["paired"] == first["paired"]
     # A retrained candidate has a new predictions file: compared afresh, with its own result.
     fst, labels, proba = scored((1.0,) * 6, seed=3)
-    retrained = Path(better.artifacts_dir, "test_predictions.json")
+    retrained = Path(better.folder, "test_predictions.json")
     data = json.loads(retrained.read_text()) | {"proba": proba.tolist()}
     retrained.write_text(json.dumps(data))
     fresh = fairness_page(client, baseline, better)[0].context["comparison"]["runs"][0]

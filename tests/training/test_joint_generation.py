@@ -47,8 +47,8 @@ def test_a_joint_run_trained_by_the_command_generates(demo, capsys):
     ti = _train(capsys, "textual_inversion", "--base-model", "tiny")
     lora = _train(capsys, "lora", "--parent", str(ti.pk))
     joint = _train(capsys, "joint", "--parent", str(lora.pk), "--set", "learning_rate=0.01")
-    refined = load_token_embeddings(Path(joint.artifacts_dir))
-    learned = load_token_embeddings(Path(ti.artifacts_dir))
+    refined = load_token_embeddings(Path(joint.folder))
+    learned = load_token_embeddings(Path(ti.folder))
     assert set(refined) == set(learned)
     assert any(not torch.equal(refined[t], learned[t]) for t in refined)
     # What the run page reads: the joint run trains the cross-attention LoRA (rank 16 on the

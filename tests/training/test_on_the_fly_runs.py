@@ -47,7 +47,7 @@ def lora(tiny_artifacts):  # noqa: F811
 
 
 def record(run: Run) -> dict:
-    return json.loads(Path(run.artifacts_dir, "on_the_fly.json").read_text())
+    return json.loads(Path(run.folder, "on_the_fly.json").read_text())
 
 
 def fingerprint(run: Run) -> list[tuple]:
@@ -75,7 +75,7 @@ def test_the_train_command_runs_one_and_every_page_says_its_images_are_unstudied
     # The images live in the run's folder only: nothing in the catalog (where every release
     # is built from) holds one of them.
     assert not Image.objects.filter(sha256__in=made).exists()
-    manifest = json.loads(Path(run.artifacts_dir, "manifest.json").read_text())
+    manifest = json.loads(Path(run.folder, "manifest.json").read_text())
     assert manifest["on_the_fly_model"]["run_id"] == model.pk
     assert manifest["on_the_fly_model"]["lineage"] == [model.parent_id, model.pk]
     # Trained on synthetic images: never the confidence model that grades generation.

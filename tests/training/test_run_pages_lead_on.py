@@ -370,7 +370,7 @@ def test_trainable_parameters_show_when_the_report_records_them(client, run_with
     assert 'data-testid="trainable-parameters"' not in page(client, url)
     # Recorded when training starts (the training report), before the manifest has them.
     write_training_report(
-        Path(run_with_files.artifacts_dir),
+        Path(run_with_files.folder),
         trainable_parameters={"lora": 1_234_567, "embeddings": 5_376, "total": 1_239_943},
     )
     table = re.search(

@@ -57,19 +57,19 @@ def test_a_run_never_uses_the_folder_an_earlier_run_with_its_id_left(demo):
     )
     assert run.pk == next_id
     assert run.identity.startswith(f"run-{run.pk}-") and run.identity != old.name
-    assert Path(run.artifacts_dir).name == run.identity
-    assert not Path(run.artifacts_dir).exists()  # nothing to show while queued
+    assert Path(run.folder).name == run.identity
+    assert not Path(run.folder).exists()  # nothing to show while queued
 
     assert execute_job(job_id=run.job_id) == "succeeded", Job.objects.get(pk=run.job_id).error
     job = Job.objects.get(pk=run.job_id)
     assert job.attempt == 1 and job.result["resumed_from"] is None  # trained all 4 steps
-    with (Path(run.artifacts_dir) / "loss.csv").open() as fh:
+    with (Path(run.folder) / "loss.csv").open() as fh:
         assert [int(r["step"]) for r in csv.DictReader(fh)] == [1, 2, 3, 4]
     assert sorted(p.name for p in old.iterdir()) == ["checkpoints", "loss.csv"]  # untouched
-    record = read_identity(Path(run.artifacts_dir) / "checkpoints" / "step-000004")
+    record = read_identity(Path(run.folder) / "checkpoints" / "step-000004")
     assert record["identity"] == run.identity
     assert record["selection_hash"] == run.selection_hash and record["parents"] == []
-    manifest = json.loads((Path(run.artifacts_dir) / "manifest.json").read_text())
+    manifest = json.loads((Path(run.folder) / "manifest.json").read_text())
     assert manifest["attempts"] == [{"attempt": 1, "resumed_from": None}]
 
 
@@ -77,7 +77,7 @@ def test_a_checkpoint_of_another_run_in_a_runs_folder_is_refused(demo):
     run = run_create(
         kind="textual_inversion", selection={"datasets": ["demo"]}, config=FAST, enqueue=False
     )
-    stray = Path(run.artifacts_dir) / "checkpoints" / "step-000002"
+    stray = Path(run.folder) / "checkpoints" / "step-000002"
     stray.mkdir(parents=True)
     (stray / "identity.json").write_text(json.dumps({"identity": f"run-{run.pk}-000000000000"}))
     execute_job(job_id=run.job_id)

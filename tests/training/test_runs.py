@@ -115,7 +115,7 @@ def test_train_command_runs_ti_lora_and_joint_in_the_foreground(demo, capsys):
     )
     lines = capsys.readouterr().out.strip().splitlines()
     ti = Run.objects.get(pk=int(lines[-2]))
-    assert lines[-1] == ti.artifacts_dir and Path(ti.artifacts_dir, "embeddings").is_dir()
+    assert lines[-1] == str(ti.folder) and Path(ti.folder, "embeddings").is_dir()
     assert ti.job.state == JobState.SUCCEEDED and "<dx-mel>" in ti.tokens
 
     call_command(
@@ -148,11 +148,11 @@ def test_train_command_runs_ti_lora_and_joint_in_the_foreground(demo, capsys):
     joint = Run.objects.get(pk=int(capsys.readouterr().out.strip().splitlines()[-2]))
     assert [r.pk for r in joint.lineage()] == [ti.pk, lora.pk, joint.pk]
     assert lora.base_model == "tiny"  # inherited from the parent
-    assert Path(lora.artifacts_dir, "pytorch_lora_weights.safetensors").exists()
-    manifest = json.loads(Path(joint.artifacts_dir, "manifest.json").read_text())
+    assert Path(lora.folder, "pytorch_lora_weights.safetensors").exists()
+    manifest = json.loads(Path(joint.folder, "manifest.json").read_text())
     assert manifest["parent_run_ids"] == [ti.pk, lora.pk]
     assert manifest["selection_hash"] == joint.selection_hash
-    card = Path(ti.artifacts_dir, "README.md").read_text()
+    card = Path(ti.folder, "README.md").read_text()
     assert "Procedural images drawn by FairSkin" in card  # the dataset's licence
 
 
@@ -238,7 +238,7 @@ def test_external_embeddings_import_as_a_run_that_lora_can_build_on(demo, tmp_pa
     run = Run.objects.get(pk=int(lines[-2]))
     assert run.kind == "textual_inversion" and sorted(run.tokens) == ["<skin-a>", "<skin-b>"]
     assert run.config["layout"] == "token-dictionary"
-    assert sorted(p.name for p in Path(run.artifacts_dir, "embeddings").iterdir()) == [
+    assert sorted(p.name for p in Path(run.folder, "embeddings").iterdir()) == [
         "skin-a.safetensors",
         "skin-b.safetensors",
     ]

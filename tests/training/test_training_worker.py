@@ -59,6 +59,6 @@ def test_a_worker_trains_on_two_processes_is_cancelled_and_resumes_every_rank(st
     )
     assert done.state == JobState.SUCCEEDED, done.error
     assert done.result["resumed_from"] == stopped_at
-    losses = Path(run.artifacts_dir, "loss.csv").read_text().splitlines()[1:]
+    losses = Path(run.folder, "loss.csv").read_text().splitlines()[1:]
     assert [int(line.split(",")[0]) for line in losses] == list(range(1, 41))
     assert not _ranks_alive(run)

@@ -3,6 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from fairskin.progress import ConsoleProgress
+from jobs import artifacts
 from jobs.runner import run_here
 from training.models import Run
 from training.services import RunConfigError, run_import_external
@@ -51,4 +52,4 @@ class Command(BaseCommand):
             f"{len(run.tokens)} token(s) {' '.join(run.tokens)}"
         )
         self.stdout.write(str(run.pk))
-        self.stdout.write(run.artifacts_dir)
+        self.stdout.write(artifacts.uri(run.artifacts_dir))

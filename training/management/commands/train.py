@@ -4,6 +4,7 @@ from fairskin.classifier.config import ClassifierConfig
 from fairskin.config_types import SettingsError, field_names, parse_settings
 from fairskin.diffusion.config import ConfigError, TrainConfig
 from fairskin.progress import ConsoleProgress
+from jobs import artifacts
 from jobs.broker import BrokerUnavailable
 from jobs.runner import run_here
 from training.models import Run, RunKind
@@ -157,7 +158,7 @@ class Command(BaseCommand):
             queue = run.job.queue if run.job else "gpu"
             self.stdout.write(f"queued as job {run.job_id} on the {queue} queue")
             self.stdout.write(str(run.pk))
-            self.stdout.write(run.artifacts_dir)
+            self.stdout.write(artifacts.uri(run.artifacts_dir))
             return
         job = run.job
         if job is None:  # run_create gives every run a job
@@ -178,4 +179,4 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"final loss {run.final_loss:.4f}; tokens: {', '.join(run.tokens)}")
         self.stdout.write(str(run.pk))
-        self.stdout.write(run.artifacts_dir)
+        self.stdout.write(artifacts.uri(run.artifacts_dir))

@@ -1,0 +1,35 @@
+"""Move an installation's artifacts into the artifact store and record them by key."""
+
+from django.core.management.base import BaseCommand
+
+from generation.services import batches_artifacts_upload
+from jobs import artifacts
+from review.services.release import releases_artifacts_upload
+from training.services import runs_artifacts_upload
+
+
+class Command(BaseCommand):
+    help = (
+        "Upload every run's, batch's and release's artifacts from this host's folders into "
+        "the artifact store (the bucket when AWS_STORAGE_BUCKET_NAME is set, else "
+        "FAIRSKIN_ARTIFACTS_ROOT) and rewrite their rows from host paths to store keys. "
+        "Idempotent: run it again and only what changed is uploaded."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--dry-run", action="store_true", help="say what would be done; change nothing"
+        )
+
+    def handle(self, *args, dry_run: bool = False, **options):
+        target = artifacts.store()
+        target.check()  # a missing bucket or refused credentials stop it before anything
+        self.stdout.write(f"artifact store: {target.describe()}")
+        done = missing = 0
+        for upload in (runs_artifacts_upload, batches_artifacts_upload, releases_artifacts_upload):
+            for line, ok in upload(dry_run=dry_run):
+                self.stdout.write(line)
+                done += ok
+                missing += not ok
+        verb = "would be" if dry_run else "are"
+        self.stdout.write(f"{done} {verb} in the store; {missing} left as they are")
