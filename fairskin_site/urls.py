@@ -10,7 +10,7 @@ urlpatterns = [
     path("training/", include("training.urls")),
     path("generation/", include("generation.urls")),
     path("review/", include("review.urls")),
-    path("api/", include("review.api_urls")),
+    path("api/", include("fairskin_site.api_urls")),
     path("notifications/", include("notifications.urls")),
     path("admin/", admin.site.urls),
     path("health/", health, name="health"),

@@ -8,60 +8,22 @@ from __future__ import annotations
 
 from django.http import QueryDict
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.api import errors, has_perm
 from review import selectors
+from review.api_lead import ReleaseDownload, StudyCreateSerializer, StudyLeadActions
 from review.models import Release, Study, StudyState
 from review.services.rating import rater_queue, rating_submit
 
-
-class HasPerm(permissions.BasePermission):
-    perm = ""
-
-    def has_permission(self, request, view):
-        return bool(request.user and request.user.has_perm(self.perm))
-
-
-class CanViewStudies(HasPerm):
-    perm = "review.view_study"
-
-
-class CanRate(HasPerm):
-    perm = "review.rate_study"
-
-
-class CanViewReleases(HasPerm):
-    perm = "review.view_release"
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-
-
-# Documented so that clients (and the schema fuzzing in tests/security) know every answer.
-REFUSED = OpenApiResponse(
-    ErrorSerializer,
-    description="Not signed in, not allowed for this "
-    "role or seat, or the CSRF token is missing or wrong.",
-)
-NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such object.")
-UNSUPPORTED = OpenApiResponse(
-    ErrorSerializer, description="The body is not JSON, a form or multipart form data."
-)
-INVALID = OpenApiResponse(
-    {
-        "type": "object",
-        "additionalProperties": {
-            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
-        },
-    },
-    description="The request data is invalid: messages by field name (or 'detail').",
-)
+CanViewStudies = has_perm("review.view_study")
+CanRate = has_perm("review.rate_study")
+CanViewReleases = has_perm("review.view_release")
 
 
 class StudySerializer(serializers.ModelSerializer):
@@ -87,6 +49,7 @@ class StudySerializer(serializers.ModelSerializer):
             "criteria_version",
             "plan",
             "raters",
+            "job",
             "created_at",
             "opened_at",
             "closed_at",
@@ -108,22 +71,28 @@ class ProgressSerializer(serializers.Serializer):
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: StudySerializer(many=True), 403: REFUSED}),
-    retrieve=extend_schema(responses={200: StudySerializer, 403: REFUSED, 404: NOT_FOUND}),
+    list=extend_schema(responses={200: StudySerializer(many=True), **errors(403)}),
+    retrieve=extend_schema(responses={200: StudySerializer, **errors(403, 404)}),
+    create=extend_schema(
+        request=StudyCreateSerializer,
+        responses={201: StudySerializer, **errors(400, 403, 415, 503)},
+        description="Open a study on a finished batch; it is prepared by a job and opens for "
+        "rating when its images are blinded (state 'open').",
+    ),
 )
-class StudyViewSet(viewsets.ReadOnlyModelViewSet):
+class StudyViewSet(StudyLeadActions, viewsets.ReadOnlyModelViewSet):
     """Studies for leads and engineers. While a study is open only progress counts are shown."""
 
     serializer_class = StudySerializer
     permission_classes = [permissions.IsAuthenticated, CanViewStudies]
     queryset = Study.objects.select_related("batch").order_by("-created_at")
 
-    @extend_schema(responses={200: ProgressSerializer(many=True), 403: REFUSED, 404: NOT_FOUND})
+    @extend_schema(responses={200: ProgressSerializer(many=True), **errors(403, 404)})
     @action(detail=True)
     def progress(self, request, pk=None):
         return Response(selectors.study_progress(study=self.get_object()))
 
-    @extend_schema(responses={200: dict, 403: REFUSED, 404: NOT_FOUND})
+    @extend_schema(responses={200: dict, **errors(403, 404)})
     @action(detail=True)
     def gate(self, request, pk=None):
         report = selectors.study_gate_report(study=self.get_object())
@@ -166,7 +135,7 @@ class RaterQueueView(APIView):
 
     permission_classes = [permissions.IsAuthenticated, CanRate]
 
-    @extend_schema(responses={200: QueueSerializer, 403: REFUSED, 404: NOT_FOUND})
+    @extend_schema(responses={200: QueueSerializer, **errors(403, 404)})
     def get(self, request, study_id: int):
         study = selectors.rater_queue_study(study_id=study_id, rater=request.user)
         if study is None:
@@ -224,9 +193,7 @@ class RatingView(APIView):
         responses={
             200: RatingOutSerializer,
             201: RatingOutSerializer,
-            400: INVALID,
-            403: REFUSED,
-            415: UNSUPPORTED,
+            **errors(400, 403, 415),
         },
     )
     def post(self, request):
@@ -276,10 +243,10 @@ class ReleaseSerializer(serializers.ModelSerializer):
 
 
 @extend_schema_view(
-    list=extend_schema(responses={200: ReleaseSerializer(many=True), 403: REFUSED}),
-    retrieve=extend_schema(responses={200: ReleaseSerializer, 403: REFUSED, 404: NOT_FOUND}),
+    list=extend_schema(responses={200: ReleaseSerializer(many=True), **errors(403)}),
+    retrieve=extend_schema(responses={200: ReleaseSerializer, **errors(403, 404)}),
 )
-class ReleaseViewSet(viewsets.ReadOnlyModelViewSet):
+class ReleaseViewSet(ReleaseDownload, viewsets.ReadOnlyModelViewSet):
     serializer_class = ReleaseSerializer
     permission_classes = [permissions.IsAuthenticated, CanViewReleases]
     queryset = Release.objects.select_related("approved_by", "export_job")

@@ -40,6 +40,12 @@ MATRIX = {
         {"anonymous": 200, "dermatologist": 302, "lead": 302, "engineer": 302},
     ),
     "accounts:logout": ("post", None, {r: 302 for r in ROLES}),
+    # Everyone signed in has an account page; a dermatologist's says tokens are not for them.
+    "accounts:account": (
+        "get",
+        None,
+        {"anonymous": LOGIN, "dermatologist": 200, "lead": 200, "engineer": 200},
+    ),
     "health": ("get", None, {r: 200 for r in ROLES}),
     "jobs:list": (
         "get",
@@ -315,6 +321,130 @@ MATRIX = {
         "rating",
         {"anonymous": 403, "dermatologist": 201, "lead": 403, "engineer": 403},
     ),
+    # The API's operations for engineers and leads (each also takes an API token, tested in
+    # tests/api): the same rights as the pages. An allowed POST without its data is a 400;
+    # one the object's state refuses is a 400 (cancel a finished batch) or a 409 (resume a
+    # queued run's job).
+    "api:dataset-list": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:dataset-detail": (
+        "get",
+        "dataset",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:dataset-preprocess": (
+        "post",
+        "dataset",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 202},
+    ),
+    "api:dataset-split": (
+        "post",
+        "dataset",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 200},
+    ),
+    "api:run-list": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:run-detail": (
+        "get",
+        "run",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:run-cancel": (
+        "post",
+        "run",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 200},
+    ),
+    "api:run-resume": (
+        "post",
+        "run",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 409},
+    ),
+    "api:run-artifact": (
+        "get",
+        "run",
+        {"anonymous": 403, "dermatologist": 403, "lead": 404, "engineer": 404},
+    ),
+    "api:batch-list": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:batch-detail": (
+        "get",
+        "batch",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:batch-cancel": (
+        "post",
+        "batch",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 400},
+    ),
+    "api:batch-resume": (
+        "post",
+        "batch",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 400},
+    ),
+    "api:batch-samples": (
+        "get",
+        "batch",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:batch-export": (
+        "get",
+        "batch",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:job-list": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:job-detail": (
+        "get",
+        "job",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:job-cancel": (
+        "post",
+        "job",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 200},
+    ),
+    "api:job-resume": (
+        "post",
+        "failed_job",
+        {"anonymous": 403, "dermatologist": 403, "lead": 403, "engineer": 200},
+    ),
+    "api:study-close": (
+        "post",
+        "study",
+        {"anonymous": 403, "dermatologist": 403, "lead": 400, "engineer": 403},
+    ),
+    "api:study-approve": (
+        "post",
+        "study",
+        {"anonymous": 403, "dermatologist": 403, "lead": 400, "engineer": 403},
+    ),
+    "api:study-reject": (
+        "post",
+        "study",
+        {"anonymous": 403, "dermatologist": 403, "lead": 400, "engineer": 403},
+    ),
+    "api:release-download": (
+        "get",
+        "release",
+        {"anonymous": 403, "dermatologist": 403, "lead": 200, "engineer": 200},
+    ),
+    "api:fairness": (
+        "get",
+        None,
+        {"anonymous": 403, "dermatologist": 403, "lead": 404, "engineer": 404},
+    ),
     # Every signed-in user has notifications and their settings; mark read touches one's own.
     "notifications:preferences": (
         "get",
@@ -428,6 +558,13 @@ def test_role_by_url(client, role, name):
     elif kwargs_key == "notification":
         recipient = user or make_user("engineer")
         kwargs = {"notification_id": _notification(recipient).pk}
+    if name.startswith("api:"):  # the API's routes name the object's key pk
+        kwargs = {
+            ("pk" if key in ("run_id", "batch_id", "job_id") else key): value
+            for key, value in kwargs.items()
+        }
+    if name == "api:run-artifact":
+        data = {"name": "manifest.json"}
     if name == "review:preparation":
         kwargs["action"] = "resume"
     if name == "training:artifact":
