@@ -281,3 +281,7 @@ def pytest_collection_modifyitems(items):
     data) run last: a test restoring serialized data after such a flush would collide with
     the content types the flush re-creates, so none may follow them."""
     items.sort(key=_plain_flush)
+
+
+# The S3-protocol server (moto, authentication on) and a fresh bucket per test: issue 20.
+from tests.s3_server import s3_bucket, s3_server  # noqa: E402, F401
