@@ -18,7 +18,7 @@ from jobs.api import JobSerializer, job_answer
 
 
 class DatasetSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
 
     class Meta:
         model = Dataset

@@ -32,11 +32,16 @@ INVALID = OpenApiResponse(
     {
         "type": "object",
         "additionalProperties": {
-            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+            "oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}},
+                # a list's or a mapping's items by index or key: {"0": ["…"]}
+                {"type": "object"},
+            ]
         },
     },
     description="The request data is invalid, or the action is refused in the object's "
-    "current state: messages by field name (or 'detail').",
+    "current state: messages by field name (or 'detail'); a list's or mapping's by item.",
 )
 CONFLICT = OpenApiResponse(
     ErrorSerializer, description="The job's state does not allow it (resume a queued job)."
