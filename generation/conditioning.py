@@ -27,8 +27,8 @@ from fairskin.generation.reference_images import (
 from fairskin.labels import SEVEN_CLASSES
 from generation.errors import BatchConfigError
 from generation.models import Batch
+from jobs import artifacts
 from training.models import Run
-from training.selectors import run_model_folder
 
 # The diagnoses with a label vector of their own (labels_conditioning.DX_CLASSES); OTHER has none.
 LABEL_DIAGNOSES = frozenset(d.value for d in SEVEN_CLASSES)
@@ -156,10 +156,29 @@ def reference_rows(batch: Batch, stratum_key: str, n: int) -> tuple[int | None, 
 
 
 def model_label_file(run: Run) -> Path | None:
-    """The label table the model's LoRA was trained with (`lineage_label_file`), or None."""
-    from fairskin.diffusion.labels_conditioning import lineage_label_file
+    """The label table the model's LoRA was trained with (as `lineage_label_file` finds it:
+    beside the LoRA that is loaded), or None."""
+    from fairskin.diffusion.labels_conditioning import FILENAME as LABEL_FILE
 
-    return lineage_label_file([run_model_folder(r) for r in run.lineage()])
+    lora = _lora_run(run.lineage())
+    if lora is None or not artifacts.has_file(lora.artifacts_dir, LABEL_FILE):
+        return None
+    return artifacts.fetch(lora.artifacts_dir, include=lambda rel: rel == LABEL_FILE) / LABEL_FILE
+
+
+def _lora_run(lineage: list[Run]) -> Run | None:
+    """The run whose LoRA a lineage loads (`lora_run_dir`: the last one with a LoRA file),
+    told from the store's manifests without fetching any weights."""
+    from fairskin.diffusion.artifacts import LORA_FILE
+
+    with_lora = [r for r in lineage if artifacts.has_file(r.artifacts_dir, LORA_FILE)]
+    return with_lora[-1] if with_lora else None
+
+
+def _adapter_files(rel: str) -> bool:
+    from fairskin.diffusion.image_prompt import FILENAME as ADAPTER_FILE
+
+    return rel == ADAPTER_FILE or rel.startswith("image_encoder/")
 
 
 def check_label_guidance(
@@ -265,15 +284,13 @@ def batch_conditioning(batch: Batch) -> dict[str, Any]:
 def model_adapter_run(run: Run) -> Run | None:
     """The run whose image-prompt adapter the model's LoRA was trained with: the last run of
     its lineage that has a LoRA, when its folder holds ``ip_adapter.safetensors``."""
-    from fairskin.diffusion.artifacts import lora_run_dir
     from fairskin.diffusion.image_prompt import FILENAME as ADAPTER_FILE
 
     lineage = run.lineage()
-    folders = [run_model_folder(r) for r in lineage]
-    folder = lora_run_dir(folders)
-    if folder is None or not (folder / ADAPTER_FILE).is_file():
+    lora = _lora_run(lineage)
+    if lora is None or not artifacts.has_file(lora.artifacts_dir, ADAPTER_FILE):
         return None
-    return next(r for r, f in reversed(list(zip(lineage, folders, strict=True))) if f == folder)
+    return lora
 
 
 def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, Any]:
@@ -295,7 +312,8 @@ def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, 
 
     own = model_adapter_run(run)
     if own is not None:
-        folder, weight, source = run_model_folder(own), ADAPTER_FILE, f"run {own.pk}"
+        folder = artifacts.fetch(own.artifacts_dir, include=_adapter_files)
+        weight, source = ADAPTER_FILE, f"run {own.pk}"
     elif settings.FAIRSKIN_IP_ADAPTER_DIR:
         folder = Path(settings.FAIRSKIN_IP_ADAPTER_DIR)
         weight, source = settings.FAIRSKIN_IP_ADAPTER_WEIGHT, "FAIRSKIN_IP_ADAPTER_DIR"
@@ -320,6 +338,9 @@ def check_image_prompt(run: Run, base: BaseModel, *, scale: float) -> dict[str, 
         "weight_name": weight,
         "source": source,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        # A run's own adapter is fetched from the store on each host; the public one is
+        # FAIRSKIN_IP_ADAPTER_DIR, the same path on every host.
+        "run_key": own.artifacts_dir if own is not None else "",
         "tokens": tokens,
         "scale": scale,
     }
@@ -345,7 +366,12 @@ def generation_inputs(batch: Batch, diagnosis: str, fst: int, init: Any, n: int)
         }
     from fairskin.generation.sampler import ImagePrompt
 
-    path = Path(prompt["folder"]) / prompt["weight_name"]
+    folder = (
+        artifacts.fetch(prompt["run_key"], include=_adapter_files)
+        if prompt.get("run_key")
+        else Path(prompt["folder"])
+    )
+    path = folder / prompt["weight_name"]
     stat = path.stat()
     if _file_sha256(str(path), stat.st_mtime_ns, stat.st_size) != prompt["sha256"]:
         raise ValueError(
@@ -353,7 +379,5 @@ def generation_inputs(batch: Batch, diagnosis: str, fst: int, init: Any, n: int)
             "(its sha256 differs from the one recorded): launch a new batch"
         )
     return {
-        "image_prompt": ImagePrompt(
-            Path(prompt["folder"]), float(prompt["scale"]), init[0], prompt["weight_name"]
-        )
+        "image_prompt": ImagePrompt(folder, float(prompt["scale"]), init[0], prompt["weight_name"])
     }

@@ -188,6 +188,15 @@ def published(ref: str) -> bool:
         return False
 
 
+def has_file(ref: str, rel: str) -> bool:
+    """Whether a published folder holds ``rel`` (told from its manifest; nothing fetched)."""
+    if not ref.strip():
+        return False
+    if not is_remote():
+        return (local_folder(ref) / rel).is_file()
+    return rel in (manifest_files(ref) or [])
+
+
 def manifest_files(ref: str) -> list[str] | None:
     """The files a reference's manifest lists (None: nothing published), for pages that
     list artifacts without fetching them."""

@@ -283,5 +283,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=_plain_flush)
 
 
-# The S3-protocol server (moto, authentication on) and a fresh bucket per test: issue 20.
+# Issue 20: this process as a web host of a deployment on a bucket; the S3-protocol server
+# (moto, authentication on) and a fresh bucket per test.
+from tests.bucket_site import bucket_site  # noqa: E402, F401
 from tests.s3_server import s3_bucket, s3_server  # noqa: E402, F401

@@ -25,21 +25,38 @@ def _latest_grid(run_dir: Path | None) -> Path | None:
 
 
 def _run_context(request, run: Run) -> dict:
-    run_dir = reports.page_folder(run)  # from the store on a host that did not train it
-    grid = _latest_grid(run_dir)
     return {
         "run": run,
         "job": run.job,
         "lineage": run.lineage(),
         "children": run.children.all(),
-        "loss_chart": run_display.loss_chart(run_dir) if run_dir else None,
-        "grid_step": grid.stem.removeprefix("step-").lstrip("0") if grid else None,
-        "files": run_display.artifact_links(run),
-        "trainable_parameters": run_display.trainable_parameters(reports.training_report(run)),
         "per_skin_type": run_display.per_skin_type(run.evaluation or {}),
-        "on_the_fly": run_display.on_the_fly(run),
         "next_steps": run_display.next_steps(run, request.user),
+        **_artifact_context(run),
     }
+
+
+def _artifact_context(run: Run) -> dict:
+    """What the page shows from the run's folder, read from the store (fetched to this host
+    on a host that did not train it). A store that cannot be read is said, not a 500."""
+    try:
+        run_dir = reports.page_folder(run)
+        grid = _latest_grid(run_dir)
+        return {
+            "artifacts_location": artifacts.uri(run.artifacts_dir) if run.artifacts_dir else "",
+            "loss_chart": run_display.loss_chart(run_dir) if run_dir else None,
+            "grid_step": grid.stem.removeprefix("step-").lstrip("0") if grid else None,
+            "files": run_display.artifact_links(run),
+            "trainable_parameters": run_display.trainable_parameters(reports.training_report(run)),
+            "on_the_fly": run_display.on_the_fly(run),
+        }
+    except StoreError as exc:
+        return {
+            "artifacts_location": run.artifacts_dir,
+            "store_error": str(exc),
+            "files": [],
+            "on_the_fly": None,
+        }
 
 
 @login_required
@@ -78,7 +95,10 @@ def run_live(request, run_id: int):
 @permission_required("training.view_run", raise_exception=True)
 def run_grid(request, run_id: int):
     run = get_object_or_404(Run, pk=run_id)
-    grid = _latest_grid(reports.page_folder(run))
+    try:
+        grid = _latest_grid(reports.page_folder(run))
+    except StoreError as exc:
+        raise Http404(f"the artifact store cannot be read: {exc}") from exc
     if grid is None:
         raise Http404("no validation grid yet")
     response = FileResponse(grid.open("rb"), content_type="image/png")
