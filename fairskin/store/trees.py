@@ -177,6 +177,8 @@ def publish_tree(
     """
     validate_key(key)
     folder = Path(folder)
+    if not folder.is_dir():  # publishing nothing would delete the published tree
+        raise NotADirectoryError(f"{folder} is not a folder; nothing to publish under {key}")
     manifest = Manifest(key=key, complete=complete)
     if _same_local_folder(store, folder, key):
         for rel in _walk(folder, exclude):

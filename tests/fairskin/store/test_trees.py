@@ -307,3 +307,12 @@ def test_include_fetches_only_some_files(store, cache, tmp_path):
     dest = tmp_path / "dest"
     fetch_tree(store, "runs/17", dest, cache, include=lambda rel: rel.startswith("lora/"))
     assert set(folder_bytes(dest)) == {"lora/weights.safetensors"}
+
+
+def test_publishing_a_missing_folder_is_refused_and_keeps_the_tree(store, tmp_path):
+    source, files = make_source(tmp_path)
+    publish_tree(store, source, "runs/18")
+    with pytest.raises(NotADirectoryError, match="nothing to publish under runs/18"):
+        publish_tree(store, tmp_path / "gone", "runs/18")
+    assert set(read_manifest(store, "runs/18").files) == set(files)
+    assert len(store.list_keys("runs/18/")) == len(files) + 1
