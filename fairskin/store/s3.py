@@ -208,15 +208,14 @@ class S3ObjectStore:
                 raise self._translate(error, key) from error
 
     def exists(self, key: str) -> bool:
+        # A one-key listing, not head_object: a HEAD's 404 cannot tell a missing object from a
+        # missing bucket. The key itself, if present, sorts first among keys it prefixes.
         validate_key(key)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
         except _failures() as error:
-            translated = self._translate(error, key)
-            if isinstance(translated, ArtifactMissing):
-                return False
-            raise translated from error
-        return True
+            raise self._translate(error, key) from error
+        return any(item["Key"] == key for item in page.get("Contents", ()))
 
     def list_keys(self, prefix: str) -> list[str]:
         validate_prefix(prefix)

@@ -119,7 +119,7 @@ def _walk(folder: Path, exclude: Callable[[str], bool] | None) -> Iterator[str]:
         for name in filenames:
             if name.startswith(TMP_PREFIX) or name == FETCH_STATE_NAME:
                 continue
-            rel = (base / name).as_posix()
+            rel = validate_key((base / name).as_posix())
             if rel == MANIFEST_NAME or (exclude is not None and exclude(rel)):
                 continue
             found.append(rel)

@@ -30,6 +30,8 @@ def test_round_trips_bytes_files_and_chunks(store, tmp_path):
     assert b"".join(chunks) == payload
     assert store.exists("runs/1/notes.txt")
     assert not store.exists("runs/1/other")
+    assert not store.exists("runs/1"), "a prefix of keys is not an object"
+    assert not store.exists("runs/1/notes"), "nor is a prefix of a key"
     assert store.list_keys("runs/1/") == ["runs/1/notes.txt", "runs/1/weights.bin"]
     assert store.list_keys("runs/1/n") == ["runs/1/notes.txt"]
     assert store.list_keys("runs/2/") == []
@@ -114,7 +116,14 @@ def test_listing_and_deleting_more_than_one_page(s3_server, s3_bucket, tmp_path)
 
 def test_missing_bucket_is_unavailable_and_names_it(s3_server, tmp_path):
     store = make_store("s3", tmp_path, s3_server, "no-such-bucket-here")
-    for call in (store.check, lambda: store.put_bytes("a", b"1"), lambda: store.get_bytes("a")):
+    calls = (
+        store.check,
+        lambda: store.put_bytes("a", b"1"),
+        lambda: store.get_bytes("a"),
+        lambda: store.exists("a"),
+        lambda: store.list_keys("a/"),
+    )
+    for call in calls:
         with pytest.raises(StoreUnavailable, match="bucket 'no-such-bucket-here' does not exist"):
             call()
     source = tmp_path / "f"

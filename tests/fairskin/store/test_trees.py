@@ -316,3 +316,12 @@ def test_publishing_a_missing_folder_is_refused_and_keeps_the_tree(store, tmp_pa
         publish_tree(store, tmp_path / "gone", "runs/18")
     assert set(read_manifest(store, "runs/18").files) == set(files)
     assert len(store.list_keys("runs/18/")) == len(files) + 1
+
+
+def test_a_file_name_that_is_no_key_is_refused_before_anything_is_written(store, tmp_path):
+    source, _ = make_source(tmp_path)
+    (source / "bad\\name").write_bytes(b"x")
+    recording = RecordingStore(store)
+    with pytest.raises(ValueError, match="backslash"):
+        publish_tree(recording, source, "runs/19")
+    assert recording.puts() == []
