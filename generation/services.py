@@ -357,8 +357,9 @@ def batches_artifacts_upload(*, dry_run: bool = False) -> Iterator[tuple[str, bo
     """Upload every batch's folder (its scoring reference) into the artifact store and record
     its key (`manage.py upload_artifacts`)."""
     for batch in Batch.objects.exclude(artifacts_dir="").order_by("pk"):
-        key, message = artifacts.upload_reference(batch.artifacts_dir, "batches", dry_run=dry_run)
-        moved = message.startswith(("published", "would"))
-        if moved and not dry_run and key != batch.artifacts_dir:
+        key, message, stored = artifacts.upload_reference(
+            batch.artifacts_dir, "batches", dry_run=dry_run
+        )
+        if stored and not dry_run and key != batch.artifacts_dir:
             Batch.objects.filter(pk=batch.pk).update(artifacts_dir=key)
-        yield f"batch {batch.pk}: {message}", moved
+        yield f"batch {batch.pk}: {message}", stored

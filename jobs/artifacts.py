@@ -434,24 +434,26 @@ def check_built_model(name: str, folder: Path) -> None:
 # --- moving a local installation into the store --------------------------------------------
 
 
-def upload_reference(ref: str, prefix: str, *, dry_run: bool = False) -> tuple[str, str]:
+def upload_reference(ref: str, prefix: str, *, dry_run: bool = False) -> tuple[str, str, bool]:
     """Upload one row's artifacts (a folder, or a release archive) into the store under
-    ``prefix/<its name>`` and return (the key to record, what was done). Idempotent: a key is
-    published again with only its changed files uploaded. Changes nothing when the files are
-    missing (the message says so)."""
+    ``prefix/<its name>``. Returns the key to record, what was done, and whether the
+    artifacts are in the store. Idempotent: a key is published again with only its changed
+    files uploaded. Changes nothing when the files are missing (the message says so)."""
     path = Path(ref)
     if path.is_absolute():
         source, key = path, f"{prefix}/{path.name}"
     else:
         source, key = local_folder(ref), reference_key(ref)
+    where = store().uri(key)
     if source.is_file():
         if not dry_run:
             store().put_file(key, source)
-        return key, f"uploaded {source} to {store().uri(key)}"
+        return key, f"{'would upload' if dry_run else 'uploaded'} {source} to {where}", True
     if not source.is_dir():
-        return ref, f"left as it is: {source} is missing on this host"
+        if not path.is_absolute() and (store().exists(key) or published(ref)):
+            return key, f"already in the store at {where}", True
+        return ref, f"left as it is: {source} is missing on this host", False
     if dry_run:
-        return key, f"would publish {source} as {store().uri(key)}"
-    skip = working_files
-    manifest = publish_tree(store(), source, key, complete=True, exclude=skip)
-    return key, f"published {source} as {store().uri(key)} ({len(manifest.files)} files)"
+        return key, f"would publish {source} as {where}", True
+    manifest = publish_tree(store(), source, key, complete=True, exclude=working_files)
+    return key, f"published {source} as {where} ({len(manifest.files)} files)", True

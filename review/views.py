@@ -38,24 +38,8 @@ def study_new(request):
     initial = {"batch": request.GET.get("batch")} if request.GET.get("batch") else None
     form = StudyForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        d = form.cleaned_data
-        default_text = study_services.default_instructions(0.25).strip()
-        text = d["instructions"].strip()
         try:
-            study = study_services.study_create(
-                batch=d["batch"],
-                raters=list(d["raters"]),
-                name=d["name"],
-                sample_size=d["sample_size"],
-                control_ratio=d["control_ratio"],
-                seed=d["seed"],
-                warmup_count=d["warmup_count"],
-                retest_share=d["retest_share"],
-                allow_changes=d["allow_changes"],
-                criteria=form.criteria(),
-                instructions=None if text == default_text else text,
-                user=request.user,
-            )
+            study = study_services.study_create(**form.study_create_kwargs(), user=request.user)
         except ApplicationError as exc:
             form.add_error(None, str(exc))
         else:
@@ -253,9 +237,8 @@ def release_download(request, release_id: int):
     except StoreError as exc:
         raise Http404(f"the export is not in the store: {exc}") from exc
     response = StreamingHttpResponse(chunks, content_type="application/zip")
-    response["Content-Disposition"] = content_disposition_header(
-        True, f"fairskin-release-{release.pk}.zip"
-    )
+    name = f"fairskin-release-{release.pk}.zip"
+    response["Content-Disposition"] = content_disposition_header(True, name) or "attachment"
     return response
 
 

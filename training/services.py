@@ -416,8 +416,9 @@ def runs_artifacts_upload(*, dry_run: bool = False) -> Iterator[tuple[str, bool]
     for run in Run.objects.select_related("job").order_by("pk"):
         if not run.artifacts_dir or (run.job is not None and not run.job.is_terminal):
             continue
-        key, message = artifacts.upload_reference(run.artifacts_dir, "runs", dry_run=dry_run)
-        moved = message.startswith(("published", "would"))
-        if moved and not dry_run and key != run.artifacts_dir:
+        key, message, stored = artifacts.upload_reference(
+            run.artifacts_dir, "runs", dry_run=dry_run
+        )
+        if stored and not dry_run and key != run.artifacts_dir:
             Run.objects.filter(pk=run.pk).update(artifacts_dir=key)
-        yield f"run {run.pk}: {message}", moved
+        yield f"run {run.pk}: {message}", stored

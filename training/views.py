@@ -123,19 +123,18 @@ def run_artifact(request, run_id: int, name: str):
     """One of the run's listed artifact files. The name must be one the run page lists (no
     path is built from it), so nothing outside the run's folder can be asked for."""
     run = get_object_or_404(Run, pk=run_id)
-    if name not in run_display.artifact_files(run.artifacts_dir):
-        raise Http404("no such artifact")
-    content_type = ARTIFACT_TYPES.get(PurePosixPath(name).suffix)
     try:  # streamed from the store (or this host's folder), never a redirect to the bucket
+        if name not in run_display.artifact_files(run.artifacts_dir):
+            raise Http404("no such artifact")
         chunks = artifacts.open_member(run.artifacts_dir, name)
     except StoreError as exc:
-        raise Http404(f"the artifact is not in the store: {exc}") from exc
+        raise Http404(f"the artifact store cannot give it: {exc}") from exc
+    content_type = ARTIFACT_TYPES.get(PurePosixPath(name).suffix)
     response = StreamingHttpResponse(
         chunks, content_type=content_type or "application/octet-stream"
     )
-    response["Content-Disposition"] = content_disposition_header(
-        content_type is None, PurePosixPath(name).name
-    )
+    disposition = content_disposition_header(content_type is None, PurePosixPath(name).name)
+    response["Content-Disposition"] = disposition or "attachment"
     # A served SVG or text file runs no script and loads nothing, whatever it holds.
     response["Content-Security-Policy"] = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
     return response

@@ -185,8 +185,9 @@ def releases_artifacts_upload(*, dry_run: bool = False) -> Iterator[tuple[str, b
     (`manage.py upload_artifacts`). The release row is otherwise immutable; its export
     location is not part of what was approved."""
     for release in Release.objects.exclude(export_path="").order_by("pk"):
-        key, message = artifacts.upload_reference(release.export_path, "releases", dry_run=dry_run)
-        moved = message.startswith(("uploaded", "would"))
-        if moved and not dry_run and key != release.export_path:
+        key, message, stored = artifacts.upload_reference(
+            release.export_path, "releases", dry_run=dry_run
+        )
+        if stored and not dry_run and key != release.export_path:
             Release.objects.filter(pk=release.pk).update(export_path=key)
-        yield f"release {release.pk}: {message}", moved
+        yield f"release {release.pk}: {message}", stored

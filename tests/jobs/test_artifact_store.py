@@ -190,6 +190,10 @@ def test_upload_artifacts_moves_a_local_installation_into_the_bucket_idempotentl
     assert f"run {run.pk}: published" in capsys.readouterr().out
     assert read_manifest(artifacts.store(), "runs/run-1-abc").files == files
     another_host(settings, tmp_path, "host-b")
+    call_command("upload_artifacts")  # on a host without the folder: nothing to do
+    out = capsys.readouterr().out
+    assert f"run {run.pk}: already in the store at s3://" in out
+    assert "1 are in the store; 1 left as they are" in out
     folder = artifacts.fetch("runs/run-1-abc")
     assert (folder / "embeddings" / "dx-mel.safetensors").read_bytes() == b"weights" * 100
 
