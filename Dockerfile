@@ -66,6 +66,8 @@ RUN pip install --require-hashes --only-binary=:all: -r /tmp/requirements/dev.tx
     && pip check
 # Writable by the test user: pytest and Hypothesis keep their files beside the code.
 COPY --chown=fairskin . /app
-RUN chown fairskin /app
+# The Python client (client/, issue 22) that tests/client drives; requests is in the lock.
+RUN pip install --no-deps --no-index --no-build-isolation /app/client && pip check \
+    && chown fairskin /app
 USER fairskin
 CMD ["python", "-m", "pytest", "-p", "no:cacheprovider", "-m", "not slow"]

@@ -8,10 +8,13 @@ PY := $(VENV)/bin/python
 # .venv gets the development lock: every package pinned, with the sha256 of each file, torch
 # included (README, "Requirements"). Wheels only, since an sdist's build dependencies would be
 # fetched without a hash check. The production image installs requirements/runtime.txt.
-$(VENV)/.installed: requirements/dev.txt
+# Then the Python client (client/, issue 22), editable: its one dependency (requests) is in the
+# lock, and nothing is fetched for it (--no-index; the lock's setuptools builds it).
+$(VENV)/.installed: requirements/dev.txt client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --require-hashes --only-binary=:all: -r requirements/dev.txt
+	$(PY) -m pip install -q --no-deps --no-index --no-build-isolation -e ./client
 	$(PY) -m pip check
 	touch $@
 

@@ -5,7 +5,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from catalog import services
-from catalog.forms import DatasetUploadForm, SplitForm
+from catalog.forms import DatasetUploadForm, SplitForm, upload_launch_kwargs
 from catalog.models import Dataset, DatasetImport, Image
 from common.refusals import refused_to_messages
 
@@ -57,17 +57,9 @@ class DatasetAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = DatasetUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
             with refused_to_messages(request):
                 job = services.dataset_upload_launch(
-                    fmt=data["format"],
-                    name=data["name"],
-                    mapping=data["mapping"],
-                    allowed_use=data["allowed_use"],
-                    licence=data["licence"],
-                    metadata=data["metadata"],
-                    images=data["images"],
-                    user=request.user,
+                    **upload_launch_kwargs(form.cleaned_data), user=request.user
                 )
                 messages.success(request, f"Import queued as job {job.pk}.")
                 return redirect("jobs:detail", job_id=job.pk)

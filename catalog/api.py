@@ -10,7 +10,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from catalog import selectors, services
-from catalog.forms import DatasetUploadForm, SplitForm
+from catalog.forms import DatasetUploadForm, SplitForm, upload_launch_kwargs
 from catalog.models import AllowedUse, Dataset
 from common.api import errors, form_validated, has_perm
 from fairskin.datasets import FORMATS
@@ -118,16 +118,8 @@ class DatasetViewSet(viewsets.GenericViewSet):
         data = request.POST.copy()  # the fields without the files (no copy of an upload)
         data.setdefault("mapping", "strict")  # the form's initial choice, as the page sends it
         form = DatasetUploadForm(data, request.FILES)
-        data = form_validated(form)
         job = services.dataset_upload_launch(
-            fmt=data["format"],
-            name=data["name"],
-            mapping=data["mapping"],
-            allowed_use=data["allowed_use"],
-            licence=data["licence"],
-            metadata=data["metadata"],
-            images=data["images"],
-            user=request.user,
+            **upload_launch_kwargs(form_validated(form)), user=request.user
         )
         return job_answer(job)
 

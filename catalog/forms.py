@@ -73,6 +73,13 @@ class DatasetUploadForm(forms.Form):
         return data
 
 
+def upload_launch_kwargs(data: dict[str, Any]) -> dict[str, Any]:
+    """A valid DatasetUploadForm's data as ``catalog.services.dataset_upload_launch`` takes it
+    (less ``user``): the admin's import page and the API import alike."""
+    keys = ("name", "mapping", "allowed_use", "licence", "metadata", "images")
+    return {"fmt": data["format"], **{key: data[key] for key in keys}}
+
+
 class SplitForm(forms.Form):
     seed = forms.IntegerField(initial=0)
     train = forms.FloatField(initial=0.7, min_value=0, max_value=1)

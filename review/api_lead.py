@@ -89,21 +89,8 @@ class StudyLeadActions:
         data = StudyCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         form = StudyForm(_study_form_data(dict(data.validated_data)))
-        d = form_validated(form)
-        study = study_services.study_create(
-            batch=d["batch"],
-            raters=list(d["raters"]),
-            name=d["name"],
-            sample_size=d["sample_size"],
-            control_ratio=d["control_ratio"],
-            seed=d["seed"],
-            warmup_count=d["warmup_count"],
-            retest_share=d["retest_share"],
-            allow_changes=d["allow_changes"],
-            criteria=form.criteria(),
-            instructions=d["instructions"].strip() or None,
-            user=request.user,
-        )
+        form_validated(form)
+        study = study_services.study_create(**form.study_create_kwargs(), user=request.user)
         return Response(self.get_serializer(study).data, status=201)  # type: ignore[attr-defined]
 
     @extend_schema(request=ConfirmSerializer, responses={200: dict, **errors(400, 403, 404)})

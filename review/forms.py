@@ -80,6 +80,21 @@ class StudyForm(forms.Form):
         raters.queryset = selectors.study_rater_choices()
         self.fields["instructions"].initial = default_instructions()
 
+    def study_create_kwargs(self) -> dict:
+        """The valid form as ``study_create`` takes it (less ``user``), for the page and the
+        API alike. The standard text left as it is is no text of the lead's own (None)."""
+        d = self.cleaned_data
+        text = d["instructions"].strip()
+        keys = ("batch", "name", "sample_size", "control_ratio", "seed", "warmup_count")
+        return {
+            **{key: d[key] for key in keys},
+            "raters": list(d["raters"]),
+            "retest_share": d["retest_share"],
+            "allow_changes": d["allow_changes"],
+            "criteria": self.criteria(),
+            "instructions": None if text == default_instructions(0.25).strip() else text,
+        }
+
     def criteria(self) -> dict:
         d = self.cleaned_data
         return {

@@ -63,23 +63,8 @@ class RunAdmin(admin.ModelAdmin):
             kind = RunKind.TEXTUAL_INVERSION
         form = RunLaunchForm(request.POST or None, kind=kind, query=request.GET)
         if request.method == "POST" and form.is_valid():
-            d = form.cleaned_data
             try:
-                run = run_create(
-                    kind=d["kind"],
-                    name=d["name"],
-                    parent=d["parent"],
-                    base_model=d["base_model"] or None,
-                    config=d["config"],
-                    user=request.user,
-                    selection={
-                        "datasets": [ds.name for ds in d["datasets"]],
-                        "diagnoses": d["diagnoses"],
-                        "fsts": d["fsts"] or list(range(1, 7)),
-                        "split": d["split"],
-                        "synthetic_datasets": [ds.name for ds in d["synthetic_datasets"]],
-                    },
-                )
+                run = run_create(**form.run_create_kwargs(), user=request.user)
             except ApplicationError as exc:
                 form.add_error(None, str(exc))
             else:

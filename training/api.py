@@ -113,22 +113,9 @@ class RunViewSet(viewsets.GenericViewSet):
         data = RunCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         kind = data.validated_data["kind"]
-        d = form_validated(RunLaunchForm(_launch_form_data(data.validated_data), kind=kind))
-        run = services.run_create(
-            kind=d["kind"],
-            name=d["name"],
-            parent=d["parent"],
-            base_model=d["base_model"] or None,
-            config=d["config"],
-            user=request.user,
-            selection={
-                "datasets": [ds.name for ds in d["datasets"]],
-                "diagnoses": d["diagnoses"],
-                "fsts": d["fsts"] or list(range(1, 7)),
-                "split": d["split"],
-                "synthetic_datasets": [ds.name for ds in d["synthetic_datasets"]],
-            },
-        )
+        form = RunLaunchForm(_launch_form_data(data.validated_data), kind=kind)
+        form_validated(form)
+        run = services.run_create(**form.run_create_kwargs(), user=request.user)
         return Response(RunSerializer(run, context={"detail": True}).data, status=201)
 
     @extend_schema(request=None, responses={200: JobSerializer, **errors(400, 403, 404, 409)})

@@ -178,6 +178,25 @@ class RunLaunchForm(forms.Form):
         value.pop("kind", None)
         return value
 
+    def run_create_kwargs(self) -> dict[str, Any]:
+        """The valid form as ``training.services.run_create`` takes it (less ``user``): the
+        admin's launch page and the API launch runs alike."""
+        d = self.cleaned_data
+        return {
+            "kind": d["kind"],
+            "name": d["name"],
+            "parent": d["parent"],
+            "base_model": d["base_model"] or None,
+            "config": d["config"],
+            "selection": {
+                "datasets": [ds.name for ds in d["datasets"]],
+                "diagnoses": d["diagnoses"],
+                "fsts": d["fsts"] or list(range(1, 7)),
+                "split": d["split"],
+                "synthetic_datasets": [ds.name for ds in d["synthetic_datasets"]],
+            },
+        }
+
     def clean(self):
         super().clean()
         data = self.cleaned_data

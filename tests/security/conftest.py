@@ -28,6 +28,11 @@ class Session:
     role: str
     user: object | None
     cookies: dict[str, str] = field(default_factory=dict)
+    token: str = ""  # a personal API token instead of a browser session (issue 22)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def csrf_headers(self) -> dict[str, str]:
