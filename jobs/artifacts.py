@@ -141,18 +141,21 @@ def fetch(
     include: Callable[[str], bool] | None = None,
     complete: bool = True,
     link: bool = False,
+    copy_root: Path | None = None,
 ) -> Path:
     """The reference's folder on this host, with the files ``include`` selects fetched from
     the store (through the host cache) and checked against the manifest's hashes. ``complete``:
-    refuse a folder still being written. Locally, the folder itself."""
+    refuse a folder still being written. ``copy_root``: fetch into a folder under it instead
+    of the working folder (pages read copies, never a folder a job on this host writes).
+    Locally, the folder itself."""
     if not is_remote():
         folder = local_folder(ref)
         if complete and not folder.is_dir():
             raise ArtifactMissing(f"the artifacts folder {folder} is missing")
         return folder
     key = reference_key(ref)
-    folder = local_folder(ref)
-    with _key_lock(key):
+    folder = (copy_root / key) if copy_root is not None else local_folder(ref)
+    with _key_lock(str(folder)):
         fetch_tree(
             store(),
             key,
@@ -166,12 +169,14 @@ def fetch(
 
 
 def read_folder(ref: str, include: Callable[[str], bool]) -> Path | None:
-    """For pages: the folder with the small files ``include`` selects, from a run that may
-    still be writing them; None when nothing is published yet."""
+    """For pages: a copy of the small files ``include`` selects, from a run that may still be
+    writing them; None when nothing is published yet. The copy is kept apart from the working
+    folders, so a page never overwrites what a job on the same host is writing."""
     if not ref.strip():
         return None
     try:
-        return fetch(ref, include=include, complete=False)
+        pages = Path(settings.FAIRSKIN_ARTIFACTS_ROOT) / "pages"
+        return fetch(ref, include=include, complete=False, copy_root=pages)
     except ArtifactMissing:
         return None
 

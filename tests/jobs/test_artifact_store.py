@@ -236,3 +236,19 @@ def test_a_running_jobs_folder_reaches_the_bucket_as_it_changes_and_outlives_an_
     assert artifacts.fetch_for_resume(ref) == 10
     resumed = artifacts.local_folder(ref) / "checkpoints" / "step-000010" / "state.pt"
     assert resumed.read_bytes() == b"half"
+
+
+def test_a_page_on_the_training_host_reads_a_copy_and_never_rewinds_the_running_folder(
+    bucket_site, settings
+):
+    ref = "runs/run-7-live"
+    folder = artifacts.local_folder(ref)
+    folder.mkdir(parents=True)
+    (folder / "loss.csv").write_text("step,loss\n1,0.5\n")
+    artifacts.publish(ref, complete=False)  # what the sync last uploaded
+    with (folder / "loss.csv").open("a") as fh:  # the job trains on
+        fh.write("2,0.4\n")
+    page = artifacts.read_folder(ref, lambda rel: rel == "loss.csv")
+    assert page is not None and page != folder
+    assert (page / "loss.csv").read_text() == "step,loss\n1,0.5\n"
+    assert (folder / "loss.csv").read_text() == "step,loss\n1,0.5\n2,0.4\n"
