@@ -24,6 +24,7 @@ from fairskin.generation.scoring_config import ScoringConfig, ScoringConfigError
 from fairskin.generation.spec import SPEC
 from fairskin.labels import Diagnosis
 from fairskin.provenance import new_identity
+from fairskin.store.errors import StoreError
 from generation.advance import batch_advance
 from generation.conditioning import check_image_prompt, check_label_guidance, resolve_reference
 from generation.errors import BatchConfigError as BatchConfigError
@@ -89,7 +90,11 @@ def _check_model(run: Run) -> None:
             raise BatchConfigError(
                 f"run {r.pk} in the model's lineage has not succeeded; its artifacts are not ready"
             )
-        if not artifacts.published(r.artifacts_dir):
+        try:
+            in_store = artifacts.published(r.artifacts_dir)
+        except StoreError as exc:
+            raise BatchConfigError(f"run {r.pk}'s artifacts cannot be read: {exc}") from exc
+        if not in_store:
             raise BatchConfigError(
                 f"run {r.pk}'s artifacts ({r.artifacts_dir or 'none recorded'}) are missing"
                 " from the artifact store"

@@ -98,8 +98,8 @@ def reference_key(ref: str) -> str:
     except ValueError:
         raise LegacyLocation(
             f"its artifacts were recorded at the host folder {ref}, outside "
-            f"FAIRSKIN_ARTIFACTS_ROOT; run `manage.py upload_artifacts --from {Path(ref).parent}`"
-            " on the host that holds it to move them into the store"
+            "FAIRSKIN_ARTIFACTS_ROOT and never uploaded: run `manage.py upload_artifacts` on "
+            "the host that holds that folder to move them into the store"
         ) from None
 
 
@@ -182,7 +182,8 @@ def read_folder(ref: str, include: Callable[[str], bool]) -> Path | None:
 
 
 def published(ref: str) -> bool:
-    """Whether the reference's artifacts are complete in the store."""
+    """Whether the reference's artifacts are complete in the store (`LegacyLocation` for a
+    host path that was never uploaded: the message says what to do)."""
     if not ref.strip():
         return False
     if not is_remote():

@@ -17,9 +17,12 @@ from django.urls import reverse
 
 from fairskin.store.errors import ArtifactCorrupt, ArtifactMissing
 from fairskin.store.trees import read_manifest
+from generation.errors import BatchConfigError
+from generation.models import Batch
+from generation.services import batch_create
 from jobs import artifacts
 from jobs.runner import execute_job
-from tests.factories import make_user
+from tests.factories import RunFactory, make_user
 from training.models import Run
 from training.services import run_create
 
@@ -252,3 +255,18 @@ def test_a_page_on_the_training_host_reads_a_copy_and_never_rewinds_the_running_
     assert page is not None and page != folder
     assert (page / "loss.csv").read_text() == "step,loss\n1,0.5\n"
     assert (folder / "loss.csv").read_text() == "step,loss\n1,0.5\n2,0.4\n"
+
+
+def test_a_host_path_from_before_the_store_is_refused_with_the_command_that_moves_it(
+    bucket_site, tmp_path
+):
+    with pytest.raises(artifacts.LegacyLocation, match="/elsewhere/runs/run-3-old") as caught:
+        artifacts.fetch("/elsewhere/runs/run-3-old")
+    assert "run `manage.py upload_artifacts` on the host that holds" in str(caught.value)
+    # A batch on such a run is refused with the same reason, before anything is created.
+    ti = RunFactory(kind="textual_inversion", job__state="succeeded")
+    Run.objects.filter(pk=ti.pk).update(artifacts_dir="/elsewhere/runs/run-3-old")
+    lora = RunFactory(kind="lora", parent=Run.objects.get(pk=ti.pk), job__state="succeeded")
+    with pytest.raises(BatchConfigError, match="upload_artifacts"):
+        batch_create(model_run=Run.objects.get(pk=lora.pk), target=4, diagnoses=["MEL"])
+    assert not Batch.objects.exists()
