@@ -99,7 +99,8 @@ def run_train(*, run_id: int, progress: JobContext) -> dict[str, Any]:
             result = train_on_ranks(**arguments, stale_after=stale_after)
         else:
             result = train(**arguments)
-    progress.phase("Publishing the artifacts")
+    if artifacts.is_remote():  # the count stays at the last step: publishing is not a phase
+        progress.log(f"publishing to {artifacts.uri(run.artifacts_dir)}")
     artifacts.publish(run.artifacts_dir)  # complete: the manifest goes last
     services.run_record_result(
         run=run, tokens=result.tokens, final_loss=result.final_loss, lease=progress.lease
