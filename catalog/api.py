@@ -6,7 +6,6 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from catalog import selectors, services
@@ -102,11 +101,6 @@ class DatasetViewSet(viewsets.GenericViewSet):
             "split": "catalog.process_dataset",
         }.get(self.action)
         return [*super().get_permissions(), *([has_perm(extra)()] if extra else [])]
-
-    def get_parsers(self):
-        if getattr(self, "action", None) == "create" or self.request is None:
-            return [MultiPartParser(), FormParser()]
-        return [JSONParser(), FormParser(), MultiPartParser()]
 
     def list(self, request):
         return Response(DatasetSerializer(self.get_queryset(), many=True).data)

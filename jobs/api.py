@@ -60,12 +60,15 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.IsAuthenticated, has_perm("jobs.view_job")]
     queryset = Job.objects.order_by("-created_at", "-pk")
 
+    def get_permissions(self):
+        controlling = self.action in {"cancel", "resume"}
+        extra = [has_perm("jobs.control_job")()] if controlling else []
+        return [*super().get_permissions(), *extra]
+
     def list(self, request, *args, **kwargs):
         return Response(JobSerializer(self.get_queryset()[:100], many=True).data)
 
     def _control(self, service) -> Response:
-        if not request_may_control(self.request):
-            self.permission_denied(self.request, message="your role cannot cancel or resume jobs")
         job = self.get_object()
         message = service(job=job, by=self.request.user)
         job.refresh_from_db()
@@ -85,7 +88,3 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
         return self._control(services.job_user_resume)
-
-
-def request_may_control(request) -> bool:
-    return bool(request.user.has_perm("jobs.control_job"))

@@ -212,14 +212,18 @@ def _real_values(review_data) -> dict[str, list]:
     }
 
 
-def _strategy(operation, mode: GenerationMode, real: dict[str, list], cookies: dict):
+def _strategy(
+    operation, mode: GenerationMode, real: dict[str, list], cookies: dict, *, real_only=False
+):
     """Cases generated from the schema alone, and the same with real ids and tokens. The
     session's cookies are fixed: the schema names `sessionid` as the API key, and a request
     is not invalid because of the (authentic) cookie it carries."""
     generated = operation.as_strategy(generation_mode=mode, cookies=cookies)
-    variants = [generated]
     params = [p.name for p in operation.path_parameters]
-    if params and mode == GenerationMode.POSITIVE:
+    real_path = bool(params) and mode == GenerationMode.POSITIVE
+    # real_only: valid requests on real rows only (a short run would rarely draw them).
+    variants = [] if real_only and real_path else [generated]
+    if real_path:
         kind = REAL_KIND.get(operation.path.split("/")[2], "study")
         variants.append(
             st.sampled_from(real[kind]).flatmap(
