@@ -55,7 +55,13 @@ class BatchGenerator:
         scheduler: str = "ddim",
         device: str | None = None,
         dtype: torch.dtype | None = None,
+        optimized: bool = False,
+        compile_unet: bool | None = None,
     ) -> None:
+        """``optimized`` loads the optimized path (`fairskin.generation.optimize`: LoRA and QKV
+        fused, channels-last, SDPA, the device's compute dtype, the UNet compiled on CUDA
+        unless ``compile_unet`` is False). Off by default: its pixels differ from the eager
+        path's in float rounding, and a batch's pixels must not change with the worker."""
         import diffusers
         from diffusers import StableDiffusionPipeline
 
@@ -64,6 +70,10 @@ class BatchGenerator:
                 f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
             )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if optimized and dtype is None:
+            from fairskin.generation.optimize import compute_dtype
+
+            dtype = compute_dtype(self.device)
         dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         pipe = StableDiffusionPipeline.from_pretrained(
             base.path,
@@ -86,13 +96,21 @@ class BatchGenerator:
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
+        self.optimizations: dict[str, Any] | None = None
+        if optimized:
+            from fairskin.generation.optimize import optimize_pipeline
+
+            self.optimizations = optimize_pipeline(self.pipe, compile_unet=compile_unet)
         self.scheduler = scheduler
         self._img2img: Any = None  # built from the same components on first use, never loaded
         self._image_prompt: Path | None = None  # the adapter folder loaded, on first use
 
     def environment(self) -> dict[str, object]:
         """The device, dtype, library versions and threads this generator's pixels depend on."""
-        return pixel_environment(self.device, self.pipe.unet.dtype)
+        environment = pixel_environment(self.device, self.pipe.unet.dtype)
+        if self.optimizations is not None:
+            environment["optimized"] = self.optimizations
+        return environment
 
     @property
     def native_size(self) -> int:
@@ -133,6 +151,8 @@ class BatchGenerator:
         size = size or self.native_size
         generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
         if image_prompt is not None:
+            if self.optimizations is not None:
+                raise ValueError("image prompts run on the eager path: load without optimized")
             if init_images is not None or label_scale:
                 raise ValueError("an image prompt takes no img2img references or label guidance")
             return self._from_image_prompt(
