@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from catalog import selectors, services
 from catalog.forms import DatasetUploadForm, SplitForm, upload_launch_kwargs
 from catalog.models import AllowedUse, Dataset
-from common.api import errors, form_validated, has_perm
+from common.api import ActionPermissions, errors, form_validated, has_perm
 from fairskin.datasets import FORMATS
 from jobs.api import JobSerializer, job_answer
 
@@ -87,20 +87,18 @@ SPLIT_COUNTS = inline_serializer(
         "the import runs as the returned job.",
     ),
 )
-class DatasetViewSet(viewsets.GenericViewSet):
+class DatasetViewSet(ActionPermissions, viewsets.GenericViewSet):
     permission_classes = [permissions.IsAuthenticated, has_perm("catalog.view_dataset")]
     queryset = Dataset.objects.order_by("name")
     lookup_field = "name"
     lookup_value_regex = r"[-a-zA-Z0-9_]+"
     serializer_class = DatasetSerializer
 
-    def get_permissions(self):
-        extra = {
-            "create": "catalog.import_dataset",
-            "preprocess": "catalog.process_dataset",
-            "split": "catalog.process_dataset",
-        }.get(self.action)
-        return [*super().get_permissions(), *([has_perm(extra)()] if extra else [])]
+    action_perms = {
+        "create": "catalog.import_dataset",
+        "preprocess": "catalog.process_dataset",
+        "split": "catalog.process_dataset",
+    }
 
     def list(self, request):
         return Response(DatasetSerializer(self.get_queryset(), many=True).data)

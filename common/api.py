@@ -78,6 +78,19 @@ def has_perm(name: str) -> type[permissions.BasePermission]:
     return HasPerm
 
 
+class ActionPermissions:
+    """Mixed into a viewset before DRF's class: ``action_perms`` names the permission an
+    action needs on top of the viewset's ``permission_classes`` (reading, say, needs the view
+    permission; launching also the launch permission)."""
+
+    action_perms: dict[str, str] = {}
+
+    def get_permissions(self) -> list[Any]:
+        perm = self.action_perms.get(getattr(self, "action", None) or "")
+        extra = [has_perm(perm)()] if perm else []
+        return [*super().get_permissions(), *extra]  # type: ignore[misc]
+
+
 def form_validated(form: Any) -> dict[str, Any]:
     """The form's cleaned data, or a 400 with its messages by field (``detail`` for the
     messages about the whole form)."""

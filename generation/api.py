@@ -20,7 +20,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from common.api import FormatIsAFileFormat, errors, has_perm
+from common.api import ActionPermissions, FormatIsAFileFormat, errors, has_perm
 from fairskin.labels import DIAGNOSIS_CHOICES
 from generation import selectors, services, views
 from generation.models import Batch, Sample, Verdict
@@ -143,15 +143,12 @@ class SamplePageSerializer(serializers.Serializer):
         description="Launch a generation batch; poll it until its state is finished.",
     ),
 )
-class BatchViewSet(viewsets.GenericViewSet):
+class BatchViewSet(ActionPermissions, viewsets.GenericViewSet):
     serializer_class = BatchSerializer
     permission_classes = [permissions.IsAuthenticated, has_perm("generation.view_batch")]
     queryset = Batch.objects.select_related("job").order_by("-created_at", "-pk")
 
-    def get_permissions(self):
-        launching = self.action in {"create", "cancel", "resume"}
-        extra = [has_perm("generation.launch_batch")()] if launching else []
-        return [*super().get_permissions(), *extra]
+    action_perms = dict.fromkeys(["create", "cancel", "resume"], "generation.launch_batch")
 
     def get_content_negotiator(self):
         if getattr(self, "action", None) == "export":  # set once the request is initialised

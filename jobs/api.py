@@ -8,7 +8,7 @@ from rest_framework import permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from common.api import errors, has_perm
+from common.api import ActionPermissions, errors, has_perm
 from jobs import services
 from jobs.models import Job
 
@@ -53,17 +53,14 @@ def job_answer(job: Job, status: int = 202) -> Response:
     list=extend_schema(responses={200: JobSerializer(many=True), **errors(403)}),
     retrieve=extend_schema(responses={200: JobSerializer, **errors(403, 404)}),
 )
-class JobViewSet(viewsets.ReadOnlyModelViewSet):
+class JobViewSet(ActionPermissions, viewsets.ReadOnlyModelViewSet):
     """Jobs, newest first (the last 100): poll one until ``terminal`` is true."""
 
     serializer_class = JobSerializer
     permission_classes = [permissions.IsAuthenticated, has_perm("jobs.view_job")]
     queryset = Job.objects.order_by("-created_at", "-pk")
 
-    def get_permissions(self):
-        controlling = self.action in {"cancel", "resume"}
-        extra = [has_perm("jobs.control_job")()] if controlling else []
-        return [*super().get_permissions(), *extra]
+    action_perms = dict.fromkeys(["cancel", "resume"], "jobs.control_job")
 
     def list(self, request, *args, **kwargs):
         return Response(JobSerializer(self.get_queryset()[:100], many=True).data)

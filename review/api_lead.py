@@ -12,15 +12,12 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from common.api import errors, form_validated, has_perm
+from common.api import ActionPermissions, errors, form_validated
 from review import views
 from review.forms import DEFAULT_CRITERIA, StudyForm
 from review.services import gate as gate_services
 from review.services import release as release_services
 from review.services import study as study_services
-
-CanManageStudies = has_perm("review.manage_study")
-CanAddStudies = has_perm("review.add_study")
 
 
 class StudyCreateSerializer(serializers.Serializer):
@@ -73,17 +70,13 @@ def _study_form_data(data: dict) -> dict:
     return {**{k: v for k, v in data.items() if v is not None}, "raters": [users[n] for n in names]}
 
 
-class StudyLeadActions:
+class StudyLeadActions(ActionPermissions):
     """Mixed into the studies' viewset: its write operations."""
 
-    def get_permissions(self):
-        extra = {
-            "create": CanAddStudies,
-            "close": CanManageStudies,
-            "approve": CanManageStudies,
-            "reject": CanManageStudies,
-        }.get(self.action)  # type: ignore[attr-defined]
-        return [*super().get_permissions(), *([extra()] if extra else [])]  # type: ignore[misc]
+    action_perms = {
+        "create": "review.add_study",
+        **dict.fromkeys(["close", "approve", "reject"], "review.manage_study"),
+    }
 
     def create(self, request):
         data = StudyCreateSerializer(data=request.data)

@@ -14,7 +14,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from common.api import errors, form_validated, has_perm
+from common.api import ActionPermissions, errors, form_validated, has_perm
 from fairskin.labels import DIAGNOSIS_CHOICES
 from jobs.api import JobSerializer, job_answer
 from training import fairness_verdicts, run_display, selectors, services, views
@@ -93,15 +93,12 @@ def _launch_form_data(data: dict) -> dict:
         "state is terminal.",
     ),
 )
-class RunViewSet(viewsets.GenericViewSet):
+class RunViewSet(ActionPermissions, viewsets.GenericViewSet):
     serializer_class = RunSerializer
     permission_classes = [permissions.IsAuthenticated, has_perm("training.view_run")]
     queryset = Run.objects.select_related("job").order_by("-created_at", "-pk")
 
-    def get_permissions(self):
-        launching = self.action in {"create", "cancel", "resume"}
-        extra = [has_perm("training.launch_run")()] if launching else []
-        return [*super().get_permissions(), *extra]
+    action_perms = dict.fromkeys(["create", "cancel", "resume"], "training.launch_run")
 
     def list(self, request):
         return Response(RunSerializer(self.get_queryset()[:100], many=True).data)
