@@ -87,3 +87,32 @@ def flops_per_image(generator, scorer, job, args) -> tuple[int, int, int]:
     image = generate(1)
     scoring = count_flops(lambda: scorer.score(image, diagnoses=[job[0]], fsts=[job[1]]))
     return one_step + (args.steps - 1) * per_step, per_step, scoring
+
+
+def step_stopwatch(after_step=None):
+    """A training progress that stamps the time of every finished step; ``after_step()``, if
+    given, runs after each stamp (it may raise to stop the run)."""
+    import time
+
+    from fairskin.progress import SilentProgress
+
+    class Stopwatch(SilentProgress):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stamps: list[float] = []
+
+        def update(self, done: int, total: int, message: str = "") -> None:
+            self.stamps.append(time.perf_counter())
+            if after_step is not None:
+                after_step()
+
+    return Stopwatch()
+
+
+def median_step_seconds(stamps: list[float]) -> float | None:
+    """Median interval between consecutive steps, leaving out the first step (warm-up) and the
+    last (it includes the validation grid and artifacts); None with too few steps."""
+    import statistics
+
+    intervals = [b - a for a, b in zip(stamps[:-2], stamps[1:-1], strict=True)]
+    return statistics.median(intervals) if intervals else None

@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.measure import median_step_seconds, step_stopwatch
 
 
 def main() -> None:
@@ -50,14 +50,6 @@ def main() -> None:
         progress=SilentProgress(),
     )
 
-    class Stopwatch(SilentProgress):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stamps: list[float] = []
-
-        def update(self, done: int, total: int, message: str = "") -> None:
-            self.stamps.append(time.perf_counter())
-
     def seconds_per_step(kind: str, **overrides) -> float:
         config = TrainConfig.build(
             kind,
@@ -68,7 +60,7 @@ def main() -> None:
                 **overrides,
             },
         )
-        watch = Stopwatch()
+        watch = step_stopwatch()
         train(
             config=config,
             base=base,
@@ -77,8 +69,9 @@ def main() -> None:
             progress=watch,
             parents=[ti_dir] if kind != "textual_inversion" else [],
         )
-        intervals = [b - a for a, b in zip(watch.stamps[:-2], watch.stamps[1:-1], strict=True)]
-        return statistics.median(intervals)
+        per_step = median_step_seconds(watch.stamps)
+        assert per_step is not None, "--steps must be at least 3"
+        return per_step
 
     print(
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}, "
