@@ -49,9 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wheels", type=Path, default=None, help="what make gpu-wheels wrote")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="generation rounds per row; the median is shown"
+    )
     args = parser.parse_args(argv)
-    if args.budget_s <= 0:
-        parser.error(f"--budget-s must be positive, got {args.budget_s}")
+    if args.budget_s <= 0 or args.repeats < 1:
+        parser.error("--budget-s must be positive and --repeats at least 1")
     if args.wheels is not None and not args.wheels.is_dir():
         parser.error(f"--wheels {args.wheels}: no such folder (run make gpu-wheels)")
     return args
@@ -153,85 +156,106 @@ def settings(args: argparse.Namespace) -> dict:
             "classifier": ("resnet50", 224, 64)}  # fmt: skip
 
 
-def generation_rows(report, budget, *, args, conf, base, run_dirs, work, rate) -> None:
-    """Eager at every batch, then optimized (compiled on CUDA: at two batch sizes only)."""
+def timed_round(generator, scorer, jobs, *, steps: int, size: int, out: Path) -> dict:
+    """One call of `generate` for ``jobs``, then scoring and PNG writes, as generation/work.py
+    runs them; seconds of each phase."""
     import numpy as np
     import torch
 
-    from bench.generation import STRATA, build_scorer, png_bytes
-    from bench.measure import flops_per_image, synchronize
+    from bench.generation import png_bytes
+    from bench.measure import synchronize
+
+    prompts, seeds = [j[2] for j in jobs], [j[3] for j in jobs]
+    started = time.perf_counter()
+    images = generator.generate(prompts, seeds, steps=steps, size=size)
+    synchronize(generator.device)
+    generated = time.perf_counter()
+    scorer.score(images, diagnoses=[j[0] for j in jobs], fsts=[j[1] for j in jobs])
+    synchronize(generator.device)
+    scored = time.perf_counter()
+    levels = images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    for job, pixels in zip(jobs, levels.cpu().numpy(), strict=True):
+        (out / f"{job[3]}.png").write_bytes(png_bytes(np.ascontiguousarray(pixels)))
+    written = time.perf_counter()
+    return {"generate": generated - started, "score": scored - generated, "png": written - scored}
+
+
+def generation_rows(report, budget, *, args, conf, base, run_dirs, work, rate) -> None:
+    """Both variants loaded side by side; per device batch, rounds alternate eager and optimized
+    (a slow spell hits both) and each row shows its median round. The optimized variant (its
+    UNet compiled on CUDA) runs at two batch sizes only, each compile costing a warm-up."""
+    import torch
+
+    from bench.generation import STRATA, build_scorer
+    from bench.measure import flops_per_image, median_round, synchronize
     from fairskin.diffusion.tokens import prompt_for
     from fairskin.generation.sampler import BatchGenerator
 
-    device = torch.device(args.device)
-    scorer = None
+    generators = {
+        variant: BatchGenerator(base, run_dirs, device=args.device, optimized=optimized)
+        for variant, optimized in (("eager", False), ("optimized", True))
+    }
+    args.size = generators["eager"].native_size
+    scorer = build_scorer(args, args.size, work / "scoring")
+    tokens = generators["eager"].tokens
     per_image = None
-    for variant in ("eager", "optimized"):
-        if budget.left() < 10:
-            report.add(section="generation", variant=variant, skipped="budget spent")
-            continue
-        generator = BatchGenerator(
-            base, run_dirs, device=args.device, optimized=variant == "optimized"
-        )
-        if scorer is None:
-            args.size = generator.native_size
-            scorer = build_scorer(args, args.size, work / "scoring")
-        batches = conf["compiled_batches"] if variant == "optimized" else conf["batches"]
-        seconds_per_image = 0.0  # of the last batch measured, with scoring and writes
-        for batch in batches:
-            # The warm-up runs 2 steps of the measured call's steps, the compile on top.
-            if budget.left() < 5 or seconds_per_image * batch * 1.2 > budget.left():
+    seconds_per_image = 0.0  # the latest round's, with scoring and writes: the budget's guess
+    for batch in conf["batches"]:
+        variants = ["eager"] + (["optimized"] if batch in conf["compiled_batches"] else [])
+        jobs = [
+            (dx, fst, prompt_for(dx, fst, available=tokens), 1000 + i)
+            for i, (dx, fst) in enumerate((STRATA * 8)[:batch])
+        ]
+        need = seconds_per_image * batch * len(variants) * args.repeats * 1.2
+        if budget.left() < 5 or need > budget.left():
+            for variant in variants:
                 report.add(section="generation", variant=variant, batch=batch, skipped="budget")
-                continue
-            jobs = [
-                (dx, fst, prompt_for(dx, fst, available=generator.tokens), 1000 + i)
-                for i, (dx, fst) in enumerate((STRATA * 8)[:batch])
-            ]
-            prompts, seeds = [j[2] for j in jobs], [j[3] for j in jobs]
+            continue
+        warm_up = {}
+        for variant in variants:  # kernel choice, caches and compiles are not what is measured
             warm_started = time.perf_counter()
-            generator.generate(prompts, seeds, steps=2, size=args.size)  # warm-up/compile
-            synchronize(device)
-            warm_up = time.perf_counter() - warm_started
-            started = time.perf_counter()
-            images = generator.generate(prompts, seeds, steps=conf["steps"], size=args.size)
-            synchronize(device)
-            generated = time.perf_counter()
-            scorer.score(images, diagnoses=[j[0] for j in jobs], fsts=[j[1] for j in jobs])
-            synchronize(device)
-            scored = time.perf_counter()
-            levels = images.mul(255).round().clamp(0, 255).to(torch.uint8)
-            for i, pixels in enumerate(levels.permute(0, 2, 3, 1).cpu().numpy()):
-                (work / f"{variant}-{batch}-{i}.png").write_bytes(
-                    png_bytes(np.ascontiguousarray(pixels))
-                )
-            written = time.perf_counter()
-            if per_image is None:  # counted once, on the eager path (the same work)
-                per_image = flops_per_image(
-                    generator, scorer, jobs[0],
-                    argparse.Namespace(steps=conf["steps"], guidance=7.5, size=args.size),
-                )[0]  # fmt: skip
-            gen_s, total_s = generated - started, written - started
-            seconds_per_image = total_s / batch
+            generators[variant].generate([j[2] for j in jobs], [j[3] for j in jobs], steps=2,
+                                         size=args.size)  # fmt: skip
+            synchronize(generators[variant].device)
+            warm_up[variant] = time.perf_counter() - warm_started
+        rounds: dict[str, list[dict]] = {variant: [] for variant in variants}
+        for _ in range(args.repeats):
+            for variant in variants:
+                folder = work / "images" / f"{variant}-{batch}"
+                folder.mkdir(parents=True, exist_ok=True)
+                rounds[variant].append(timed_round(generators[variant], scorer, jobs,
+                                                   steps=conf["steps"], size=args.size,
+                                                   out=folder))  # fmt: skip
+        if per_image is None:  # counted once, on the eager path (the same work)
+            per_image = flops_per_image(
+                generators["eager"], scorer, jobs[0],
+                argparse.Namespace(steps=conf["steps"], guidance=7.5, size=args.size),
+            )[0]  # fmt: skip
+        for variant in variants:
+            seconds = median_round(rounds[variant])
+            total = sum(seconds.values())
+            seconds_per_image = total / batch
             report.add(
                 section="generation",
                 variant=variant,
                 batch=batch,
-                images_per_s=batch / gen_s,
-                images_per_s_with_scoring_and_png=batch / total_s,
-                generate_share_of_wall=gen_s / total_s,
-                score_s=scored - generated,
-                png_s=written - scored,
-                warm_up_s=warm_up,
+                images_per_s=batch / seconds["generate"],
+                images_per_s_with_scoring_and_png=batch / total,
+                generate_share_of_wall=seconds["generate"] / total,
+                score_s=seconds["score"],
+                png_s=seconds["png"],
+                rounds=args.repeats,
+                warm_up_s=warm_up[variant],
                 flops_per_image=per_image,
-                share_of_matmul_rate=per_image * batch / gen_s / 1e12 / rate,
+                share_of_matmul_rate=per_image * batch / seconds["generate"] / 1e12 / rate,
                 steps=conf["steps"],
                 size=args.size,
-                dtype=str(generator.pipe.unet.dtype).removeprefix("torch."),
-                optimizations=generator.optimizations,
+                dtype=str(generators[variant].pipe.unet.dtype).removeprefix("torch."),
+                optimizations=generators[variant].optimizations,
             )
-        del generator
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    generators.clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def training_rows(report, budget, *, args, conf, base, ti_run, work) -> None:
