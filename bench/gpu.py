@@ -50,6 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="where the base model is built, kept for the next run (default: a temporary folder)",
+    )  # fmt: skip
+    parser.add_argument(
         "--repeats", type=int, default=1, help="generation rounds per row; the median is shown"
     )
     args = parser.parse_args(argv)
@@ -393,7 +397,7 @@ def run(args: argparse.Namespace) -> Report:
         work = Path(tmp)
         (work / "scoring").mkdir()
         started = time.perf_counter()
-        base = resolve_base_model(conf["model"], cache_dir=work / "models")
+        base = resolve_base_model(conf["model"], cache_dir=args.cache_dir or work / "models")
         run_dirs = train_artifacts(base, work, args.device)
         report.add(section="setup", variant="-", seconds=time.perf_counter() - started)
         generation_rows(report, budget, args=args, conf=conf, base=base, run_dirs=run_dirs,
