@@ -370,6 +370,13 @@ def parameter_groups(
     return groups
 
 
+def fused_adamw(device: torch.device) -> bool | None:
+    """Fused AdamW (one kernel over every parameter instead of a loop of small ones) on CUDA,
+    where those launches cost step time; torch's default elsewhere, so CPU runs do not change.
+    The update is the same (tests/fairskin/diffusion/test_fused_adamw.py, on CPU)."""
+    return True if device.type == "cuda" else None
+
+
 def prepare_optimisation(
     parameters: list[torch.nn.Parameter],
     config: TrainConfig,
@@ -382,6 +389,7 @@ def prepare_optimisation(
         parameter_groups(parameters, config, labels),
         lr=config.learning_rate,
         weight_decay=config.weight_decay,
+        fused=fused_adamw(device),
     )
     lr_scheduler = get_scheduler(
         config.lr_scheduler,
