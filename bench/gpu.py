@@ -38,6 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fairskin.generation.optimize import COMPILE_MODES
+
 NEEDED = ("diffusers", "open_clip", "lpips", "ftfy")
 
 
@@ -52,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cache-dir", type=Path, default=None,
         help="where the base model is built, kept for the next run (default: a temporary folder)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile-mode", default="default", choices=COMPILE_MODES,
+        help="torch.compile mode of the optimized UNet on CUDA (reduce-overhead: CUDA graphs)",
     )  # fmt: skip
     parser.add_argument(
         "--repeats", type=int, default=1, help="generation rounds per row; the median is shown"
@@ -196,7 +202,9 @@ def generation_rows(report, budget, *, args, conf, base, run_dirs, work, rate) -
     from fairskin.generation.sampler import BatchGenerator
 
     generators = {
-        variant: BatchGenerator(base, run_dirs, device=args.device, optimized=optimized)
+        variant: BatchGenerator(
+            base, run_dirs, device=args.device, optimized=optimized, compile_mode=args.compile_mode
+        )
         for variant, optimized in (("eager", False), ("optimized", True))
     }
     args.size = generators["eager"].native_size

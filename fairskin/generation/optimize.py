@@ -25,6 +25,10 @@ from typing import Any
 
 import torch
 
+# torch.compile's modes; "reduce-overhead" adds CUDA graphs (the shapes are fixed per device
+# batch), the max-autotune ones a longer compile.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def compute_dtype(device: torch.device) -> torch.dtype:
     """bf16 on a CUDA GPU that supports it, else fp16 there; fp32 on CPU."""
@@ -59,6 +63,10 @@ def optimize_pipeline(
 
     ``compile_unet`` defaults to True on CUDA; on CPU it is refused (inductor's CPU code is
     not what this path is measured for, and its compile takes minutes on small machines)."""
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(
+            f"unknown compile mode {compile_mode!r}; choose one of {', '.join(COMPILE_MODES)}"
+        )
     device = pipe.unet.device
     if compile_unet is None:
         compile_unet = device.type == "cuda"

@@ -57,11 +57,13 @@ class BatchGenerator:
         dtype: torch.dtype | None = None,
         optimized: bool = False,
         compile_unet: bool | None = None,
+        compile_mode: str = "default",
     ) -> None:
         """``optimized`` loads the optimized path (`fairskin.generation.optimize`: LoRA and QKV
-        fused, channels-last, SDPA, the device's compute dtype, the UNet compiled on CUDA
-        unless ``compile_unet`` is False). Off by default: its pixels differ from the eager
-        path's in float rounding, and a batch's pixels must not change with the worker."""
+        fused, channels-last, SDPA, the device's compute dtype, the UNet compiled on CUDA in
+        ``compile_mode`` unless ``compile_unet`` is False). Off by default: its pixels differ
+        from the eager path's in float rounding, and a batch's pixels must not change with the
+        worker."""
         import diffusers
         from diffusers import StableDiffusionPipeline
 
@@ -100,7 +102,9 @@ class BatchGenerator:
         if optimized:
             from fairskin.generation.optimize import optimize_pipeline
 
-            self.optimizations = optimize_pipeline(self.pipe, compile_unet=compile_unet)
+            self.optimizations = optimize_pipeline(
+                self.pipe, compile_unet=compile_unet, compile_mode=compile_mode
+            )
         self.scheduler = scheduler
         self._img2img: Any = None  # built from the same components on first use, never loaded
         self._image_prompt: Path | None = None  # the adapter folder loaded, on first use

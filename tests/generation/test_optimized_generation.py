@@ -159,7 +159,7 @@ def test_the_optimized_images_get_the_same_filter_verdicts(generators, scoring):
     assert any(rejected) and not all(rejected), verdicts["eager"]
 
 
-def test_an_image_prompt_or_a_cpu_compile_is_refused_on_the_optimized_path(generators):
+def test_an_image_prompt_a_cpu_compile_or_an_unknown_mode_is_refused(generators):
     from fairskin.generation.sampler import ImagePrompt
 
     _, optimized = generators
@@ -168,3 +168,5 @@ def test_an_image_prompt_or_a_cpu_compile_is_refused_on_the_optimized_path(gener
         optimized.generate(["a photo"], [1], steps=1, image_prompt=prompt)
     with pytest.raises(ValueError, match="only used on CUDA"):
         optimize_pipeline(optimized.pipe, compile_unet=True)
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'; choose one of default"):
+        optimize_pipeline(optimized.pipe, compile_mode="fast")
