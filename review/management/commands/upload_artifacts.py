@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.services import batches_artifacts_upload
 from fairskin.store.errors import StoreError
+from generation.services import batches_artifacts_upload
 from jobs import artifacts
 from review.services.release import releases_artifacts_upload
 from training.services import runs_artifacts_upload
