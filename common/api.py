@@ -62,7 +62,10 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
         415: UNSUPPORTED,
         503: UNAVAILABLE,
     }
-    return {401: UNAUTHENTICATED, **{code: table[code] for code in codes}}
+    # An operation that validates what it is sent (400) also refuses a body it cannot parse
+    # (a malformed multipart body reaches DRF's parser as an unsupported media type: 415).
+    wanted = set(codes) | ({415} if 400 in codes else set())
+    return {401: UNAUTHENTICATED, **{code: table[code] for code in sorted(wanted)}}
 
 
 def has_perm(name: str) -> type[permissions.BasePermission]:
